@@ -1,0 +1,48 @@
+/* SHA-2 helpers over OpenSSL EVP (SHA-NI when the CPU has it). */
+#include "core/sha.h"
+
+#include <openssl/evp.h>
+
+#include "core/hex.h"
+
+sha_ctx *sha256_new(void)
+{
+    EVP_MD_CTX *c = EVP_MD_CTX_new();
+    if (c && EVP_DigestInit_ex(c, EVP_sha256(), NULL) != 1) {
+        EVP_MD_CTX_free(c);
+        return NULL;
+    }
+    return c;
+}
+
+int sha256_reset(sha_ctx *c) { return EVP_DigestInit_ex(c, EVP_sha256(), NULL) == 1 ? 0 : -1; }
+
+int sha_update(sha_ctx *c, const void *p, size_t n)
+{
+    return EVP_DigestUpdate(c, p, n) == 1 ? 0 : -1;
+}
+
+int sha_final(sha_ctx *c, uint8_t *out)
+{
+    unsigned int len = 0;
+    return EVP_DigestFinal_ex(c, out, &len) == 1 ? 0 : -1;
+}
+
+void sha_free(sha_ctx *c) { EVP_MD_CTX_free(c); }
+
+void sha256(const void *p, size_t n, uint8_t out[32])
+{
+    EVP_Digest(p, n, out, NULL, EVP_sha256(), NULL);
+}
+
+void sha384(const void *p, size_t n, uint8_t out[48])
+{
+    EVP_Digest(p, n, out, NULL, EVP_sha384(), NULL);
+}
+
+void sha256_hex(const void *p, size_t n, char out[65])
+{
+    uint8_t d[32];
+    sha256(p, n, d);
+    hex_encode(out, d, 32);
+}

@@ -1,0 +1,20 @@
+/* SHA-256 / SHA-384 through OpenSSL's EVP with the algorithm fetched once per process.
+ * A sha_ctx belongs to one thread at a time. */
+#ifndef VP_CORE_SHA_H
+#define VP_CORE_SHA_H
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct evp_md_ctx_st sha_ctx; /* OpenSSL's EVP_MD_CTX */
+
+sha_ctx *sha256_new(void);                 /* NULL on ENOMEM; initialised */
+int sha256_reset(sha_ctx *c);              /* 0 or -1 */
+int sha_update(sha_ctx *c, const void *p, size_t n);
+int sha_final(sha_ctx *c, uint8_t *out);   /* 32 bytes for sha256, 48 for sha384 */
+void sha_free(sha_ctx *c);
+void sha256(const void *p, size_t n, uint8_t out[32]);
+void sha384(const void *p, size_t n, uint8_t out[48]);
+/* out receives 64 hex digits and a NUL. */
+void sha256_hex(const void *p, size_t n, char out[65]);
+
+#endif

@@ -1,0 +1,775 @@
+/* HTTP/1.1 server for one worker loop. Request heads are accumulated in a per-connection
+ * buffer bounded by max_header_bytes; bodies are bounded by max_body. While the application
+ * holds a request the socket keeps reading (to notice a client that goes away), and bytes of
+ * a pipelined next request are parked, bounded, until the response is done. Writes go out with
+ * uv_try_write when nothing is queued; only what the kernel did not take is copied. */
+#include "http/server.h"
+
+#include <errno.h>
+#include <llhttp.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <netdb.h>
+
+#include "core/log.h"
+
+#define READ_BUF_SIZE (64 * 1024)
+#define PENDING_MAX (64 * 1024)
+#define WQ_HIGH (256 * 1024)
+#define WQ_LOW (64 * 1024)
+
+enum conn_state { C_IDLE, C_HEAD, C_BODY, C_APP, C_CLOSING };
+enum sel_hdr { H_AUTH, H_CTYPE, H_ACCEPT, H_REQID, H_REQHASH, H_NSEL };
+
+struct span {
+    size_t off, len;
+};
+
+struct conn {
+    uv_tcp_t tcp;
+    uv_timer_t timer;
+    worker_t *w;
+    conn_t *prev, *next;
+    llhttp_t parser;
+    int state;
+    int handles_open;
+    http_req_t req;
+    buf_t head;               /* url and header bytes of the current request */
+    struct span url, sel[H_NSEL];
+    int cur_sel;              /* header being read, -1 if not one we keep */
+    size_t cur_name_off;
+    int in_value;
+    unsigned nheaders;
+    int msg_complete, skip_body, close_after, head_error;
+    int resp_started, resp_chunked, resp_done;
+    uint64_t bytes_out;
+    size_t wq_bytes;
+    int above_high;
+    buf_t pending;
+    int resume_pending;
+    int in_process;
+    void *app;
+};
+
+struct worker {
+    uv_loop_t *loop;
+    int id;
+    uv_tcp_t listener;
+    int listening;
+    http_limits_t lim;
+    const http_handler_t *h;
+    void *user;
+    llhttp_settings_t settings;
+    char *rbuf;
+    conn_t *conns;
+    unsigned nconns;
+    int draining;
+    void (*drain_cb)(worker_t *);
+};
+
+typedef struct wreq {
+    uv_write_t req;
+    conn_t *c;
+    size_t len;
+    char data[];
+} wreq_t;
+
+uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+const char *http_status_text(int s)
+{
+    switch (s) {
+    case 200: return "OK";
+    case 201: return "Created";
+    case 204: return "No Content";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 413: return "Payload Too Large";
+    case 422: return "Unprocessable Entity";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    default: return s < 300 ? "OK" : s < 500 ? "Client Error" : "Server Error";
+    }
+}
+
+static void conn_close(conn_t *c);
+static void conn_process(conn_t *c, const char *data, size_t len);
+static void conn_finish_response(conn_t *c);
+
+static const char ERR_FMT[] =
+    "{\"error\":{\"message\":\"%s\",\"type\":\"%s\",\"param\":null,\"code\":null}}";
+
+/* Protocol-level errors found by the server itself (before any handler saw the request). */
+static void conn_protocol_error(conn_t *c, int status, const char *msg, const char *type)
+{
+    char body[256];
+    int n = snprintf(body, sizeof body, ERR_FMT, msg, type);
+    c->close_after = 1;
+    if (c->resp_started) {
+        conn_close(c);
+        return;
+    }
+    c->state = C_APP; /* the response below ends the exchange */
+    conn_respond(c, status, "application/json", NULL, body, (size_t)n);
+}
+
+/* ---- timers ---- */
+
+static void on_conn_timer(uv_timer_t *t)
+{
+    conn_t *c = t->data;
+    if (c->resume_pending) {
+        c->resume_pending = 0;
+        buf_t p = c->pending;
+        c->pending = (buf_t)BUF_INIT;
+        conn_process(c, p.data, p.len);
+        buf_free(&p);
+        return;
+    }
+    switch (c->state) {
+    case C_IDLE:
+        conn_close(c);
+        break;
+    case C_HEAD:
+    case C_BODY:
+        conn_protocol_error(c, 408, "request not received in time", "timeout");
+        break;
+    default:
+        break;
+    }
+}
+
+static void conn_timer(conn_t *c, unsigned ms)
+{
+    if (ms)
+        uv_timer_start(&c->timer, on_conn_timer, ms, 0);
+    else
+        uv_timer_stop(&c->timer);
+}
+
+/* ---- llhttp callbacks ---- */
+
+static int head_add(conn_t *c, const char *at, size_t len)
+{
+    if (c->head.len + len > c->w->lim.max_header_bytes) {
+        c->head_error = 431;
+        return HPE_USER;
+    }
+    return buf_append(&c->head, at, len) == 0 ? 0 : HPE_USER;
+}
+
+static int cb_message_begin(llhttp_t *p)
+{
+    conn_t *c = p->data;
+    c->state = C_HEAD;
+    c->req.start_ns = now_ns();
+    conn_timer(c, c->w->lim.header_timeout_ms);
+    return 0;
+}
+
+static int cb_url(llhttp_t *p, const char *at, size_t len)
+{
+    conn_t *c = p->data;
+    if (c->url.len == 0)
+        c->url.off = c->head.len;
+    c->url.len += len;
+    return head_add(c, at, len);
+}
+
+static int cb_header_field(llhttp_t *p, const char *at, size_t len)
+{
+    conn_t *c = p->data;
+    if (c->in_value || c->nheaders == 0) {
+        if (++c->nheaders > c->w->lim.max_headers) {
+            c->head_error = 431;
+            return HPE_USER;
+        }
+        c->in_value = 0;
+        c->cur_name_off = c->head.len;
+        c->cur_sel = -1;
+    }
+    return head_add(c, at, len);
+}
+
+static int cb_header_field_complete(llhttp_t *p)
+{
+    static const char *names[H_NSEL] = {"authorization", "content-type", "accept",
+                                        "x-request-id", "x-request-hash"};
+    conn_t *c = p->data;
+    const char *n = c->head.data + c->cur_name_off;
+    size_t nl = c->head.len - c->cur_name_off;
+    c->cur_sel = -1;
+    for (int i = 0; i < H_NSEL; i++)
+        if (strlen(names[i]) == nl && strncasecmp(n, names[i], nl) == 0)
+            c->cur_sel = i;
+    c->in_value = 1;
+    if (c->cur_sel >= 0) {
+        /* A repeated header we act on is ambiguous: refuse it. */
+        if (c->sel[c->cur_sel].len || c->sel[c->cur_sel].off) {
+            c->head_error = 400;
+            return HPE_USER;
+        }
+        c->sel[c->cur_sel].off = c->head.len;
+    }
+    return 0;
+}
+
+static int cb_header_value(llhttp_t *p, const char *at, size_t len)
+{
+    conn_t *c = p->data;
+    if (c->cur_sel >= 0)
+        c->sel[c->cur_sel].len += len;
+    return head_add(c, at, len);
+}
+
+static strv_t span_str(conn_t *c, struct span s)
+{
+    strv_t v = {s.len ? c->head.data + s.off : "", s.len};
+    return v;
+}
+
+static int cb_headers_complete(llhttp_t *p)
+{
+    conn_t *c = p->data;
+    http_req_t *r = &c->req;
+    r->method = p->method;
+    strv_t url = span_str(c, c->url);
+    const char *q = memchr(url.p, '?', url.n);
+    r->path.p = url.p;
+    r->path.n = q ? (size_t)(q - url.p) : url.n;
+    r->query.p = q ? q + 1 : "";
+    r->query.n = q ? url.n - r->path.n - 1 : 0;
+    r->authorization = span_str(c, c->sel[H_AUTH]);
+    r->content_type = span_str(c, c->sel[H_CTYPE]);
+    r->accept = span_str(c, c->sel[H_ACCEPT]);
+    r->x_request_id = span_str(c, c->sel[H_REQID]);
+    r->x_request_hash = span_str(c, c->sel[H_REQHASH]);
+    r->has_content_length = (p->flags & F_CONTENT_LENGTH) != 0;
+    r->content_length = r->has_content_length ? p->content_length : 0;
+    r->keep_alive = llhttp_should_keep_alive(p);
+    if (r->has_content_length && r->content_length > c->w->lim.max_body) {
+        c->head_error = 413;
+        return HPE_USER;
+    }
+    c->state = C_BODY;
+    conn_timer(c, c->w->lim.body_timeout_ms);
+    if (c->w->h->on_headers(c, r)) {
+        c->skip_body = 1;
+        c->close_after = 1;
+        return HPE_PAUSED;
+    }
+    if (r->has_content_length && r->content_length > 0 &&
+        buf_reserve(&r->body, (size_t)r->content_length) != 0)
+        return HPE_USER;
+    return 0;
+}
+
+static int cb_body(llhttp_t *p, const char *at, size_t len)
+{
+    conn_t *c = p->data;
+    if (c->req.body.len + len > c->w->lim.max_body) {
+        c->head_error = 413;
+        return HPE_USER;
+    }
+    return buf_append(&c->req.body, at, len) == 0 ? 0 : HPE_USER;
+}
+
+static int cb_message_complete(llhttp_t *p)
+{
+    conn_t *c = p->data;
+    c->req.keep_alive = llhttp_should_keep_alive(p);
+    c->msg_complete = 1;
+    return HPE_PAUSED;
+}
+
+/* ---- reading ---- */
+
+static void conn_reset_request(conn_t *c)
+{
+    buf_reset(&c->head);
+    if (c->req.body.cap > 64 * 1024)
+        buf_free(&c->req.body);
+    else
+        buf_reset(&c->req.body);
+    buf_t body = c->req.body;
+    memset(&c->req, 0, sizeof c->req);
+    c->req.body = body;
+    memset(&c->url, 0, sizeof c->url);
+    memset(c->sel, 0, sizeof c->sel);
+    c->cur_sel = -1;
+    c->in_value = 0;
+    c->nheaders = 0;
+    c->msg_complete = c->skip_body = c->head_error = 0;
+    c->resp_started = c->resp_chunked = c->resp_done = 0;
+    c->app = NULL;
+    c->state = C_IDLE;
+}
+
+static void conn_process(conn_t *c, const char *data, size_t len)
+{
+    if (c->state == C_APP || c->state == C_CLOSING) {
+        if (c->state == C_APP) {
+            if (c->pending.len + len > PENDING_MAX)
+                uv_read_stop((uv_stream_t *)&c->tcp);
+            else
+                buf_append(&c->pending, data, len);
+        }
+        return;
+    }
+    c->in_process = 1;
+    llhttp_errno_t e = llhttp_execute(&c->parser, data, len);
+    c->in_process = 0;
+    if (e == HPE_OK)
+        return;
+    if (e == HPE_PAUSED && (c->msg_complete || c->skip_body)) {
+        const char *pos = llhttp_get_error_pos(&c->parser);
+        size_t used = pos && pos >= data && pos <= data + len ? (size_t)(pos - data) : len;
+        if (!c->skip_body && used < len)
+            buf_append(&c->pending, data + used, len - used);
+        if (c->skip_body)
+            return; /* on_headers already responded; closes when written */
+        c->state = C_APP;
+        uv_timer_stop(&c->timer);
+        c->w->h->on_request(c, &c->req);
+        return;
+    }
+    if (c->head_error == 413)
+        conn_protocol_error(c, 413, "request body exceeds the configured limit", "request_too_large");
+    else if (c->head_error == 431)
+        conn_protocol_error(c, 431, "request headers too large or too many", "invalid_request_error");
+    else if (c->head_error == 400)
+        conn_protocol_error(c, 400, "duplicate header", "invalid_request_error");
+    else if (c->state == C_IDLE && e == HPE_INVALID_EOF_STATE)
+        conn_close(c);
+    else
+        conn_protocol_error(c, 400, "malformed HTTP request", "invalid_request_error");
+}
+
+static void on_alloc(uv_handle_t *h, size_t sz, uv_buf_t *b)
+{
+    (void)sz;
+    conn_t *c = h->data;
+    b->base = c->w->rbuf;
+    b->len = READ_BUF_SIZE;
+}
+
+static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
+{
+    conn_t *c = s->data;
+    if (n > 0) {
+        conn_process(c, b->base, (size_t)n);
+        return;
+    }
+    if (n == 0)
+        return;
+    /* EOF or error: the client is gone. */
+    if (c->state == C_IDLE && n == UV_EOF) {
+        conn_close(c);
+        return;
+    }
+    if (c->state == C_HEAD || c->state == C_BODY) {
+        llhttp_finish(&c->parser);
+        conn_close(c);
+        return;
+    }
+    conn_close(c);
+}
+
+/* ---- lifecycle ---- */
+
+static void on_handle_closed(uv_handle_t *h)
+{
+    conn_t *c = h->data;
+    if (--c->handles_open > 0)
+        return;
+    worker_t *w = c->w;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        w->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    w->nconns--;
+    buf_free(&c->head);
+    buf_free(&c->req.body);
+    buf_free(&c->pending);
+    free(c);
+    if (w->draining && w->nconns == 0 && w->drain_cb) {
+        void (*cb)(worker_t *) = w->drain_cb;
+        w->drain_cb = NULL;
+        cb(w);
+    }
+}
+
+static void conn_close(conn_t *c)
+{
+    if (c->state == C_CLOSING)
+        return;
+    int held = c->state == C_APP && !c->resp_done && c->app;
+    c->state = C_CLOSING;
+    if (held && c->w->h->on_abort)
+        c->w->h->on_abort(c, c->app);
+    c->app = NULL;
+    uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
+    uv_close((uv_handle_t *)&c->timer, on_handle_closed);
+}
+
+void conn_abort(conn_t *c)
+{
+    c->app = NULL; /* the application gave up: do not call it back */
+    conn_close(c);
+}
+
+static void on_connection(uv_stream_t *srv, int status)
+{
+    worker_t *w = srv->data;
+    if (status < 0)
+        return;
+    conn_t *c = calloc(1, sizeof *c);
+    if (!c)
+        return;
+    c->w = w;
+    uv_tcp_init(w->loop, &c->tcp);
+    uv_timer_init(w->loop, &c->timer);
+    c->tcp.data = c->timer.data = c;
+    c->handles_open = 2;
+    c->next = w->conns;
+    if (w->conns)
+        w->conns->prev = c;
+    w->conns = c;
+    w->nconns++;
+    if (uv_accept(srv, (uv_stream_t *)&c->tcp) != 0) {
+        c->state = C_IDLE;
+        conn_close(c);
+        return;
+    }
+    uv_tcp_nodelay(&c->tcp, 1);
+    llhttp_init(&c->parser, HTTP_REQUEST, &w->settings);
+    c->parser.data = c;
+    conn_reset_request(c);
+    conn_timer(c, w->lim.idle_timeout_ms);
+    uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+}
+
+/* ---- writing ---- */
+
+static void on_write(uv_write_t *req, int status)
+{
+    wreq_t *wr = (wreq_t *)req;
+    conn_t *c = wr->c;
+    c->wq_bytes -= wr->len;
+    free(wr);
+    if (c->state == C_CLOSING)
+        return;
+    if (status < 0) {
+        conn_close(c);
+        return;
+    }
+    if (c->above_high && c->wq_bytes <= WQ_LOW) {
+        c->above_high = 0;
+        if (c->app && c->w->h->on_drain)
+            c->w->h->on_drain(c, c->app);
+    }
+    if (c->resp_done && c->wq_bytes == 0)
+        conn_finish_response(c);
+}
+
+static int conn_writev(conn_t *c, uv_buf_t *bufs, unsigned n)
+{
+    if (c->state == C_CLOSING)
+        return -1;
+    size_t total = 0;
+    for (unsigned i = 0; i < n; i++)
+        total += bufs[i].len;
+    c->bytes_out += total;
+    size_t done = 0;
+    if (c->wq_bytes == 0) {
+        int r = uv_try_write((uv_stream_t *)&c->tcp, bufs, n);
+        if (r >= 0)
+            done = (size_t)r;
+        else if (r != UV_EAGAIN) {
+            conn_close(c);
+            return -1;
+        }
+        if (done == total)
+            return 0;
+    }
+    size_t left = total - done;
+    wreq_t *wr = malloc(sizeof *wr + left);
+    if (!wr) {
+        conn_close(c);
+        return -1;
+    }
+    size_t o = 0, skip = done;
+    for (unsigned i = 0; i < n; i++) {
+        size_t l = bufs[i].len;
+        if (skip >= l) {
+            skip -= l;
+            continue;
+        }
+        memcpy(wr->data + o, bufs[i].base + skip, l - skip);
+        o += l - skip;
+        skip = 0;
+    }
+    wr->c = c;
+    wr->len = left;
+    c->wq_bytes += left;
+    if (c->wq_bytes > WQ_HIGH)
+        c->above_high = 1;
+    uv_buf_t b = uv_buf_init(wr->data, (unsigned)left);
+    if (uv_write(&wr->req, (uv_stream_t *)&c->tcp, &b, 1, on_write) != 0) {
+        c->wq_bytes -= left;
+        free(wr);
+        conn_close(c);
+        return -1;
+    }
+    return 0;
+}
+
+int conn_start_response(conn_t *c, int status, const char *content_type,
+                        const char *extra_headers, int64_t content_length)
+{
+    if (c->resp_started || c->state == C_CLOSING)
+        return -1;
+    c->resp_started = 1;
+    if (!c->req.keep_alive || c->w->draining)
+        c->close_after = 1;
+    char head[1024];
+    int n = snprintf(head, sizeof head, "HTTP/1.1 %d %s\r\n", status, http_status_text(status));
+    if (content_type)
+        n += snprintf(head + n, sizeof head - (size_t)n, "Content-Type: %s\r\n", content_type);
+    if (content_length >= 0)
+        n += snprintf(head + n, sizeof head - (size_t)n, "Content-Length: %lld\r\n",
+                      (long long)content_length);
+    else {
+        n += snprintf(head + n, sizeof head - (size_t)n, "Transfer-Encoding: chunked\r\n");
+        c->resp_chunked = 1;
+    }
+    if (c->close_after)
+        n += snprintf(head + n, sizeof head - (size_t)n, "Connection: close\r\n");
+    if ((size_t)n >= sizeof head - 3)
+        return -1;
+    uv_buf_t b[3];
+    unsigned nb = 0;
+    b[nb++] = uv_buf_init(head, (unsigned)n);
+    if (extra_headers && *extra_headers)
+        b[nb++] = uv_buf_init((char *)extra_headers, (unsigned)strlen(extra_headers));
+    b[nb++] = uv_buf_init("\r\n", 2);
+    int r = conn_writev(c, b, nb);
+    c->bytes_out -= (uint64_t)(b[0].len + (nb == 3 ? b[1].len : 0) + 2);
+    return r;
+}
+
+int conn_write_body(conn_t *c, const void *p, size_t n)
+{
+    if (!c->resp_started || c->resp_done || n == 0)
+        return c->state == C_CLOSING ? -1 : 0;
+    if (!c->resp_chunked) {
+        uv_buf_t b = uv_buf_init((char *)p, (unsigned)n);
+        return conn_writev(c, &b, 1);
+    }
+    char sz[24];
+    int sl = snprintf(sz, sizeof sz, "%zx\r\n", n);
+    uv_buf_t b[3] = {uv_buf_init(sz, (unsigned)sl), uv_buf_init((char *)p, (unsigned)n),
+                     uv_buf_init("\r\n", 2)};
+    uint64_t before = c->bytes_out;
+    int r = conn_writev(c, b, 3);
+    c->bytes_out = before + n;
+    return r;
+}
+
+/* The exchange is over once the response is fully written: reuse or close the connection. */
+static void conn_finish_response(conn_t *c)
+{
+    if (c->state == C_CLOSING)
+        return;
+    if (c->close_after || c->w->draining) {
+        conn_close(c);
+        return;
+    }
+    llhttp_resume(&c->parser);
+    conn_reset_request(c);
+    conn_timer(c, c->w->lim.idle_timeout_ms);
+    if (c->pending.len) {
+        c->resume_pending = 1;
+        uv_timer_start(&c->timer, on_conn_timer, 0, 0);
+    }
+    uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+}
+
+int conn_end_response(conn_t *c)
+{
+    if (!c->resp_started || c->resp_done)
+        return -1;
+    if (c->resp_chunked) {
+        uv_buf_t b = uv_buf_init("0\r\n\r\n", 5);
+        uint64_t before = c->bytes_out;
+        if (conn_writev(c, &b, 1) != 0)
+            return -1;
+        c->bytes_out = before;
+    }
+    c->resp_done = 1;
+    c->app = NULL;
+    if (c->wq_bytes == 0)
+        conn_finish_response(c);
+    return 0;
+}
+
+int conn_respond(conn_t *c, int status, const char *content_type, const char *extra_headers,
+                 const void *body, size_t len)
+{
+    if (conn_start_response(c, status, content_type, extra_headers, (int64_t)len) != 0)
+        return -1;
+    if (len && conn_write_body(c, body, len) != 0)
+        return -1;
+    return conn_end_response(c);
+}
+
+int conn_response_started(const conn_t *c) { return c->resp_started; }
+size_t conn_write_queue_bytes(const conn_t *c) { return c->wq_bytes; }
+int conn_should_pause_source(const conn_t *c) { return c->wq_bytes > WQ_HIGH; }
+void conn_set_app(conn_t *c, void *app) { c->app = app; }
+void *conn_get_app(const conn_t *c) { return c->app; }
+worker_t *conn_worker(const conn_t *c) { return c->w; }
+uint64_t conn_bytes_out(const conn_t *c) { return c->bytes_out; }
+
+/* ---- worker ---- */
+
+static int bind_reuseport(const char *host, int port, char *err, size_t errlen)
+{
+    struct addrinfo hints = {0}, *ai = NULL;
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    char ps[16];
+    snprintf(ps, sizeof ps, "%d", port);
+    int rc = getaddrinfo(host, ps, &hints, &ai);
+    if (rc != 0) {
+        snprintf(err, errlen, "cannot resolve listen address %s: %s", host, gai_strerror(rc));
+        return -1;
+    }
+    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int one = 1;
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0 ||
+        bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, 4096) != 0) {
+        snprintf(err, errlen, "cannot listen on %s:%d: %s", host, port, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        freeaddrinfo(ai);
+        return -1;
+    }
+    freeaddrinfo(ai);
+    return fd;
+}
+
+worker_t *worker_new(uv_loop_t *loop, int id, const char *host, int port,
+                     const http_limits_t *lim, const http_handler_t *h, void *user, char *err,
+                     size_t errlen)
+{
+    worker_t *w = calloc(1, sizeof *w);
+    if (!w || !(w->rbuf = malloc(READ_BUF_SIZE))) {
+        free(w);
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    w->loop = loop;
+    w->id = id;
+    w->lim = *lim;
+    w->h = h;
+    w->user = user;
+    llhttp_settings_init(&w->settings);
+    w->settings.on_message_begin = cb_message_begin;
+    w->settings.on_url = cb_url;
+    w->settings.on_header_field = cb_header_field;
+    w->settings.on_header_field_complete = cb_header_field_complete;
+    w->settings.on_header_value = cb_header_value;
+    w->settings.on_headers_complete = cb_headers_complete;
+    w->settings.on_body = cb_body;
+    w->settings.on_message_complete = cb_message_complete;
+    int fd = bind_reuseport(host, port, err, errlen);
+    if (fd < 0) {
+        free(w->rbuf);
+        free(w);
+        return NULL;
+    }
+    uv_tcp_init(loop, &w->listener);
+    w->listener.data = w;
+    if (uv_tcp_open(&w->listener, fd) != 0 ||
+        uv_listen((uv_stream_t *)&w->listener, 4096, on_connection) != 0) {
+        snprintf(err, errlen, "cannot listen on %s:%d", host, port);
+        uv_close((uv_handle_t *)&w->listener, NULL);
+        return w; /* caller frees after running the loop once */
+    }
+    w->listening = 1;
+    return w;
+}
+
+void worker_drain(worker_t *w, void (*cb)(worker_t *))
+{
+    if (w->draining)
+        return;
+    w->draining = 1;
+    w->drain_cb = cb;
+    if (w->listening) {
+        w->listening = 0;
+        uv_close((uv_handle_t *)&w->listener, NULL);
+    }
+    for (conn_t *c = w->conns, *n; c; c = n) {
+        n = c->next;
+        if (c->state == C_IDLE)
+            conn_close(c);
+    }
+    if (w->nconns == 0 && w->drain_cb) {
+        w->drain_cb = NULL;
+        cb(w);
+    }
+}
+
+void worker_close_all(worker_t *w)
+{
+    for (conn_t *c = w->conns, *n; c; c = n) {
+        n = c->next;
+        conn_close(c);
+    }
+}
+
+void *worker_user(const worker_t *w) { return w->user; }
+int worker_id(const worker_t *w) { return w->id; }
+uv_loop_t *worker_loop(const worker_t *w) { return w->loop; }
+unsigned worker_conn_count(const worker_t *w) { return w->nconns; }
+char *worker_read_buf(worker_t *w, size_t *len)
+{
+    *len = READ_BUF_SIZE;
+    return w->rbuf;
+}
+
+void worker_free(worker_t *w)
+{
+    if (!w)
+        return;
+    free(w->rbuf);
+    free(w);
+}

@@ -1,0 +1,103 @@
+/* HTTP/1.1 server side of a worker: accepts connections on the worker's own SO_REUSEPORT
+ * listener, parses requests with llhttp (strict), enforces limits and per-phase timeouts,
+ * and writes responses with backpressure.
+ *
+ * Threads: everything here runs on the owning worker's loop thread only.
+ * Ownership: a conn_t is owned by the server; it stays valid until the handler's on_close
+ * callback returned (the handler must drop its pointer there). Request strings point into
+ * conn-owned memory that is valid until the response is finished. */
+#ifndef VP_HTTP_SERVER_H
+#define VP_HTTP_SERVER_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "core/buf.h"
+
+typedef struct conn conn_t;
+typedef struct worker worker_t;
+
+typedef struct strv {
+    const char *p;
+    size_t n;
+} strv_t;
+
+typedef struct http_limits {
+    size_t max_header_bytes;   /* request line + all headers */
+    unsigned max_headers;
+    size_t max_body;
+    unsigned header_timeout_ms;
+    unsigned body_timeout_ms;
+    unsigned idle_timeout_ms;
+} http_limits_t;
+
+typedef struct http_req {
+    int method;              /* llhttp_method_t */
+    strv_t path;             /* without the query */
+    strv_t query;            /* after '?', may be empty */
+    strv_t authorization, content_type, accept, x_request_id, x_request_hash;
+    int has_content_length;
+    uint64_t content_length;
+    int keep_alive;
+    buf_t body;
+    uint64_t start_ns;
+    int app_route, app_auth; /* scratch for the application, zeroed per request */
+} http_req_t;
+
+/* What the application does with a request. Called on the loop thread. */
+typedef struct http_handler {
+    /* Headers are complete. Return 0 to read the body, or respond (conn_respond*) and
+     * return 1 to skip the body (the connection is then closed after the response). */
+    int (*on_headers)(conn_t *c, http_req_t *req);
+    /* Body complete: the application now owns the response. */
+    void (*on_request)(conn_t *c, http_req_t *req);
+    /* The connection is going away (client closed, error, shutdown) while the
+     * application still held it (between on_request and the end of the response). */
+    void (*on_abort)(conn_t *c, void *app);
+    /* The client's write queue drained below the low watermark. */
+    void (*on_drain)(conn_t *c, void *app);
+} http_handler_t;
+
+/* Responses. A full response in one call: */
+int conn_respond(conn_t *c, int status, const char *content_type, const char *extra_headers,
+                 const void *body, size_t len);
+/* Streaming responses: head, then body pieces, then end. content_length < 0 = chunked.
+ * extra_headers: zero or more complete "Name: value\r\n" lines, or NULL. */
+int conn_start_response(conn_t *c, int status, const char *content_type,
+                        const char *extra_headers, int64_t content_length);
+int conn_write_body(conn_t *c, const void *p, size_t n);
+int conn_end_response(conn_t *c);
+/* Abandons the response and closes the connection (the client sees a truncated body). */
+void conn_abort(conn_t *c);
+int conn_response_started(const conn_t *c);
+size_t conn_write_queue_bytes(const conn_t *c);
+int conn_should_pause_source(const conn_t *c); /* over the high watermark */
+
+void conn_set_app(conn_t *c, void *app);
+void *conn_get_app(const conn_t *c);
+worker_t *conn_worker(const conn_t *c);
+uint64_t conn_bytes_out(const conn_t *c);
+
+/* Worker lifecycle. worker_new binds host:port with SO_REUSEPORT on the given loop. */
+worker_t *worker_new(uv_loop_t *loop, int id, const char *host, int port,
+                     const http_limits_t *lim, const http_handler_t *h, void *user, char *err,
+                     size_t errlen);
+void *worker_user(const worker_t *w);
+int worker_id(const worker_t *w);
+uv_loop_t *worker_loop(const worker_t *w);
+/* Stop accepting and close idle connections; in-flight responses continue. When the last
+ * connection is gone, cb runs (once). */
+void worker_drain(worker_t *w, void (*cb)(worker_t *));
+/* Close every connection now (end of the grace period). */
+void worker_close_all(worker_t *w);
+unsigned worker_conn_count(const worker_t *w);
+void worker_free(worker_t *w);     /* after the loop has stopped */
+
+/* One read buffer per worker: read callbacks consume data synchronously. */
+char *worker_read_buf(worker_t *w, size_t *len);
+
+const char *http_status_text(int status);
+uint64_t now_ns(void);
+
+#endif

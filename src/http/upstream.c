@@ -1,0 +1,556 @@
+/* Upstream client. An exchange (upstream_req_t) borrows an idle keep-alive connection
+ * (uconn_t) or opens one. A reused connection that fails before any response byte arrived is
+ * retried once on a fresh connection: the engine closed it while it sat idle, so it never
+ * saw the request. */
+#include "http/upstream.h"
+
+#include <arpa/inet.h>
+#include <llhttp.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "core/buf.h"
+#include "core/log.h"
+
+#define MAX_IDLE 1024
+#define IDLE_TIMEOUT_MS 60000
+
+typedef struct uconn uconn_t;
+enum ustate { U_CONNECTING, U_BUSY, U_IDLE, U_CLOSING };
+
+struct upstream_req {
+    upstream_pool_t *pool;
+    uconn_t *conn;
+    buf_t head;
+    const void *body;
+    size_t body_len;
+    const upstream_cbs_t *cbs;
+    void *ud;
+    uint64_t deadline_ms;
+    int retried, got_bytes, head_done, complete, paused;
+};
+
+struct uconn {
+    union {
+        uv_tcp_t tcp;
+        uv_pipe_t pipe;
+        uv_stream_t stream;
+        uv_handle_t handle;
+    } s;
+    uv_timer_t timer;
+    uv_connect_t connect_req;
+    uv_write_t write_req;
+    upstream_pool_t *pool;
+    uconn_t *next_idle;
+    upstream_req_t *ex;
+    llhttp_t parser;
+    int state, handles_open, reused, writing;
+    int name_match, is_ctype, in_value;
+    char ctype[128];
+    size_t ctype_len;
+};
+
+struct upstream_pool {
+    uv_loop_t *loop;
+    upstream_target_t t;
+    worker_t *w;
+    llhttp_settings_t settings;
+    uconn_t *idle;
+    unsigned nidle;
+};
+
+int upstream_target_parse(upstream_target_t *t, const char *url, char *err, size_t errlen)
+{
+    memset(&t->addr, 0, sizeof t->addr);
+    if (strncmp(url, "unix:", 5) == 0) {
+        const char *p = url + 5;
+        if (strncmp(p, "//", 2) == 0)
+            p += 2;
+        if (*p != '/' || strlen(p) >= sizeof t->path) {
+            snprintf(err, errlen, "invalid unix socket URL '%s' (want unix:/path)", url);
+            return -1;
+        }
+        t->is_unix = 1;
+        snprintf(t->path, sizeof t->path, "%s", p);
+        snprintf(t->host, sizeof t->host, "localhost");
+        t->port = 0;
+        return 0;
+    }
+    if (strncmp(url, "http://", 7) != 0) {
+        snprintf(err, errlen, "invalid upstream URL '%s' (want http://host:port or unix:/path)",
+                 url);
+        return -1;
+    }
+    const char *h = url + 7, *end = h + strcspn(h, "/?#");
+    if (*end && strcmp(end, "/") != 0) {
+        snprintf(err, errlen, "upstream URL '%s' must not have a path or query", url);
+        return -1;
+    }
+    char hostport[256];
+    size_t hl = (size_t)(end - h);
+    if (hl == 0 || hl >= sizeof hostport) {
+        snprintf(err, errlen, "invalid upstream URL '%s'", url);
+        return -1;
+    }
+    memcpy(hostport, h, hl);
+    hostport[hl] = '\0';
+    char *host = hostport, *port = NULL;
+    if (host[0] == '[') {
+        char *rb = strchr(host, ']');
+        if (!rb) {
+            snprintf(err, errlen, "invalid IPv6 address in '%s'", url);
+            return -1;
+        }
+        *rb = '\0';
+        host++;
+        if (rb[1] == ':')
+            port = rb + 2;
+    } else if ((port = strrchr(host, ':')))
+        *port++ = '\0';
+    char *endp = NULL;
+    long pn = port ? strtol(port, &endp, 10) : 80;
+    if ((port && (*port == '\0' || *endp != '\0')) || pn <= 0 || pn > 65535 || !*host) {
+        snprintf(err, errlen, "invalid host or port in upstream URL '%s'", url);
+        return -1;
+    }
+    t->port = (int)pn;
+    snprintf(t->host, sizeof t->host, "%s", host);
+    struct addrinfo hints = {0}, *ai = NULL;
+    hints.ai_socktype = SOCK_STREAM;
+    char ps[8];
+    snprintf(ps, sizeof ps, "%d", t->port);
+    int rc = getaddrinfo(host, ps, &hints, &ai);
+    if (rc != 0) {
+        snprintf(err, errlen, "cannot resolve upstream host '%s': %s", host, gai_strerror(rc));
+        return -1;
+    }
+    memcpy(&t->addr, ai->ai_addr, ai->ai_addrlen);
+    freeaddrinfo(ai);
+    t->is_unix = 0;
+    return 0;
+}
+
+/* ---- response parsing ---- */
+
+static int ucb_message_begin(llhttp_t *p)
+{
+    uconn_t *c = p->data;
+    c->ctype_len = 0;
+    c->name_match = 0;
+    c->in_value = 0;
+    c->is_ctype = 0;
+    return 0;
+}
+
+static int ucb_header_field(llhttp_t *p, const char *at, size_t len)
+{
+    static const char want[] = "content-type";
+    uconn_t *c = p->data;
+    if (c->in_value) {
+        c->in_value = 0;
+        c->name_match = 0;
+    }
+    int m = c->name_match;
+    for (size_t i = 0; i < len && m >= 0; i++)
+        m = ((size_t)m < sizeof want - 1 && (at[i] | 0x20) == want[m]) ? m + 1 : -1;
+    c->name_match = m;
+    return 0;
+}
+
+static int ucb_header_field_complete(llhttp_t *p)
+{
+    uconn_t *c = p->data;
+    c->is_ctype = c->name_match == (int)(sizeof "content-type" - 1) && c->ctype_len == 0;
+    c->in_value = 1;
+    return 0;
+}
+
+static int ucb_header_value(llhttp_t *p, const char *at, size_t len)
+{
+    uconn_t *c = p->data;
+    if (c->is_ctype && c->ctype_len + len < sizeof c->ctype) {
+        memcpy(c->ctype + c->ctype_len, at, len);
+        c->ctype_len += len;
+    }
+    return 0;
+}
+
+static int ucb_headers_complete(llhttp_t *p)
+{
+    uconn_t *c = p->data;
+    upstream_req_t *ex = c->ex;
+    if (!ex)
+        return HPE_USER;
+    ex->head_done = 1;
+    int64_t cl = (p->flags & F_CONTENT_LENGTH) ? (int64_t)p->content_length : -1;
+    strv_t ct = {c->ctype, c->ctype_len};
+    if (ex->cbs->on_head)
+        ex->cbs->on_head(ex->ud, p->status_code, ct, cl);
+    return c->ex ? 0 : HPE_USER; /* the callback may have cancelled */
+}
+
+static int ucb_body(llhttp_t *p, const char *at, size_t len)
+{
+    uconn_t *c = p->data;
+    if (c->ex && c->ex->cbs->on_body)
+        c->ex->cbs->on_body(c->ex->ud, at, len);
+    return c->ex ? 0 : HPE_USER;
+}
+
+static int ucb_message_complete(llhttp_t *p)
+{
+    uconn_t *c = p->data;
+    if (c->ex)
+        c->ex->complete = 1;
+    return HPE_PAUSED;
+}
+
+/* ---- connection lifecycle ---- */
+
+static void on_uhandle_closed(uv_handle_t *h)
+{
+    uconn_t *c = h->data;
+    if (--c->handles_open == 0)
+        free(c);
+}
+
+static void pool_remove_idle(upstream_pool_t *p, uconn_t *c)
+{
+    for (uconn_t **pp = &p->idle; *pp; pp = &(*pp)->next_idle)
+        if (*pp == c) {
+            *pp = c->next_idle;
+            p->nidle--;
+            return;
+        }
+}
+
+static void uconn_close(uconn_t *c)
+{
+    if (c->state == U_CLOSING)
+        return;
+    if (c->state == U_IDLE)
+        pool_remove_idle(c->pool, c);
+    c->state = U_CLOSING;
+    c->ex = NULL;
+    uv_close(&c->s.handle, on_uhandle_closed);
+    uv_close((uv_handle_t *)&c->timer, on_uhandle_closed);
+}
+
+static void ex_free(upstream_req_t *ex)
+{
+    buf_free(&ex->head);
+    free(ex);
+}
+
+static void ex_attach(upstream_req_t *ex, uconn_t *c);
+static uconn_t *uconn_new(upstream_pool_t *p);
+static void on_utimer(uv_timer_t *t);
+static void on_ualloc(uv_handle_t *h, size_t sz, uv_buf_t *b);
+static void on_uread(uv_stream_t *s, ssize_t n, const uv_buf_t *b);
+
+/* Ends the exchange: tells the caller, then parks the connection or closes it. */
+static void ex_done(upstream_req_t *ex, int err)
+{
+    uconn_t *c = ex->conn;
+    if (err && err != UPS_E_TIMEOUT && c && c->reused && !ex->got_bytes && !ex->retried) {
+        ex->retried = 1;
+        uconn_close(c);
+        uconn_t *n = uconn_new(ex->pool);
+        if (n) {
+            ex_attach(ex, n);
+            return;
+        }
+        err = UPS_E_NOMEM;
+        c = NULL;
+    }
+    int keep = c && !err && ex->complete && llhttp_should_keep_alive(&c->parser) &&
+               c->pool->nidle < MAX_IDLE;
+    int status = ex->head_done && c ? c->parser.status_code : 0;
+    if (c) {
+        c->ex = NULL;
+        uv_timer_stop(&c->timer);
+        if (keep) {
+            llhttp_resume(&c->parser);
+            llhttp_reset(&c->parser);
+            c->state = U_IDLE;
+            c->reused = 1;
+            c->next_idle = c->pool->idle;
+            c->pool->idle = c;
+            c->pool->nidle++;
+            uv_timer_start(&c->timer, on_utimer, IDLE_TIMEOUT_MS, 0);
+            uv_read_start(&c->s.stream, on_ualloc, on_uread);
+        } else {
+            uconn_close(c);
+        }
+    }
+    const upstream_cbs_t *cbs = ex->cbs;
+    void *ud = ex->ud;
+    ex_free(ex);
+    if (cbs->on_done)
+        cbs->on_done(ud, err, status);
+}
+
+static void on_utimer(uv_timer_t *t)
+{
+    uconn_t *c = t->data;
+    if (c->state == U_IDLE || !c->ex) {
+        uconn_close(c);
+        return;
+    }
+    ex_done(c->ex, UPS_E_TIMEOUT);
+}
+
+static void arm(uconn_t *c, unsigned ms)
+{
+    upstream_req_t *ex = c->ex;
+    uint64_t now = uv_now(c->pool->loop);
+    uint64_t left = ex->deadline_ms > now ? ex->deadline_ms - now : 1;
+    if (ms == 0 || ms > left)
+        ms = (unsigned)left;
+    uv_timer_start(&c->timer, on_utimer, ms, 0);
+}
+
+static void on_ualloc(uv_handle_t *h, size_t sz, uv_buf_t *b)
+{
+    (void)sz;
+    uconn_t *c = h->data;
+    size_t len;
+    b->base = worker_read_buf(c->pool->w, &len);
+    b->len = len;
+}
+
+static void on_uread(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
+{
+    uconn_t *c = s->data;
+    upstream_req_t *ex = c->ex;
+    if (n == 0)
+        return;
+    if (!ex) { /* idle: the engine closed it, or sent garbage */
+        uconn_close(c);
+        return;
+    }
+    if (n < 0) {
+        if (n == UV_EOF && ex->head_done && llhttp_finish(&c->parser) == HPE_OK &&
+            (ex->complete || !llhttp_message_needs_eof(&c->parser))) {
+            ex->complete = 1;
+            c->parser.flags |= F_CONNECTION_CLOSE;
+            ex_done(ex, UPS_OK);
+            return;
+        }
+        if (n == UV_EOF && c->ex == ex && ex->complete) {
+            ex_done(ex, UPS_OK);
+            return;
+        }
+        if (c->ex == ex)
+            ex_done(ex, UPS_E_CLOSED);
+        return;
+    }
+    if (!ex->got_bytes) {
+        ex->got_bytes = 1;
+        arm(c, 0); /* from now on only the total deadline applies */
+    }
+    llhttp_errno_t e = llhttp_execute(&c->parser, b->base, (size_t)n);
+    if (c->ex != ex)
+        return; /* cancelled from a callback */
+    if (e == HPE_PAUSED && ex->complete) {
+        ex_done(ex, UPS_OK);
+        return;
+    }
+    if (e != HPE_OK)
+        ex_done(ex, UPS_E_PROTOCOL);
+}
+
+static void on_uwrite(uv_write_t *w, int status)
+{
+    uconn_t *c = w->data;
+    c->writing = 0;
+    if (c->state == U_CLOSING || !c->ex)
+        return;
+    if (status < 0 && !c->ex->got_bytes)
+        ex_done(c->ex, UPS_E_CLOSED);
+}
+
+static void ex_send(uconn_t *c)
+{
+    upstream_req_t *ex = c->ex;
+    c->state = U_BUSY;
+    uv_buf_t b[2] = {uv_buf_init(ex->head.data, (unsigned)ex->head.len),
+                     uv_buf_init((char *)ex->body, (unsigned)ex->body_len)};
+    c->write_req.data = c;
+    c->writing = 1;
+    if (uv_write(&c->write_req, &c->s.stream, b, ex->body_len ? 2 : 1, on_uwrite) != 0) {
+        c->writing = 0;
+        ex_done(ex, UPS_E_CLOSED);
+        return;
+    }
+    if (!ex->paused)
+        uv_read_start(&c->s.stream, on_ualloc, on_uread);
+    arm(c, c->pool->t.first_byte_timeout_ms);
+}
+
+static void on_uconnect(uv_connect_t *req, int status)
+{
+    uconn_t *c = req->data;
+    if (c->state == U_CLOSING)
+        return;
+    if (!c->ex) {
+        uconn_close(c);
+        return;
+    }
+    if (status < 0) {
+        LOG_DEBUG("upstream connect failed: %s", uv_strerror(status));
+        ex_done(c->ex, UPS_E_CONNECT);
+        return;
+    }
+    if (!c->pool->t.is_unix)
+        uv_tcp_nodelay(&c->s.tcp, 1);
+    ex_send(c);
+}
+
+static uconn_t *uconn_new(upstream_pool_t *p)
+{
+    uconn_t *c = calloc(1, sizeof *c);
+    if (!c)
+        return NULL;
+    c->pool = p;
+    c->state = U_CONNECTING;
+    if (p->t.is_unix)
+        uv_pipe_init(p->loop, &c->s.pipe, 0);
+    else
+        uv_tcp_init(p->loop, &c->s.tcp);
+    uv_timer_init(p->loop, &c->timer);
+    c->s.handle.data = c->timer.data = c;
+    c->handles_open = 2;
+    llhttp_init(&c->parser, HTTP_RESPONSE, &p->settings);
+    c->parser.data = c;
+    return c;
+}
+
+static void ex_attach(upstream_req_t *ex, uconn_t *c)
+{
+    ex->conn = c;
+    c->ex = ex;
+    if (c->state == U_IDLE) {
+        ex_send(c);
+        return;
+    }
+    c->connect_req.data = c;
+    upstream_pool_t *p = ex->pool;
+    int rc;
+    if (p->t.is_unix) {
+        uv_pipe_connect(&c->connect_req, &c->s.pipe, p->t.path, on_uconnect);
+        rc = 0;
+    } else {
+        rc = uv_tcp_connect(&c->connect_req, &c->s.tcp, (const struct sockaddr *)&p->t.addr,
+                            on_uconnect);
+    }
+    if (rc != 0) {
+        /* Report asynchronously through the timer so callers never re-enter. */
+        uv_timer_start(&c->timer, on_utimer, 0, 0);
+        ex->deadline_ms = 0;
+        return;
+    }
+    arm(c, p->t.connect_timeout_ms);
+}
+
+upstream_pool_t *upstream_pool_new(uv_loop_t *loop, const upstream_target_t *t, worker_t *w)
+{
+    upstream_pool_t *p = calloc(1, sizeof *p);
+    if (!p)
+        return NULL;
+    p->loop = loop;
+    p->t = *t;
+    p->w = w;
+    llhttp_settings_init(&p->settings);
+    p->settings.on_message_begin = ucb_message_begin;
+    p->settings.on_header_field = ucb_header_field;
+    p->settings.on_header_field_complete = ucb_header_field_complete;
+    p->settings.on_header_value = ucb_header_value;
+    p->settings.on_headers_complete = ucb_headers_complete;
+    p->settings.on_body = ucb_body;
+    p->settings.on_message_complete = ucb_message_complete;
+    return p;
+}
+
+void upstream_pool_close(upstream_pool_t *p)
+{
+    while (p->idle)
+        uconn_close(p->idle);
+    free(p);
+}
+
+unsigned upstream_pool_idle(const upstream_pool_t *p) { return p->nidle; }
+
+upstream_req_t *upstream_send(upstream_pool_t *p, const char *method, strv_t path, strv_t query,
+                              const char *extra_headers, const void *body, size_t len,
+                              const upstream_cbs_t *cbs, void *ud)
+{
+    upstream_req_t *ex = calloc(1, sizeof *ex);
+    if (!ex)
+        return NULL;
+    ex->pool = p;
+    ex->body = body;
+    ex->body_len = len;
+    ex->cbs = cbs;
+    ex->ud = ud;
+    ex->deadline_ms = uv_now(p->loop) + p->t.total_timeout_ms;
+    buf_t *h = &ex->head;
+    int rc = buf_printf(h, "%s %.*s%s%.*s HTTP/1.1\r\n", method, (int)path.n, path.p,
+                        query.n ? "?" : "", (int)query.n, query.p);
+    if (p->t.is_unix || p->t.port == 80)
+        rc |= buf_printf(h, "Host: %s\r\n", p->t.host);
+    else if (strchr(p->t.host, ':'))
+        rc |= buf_printf(h, "Host: [%s]:%d\r\n", p->t.host, p->t.port);
+    else
+        rc |= buf_printf(h, "Host: %s:%d\r\n", p->t.host, p->t.port);
+    if (strcmp(method, "GET") != 0 || len)
+        rc |= buf_printf(h, "Content-Length: %zu\r\n", len);
+    rc |= buf_puts(h, p->t.auth_header);
+    if (extra_headers)
+        rc |= buf_puts(h, extra_headers);
+    rc |= buf_puts(h, "\r\n");
+    if (rc != 0) {
+        ex_free(ex);
+        return NULL;
+    }
+    uconn_t *c = p->idle;
+    if (c) {
+        p->idle = c->next_idle;
+        p->nidle--;
+        c->state = U_IDLE; /* ex_attach sends at once on an idle connection */
+    } else if (!(c = uconn_new(p))) {
+        ex_free(ex);
+        return NULL;
+    }
+    ex_attach(ex, c);
+    return ex;
+}
+
+void upstream_cancel(upstream_req_t *ex)
+{
+    uconn_t *c = ex->conn;
+    if (c) {
+        c->ex = NULL;
+        uconn_close(c);
+    }
+    ex_free(ex);
+}
+
+void upstream_pause(upstream_req_t *ex)
+{
+    ex->paused = 1;
+    if (ex->conn && ex->conn->state == U_BUSY)
+        uv_read_stop(&ex->conn->s.stream);
+}
+
+void upstream_resume(upstream_req_t *ex)
+{
+    if (!ex->paused)
+        return;
+    ex->paused = 0;
+    if (ex->conn && ex->conn->state == U_BUSY)
+        uv_read_start(&ex->conn->s.stream, on_ualloc, on_uread);
+}

@@ -1,0 +1,63 @@
+/* Upstream HTTP/1.1 client: one keep-alive pool per worker loop, to the engine over TCP or a
+ * Unix socket. Responses are parsed with llhttp and delivered as a head and de-chunked body
+ * pieces as they arrive; nothing is buffered here.
+ *
+ * Threads: a pool and its exchanges belong to one loop thread.
+ * Ownership: the caller keeps `body` alive until on_done ran or it called upstream_cancel.
+ * The upstream_req_t pointer is invalid after on_done returned or after upstream_cancel. */
+#ifndef VP_HTTP_UPSTREAM_H
+#define VP_HTTP_UPSTREAM_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "http/server.h"
+
+enum upstream_err {
+    UPS_OK = 0,
+    UPS_E_CONNECT,        /* could not connect (refused, unreachable) */
+    UPS_E_TIMEOUT,        /* connect, first byte or total timeout */
+    UPS_E_CLOSED,         /* connection closed before the response was complete */
+    UPS_E_PROTOCOL,       /* malformed response */
+    UPS_E_NOMEM,
+};
+
+typedef struct upstream_target {
+    int is_unix;
+    char host[256];       /* for TCP; also the Host header */
+    int port;
+    char path[108];       /* for Unix sockets */
+    struct sockaddr_storage addr;
+    char auth_header[512];            /* "Authorization: Bearer ...\r\n" or "" */
+    unsigned connect_timeout_ms, first_byte_timeout_ms, total_timeout_ms;
+} upstream_target_t;
+
+/* Parses "http://host[:port][/]" or "unix:/path"; resolves the host (blocking: call at
+ * start-up only). 0 or -1 with a message in err. */
+int upstream_target_parse(upstream_target_t *t, const char *url, char *err, size_t errlen);
+
+typedef struct upstream_pool upstream_pool_t;
+typedef struct upstream_req upstream_req_t;
+
+typedef struct upstream_cbs {
+    void (*on_head)(void *ud, int status, strv_t content_type, int64_t content_length);
+    void (*on_body)(void *ud, const char *p, size_t n);
+    void (*on_done)(void *ud, int err, int status_seen);
+} upstream_cbs_t;
+
+upstream_pool_t *upstream_pool_new(uv_loop_t *loop, const upstream_target_t *t, worker_t *w);
+/* Closes idle connections; in-flight ones must have been cancelled or finished. */
+void upstream_pool_close(upstream_pool_t *p);
+unsigned upstream_pool_idle(const upstream_pool_t *p);
+
+/* extra_headers: complete "Name: value\r\n" lines, or NULL. Returns NULL only on ENOMEM;
+ * connection errors arrive through on_done (never synchronously). */
+upstream_req_t *upstream_send(upstream_pool_t *p, const char *method, strv_t path, strv_t query,
+                              const char *extra_headers, const void *body, size_t len,
+                              const upstream_cbs_t *cbs, void *ud);
+void upstream_cancel(upstream_req_t *r);
+void upstream_pause(upstream_req_t *r);
+void upstream_resume(upstream_req_t *r);
+
+#endif

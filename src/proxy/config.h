@@ -1,0 +1,43 @@
+/* Configuration: environment variables (the reference proxy's names), overridden by flags.
+ * config_load fills a config_t once at start-up; it is immutable afterwards and shared
+ * read-only by every worker thread. */
+#ifndef VP_PROXY_CONFIG_H
+#define VP_PROXY_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define CFG_MAX_TOKENS 64
+
+typedef struct config {
+    char listen_host[256];
+    int listen_port;
+    char upstream_url[512];
+    char upstream_api_key[256];
+    char model_name[256];
+    int ntokens;
+    uint8_t token_hash[CFG_MAX_TOKENS][32];      /* sha256 of each accepted bearer token */
+    int ntrusted;
+    uint8_t trusted_hash[CFG_MAX_TOKENS][32];    /* tokens allowed to send X-Request-Hash */
+    int workers;
+    char attestation[32];                        /* "simulated" once validated */
+    int gpu_no_hw_mode;
+    unsigned cache_ttl;
+    size_t cache_capacity;
+    size_t max_request_size;
+    size_t max_header_size;
+    unsigned max_headers;
+    unsigned header_timeout_ms, body_timeout_ms, idle_timeout_ms;
+    unsigned upstream_connect_timeout_ms, upstream_first_byte_timeout_ms, total_timeout_ms;
+    unsigned shutdown_grace_ms;
+    int log_level;
+} config_t;
+
+enum { CFG_OK = 0, CFG_EXIT_OK = 1, CFG_ERROR = -1 };
+
+/* Returns CFG_OK, CFG_EXIT_OK (--help/--version printed) or CFG_ERROR (message in err). */
+int config_load(config_t *cfg, int argc, char **argv, char *err, size_t errlen);
+void config_usage(FILE *out);
+
+#endif

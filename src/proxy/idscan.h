@@ -1,0 +1,23 @@
+/* Incremental scanner for the top-level "id" of a JSON object (a non-streaming completion),
+ * fed the body in arbitrary pieces. Constant memory: it never buffers the body. */
+#ifndef VP_PROXY_IDSCAN_H
+#define VP_PROXY_IDSCAN_H
+#include <stddef.h>
+#include <stdint.h>
+
+#define IDSCAN_MAX_ID 256
+
+typedef struct idscan {
+    uint32_t depth;
+    uint8_t in_str, esc, str_is_key, expect_key, expect_value, key_is_id, capturing, have_id,
+        failed, key_pos;
+    uint16_t id_len;
+    char id[IDSCAN_MAX_ID + 1];
+} idscan_t;
+
+void idscan_init(idscan_t *s);
+void idscan_feed(idscan_t *s, const char *p, size_t n);
+/* The id once the scanner saw it whole, else NULL. Ids with escapes are not accepted. */
+const char *idscan_id(const idscan_t *s);
+
+#endif

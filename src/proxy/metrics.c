@@ -1,0 +1,85 @@
+/* Prometheus text exposition of the per-worker counters, summed at read time. */
+#include "proxy/metrics.h"
+
+#include "proxy/app.h"
+
+const char *const route_names[ROUTE_N] = {
+    "root", "version", "chat_completions", "completions", "signature", "attestation_report",
+    "models", "metrics", "passthrough", "other",
+};
+
+static uint64_t ld(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
+
+void metrics_render(app_t *a, buf_t *o)
+{
+    static const char *cls[6] = {"aborted", "1xx", "2xx", "3xx", "4xx", "5xx"};
+    static const char *uperr[UPERR_N] = {"connect", "timeout", "closed", "protocol"};
+    metrics_t s = {0};
+    for (int w = 0; w < a->nworkers; w++) {
+        const metrics_t *m = &a->workers[w]->m;
+        for (int r = 0; r < ROUTE_N; r++) {
+            for (int k = 0; k < 6; k++)
+                s.requests[r][k] += ld(&m->requests[r][k]);
+            s.duration_us[r] += ld(&m->duration_us[r]);
+        }
+        for (int k = 0; k < UPERR_N; k++)
+            s.upstream_errors[k] += ld(&m->upstream_errors[k]);
+        s.signatures_stored += ld(&m->signatures_stored);
+        s.signature_collisions += ld(&m->signature_collisions);
+        s.signatures_skipped += ld(&m->signatures_skipped);
+        s.bytes_in += ld(&m->bytes_in);
+        s.bytes_out += ld(&m->bytes_out);
+        s.streams_active += ld(&m->streams_active);
+        s.reports += ld(&m->reports);
+    }
+    buf_puts(o, "# HELP vllm_proxy_requests_total Requests handled, by route and status class.\n"
+                "# TYPE vllm_proxy_requests_total counter\n");
+    for (int r = 0; r < ROUTE_N; r++)
+        for (int k = 0; k < 6; k++)
+            if (s.requests[r][k])
+                buf_printf(o, "vllm_proxy_requests_total{route=\"%s\",status=\"%s\"} %llu\n",
+                           route_names[r], cls[k], (unsigned long long)s.requests[r][k]);
+    buf_puts(o, "# HELP vllm_proxy_request_duration_seconds_sum Time spent on requests, by route.\n"
+                "# TYPE vllm_proxy_request_duration_seconds_sum counter\n");
+    for (int r = 0; r < ROUTE_N; r++)
+        if (s.duration_us[r])
+            buf_printf(o, "vllm_proxy_request_duration_seconds_sum{route=\"%s\"} %.6f\n",
+                       route_names[r], (double)s.duration_us[r] / 1e6);
+    buf_puts(o, "# HELP vllm_proxy_upstream_errors_total Engine exchanges that failed, by cause.\n"
+                "# TYPE vllm_proxy_upstream_errors_total counter\n");
+    for (int k = 0; k < UPERR_N; k++)
+        buf_printf(o, "vllm_proxy_upstream_errors_total{kind=\"%s\"} %llu\n", uperr[k],
+                   (unsigned long long)s.upstream_errors[k]);
+    buf_printf(o,
+               "# HELP vllm_proxy_signatures_stored_total Completed answers signed and stored.\n"
+               "# TYPE vllm_proxy_signatures_stored_total counter\n"
+               "vllm_proxy_signatures_stored_total %llu\n"
+               "# HELP vllm_proxy_signature_collisions_total Records not stored: the id already had one.\n"
+               "# TYPE vllm_proxy_signature_collisions_total counter\n"
+               "vllm_proxy_signature_collisions_total %llu\n"
+               "# HELP vllm_proxy_signatures_skipped_total Answers not signed (incomplete, no id, upstream error).\n"
+               "# TYPE vllm_proxy_signatures_skipped_total counter\n"
+               "vllm_proxy_signatures_skipped_total %llu\n"
+               "# HELP vllm_proxy_signature_store_entries Records in the signature store.\n"
+               "# TYPE vllm_proxy_signature_store_entries gauge\n"
+               "vllm_proxy_signature_store_entries %zu\n"
+               "# HELP vllm_proxy_attestation_reports_total Attestation reports served.\n"
+               "# TYPE vllm_proxy_attestation_reports_total counter\n"
+               "vllm_proxy_attestation_reports_total %llu\n"
+               "# HELP vllm_proxy_streams_active Engine responses being relayed now.\n"
+               "# TYPE vllm_proxy_streams_active gauge\n"
+               "vllm_proxy_streams_active %llu\n"
+               "# HELP vllm_proxy_request_bytes_total Request body bytes received.\n"
+               "# TYPE vllm_proxy_request_bytes_total counter\n"
+               "vllm_proxy_request_bytes_total %llu\n"
+               "# HELP vllm_proxy_response_bytes_total Response body bytes sent.\n"
+               "# TYPE vllm_proxy_response_bytes_total counter\n"
+               "vllm_proxy_response_bytes_total %llu\n"
+               "# HELP vllm_proxy_workers Event-loop threads.\n"
+               "# TYPE vllm_proxy_workers gauge\n"
+               "vllm_proxy_workers %d\n",
+               (unsigned long long)s.signatures_stored, (unsigned long long)s.signature_collisions,
+               (unsigned long long)s.signatures_skipped, store_count(a->store),
+               (unsigned long long)s.reports, (unsigned long long)s.streams_active,
+               (unsigned long long)s.bytes_in, (unsigned long long)s.bytes_out, a->nworkers);
+}

@@ -1,0 +1,218 @@
+/* vllm-proxy: loads the configuration, creates the signing keys, the signature store and the
+ * attestation provider, then runs one event loop per worker thread, each with its own
+ * SO_REUSEPORT listener and upstream pool. SIGTERM/SIGINT drain gracefully; a second signal
+ * closes what is left at once. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#include "core/log.h"
+#include "proxy/app.h"
+
+typedef struct worker_thread {
+    app_worker_t aw;
+    uv_loop_t loop;
+    uv_thread_t thread;
+    uv_async_t ctl;
+    uv_timer_t grace;
+    int stop_requested, force_requested, drained;
+} worker_thread_t;
+
+static app_t g_app;
+static config_t g_cfg;
+static worker_thread_t *g_threads;
+static uv_async_t g_worker_exit;
+static uv_signal_t g_sigterm, g_sigint;
+static uv_timer_t g_sweep;
+static int g_signals;
+static int g_exited;
+static int g_nexited;
+
+static void on_drained(worker_t *w)
+{
+    worker_thread_t *t = (worker_thread_t *)worker_user(w);
+    if (t->drained)
+        return;
+    t->drained = 1;
+    upstream_pool_close(t->aw.pool);
+    t->aw.pool = NULL;
+    uv_close((uv_handle_t *)&t->ctl, NULL);
+    uv_close((uv_handle_t *)&t->grace, NULL);
+}
+
+static void on_grace_over(uv_timer_t *tm)
+{
+    worker_thread_t *t = tm->data;
+    LOG_WARN("worker %d: grace period over, closing %u connection(s)", t->aw.w ? worker_id(t->aw.w) : 0,
+             worker_conn_count(t->aw.w));
+    worker_close_all(t->aw.w);
+}
+
+static void on_ctl(uv_async_t *a)
+{
+    worker_thread_t *t = a->data;
+    if (t->drained)
+        return;
+    if (__atomic_load_n(&t->force_requested, __ATOMIC_ACQUIRE)) {
+        worker_close_all(t->aw.w);
+        return;
+    }
+    if (__atomic_load_n(&t->stop_requested, __ATOMIC_ACQUIRE)) {
+        uv_timer_start(&t->grace, on_grace_over, g_cfg.shutdown_grace_ms, 0);
+        worker_drain(t->aw.w, on_drained);
+    }
+}
+
+static void worker_main(void *arg)
+{
+    worker_thread_t *t = arg;
+    uv_run(&t->loop, UV_RUN_DEFAULT);
+    relay_free_list(&t->aw);
+    __atomic_add_fetch(&g_nexited, 1, __ATOMIC_ACQ_REL);
+    uv_async_send(&g_worker_exit);
+}
+
+static void on_worker_exit(uv_async_t *a)
+{
+    (void)a;
+    if (g_exited || __atomic_load_n(&g_nexited, __ATOMIC_ACQUIRE) < g_app.nworkers)
+        return;
+    g_exited = 1;
+    uv_close((uv_handle_t *)&g_sigterm, NULL);
+    uv_close((uv_handle_t *)&g_sigint, NULL);
+    uv_close((uv_handle_t *)&g_sweep, NULL);
+    uv_close((uv_handle_t *)&g_worker_exit, NULL);
+}
+
+static void on_signal(uv_signal_t *s, int signum)
+{
+    (void)s;
+    g_signals++;
+    if (g_signals == 1)
+        LOG_INFO("received %s: draining (grace %u s)", signum == SIGTERM ? "SIGTERM" : "SIGINT",
+                 g_cfg.shutdown_grace_ms / 1000);
+    else
+        LOG_WARN("second signal: closing every connection now");
+    for (int i = 0; i < g_app.nworkers; i++) {
+        if (g_signals == 1)
+            __atomic_store_n(&g_threads[i].stop_requested, 1, __ATOMIC_RELEASE);
+        else
+            __atomic_store_n(&g_threads[i].force_requested, 1, __ATOMIC_RELEASE);
+        uv_async_send(&g_threads[i].ctl);
+    }
+}
+
+static void on_sweep(uv_timer_t *t)
+{
+    (void)t;
+    store_expire(g_app.store, wall_now());
+}
+
+int main(int argc, char **argv)
+{
+    char err[512];
+    int rc = config_load(&g_cfg, argc, argv, err, sizeof err);
+    if (rc == CFG_EXIT_OK)
+        return 0;
+    if (rc != CFG_OK) {
+        fprintf(stderr, "vllm-proxy: %s\n", err);
+        return 2;
+    }
+    log_set_level(g_cfg.log_level);
+    signal(SIGPIPE, SIG_IGN);
+
+    g_app.cfg = &g_cfg;
+    g_app.start_time = wall_now();
+    if (upstream_target_parse(&g_app.upstream, g_cfg.upstream_url, err, sizeof err) != 0) {
+        fprintf(stderr, "vllm-proxy: VLLM_BASE_URL: %s\n", err);
+        return 2;
+    }
+    g_app.upstream.connect_timeout_ms = g_cfg.upstream_connect_timeout_ms;
+    g_app.upstream.first_byte_timeout_ms = g_cfg.upstream_first_byte_timeout_ms;
+    g_app.upstream.total_timeout_ms = g_cfg.total_timeout_ms;
+    if (g_cfg.upstream_api_key[0])
+        snprintf(g_app.upstream.auth_header, sizeof g_app.upstream.auth_header,
+                 "Authorization: Bearer %s\r\n", g_cfg.upstream_api_key);
+
+    if (signer_global_init() != 0 || !(g_app.signer = signer_new_random())) {
+        fprintf(stderr, "vllm-proxy: cannot create signing keys\n");
+        return 1;
+    }
+    g_app.store = store_new(g_cfg.cache_capacity, g_cfg.cache_ttl);
+    g_app.attest = attest_sim_new();
+    if (!g_app.store || !g_app.attest) {
+        fprintf(stderr, "vllm-proxy: cannot initialise the %s\n", g_app.store ? "simulated attestation" : "signature store");
+        return 1;
+    }
+
+    http_limits_t lim = {
+        .max_header_bytes = g_cfg.max_header_size,
+        .max_headers = g_cfg.max_headers,
+        .max_body = g_cfg.max_request_size,
+        .header_timeout_ms = g_cfg.header_timeout_ms,
+        .body_timeout_ms = g_cfg.body_timeout_ms,
+        .idle_timeout_ms = g_cfg.idle_timeout_ms,
+    };
+    g_app.nworkers = g_cfg.workers;
+    g_threads = calloc((size_t)g_cfg.workers, sizeof *g_threads);
+    g_app.workers = calloc((size_t)g_cfg.workers, sizeof *g_app.workers);
+    if (!g_threads || !g_app.workers)
+        return 1;
+    for (int i = 0; i < g_cfg.workers; i++) {
+        worker_thread_t *t = &g_threads[i];
+        g_app.workers[i] = &t->aw;
+        t->aw.app = &g_app;
+        uv_loop_init(&t->loop);
+        t->aw.w = worker_new(&t->loop, i, g_cfg.listen_host, g_cfg.listen_port, &lim,
+                             &app_http_handler, t, err, sizeof err);
+        if (!t->aw.w) {
+            fprintf(stderr, "vllm-proxy: %s\n", err);
+            return 1;
+        }
+        t->aw.pool = upstream_pool_new(&t->loop, &g_app.upstream, t->aw.w);
+        uv_async_init(&t->loop, &t->ctl, on_ctl);
+        t->ctl.data = t;
+        uv_timer_init(&t->loop, &t->grace);
+        t->grace.data = t;
+    }
+    /* worker_user() must give the thread struct: app_worker_t is its first member. */
+
+    uv_loop_t *main_loop = uv_default_loop();
+    uv_async_init(main_loop, &g_worker_exit, on_worker_exit);
+    uv_signal_init(main_loop, &g_sigterm);
+    uv_signal_init(main_loop, &g_sigint);
+    uv_signal_start(&g_sigterm, on_signal, SIGTERM);
+    uv_signal_start(&g_sigint, on_signal, SIGINT);
+    uv_timer_init(main_loop, &g_sweep);
+    uv_timer_start(&g_sweep, on_sweep, 30000, 30000);
+
+    LOG_INFO("vllm-proxy %s listening on %s:%d with %d worker(s)", "0.1.0", g_cfg.listen_host,
+             g_cfg.listen_port, g_cfg.workers);
+    LOG_INFO("upstream engine: %s%s", g_cfg.upstream_url,
+             g_cfg.upstream_api_key[0] ? " (with VLLM_API_KEY)" : "");
+    LOG_WARN("attestation: SIMULATED - quotes are signed by a test key, not by a TEE; for development and tests only");
+    LOG_INFO("signing address (ecdsa): %s", signer_ecdsa_address(g_app.signer));
+    LOG_INFO("signing address (ed25519): %s", signer_ed25519_pubkey_hex(g_app.signer));
+    LOG_INFO("model %s, signature store %zu records for %u s, %d token(s), %d trusted for X-Request-Hash",
+             g_cfg.model_name, g_cfg.cache_capacity, g_cfg.cache_ttl, g_cfg.ntokens, g_cfg.ntrusted);
+
+    for (int i = 0; i < g_cfg.workers; i++)
+        uv_thread_create(&g_threads[i].thread, worker_main, &g_threads[i]);
+    uv_run(main_loop, UV_RUN_DEFAULT);
+    for (int i = 0; i < g_cfg.workers; i++) {
+        uv_thread_join(&g_threads[i].thread);
+        worker_free(g_threads[i].aw.w);
+        buf_free(&g_threads[i].aw.scratch);
+        uv_loop_close(&g_threads[i].loop);
+    }
+    uv_loop_close(main_loop);
+    attest_sim_free(g_app.attest);
+    store_free(g_app.store);
+    signer_free(g_app.signer);
+    free(g_threads);
+    free(g_app.workers);
+    LOG_INFO("stopped");
+    return 0;
+}
