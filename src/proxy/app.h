@@ -46,6 +46,20 @@ void app_send_error(conn_t *c, http_req_t *req, int status, const char *message,
 void app_log_request(app_worker_t *aw, http_req_t *req, int route, int status, int upstream_status,
                      uint64_t bytes_out, const char *chat_id);
 double wall_now(void);
+void app_respond_json(app_worker_t *aw, conn_t *c, http_req_t *req, int route, int status,
+                      const char *json, size_t len);
+void app_respond_error(app_worker_t *aw, conn_t *c, http_req_t *req, int route, int status,
+                       const char *message, const char *type, const char *code);
+/* Value of `key` in a query string, percent-decoded into out: its length, -1 when absent,
+ * -2 when malformed or longer than cap. */
+long app_query_get(strv_t q, const char *key, char *out, size_t cap);
+/* signing_algo query parameter: 0 ecdsa (also when absent), 1 ed25519, -1 invalid. */
+int app_parse_algo(strv_t q);
+extern const char APP_INVALID_ALGO[];
+
+/* The attestation report route (report.c). */
+void handle_report(app_worker_t *aw, conn_t *c, http_req_t *req);
+void report_on_abort(void *job);
 
 enum relay_kind { RELAY_SIGNED, RELAY_PASS, RELAY_METRICS };
 int relay_start(app_worker_t *aw, conn_t *c, http_req_t *req, int route, int kind, const char *method,

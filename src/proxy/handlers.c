@@ -16,7 +16,6 @@
 #include "proxy/reqjson.h"
 
 enum { AUTH_NONE = 0, AUTH_OK = 1, AUTH_TRUSTED = 2, AUTH_MISSING = -1, AUTH_BAD = -2 };
-#define APP_KIND_REPORT 0x52455054 /* first int of a report job; relays use another value */
 
 double wall_now(void)
 {
@@ -82,14 +81,14 @@ void app_log_request(app_worker_t *aw, http_req_t *req, int route, int status, i
               (double)dur_us / 1000.0, chat_id && *chat_id ? chat_id : "-");
 }
 
-static void respond_json(app_worker_t *aw, conn_t *c, http_req_t *req, int route, int status,
+void app_respond_json(app_worker_t *aw, conn_t *c, http_req_t *req, int route, int status,
                          const char *json, size_t len)
 {
     app_log_request(aw, req, route, status, 0, len, NULL); /* before: responding resets req */
     conn_respond(c, status, "application/json", NULL, json, len);
 }
 
-static void respond_error(app_worker_t *aw, conn_t *c, http_req_t *req, int route, int status,
+void app_respond_error(app_worker_t *aw, conn_t *c, http_req_t *req, int route, int status,
                           const char *message, const char *type, const char *code)
 {
     app_log_request(aw, req, route, status, 0, 0, NULL);
@@ -145,7 +144,7 @@ static int check_auth(const config_t *cfg, strv_t a)
 
 static void send_auth_error(app_worker_t *aw, conn_t *c, http_req_t *req, int route, int auth)
 {
-    respond_error(aw, c, req, route, 401,
+    app_respond_error(aw, c, req, route, 401,
                   auth == AUTH_MISSING ? "Invalid or missing Authorization header" : "Invalid token",
                   "authentication_error", "invalid_api_key");
 }
@@ -199,7 +198,7 @@ static long pct_decode(const char *s, size_t n, char *out, size_t cap)
 }
 
 /* Value of `key` in the query: length, -1 when absent, -2 when malformed or over cap. */
-static long query_get(strv_t q, const char *key, char *out, size_t cap)
+long app_query_get(strv_t q, const char *key, char *out, size_t cap)
 {
     size_t kl = strlen(key), i = 0;
     while (i < q.n) {
@@ -219,10 +218,10 @@ static long query_get(strv_t q, const char *key, char *out, size_t cap)
 }
 
 /* signing_algo: 0 ecdsa, 1 ed25519, -1 invalid (400). */
-static int parse_algo(strv_t q)
+int app_parse_algo(strv_t q)
 {
     char v[32];
-    long n = query_get(q, "signing_algo", v, sizeof v);
+    long n = app_query_get(q, "signing_algo", v, sizeof v);
     if (n == -1)
         return 0;
     if (n < 0)
@@ -234,7 +233,7 @@ static int parse_algo(strv_t q)
     return -1;
 }
 
-static const char INVALID_ALGO[] = "Invalid signing algorithm. Must be 'ed25519' or 'ecdsa'";
+const char APP_INVALID_ALGO[] = "Invalid signing algorithm. Must be 'ed25519' or 'ecdsa'";
 
 /* ---- signature ---- */
 
@@ -244,7 +243,7 @@ static void handle_signature(app_worker_t *aw, conn_t *c, http_req_t *req)
     char id[600];
     long idn = pct_decode(req->path.p + 14, req->path.n - 14, id, sizeof id);
     if (idn <= 0 || idn > 256 || memchr(id, '/', (size_t)idn)) {
-        respond_error(aw, c, req, ROUTE_SIGNATURE, 404, "Chat id not found or expired", "not_found", NULL);
+        app_respond_error(aw, c, req, ROUTE_SIGNATURE, 404, "Chat id not found or expired", "not_found", NULL);
         return;
     }
     char key[STORE_MAX_KEY + 1];
@@ -253,13 +252,13 @@ static void handle_signature(app_worker_t *aw, conn_t *c, http_req_t *req)
     if (kl <= 0 || (size_t)kl >= sizeof key ||
         store_get(aw->app->store, key, (size_t)kl, wall_now(), &rec) != STORE_OK) {
         buf_free(&rec);
-        respond_error(aw, c, req, ROUTE_SIGNATURE, 404, "Chat id not found or expired", "not_found", NULL);
+        app_respond_error(aw, c, req, ROUTE_SIGNATURE, 404, "Chat id not found or expired", "not_found", NULL);
         return;
     }
-    int algo = parse_algo(req->query);
+    int algo = app_parse_algo(req->query);
     if (algo < 0) {
         buf_free(&rec);
-        respond_error(aw, c, req, ROUTE_SIGNATURE, 400, INVALID_ALGO, "invalid_signing_algo", NULL);
+        app_respond_error(aw, c, req, ROUTE_SIGNATURE, 400, APP_INVALID_ALGO, "invalid_signing_algo", NULL);
         return;
     }
     /* The record is our own JSON: text, signature_ecdsa, signing_address_ecdsa,
@@ -272,7 +271,7 @@ static void handle_signature(app_worker_t *aw, conn_t *c, http_req_t *req)
         !json_object_object_get_ex(o, ak, &a)) {
         json_object_put(o);
         buf_free(&rec);
-        respond_error(aw, c, req, ROUTE_SIGNATURE, 500, "stored signature record is corrupt",
+        app_respond_error(aw, c, req, ROUTE_SIGNATURE, 500, "stored signature record is corrupt",
                       "server_error", NULL);
         return;
     }
@@ -284,120 +283,10 @@ static void handle_signature(app_worker_t *aw, conn_t *c, http_req_t *req)
     buf_puts(&b, ",\"signing_address\":");
     buf_json_str(&b, json_object_get_string(a), (size_t)json_object_get_string_len(a));
     buf_printf(&b, ",\"signing_algo\":\"%s\"}", algo ? "ed25519" : "ecdsa");
-    respond_json(aw, c, req, ROUTE_SIGNATURE, 200, b.data, b.len);
+    app_respond_json(aw, c, req, ROUTE_SIGNATURE, 200, b.data, b.len);
     buf_free(&b);
     json_object_put(o);
     buf_free(&rec);
-}
-
-/* ---- attestation report (built on the thread pool) ---- */
-
-typedef struct report_job {
-    int kind;
-    uv_work_t work;
-    app_worker_t *aw;
-    conn_t *c;
-    http_req_t *req;
-    int algo;
-    int server_nonce;
-    uint8_t nonce[32];
-    buf_t out;
-    int rc;
-} report_job_t;
-
-static void report_work(uv_work_t *w)
-{
-    report_job_t *j = w->data;
-    signer_t *s = j->aw->app->signer;
-    attest_identity_t id;
-    if (j->algo == 0) {
-        id.signing_address = signer_ecdsa_address(s);
-        id.signing_algo = "ecdsa";
-        id.id_bytes = signer_ecdsa_address_bytes(s);
-        id.id_len = 20;
-        id.signing_public_key = signer_ecdsa_pubkey_hex(s);
-    } else {
-        id.signing_address = signer_ed25519_pubkey_hex(s);
-        id.signing_algo = "ed25519";
-        id.id_bytes = signer_ed25519_pubkey(s);
-        id.id_len = 32;
-        id.signing_public_key = signer_ed25519_pubkey_hex(s);
-    }
-    j->rc = attest_report_json(j->aw->app->attest, &id, j->nonce, &j->out);
-    if (j->rc == 0 && j->out.len > 1 && j->out.data[j->out.len - 1] == '}') {
-        /* Say where the nonce came from: a server nonce proves no freshness to the client. */
-        j->out.len--;
-        buf_printf(&j->out, ",\"nonce_source\":\"%s\"}", j->server_nonce ? "server" : "client");
-    }
-}
-
-static void report_done(uv_work_t *w, int status)
-{
-    report_job_t *j = w->data;
-    if (j->c) {
-        app_worker_t *aw = j->aw;
-        if (status == 0 && j->rc == 0) {
-            M_ADD(aw->m.reports, 1);
-            conn_set_app(j->c, NULL);
-            respond_json(aw, j->c, j->req, ROUTE_REPORT, 200, j->out.data, j->out.len);
-        } else {
-            LOG_ERROR("attestation report (simulated) failed");
-            conn_set_app(j->c, NULL);
-            respond_error(aw, j->c, j->req, ROUTE_REPORT, 503, "attestation report could not be produced",
-                          "attestation_unavailable", NULL);
-        }
-    }
-    buf_free(&j->out);
-    free(j);
-}
-
-static void handle_report(app_worker_t *aw, conn_t *c, http_req_t *req)
-{
-    int algo = parse_algo(req->query);
-    if (algo < 0) {
-        respond_error(aw, c, req, ROUTE_REPORT, 400, INVALID_ALGO, "invalid_signing_algo", NULL);
-        return;
-    }
-    report_job_t *j = calloc(1, sizeof *j);
-    if (!j) {
-        respond_error(aw, c, req, ROUTE_REPORT, 503, "out of memory", "server_error", NULL);
-        return;
-    }
-    char v[200];
-    long n = query_get(req->query, "nonce", v, sizeof v);
-    if (n == -1) {
-        randombytes_buf(j->nonce, 32);
-        j->server_nonce = 1;
-    } else if (n != 64 || hex_decode(j->nonce, 32, v, 64) != 32) {
-        free(j);
-        respond_error(aw, c, req, ROUTE_REPORT, 400,
-                      "nonce must be exactly 64 hex characters (32 bytes)", "invalid_request_error",
-                      "invalid_nonce");
-        return;
-    }
-    n = query_get(req->query, "signing_address", v, sizeof v);
-    if (n != -1) {
-        const char *ours = algo ? signer_ed25519_pubkey_hex(aw->app->signer)
-                                : signer_ecdsa_address(aw->app->signer);
-        if (n < 0 || strcasecmp(v, ours) != 0) {
-            free(j);
-            respond_error(aw, c, req, ROUTE_REPORT, 404, "Signing address not found on this server",
-                          "not_found", NULL);
-            return;
-        }
-    }
-    j->kind = APP_KIND_REPORT;
-    j->aw = aw;
-    j->c = c;
-    j->req = req;
-    j->algo = algo;
-    j->work.data = j;
-    conn_set_app(c, j);
-    if (uv_queue_work(worker_loop(aw->w), &j->work, report_work, report_done) != 0) {
-        conn_set_app(c, NULL);
-        free(j);
-        respond_error(aw, c, req, ROUTE_REPORT, 503, "cannot schedule the report", "server_error", NULL);
-    }
 }
 
 /* ---- engine routes ---- */
@@ -410,7 +299,7 @@ static void handle_completion(app_worker_t *aw, conn_t *c, http_req_t *req, int 
     if (reqjson_inspect(req->body.data ? req->body.data : "", req->body.len, &rj, &rewritten, err,
                         sizeof err) != 0) {
         buf_free(&rewritten);
-        respond_error(aw, c, req, route, 400, err, "invalid_request_error", "invalid_json");
+        app_respond_error(aw, c, req, route, 400, err, "invalid_request_error", "invalid_json");
         return;
     }
     char req_hash[65];
@@ -421,7 +310,7 @@ static void handle_completion(app_worker_t *aw, conn_t *c, http_req_t *req, int 
         } else if (req->x_request_hash.n != 64 ||
                    !hex_is_hex(req->x_request_hash.p, req->x_request_hash.n)) {
             buf_free(&rewritten);
-            respond_error(aw, c, req, route, 400, "X-Request-Hash must be 64 hex characters",
+            app_respond_error(aw, c, req, route, 400, "X-Request-Hash must be 64 hex characters",
                           "invalid_request_error", "invalid_request_hash");
             return;
         }
@@ -462,11 +351,11 @@ static void on_request(conn_t *c, http_req_t *req)
     int route = req->app_route, ok;
     route_of(req, &ok);
     if (route == ROUTE_OTHER) {
-        respond_error(aw, c, req, route, 404, "Not Found", "not_found", NULL);
+        app_respond_error(aw, c, req, route, 404, "Not Found", "not_found", NULL);
         return;
     }
     if (!ok) {
-        respond_error(aw, c, req, route, 405, "Method Not Allowed", "invalid_request_error", NULL);
+        app_respond_error(aw, c, req, route, 405, "Method Not Allowed", "invalid_request_error", NULL);
         return;
     }
     if (req->app_auth < 0) {
@@ -475,13 +364,13 @@ static void on_request(conn_t *c, http_req_t *req)
     }
     switch (route) {
     case ROUTE_ROOT:
-        respond_json(aw, c, req, route, 200, "{}", 2);
+        app_respond_json(aw, c, req, route, 200, "{}", 2);
         break;
     case ROUTE_VERSION: {
         char b[200];
         int n = snprintf(b, sizeof b, "{\"name\":\"vllm-proxy\",\"version\":\"%s\",\"attestation\":\"%s\"}",
                          "0.1.0", aw->app->cfg->attestation);
-        respond_json(aw, c, req, route, 200, b, (size_t)n);
+        app_respond_json(aw, c, req, route, 200, b, (size_t)n);
         break;
     }
     case ROUTE_CHAT:
@@ -507,16 +396,15 @@ static void on_request(conn_t *c, http_req_t *req)
 
 static void on_abort(conn_t *c, void *app)
 {
-    if (*(int *)app == APP_KIND_REPORT) {
-        ((report_job_t *)app)->c = NULL; /* the pool job finishes and frees itself */
-        return;
-    }
-    relay_on_abort(c, app);
+    if (app_is_relay(app))
+        relay_on_abort(c, app);
+    else
+        report_on_abort(app);
 }
 
 static void on_drain(conn_t *c, void *app)
 {
-    if (*(int *)app != APP_KIND_REPORT)
+    if (app_is_relay(app))
         relay_on_drain(c, app);
 }
 
