@@ -203,15 +203,15 @@ static llhttp_errno_t run(const char *data, size_t size, const size_t *cuts, siz
         e = llhttp_execute(&parser, data + at, end - at);
         at = end;
     }
-    if (e == HPE_OK)
-        e = llhttp_finish(&parser);
     if (e != HPE_OK && e != HPE_PAUSED_UPGRADE) {
-        /* errors are sticky */
+        /* execute errors are sticky (llhttp_finish's are not: it only reports) */
         if (llhttp_execute(&parser, "x", 1) != e)
             abort();
         if (llhttp_get_errno(&parser) != e || llhttp_get_error_reason(&parser) == NULL)
             abort();
     }
+    if (e == HPE_OK)
+        e = llhttp_finish(&parser);
     return e;
 }
 

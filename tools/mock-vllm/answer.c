@@ -13,6 +13,7 @@
 #include "core/sha.h"
 
 #define OUT_HIGH (64 * 1024)          /* refill the output buffer up to this size */
+#define YIELD_BYTES (1024 * 1024)     /* written per connection per loop turn, at most */
 #define MAX_NONSTREAM_TOKENS 2000000L /* non-stream bodies are built whole */
 
 /* Includes non-ASCII (2-, 3- and 4-byte UTF-8), a quote, a backslash, a newline and a tab so
@@ -517,6 +518,9 @@ void answer_pump(struct conn *c)
     }
     if (!a->stream)
         return;
+    /* A reader as fast as we are never makes the socket push back: yield to the loop after
+     * a budget so other connections and signals get their turn. */
+    size_t budget = YIELD_BYTES;
     for (;;) {
         int wait = 0;
         while (a->phase < PH_END) {
@@ -541,6 +545,7 @@ void answer_pump(struct conn *c)
         }
         if (a->chunking == CHUNK_COALESCE)
             frame_scratch(c);
+        size_t flushed = c->out.len - c->out_off;
         int r = conn_flush_ret(c);
         if (r <= 0)
             return; /* closing, or on_write comes back here */
@@ -559,6 +564,11 @@ void answer_pump(struct conn *c)
             arm_timer(c);
             return;
         }
+        if (flushed >= budget) {
+            uv_timer_start(&c->timer, on_timer, 0, 0);
+            return;
+        }
+        budget -= flushed;
     }
 }
 

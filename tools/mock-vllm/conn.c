@@ -6,6 +6,7 @@
 
 #include <ctype.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #define MAX_URL (16 * 1024)
@@ -101,6 +102,20 @@ static int on_body(llhttp_t *p, const char *at, size_t n)
         return -1;
     }
     put(&c->body, at, n);
+    return 0;
+}
+
+/* curl sends "Expect: 100-continue" for bodies over 1 KiB and waits a second for this */
+static int on_headers_complete(llhttp_t *p)
+{
+    struct conn *c = parser_conn(p);
+    size_t n;
+    const char *v = conn_header(c, "expect", &n);
+    if (v && n == 12 && strncasecmp(v, "100-continue", 12) == 0 && !c->writing) {
+        static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+        uv_buf_t b = uv_buf_init((char *)cont, sizeof cont - 1);
+        (void)uv_try_write(&c->h.stream, &b, 1); /* best effort: the client times out anyway */
+    }
     return 0;
 }
 
@@ -416,6 +431,7 @@ void conn_accept(uv_stream_t *server, int is_pipe)
         settings.on_header_field_complete = on_header_field_complete;
         settings.on_header_value = on_header_value;
         settings.on_header_value_complete = on_header_value_complete;
+        settings.on_headers_complete = on_headers_complete;
         settings.on_body = on_body;
         settings.on_message_complete = on_message_complete;
         settings_ready = 1;
