@@ -62,6 +62,13 @@ $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libvp.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_VP) -Itests/unit $< $(BUILD)/libvp.a $(LDSAN) $(LDLIBS) -lcmocka -o $@
 
+# Fake libnvidia-ml.so.1 that tests/unit/test_gpu.c loads with dlopen (tests/fakes/fake_nvml.c).
+FAKE_NVML := $(BUILD)/fakes/libnvidia-ml.so.1
+$(FAKE_NVML): tests/fakes/fake_nvml.c src/nvidia/nvml.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_VP) -fPIC -shared $< $(LDSAN) -ljson-c -o $@
+$(BUILD)/tests/test_gpu: $(FAKE_NVML)
+
 unit: $(UNIT_BINS)
 	@fail=0; for t in $(UNIT_BINS); do $$t || fail=1; done; exit $$fail
 

@@ -1,0 +1,60 @@
+/* NVIDIA GPU evidence for the attestation report: the NRAS v3 payload nvtrust builds,
+ *   {"nonce": "<64 hex>", "evidence_list": [{"certificate": <b64 PEM chain>, "evidence":
+ *    <b64 raw SPDM report>}, ...], "arch": "HOPPER"}
+ * (Python json.dumps separators, GPUs in device order), collected through NVML loaded with
+ * dlopen, or canned (nvtrust's no-GPU sample), or none.
+ *
+ * Threads: gpu_source_new/gpu_source_free run on one thread (start-up / shutdown);
+ * gpu_evidence_collect may be called from any thread (it blocks: call it on the libuv thread
+ * pool, never on a loop). Collections are serialised process-wide and bounded by timeout_ms:
+ * all NVML calls of a source run on one helper thread owned by that source, so a stalled
+ * NVML call holds at most that one thread; callers stop waiting at their deadline and later
+ * callers wait (within their own deadline) until the stalled call returns. */
+#ifndef VP_ATTEST_GPU_H
+#define VP_ATTEST_GPU_H
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/buf.h"
+
+enum { GPU_MODE_AUTO = 0, GPU_MODE_NVML, GPU_MODE_CANNED, GPU_MODE_NONE };
+
+#define GPU_DEFAULT_TIMEOUT_MS 30000u
+
+typedef struct gpu_config {
+    int mode;               /* GPU_MODE_AUTO|NVML|CANNED|NONE */
+    const char *nvml_path;  /* NULL/"" = libnvidia-ml.so.1 through the dlopen search path */
+    int allow_cc_off;       /* accept evidence while CC is off or in devtools mode */
+    unsigned timeout_ms;    /* per collection (all GPUs); 0 = GPU_DEFAULT_TIMEOUT_MS */
+} gpu_config_t;
+
+typedef struct gpu_source gpu_source_t;
+
+/* Parses "auto" | "nvml" | "canned" | "none" (any case); -1 if unknown. */
+int gpu_mode_parse(const char *s);
+
+/* auto: nvml when the library loads, initialises and sees >= 1 GPU, else none (one log line
+ * says which and why). nvml: those conditions are required, and CC must be on unless
+ * allow_cc_off. canned: no NVML at all. NULL with a reason in err on failure. */
+gpu_source_t *gpu_source_new(const gpu_config_t *cfg, char *err, size_t errlen);
+
+/* "nvml" | "canned" | "none": what the source actually does (auto is resolved). */
+const char *gpu_source_mode(const gpu_source_t *g);
+
+/* 1 when the evidence is nvtrust's canned no-GPU sample: its SPDM report carries nvtrust's
+ * fixed nonce, not the request nonce (the payload's "nonce" is still the request nonce), so
+ * the report must label it as canned outside the payload. */
+int gpu_source_is_canned(const gpu_source_t *g);
+
+/* BLOCKING. Appends the payload JSON text for this nonce to payload_json. Returns 0; 1 with
+ * nothing appended in mode none; -1 with a cause in err suitable for a 503 message (NVML
+ * failure, GPU CC off, timeout, busy with a stalled call). payload_json is left as it was on
+ * failure. */
+int gpu_evidence_collect(gpu_source_t *g, const uint8_t nonce[32], buf_t *payload_json, char *err,
+                         size_t errlen);
+
+/* Releases the source. If its helper thread is still stuck inside NVML, the thread is
+ * detached and releases NVML and the source itself when the call returns. */
+void gpu_source_free(gpu_source_t *g);
+
+#endif

@@ -1,0 +1,660 @@
+/* Unit tests for src/attest/gpu.c against the fake libnvidia-ml.so.1 (tests/fakes/fake_nvml.c,
+ * built next to this binary in ../fakes/): the payload matches nvtrust's evidence byte for
+ * byte, canned mode, and the error paths (NVML missing, a call failing or stalling, CC off,
+ * lengths out of range, wrong nonce, architectures). Run from the repository root. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <dlfcn.h>
+#include <json-c/json.h>
+#include <libgen.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "attest/gpu.h"
+#include "core/hex.h"
+#include "core/log.h"
+
+struct fake_nvml_counters {
+    int init, shutdown, reports, certs;
+    int inflight, max_inflight;
+    int stalls;
+};
+
+static char fake_path[4096];
+static struct fake_nvml_counters *ctr;
+static const char *vec_dir = "tests/vectors";
+
+static const char *FAKE_VARS[] = {"FAKE_NVML_DEVICES", "FAKE_NVML_CC", "FAKE_NVML_DEVTOOLS",
+                                  "FAKE_NVML_MULTIGPU", "FAKE_NVML_NO_SETTINGS", "FAKE_NVML_ARCH",
+                                  "FAKE_NVML_FAIL", "FAKE_NVML_FAIL_RC", "FAKE_NVML_STALL_MS",
+                                  "FAKE_NVML_STALL_CALL", "FAKE_NVML_STALL_COUNT",
+                                  "FAKE_NVML_EVIDENCE_JSON", "FAKE_NVML_REPORT", "FAKE_NVML_CERTS",
+                                  "FAKE_NVML_KEEP_NONCE", "FAKE_NVML_REPORT_SIZE",
+                                  "FAKE_NVML_CERT_SIZE", NULL};
+
+static void env_reset(void)
+{
+    for (int i = 0; FAKE_VARS[i]; i++)
+        unsetenv(FAKE_VARS[i]);
+}
+
+static double now_ms(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec * 1e3 + t.tv_nsec / 1e6;
+}
+
+static char *slurp(const char *rel, size_t *len)
+{
+    char path[1024];
+    snprintf(path, sizeof(path), "%s/%s", vec_dir, rel);
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *b = malloc((size_t)n + 1);
+    assert_int_equal(fread(b, 1, (size_t)n, f), (size_t)n);
+    b[n] = 0;
+    fclose(f);
+    *len = (size_t)n;
+    return b;
+}
+
+static char *b64(const void *p, size_t n)
+{
+    char *o = malloc(b64_encoded_len(n) + 1);
+    b64_encode(o, p, n);
+    return o;
+}
+
+static gpu_source_t *new_src(int mode, unsigned timeout_ms, int allow, char *err, size_t errlen)
+{
+    gpu_config_t c = {mode, fake_path, allow, timeout_ms};
+    return gpu_source_new(&c, err, errlen);
+}
+
+static void nonce_fill(uint8_t n[32], uint8_t seed)
+{
+    for (int i = 0; i < 32; i++)
+        n[i] = (uint8_t)(seed * 31 + i * 7);
+}
+
+/* Parses the payload, checks key order and returns the evidence_list (owned by *root). */
+static json_object *parse_payload(const buf_t *b, json_object **root, const uint8_t nonce[32],
+                                  const char *arch)
+{
+    assert_true(strncmp(b->data, "{\"nonce\": \"", 11) == 0);
+    assert_non_null(strstr(b->data, "\", \"evidence_list\": [{\"certificate\": \""));
+    char tail[64];
+    snprintf(tail, sizeof(tail), "\"}], \"arch\": \"%s\"}", arch);
+    assert_true(b->len > strlen(tail) && strcmp(b->data + b->len - strlen(tail), tail) == 0);
+    *root = json_tokener_parse(b->data);
+    assert_non_null(*root);
+    json_object *v;
+    char hex[65];
+    hex_encode(hex, nonce, 32);
+    assert_true(json_object_object_get_ex(*root, "nonce", &v));
+    assert_string_equal(json_object_get_string(v), hex);
+    assert_true(json_object_object_get_ex(*root, "arch", &v));
+    assert_string_equal(json_object_get_string(v), arch);
+    assert_true(json_object_object_get_ex(*root, "evidence_list", &v));
+    return v;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+
+static void test_mode_parse(void **state)
+{
+    (void)state;
+    assert_int_equal(gpu_mode_parse("auto"), GPU_MODE_AUTO);
+    assert_int_equal(gpu_mode_parse("NVML"), GPU_MODE_NVML);
+    assert_int_equal(gpu_mode_parse("canned"), GPU_MODE_CANNED);
+    assert_int_equal(gpu_mode_parse("none"), GPU_MODE_NONE);
+    assert_int_equal(gpu_mode_parse("gpu"), -1);
+    assert_int_equal(gpu_mode_parse(""), -1);
+    assert_int_equal(gpu_mode_parse(NULL), -1);
+}
+
+static void test_none(void **state)
+{
+    (void)state;
+    char err[256] = "";
+    gpu_source_t *g = new_src(GPU_MODE_NONE, 0, 0, err, sizeof(err));
+    assert_non_null(g);
+    assert_string_equal(gpu_source_mode(g), "none");
+    assert_false(gpu_source_is_canned(g));
+    uint8_t n[32];
+    nonce_fill(n, 1);
+    buf_t b = BUF_INIT;
+    assert_int_equal(gpu_evidence_collect(g, n, &b, err, sizeof(err)), 1);
+    assert_int_equal(b.len, 0);
+    gpu_source_free(g);
+}
+
+/* Canned = nvtrust's no-GPU evidence: the sample report verbatim (its own nonce), and the
+ * sample chain with the root replaced by the bundled device root, re-encoded as PEM. */
+static void test_canned(void **state)
+{
+    (void)state;
+    char err[256] = "";
+    gpu_source_t *g = new_src(GPU_MODE_CANNED, 0, 0, err, sizeof(err));
+    assert_non_null(g);
+    assert_string_equal(gpu_source_mode(g), "canned");
+    assert_true(gpu_source_is_canned(g));
+
+    size_t hl, cl;
+    char *hex = slurp("nvidia/nvtrust/hopperAttestationReport.txt", &hl);
+    char *chain = slurp("nvidia/nvtrust/hopperCertChain.txt", &cl);
+    while (hl && (hex[hl - 1] == '\n' || hex[hl - 1] == '\r'))
+        hl--;
+    uint8_t rep[8192];
+    long rl = hex_decode(rep, sizeof(rep), hex, hl);
+    assert_int_equal(rl, 4117);
+    /* the chain file lacks a final newline; the sample root is nvtrust's device root */
+    char *chain_nl = malloc(cl + 2);
+    memcpy(chain_nl, chain, cl);
+    chain_nl[cl] = '\n';
+    chain_nl[cl + 1] = 0;
+    char *ev = b64(rep, (size_t)rl), *ce = b64(chain_nl, cl + 1);
+
+    uint8_t n[32];
+    nonce_fill(n, 2);
+    char nhex[65];
+    hex_encode(nhex, n, 32);
+    buf_t b = BUF_INIT;
+    buf_puts(&b, "prefix:");
+    assert_int_equal(gpu_evidence_collect(g, n, &b, err, sizeof(err)), 0);
+    buf_t want = BUF_INIT;
+    buf_printf(&want, "prefix:{\"nonce\": \"%s\", \"evidence_list\": [{\"certificate\": \"%s\", "
+               "\"evidence\": \"%s\"}], \"arch\": \"HOPPER\"}", nhex, ce, ev);
+    assert_string_equal(b.data, want.data);
+    /* the embedded nonce is nvtrust's, not ours */
+    assert_memory_equal(rep + 4, "\x93\x1d\x8d\xd0\xad\xd2\x03\xac", 8);
+    buf_free(&b);
+    buf_free(&want);
+    free(hex);
+    free(chain);
+    free(chain_nl);
+    free(ev);
+    free(ce);
+    gpu_source_free(g);
+}
+
+/* The 8-GPU nvattest evidence from nvtrust, replayed through NVML with its own nonce: our
+ * payload's evidence_list equals nvtrust's certificate/evidence strings byte for byte. */
+static void test_nvml_matches_nvtrust_8gpu(void **state)
+{
+    (void)state;
+    char path[1024];
+    snprintf(path, sizeof(path), "%s/nvidia/nvtrust/ppcie_gpu_evidence_8xH100.json", vec_dir);
+    json_object *ref = json_object_from_file(path);
+    assert_non_null(ref);
+    size_t ngpu = json_object_array_length(ref);
+    assert_int_equal(ngpu, 8);
+    json_object *v;
+    assert_true(json_object_object_get_ex(json_object_array_get_idx(ref, 0), "nonce", &v));
+    uint8_t n[32];
+    assert_int_equal(hex_decode(n, 32, json_object_get_string(v), 64), 32);
+
+    env_reset();
+    setenv("FAKE_NVML_EVIDENCE_JSON", path, 1);
+    setenv("FAKE_NVML_DEVICES", "8", 1);
+    setenv("FAKE_NVML_CC", "0", 1);       /* a protected-PCIe HGX: CC feature off, PPCIe on */
+    setenv("FAKE_NVML_MULTIGPU", "1", 1);
+    char err[256] = "";
+    gpu_source_t *g = new_src(GPU_MODE_NVML, 10000, 0, err, sizeof(err));
+    assert_non_null(g);
+    assert_string_equal(gpu_source_mode(g), "nvml");
+    assert_false(gpu_source_is_canned(g));
+
+    buf_t b = BUF_INIT, want = BUF_INIT;
+    assert_int_equal(gpu_evidence_collect(g, n, &b, err, sizeof(err)), 0);
+    buf_printf(&want, "{\"nonce\": \"%s\", \"evidence_list\": [", json_object_get_string(v));
+    for (size_t i = 0; i < ngpu; i++) {
+        json_object *it = json_object_array_get_idx(ref, i), *c, *e;
+        assert_true(json_object_object_get_ex(it, "certificate", &c));
+        assert_true(json_object_object_get_ex(it, "evidence", &e));
+        buf_printf(&want, "%s{\"certificate\": \"%s\", \"evidence\": \"%s\"}", i ? ", " : "",
+                   json_object_get_string(c), json_object_get_string(e));
+    }
+    buf_puts(&want, "], \"arch\": \"HOPPER\"}");
+    assert_int_equal(b.len, want.len);
+    assert_string_equal(b.data, want.data);
+    json_object *root;
+    json_object *list = parse_payload(&b, &root, n, "HOPPER");
+    assert_int_equal(json_object_array_length(list), 8);
+    json_object_put(root);
+    buf_free(&b);
+    buf_free(&want);
+    json_object_put(ref);
+    gpu_source_free(g);
+    env_reset();
+}
+
+/* Fresh nonce through NVML: the report carries it at bytes 4..35, NVML stays initialised
+ * across collections and is shut down on free. */
+static void test_nvml_fresh_nonce(void **state)
+{
+    (void)state;
+    env_reset();
+    setenv("FAKE_NVML_DEVICES", "2", 1);
+    char err[256] = "";
+    int init0 = ctr->init, shut0 = ctr->shutdown;
+    gpu_source_t *g = new_src(GPU_MODE_AUTO, 5000, 0, err, sizeof(err));
+    assert_non_null(g);
+    assert_string_equal(gpu_source_mode(g), "nvml");
+    for (int round = 0; round < 3; round++) {
+        uint8_t n[32];
+        nonce_fill(n, (uint8_t)(10 + round));
+        buf_t b = BUF_INIT;
+        assert_int_equal(gpu_evidence_collect(g, n, &b, err, sizeof(err)), 0);
+        json_object *root, *list = parse_payload(&b, &root, n, "HOPPER");
+        assert_int_equal(json_object_array_length(list), 2);
+        for (int i = 0; i < 2; i++) {
+            json_object *e;
+            assert_true(json_object_object_get_ex(json_object_array_get_idx(list, i), "evidence", &e));
+            uint8_t rep[8192];
+            long rl = b64_decode(rep, sizeof(rep), json_object_get_string(e),
+                                 strlen(json_object_get_string(e)));
+            assert_int_equal(rl, 4117);
+            assert_memory_equal(rep, "\x11\xe0\x01\xff", 4);
+            assert_memory_equal(rep + 4, n, 32);
+        }
+        json_object_put(root);
+        buf_free(&b);
+    }
+    assert_int_equal(ctr->init, init0 + 1);
+    gpu_source_free(g);
+    assert_int_equal(ctr->shutdown, shut0 + 1);
+}
+
+static void test_blackwell_and_arch_errors(void **state)
+{
+    (void)state;
+    char err[256] = "";
+    uint8_t n[32];
+    nonce_fill(n, 3);
+    env_reset();
+    setenv("FAKE_NVML_ARCH", "10", 1);
+    gpu_source_t *g = new_src(GPU_MODE_NVML, 5000, 0, err, sizeof(err));
+    assert_non_null(g);
+    buf_t b = BUF_INIT;
+    assert_int_equal(gpu_evidence_collect(g, n, &b, err, sizeof(err)), 0);
+    json_object *root;
+    parse_payload(&b, &root, n, "BLACKWELL");
+    json_object_put(root);
+    buf_free(&b);
+    gpu_source_free(g);
+
+    setenv("FAKE_NVML_ARCH", "7", 1); /* Ampere: no CC attestation */
+    g = new_src(GPU_MODE_NVML, 5000, 0, err, sizeof(err));
+    assert_int_equal(gpu_evidence_collect(g, n, &b, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "architecture 7"));
+    assert_int_equal(b.len, 0);
+    gpu_source_free(g);
+
+    setenv("FAKE_NVML_DEVICES", "2", 1);
+    setenv("FAKE_NVML_ARCH", "1:10", 1);
+    g = new_src(GPU_MODE_NVML, 5000, 0, err, sizeof(err));
+    assert_int_equal(gpu_evidence_collect(g, n, &b, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "different architectures"));
+    gpu_source_free(g);
+    env_reset();
+}
+
+static void test_nvml_missing(void **state)
+{
+    (void)state;
+    char err[256] = "";
+    gpu_config_t c = {GPU_MODE_NVML, "/nonexistent/libnvidia-ml.so.1", 0, 1000};
+    assert_null(gpu_source_new(&c, err, sizeof(err)));
+    assert_non_null(strstr(err, "cannot load NVML"));
+    c.mode = GPU_MODE_AUTO;
+    gpu_source_t *g = gpu_source_new(&c, err, sizeof(err));
+    assert_non_null(g);
+    assert_string_equal(gpu_source_mode(g), "none");
+    uint8_t n[32] = {0};
+    buf_t b = BUF_INIT;
+    assert_int_equal(gpu_evidence_collect(g, n, &b, err, sizeof(err)), 1);
+    gpu_source_free(g);
+    /* a library without the NVML symbols (libc) is refused too */
+    c.mode = GPU_MODE_NVML;
+    c.nvml_path = "libc.so.6";
+    assert_null(gpu_source_new(&c, err, sizeof(err)));
+    assert_non_null(strstr(err, "lacks nvmlInit_v2"));
+}
+
+static void test_no_gpu(void **state)
+{
+    (void)state;
+    char err[256] = "";
+    env_reset();
+    setenv("FAKE_NVML_DEVICES", "0", 1);
+    assert_null(new_src(GPU_MODE_NVML, 1000, 0, err, sizeof(err)));
+    assert_non_null(strstr(err, "no GPU"));
+    gpu_source_t *g = new_src(GPU_MODE_AUTO, 1000, 0, err, sizeof(err));
+    assert_non_null(g);
+    assert_string_equal(gpu_source_mode(g), "none");
+    gpu_source_free(g);
+    env_reset();
+}
+
+static void test_call_fails(void **state)
+{
+    (void)state;
+    char err[256] = "";
+    uint8_t n[32];
+    nonce_fill(n, 4);
+    buf_t b = BUF_INIT;
+    env_reset();
+    setenv("FAKE_NVML_FAIL", "nvmlInit_v2", 1);
+    assert_null(new_src(GPU_MODE_NVML, 1000, 0, err, sizeof(err)));
+    assert_non_null(strstr(err, "nvmlInit_v2 failed: Unknown Error (999)"));
+    gpu_source_t *g = new_src(GPU_MODE_AUTO, 1000, 0, err, sizeof(err));
+    assert_string_equal(gpu_source_mode(g), "none");
+    gpu_source_free(g);
+
+    static const char *calls[] = {"nvmlDeviceGetCount_v2", "nvmlSystemGetConfComputeState",
+                                  "nvmlDeviceGetHandleByIndex_v2", "nvmlDeviceGetArchitecture",
+                                  "nvmlDeviceGetConfComputeGpuCertificate",
+                                  "nvmlDeviceGetConfComputeGpuAttestationReport"};
+    for (size_t i = 0; i < sizeof(calls) / sizeof(calls[0]); i++) {
+        env_reset();
+        g = new_src(GPU_MODE_NVML, 1000, 0, err, sizeof(err));
+        assert_non_null(g);
+        setenv("FAKE_NVML_FAIL", calls[i], 1); /* the helper is idle between calls */
+        setenv("FAKE_NVML_FAIL_RC", "3", 1);
+        assert_int_equal(gpu_evidence_collect(g, n, &b, err, sizeof(err)), -1);
+        assert_non_null(strstr(err, calls[i]));
+        assert_non_null(strstr(err, "Not Supported"));
+        assert_int_equal(b.len, 0);
+        /* recovers once the call works again */
+        env_reset();
+        assert_int_equal(gpu_evidence_collect(g, n, &b, err, sizeof(err)), 0);
+        buf_reset(&b);
+        gpu_source_free(g);
+    }
+    /* a failing Settings call (older driver) is not an error */
+    setenv("FAKE_NVML_NO_SETTINGS", "1", 1);
+    g = new_src(GPU_MODE_NVML, 1000, 0, err, sizeof(err));
+    assert_int_equal(gpu_evidence_collect(g, n, &b, err, sizeof(err)), 0);
+    gpu_source_free(g);
+    buf_free(&b);
+    env_reset();
+}
+
+static void test_cc_off(void **state)
+{
+    (void)state;
+    char err[256] = "";
+    uint8_t n[32];
+    nonce_fill(n, 5);
+    buf_t b = BUF_INIT;
+    env_reset();
+    setenv("FAKE_NVML_CC", "0", 1);
+    assert_null(new_src(GPU_MODE_NVML, 1000, 0, err, sizeof(err)));
+    assert_non_null(strstr(err, "confidential computing is off"));
+    assert_non_null(strstr(err, "GPU_ALLOW_CC_OFF"));
+    gpu_source_t *g = new_src(GPU_MODE_AUTO, 1000, 0, err, sizeof(err));
+    assert_non_null(g);
+    assert_string_equal(gpu_source_mode(g), "nvml");
+    assert_int_equal(gpu_evidence_collect(g, n, &b, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "confidential computing is off"));
+    assert_int_equal(b.len, 0);
+    gpu_source_free(g);
+    g = new_src(GPU_MODE_NVML, 1000, 1, err, sizeof(err));
+    assert_non_null(g);
+    assert_int_equal(gpu_evidence_collect(g, n, &b, err, sizeof(err)), 0);
+    buf_reset(&b);
+    gpu_source_free(g);
+
+    env_reset();
+    setenv("FAKE_NVML_DEVTOOLS", "1", 1);
+    assert_null(new_src(GPU_MODE_NVML, 1000, 0, err, sizeof(err)));
+    assert_non_null(strstr(err, "devtools"));
+    /* PPCIe without the Settings call (older driver): CC feature off counts as off */
+    env_reset();
+    setenv("FAKE_NVML_CC", "0", 1);
+    setenv("FAKE_NVML_MULTIGPU", "1", 1);
+    setenv("FAKE_NVML_NO_SETTINGS", "1", 1);
+    assert_null(new_src(GPU_MODE_NVML, 1000, 0, err, sizeof(err)));
+    buf_free(&b);
+    env_reset();
+}
+
+static void test_bad_lengths_and_nonce(void **state)
+{
+    (void)state;
+    char err[256] = "";
+    uint8_t n[32];
+    nonce_fill(n, 6);
+    buf_t b = BUF_INIT;
+    struct {
+        const char *var, *val, *want;
+    } cases[] = {
+        {"FAKE_NVML_REPORT_SIZE", "8193", "attestation report size of 8193"},
+        {"FAKE_NVML_REPORT_SIZE", "4294967295", "attestation report size of 4294967295"},
+        {"FAKE_NVML_REPORT_SIZE", "35", "attestation report size of 35"},
+        {"FAKE_NVML_CERT_SIZE", "5121", "certificate chain size of 5121"},
+        {"FAKE_NVML_CERT_SIZE", "0", "certificate chain size of 0"},
+        {"FAKE_NVML_CERT_SIZE", "100", "certificate"},
+        {"FAKE_NVML_KEEP_NONCE", "1", "does not carry the request nonce"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        env_reset();
+        setenv(cases[i].var, cases[i].val, 1);
+        gpu_source_t *g = new_src(GPU_MODE_NVML, 1000, 0, err, sizeof(err));
+        assert_non_null(g);
+        assert_int_equal(gpu_evidence_collect(g, n, &b, err, sizeof(err)), -1);
+        if (!strstr(err, cases[i].want))
+            fail_msg("case %zu: %s", i, err);
+        assert_int_equal(b.len, 0);
+        gpu_source_free(g);
+    }
+    env_reset();
+}
+
+/* A damaged certificate inside the chain fails the collection instead of shortening it. */
+static void test_malformed_chain(void **state)
+{
+    (void)state;
+    size_t cl;
+    char *chain = slurp("nvidia/nvtrust/hopperCertChain.txt", &cl);
+    char *second = strstr(strstr(chain, "-----END CERTIFICATE-----"), "MII");
+    assert_non_null(second);
+    memcpy(second + 10, "!!!!", 4);
+    char tmp[] = "/tmp/test_gpu_chainXXXXXX";
+    int fd = mkstemp(tmp);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, chain, cl), (ssize_t)cl);
+    close(fd);
+    env_reset();
+    setenv("FAKE_NVML_CERTS", tmp, 1);
+    char err[256] = "";
+    uint8_t n[32];
+    nonce_fill(n, 9);
+    buf_t b = BUF_INIT;
+    gpu_source_t *g = new_src(GPU_MODE_NVML, 1000, 0, err, sizeof(err));
+    assert_non_null(g);
+    assert_int_equal(gpu_evidence_collect(g, n, &b, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "malformed certificate"));
+    gpu_source_free(g);
+    unlink(tmp);
+    free(chain);
+    env_reset();
+}
+
+/* A stalled NVML call: the caller gives up at its deadline, the next caller waits for the
+ * one stuck call instead of starting another, and service resumes when it returns. */
+static void test_stall(void **state)
+{
+    (void)state;
+    char err[256] = "";
+    uint8_t n[32];
+    nonce_fill(n, 7);
+    buf_t b = BUF_INIT;
+    env_reset();
+    gpu_source_t *g = new_src(GPU_MODE_NVML, 200, 0, err, sizeof(err));
+    assert_non_null(g);
+    setenv("FAKE_NVML_STALL_MS", "1500", 1);
+    setenv("FAKE_NVML_STALL_COUNT", "1", 1);
+    ctr->stalls = 0;
+    int reports0 = ctr->reports;
+    double t0 = now_ms();
+    assert_int_equal(gpu_evidence_collect(g, n, &b, err, sizeof(err)), -1);
+    double t1 = now_ms();
+    assert_non_null(strstr(err, "did not answer within 200 ms"));
+    assert_true(t1 - t0 >= 190 && t1 - t0 < 1000);
+    assert_int_equal(b.len, 0);
+    assert_int_equal(gpu_evidence_collect(g, n, &b, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "busy"));
+    /* keep asking: succeeds once the stalled call returned (~1.5 s after it began) */
+    int rc = -1;
+    while (rc != 0 && now_ms() - t0 < 5000)
+        rc = gpu_evidence_collect(g, n, &b, err, sizeof(err));
+    assert_int_equal(rc, 0);
+    assert_true(now_ms() - t0 >= 1400);
+    /* the abandoned collection finished its one report call; no second call was started
+     * while it was stuck */
+    assert_int_equal(ctr->reports, reports0 + 2);
+    buf_free(&b);
+    gpu_source_free(g);
+    env_reset();
+}
+
+/* free() while the helper is stuck: returns at once; the helper shuts NVML down later. */
+static void test_free_while_stuck(void **state)
+{
+    (void)state;
+    char err[256] = "";
+    uint8_t n[32];
+    nonce_fill(n, 8);
+    buf_t b = BUF_INIT;
+    env_reset();
+    gpu_source_t *g = new_src(GPU_MODE_NVML, 100, 0, err, sizeof(err));
+    assert_non_null(g);
+    setenv("FAKE_NVML_STALL_MS", "600", 1);
+    setenv("FAKE_NVML_STALL_COUNT", "1", 1);
+    ctr->stalls = 0;
+    int shut0 = ctr->shutdown;
+    assert_int_equal(gpu_evidence_collect(g, n, &b, err, sizeof(err)), -1);
+    double t0 = now_ms();
+    gpu_source_free(g);
+    assert_true(now_ms() - t0 < 100);
+    assert_int_equal(__atomic_load_n(&ctr->shutdown, __ATOMIC_SEQ_CST), shut0);
+    while (__atomic_load_n(&ctr->shutdown, __ATOMIC_SEQ_CST) == shut0 && now_ms() - t0 < 5000)
+        usleep(10000);
+    assert_int_equal(__atomic_load_n(&ctr->shutdown, __ATOMIC_SEQ_CST), shut0 + 1);
+    usleep(20000); /* let the detached helper finish its exit */
+    env_reset();
+}
+
+/* Concurrent callers (as from the libuv pool): all succeed, NVML never sees two callers. */
+struct par_arg {
+    gpu_source_t *g;
+    int ok;
+    uint8_t seed;
+};
+
+static void *par_main(void *p)
+{
+    struct par_arg *a = p;
+    char err[256];
+    for (int i = 0; i < 5; i++) {
+        uint8_t n[32];
+        nonce_fill(n, (uint8_t)(a->seed + i));
+        buf_t b = BUF_INIT;
+        if (gpu_evidence_collect(a->g, n, &b, err, sizeof(err)) == 0) {
+            char hex[65];
+            hex_encode(hex, n, 32);
+            if (strstr(b.data, hex))
+                a->ok++;
+        }
+        buf_free(&b);
+    }
+    return NULL;
+}
+
+static void test_serialised(void **state)
+{
+    (void)state;
+    char err[256] = "";
+    env_reset();
+    setenv("FAKE_NVML_DEVICES", "2", 1);
+    setenv("FAKE_NVML_STALL_MS", "5", 1);
+    gpu_source_t *g = new_src(GPU_MODE_NVML, 20000, 0, err, sizeof(err));
+    assert_non_null(g);
+    ctr->max_inflight = 0;
+    pthread_t t[6];
+    struct par_arg a[6];
+    for (int i = 0; i < 6; i++) {
+        a[i] = (struct par_arg){g, 0, (uint8_t)(40 * i)};
+        pthread_create(&t[i], NULL, par_main, &a[i]);
+    }
+    for (int i = 0; i < 6; i++) {
+        pthread_join(t[i], NULL);
+        assert_int_equal(a[i].ok, 5);
+    }
+    assert_int_equal(ctr->max_inflight, 1);
+    gpu_source_free(g);
+    env_reset();
+}
+
+int main(int argc, char **argv)
+{
+    (void)argc;
+    const char *v = getenv("VP_TEST_VECTORS");
+    if (v && *v)
+        vec_dir = v;
+    const char *fp = getenv("VP_FAKE_NVML");
+    if (fp && *fp) {
+        snprintf(fake_path, sizeof(fake_path), "%s", fp);
+    } else {
+        char self[4096];
+        snprintf(self, sizeof(self), "%s", argv[0]);
+        snprintf(fake_path, sizeof(fake_path), "%s/../fakes/libnvidia-ml.so.1", dirname(self));
+    }
+    void *dl = dlopen(fake_path, RTLD_NOW);
+    if (!dl) {
+        fprintf(stderr, "test_gpu: cannot load the fake NVML %s: %s\n", fake_path, dlerror());
+        return 1;
+    }
+    struct fake_nvml_counters *(*get)(void);
+    void *sym = dlsym(dl, "fake_nvml_counters");
+    memcpy(&get, &sym, sizeof(get));
+    ctr = get();
+    if (!getenv("LOG_LEVEL"))
+        log_set_level(LOG_LVL_ERROR);
+    env_reset();
+
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_mode_parse),
+        cmocka_unit_test(test_none),
+        cmocka_unit_test(test_canned),
+        cmocka_unit_test(test_nvml_matches_nvtrust_8gpu),
+        cmocka_unit_test(test_nvml_fresh_nonce),
+        cmocka_unit_test(test_blackwell_and_arch_errors),
+        cmocka_unit_test(test_nvml_missing),
+        cmocka_unit_test(test_no_gpu),
+        cmocka_unit_test(test_call_fails),
+        cmocka_unit_test(test_cc_off),
+        cmocka_unit_test(test_bad_lengths_and_nonce),
+        cmocka_unit_test(test_malformed_chain),
+        cmocka_unit_test(test_stall),
+        cmocka_unit_test(test_free_while_stuck),
+        cmocka_unit_test(test_serialised),
+    };
+    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    dlclose(dl);
+    return rc;
+}
