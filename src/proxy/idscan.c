@@ -4,6 +4,55 @@
 
 #include <string.h>
 
+static int id_put(idscan_t *s, uint32_t cp)
+{
+    char u[4];
+    size_t n;
+    if (cp < 0x80) {
+        u[0] = (char)cp;
+        n = 1;
+    } else if (cp < 0x800) {
+        u[0] = (char)(0xc0 | cp >> 6);
+        u[1] = (char)(0x80 | (cp & 0x3f));
+        n = 2;
+    } else if (cp < 0x10000) {
+        u[0] = (char)(0xe0 | cp >> 12);
+        u[1] = (char)(0x80 | ((cp >> 6) & 0x3f));
+        u[2] = (char)(0x80 | (cp & 0x3f));
+        n = 3;
+    } else {
+        u[0] = (char)(0xf0 | cp >> 18);
+        u[1] = (char)(0x80 | ((cp >> 12) & 0x3f));
+        u[2] = (char)(0x80 | ((cp >> 6) & 0x3f));
+        u[3] = (char)(0x80 | (cp & 0x3f));
+        n = 4;
+    }
+    if (cp < 0x20 || s->id_len + n > IDSCAN_MAX_ID)
+        return -1;
+    memcpy(s->id + s->id_len, u, n);
+    s->id_len += (uint16_t)n;
+    return 0;
+}
+
+/* One escaped code point of the captured id: surrogate pairs are joined, lone ones refused. */
+static int id_put_escaped(idscan_t *s, uint32_t cp)
+{
+    if (cp >= 0xd800 && cp < 0xdc00) {
+        if (s->hi_surrogate)
+            return -1;
+        s->hi_surrogate = cp;
+        return 0;
+    }
+    if (cp >= 0xdc00 && cp < 0xe000) {
+        if (!s->hi_surrogate)
+            return -1;
+        cp = 0x10000 + ((s->hi_surrogate - 0xd800) << 10) + (cp - 0xdc00);
+        s->hi_surrogate = 0;
+    } else if (s->hi_surrogate)
+        return -1;
+    return id_put(s, cp);
+}
+
 void idscan_init(idscan_t *s) { memset(s, 0, sizeof *s); }
 
 void idscan_feed(idscan_t *s, const char *p, size_t n)
@@ -13,11 +62,35 @@ void idscan_feed(idscan_t *s, const char *p, size_t n)
     for (size_t i = 0; i < n; i++) {
         char ch = p[i];
         if (s->in_str) {
-            if (s->esc) {
-                s->esc = 0;
-                if (s->capturing) {
+            if (s->uhex) {
+                int v = ch >= '0' && ch <= '9' ? ch - '0'
+                        : (ch | 0x20) >= 'a' && (ch | 0x20) <= 'f' ? (ch | 0x20) - 'a' + 10 : -1;
+                if (v < 0) {
                     s->failed = 1;
                     return;
+                }
+                s->ucode = s->ucode << 4 | (uint32_t)v;
+                if (--s->uhex == 0 && s->capturing && id_put_escaped(s, s->ucode) != 0) {
+                    s->failed = 1;
+                    return;
+                }
+                continue;
+            }
+            if (s->esc) {
+                s->esc = 0;
+                if (ch == 'u') {
+                    s->uhex = 4;
+                    s->ucode = 0;
+                    s->key_pos = 0xff;
+                    continue;
+                }
+                if (s->capturing) {
+                    static const char from[] = "\"\\/bfnrt", to[] = "\"\\/\b\f\n\r\t";
+                    const char *f = strchr(from, ch);
+                    if (!f || !*f || id_put_escaped(s, (unsigned char)to[f - from]) != 0) {
+                        s->failed = 1;
+                        return;
+                    }
                 }
                 s->key_pos = 0xff;
                 continue;
@@ -28,6 +101,10 @@ void idscan_feed(idscan_t *s, const char *p, size_t n)
             }
             if (ch == '"') {
                 s->in_str = 0;
+                if (s->capturing && s->hi_surrogate) {
+                    s->failed = 1;
+                    return;
+                }
                 if (s->capturing) {
                     s->id[s->id_len] = '\0';
                     s->have_id = s->id_len > 0;
@@ -39,7 +116,7 @@ void idscan_feed(idscan_t *s, const char *p, size_t n)
                 continue;
             }
             if (s->capturing) {
-                if (s->id_len >= IDSCAN_MAX_ID || (unsigned char)ch < 0x20) {
+                if (s->id_len >= IDSCAN_MAX_ID || (unsigned char)ch < 0x20 || s->hi_surrogate) {
                     s->failed = 1;
                     return;
                 }
