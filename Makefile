@@ -69,6 +69,11 @@ $(FAKE_NVML): tests/fakes/fake_nvml.c src/nvidia/nvml.h
 	$(CC) $(CFLAGS_VP) -fPIC -shared $< $(LDSAN) -ljson-c -o $@
 $(BUILD)/tests/test_gpu: $(FAKE_NVML)
 
+# The collateral test also exercises the PCS fetcher, which lives with the verifier (libcurl).
+$(BUILD)/tests/test_collateral: tests/unit/test_collateral.c src/verify/pcs.c $(BUILD)/libvp.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_VP) -Itests/unit $< src/verify/pcs.c $(BUILD)/libvp.a $(LDSAN) $(LDLIBS) -lcurl -lcmocka -o $@
+
 unit: $(UNIT_BINS)
 	@fail=0; for t in $(UNIT_BINS); do $$t || fail=1; done; exit $$fail
 
