@@ -30,7 +30,7 @@ MOCK_SRCS := $(wildcard tools/mock-vllm/*.c)
 VERIFY_SRCS := $(wildcard src/verify/*.c)
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRCS))
-PROGRAMS := $(BUILD)/vllm-proxy $(BUILD)/mock-vllm $(if $(VERIFY_SRCS),$(BUILD)/vllm-proxy-verify)
+PROGRAMS := $(BUILD)/vllm-proxy $(BUILD)/mock-vllm $(if $(wildcard src/verify/main.c),$(BUILD)/vllm-proxy-verify)
 
 .PHONY: all clean test unit unit-san integration demo fuzz bench deps
 all: $(PROGRAMS)
