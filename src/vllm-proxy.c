@@ -3,11 +3,13 @@
  * SO_REUSEPORT listener and upstream pool. SIGTERM/SIGINT drain gracefully; a second signal
  * closes what is left at once. */
 #include <signal.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <uv.h>
 
+#include "attest/gpu.h"
 #include "core/log.h"
 #include "proxy/app.h"
 
@@ -104,6 +106,93 @@ static void on_signal(uv_signal_t *s, int signum)
     }
 }
 
+static gpu_source_t *g_gpu;
+
+static int gpu_collect(void *ctx, const uint8_t nonce[32], buf_t *payload, char *err, size_t errlen)
+{
+    return gpu_evidence_collect(ctx, nonce, payload, err, errlen);
+}
+
+/* The attestation provider (auto never falls back to simulated), the signing keys (KMS-derived
+ * with dstack, random otherwise), GPU evidence and the report service. 0, or -1 with err. */
+static int start_attestation(char *err, size_t errlen)
+{
+    attest_provider_config_t pc = {
+        .mode = g_cfg.attestation,
+        .dstack_endpoint = g_cfg.dstack_endpoint,
+        .tappd_endpoint = g_cfg.tappd_endpoint,
+        .tsm_root = g_cfg.tsm_root,
+        .timeout_ms = g_cfg.attestation_timeout_ms,
+    };
+    char e[400];
+    attest_provider_t *prov = attest_provider_open(&pc, e, sizeof e);
+    if (!prov) {
+        snprintf(err, errlen, "attestation: %s", e);
+        return -1;
+    }
+    attest_kind_t kind = attest_provider_kind(prov);
+    if (kind == ATTEST_DSTACK) {
+        uint8_t sk[32], seed[32];
+        if (attest_provider_derive_keys(prov, g_cfg.model_name, sk, seed, e, sizeof e) != 0) {
+            snprintf(err, errlen, "signing keys from the dstack KMS: %s", e);
+            attest_provider_free(prov);
+            return -1;
+        }
+        g_app.signer = signer_from_secrets(sk, seed);
+        sodium_memzero(sk, sizeof sk);
+        sodium_memzero(seed, sizeof seed);
+        if (g_app.signer)
+            LOG_INFO("signing keys derived by the dstack KMS (GetKey %s/ecdsa-signing-key, %s/ed25519-signing-key)",
+                     g_cfg.model_name, g_cfg.model_name);
+    } else {
+        g_app.signer = signer_new_random();
+        if (kind == ATTEST_SIMULATED)
+            LOG_WARN("SIMULATED attestation: random signing keys, SIMULATED quotes - NOT FOR PRODUCTION");
+        else
+            LOG_WARN("attestation %s has no KMS: signing keys are random and change on every restart",
+                     attest_provider_mode(prov));
+    }
+    if (!g_app.signer) {
+        snprintf(err, errlen, "cannot create signing keys");
+        attest_provider_free(prov);
+        return -1;
+    }
+    uint8_t spki[32];
+    if (g_cfg.tls_cert_path[0] && attest_tls_spki_sha256_file(g_cfg.tls_cert_path, spki, err, errlen) != 0) {
+        attest_provider_free(prov);
+        return -1;
+    }
+    attest_service_config_t sc = {.cache_ttl_s = g_cfg.attestation_cache_ttl,
+                                  .tls_spki_sha256 = g_cfg.tls_cert_path[0] ? spki : NULL};
+    const char *gm = g_cfg.gpu_evidence;
+    if (!gm[0])
+        gm = kind == ATTEST_SIMULATED ? "simulated" : g_cfg.gpu_no_hw_mode ? "canned" : "auto";
+    if (strcmp(gm, "simulated") != 0) {
+        gpu_config_t gc = {.mode = gpu_mode_parse(gm),
+                           .nvml_path = g_cfg.nvml_library_path,
+                           .allow_cc_off = g_cfg.gpu_allow_cc_off,
+                           .timeout_ms = g_cfg.gpu_evidence_timeout_ms};
+        if (!(g_gpu = gpu_source_new(&gc, e, sizeof e))) {
+            snprintf(err, errlen, "GPU evidence (%s): %s", gm, e);
+            attest_provider_free(prov);
+            return -1;
+        }
+        sc.gpu = gpu_collect;
+        sc.gpu_ctx = g_gpu;
+        sc.gpu_label = gpu_source_mode(g_gpu);
+        LOG_INFO("GPU evidence: %s", sc.gpu_label);
+    } else if (kind != ATTEST_SIMULATED) {
+        sc.gpu_label = "simulated";
+        LOG_WARN("GPU evidence: SIMULATED payload (GPU_EVIDENCE=simulated)");
+    }
+    if (!(g_app.attest = attest_service_new(prov, g_app.signer, &sc))) {
+        snprintf(err, errlen, "out of memory");
+        attest_provider_free(prov);
+        return -1;
+    }
+    return 0;
+}
+
 static void on_sweep(uv_timer_t *t)
 {
     (void)t;
@@ -112,7 +201,7 @@ static void on_sweep(uv_timer_t *t)
 
 int main(int argc, char **argv)
 {
-    char err[512];
+    char err[1024];
     int rc = config_load(&g_cfg, argc, argv, err, sizeof err);
     if (rc == CFG_EXIT_OK)
         return 0;
@@ -136,14 +225,13 @@ int main(int argc, char **argv)
         snprintf(g_app.upstream.auth_header, sizeof g_app.upstream.auth_header,
                  "Authorization: Bearer %s\r\n", g_cfg.upstream_api_key);
 
-    if (signer_global_init() != 0 || !(g_app.signer = signer_new_random())) {
-        fprintf(stderr, "vllm-proxy: cannot create signing keys\n");
+    g_app.store = store_new(g_cfg.cache_capacity, g_cfg.cache_ttl);
+    if (!g_app.store) {
+        fprintf(stderr, "vllm-proxy: cannot initialise the signature store\n");
         return 1;
     }
-    g_app.store = store_new(g_cfg.cache_capacity, g_cfg.cache_ttl);
-    g_app.attest = attest_sim_new();
-    if (!g_app.store || !g_app.attest) {
-        fprintf(stderr, "vllm-proxy: cannot initialise the %s\n", g_app.store ? "simulated attestation" : "signature store");
+    if (signer_global_init() != 0 || start_attestation(err, sizeof err) != 0) {
+        fprintf(stderr, "vllm-proxy: %s\n", err[0] ? err : "cannot create signing keys");
         return 1;
     }
 
@@ -192,7 +280,11 @@ int main(int argc, char **argv)
              g_cfg.listen_port, g_cfg.workers);
     LOG_INFO("upstream engine: %s%s", g_cfg.upstream_url,
              g_cfg.upstream_api_key[0] ? " (with VLLM_API_KEY)" : "");
-    LOG_WARN("attestation: SIMULATED - quotes are signed by a test key, not by a TEE; for development and tests only");
+    if (attest_provider_kind(attest_service_provider(g_app.attest)) == ATTEST_SIMULATED)
+        LOG_WARN("attestation: SIMULATED - quotes are signed by a test key, not by a TEE; for development and tests only");
+    else
+        LOG_INFO("attestation: %s at %s", attest_provider_mode(attest_service_provider(g_app.attest)),
+                 attest_provider_where(attest_service_provider(g_app.attest)));
     LOG_INFO("signing address (ecdsa): %s", signer_ecdsa_address(g_app.signer));
     LOG_INFO("signing address (ed25519): %s", signer_ed25519_pubkey_hex(g_app.signer));
     LOG_INFO("model %s, signature store %zu records for %u s, %d token(s), %d trusted for X-Request-Hash",
@@ -208,7 +300,8 @@ int main(int argc, char **argv)
         uv_loop_close(&g_threads[i].loop);
     }
     uv_loop_close(main_loop);
-    attest_sim_free(g_app.attest);
+    attest_service_free(g_app.attest);
+    gpu_source_free(g_gpu);
     store_free(g_app.store);
     signer_free(g_app.signer);
     free(g_threads);

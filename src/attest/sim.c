@@ -561,52 +561,28 @@ out:
     return rc;
 }
 
-/* The report object's fields, without braces and without all_attestations. */
-static int report_fields(attest_sim_t *s, const attest_identity_t *id, const char *nhex,
-                         const buf_t *qhex, const buf_t *payload, buf_t *b)
+int attest_sim_parts(attest_sim_t *s, const uint8_t report_data[64], attest_parts_t *p)
 {
-    return buf_puts(b, "\"signing_address\":") ||
-           buf_json_str(b, id->signing_address, strlen(id->signing_address)) ||
-           buf_puts(b, ",\"signing_algo\":") ||
-           buf_json_str(b, id->signing_algo, strlen(id->signing_algo)) ||
-           buf_printf(b, ",\"request_nonce\":\"%s\",\"intel_quote\":\"", nhex) ||
-           buf_append(b, qhex->data, qhex->len) || buf_puts(b, "\",\"nvidia_payload\":") ||
-           buf_json_str(b, payload->data, payload->len) || buf_puts(b, ",\"info\":") ||
-           buf_append(b, s->info.data, s->info.len) || buf_puts(b, ",\"quote\":\"") ||
-           buf_append(b, qhex->data, qhex->len) || buf_puts(b, "\",\"event_log\":") ||
-           buf_append(b, s->event_log_lit.data, s->event_log_lit.len) ||
-           buf_puts(b, ",\"vm_config\":") ||
-           buf_append(b, s->vm_config_lit.data, s->vm_config_lit.len) ||
-           buf_puts(b, ",\"signing_public_key\":") ||
-           buf_json_str(b, id->signing_public_key, strlen(id->signing_public_key)) ||
-           buf_puts(b, ",\"attestation_mode\":\"simulated\",\"simulated\":true");
+    p->mode = "simulated";
+    if (attest_sim_quote(s, report_data, &p->quote) ||
+        buf_append(&p->event_log, s->event_log.data, s->event_log.len) ||
+        buf_append(&p->info, s->info.data, s->info.len) ||
+        buf_append(&p->vm_config, s->vm_config.data, s->vm_config.len))
+        return -1;
+    return 0;
 }
 
 int attest_report_json(attest_sim_t *s, const attest_identity_t *id, const uint8_t nonce[32], buf_t *out)
 {
-    if (!id || !id->signing_address || !id->signing_algo || !id->signing_public_key ||
-        !id->id_bytes || id->id_len < 1 || id->id_len > 32)
+    if (!attest_identity_ok(id))
         return -1;
     uint8_t rd[64];
-    char nhex[65];
-    buf_t quote = BUF_INIT, qhex = BUF_INIT, payload = BUF_INIT, fields = BUF_INIT;
-    int rc = -1;
+    attest_parts_t p = {0};
     attest_report_data(id->id_bytes, id->id_len, nonce, rd);
-    hex_encode(nhex, nonce, 32);
-    if (attest_sim_quote(s, rd, &quote) || buf_hex(&qhex, (const uint8_t *)quote.data, quote.len) ||
-        attest_gpu_payload_sim(nonce, &payload) ||
-        buf_reserve(&fields, 2 * qhex.len + s->info.len + s->event_log_lit.len + 4096) ||
-        report_fields(s, id, nhex, &qhex, &payload, &fields))
-        goto out;
-    if (buf_reserve(out, 2 * fields.len + 64) || buf_puts(out, "{") ||
-        buf_append(out, fields.data, fields.len) || buf_puts(out, ",\"all_attestations\":[{") ||
-        buf_append(out, fields.data, fields.len) || buf_puts(out, "}]}"))
-        goto out;
-    rc = 0;
-out:
-    buf_free(&quote);
-    buf_free(&qhex);
-    buf_free(&payload);
-    buf_free(&fields);
+    int rc = attest_sim_parts(s, rd, &p) || attest_gpu_payload_sim(nonce, &p.nvidia_payload) ||
+                     attest_report_build(id, nonce, &p, NULL, out)
+                 ? -1
+                 : 0;
+    attest_parts_free(&p);
     return rc;
 }

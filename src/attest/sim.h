@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "attest/attest.h"
+#include "attest/report.h"
 #include "core/buf.h"
 
 /* The checked-in test root (P-256, CN "vllm-proxy SIMULATED TDX Root CA - NOT FOR
@@ -39,6 +40,10 @@ const char *attest_sim_vm_config(const attest_sim_t *s, size_t *len);      /* JS
  * {"nonce":"<hex>","evidence_list":[{"evidence":"<b64>","certificate":"<b64 PEM>"}],"arch":"HOPPER"}
  * The raw evidence starts 11 e0 01 ff, then the nonce (bytes 4..35). 0 or -1. */
 int attest_gpu_payload_sim(const uint8_t nonce[32], buf_t *out);
+
+/* Fills the provider-independent parts (mode, quote over report_data, event log, info,
+ * vm_config; not the GPU payload). Buffers are appended to. 0 or -1. */
+int attest_sim_parts(attest_sim_t *s, const uint8_t report_data[64], attest_parts_t *p);
 
 /* Appends the full /v1/attestation/report body (compact JSON, reference-proxy §8.4 order plus
  * attestation_mode and simulated, then all_attestations). 0, or -1 on bad identity / ENOMEM. */

@@ -7,7 +7,7 @@
 #include <stdint.h>
 #include <uv.h>
 
-#include "attest/sim.h"
+#include "attest/provider.h"
 #include "http/server.h"
 #include "http/upstream.h"
 #include "proxy/config.h"
@@ -19,7 +19,7 @@ typedef struct app {
     const config_t *cfg;
     signer_t *signer;
     store_t *store;
-    attest_sim_t *attest;
+    attest_service_t *attest; /* quote provider, GPU evidence, report cache */
     upstream_target_t upstream;
     struct app_worker **workers;
     int nworkers;

@@ -30,7 +30,17 @@ static const opt_t OPTS[] = {
     {"--token", "TOKEN", "LIST", "comma-separated bearer tokens accepted from clients (unset: authenticated routes answer 401)"},
     {"--trusted-hash-tokens", "TRUSTED_REQUEST_HASH_TOKENS", "LIST", "tokens whose callers may set X-Request-Hash (default none)"},
     {"--workers", "WORKERS", "N", "event-loop threads (default: CPU count)"},
-    {"--attestation", "ATTESTATION", "MODE", "auto|simulated (DEV=1 implies simulated; default auto)"},
+    {"--attestation", "ATTESTATION", "MODE", "auto|dstack|tappd|tsm|simulated (DEV=1 implies simulated; default auto: dstack, tappd, then configfs-tsm, never simulated)"},
+    {"--dstack-endpoint", "DSTACK_SIMULATOR_ENDPOINT", "PATH|URL", "dstack guest agent: Unix socket path or http://host:port (default: probe /var/run/dstack.sock, ...)"},
+    {"--tappd-endpoint", "TAPPD_SIMULATOR_ENDPOINT", "PATH|URL", "legacy tappd agent: Unix socket path or http://host:port (default: probe /var/run/tappd.sock, ...)"},
+    {"--tsm-path", "TSM_REPORT_PATH", "DIR", "configfs-tsm report directory (default /sys/kernel/config/tsm/report)"},
+    {"--attestation-timeout", "ATTESTATION_TIMEOUT", "SECONDS", "timeout of one guest-agent call; one retry (default 5)"},
+    {"--attestation-cache-ttl", "ATTESTATION_CACHE_TTL", "SECONDS", "reuse of reports without a client nonce, refreshed at half (default 300; 0 = off)"},
+    {"--tls-cert", "TLS_CERT_PATH", "FILE", "PEM certificate served in front of the proxy; enables include_tls_fingerprint=true"},
+    {"--gpu-evidence", "GPU_EVIDENCE", "MODE", "auto|nvml|canned|none|simulated (default: simulated in simulated mode, else auto)"},
+    {"--nvml-library", "NVML_LIBRARY_PATH", "PATH", "NVML library for dlopen (default libnvidia-ml.so.1)"},
+    {"--gpu-allow-cc-off", "GPU_ALLOW_CC_OFF", "0|1", "serve evidence from GPUs with CC off / devtools (development only)"},
+    {"--gpu-evidence-timeout", "GPU_EVIDENCE_TIMEOUT", "SECONDS", "time one GPU evidence collection may take (default 30)"},
     {"--cache-ttl", "CHAT_CACHE_EXPIRATION", "SECONDS", "how long signatures are kept (default 1200)"},
     {"--cache-capacity", "CHAT_CACHE_CAPACITY", "N", "signatures kept at most; oldest evicted first (default 100000)"},
     {"--max-request-size", "VLLM_PROXY_MAX_REQUEST_SIZE", "BYTES", "largest request body accepted, 413 beyond (default 10485760)"},
@@ -173,7 +183,38 @@ static int set_value(config_t *c, const char *key, const char *v, char *err, siz
             return -1;
         }
         snprintf(c->attestation, sizeof c->attestation, "%s", v);
-    } else if (!strcmp(key, "DEV")) {
+    } else if (!strcmp(key, "DSTACK_SIMULATOR_ENDPOINT") || !strcmp(key, "TAPPD_SIMULATOR_ENDPOINT") ||
+               !strcmp(key, "TSM_REPORT_PATH") || !strcmp(key, "TLS_CERT_PATH")) {
+        char *dst = key[0] == 'D' ? c->dstack_endpoint : key[0] == 'T' && key[1] == 'A' ? c->tappd_endpoint
+                  : key[1] == 'S' ? c->tsm_root : c->tls_cert_path;
+        if (strlen(v) >= 512) {
+            snprintf(err, errlen, "%s too long", key);
+            return -1;
+        }
+        snprintf(dst, 512, "%s", v);
+    } else if (!strcmp(key, "ATTESTATION_TIMEOUT"))
+        SECS(attestation_timeout_ms, key);
+    else if (!strcmp(key, "ATTESTATION_CACHE_TTL")) {
+        if (parse_uint(key, v, 0, 86400, &x, err, errlen)) return -1;
+        c->attestation_cache_ttl = (unsigned)x;
+    } else if (!strcmp(key, "GPU_EVIDENCE")) {
+        if (strcmp(v, "auto") && strcmp(v, "nvml") && strcmp(v, "canned") && strcmp(v, "none") &&
+            strcmp(v, "simulated")) {
+            snprintf(err, errlen, "GPU_EVIDENCE: '%s' is not one of auto|nvml|canned|none|simulated", v);
+            return -1;
+        }
+        snprintf(c->gpu_evidence, sizeof c->gpu_evidence, "%s", v);
+    } else if (!strcmp(key, "NVML_LIBRARY_PATH")) {
+        if (strlen(v) >= sizeof c->nvml_library_path) {
+            snprintf(err, errlen, "%s too long", key);
+            return -1;
+        }
+        snprintf(c->nvml_library_path, sizeof c->nvml_library_path, "%s", v);
+    } else if (!strcmp(key, "GPU_ALLOW_CC_OFF"))
+        c->gpu_allow_cc_off = !strcmp(v, "1") || !strcasecmp(v, "true") || !strcasecmp(v, "yes");
+    else if (!strcmp(key, "GPU_EVIDENCE_TIMEOUT"))
+        SECS(gpu_evidence_timeout_ms, key);
+    else if (!strcmp(key, "DEV")) {
         if (!strcmp(v, "1") || !strcasecmp(v, "true") || !strcasecmp(v, "yes"))
             snprintf(c->attestation, sizeof c->attestation, "simulated");
     } else if (!strcmp(key, "GPU_NO_HW_MODE"))
@@ -229,7 +270,9 @@ static const char *ENV_KEYS[] = {
     "CHAT_CACHE_EXPIRATION", "CHAT_CACHE_CAPACITY", "VLLM_PROXY_MAX_REQUEST_SIZE",
     "MAX_HEADER_SIZE", "MAX_HEADERS", "HEADER_TIMEOUT", "BODY_TIMEOUT", "IDLE_TIMEOUT",
     "UPSTREAM_CONNECT_TIMEOUT", "UPSTREAM_FIRST_BYTE_TIMEOUT", "TIMEOUT", "SHUTDOWN_GRACE",
-    "LOG_LEVEL",
+    "LOG_LEVEL", "DSTACK_SIMULATOR_ENDPOINT", "TAPPD_SIMULATOR_ENDPOINT", "TSM_REPORT_PATH",
+    "ATTESTATION_TIMEOUT", "ATTESTATION_CACHE_TTL", "TLS_CERT_PATH", "GPU_EVIDENCE",
+    "NVML_LIBRARY_PATH", "GPU_ALLOW_CC_OFF", "GPU_EVIDENCE_TIMEOUT",
 };
 
 /* Flag name -> setting name; "--listen" is handled as its own key. */
@@ -249,6 +292,11 @@ static const char *flag_key(const char *flag)
         {"--upstream-first-byte-timeout", "UPSTREAM_FIRST_BYTE_TIMEOUT"},
         {"--timeout", "TIMEOUT"}, {"--shutdown-grace", "SHUTDOWN_GRACE"},
         {"--log-level", "LOG_LEVEL"}, {"--gpu-no-hw-mode", "GPU_NO_HW_MODE"},
+        {"--dstack-endpoint", "DSTACK_SIMULATOR_ENDPOINT"}, {"--tappd-endpoint", "TAPPD_SIMULATOR_ENDPOINT"},
+        {"--tsm-path", "TSM_REPORT_PATH"}, {"--attestation-timeout", "ATTESTATION_TIMEOUT"},
+        {"--attestation-cache-ttl", "ATTESTATION_CACHE_TTL"}, {"--tls-cert", "TLS_CERT_PATH"},
+        {"--gpu-evidence", "GPU_EVIDENCE"}, {"--nvml-library", "NVML_LIBRARY_PATH"},
+        {"--gpu-allow-cc-off", "GPU_ALLOW_CC_OFF"}, {"--gpu-evidence-timeout", "GPU_EVIDENCE_TIMEOUT"},
     };
     for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
         if (!strcmp(flag, map[i][0]))
@@ -278,6 +326,8 @@ int config_load(config_t *c, int argc, char **argv, char *err, size_t errlen)
     c->total_timeout_ms = 600000;
     c->shutdown_grace_ms = 30000;
     c->log_level = LOG_LVL_INFO;
+    c->attestation_timeout_ms = 5000;
+    c->attestation_cache_ttl = 300;
 
     for (size_t i = 0; i < sizeof ENV_KEYS / sizeof ENV_KEYS[0]; i++) {
         const char *v = getenv(ENV_KEYS[i]);
@@ -321,13 +371,6 @@ int config_load(config_t *c, int argc, char **argv, char *err, size_t errlen)
     }
     if (!c->model_name[0]) {
         snprintf(err, errlen, "MODEL_NAME (or --model-name) is required");
-        return CFG_ERROR;
-    }
-    if (strcmp(c->attestation, "simulated") != 0) {
-        snprintf(err, errlen,
-                 "ATTESTATION=%s: no TEE attestation provider is available in this build; "
-                 "set ATTESTATION=simulated (or DEV=1) for development and tests",
-                 c->attestation);
         return CFG_ERROR;
     }
     return CFG_OK;

@@ -21,8 +21,18 @@ typedef struct config {
     int ntrusted;
     uint8_t trusted_hash[CFG_MAX_TOKENS][32];    /* tokens allowed to send X-Request-Hash */
     int workers;
-    char attestation[32];                        /* "simulated" once validated */
+    char attestation[32];                        /* auto|dstack|tappd|tsm|simulated */
     int gpu_no_hw_mode;
+    char dstack_endpoint[512];                   /* DSTACK_SIMULATOR_ENDPOINT ("" = probe sockets) */
+    char tappd_endpoint[512];                    /* TAPPD_SIMULATOR_ENDPOINT ("" = probe sockets) */
+    char tsm_root[512];                          /* configfs-tsm report dir ("" = default) */
+    unsigned attestation_timeout_ms;             /* per agent call attempt */
+    unsigned attestation_cache_ttl;              /* seconds; 0 = no cache */
+    char tls_cert_path[512];                     /* "" = no TLS binding offered */
+    char gpu_evidence[16];                       /* ""|auto|nvml|canned|none|simulated */
+    char nvml_library_path[512];                 /* "" = libnvidia-ml.so.1 */
+    int gpu_allow_cc_off;
+    unsigned gpu_evidence_timeout_ms;            /* 0 = the gpu module's default */
     unsigned cache_ttl;
     size_t cache_capacity;
     size_t max_request_size;

@@ -1,11 +1,13 @@
 /* GET /v1/attestation/report: parameters checked on the loop, the report built on the libuv
- * thread pool (quote signing and hex encoding never run on a loop thread). */
-#include <sodium.h>
+ * thread pool by the attestation service (agent calls, quote signing and hex encoding never
+ * run on a loop thread). Without a client nonce the report comes from the service's cache;
+ * a cache entry past half its TTL schedules a background refresh from here. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
-#include "attest/attest.h"
+#include "attest/provider.h"
 #include "core/hex.h"
 #include "core/log.h"
 #include "proxy/app.h"
@@ -21,54 +23,73 @@ typedef struct report_job {
     conn_t *c;
     http_req_t *req;
     int algo;
-    int server_nonce;
+    int tls;
+    int server_nonce;   /* no client nonce: served from the cache */
+    int want_refresh;   /* the cached entry is past half its TTL */
+    int refresh_only;   /* a background refresh, no connection */
     uint8_t nonce[32];
     buf_t out;
     int rc;
+    char err[256];
 } report_job_t;
 
 static void report_work(uv_work_t *w)
 {
     report_job_t *j = w->data;
-    signer_t *s = j->aw->app->signer;
-    attest_identity_t id;
-    if (j->algo == 0) {
-        id.signing_address = signer_ecdsa_address(s);
-        id.signing_algo = "ecdsa";
-        id.id_bytes = signer_ecdsa_address_bytes(s);
-        id.id_len = 20;
-        id.signing_public_key = signer_ecdsa_pubkey_hex(s);
-    } else {
-        id.signing_address = signer_ed25519_pubkey_hex(s);
-        id.signing_algo = "ed25519";
-        id.id_bytes = signer_ed25519_pubkey(s);
-        id.id_len = 32;
-        id.signing_public_key = signer_ed25519_pubkey_hex(s);
+    attest_service_t *s = j->aw->app->attest;
+    if (j->refresh_only) {
+        attest_service_refresh(s, j->algo, j->tls);
+        return;
     }
-    j->rc = attest_report_json(j->aw->app->attest, &id, j->nonce, &j->out);
-    if (j->rc == 0 && j->out.len > 1 && j->out.data[j->out.len - 1] == '}') {
-        /* Say where the nonce came from: a server nonce proves no freshness to the client. */
-        j->out.len--;
-        buf_printf(&j->out, ",\"nonce_source\":\"%s\"}", j->server_nonce ? "server" : "client");
+    if (j->server_nonce)
+        j->rc = attest_service_cached(s, j->algo, j->tls, &j->out, &j->want_refresh, j->err, sizeof j->err);
+    else
+        j->rc = attest_service_fresh(s, j->algo, j->tls, j->nonce, &j->out, j->err, sizeof j->err);
+}
+
+static void report_done(uv_work_t *w, int status);
+
+/* Hands a background refresh of (algo, tls) to the pool; the job holds no connection. */
+static void queue_refresh(app_worker_t *aw, int algo, int tls)
+{
+    report_job_t *r = calloc(1, sizeof *r);
+    if (r) {
+        r->kind = APP_KIND_REPORT;
+        r->aw = aw;
+        r->algo = algo;
+        r->tls = tls;
+        r->refresh_only = 1;
+        r->work.data = r;
+        if (uv_queue_work(worker_loop(aw->w), &r->work, report_work, report_done) == 0)
+            return;
+        free(r);
     }
+    attest_service_refresh_cancelled(aw->app->attest, algo, tls);
 }
 
 static void report_done(uv_work_t *w, int status)
 {
     report_job_t *j = w->data;
+    app_worker_t *aw = j->aw;
     if (j->c) {
-        app_worker_t *aw = j->aw;
         if (status == 0 && j->rc == 0) {
             M_ADD(aw->m.reports, 1);
             conn_set_app(j->c, NULL);
             app_respond_json(aw, j->c, j->req, ROUTE_REPORT, 200, j->out.data, j->out.len);
         } else {
-            LOG_ERROR("attestation report (simulated) failed");
+            char msg[320];
+            if (status != 0)
+                snprintf(j->err, sizeof j->err, "the report job was cancelled");
+            LOG_ERROR("attestation report failed: %s", j->err);
+            snprintf(msg, sizeof msg, "attestation report could not be produced: %s", j->err);
             conn_set_app(j->c, NULL);
-            app_respond_error(aw, j->c, j->req, ROUTE_REPORT, 503, "attestation report could not be produced",
-                          "attestation_unavailable", NULL);
+            app_respond_error(aw, j->c, j->req, ROUTE_REPORT, 503, msg, "attestation_unavailable", NULL);
         }
     }
+    if (j->want_refresh && status == 0)
+        queue_refresh(aw, j->algo, j->tls);
+    else if (j->want_refresh)
+        attest_service_refresh_cancelled(aw->app->attest, j->algo, j->tls);
     buf_free(&j->out);
     free(j);
 }
@@ -88,8 +109,7 @@ void handle_report(app_worker_t *aw, conn_t *c, http_req_t *req)
     char v[200];
     long n = app_query_get(req->query, "nonce", v, sizeof v);
     if (n == -1) {
-        randombytes_buf(j->nonce, 32);
-        j->server_nonce = 1;
+        j->server_nonce = 1; /* served from the cache, with a server nonce */
     } else if (n != 64 || hex_decode(j->nonce, 32, v, 64) != 32) {
         free(j);
         app_respond_error(aw, c, req, ROUTE_REPORT, 400,
@@ -105,6 +125,24 @@ void handle_report(app_worker_t *aw, conn_t *c, http_req_t *req)
             free(j);
             app_respond_error(aw, c, req, ROUTE_REPORT, 404, "Signing address not found on this server",
                           "not_found", NULL);
+            return;
+        }
+    }
+    n = app_query_get(req->query, "include_tls_fingerprint", v, sizeof v);
+    if (n != -1) {
+        if (n == 4 && !strcasecmp(v, "true"))
+            j->tls = 1;
+        else if (n < 0 || !(n == 5 && !strcasecmp(v, "false"))) {
+            free(j);
+            app_respond_error(aw, c, req, ROUTE_REPORT, 400, "include_tls_fingerprint must be true or false",
+                              "invalid_request_error", "invalid_include_tls_fingerprint");
+            return;
+        }
+        if (j->tls && !attest_service_has_tls(aw->app->attest)) {
+            free(j);
+            app_respond_error(aw, c, req, ROUTE_REPORT, 400,
+                              "include_tls_fingerprint=true needs TLS_CERT_PATH on this server",
+                              "invalid_request_error", "tls_fingerprint_unavailable");
             return;
         }
     }

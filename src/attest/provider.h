@@ -1,0 +1,95 @@
+/* Quote providers and the attestation service behind /v1/attestation/report.
+ *
+ * A provider makes the TEE-specific parts of a report (quote over a report_data, event log,
+ * info, vm_config): the dstack guest agent, legacy tappd, configfs-tsm, or the simulated
+ * provider. ATTESTATION=auto picks dstack, then tappd, then configfs-tsm, and never falls back
+ * to simulated. attest_provider_open probes the chosen provider (one real call) so that a
+ * broken TEE stops the start-up instead of every request.
+ *
+ * The service adds GPU evidence (collected in parallel with the quote, on its own thread),
+ * the identity from the signer, the optional TLS binding, and a cache of server-nonce
+ * reports (TTL, refreshed in the background at half the TTL, single-flight: concurrent
+ * requests for the same report share one collection).
+ *
+ * Threads: open/free and derive_keys at start-up; collect and every attest_service_* call
+ * except new/free BLOCK and must run on libuv thread-pool threads (never on a loop). They are
+ * safe to call concurrently. Output buffers are appended to and owned by the caller. */
+#ifndef VP_ATTEST_PROVIDER_H
+#define VP_ATTEST_PROVIDER_H
+#include <stddef.h>
+#include <stdint.h>
+
+#include "attest/report.h"
+#include "attest/sim.h"
+#include "core/buf.h"
+#include "sign/signer.h"
+
+typedef enum attest_kind { ATTEST_SIMULATED, ATTEST_DSTACK, ATTEST_TAPPD, ATTEST_TSM } attest_kind_t;
+
+typedef struct attest_provider_config {
+    const char *mode;            /* auto | dstack | tappd | tsm | simulated */
+    const char *dstack_endpoint; /* DSTACK_SIMULATOR_ENDPOINT; NULL/"": probe the default sockets */
+    const char *tappd_endpoint;  /* TAPPD_SIMULATOR_ENDPOINT; NULL/"": probe the default sockets */
+    const char *tsm_root;        /* NULL/"": /sys/kernel/config/tsm/report */
+    unsigned timeout_ms;         /* per agent call attempt; 0: 5000 */
+} attest_provider_config_t;
+
+typedef struct attest_provider attest_provider_t;
+
+/* NULL with err when the provider cannot be used. Logs which one was chosen. */
+attest_provider_t *attest_provider_open(const attest_provider_config_t *c, char *err, size_t errlen);
+void attest_provider_free(attest_provider_t *p);
+attest_kind_t attest_provider_kind(const attest_provider_t *p);
+const char *attest_provider_mode(const attest_provider_t *p);  /* the report's attestation_mode */
+const char *attest_provider_where(const attest_provider_t *p); /* endpoint or path, for logs */
+
+/* Quote over report_data plus event log, info and vm_config (not the GPU payload); checks
+ * that the quote carries report_data. 0, or -1 with err naming the cause. */
+int attest_provider_collect(attest_provider_t *p, const uint8_t report_data[64], attest_parts_t *parts,
+                            char *err, size_t errlen);
+
+/* dstack only: the KMS-derived signing secrets, GetKey paths "<model>/ecdsa-signing-key"
+ * (secp256k1) and "<model>/ed25519-signing-key" (ed25519). Same app + model -> same keys,
+ * across restarts and replicas. 0, or -1 with err (also for providers without a KMS). */
+int attest_provider_derive_keys(attest_provider_t *p, const char *model_name, uint8_t ecdsa_sk[32],
+                                uint8_t ed25519_seed[32], char *err, size_t errlen);
+
+/* GPU evidence collector (BLOCKING; same shape as gpu_evidence_collect): appends
+ * {"nonce","evidence_list","arch"} JSON for nonce. 0, or -1 with err. */
+typedef int (*attest_gpu_fn)(void *ctx, const uint8_t nonce[32], buf_t *payload, char *err, size_t errlen);
+
+typedef struct attest_service_config {
+    unsigned cache_ttl_s;          /* server-nonce report cache; 0 disables it */
+    const uint8_t *tls_spki_sha256;/* 32 bytes (copied), or NULL: no TLS binding offered */
+    attest_gpu_fn gpu;             /* NULL: the simulated GPU payload */
+    void *gpu_ctx;
+    const char *gpu_label;         /* static string emitted as gpu_evidence, or NULL */
+} attest_service_config_t;
+
+typedef struct attest_service attest_service_t;
+
+/* Takes ownership of p; borrows signer (must outlive the service). NULL on ENOMEM. */
+attest_service_t *attest_service_new(attest_provider_t *p, const signer_t *signer,
+                                     const attest_service_config_t *c);
+void attest_service_free(attest_service_t *s);
+attest_provider_t *attest_service_provider(attest_service_t *s);
+int attest_service_has_tls(const attest_service_t *s);
+
+/* algo: 0 ecdsa, 1 ed25519; tls: 1 = TLS binding (only when has_tls). */
+
+/* A fresh report for a client nonce (nonce_source "client"). 0, or -1 with err. */
+int attest_service_fresh(attest_service_t *s, int algo, int tls, const uint8_t nonce[32], buf_t *out,
+                         char *err, size_t errlen);
+
+/* A server-nonce report from the cache (collected now when missing or expired, shared with
+ * concurrent callers). *want_refresh is set to 1 when the entry passed half its TTL and the
+ * caller should schedule attest_service_refresh on the pool. 0, or -1 with err. */
+int attest_service_cached(attest_service_t *s, int algo, int tls, buf_t *out, int *want_refresh,
+                          char *err, size_t errlen);
+
+/* Background refresh after want_refresh; does nothing if someone else already refreshed. */
+void attest_service_refresh(attest_service_t *s, int algo, int tls);
+/* The caller could not schedule the refresh it was asked for (any thread; does not block). */
+void attest_service_refresh_cancelled(attest_service_t *s, int algo, int tls);
+
+#endif

@@ -1,0 +1,141 @@
+/* Report assembly shared by every provider: the parts are what the provider returned (the
+ * agent's event log and info passed through, so verifiers can replay RTMR3), the builder only
+ * frames them. The field list is built once and emitted twice (top level and the single
+ * all_attestations entry). */
+#include "attest/report.h"
+
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "core/hex.h"
+#include "core/sha.h"
+
+void attest_parts_free(attest_parts_t *p)
+{
+    buf_free(&p->quote);
+    buf_free(&p->event_log);
+    buf_free(&p->info);
+    buf_free(&p->vm_config);
+    buf_free(&p->nvidia_payload);
+}
+
+void attest_report_data_tls(const uint8_t *id, size_t idlen, const uint8_t spki_sha256[32],
+                            const uint8_t nonce[32], uint8_t out[64])
+{
+    uint8_t in[32 + 32];
+    if (idlen > 32)
+        idlen = 32;
+    memcpy(in, id, idlen);
+    memcpy(in + idlen, spki_sha256, 32);
+    sha256(in, idlen + 32, out);
+    memcpy(out + 32, nonce, 32);
+}
+
+int attest_tls_spki_sha256_file(const char *pem_path, uint8_t out[32], char *err, size_t errlen)
+{
+    FILE *f = fopen(pem_path, "r");
+    if (!f) {
+        snprintf(err, errlen, "TLS_CERT_PATH: cannot open %s", pem_path);
+        return -1;
+    }
+    X509 *x = PEM_read_X509(f, NULL, NULL, NULL);
+    fclose(f);
+    unsigned char *der = NULL;
+    int n = x ? i2d_X509_PUBKEY(X509_get_X509_PUBKEY(x), &der) : -1;
+    X509_free(x);
+    ERR_clear_error();
+    if (n <= 0) {
+        snprintf(err, errlen, "TLS_CERT_PATH: %s holds no PEM certificate", pem_path);
+        return -1;
+    }
+    sha256(der, (size_t)n, out);
+    OPENSSL_free(der);
+    return 0;
+}
+
+int attest_identity_ok(const attest_identity_t *id)
+{
+    return id && id->signing_address && id->signing_algo && id->signing_public_key && id->id_bytes &&
+           id->id_len >= 1 && id->id_len <= 32;
+}
+
+static int put_str(buf_t *b, const char *s)
+{
+    return buf_json_str(b, s, strlen(s));
+}
+
+static int report_fields(const attest_identity_t *id, const char *nhex, const buf_t *qhex,
+                         const attest_parts_t *p, const attest_report_opts_t *o, buf_t *b)
+{
+    int is_sim = !strcmp(p->mode, "simulated");
+    if (buf_puts(b, "\"signing_address\":") || put_str(b, id->signing_address) ||
+        buf_puts(b, ",\"signing_algo\":") || put_str(b, id->signing_algo) ||
+        buf_printf(b, ",\"request_nonce\":\"%s\",\"intel_quote\":\"", nhex) ||
+        buf_append(b, qhex->data, qhex->len) || buf_puts(b, "\",\"nvidia_payload\":") ||
+        buf_json_str(b, p->nvidia_payload.data ? p->nvidia_payload.data : "", p->nvidia_payload.len) ||
+        buf_puts(b, ",\"info\":") ||
+        (p->info.len ? buf_append(b, p->info.data, p->info.len) : buf_puts(b, "{}")) ||
+        buf_puts(b, ",\"quote\":\"") || buf_append(b, qhex->data, qhex->len) ||
+        buf_puts(b, "\",\"event_log\":") ||
+        buf_json_str(b, p->event_log.data ? p->event_log.data : "", p->event_log.len) ||
+        buf_puts(b, ",\"vm_config\":") ||
+        buf_json_str(b, p->vm_config.data ? p->vm_config.data : "", p->vm_config.len) ||
+        buf_puts(b, ",\"signing_public_key\":") || put_str(b, id->signing_public_key))
+        return -1;
+    if (o && o->tls_fingerprint_hex &&
+        (buf_puts(b, ",\"tls_cert_fingerprint\":") || put_str(b, o->tls_fingerprint_hex)))
+        return -1;
+    if (buf_puts(b, ",\"attestation_mode\":") || put_str(b, p->mode))
+        return -1;
+    if (!strcmp(p->mode, "tappd") &&
+        (buf_puts(b, ",\"tappd_hash_algorithm\":") || put_str(b, p->tappd_hash_algorithm) ||
+         buf_puts(b, ",\"tappd_prefix\":") || put_str(b, p->tappd_prefix)))
+        return -1;
+    if (p->gpu_evidence && (buf_puts(b, ",\"gpu_evidence\":") || put_str(b, p->gpu_evidence)))
+        return -1;
+    if (is_sim && buf_puts(b, ",\"simulated\":true"))
+        return -1;
+    return 0;
+}
+
+int attest_report_build(const attest_identity_t *id, const uint8_t nonce[32], const attest_parts_t *p,
+                        const attest_report_opts_t *opts, buf_t *out)
+{
+    if (!attest_identity_ok(id) || !p || !p->mode || p->quote.len == 0)
+        return -1;
+    char nhex[65];
+    buf_t qhex = BUF_INIT, fields = BUF_INIT;
+    size_t start = out->len;
+    int rc = -1;
+    hex_encode(nhex, nonce, 32);
+    if (buf_reserve(&qhex, 2 * p->quote.len + 1))
+        goto out;
+    hex_encode(qhex.data, (const uint8_t *)p->quote.data, p->quote.len);
+    qhex.len = 2 * p->quote.len;
+    if (buf_reserve(&fields, 2 * qhex.len + p->info.len + 2 * p->event_log.len + p->vm_config.len +
+                                 2 * p->nvidia_payload.len + 4096) ||
+        report_fields(id, nhex, &qhex, p, opts, &fields))
+        goto out;
+    if (buf_reserve(out, 2 * fields.len + 128) || buf_puts(out, "{") ||
+        buf_append(out, fields.data, fields.len) || buf_puts(out, ",\"all_attestations\":[{") ||
+        buf_append(out, fields.data, fields.len) || buf_puts(out, "}]"))
+        goto out;
+    if (opts && opts->nonce_source &&
+        (buf_puts(out, ",\"nonce_source\":") || put_str(out, opts->nonce_source)))
+        goto out;
+    if (buf_puts(out, "}"))
+        goto out;
+    rc = 0;
+out:
+    if (rc != 0) {
+        out->len = start;
+        if (out->cap > start)
+            out->data[start] = 0;
+    }
+    buf_free(&qhex);
+    buf_free(&fields);
+    return rc;
+}

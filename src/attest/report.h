@@ -1,0 +1,54 @@
+/* The /v1/attestation/report body, assembled from the parts every quote provider produces
+ * (simulated, dstack, tappd, configfs-tsm), in the reference's field order
+ * (docs/reference-proxy.md §8.4) plus our labels. Pure functions; any thread. */
+#ifndef VP_ATTEST_REPORT_H
+#define VP_ATTEST_REPORT_H
+#include <stddef.h>
+#include <stdint.h>
+
+#include "attest/attest.h"
+#include "core/buf.h"
+
+/* What one collection yields. Owned by whoever declares it; attest_parts_free releases. */
+typedef struct attest_parts {
+    const char *mode;        /* "dstack" | "tappd" | "tsm" | "simulated" (static string) */
+    buf_t quote;             /* raw TDX quote bytes */
+    buf_t event_log;         /* the agent's event_log string content (JSON array text); may be empty */
+    buf_t info;              /* a JSON object text, emitted as is; empty means {} */
+    buf_t vm_config;         /* vm_config string content; may be empty */
+    buf_t nvidia_payload;    /* JSON text {"nonce","evidence_list","arch"}, emitted as a string */
+    char tappd_hash_algorithm[32]; /* tappd: how the agent turned report_data into REPORTDATA */
+    char tappd_prefix[64];
+    const char *gpu_evidence;      /* NULL, or where nvidia_payload came from: "nvml" | "canned" |
+                                    * "none" | "simulated" (emitted as gpu_evidence) */
+} attest_parts_t;
+
+void attest_parts_free(attest_parts_t *p);
+
+/* The TLS binding (NEAR's inference-proxy): out = sha256(id || spki_sha256) || nonce. */
+void attest_report_data_tls(const uint8_t *id, size_t idlen, const uint8_t spki_sha256[32],
+                            const uint8_t nonce[32], uint8_t out[64]);
+
+/* sha256 of the SubjectPublicKeyInfo DER of the first certificate in a PEM file.
+ * 0, or -1 with err. */
+int attest_tls_spki_sha256_file(const char *pem_path, uint8_t out[32], char *err, size_t errlen);
+
+/* Options of one report. */
+typedef struct attest_report_opts {
+    const char *tls_fingerprint_hex; /* non-NULL: report_data used the TLS binding; emitted */
+    const char *nonce_source;        /* "client" | "server" | NULL (field omitted) */
+} attest_report_opts_t;
+
+/* Appends the compact JSON body: signing_address, signing_algo, request_nonce, intel_quote,
+ * nvidia_payload, info, quote, event_log, vm_config, signing_public_key,
+ * [tls_cert_fingerprint], attestation_mode, [tappd_hash_algorithm, tappd_prefix],
+ * [gpu_evidence],
+ * [simulated:true], then all_attestations (one element: the same fields), then
+ * [nonce_source]. 0, or -1 on a bad identity / ENOMEM (out unchanged). */
+int attest_report_build(const attest_identity_t *id, const uint8_t nonce[32], const attest_parts_t *p,
+                        const attest_report_opts_t *opts, buf_t *out);
+
+/* 1 when id is usable (all strings set, 1..32 id bytes). */
+int attest_identity_ok(const attest_identity_t *id);
+
+#endif
