@@ -1,0 +1,127 @@
+/* HTTP for the verifier through libcurl: one request at a time, with timeouts, keeping the
+ * exact de-chunked body bytes (what the signed response hash covers) and, over https, the
+ * sha256 of the server certificate's SPKI (what a TLS-bound report_data commits to). */
+#include <curl/curl.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/hex.h"
+#include "core/sha.h"
+#include "verify/verify.h"
+
+#define VHTTP_MAX_BODY (64u << 20)
+
+static size_t on_body(char *p, size_t sz, size_t nm, void *ud)
+{
+    buf_t *b = ud;
+    size_t n = sz * nm;
+    if (b->len + n > VHTTP_MAX_BODY || buf_append(b, p, n) != 0)
+        return 0; /* aborts the transfer */
+    return n;
+}
+
+/* sha256(SPKI DER) of the first certificate curl saw, from CURLINFO_CERTINFO's PEM. */
+static void leaf_spki_sha256(CURL *c, char out[65])
+{
+    struct curl_certinfo *ci = NULL;
+    out[0] = 0;
+    if (curl_easy_getinfo(c, CURLINFO_CERTINFO, &ci) != CURLE_OK || !ci || ci->num_of_certs < 1)
+        return;
+    for (struct curl_slist *s = ci->certinfo[0]; s; s = s->next) {
+        if (strncmp(s->data, "Cert:", 5) != 0)
+            continue;
+        BIO *bio = BIO_new_mem_buf(s->data + 5, -1);
+        X509 *x = bio ? PEM_read_bio_X509(bio, NULL, NULL, NULL) : NULL;
+        unsigned char *der = NULL;
+        int n = x ? i2d_PUBKEY(X509_get0_pubkey(x), &der) : -1;
+        if (n > 0)
+            sha256_hex(der, (size_t)n, out);
+        OPENSSL_free(der);
+        X509_free(x);
+        BIO_free(bio);
+        return;
+    }
+}
+
+int vhttp_request(const char *method, const char *url, const char *token, const char *ctype,
+                  const void *body, size_t n, long timeout_s, vhttp_resp_t *r)
+{
+    static int inited;
+    if (!inited) {
+        curl_global_init(CURL_GLOBAL_DEFAULT);
+        inited = 1;
+    }
+    memset(r, 0, sizeof *r);
+    CURL *c = curl_easy_init();
+    if (!c) {
+        snprintf(r->err, sizeof r->err, "curl_easy_init failed");
+        return -1;
+    }
+    struct curl_slist *hdr = NULL;
+    char auth[1024];
+    if (token && *token) {
+        snprintf(auth, sizeof auth, "Authorization: Bearer %s", token);
+        hdr = curl_slist_append(hdr, auth);
+    }
+    if (ctype) {
+        char ct[256];
+        snprintf(ct, sizeof ct, "Content-Type: %s", ctype);
+        hdr = curl_slist_append(hdr, ct);
+    }
+    hdr = curl_slist_append(hdr, "Expect:");
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdr);
+    curl_easy_setopt(c, CURLOPT_USERAGENT, "vllm-proxy-verify/1");
+    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, timeout_s < 10 ? timeout_s : 10L);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, timeout_s);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &r->body);
+    curl_easy_setopt(c, CURLOPT_CERTINFO, 1L);
+    /* Keep the body bytes as sent: no Accept-Encoding, so nothing is decompressed. */
+    if (strcmp(method, "POST") == 0) {
+        curl_easy_setopt(c, CURLOPT_POST, 1L);
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body ? body : "");
+        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)n);
+    }
+    CURLcode rc = curl_easy_perform(c);
+    int ret = 0;
+    if (rc != CURLE_OK) {
+        snprintf(r->err, sizeof r->err, "%s: %s", url, curl_easy_strerror(rc));
+        ret = -1;
+    } else {
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r->status);
+        if (strncmp(url, "https:", 6) == 0)
+            leaf_spki_sha256(c, r->spki_sha256);
+    }
+    curl_slist_free_all(hdr);
+    curl_easy_cleanup(c);
+    return ret;
+}
+
+void vhttp_resp_free(vhttp_resp_t *r)
+{
+    buf_free(&r->body);
+}
+
+char *vx_url_join(const char *base, const char *path, const char *query)
+{
+    size_t bl = strlen(base);
+    while (bl && base[bl - 1] == '/')
+        bl--;
+    buf_t b = BUF_INIT;
+    buf_append(&b, base, bl);
+    if (path)
+        buf_puts(&b, path);
+    if (query && *query) {
+        buf_puts(&b, strchr(b.data ? b.data : "", '?') ? "&" : "?");
+        buf_puts(&b, query);
+    }
+    if (!b.data)
+        return strdup("");
+    return b.data;
+}

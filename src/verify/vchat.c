@@ -1,0 +1,266 @@
+/* `chat` and `signature`: a chat completion whose exact request and response bytes are hashed
+ * here and compared with the signed text, both signatures checked against the signing keys,
+ * and those keys checked against fresh attestation reports. */
+#include <json-c/json.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "core/hex.h"
+#include "core/sha.h"
+#include "sign/signer.h"
+#include "verify/verify.h"
+
+static const char *jstr(struct json_object *o, const char *key)
+{
+    struct json_object *v;
+    if (!o || !json_object_is_type(o, json_type_object) || !json_object_object_get_ex(o, key, &v) ||
+        !json_object_is_type(v, json_type_string))
+        return NULL;
+    return json_object_get_string(v);
+}
+
+/* One signature line: ECDSA recovers to address, Ed25519 verifies with the key. */
+static int check_sig(vctx_t *cx, const char *id, const char *algo, const char *text, size_t n,
+                     const char *sig, const char *address)
+{
+    if (!sig || !address) {
+        check_add(&cx->cl, id, CHK_FAIL, "the signature verifies", "", "missing signature");
+        return 0;
+    }
+    if (strcmp(algo, "ecdsa") == 0) {
+        char rec[43];
+        if (eth_recover_address(text, n, sig, rec) != 0) {
+            check_add(&cx->cl, id, CHK_FAIL,
+                      "the ECDSA (EIP-191) signature recovers to the signing address", address,
+                      "signature malformed or unrecoverable");
+            return 0;
+        }
+        int ok = strcasecmp(rec, address) == 0;
+        check_add(&cx->cl, id, ok ? CHK_PASS : CHK_FAIL,
+                  "the ECDSA (EIP-191) signature recovers to the signing address", address, rec);
+        return ok;
+    }
+    if (strcmp(algo, "ed25519") == 0) {
+        int ok = ed25519_verify_hex(text, n, sig, address) == 0;
+        check_add(&cx->cl, id, ok ? CHK_PASS : CHK_FAIL,
+                  "the Ed25519 signature verifies with the signing key", address,
+                  ok ? "valid" : "invalid");
+        return ok;
+    }
+    check_add(&cx->cl, id, CHK_FAIL, "the signature algorithm is known", "ecdsa|ed25519", algo);
+    return 0;
+}
+
+static const char *guess_algo(const char *sig)
+{
+    size_t n = strlen(sig);
+    return (n == 132 && sig[0] == '0' && sig[1] == 'x') || n == 130 ? "ecdsa" : "ed25519";
+}
+
+int cmd_signature(vctx_t *cx, vopts_t *o)
+{
+    if (!o->text || !o->signature || !o->address) {
+        vx_error(cx, "sig.usage", "--text, --signature and --address are given", "missing");
+        return 0;
+    }
+    const char *algo = o->algo ? o->algo : guess_algo(o->signature);
+    if (o->request_file || o->response_file) {
+        buf_t rq = BUF_INIT, rs = BUF_INIT;
+        char err[256], want[130];
+        if (!o->request_file || !o->response_file ||
+            vx_read_file(o->request_file, &rq, err, sizeof err) != 0 ||
+            vx_read_file(o->response_file, &rs, err, sizeof err) != 0) {
+            vx_error(cx, "sig.text", "the request and response files could be read", "%s",
+                     o->request_file && o->response_file ? err : "need both --request and --response");
+        } else {
+            sha256_hex(rq.data ? rq.data : "", rq.len, want);
+            want[64] = ':';
+            sha256_hex(rs.data ? rs.data : "", rs.len, want + 65);
+            check_add(&cx->cl, "sig.text", strcmp(want, o->text) == 0 ? CHK_PASS : CHK_FAIL,
+                      "text = sha256(request bytes):sha256(response bytes)", want, o->text);
+        }
+        buf_free(&rq);
+        buf_free(&rs);
+    }
+    check_sig(cx, "sig.verify", algo, o->text, strlen(o->text), o->signature, o->address);
+    return 0;
+}
+
+/* First "id" of a non-streaming JSON body or of the first SSE data event carrying one. */
+static int find_chat_id(const buf_t *b, char *out, size_t cap)
+{
+    const char *p = b->data ? b->data : "";
+    struct json_object *j = json_tokener_parse(p);
+    const char *id = jstr(j, "id");
+    if (id) {
+        snprintf(out, cap, "%s", id);
+        json_object_put(j);
+        return 0;
+    }
+    json_object_put(j);
+    const char *end = p + b->len;
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        size_t ln = nl ? (size_t)(nl - p) : (size_t)(end - p);
+        if (ln > 6 && strncmp(p, "data: {", 7) == 0) {
+            char *line = strndup(p + 6, ln - 6);
+            j = json_tokener_parse(line);
+            free(line);
+            id = jstr(j, "id");
+            if (id) {
+                snprintf(out, cap, "%s", id);
+                json_object_put(j);
+                return 0;
+            }
+            json_object_put(j);
+        }
+        p += ln + 1;
+    }
+    return -1;
+}
+
+static char *default_model(vctx_t *cx, const vopts_t *o)
+{
+    char *u = vx_url_join(o->target, "/v1/models", NULL);
+    vhttp_resp_t r;
+    char *model = NULL;
+    if (vhttp_request("GET", u, o->token, NULL, NULL, 0, o->timeout_s, &r) == 0 && r.status == 200) {
+        struct json_object *j = json_tokener_parse(r.body.data ? r.body.data : ""), *d;
+        if (j && json_object_object_get_ex(j, "data", &d) &&
+            json_object_is_type(d, json_type_array) && json_object_array_length(d) > 0)
+            model = jstr(json_object_array_get_idx(d, 0), "id")
+                        ? strdup(jstr(json_object_array_get_idx(d, 0), "id")) : NULL;
+        json_object_put(j);
+    }
+    if (!model)
+        vx_error(cx, "chat.model", "a model name", "GET %s gave none: pass --model", u);
+    vhttp_resp_free(&r);
+    free(u);
+    return model;
+}
+
+static void build_body(buf_t *b, const char *model, const char *prompt, int stream, long max_tokens)
+{
+    buf_puts(b, "{\"model\":");
+    buf_json_str(b, model, strlen(model));
+    buf_puts(b, ",\"messages\":[{\"role\":\"user\",\"content\":");
+    buf_json_str(b, prompt, strlen(prompt));
+    buf_printf(b, "}],\"stream\":%s", stream ? "true" : "false");
+    if (max_tokens > 0)
+        buf_printf(b, ",\"max_tokens\":%ld", max_tokens);
+    buf_puts(b, "}");
+}
+
+/* Fetches /v1/signature/{id} for algo; returns the parsed record or NULL (line added). */
+static struct json_object *fetch_signature(vctx_t *cx, const vopts_t *o, const char *id,
+                                           const char *algo)
+{
+    char path[512], q[64], lid[64];
+    char *esc = NULL;
+    snprintf(lid, sizeof lid, "chat.%s.fetch", algo);
+    /* chat ids are [A-Za-z0-9_-] in practice; anything else is percent-encoded */
+    buf_t e = BUF_INIT;
+    for (const char *p = id; *p; p++) {
+        unsigned char c = (unsigned char)*p;
+        if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+            c == '-' || c == '_' || c == '.' || c == '~')
+            buf_append(&e, p, 1);
+        else
+            buf_printf(&e, "%%%02X", c);
+    }
+    esc = e.data ? e.data : strdup("");
+    snprintf(path, sizeof path, "/v1/signature/%s", esc);
+    snprintf(q, sizeof q, "signing_algo=%s", algo);
+    free(esc);
+    char *u = vx_url_join(o->target, path, q);
+    vhttp_resp_t r;
+    struct json_object *j = NULL;
+    if (vhttp_request("GET", u, o->token, NULL, NULL, 0, o->timeout_s, &r) != 0 || r.status != 200) {
+        if (r.err[0])
+            vx_error(cx, lid, "the signature record could be fetched", "%s", r.err);
+        else
+            vx_error(cx, lid, "the signature record could be fetched", "HTTP %ld: %.200s", r.status,
+                     r.body.data ? r.body.data : "");
+    } else if (!(j = json_tokener_parse(r.body.data ? r.body.data : "")) || !jstr(j, "text")) {
+        vx_error(cx, lid, "the signature record parses", "%.200s", r.body.data ? r.body.data : "");
+        json_object_put(j);
+        j = NULL;
+    }
+    vhttp_resp_free(&r);
+    free(u);
+    return j;
+}
+
+int cmd_chat(vctx_t *cx, vopts_t *o)
+{
+    char *model = o->model ? strdup(o->model) : default_model(cx, o);
+    if (!model)
+        return 0;
+    buf_t body = BUF_INIT;
+    build_body(&body, model, o->prompt ? o->prompt : "Say hello in one short sentence.", o->stream,
+               o->max_tokens);
+    free(model);
+    char *u = vx_url_join(o->target, "/v1/chat/completions", NULL);
+    vhttp_resp_t r;
+    int rc = vhttp_request("POST", u, o->token, "application/json", body.data, body.len,
+                           o->timeout_s, &r);
+    free(u);
+    if (rc != 0 || r.status != 200) {
+        if (rc != 0)
+            vx_error(cx, "chat.request", "the chat completion succeeded", "%s", r.err);
+        else
+            vx_error(cx, "chat.request", "the chat completion succeeded", "HTTP %ld: %.200s",
+                     r.status, r.body.data ? r.body.data : "");
+        goto out;
+    }
+    char want[130], chat_id[256];
+    sha256_hex(body.data, body.len, want);
+    want[64] = ':';
+    sha256_hex(r.body.data ? r.body.data : "", r.body.len, want + 65);
+    if (find_chat_id(&r.body, chat_id, sizeof chat_id) != 0) {
+        vx_error(cx, "chat.id", "the response carries a chat id", "none found");
+        goto out;
+    }
+    check_addf(&cx->cl, "chat.request", CHK_PASS, "the chat completion succeeded", "HTTP 200",
+               "%s, %zu bytes sent, %zu bytes received, id %s", o->stream ? "stream" : "JSON",
+               body.len, r.body.len, chat_id);
+
+    static const char *const algos[2] = {"ecdsa", "ed25519"};
+    for (int i = 0; i < 2; i++) {
+        const char *algo = algos[i];
+        char id[64];
+        struct json_object *s = fetch_signature(cx, o, chat_id, algo);
+        if (!s)
+            continue;
+        const char *text = jstr(s, "text"), *addr = jstr(s, "signing_address");
+        snprintf(id, sizeof id, "chat.%s.text", algo);
+        check_add(&cx->cl, id, strcmp(text, want) == 0 ? CHK_PASS : CHK_FAIL,
+                  "signed text = sha256(bytes sent):sha256(bytes received)", want, text);
+        snprintf(id, sizeof id, "chat.%s.signature", algo);
+        check_sig(cx, id, algo, text, strlen(text), jstr(s, "signature"), addr);
+        if (addr) {
+            /* A fresh report for this key: the key is attested now. */
+            vctx_t sub = {CHECKLIST_INIT, 0, ""};
+            struct json_object *rep = NULL;
+            char spki[65] = "", prefix[32];
+            o->have_nonce = 0;
+            if (vr_fetch_report(&sub, o, o->target, algo, addr, &rep, spki) == 0)
+                vr_check_report(&sub, o, rep, addr, spki);
+            json_object_put(rep);
+            snprintf(prefix, sizeof prefix, "%s.", algo);
+            if (sub.error && !cx->error) {
+                cx->error = 1;
+                snprintf(cx->errmsg, sizeof cx->errmsg, "%s", sub.errmsg);
+            }
+            vx_merge_prefixed(&cx->cl, &sub.cl, prefix);
+            check_free(&sub.cl);
+        }
+        json_object_put(s);
+    }
+out:
+    vhttp_resp_free(&r);
+    buf_free(&body);
+    return 0;
+}

@@ -1,0 +1,135 @@
+/* vllm-proxy-verify internals: the options of every subcommand, the run context (one
+ * checklist plus whether an input could not be fetched or parsed), and the checkers each
+ * subcommand strings together. Single-threaded program; nothing here is shared.
+ *
+ * Exit codes: VX_OK when every line is PASS/SKIP/WARN, VX_FAIL when a check failed,
+ * VX_ERROR when an input could not be fetched, read or decoded (or on a usage error). */
+#ifndef VP_VERIFY_VERIFY_H
+#define VP_VERIFY_VERIFY_H
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "core/buf.h"
+#include "core/check.h"
+#include "tdx/quote.h"
+
+struct json_object;
+
+enum { VX_OK = 0, VX_FAIL = 1, VX_ERROR = 2 };
+
+#define VX_INTEL_PCS "https://api.trustedservices.intel.com"
+#define VX_DEFAULT_TIMEOUT 30L
+
+typedef struct vopts {
+    const char *target;                 /* URL or FILE (positional) */
+    const char *token;                  /* --token, else $VLLM_PROXY_TOKEN */
+    const char *algo;                   /* --signing-algo / --algo */
+    const char *signing_address;        /* --signing-address: pick this all_attestations entry */
+    int have_nonce;
+    uint8_t nonce[32];                  /* --nonce, or the fresh random one we sent */
+    const char *tls_spki;               /* --tls-spki HEX: sha256(SPKI) the client saw */
+    time_t at;                          /* --at; 0 = now */
+    const char *collateral_file, *pccs_url, *save_collateral;
+    int no_collateral;
+    const char *allow_tcb;              /* comma-separated statuses */
+    int allow_simulated, json, color, no_gpu;
+    const char *expect_mrtd, *expect_rtmr[4], *expect_compose_hash, *policy_file;
+    const char *nras_url, *jwks;
+    const char *nras_response_file;
+    const char *report_data_hex, *event_log_file, *info_file;
+    const char *gpu_report_file, *gpu_certs_file;
+    const char *model, *prompt;
+    int stream;
+    long max_tokens;
+    const char *text, *signature, *address, *request_file, *response_file;
+    const char *save_report;
+    long timeout_s;
+} vopts_t;
+
+typedef struct vctx {
+    checklist_t cl;
+    int error;          /* an input could not be fetched or parsed: exit VX_ERROR */
+    char errmsg[512];   /* the first such error */
+} vctx_t;
+
+/* Records an input error: a FAIL line with id and sets ctx->error. */
+void vx_error(vctx_t *cx, const char *id, const char *what, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* Appends " (SIMULATED ...)" to `found` of items [from, n) whose id starts with a prefix in
+ * the NULL-terminated list. */
+void vx_mark_simulated(vctx_t *cx, size_t from, const char *const *prefixes);
+/* Moves every item of src into dst with `prefix` prepended to its id; src is emptied. */
+void vx_merge_prefixed(checklist_t *dst, checklist_t *src, const char *prefix);
+
+/* ---- files and encodings (main.c) ---- */
+int vx_read_file(const char *path, buf_t *out, char *err, size_t errlen); /* "-" = stdin */
+int vx_write_file(const char *path, const void *p, size_t n, char *err, size_t errlen);
+/* Raw bytes, hex (optionally 0x, whitespace allowed) or base64 text → bytes. 0 or -1. */
+int vx_decode_blob(const uint8_t *in, size_t n, buf_t *out);
+/* Strict hex with optional 0x prefix into out[cap]; returns bytes or -1. */
+long vx_hex(const char *s, uint8_t *out, size_t cap);
+/* Unix seconds or RFC 3339 ("2025-06-20T10:16:03Z", offsets allowed). 0 or -1. */
+int vx_parse_time(const char *s, time_t *out);
+
+/* ---- HTTP (fetch.c) ---- */
+typedef struct vhttp_resp {
+    long status;
+    buf_t body;             /* the de-chunked body bytes exactly as received */
+    char spki_sha256[65];   /* https only: sha256 of the server leaf's SPKI, else "" */
+    char err[256];
+} vhttp_resp_t;
+/* method "GET"/"POST"; token may be NULL; ctype/body only for POST. 0 when an HTTP response
+ * arrived (any status), -1 on a transport error (reason in r->err). Free r->body. */
+int vhttp_request(const char *method, const char *url, const char *token, const char *ctype,
+                  const void *body, size_t n, long timeout_s, vhttp_resp_t *r);
+void vhttp_resp_free(vhttp_resp_t *r);
+/* base (no trailing '/') + path; query appended with '?' or '&'. malloc'd. */
+char *vx_url_join(const char *base, const char *path, const char *query);
+
+/* ---- TDX quote (vquote.c) ---- */
+typedef struct vquote {
+    buf_t bytes;        /* the decoded quote */
+    tdx_quote_t q;
+    int parsed;         /* tdx_quote_parse succeeded */
+    int simulated;      /* the PCK chain ends in the simulated test root */
+} vquote_t;
+/* The quote checks shared by `quote` and `report`: parse, header, the four signature links,
+ * TD attributes, collateral and TCB policy. Returns 0 (lines added; vq->parsed says whether
+ * later checks can use the body). */
+int vq_check_quote(vctx_t *cx, const vopts_t *o, vquote_t *vq);
+void vq_free(vquote_t *vq);
+/* report_data: 64-byte expected value (lines tdx.report_data). */
+void vq_check_report_data(vctx_t *cx, const vquote_t *vq, const uint8_t want[64], size_t n,
+                          const char *what);
+/* Event log replay to RTMR0–3 (lines tdx.event_log, tdx.rtmr0..3). log is the JSON array. */
+int vq_check_event_log(vctx_t *cx, const vquote_t *vq, struct json_object *log);
+/* Compose hash vs info, MRCONFIGID and the compose-hash event (lines dstack.*). out_hash:
+ * sha256(app_compose) as hex, or "" when the report has no app_compose. */
+void vq_check_compose(vctx_t *cx, const vquote_t *vq, struct json_object *info,
+                      struct json_object *log, int log_ok, char out_hash[65]);
+/* --expect-* and --policy pins (lines pin.*). compose_hash may be NULL. */
+void vq_check_pins(vctx_t *cx, const vopts_t *o, const vquote_t *vq, const char *compose_hash);
+/* Lines for a GPU payload (report and gpu). nonce may be NULL. */
+void vg_check_payload(vctx_t *cx, const vopts_t *o, const char *payload, size_t n,
+                      const uint8_t *nonce, int simulated);
+/* NRAS: submit the payload (or read --nras-response) and verify the JWTs. */
+void vg_check_nras(vctx_t *cx, const vopts_t *o, const char *payload, size_t n,
+                   const uint8_t *nonce);
+
+/* ---- subcommands ---- */
+int cmd_report(vctx_t *cx, vopts_t *o);
+int cmd_quote(vctx_t *cx, vopts_t *o);
+int cmd_gpu(vctx_t *cx, vopts_t *o);
+int cmd_chat(vctx_t *cx, vopts_t *o);
+int cmd_signature(vctx_t *cx, vopts_t *o);
+/* Checks one attestation report (parsed); used by `report` and `chat`. expect_address may be
+ * NULL. */
+int vr_check_report(vctx_t *cx, const vopts_t *o, struct json_object *report,
+                    const char *expect_address, const char *seen_spki);
+/* Fetches a report from base URL with a fresh nonce (stored in o->nonce). 0, or -1 (error line
+ * added). *out: new reference. */
+int vr_fetch_report(vctx_t *cx, vopts_t *o, const char *url, const char *algo,
+                    const char *address, struct json_object **out, char spki[65]);
+
+#endif

@@ -1,0 +1,440 @@
+/* `report`, `quote` and `gpu`: an attestation report checked end to end (nonce, key binding,
+ * quote, collateral, event log, compose hash, pins, GPU evidence), or one artifact alone with
+ * the same checklist lines. */
+#include <json-c/json.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <openssl/rand.h>
+
+#include "core/hex.h"
+#include "core/sha.h"
+#include "sign/keccak.h"
+#include "verify/verify.h"
+
+static const char *jstr(struct json_object *o, const char *key)
+{
+    struct json_object *v;
+    if (!o || !json_object_is_type(o, json_type_object) || !json_object_object_get_ex(o, key, &v) ||
+        !json_object_is_type(v, json_type_string))
+        return NULL;
+    return json_object_get_string(v);
+}
+
+static struct json_object *jget(struct json_object *o, const char *key)
+{
+    struct json_object *v = NULL;
+    if (!o || !json_object_is_type(o, json_type_object) || !json_object_object_get_ex(o, key, &v))
+        return NULL;
+    return v;
+}
+
+/* The event log of a report: a JSON array, or a string holding one. New reference or NULL. */
+static struct json_object *event_log_of(struct json_object *v)
+{
+    if (!v)
+        return NULL;
+    if (json_object_is_type(v, json_type_array))
+        return json_object_get(v);
+    if (json_object_is_type(v, json_type_string))
+        return json_tokener_parse(json_object_get_string(v));
+    return NULL;
+}
+
+/* Identity bytes of a signing address: ECDSA 20 bytes, Ed25519 32 bytes. -1 if malformed. */
+static long id_bytes(const char *addr, const char *algo, uint8_t out[32])
+{
+    if (!addr)
+        return -1;
+    int ed = algo && strcmp(algo, "ed25519") == 0;
+    long n = vx_hex(addr, out, 32);
+    if (ed ? n != 32 : n != 20)
+        return -1;
+    return n;
+}
+
+static void check_public_key(vctx_t *cx, const char *algo, const char *addr, const char *pub)
+{
+    const char *what = "signing_public_key is the key behind signing_address";
+    if (!pub) {
+        check_add(&cx->cl, "report.signing_key", CHK_SKIP, what, "", "no signing_public_key");
+        return;
+    }
+    if (algo && strcmp(algo, "ed25519") == 0) {
+        check_add(&cx->cl, "report.signing_key", strcasecmp(pub, addr) == 0 ? CHK_PASS : CHK_FAIL,
+                  what, addr, pub);
+        return;
+    }
+    uint8_t k[64], h[32];
+    char a[43];
+    if (vx_hex(pub, k, 64) != 64) {
+        check_add(&cx->cl, "report.signing_key", CHK_FAIL, what, "128 hex (x||y)", pub);
+        return;
+    }
+    keccak256(k, 64, h);
+    a[0] = '0', a[1] = 'x';
+    hex_encode(a + 2, h + 12, 20);
+    check_add(&cx->cl, "report.signing_key",
+              strcasecmp(a, addr) == 0 ? CHK_PASS : CHK_FAIL, what, addr, a);
+}
+
+/* Picks the entry to verify: the top level when it carries a quote and matches, else the
+ * all_attestations entry for `address` (case-insensitive), else the first. Borrowed. */
+static struct json_object *pick_entry(struct json_object *rep, const char *address)
+{
+    const char *top = jstr(rep, "signing_address");
+    if (jstr(rep, "intel_quote") && (!address || (top && strcasecmp(top, address) == 0)))
+        return rep;
+    struct json_object *all = jget(rep, "all_attestations");
+    size_t n = all && json_object_is_type(all, json_type_array) ? json_object_array_length(all) : 0;
+    for (size_t i = 0; i < n; i++) {
+        struct json_object *e = json_object_array_get_idx(all, i);
+        const char *a = jstr(e, "signing_address");
+        if (jstr(e, "intel_quote") && (!address || (a && strcasecmp(a, address) == 0)))
+            return e;
+    }
+    return jstr(rep, "intel_quote") ? rep : NULL;
+}
+
+static int report_simulated(struct json_object *rep, struct json_object *e)
+{
+    struct json_object *s;
+    const char *mode = jstr(e, "attestation_mode") ? jstr(e, "attestation_mode")
+                                                   : jstr(rep, "attestation_mode");
+    if (mode && strcmp(mode, "simulated") == 0)
+        return 1;
+    s = jget(e, "simulated") ? jget(e, "simulated") : jget(rep, "simulated");
+    return s && json_object_get_boolean(s);
+}
+
+static void check_binding(vctx_t *cx, const vopts_t *o, const vquote_t *vq, const char *algo,
+                          const char *addr, const char *fp_hex, const uint8_t nonce[32])
+{
+    uint8_t id[32], want[64] = {0};
+    long n = id_bytes(addr, algo, id);
+    if (n < 0) {
+        check_addf(&cx->cl, "tdx.report_data", CHK_FAIL, "report_data binds the signing key",
+                   algo && strcmp(algo, "ed25519") == 0 ? "64 hex" : "0x + 40 hex", "%s", addr);
+        return;
+    }
+    const char *what = "report_data = pad32(signing address) || nonce";
+    if (fp_hex) {
+        uint8_t fp[32];
+        if (vx_hex(fp_hex, fp, 32) != 32) {
+            check_add(&cx->cl, "tdx.report_data", CHK_FAIL, "report_data binds the TLS key",
+                      "tls_cert_fingerprint = 64 hex", fp_hex);
+            return;
+        }
+        uint8_t cat[64];
+        memcpy(cat, id, (size_t)n);
+        memcpy(cat + n, fp, 32);
+        sha256(cat, (size_t)n + 32, want);
+        what = "report_data = sha256(signing address || TLS SPKI hash) || nonce";
+    } else {
+        memcpy(want, id, (size_t)n);
+    }
+    if (nonce)
+        memcpy(want + 32, nonce, 32);
+    else if (vq->parsed)
+        memcpy(want + 32, vq->q.body.report_data + 32, 32); /* only the key half is checked */
+    vq_check_report_data(cx, vq, want, 64, what);
+    (void)o;
+}
+
+static void check_tls(vctx_t *cx, const vopts_t *o, const char *fp_hex, const char *seen)
+{
+    const char *what = "the TLS certificate key the client saw is the attested one";
+    if (!fp_hex && !o->tls_spki && !(seen && *seen))
+        return;
+    if (!fp_hex) {
+        check_add(&cx->cl, "report.tls", o->tls_spki ? CHK_FAIL : CHK_SKIP, what,
+                  o->tls_spki ? o->tls_spki : "", "the report has no tls_cert_fingerprint");
+        return;
+    }
+    const char *cmp = o->tls_spki ? o->tls_spki : (seen && *seen ? seen : NULL);
+    if (!cmp) {
+        check_add(&cx->cl, "report.tls", CHK_WARN, what, fp_hex,
+                  "no certificate seen (plain HTTP or a file): pass --tls-spki HEX");
+        return;
+    }
+    const char *c = strncmp(cmp, "0x", 2) == 0 ? cmp + 2 : cmp;
+    check_add(&cx->cl, "report.tls", strcasecmp(c, fp_hex) == 0 ? CHK_PASS : CHK_FAIL, what,
+              fp_hex, c);
+}
+
+static void check_nonce(vctx_t *cx, const vopts_t *o, struct json_object *e, uint8_t out[32],
+                        int *have)
+{
+    const char *rn = jstr(e, "request_nonce");
+    const char *src = jstr(e, "nonce_source");
+    char want[65];
+    *have = 0;
+    if (o->have_nonce) {
+        hex_encode(want, o->nonce, 32);
+        memcpy(out, o->nonce, 32);
+        *have = 1;
+        int eq = rn && strcasecmp(rn, want) == 0;
+        check_add(&cx->cl, "report.nonce", eq ? CHK_PASS : CHK_FAIL,
+                  "the report echoes our nonce (freshness)", want, rn ? rn : "no request_nonce");
+        if (src && strcmp(src, "client") != 0)
+            check_add(&cx->cl, "report.nonce_source", CHK_FAIL,
+                      "the server used the client's nonce", "client", src);
+    } else {
+        if (rn && vx_hex(rn, out, 32) == 32)
+            *have = 1;
+        check_add(&cx->cl, "report.nonce", CHK_WARN, "the report echoes our nonce (freshness)",
+                  "--nonce HEX", rn ? "no nonce given: the report may be a replay" : "no nonce");
+    }
+}
+
+int vr_check_report(vctx_t *cx, const vopts_t *o, struct json_object *rep,
+                    const char *expect_address, const char *seen_spki)
+{
+    size_t start = cx->cl.n;
+    struct json_object *e = pick_entry(rep, expect_address ? expect_address : o->signing_address);
+    if (!e) {
+        vx_error(cx, "report.format", "the report carries an attestation",
+                 "no intel_quote%s%s", expect_address ? " for " : "",
+                 expect_address ? expect_address : "");
+        return -1;
+    }
+    const char *addr = jstr(e, "signing_address"), *algo = jstr(e, "signing_algo");
+    const char *quote_hex = jstr(e, "intel_quote") ? jstr(e, "intel_quote") : jstr(e, "quote");
+    if (!addr || !quote_hex) {
+        vx_error(cx, "report.format", "the report has signing_address and intel_quote", "%s",
+                 !addr ? "no signing_address" : "no intel_quote");
+        return -1;
+    }
+    if (!algo)
+        algo = addr[0] == '0' && addr[1] == 'x' ? "ecdsa" : "ed25519";
+    check_addf(&cx->cl, "report.format", CHK_PASS, "the report has the expected fields", "",
+               "signing_algo %s, signing_address %s", algo, addr);
+    if (expect_address)
+        check_add(&cx->cl, "report.signing_address", strcasecmp(addr, expect_address) == 0 ?
+                  CHK_PASS : CHK_FAIL, "the report is for the expected signing address",
+                  expect_address, addr);
+
+    int sim = report_simulated(rep, e);
+    const char *mode = jstr(e, "attestation_mode") ? jstr(e, "attestation_mode")
+                                                   : jstr(rep, "attestation_mode");
+    if (sim)
+        check_add(&cx->cl, "report.mode", o->allow_simulated ? CHK_WARN : CHK_FAIL,
+                  "the attestation comes from real TDX hardware", "not simulated",
+                  o->allow_simulated ? "SIMULATED attestation accepted (--allow-simulated): "
+                                       "proves nothing about hardware"
+                                     : "SIMULATED attestation (use --allow-simulated in tests)");
+    else
+        check_addf(&cx->cl, "report.mode", CHK_PASS, "the attestation comes from real TDX hardware",
+                   "not simulated", "attestation_mode %s", mode ? mode : "not stated");
+
+    uint8_t nonce[32];
+    int have_nonce;
+    check_nonce(cx, o, e, nonce, &have_nonce);
+    check_public_key(cx, algo, addr, jstr(e, "signing_public_key"));
+
+    vquote_t vq;
+    memset(&vq, 0, sizeof vq);
+    if (vx_decode_blob((const uint8_t *)quote_hex, strlen(quote_hex), &vq.bytes) != 0) {
+        vx_error(cx, "tdx.quote.decode", "intel_quote decodes", "not hex or base64");
+        return -1;
+    }
+    vq_check_quote(cx, o, &vq);
+    const char *fp = jstr(e, "tls_cert_fingerprint");
+    if (fp && !*fp)
+        fp = NULL;
+    check_binding(cx, o, &vq, algo, addr, fp, have_nonce ? nonce : NULL);
+    check_tls(cx, o, fp, seen_spki);
+
+    struct json_object *log = event_log_of(jget(e, "event_log"));
+    int log_ok = vq_check_event_log(cx, &vq, log) == 0;
+    char ch[65];
+    vq_check_compose(cx, &vq, jget(e, "info"), log, log_ok, ch);
+    vq_check_pins(cx, o, &vq, ch[0] ? ch : NULL);
+    json_object_put(log);
+
+    const char *payload = jstr(e, "nvidia_payload");
+    if (!payload && jget(e, "nvidia_payload"))
+        payload = json_object_to_json_string_ext(jget(e, "nvidia_payload"), JSON_C_TO_STRING_PLAIN);
+    if (!payload)
+        check_add(&cx->cl, "gpu", o->no_gpu ? CHK_SKIP : CHK_FAIL, "GPU evidence is attested",
+                  "nvidia_payload", "absent");
+    else {
+        vg_check_payload(cx, o, payload, strlen(payload), have_nonce ? nonce : NULL,
+                         sim && o->allow_simulated);
+        if (o->nras_url || o->nras_response_file)
+            vg_check_nras(cx, o, payload, strlen(payload), have_nonce ? nonce : NULL);
+    }
+    if (vq.simulated && o->allow_simulated) {
+        static const char *const pre[] = {"tdx.", "dstack.", "pin.", NULL};
+        vx_mark_simulated(cx, start, pre);
+    }
+    vq_free(&vq);
+    return 0;
+}
+
+int vr_fetch_report(vctx_t *cx, vopts_t *o, const char *url, const char *algo,
+                    const char *address, struct json_object **out, char spki[65])
+{
+    char nhex[65], q[512];
+    *out = NULL;
+    if (!o->have_nonce) {
+        if (RAND_bytes(o->nonce, 32) != 1) {
+            vx_error(cx, "report.fetch", "a fresh nonce", "RAND_bytes failed");
+            return -1;
+        }
+        o->have_nonce = 1;
+    }
+    hex_encode(nhex, o->nonce, 32);
+    snprintf(q, sizeof q, "nonce=%s&signing_algo=%s%s%s", nhex, algo ? algo : "ecdsa",
+             address ? "&signing_address=" : "", address ? address : "");
+    char *u = vx_url_join(url, strstr(url, "/v1/attestation/report") ? NULL
+                                                                     : "/v1/attestation/report", q);
+    vhttp_resp_t r;
+    int rc = vhttp_request("GET", u, o->token, NULL, NULL, 0, o->timeout_s, &r);
+    if (rc != 0 || r.status != 200) {
+        if (rc != 0)
+            vx_error(cx, "report.fetch", "the attestation report could be fetched", "%s", r.err);
+        else
+            vx_error(cx, "report.fetch", "the attestation report could be fetched",
+                     "HTTP %ld from %s: %.200s", r.status, u, r.body.data ? r.body.data : "");
+        vhttp_resp_free(&r);
+        free(u);
+        return -1;
+    }
+    if (spki)
+        memcpy(spki, r.spki_sha256, 65);
+    check_addf(&cx->cl, "report.fetch", CHK_PASS, "the attestation report could be fetched",
+               "HTTP 200", "%zu bytes from %s", r.body.len, u);
+    free(u);
+    if (o->save_report) {
+        char err[256];
+        if (vx_write_file(o->save_report, r.body.data, r.body.len, err, sizeof err) != 0)
+            check_add(&cx->cl, "report.save", CHK_WARN, "report saved", o->save_report, err);
+    }
+    *out = json_tokener_parse(r.body.data ? r.body.data : "");
+    vhttp_resp_free(&r);
+    if (!*out || !json_object_is_type(*out, json_type_object)) {
+        json_object_put(*out);
+        *out = NULL;
+        vx_error(cx, "report.format", "the report is a JSON object", "not JSON");
+        return -1;
+    }
+    return 0;
+}
+
+static int is_url(const char *s)
+{
+    return strncmp(s, "http://", 7) == 0 || strncmp(s, "https://", 8) == 0;
+}
+
+int cmd_report(vctx_t *cx, vopts_t *o)
+{
+    struct json_object *rep = NULL;
+    char spki[65] = "";
+    if (is_url(o->target)) {
+        if (vr_fetch_report(cx, o, o->target, o->algo, o->signing_address, &rep, spki) != 0)
+            return 0;
+    } else {
+        buf_t b = BUF_INIT;
+        char err[256];
+        if (vx_read_file(o->target, &b, err, sizeof err) != 0) {
+            vx_error(cx, "report.load", "the report file could be read", "%s", err);
+            return 0;
+        }
+        rep = json_tokener_parse(b.data);
+        buf_free(&b);
+        if (!rep || !json_object_is_type(rep, json_type_object)) {
+            json_object_put(rep);
+            vx_error(cx, "report.format", "the report is a JSON object", "%s: not JSON",
+                     o->target);
+            return 0;
+        }
+    }
+    vr_check_report(cx, o, rep, NULL, spki);
+    json_object_put(rep);
+    return 0;
+}
+
+/* A quote file may also be a dstack GetQuote response {"quote","event_log",...}. */
+int cmd_quote(vctx_t *cx, vopts_t *o)
+{
+    buf_t b = BUF_INIT;
+    char err[256];
+    if (vx_read_file(o->target, &b, err, sizeof err) != 0) {
+        vx_error(cx, "tdx.quote.load", "the quote file could be read", "%s", err);
+        return 0;
+    }
+    vquote_t vq;
+    memset(&vq, 0, sizeof vq);
+    struct json_object *doc = NULL, *log = NULL, *info = NULL;
+    if (b.len && b.data[0] == '{' && (doc = json_tokener_parse(b.data)) && jstr(doc, "quote")) {
+        const char *qh = jstr(doc, "quote");
+        if (vx_decode_blob((const uint8_t *)qh, strlen(qh), &vq.bytes) != 0)
+            goto undecodable;
+        log = event_log_of(jget(doc, "event_log"));
+    } else if (vx_decode_blob((const uint8_t *)b.data, b.len, &vq.bytes) != 0) {
+        goto undecodable;
+    }
+    if (o->event_log_file) {
+        buf_t lb = BUF_INIT;
+        json_object_put(log);
+        log = NULL;
+        if (vx_read_file(o->event_log_file, &lb, err, sizeof err) != 0 ||
+            !(log = json_tokener_parse(lb.data))) {
+            vx_error(cx, "tdx.event_log.load", "the event log file parses", "%s",
+                     lb.data ? "not JSON" : err);
+            buf_free(&lb);
+            goto out;
+        }
+        buf_free(&lb);
+        if (json_object_is_type(log, json_type_string)) { /* a JSON string holding the array */
+            struct json_object *inner = json_tokener_parse(json_object_get_string(log));
+            json_object_put(log);
+            log = inner;
+        }
+    }
+    if (o->info_file) {
+        buf_t ib = BUF_INIT;
+        if (vx_read_file(o->info_file, &ib, err, sizeof err) != 0 ||
+            !(info = json_tokener_parse(ib.data))) {
+            vx_error(cx, "dstack.info.load", "the info file parses", "%s",
+                     ib.data ? "not JSON" : err);
+            buf_free(&ib);
+            goto out;
+        }
+        buf_free(&ib);
+    }
+    vq_check_quote(cx, o, &vq);
+    if (o->report_data_hex) {
+        uint8_t want[64] = {0};
+        long n = vx_hex(o->report_data_hex, want, 64);
+        if (n < 0)
+            vx_error(cx, "tdx.report_data", "--report-data parses", "not hex of <= 64 bytes");
+        else
+            vq_check_report_data(cx, &vq, want, 64, "report_data equals --report-data (zero-padded)");
+    }
+    int log_ok = 0;
+    if (log)
+        log_ok = vq_check_event_log(cx, &vq, log) == 0;
+    char ch[65] = "";
+    if (info)
+        vq_check_compose(cx, &vq, info, log, log_ok, ch);
+    vq_check_pins(cx, o, &vq, ch[0] ? ch : NULL);
+    if (vq.simulated && o->allow_simulated) {
+        static const char *const pre[] = {"tdx.", "dstack.", "pin.", NULL};
+        vx_mark_simulated(cx, 0, pre);
+    }
+    goto out;
+undecodable:
+    vx_error(cx, "tdx.quote.decode", "the quote decodes", "%s: not raw, hex or base64",
+             o->target);
+out:
+    json_object_put(doc);
+    json_object_put(log);
+    json_object_put(info);
+    vq_free(&vq);
+    buf_free(&b);
+    return 0;
+}
