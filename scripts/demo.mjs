@@ -7,6 +7,7 @@
 // Exits 0 only if every check passed; always stops the child processes.
 
 import path from 'node:path';
+import { spawnSync } from 'node:child_process';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -154,18 +155,23 @@ try {
       !!sigs.ed25519 && sigs.ed25519.signing_address === attested.ed25519?.signing_address, short(sigs.ed25519?.signing_address));
   });
 
-  // ---------------------------------------------------------------------------------------
-  // VERIFIER HOOK: when build/vllm-proxy-verify exists, run it here against the same proxy
-  // (e.g. `vllm-proxy-verify --url http://127.0.0.1:<port> --token test_token
-  //  --allow-simulated ...`) and check() its exit status. Its CLI is not fixed yet.
-  // ---------------------------------------------------------------------------------------
-  await step('6. vllm-proxy-verify', async () => {
-    if (!haveBinary('vllm-proxy-verify')) {
-      console.log(dim('     skipped: build/vllm-proxy-verify not built yet'));
-      return;
-    }
-    console.log(dim('     skipped: verifier present, invocation not wired yet (see VERIFIER HOOK in scripts/demo.mjs)'));
-  });
+  // The verifier, as a user runs it: the report with a fresh nonce, then a signed round trip.
+  // --allow-simulated trusts the repository's test root and marks every line it affects.
+  for (const [label, args] of [
+    ['6. vllm-proxy-verify report (fresh nonce, quote, event log, GPU evidence)',
+      ['report', `http://127.0.0.1:${port}`, '--token', TOKEN, '--allow-simulated']],
+    ['7. vllm-proxy-verify chat --stream (exact bytes, both signatures, fresh report)',
+      ['chat', `http://127.0.0.1:${port}`, '--token', TOKEN, '--allow-simulated', '--stream',
+        '--model', MODEL, '--prompt', 'Say hello']],
+  ]) {
+    await step(label, async () => {
+      if (!check('build/vllm-proxy-verify present', haveBinary('vllm-proxy-verify'))) return;
+      const r = spawnSync(path.join(BUILD_DIR, 'vllm-proxy-verify'), args, { encoding: 'utf8', timeout: 60000 });
+      for (const line of (r.stdout || '').split('\n').filter(Boolean)) console.log(dim('     ' + line));
+      if (r.stderr) for (const line of r.stderr.split('\n').filter(Boolean)) console.log(dim('     ' + line));
+      check(`vllm-proxy-verify ${args[0]} exits 0 (every required check passed)`, r.status === 0, `exit ${r.status}`);
+    });
+  }
 } catch (e) {
   check(e.message, false);
 } finally {
