@@ -27,10 +27,11 @@ LIB_SRCS := $(filter-out src/verify/%,$(wildcard src/*/*.c))
 LIB_OBJS := $(patsubst src/%.c,$(BUILD)/obj/%.o,$(LIB_SRCS))
 LLHTTP_OBJS := $(BUILD)/obj/llhttp/api.o $(BUILD)/obj/llhttp/http.o $(BUILD)/obj/llhttp/llhttp.o
 MOCK_SRCS := $(wildcard tools/mock-vllm/*.c)
+FAKE_AGENT_SRCS := $(wildcard tools/fake-dstack-agent/*.c)
 VERIFY_SRCS := $(wildcard src/verify/*.c)
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRCS))
-PROGRAMS := $(BUILD)/vllm-proxy $(BUILD)/mock-vllm $(if $(wildcard src/verify/main.c),$(BUILD)/vllm-proxy-verify)
+PROGRAMS := $(BUILD)/vllm-proxy $(BUILD)/mock-vllm $(BUILD)/fake-dstack-agent $(if $(wildcard src/verify/main.c),$(BUILD)/vllm-proxy-verify)
 
 .PHONY: all clean test unit unit-san integration demo fuzz bench deps
 all: $(PROGRAMS)
@@ -54,6 +55,10 @@ $(BUILD)/vllm-proxy: src/vllm-proxy.c $(BUILD)/libvp.a
 
 $(BUILD)/mock-vllm: $(MOCK_SRCS) $(BUILD)/libvp.a
 	$(CC) $(CFLAGS_VP) $(MOCK_SRCS) $(BUILD)/libvp.a $(LDSAN) $(LDLIBS) -o $@
+
+# A SIMULATED dstack guest agent for the integration tests and bench/attest.mjs.
+$(BUILD)/fake-dstack-agent: $(FAKE_AGENT_SRCS) $(BUILD)/libvp.a
+	$(CC) $(CFLAGS_VP) $(FAKE_AGENT_SRCS) $(BUILD)/libvp.a $(LDSAN) $(LDLIBS) -o $@
 
 $(BUILD)/vllm-proxy-verify: $(VERIFY_SRCS) $(BUILD)/libvp.a
 	$(CC) $(CFLAGS_VP) $(VERIFY_SRCS) $(BUILD)/libvp.a $(LDSAN) $(LDLIBS) -lcurl -o $@

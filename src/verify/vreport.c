@@ -257,12 +257,17 @@ int vr_check_report(vctx_t *cx, const vopts_t *o, struct json_object *rep,
     const char *payload = jstr(e, "nvidia_payload");
     if (!payload && jget(e, "nvidia_payload"))
         payload = json_object_to_json_string_ext(jget(e, "nvidia_payload"), JSON_C_TO_STRING_PLAIN);
+    /* The proxy says how the GPU evidence was made ("nvml", "canned", "simulated", "none"). */
+    const char *gpu_mode = jstr(e, "gpu_evidence");
+    int gpu_sim = sim || (gpu_mode && strcmp(gpu_mode, "simulated") == 0);
+    if (payload && !*payload)
+        payload = NULL;
     if (!payload)
         check_add(&cx->cl, "gpu", o->no_gpu ? CHK_SKIP : CHK_FAIL, "GPU evidence is attested",
-                  "nvidia_payload", "absent");
+                  "nvidia_payload", gpu_mode ? gpu_mode : "absent");
     else {
         vg_check_payload(cx, o, payload, strlen(payload), have_nonce ? nonce : NULL,
-                         sim && o->allow_simulated);
+                         gpu_sim && o->allow_simulated);
         if (o->nras_url || o->nras_response_file)
             vg_check_nras(cx, o, payload, strlen(payload), have_nonce ? nonce : NULL);
     }

@@ -1,0 +1,299 @@
+// ATTESTATION=dstack end to end against build/fake-dstack-agent (a SIMULATED guest agent on a
+// Unix socket): the report's mode and report_data binding, Info with tcb_info as an object,
+// KMS-derived keys (stable across restarts with the same agent seed, different with another,
+// equal to what the agent's derivation gives), the server-nonce cache, vllm-proxy-verify on
+// the result, and the failure modes: agent gone, agent slower than ATTESTATION_TIMEOUT, agent
+// failing or answering garbage (503 in the OpenAI error shape, completions unaffected), then
+// ATTESTATION=auto with and without an agent. docs/CONFIG.md (Attestation), docs/CONTRACTS.md.
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, execFile } from 'node:child_process';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { binary, haveBinary, startMock, startProxy, tmpDir, sleep, cleanExitProblems, MODEL, TOKEN } from './lib/harness.mjs';
+import { getPath, postJson, jsonOf, sseJson } from './lib/http.mjs';
+import { assertOpenAIError } from './lib/common.mjs';
+import { ethers, ed25519, expectedReportData, parseQuote, randomNonce, bytesToHex } from './lib/verify.mjs';
+
+const SEED_A = '11'.repeat(32);
+const SEED_B = '22'.repeat(32);
+const skip = !haveBinary('fake-dstack-agent') && 'build/fake-dstack-agent missing (make all)';
+
+const dir = tmpDir('vp-dstack-');
+const sockA = path.join(dir, 'dstack.sock');
+const agents = new Set();
+const agentLogs = [];
+let mock;
+let proxy;
+
+/** The fake agent's key derivation, independently: HMAC-SHA256(seed, path). */
+const kmsKey = (seedHex, p) => crypto.createHmac('sha256', Buffer.from(seedHex, 'hex')).update(p).digest();
+
+/** Starts fake-dstack-agent; resolves once its banner says it listens. */
+async function startAgent(sock, args = []) {
+  const proc = spawn(binary('fake-dstack-agent'), ['--unix', sock, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const a = { proc, err: '', exited: null };
+  agents.add(a);
+  agentLogs.push(a);
+  proc.stderr.on('data', (d) => { a.err += d; });
+  a.exitPromise = new Promise((r) => proc.on('exit', (code, signal) => { a.exited = { code, signal }; agents.delete(a); r(a.exited); }));
+  a.stop = async () => { if (!a.exited) { proc.kill('SIGTERM'); await a.exitPromise; } };
+  const t0 = Date.now();
+  while (!/listening on unix:/.test(a.err)) {
+    if (a.exited || Date.now() - t0 > 10000) throw new Error(`fake-dstack-agent did not start: ${JSON.stringify(a.exited)}\n${a.err}`);
+    await sleep(20);
+  }
+  assert.match(a.err, /SIMULATED/, 'the agent labels itself SIMULATED');
+  return a;
+}
+
+/** GET on the agent's socket (its /fake/stats counters). */
+function agentStats(sock) {
+  return new Promise((resolve, reject) => {
+    import('node:http').then(({ default: http }) => {
+      http.get({ socketPath: sock, path: '/fake/stats' }, (res) => {
+        let b = '';
+        res.on('data', (d) => { b += d; });
+        res.on('end', () => resolve(JSON.parse(b)));
+      }).on('error', reject);
+    });
+  });
+}
+
+const dstackEnv = (sock, extra = {}) => ({
+  ATTESTATION: 'dstack',
+  DSTACK_SIMULATOR_ENDPOINT: sock,
+  GPU_EVIDENCE: 'simulated',
+  ATTESTATION_TIMEOUT: '1',
+  TAPPD_SIMULATOR_ENDPOINT: undefined,
+  TSM_REPORT_PATH: path.join(dir, 'no-tsm'),
+  ...extra,
+});
+
+const report = (port, q = '') => getPath(port, `/v1/attestation/report${q}`);
+
+async function addresses(port) {
+  const out = {};
+  for (const algo of ['ecdsa', 'ed25519']) {
+    const r = await report(port, `?signing_algo=${algo}&nonce=${randomNonce()}`);
+    assert.equal(r.status, 200, `report ${algo}: ${r.status} ${r.body.toString().slice(0, 300)}`);
+    out[algo] = jsonOf(r).signing_address;
+  }
+  return out;
+}
+
+async function chatStillWorks(port) {
+  const r = await postJson(port, '/v1/chat/completions', { model: MODEL, messages: [{ role: 'user', content: 'hi' }], max_tokens: 4 });
+  assert.equal(r.status, 200, `chat: ${r.status} ${r.body.toString().slice(0, 200)}`);
+  assert.equal(jsonOf(r).object, 'chat.completion');
+  const s = await postJson(port, '/v1/chat/completions', { model: MODEL, messages: [{ role: 'user', content: 'hi' }], max_tokens: 8, stream: true });
+  assert.equal(s.status, 200);
+  assert.ok(s.complete, 'stream complete');
+  assert.ok(sseJson(s.body).length >= 8, 'stream has its events');
+}
+
+function runVerify(args) {
+  return new Promise((resolve) => {
+    execFile(binary('vllm-proxy-verify'), args, { timeout: 30000, env: { ...process.env, VLLM_PROXY_TOKEN: TOKEN } },
+      (err, stdout, stderr) => resolve({ code: err ? (err.code ?? 1) : 0, stdout, stderr }));
+  });
+}
+
+before(async () => {
+  if (skip) return;
+  mock = await startMock();
+  await startAgent(sockA, ['--key-seed', SEED_A]);
+  proxy = await startProxy(mock.url, { env: dstackEnv(sockA) });
+});
+
+after(async () => {
+  await proxy?.stop();
+  await mock?.stop();
+  for (const a of [...agents]) await a.stop();
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+test('a fresh report: attestation_mode dstack, report_data binds address and nonce, tcb_info is an object', { skip }, async () => {
+  for (const algo of ['ecdsa', 'ed25519']) {
+    const nonce = randomNonce();
+    const r = await report(proxy.port, `?signing_algo=${algo}&nonce=${nonce}`);
+    assert.equal(r.status, 200, r.body.toString().slice(0, 300));
+    const j = jsonOf(r);
+    assert.equal(j.attestation_mode, 'dstack');
+    assert.equal(j.signing_algo, algo);
+    assert.equal(j.request_nonce, nonce);
+    assert.equal(j.nonce_source, 'client');
+    const q = parseQuote(j.intel_quote);
+    assert.equal(q.version, 4);
+    assert.equal(q.reportData.toString('hex'), expectedReportData(j).toString('hex'), 'REPORTDATA = pad32(address) || nonce');
+    assert.equal(typeof j.info, 'object');
+    assert.equal(typeof j.info.tcb_info, 'object', 'info.tcb_info is an object, not the agent\'s JSON string');
+    assert.match(j.info.tcb_info.mrtd, /^[0-9a-f]{96}$/);
+    assert.ok(Array.isArray(j.info.tcb_info.event_log));
+    assert.ok(Array.isArray(JSON.parse(j.event_log)), 'event_log is the agent\'s JSON array string');
+    assert.equal(JSON.parse(j.nvidia_payload).nonce, nonce, 'GPU payload over the same nonce');
+    assert.equal(j.all_attestations.length, 1);
+  }
+});
+
+test('signing keys come from GetKey: equal to HMAC(seed, "{MODEL_NAME}/…-signing-key")', { skip }, async () => {
+  const a = await addresses(proxy.port);
+  const ecdsaKey = kmsKey(SEED_A, `${MODEL}/ecdsa-signing-key`);
+  assert.equal(a.ecdsa, ethers.computeAddress('0x' + ecdsaKey.toString('hex')), 'ECDSA address of the KMS key');
+  const edSeed = kmsKey(SEED_A, `${MODEL}/ed25519-signing-key`);
+  assert.equal(a.ed25519, bytesToHex(ed25519.getPublicKey(new Uint8Array(edSeed))), 'Ed25519 key of the KMS seed');
+});
+
+test('a nonce-less report comes from the cache: same bytes, fast, no agent call; the verifier accepts it', { skip }, async () => {
+  const r1 = await report(proxy.port);
+  assert.equal(r1.status, 200, r1.body.toString().slice(0, 300));
+  const before = await agentStats(sockA);
+  const t0 = process.hrtime.bigint();
+  const r2 = await report(proxy.port);
+  const ms = Number(process.hrtime.bigint() - t0) / 1e6;
+  assert.equal(r2.status, 200);
+  assert.ok(r2.body.equals(r1.body), 'the second report is byte-identical');
+  assert.ok(ms < 100, `cached report took ${ms.toFixed(1)} ms`);
+  assert.deepEqual(await agentStats(sockA), before, 'no agent call for a cached report');
+  const j = jsonOf(r2);
+  assert.equal(j.nonce_source, 'server');
+  assert.equal(j.attestation_mode, 'dstack');
+  assert.equal(parseQuote(j.intel_quote).reportData.toString('hex'), expectedReportData(j).toString('hex'));
+
+  const file = path.join(dir, 'cached-report.json');
+  fs.writeFileSync(file, r2.body);
+  // The TDX side (simulated quote chain, report_data, event log replay, compose hash) must pass;
+  // the GPU side is the next test.
+  const vf = await runVerify(['report', file, '--allow-simulated', '--no-collateral', '--no-gpu']);
+  assert.equal(vf.code, 0, `verify the cached report: exit ${vf.code}\n${vf.stdout}\n${vf.stderr}`);
+  const vu = await runVerify(['report', `http://127.0.0.1:${proxy.port}`, '--allow-simulated', '--no-collateral', '--no-gpu']);
+  assert.equal(vu.code, 0, `verify against the URL: exit ${vu.code}\n${vu.stdout}\n${vu.stderr}`);
+  assert.match(vu.stdout + vu.stderr, /SIMULATED/, 'the verifier says the quote is simulated');
+});
+
+// GPU_EVIDENCE=simulated in dstack mode labels the payload "gpu_evidence":"simulated"; under
+// --allow-simulated the verifier must say so (SKIP, never PASS) instead of failing it against NVIDIA's root.
+test('vllm-proxy-verify report URL --allow-simulated --no-collateral exits 0 (simulated GPU payload)', {
+  skip,
+}, async () => {
+  const vu = await runVerify(['report', `http://127.0.0.1:${proxy.port}`, '--allow-simulated', '--no-collateral']);
+  assert.equal(vu.code, 0, `exit ${vu.code}\n${vu.stdout.split('\n').filter((l) => !l.startsWith('[PASS]')).join('\n')}`);
+  assert.match(vu.stdout, /\[SKIP\] gpu\.evidence.*simulated/, 'simulated GPU evidence is a SKIP line, never PASS');
+  const strict = await runVerify(['report', `http://127.0.0.1:${proxy.port}`, '--no-collateral']);
+  assert.equal(strict.code, 1, 'without --allow-simulated the same report fails');
+});
+
+test('KMS addresses survive a proxy restart with the same agent seed and differ with another seed', { skip }, async () => {
+  const first = await addresses(proxy.port);
+  await proxy.stop();
+  const problems = cleanExitProblems(proxy.child);
+  assert.equal(problems, null, problems);
+  proxy = await startProxy(mock.url, { env: dstackEnv(sockA) });
+  assert.deepEqual(await addresses(proxy.port), first, 'same seed, same app + model: same addresses');
+
+  const sockB = path.join(dir, 'dstack-b.sock');
+  const agentB = await startAgent(sockB, ['--key-seed', SEED_B]);
+  const other = await startProxy(mock.url, { env: dstackEnv(sockB) });
+  try {
+    const b = await addresses(other.port);
+    assert.notEqual(b.ecdsa, first.ecdsa);
+    assert.notEqual(b.ed25519, first.ed25519);
+    assert.equal(b.ecdsa, ethers.computeAddress('0x' + kmsKey(SEED_B, `${MODEL}/ecdsa-signing-key`).toString('hex')));
+  } finally {
+    await other.stop();
+    await agentB.stop();
+  }
+});
+
+test('agent gone: a fresh report is 503 naming the cause; cached reports and completions keep working', { skip }, async () => {
+  const cached = await report(proxy.port);
+  assert.equal(cached.status, 200);
+  for (const a of [...agents]) await a.stop();
+  assert.ok(!fs.existsSync(sockA), 'the agent removed its socket');
+  const r = await report(proxy.port, `?nonce=${randomNonce()}`);
+  const e = assertOpenAIError(r, 503, { type: 'attestation_unavailable' });
+  assert.match(e.message, /dstack guest agent/);
+  assert.match(e.message, /GetQuote/);
+  assert.match(e.message, /cannot connect|No such file/);
+  const again = await report(proxy.port);
+  assert.equal(again.status, 200, 'the cached report is still served');
+  assert.ok(again.body.equals(cached.body));
+  await chatStillWorks(proxy.port);
+});
+
+test('agent slower than ATTESTATION_TIMEOUT: 503 within the bound (timeout, one retry)', { skip }, async () => {
+  const slow = await startAgent(sockA, ['--key-seed', SEED_A, '--delay-ms', '4000', '--delay-on', 'getquote']);
+  try {
+    const t0 = Date.now();
+    const r = await report(proxy.port, `?nonce=${randomNonce()}`);
+    const ms = Date.now() - t0;
+    const e = assertOpenAIError(r, 503);
+    assert.match(e.message, /timed out/);
+    assert.ok(ms >= 1500 && ms < 3500, `503 after ${ms} ms (ATTESTATION_TIMEOUT=1 s, one retry: about 2 s)`);
+    await chatStillWorks(proxy.port);
+  } finally {
+    await slow.stop();
+  }
+});
+
+test('agent failing or answering garbage: 503 naming the cause', { skip }, async () => {
+  let a = await startAgent(sockA, ['--key-seed', SEED_A, '--fail', 'getquote']);
+  let e = assertOpenAIError(await report(proxy.port, `?nonce=${randomNonce()}`), 503);
+  assert.match(e.message, /HTTP 500/);
+  await a.stop();
+  a = await startAgent(sockA, ['--key-seed', SEED_A, '--garbage', '--delay-on', 'getquote']);
+  e = assertOpenAIError(await report(proxy.port, `?nonce=${randomNonce()}`), 503);
+  assert.match(e.message, /not a JSON object/);
+  await a.stop();
+  a = await startAgent(sockA, ['--key-seed', SEED_A]);
+  const r = await report(proxy.port, `?nonce=${randomNonce()}`);
+  assert.equal(r.status, 200, 'recovers as soon as the agent answers again');
+  await chatStillWorks(proxy.port);
+});
+
+test('ATTESTATION=auto with DSTACK_SIMULATOR_ENDPOINT set picks dstack', { skip }, async () => {
+  const p = await startProxy(mock.url, { env: dstackEnv(sockA, { ATTESTATION: 'auto' }) });
+  try {
+    const r = await report(p.port, `?nonce=${randomNonce()}`);
+    assert.equal(r.status, 200, r.body.toString().slice(0, 300));
+    assert.equal(jsonOf(r).attestation_mode, 'dstack');
+    assert.deepEqual(await addresses(p.port), await addresses(proxy.port), 'same KMS keys as ATTESTATION=dstack');
+  } finally {
+    await p.stop();
+  }
+});
+
+test('ATTESTATION=auto with no TEE found refuses to start', { skip }, async (t) => {
+  if (['/var/run/dstack.sock', '/run/dstack.sock', '/var/run/tappd.sock', '/run/tappd.sock',
+    '/var/run/dstack/dstack.sock', '/run/dstack/dstack.sock', '/var/run/dstack/tappd.sock',
+    '/run/dstack/tappd.sock'].some((s) => fs.existsSync(s))) {
+    t.skip('this machine has a dstack/tappd socket');
+    return;
+  }
+  const env = { ...proxy.env, ATTESTATION: 'auto', LISTEN_PORT: '0', TSM_REPORT_PATH: path.join(dir, 'no-tsm') };
+  delete env.DSTACK_SIMULATOR_ENDPOINT;
+  delete env.TAPPD_SIMULATOR_ENDPOINT;
+  delete env.DEV;
+  const proc = spawn(binary('vllm-proxy'), [], { env, stdio: ['ignore', 'ignore', 'pipe'] });
+  let err = '';
+  proc.stderr.on('data', (d) => { err += d; });
+  const timer = setTimeout(() => proc.kill('SIGKILL'), 10000);
+  const [code, signal] = await new Promise((r) => proc.on('exit', (c, s) => r([c, s])));
+  clearTimeout(timer);
+  assert.equal(signal, null, `exited by itself (stderr: ${err})`);
+  assert.notEqual(code, 0, 'non-zero exit status');
+  assert.match(err, /ATTESTATION=auto found no TEE/);
+  assert.match(err, /DSTACK_SIMULATOR_ENDPOINT/);
+});
+
+test('the proxy exits cleanly', { skip }, async () => {
+  await proxy.stop();
+  const problems = cleanExitProblems(proxy.child);
+  proxy = null;
+  assert.equal(problems, null, problems);
+  for (const a of agentLogs) {
+    assert.doesNotMatch(a.err, /ERROR: AddressSanitizer|runtime error:/, `fake-dstack-agent sanitizer report:\n${a.err}`);
+  }
+});
