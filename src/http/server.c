@@ -24,9 +24,13 @@
 #define PENDING_MAX (64 * 1024)
 #define WQ_HIGH (256 * 1024)
 #define WQ_LOW (64 * 1024)
+#define LINGER_MS 2000
 
-enum conn_state { C_IDLE, C_HEAD, C_BODY, C_APP, C_CLOSING };
-enum sel_hdr { H_AUTH, H_CTYPE, H_ACCEPT, H_REQID, H_REQHASH, H_NSEL };
+/* Status codes whose responses never have a body (RFC 9110 6.4.1). */
+#define STATUS_HAS_NO_BODY(s) (((s) >= 100 && (s) < 200) || (s) == 204 || (s) == 304)
+
+enum conn_state { C_IDLE, C_HEAD, C_BODY, C_APP, C_LINGER, C_CLOSING };
+enum sel_hdr { H_AUTH, H_CTYPE, H_ACCEPT, H_REQID, H_REQHASH, H_EXPECT, H_NSEL };
 
 struct span {
     size_t off, len;
@@ -35,6 +39,7 @@ struct span {
 struct conn {
     uv_tcp_t tcp;
     uv_timer_t timer;
+    uv_shutdown_t shut;
     worker_t *w;
     conn_t *prev, *next;
     llhttp_t parser;
@@ -49,6 +54,8 @@ struct conn {
     unsigned nheaders;
     int msg_complete, skip_body, close_after, head_error;
     int resp_started, resp_chunked, resp_done;
+    int resp_nobody;          /* HEAD, 1xx, 204, 304: head only */
+    int http10;               /* the request is HTTP/1.0: no chunked responses */
     uint64_t bytes_out;
     size_t wq_bytes;
     int above_high;
@@ -117,6 +124,7 @@ const char *http_status_text(int s)
 static void conn_close(conn_t *c);
 static void conn_process(conn_t *c, const char *data, size_t len);
 static void conn_finish_response(conn_t *c);
+static void conn_timer(conn_t *c, unsigned ms);
 
 static const char ERR_FMT[] =
     "{\"error\":{\"message\":\"%s\",\"type\":\"%s\",\"param\":null,\"code\":null}}";
@@ -146,15 +154,25 @@ static void on_conn_timer(uv_timer_t *t)
         c->pending = (buf_t)BUF_INIT;
         conn_process(c, p.data, p.len);
         buf_free(&p);
+        /* The parked bytes held no new request start (e.g. a stray CRLF): idle again. */
+        if (c->state == C_IDLE && !c->resume_pending)
+            conn_timer(c, c->w->lim.idle_timeout_ms);
         return;
     }
     switch (c->state) {
     case C_IDLE:
+    case C_LINGER:
         conn_close(c);
         break;
     case C_HEAD:
     case C_BODY:
         conn_protocol_error(c, 408, "request not received in time", "timeout");
+        break;
+    case C_APP:
+        /* Only armed once the response is complete and its tail is still queued: the client
+         * stopped reading for a whole idle period. */
+        if (c->resp_done)
+            conn_close(c);
         break;
     default:
         break;
@@ -216,7 +234,7 @@ static int cb_header_field(llhttp_t *p, const char *at, size_t len)
 static int cb_header_field_complete(llhttp_t *p)
 {
     static const char *names[H_NSEL] = {"authorization", "content-type", "accept",
-                                        "x-request-id", "x-request-hash"};
+                                        "x-request-id", "x-request-hash", "expect"};
     conn_t *c = p->data;
     const char *n = c->head.data + c->cur_name_off;
     size_t nl = c->head.len - c->cur_name_off;
@@ -250,6 +268,24 @@ static strv_t span_str(conn_t *c, struct span s)
     return v;
 }
 
+static int conn_writev(conn_t *c, uv_buf_t *bufs, unsigned n);
+
+/* "Expect: 100-continue": the client waits (curl: 1 s) for an interim 100 before it sends the
+ * body. Sent only once the application accepted the head, so a 401/413 comes instead. */
+static int conn_send_continue(conn_t *c, llhttp_t *p)
+{
+    strv_t e = span_str(c, c->sel[H_EXPECT]);
+    if (e.n != 12 || strncasecmp(e.p, "100-continue", 12) != 0 || c->http10)
+        return 0;
+    if (!(p->flags & (F_CONTENT_LENGTH | F_CHUNKED)) || (c->req.has_content_length &&
+                                                          c->req.content_length == 0))
+        return 0;
+    uv_buf_t b = uv_buf_init("HTTP/1.1 100 Continue\r\n\r\n", 25);
+    int r = conn_writev(c, &b, 1);
+    c->bytes_out -= 25;
+    return r;
+}
+
 static int cb_headers_complete(llhttp_t *p)
 {
     conn_t *c = p->data;
@@ -273,13 +309,20 @@ static int cb_headers_complete(llhttp_t *p)
         c->head_error = 413;
         return HPE_USER;
     }
+    c->http10 = p->http_major == 1 && p->http_minor == 0;
     c->state = C_BODY;
     conn_timer(c, c->w->lim.body_timeout_ms);
+    /* Responding now means the body stays unread: conn_start_response sees C_BODY and
+     * closes the connection after this response. */
     if (c->w->h->on_headers(c, r)) {
         c->skip_body = 1;
         c->close_after = 1;
         return HPE_PAUSED;
     }
+    if (c->state == C_CLOSING)
+        return HPE_USER;
+    if (conn_send_continue(c, p) != 0)
+        return HPE_USER;
     if (r->has_content_length && r->content_length > 0 &&
         buf_reserve(&r->body, (size_t)r->content_length) != 0)
         return HPE_USER;
@@ -322,26 +365,31 @@ static void conn_reset_request(conn_t *c)
     c->in_value = 0;
     c->nheaders = 0;
     c->msg_complete = c->skip_body = c->head_error = 0;
-    c->resp_started = c->resp_chunked = c->resp_done = 0;
+    c->resp_started = c->resp_chunked = c->resp_done = c->resp_nobody = c->http10 = 0;
     c->app = NULL;
     c->state = C_IDLE;
 }
 
 static void conn_process(conn_t *c, const char *data, size_t len)
 {
-    if (c->state == C_APP || c->state == C_CLOSING) {
-        if (c->state == C_APP) {
-            if (c->pending.len + len > PENDING_MAX)
-                uv_read_stop((uv_stream_t *)&c->tcp);
-            else
-                buf_append(&c->pending, data, len);
+    if (c->state == C_LINGER || c->state == C_CLOSING)
+        return;
+    /* While the application holds a request, or parked bytes wait for the resume timer,
+     * new bytes go behind the parked ones (order matters). Park this read whole, then stop
+     * reading once over the bound: the kernel's buffer and TCP flow control hold the rest. */
+    if (c->state == C_APP || c->resume_pending) {
+        if (buf_append(&c->pending, data, len) != 0) {
+            conn_close(c);
+            return;
         }
+        if (c->pending.len > PENDING_MAX)
+            uv_read_stop((uv_stream_t *)&c->tcp);
         return;
     }
     c->in_process = 1;
     llhttp_errno_t e = llhttp_execute(&c->parser, data, len);
     c->in_process = 0;
-    if (e == HPE_OK)
+    if (e == HPE_OK || c->state == C_CLOSING || c->state == C_LINGER)
         return;
     if (e == HPE_PAUSED && (c->msg_complete || c->skip_body)) {
         const char *pos = llhttp_get_error_pos(&c->parser);
@@ -385,6 +433,10 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
     if (n == 0)
         return;
     /* EOF or error: the client is gone. */
+    if (c->state == C_LINGER) {
+        conn_close(c);
+        return;
+    }
     if (c->state == C_IDLE && n == UV_EOF) {
         conn_close(c);
         return;
@@ -494,6 +546,8 @@ static void on_write(uv_write_t *req, int status)
     }
     if (c->resp_done && c->wq_bytes == 0)
         conn_finish_response(c);
+    else if (c->resp_done)
+        conn_timer(c, c->w->lim.idle_timeout_ms); /* progress: restart the send timeout */
 }
 
 static int conn_writev(conn_t *c, uv_buf_t *bufs, unsigned n)
@@ -551,25 +605,41 @@ static int conn_writev(conn_t *c, uv_buf_t *bufs, unsigned n)
 int conn_start_response(conn_t *c, int status, const char *content_type,
                         const char *extra_headers, int64_t content_length)
 {
-    if (c->resp_started || c->state == C_CLOSING)
+    if (c->resp_started || c->state == C_CLOSING || c->state == C_LINGER)
         return -1;
     c->resp_started = 1;
-    if (!c->req.keep_alive || c->w->draining)
+    /* An answer before the body was read (C_HEAD/C_BODY) leaves the body unread: the
+     * connection cannot be reused. */
+    if (!c->req.keep_alive || c->w->draining || c->state == C_HEAD || c->state == C_BODY)
         c->close_after = 1;
+    int nobody_status = STATUS_HAS_NO_BODY(status);
+    c->resp_nobody = nobody_status || c->req.method == HTTP_HEAD;
     char head[1024];
-    int n = snprintf(head, sizeof head, "HTTP/1.1 %d %s\r\n", status, http_status_text(status));
+    size_t n = 0;
+    int k = snprintf(head, sizeof head, "HTTP/1.1 %d %s\r\n", status, http_status_text(status));
+#define HEAD_ADD(...)                                                                   \
+    do {                                                                                \
+        if (k < 0 || (n += (size_t)k) >= sizeof head)                                   \
+            return -1;                                                                  \
+        k = snprintf(head + n, sizeof head - n, __VA_ARGS__);                           \
+    } while (0)
     if (content_type)
-        n += snprintf(head + n, sizeof head - (size_t)n, "Content-Type: %s\r\n", content_type);
-    if (content_length >= 0)
-        n += snprintf(head + n, sizeof head - (size_t)n, "Content-Length: %lld\r\n",
-                      (long long)content_length);
-    else {
-        n += snprintf(head + n, sizeof head - (size_t)n, "Transfer-Encoding: chunked\r\n");
-        c->resp_chunked = 1;
+        HEAD_ADD("Content-Type: %s\r\n", content_type);
+    if (nobody_status) {
+        /* no framing headers at all */
+    } else if (content_length >= 0)
+        HEAD_ADD("Content-Length: %lld\r\n", (long long)content_length);
+    else if (c->http10) {
+        c->close_after = 1; /* HTTP/1.0 has no chunked coding: the close ends the body */
+    } else {
+        HEAD_ADD("Transfer-Encoding: chunked\r\n");
+        c->resp_chunked = !c->resp_nobody;
     }
     if (c->close_after)
-        n += snprintf(head + n, sizeof head - (size_t)n, "Connection: close\r\n");
-    if ((size_t)n >= sizeof head - 3)
+        HEAD_ADD("Connection: close\r\n");
+    HEAD_ADD("%s", "");
+#undef HEAD_ADD
+    if (n >= sizeof head - 3)
         return -1;
     uv_buf_t b[3];
     unsigned nb = 0;
@@ -584,7 +654,7 @@ int conn_start_response(conn_t *c, int status, const char *content_type,
 
 int conn_write_body(conn_t *c, const void *p, size_t n)
 {
-    if (!c->resp_started || c->resp_done || n == 0)
+    if (!c->resp_started || c->resp_done || n == 0 || c->resp_nobody)
         return c->state == C_CLOSING ? -1 : 0;
     if (!c->resp_chunked) {
         uv_buf_t b = uv_buf_init((char *)p, (unsigned)n);
@@ -600,11 +670,37 @@ int conn_write_body(conn_t *c, const void *p, size_t n)
     return r;
 }
 
+static void on_shutdown(uv_shutdown_t *req, int status)
+{
+    (void)req;
+    (void)status; /* the read side ends the linger (EOF, error or timer) */
+}
+
+/* Answered before the request body was read (401, 413, 408 in the body, malformed): closing
+ * at once would make the kernel reset the connection when more body bytes arrive, and the
+ * client could lose the answer. Send FIN, then read and discard until the client closes or
+ * LINGER_MS pass (RFC 9112 9.6). */
+static void conn_linger(conn_t *c)
+{
+    c->state = C_LINGER;
+    c->app = NULL;
+    if (uv_shutdown(&c->shut, (uv_stream_t *)&c->tcp, on_shutdown) != 0) {
+        conn_close(c);
+        return;
+    }
+    conn_timer(c, LINGER_MS);
+    uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+}
+
 /* The exchange is over once the response is fully written: reuse or close the connection. */
 static void conn_finish_response(conn_t *c)
 {
-    if (c->state == C_CLOSING)
+    if (c->state == C_CLOSING || c->state == C_LINGER)
         return;
+    if (c->close_after && !c->msg_complete && c->state != C_IDLE) {
+        conn_linger(c);
+        return;
+    }
     if (c->close_after || c->w->draining) {
         conn_close(c);
         return;
@@ -634,6 +730,8 @@ int conn_end_response(conn_t *c)
     c->app = NULL;
     if (c->wq_bytes == 0)
         conn_finish_response(c);
+    else if (c->state == C_APP)
+        conn_timer(c, c->w->lim.idle_timeout_ms); /* send timeout for the queued tail */
     return 0;
 }
 

@@ -30,7 +30,7 @@ struct upstream_req {
     const upstream_cbs_t *cbs;
     void *ud;
     uint64_t deadline_ms;
-    int retried, got_bytes, head_done, complete, paused;
+    int retried, got_bytes, head_done, complete, paused, connect_failed;
 };
 
 struct uconn {
@@ -48,7 +48,7 @@ struct uconn {
     upstream_req_t *ex;
     llhttp_t parser;
     int state, handles_open, reused, writing;
-    int name_match, is_ctype, in_value;
+    int name_match, is_ctype, in_value, interim;
     char ctype[128];
     size_t ctype_len;
 };
@@ -184,8 +184,14 @@ static int ucb_headers_complete(llhttp_t *p)
     upstream_req_t *ex = c->ex;
     if (!ex)
         return HPE_USER;
+    /* 100 Continue, 103 Early Hints: interim heads; the real one follows on this parser. */
+    c->interim = p->status_code >= 100 && p->status_code < 200 && p->status_code != 101;
+    if (c->interim)
+        return 0;
     ex->head_done = 1;
-    int64_t cl = (p->flags & F_CONTENT_LENGTH) ? (int64_t)p->content_length : -1;
+    int64_t cl = (p->flags & F_CONTENT_LENGTH) ? (int64_t)p->content_length
+                 : llhttp_message_needs_eof(p) ? UPSTREAM_CL_EOF
+                                               : UPSTREAM_CL_NONE;
     strv_t ct = {c->ctype, c->ctype_len};
     if (ex->cbs->on_head)
         ex->cbs->on_head(ex->ud, p->status_code, ct, cl);
@@ -203,6 +209,10 @@ static int ucb_body(llhttp_t *p, const char *at, size_t len)
 static int ucb_message_complete(llhttp_t *p)
 {
     uconn_t *c = p->data;
+    if (c->interim) {
+        c->interim = 0;
+        return 0;
+    }
     if (c->ex)
         c->ex->complete = 1;
     return HPE_PAUSED;
@@ -266,7 +276,9 @@ static void ex_done(upstream_req_t *ex, int err)
         err = UPS_E_NOMEM;
         c = NULL;
     }
-    int keep = c && !err && ex->complete && llhttp_should_keep_alive(&c->parser) &&
+    /* An engine that answered before it read the whole request (c->writing) leaves our write
+     * in flight: that connection cannot be reused, and its body buffer is about to go away. */
+    int keep = c && !err && ex->complete && !c->writing && llhttp_should_keep_alive(&c->parser) &&
                c->pool->nidle < MAX_IDLE;
     int status = ex->head_done && c ? c->parser.status_code : 0;
     if (c) {
@@ -300,7 +312,7 @@ static void on_utimer(uv_timer_t *t)
         uconn_close(c);
         return;
     }
-    ex_done(c->ex, UPS_E_TIMEOUT);
+    ex_done(c->ex, c->ex->connect_failed ? UPS_E_CONNECT : UPS_E_TIMEOUT);
 }
 
 static void arm(uconn_t *c, unsigned ms)
@@ -449,8 +461,9 @@ static void ex_attach(upstream_req_t *ex, uconn_t *c)
     }
     if (rc != 0) {
         /* Report asynchronously through the timer so callers never re-enter. */
+        LOG_DEBUG("upstream connect failed: %s", uv_strerror(rc));
+        ex->connect_failed = 1;
         uv_timer_start(&c->timer, on_utimer, 0, 0);
-        ex->deadline_ms = 0;
         return;
     }
     arm(c, p->t.connect_timeout_ms);

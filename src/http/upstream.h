@@ -40,6 +40,12 @@ int upstream_target_parse(upstream_target_t *t, const char *url, char *err, size
 typedef struct upstream_pool upstream_pool_t;
 typedef struct upstream_req upstream_req_t;
 
+/* on_head's content_length: the engine's Content-Length, UPSTREAM_CL_NONE (chunked, or no
+ * body), or UPSTREAM_CL_EOF (the body ends when the engine closes: a cut cannot be told
+ * from the end). Interim 1xx responses are skipped, never reported. */
+#define UPSTREAM_CL_NONE (-1)
+#define UPSTREAM_CL_EOF (-2)
+
 typedef struct upstream_cbs {
     void (*on_head)(void *ud, int status, strv_t content_type, int64_t content_length);
     void (*on_body)(void *ud, const char *p, size_t n);

@@ -30,7 +30,7 @@ struct relay {
     sha_ctx *sha;
     sse_t sse;
     idscan_t ids;
-    int is_sse, up_status, head_sent, finalized, parse_failed;
+    int is_sse, up_status, head_sent, finalized, parse_failed, eof_framed;
     int64_t up_cl;
     uint64_t up_seen, bytes_out;
     char req_hash[65];
@@ -114,7 +114,7 @@ int relay_start(app_worker_t *aw, conn_t *c, http_req_t *req, int route, int kin
     r->req = req;
     r->route = route;
     r->kind = kind;
-    r->is_sse = r->up_status = r->head_sent = r->finalized = r->parse_failed = 0;
+    r->is_sse = r->up_status = r->head_sent = r->finalized = r->parse_failed = r->eof_framed = 0;
     r->up_cl = -1;
     r->up_seen = r->bytes_out = 0;
     r->chat_id = NULL;
@@ -167,6 +167,9 @@ static void relay_on_head(void *ud, int status, strv_t ctype, int64_t cl)
 {
     relay_t *r = ud;
     r->up_status = status;
+    r->eof_framed = cl == UPSTREAM_CL_EOF;
+    if (cl < 0)
+        cl = -1; /* to the client: chunked */
     r->up_cl = cl;
     if (r->kind == RELAY_METRICS) {
         if (status != 200)
@@ -175,9 +178,10 @@ static void relay_on_head(void *ud, int status, strv_t ctype, int64_t cl)
         metrics_render(r->aw->app, &m);
         buf_puts(&m, "\n# --- vLLM Backend Metrics ---\n\n");
         r->head_sent = 1;
-        conn_start_response(r->c, 200, "text/plain; version=0.0.4; charset=utf-8", NULL, -1);
-        conn_write_body(r->c, m.data, m.len);
         r->bytes_out += m.len;
+        /* A failed write closed the connection: relay_on_abort released r already. */
+        if (conn_start_response(r->c, 200, "text/plain; version=0.0.4; charset=utf-8", NULL, -1) == 0)
+            conn_write_body(r->c, m.data, m.len);
         buf_free(&m);
         return;
     }
@@ -208,6 +212,8 @@ static void relay_finalize(relay_t *r)
     const char *why = NULL;
     if (r->parse_failed)
         why = "response could not be parsed";
+    else if (r->eof_framed && !r->is_sse)
+        why = "engine body delimited by its close: a cut cannot be told from the end";
     else if (r->is_sse) {
         if (sse_finish(&r->sse) != 0)
             why = "event stream malformed";
