@@ -40,8 +40,9 @@ static void on_drained(worker_t *w)
     t->drained = 1;
     upstream_pool_close(t->aw.pool);
     t->aw.pool = NULL;
-    uv_close((uv_handle_t *)&t->ctl, NULL);
-    uv_close((uv_handle_t *)&t->grace, NULL);
+    /* ctl stays open: the main thread may still signal it. It is closed after the join. */
+    uv_timer_stop(&t->grace);
+    uv_stop(&t->loop);
 }
 
 static void on_grace_over(uv_timer_t *tm)
@@ -293,8 +294,13 @@ int main(int argc, char **argv)
     for (int i = 0; i < g_cfg.workers; i++)
         uv_thread_create(&g_threads[i].thread, worker_main, &g_threads[i]);
     uv_run(main_loop, UV_RUN_DEFAULT);
-    for (int i = 0; i < g_cfg.workers; i++) {
+    for (int i = 0; i < g_cfg.workers; i++)
         uv_thread_join(&g_threads[i].thread);
+    /* Every worker thread is gone: finish their loops here (pending closes, pool jobs). */
+    for (int i = 0; i < g_cfg.workers; i++) {
+        uv_close((uv_handle_t *)&g_threads[i].ctl, NULL);
+        uv_close((uv_handle_t *)&g_threads[i].grace, NULL);
+        uv_run(&g_threads[i].loop, UV_RUN_DEFAULT);
         worker_free(g_threads[i].aw.w);
         buf_free(&g_threads[i].aw.scratch);
         uv_loop_close(&g_threads[i].loop);

@@ -818,8 +818,10 @@ worker_t *worker_new(uv_loop_t *loop, int id, const char *host, int port,
     if (uv_tcp_open(&w->listener, fd) != 0 ||
         uv_listen((uv_stream_t *)&w->listener, 4096, on_connection) != 0) {
         snprintf(err, errlen, "cannot listen on %s:%d", host, port);
+        /* Start-up failure: the caller exits; the handle's close completes with the loop. */
         uv_close((uv_handle_t *)&w->listener, NULL);
-        return w; /* caller frees after running the loop once */
+        free(w->rbuf);
+        return NULL;
     }
     w->listening = 1;
     return w;
