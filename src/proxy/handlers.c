@@ -74,11 +74,14 @@ void app_log_request(app_worker_t *aw, http_req_t *req, int route, int status, i
     char us[16] = "-";
     if (upstream_status > 0)
         snprintf(us, sizeof us, "%d", upstream_status);
-    log_write(LOG_LVL_INFO, "request w=%d %s %.*s status=%d upstream=%s in=%zu out=%llu ms=%.3f id=%s",
+    /* Lines about attestation say when it is simulated. */
+    int sim = route == ROUTE_REPORT && strcmp(aw->app->cfg->attestation, "simulated") == 0;
+    log_write(LOG_LVL_INFO, "request w=%d %s %.*s status=%d upstream=%s in=%zu out=%llu ms=%.3f id=%s%s",
               aw->w ? worker_id(aw->w) : 0, llhttp_method_name((llhttp_method_t)req->method),
               (int)(req->path.n > 200 ? 200 : req->path.n), req->path.p,
               status > 0 ? status : 499, us, req->body.len, (unsigned long long)bytes_out,
-              (double)dur_us / 1000.0, chat_id && *chat_id ? chat_id : "-");
+              (double)dur_us / 1000.0, chat_id && *chat_id ? chat_id : "-",
+              sim ? " attestation=SIMULATED" : "");
 }
 
 void app_respond_json(app_worker_t *aw, conn_t *c, http_req_t *req, int route, int status,
