@@ -17,6 +17,7 @@
 
 #include "core/hex.h"
 #include "core/log.h"
+#include "nvidia/evidence.h"
 #include "nvidia/nvml_loader.h"
 
 /* ---- embedded public data: NVIDIA/nvtrust @ 02817309 (Apache-2.0), verbatim ---- */
@@ -194,22 +195,6 @@ static const char canned_cert_chain_pem[] =
     "EY55WYoDBvs2wPAH1Gw4LbcwUN8QCff8bFmV4ZxjCRr4WXTLFHBKjbfneGSBWwA=\n"
     "-----END CERTIFICATE-----"
     ;
-/* nvtrust verifier/certs/verifier_device_root.pem: "NVIDIA Device Identity CA" */
-static const char nvidia_device_root_pem[] =
-    "-----BEGIN CERTIFICATE-----\n"
-    "MIICCzCCAZCgAwIBAgIQLTZwscoQBBHB/sDoKgZbVDAKBggqhkjOPQQDAzA1MSIw\n"
-    "IAYDVQQDDBlOVklESUEgRGV2aWNlIElkZW50aXR5IENBMQ8wDQYDVQQKDAZOVklE\n"
-    "SUEwIBcNMjExMTA1MDAwMDAwWhgPOTk5OTEyMzEyMzU5NTlaMDUxIjAgBgNVBAMM\n"
-    "GU5WSURJQSBEZXZpY2UgSWRlbnRpdHkgQ0ExDzANBgNVBAoMBk5WSURJQTB2MBAG\n"
-    "ByqGSM49AgEGBSuBBAAiA2IABA5MFKM7+KViZljbQSlgfky/RRnEQScW9NDZF8SX\n"
-    "gAW96r6u/Ve8ZggtcYpPi2BS4VFu6KfEIrhN6FcHG7WP05W+oM+hxj7nyA1r1jkB\n"
-    "2Ry70YfThX3Ba1zOryOP+MJ9vaNjMGEwDwYDVR0TAQH/BAUwAwEB/zAOBgNVHQ8B\n"
-    "Af8EBAMCAQYwHQYDVR0OBBYEFFeF/4PyY8xlfWi3Olv0jUrL+0lfMB8GA1UdIwQY\n"
-    "MBaAFFeF/4PyY8xlfWi3Olv0jUrL+0lfMAoGCCqGSM49BAMDA2kAMGYCMQCPeFM3\n"
-    "TASsKQVaT+8S0sO9u97PVGCpE9d/I42IT7k3UUOLSR/qvJynVOD1vQKVXf0CMQC+\n"
-    "EY55WYoDBvs2wPAH1Gw4LbcwUN8QCff8bFmV4ZxjCRr4WXTLFHBKjbfneGSBWwA=\n"
-    "-----END CERTIFICATE-----"
-    ;
 
 #define SPDM_NONCE_OFFSET 4 /* GET_MEASUREMENTS request: version, code, param1, param2, nonce */
 #define NONCE_LEN 32
@@ -259,7 +244,7 @@ static int cert_chain_b64(const uint8_t *pem, size_t len, buf_t *out, char *err,
         snprintf(err, errlen, "GPU certificate chain has %zu certificate(s), expected a chain", n);
         goto done;
     }
-    root = BIO_new_mem_buf(nvidia_device_root_pem, (int)strlen(nvidia_device_root_pem));
+    root = BIO_new_mem_buf(nv_device_root_pem, (int)strlen(nv_device_root_pem));
     if (!root || !(root_cert = PEM_read_bio_X509(root, NULL, NULL, NULL)))
         goto oom;
     for (size_t i = 0; i + 1 < n; i++)

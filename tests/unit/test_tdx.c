@@ -18,36 +18,9 @@
 #define T_V4 1750414563    /* inside the dcap-qvl collateral window (2025-06-20) */
 #define T_2026 1780000000  /* 2026-05-28, inside every PCK leaf used here */
 
-static const char *vec_dir(void)
-{
-    const char *d = getenv("VP_TEST_VECTORS");
-    return d ? d : "tests/vectors";
-}
+#include "vectors.h"
 
-static uint8_t *load(const char *rel, size_t *len)
-{
-    char path[512];
-    *len = 0;
-    snprintf(path, sizeof path, "%s/%s", vec_dir(), rel);
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        fprintf(stderr, "cannot open %s (run from the repository root)\n", path);
-        return NULL;
-    }
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *p = malloc((size_t)n + 1);
-    if (p && fread(p, 1, (size_t)n, f) != (size_t)n) {
-        free(p);
-        p = NULL;
-    }
-    fclose(f);
-    if (p)
-        p[n] = 0;
-    *len = (size_t)n;
-    return p;
-}
+static uint8_t *load(const char *rel, size_t *len) { return vec_load(rel, len); }
 
 /* A quote given as hex text (trailing whitespace allowed). */
 static uint8_t *load_hex(const char *rel, size_t *len)
