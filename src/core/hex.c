@@ -77,9 +77,12 @@ static int b64val(char c)
 
 long b64_decode(uint8_t *out, size_t outcap, const char *in, size_t inlen)
 {
+    /* Padding is optional, but when present it must complete the last quantum: one or two
+     * '=' and a total length that is a multiple of 4 ("Zg==", not "Zg=", "Zg===" or "Zm9v="). */
+    size_t pad = 0;
     while (inlen > 0 && in[inlen - 1] == '=')
-        inlen--;
-    if (inlen % 4 == 1)
+        inlen--, pad++;
+    if (inlen % 4 == 1 || (pad && (pad > 2 || (inlen + pad) % 4 != 0)))
         return -1;
     size_t need = inlen / 4 * 3 + (inlen % 4 ? inlen % 4 - 1 : 0);
     if (need > outcap)

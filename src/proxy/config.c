@@ -138,9 +138,18 @@ static int set_value(config_t *c, const char *key, const char *v, char *err, siz
         if (parse_uint("--listen port", colon + 1, 0, 65535, &x, err, errlen)) return -1;
         c->listen_port = (int)x;
         size_t hl = (size_t)(colon - v);
-        if (v[0] == '[' && colon[-1] == ']') {
+        /* An IPv6 host is bracketed ("[::1]:8000"); brackets must pair and enclose something,
+         * and an unbracketed host has no ':' ("::1:8000" is ambiguous) and no bracket. */
+        if (v[0] == '[') {
+            if (hl < 3 || colon[-1] != ']' || memchr(v + 1, '[', hl - 2) || memchr(v + 1, ']', hl - 2)) {
+                snprintf(err, errlen, "--listen: expected [IPV6]:PORT, got '%s'", v);
+                return -1;
+            }
             v++;
             hl -= 2;
+        } else if (memchr(v, ':', hl) || memchr(v, '[', hl) || memchr(v, ']', hl)) {
+            snprintf(err, errlen, "--listen: expected HOST:PORT or [IPV6]:PORT, got '%s'", v);
+            return -1;
         }
         if (hl >= sizeof c->listen_host) {
             snprintf(err, errlen, "--listen: host too long");
