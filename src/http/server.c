@@ -24,6 +24,7 @@
 #define PENDING_MAX (64 * 1024)
 #define WQ_HIGH (256 * 1024)
 #define WQ_LOW (64 * 1024)
+#define CORK_MAX (64 * 1024)
 #define LINGER_MS 2000
 
 /* Status codes whose responses never have a body (RFC 9110 6.4.1). */
@@ -59,6 +60,7 @@ struct conn {
     uint64_t bytes_out;
     size_t wq_bytes;
     int above_high;
+    int corked;
     buf_t pending;
     int resume_pending;
     int in_process;
@@ -79,6 +81,8 @@ struct worker {
     unsigned nconns;
     int draining;
     void (*drain_cb)(worker_t *);
+    buf_t cork;          /* wire bytes of the corked connection, written by conn_flush */
+    conn_t *cork_owner;  /* at most one per worker: corks end within one loop callback */
 };
 
 typedef struct wreq {
@@ -122,6 +126,7 @@ const char *http_status_text(int s)
 }
 
 static void conn_close(conn_t *c);
+int conn_flush(conn_t *c);
 static void conn_process(conn_t *c, const char *data, size_t len);
 static void conn_finish_response(conn_t *c);
 static void conn_timer(conn_t *c, unsigned ms);
@@ -366,6 +371,7 @@ static void conn_reset_request(conn_t *c)
     c->nheaders = 0;
     c->msg_complete = c->skip_body = c->head_error = 0;
     c->resp_started = c->resp_chunked = c->resp_done = c->resp_nobody = c->http10 = 0;
+    c->corked = 0;
     c->app = NULL;
     c->state = C_IDLE;
 }
@@ -480,6 +486,11 @@ static void conn_close(conn_t *c)
     if (c->state == C_CLOSING)
         return;
     int held = c->state == C_APP && !c->resp_done && c->app;
+    if (c->w->cork_owner == c) { /* unsent corked bytes die with the connection */
+        c->w->cork_owner = NULL;
+        buf_reset(&c->w->cork);
+    }
+    c->corked = 0;
     c->state = C_CLOSING;
     if (held && c->w->h->on_abort)
         c->w->h->on_abort(c, c->app);
@@ -550,14 +561,15 @@ static void on_write(uv_write_t *req, int status)
         conn_timer(c, c->w->lim.idle_timeout_ms); /* progress: restart the send timeout */
 }
 
-static int conn_writev(conn_t *c, uv_buf_t *bufs, unsigned n)
+static int conn_write_now(conn_t *c, uv_buf_t *bufs, unsigned n, int count)
 {
     if (c->state == C_CLOSING)
         return -1;
     size_t total = 0;
     for (unsigned i = 0; i < n; i++)
         total += bufs[i].len;
-    c->bytes_out += total;
+    if (count)
+        c->bytes_out += total;
     size_t done = 0;
     if (c->wq_bytes == 0) {
         int r = uv_try_write((uv_stream_t *)&c->tcp, bufs, n);
@@ -600,6 +612,47 @@ static int conn_writev(conn_t *c, uv_buf_t *bufs, unsigned n)
         return -1;
     }
     return 0;
+}
+
+/* Writes, or while the connection is corked, appends the wire bytes to the worker's cork
+ * buffer so that everything one engine read produced leaves in one write(2). */
+static int conn_writev(conn_t *c, uv_buf_t *bufs, unsigned n)
+{
+    if (!c->corked)
+        return conn_write_now(c, bufs, n, 1);
+    if (c->state == C_CLOSING)
+        return -1;
+    worker_t *w = c->w;
+    if (w->cork_owner && w->cork_owner != c)
+        conn_flush(w->cork_owner);
+    w->cork_owner = c;
+    for (unsigned i = 0; i < n; i++) {
+        c->bytes_out += bufs[i].len;
+        if (buf_append(&w->cork, bufs[i].base, bufs[i].len) != 0) {
+            conn_close(c);
+            return -1;
+        }
+    }
+    return w->cork.len >= CORK_MAX ? conn_flush(c) : 0;
+}
+
+void conn_cork(conn_t *c) { c->corked = 1; }
+
+int conn_flush(conn_t *c)
+{
+    worker_t *w = c->w;
+    if (w->cork_owner != c)
+        return c->state == C_CLOSING ? -1 : 0;
+    w->cork_owner = NULL;
+    if (w->cork.len == 0)
+        return 0;
+    uv_buf_t b = uv_buf_init(w->cork.data, (unsigned)w->cork.len);
+    int r = conn_write_now(c, &b, 1, 0);
+    if (w->cork.cap > 4 * CORK_MAX)
+        buf_free(&w->cork);
+    else
+        buf_reset(&w->cork);
+    return r;
 }
 
 int conn_start_response(conn_t *c, int status, const char *content_type,
@@ -726,6 +779,9 @@ int conn_end_response(conn_t *c)
             return -1;
         c->bytes_out = before;
     }
+    if (conn_flush(c) != 0)
+        return -1;
+    c->corked = 0;
     c->resp_done = 1;
     c->app = NULL;
     if (c->wq_bytes == 0)
@@ -870,6 +926,7 @@ void worker_free(worker_t *w)
 {
     if (!w)
         return;
+    buf_free(&w->cork);
     free(w->rbuf);
     free(w);
 }

@@ -68,6 +68,11 @@ int conn_start_response(conn_t *c, int status, const char *content_type,
                         const char *extra_headers, int64_t content_length);
 int conn_write_body(conn_t *c, const void *p, size_t n);
 int conn_end_response(conn_t *c);
+/* Corking: from conn_cork until conn_flush (or the end of the response), written bytes are
+ * gathered and leave in one write. Used by the relay for everything one engine read
+ * produced; a cork must not outlive the loop callback that set it up without a flush. */
+void conn_cork(conn_t *c);
+int conn_flush(conn_t *c);
 /* Abandons the response and closes the connection (the client sees a truncated body). */
 void conn_abort(conn_t *c);
 int conn_response_started(const conn_t *c);

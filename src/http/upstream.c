@@ -371,8 +371,12 @@ static void on_uread(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
         ex_done(ex, UPS_OK);
         return;
     }
-    if (e != HPE_OK)
+    if (e != HPE_OK) {
         ex_done(ex, UPS_E_PROTOCOL);
+        return;
+    }
+    if (ex->cbs->on_read_done)
+        ex->cbs->on_read_done(ex->ud);
 }
 
 static void on_uwrite(uv_write_t *w, int status)

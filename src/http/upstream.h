@@ -50,6 +50,9 @@ typedef struct upstream_cbs {
     void (*on_head)(void *ud, int status, strv_t content_type, int64_t content_length);
     void (*on_body)(void *ud, const char *p, size_t n);
     void (*on_done)(void *ud, int err, int status_seen);
+    /* Optional: one engine read was fully delivered through on_head/on_body (and the
+     * exchange goes on). The relay flushes what that read produced in one write. */
+    void (*on_read_done)(void *ud);
 } upstream_cbs_t;
 
 upstream_pool_t *upstream_pool_new(uv_loop_t *loop, const upstream_target_t *t, worker_t *w);

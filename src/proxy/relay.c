@@ -40,7 +40,9 @@ struct relay {
 static void relay_on_head(void *ud, int status, strv_t ctype, int64_t cl);
 static void relay_on_body(void *ud, const char *p, size_t n);
 static void relay_on_done(void *ud, int err, int status);
-static const upstream_cbs_t RELAY_CBS = {relay_on_head, relay_on_body, relay_on_done};
+static void relay_on_read_done(void *ud);
+static const upstream_cbs_t RELAY_CBS = {relay_on_head, relay_on_body, relay_on_done,
+                                         relay_on_read_done};
 
 static relay_t *relay_get(app_worker_t *aw)
 {
@@ -147,6 +149,7 @@ int relay_start(app_worker_t *aw, conn_t *c, http_req_t *req, int route, int kin
         buf_puts(h, "\r\n");
     }
     conn_set_app(c, r);
+    conn_cork(c);
     r->up = upstream_send(aw->pool, method, upstream_path, query, h->data, body, len, &RELAY_CBS, r);
     if (!r->up) {
         conn_set_app(c, NULL);
@@ -284,9 +287,16 @@ static void relay_on_body(void *ud, const char *p, size_t n)
             relay_finalize(r);
     }
     r->bytes_out += n;
+    conn_write_body(r->c, p, n); /* corked: leaves with the rest of this read */
+}
+
+/* Everything one engine read produced goes out in one write; then backpressure. */
+static void relay_on_read_done(void *ud)
+{
+    relay_t *r = ud;
     conn_t *c = r->c;
-    if (conn_write_body(c, p, n) != 0)
-        return; /* the connection closed: relay_on_abort already released r */
+    if (!c || conn_flush(c) != 0)
+        return; /* the connection closed: relay_on_abort released r */
     if (conn_should_pause_source(c) && r->up)
         upstream_pause(r->up);
 }
