@@ -705,6 +705,24 @@ int conn_start_response(conn_t *c, int status, const char *content_type,
     return r;
 }
 
+/* "<hex size>\r\n" without printf: this runs once per engine read on the streaming path. */
+static int chunk_size_line(char out[24], size_t n)
+{
+    static const char hexd[] = "0123456789abcdef";
+    char tmp[20];
+    int k = 0;
+    do {
+        tmp[k++] = hexd[n & 15];
+        n >>= 4;
+    } while (n);
+    int o = 0;
+    while (k)
+        out[o++] = tmp[--k];
+    out[o++] = '\r';
+    out[o++] = '\n';
+    return o;
+}
+
 int conn_write_body(conn_t *c, const void *p, size_t n)
 {
     if (!c->resp_started || c->resp_done || n == 0 || c->resp_nobody)
@@ -714,7 +732,7 @@ int conn_write_body(conn_t *c, const void *p, size_t n)
         return conn_writev(c, &b, 1);
     }
     char sz[24];
-    int sl = snprintf(sz, sizeof sz, "%zx\r\n", n);
+    int sl = chunk_size_line(sz, n);
     uv_buf_t b[3] = {uv_buf_init(sz, (unsigned)sl), uv_buf_init((char *)p, (unsigned)n),
                      uv_buf_init("\r\n", 2)};
     uint64_t before = c->bytes_out;

@@ -174,9 +174,14 @@ int sse_feed(sse_t *s, const char *p, size_t n)
     size_t i = 0;
     while (i < n) {
         if (s->phase == PH_VALUE) {
-            size_t j = i;
-            while (j < n && p[j] != '\n' && p[j] != '\r')
-                j++;
+            /* The hot path once the id is known: skip to the line end with memchr (SIMD in
+             * glibc) instead of a byte loop; CR line ends are rare, so look for one only
+             * before the next LF. */
+            const char *lf = memchr(p + i, '\n', n - i);
+            size_t j = lf ? (size_t)(lf - p) : n;
+            const char *cr = memchr(p + i, '\r', j - i);
+            if (cr)
+                j = (size_t)(cr - p);
             if (s->is_data && j > i && data_run(s, p + i, j - i) != 0)
                 return -1;
             i = j;
