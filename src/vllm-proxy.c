@@ -2,6 +2,7 @@
  * attestation provider, then runs one event loop per worker thread, each with its own
  * SO_REUSEPORT listener and upstream pool. SIGTERM/SIGINT drain gracefully; a second signal
  * closes what is left at once. */
+#include <malloc.h>
 #include <signal.h>
 #include <sodium.h>
 #include <stdio.h>
@@ -212,6 +213,10 @@ int main(int argc, char **argv)
     }
     log_set_level(g_cfg.log_level);
     signal(SIGPIPE, SIG_IGN);
+    /* Keep freed memory for reuse instead of trimming the heap every few requests (measured:
+     * one mprotect per five or six signed requests with glibc's defaults). */
+    mallopt(M_TRIM_THRESHOLD, 64 << 20);
+    mallopt(M_TOP_PAD, 4 << 20);
 
     g_app.cfg = &g_cfg;
     g_app.start_time = wall_now();

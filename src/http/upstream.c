@@ -60,6 +60,8 @@ struct upstream_pool {
     llhttp_settings_t settings;
     uconn_t *idle;
     unsigned nidle;
+    upstream_req_t *free_ex;   /* recycled exchanges: no allocation per request */
+    unsigned nfree_ex;
 };
 
 int upstream_target_parse(upstream_target_t *t, const char *url, char *err, size_t errlen)
@@ -249,10 +251,35 @@ static void uconn_close(uconn_t *c)
     uv_close((uv_handle_t *)&c->timer, on_uhandle_closed);
 }
 
+#define MAX_FREE_EX 256
+
+/* Exchanges go back to their pool's free list, keeping the head buffer's storage. */
 static void ex_free(upstream_req_t *ex)
 {
+    upstream_pool_t *p = ex->pool;
+    if (p->nfree_ex < MAX_FREE_EX && ex->head.cap <= 4096) {
+        buf_t head = ex->head;
+        buf_reset(&head);
+        memset(ex, 0, sizeof *ex);
+        ex->head = head;
+        ex->pool = (upstream_pool_t *)p->free_ex; /* link field while free */
+        p->free_ex = ex;
+        p->nfree_ex++;
+        return;
+    }
     buf_free(&ex->head);
     free(ex);
+}
+
+static upstream_req_t *ex_get(upstream_pool_t *p)
+{
+    upstream_req_t *ex = p->free_ex;
+    if (!ex)
+        return calloc(1, sizeof *ex);
+    p->free_ex = (upstream_req_t *)ex->pool;
+    p->nfree_ex--;
+    ex->pool = NULL;
+    return ex;
 }
 
 static void ex_attach(upstream_req_t *ex, uconn_t *c);
@@ -496,6 +523,12 @@ void upstream_pool_close(upstream_pool_t *p)
 {
     while (p->idle)
         uconn_close(p->idle);
+    while (p->free_ex) {
+        upstream_req_t *ex = p->free_ex;
+        p->free_ex = (upstream_req_t *)ex->pool;
+        buf_free(&ex->head);
+        free(ex);
+    }
     free(p);
 }
 
@@ -505,7 +538,7 @@ upstream_req_t *upstream_send(upstream_pool_t *p, const char *method, strv_t pat
                               const char *extra_headers, const void *body, size_t len,
                               const upstream_cbs_t *cbs, void *ud)
 {
-    upstream_req_t *ex = calloc(1, sizeof *ex);
+    upstream_req_t *ex = ex_get(p);
     if (!ex)
         return NULL;
     ex->pool = p;
