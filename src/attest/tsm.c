@@ -131,7 +131,7 @@ static int read_outblob(const tsm_t *t, buf_t *out, char *err, size_t errlen)
     size_t start = out->len;
     int rc = 0;
     for (;;) {
-        if (out->len - start >= TSM_MAX_QUOTE) {
+        if (out->len - start > TSM_MAX_QUOTE) {
             snprintf(err, errlen, "configfs-tsm: outblob larger than %u bytes", TSM_MAX_QUOTE);
             rc = -1;
             break;
@@ -141,7 +141,8 @@ static int read_outblob(const tsm_t *t, buf_t *out, char *err, size_t errlen)
             rc = -1;
             break;
         }
-        ssize_t r = read(fd, out->data + out->len, out->cap - out->len - 1);
+        size_t room = out->cap - out->len - 1, left = TSM_MAX_QUOTE - (out->len - start) + 1;
+        ssize_t r = read(fd, out->data + out->len, room < left ? room : left); /* +1: sees overflow */
         if (r < 0 && errno == EINTR)
             continue;
         if (r < 0) {

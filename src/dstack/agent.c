@@ -6,9 +6,11 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <json-c/json.h>
+#include <json-c/printbuf.h>
 #include <llhttp.h>
 #include <netdb.h>
 #include <poll.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -219,6 +221,7 @@ static int exchange(const dstack_endpoint_t *ep, const buf_t *reqb, int *status,
                     char *err, size_t errlen)
 {
     long long deadline = now_ms() + ep->timeout_ms;
+    char chunk[16384];
     int fd = open_conn(ep, deadline, err, errlen);
     if (fd < 0)
         return strstr(err, "timed out") ? -2 : -1;
@@ -253,7 +256,6 @@ static int exchange(const dstack_endpoint_t *ep, const buf_t *reqb, int *status,
     llhttp_init(&parser, HTTP_RESPONSE, &set);
     resp_state_t st = {.body = resp};
     parser.data = &st;
-    char chunk[16384];
     for (;;) {
         ssize_t n = recv(fd, chunk, sizeof chunk, 0);
         if (n < 0 && errno == EINTR)
@@ -288,6 +290,7 @@ static int exchange(const dstack_endpoint_t *ep, const buf_t *reqb, int *status,
     *status = parser.status_code;
     rc = 0;
 out:
+    sodium_memzero(chunk, sizeof chunk); /* GetKey answers carry a secret */
     close(fd);
     return rc;
 }
@@ -337,11 +340,17 @@ static struct json_object *parse_obj(const char *s, size_t n)
     if (!tok)
         return NULL;
     struct json_object *o = json_tokener_parse_ex(tok, s, (int)n);
-    if (o && (json_tokener_get_error(tok) != json_tokener_success ||
-              json_tokener_get_parse_end(tok) != n || !json_object_is_type(o, json_type_object))) {
+    size_t end = json_tokener_get_parse_end(tok);
+    while (end < n && (s[end] == ' ' || s[end] == '\t' || s[end] == '\r' || s[end] == '\n'))
+        end++; /* RFC 8259: whitespace may follow the value */
+    if (o && (json_tokener_get_error(tok) != json_tokener_success || end != n ||
+              !json_object_is_type(o, json_type_object))) {
         json_object_put(o);
         o = NULL;
     }
+    /* The tokener keeps the last string it read (a GetKey secret) in its scratch buffer. */
+    if (tok->pb && tok->pb->buf && tok->pb->size > 0)
+        sodium_memzero(tok->pb->buf, (size_t)tok->pb->size);
     json_tokener_free(tok);
     return o;
 }
@@ -354,6 +363,12 @@ static struct json_object *rpc(const dstack_endpoint_t *ep, const char *method, 
     int status = 0;
     struct json_object *o = NULL;
     const char *who = ep->tappd ? "tappd" : "dstack guest agent";
+    /* Reserved up front so that a small answer (GetKey's secret) is never left behind by a
+     * realloc; wiped before it is freed. */
+    if (buf_reserve(&resp, 4096)) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
     if (dstack_http_post(ep, method, body, strlen(body), &status, &resp, err, errlen) != 0)
         goto out;
     if (resp.len > INT32_MAX) {
@@ -374,6 +389,7 @@ static struct json_object *rpc(const dstack_endpoint_t *ep, const char *method, 
                  method, resp.len);
     }
 out:
+    sodium_memzero(resp.data, resp.cap);
     buf_free(&resp);
     return o;
 }
@@ -443,8 +459,15 @@ int dstack_get_quote(const dstack_endpoint_t *ep, const uint8_t report_data[64],
         goto out;
     }
     if (ep->tappd) {
+        /* We asked for raw: REPORTDATA must be report_data itself. An agent that says it
+         * hashed (or names no algorithm we can repeat) is not serving our request. */
         const char *ha = get_string(o, "hash_algorithm", NULL), *px = get_string(o, "prefix", NULL);
-        snprintf(q->hash_algorithm, sizeof q->hash_algorithm, "%s", ha && *ha ? ha : "raw");
+        if (ha && *ha && strcmp(ha, "raw") != 0) {
+            snprintf(err, errlen, "%s: %s used hash_algorithm '%.32s', not the requested raw", who,
+                     method, ha);
+            goto out;
+        }
+        snprintf(q->hash_algorithm, sizeof q->hash_algorithm, "raw");
         snprintf(q->prefix, sizeof q->prefix, "%s", px ? px : "");
     }
     rc = 0;
@@ -499,14 +522,16 @@ int dstack_get_key(const dstack_endpoint_t *ep, const char *path, const char *al
         return -1;
     size_t kl = 0;
     const char *kh = get_string(o, "key", &kl);
-    if (!kh || hex_to_buf(kh, kl, &kb) || kb.len < 32) {
+    if (!kh || hex_to_buf(kh, kl, &kb) || kb.len != 32) {
         snprintf(err, errlen, "dstack guest agent: GetKey(%s) returned no 32-byte hex key", path);
     } else {
         memcpy(key, kb.data, 32); /* ed25519: the seed; secp256k1: the secret scalar */
         rc = 0;
     }
+    if (kh)
+        sodium_memzero((char *)kh, kl); /* json-c's copy of the secret */
     if (kb.data)
-        memset(kb.data, 0, kb.cap);
+        sodium_memzero(kb.data, kb.cap);
     buf_free(&kb);
     json_object_put(o);
     return rc;

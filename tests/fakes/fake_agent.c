@@ -39,6 +39,9 @@ typedef struct fake_agent {
     volatile int hang_up;       /* this many next connections are closed unanswered */
     volatile int bad_rd;        /* quote without our report_data */
     volatile int chunked;       /* answer with chunked transfer coding */
+    volatile int long_key;      /* GetKey answers 64 key bytes instead of 32 */
+    volatile int trailing_nl;   /* 200 bodies end with "\r\n" (valid JSON whitespace) */
+    const char *volatile tappd_alg; /* TdxQuote's hash_algorithm answer; NULL: "raw" */
     /* counters */
     volatile int n_quote, n_info, n_key, n_conn;
     /* data */
@@ -179,7 +182,7 @@ static void fake_handle(fake_agent_t *a, int fd, const char *path, const char *b
         buf_printf(&out, "{\"quote\":\"%s\",\"event_log\":", qh);
         buf_json_str(&out, a->event_log.data, a->event_log.len);
         if (a->tappd) {
-            buf_puts(&out, ",\"hash_algorithm\":\"raw\",\"prefix\":\"\"}");
+            buf_printf(&out, ",\"hash_algorithm\":\"%s\",\"prefix\":\"\"}", a->tappd_alg ? a->tappd_alg : "raw");
         } else {
             char rdfull[129];
             hex_encode(rdfull, rd, 64);
@@ -203,12 +206,14 @@ static void fake_handle(fake_agent_t *a, int fd, const char *path, const char *b
         buf_printf(&in, "fake-kms|%s|%s", a->app_id, kpath);
         sha256(in.data, in.len, k);
         hex_encode(kh, k, 32);
-        buf_printf(&out, "{\"key\":\"%s\",\"signature_chain\":[\"00\",\"11\"]}", kh);
+        buf_printf(&out, "{\"key\":\"%s%s\",\"signature_chain\":[\"00\",\"11\"]}", kh, a->long_key ? kh : "");
         buf_free(&in);
     } else {
         fake_send(fd, 404, "{\"error\":\"no such method\"}", 26, 0);
         return;
     }
+    if (a->trailing_nl)
+        buf_puts(&out, "\r\n");
     fake_send(fd, 200, out.data, out.len, a->chunked);
     buf_free(&out);
 }

@@ -212,12 +212,49 @@ static void test_errors(void **state)
     fake_agent_stop(a);
 }
 
+/* Strictness on what the agent hands back: a key of any length but 32 bytes is refused (not
+ * cut), a tappd that hashed report_data is refused, and valid JSON followed by whitespace is
+ * accepted (RFC 8259), tcb_info included. */
+static void test_agent_answers(void **state)
+{
+    (void)state;
+    char err[256] = "";
+    uint8_t k[32];
+    dstack_endpoint_t ep;
+    fake_agent_t *a = fake_agent_start(0);
+    endpoint_of(&ep, a, 2000);
+    a->long_key = 1;
+    assert_int_equal(dstack_get_key(&ep, "m/ecdsa-signing-key", "secp256k1", k, err, sizeof err), -1);
+    assert_non_null(strstr(err, "32-byte"));
+    a->long_key = 0;
+
+    a->trailing_nl = 1;
+    dstack_quote_t q = {0};
+    assert_int_equal(dstack_get_quote(&ep, RD, &q, err, sizeof err), 0);
+    dstack_quote_free(&q);
+    assert_int_equal(dstack_get_key(&ep, "m/ecdsa-signing-key", "secp256k1", k, err, sizeof err), 0);
+    buf_t info = BUF_INIT;
+    assert_int_equal(dstack_info(&ep, &info, err, sizeof err), 0);
+    buf_free(&info);
+    fake_agent_stop(a);
+
+    a = fake_agent_start(1);
+    endpoint_of(&ep, a, 2000);
+    a->tappd_alg = "sha512";
+    assert_int_equal(dstack_get_quote(&ep, RD, &q, err, sizeof err), -1);
+    assert_non_null(strstr(err, "sha512"));
+    assert_int_equal(q.quote.len, 0);
+    a->tappd_alg = NULL;
+    fake_agent_stop(a);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_endpoint_parse), cmocka_unit_test(test_get_quote),
         cmocka_unit_test(test_info_tcb_object), cmocka_unit_test(test_get_key_stable),
         cmocka_unit_test(test_tappd_quote), cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_agent_answers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
