@@ -3,7 +3,7 @@
 # AddressSanitizer and UndefinedBehaviorSanitizer.
 
 CC ?= cc
-PKGS := libuv json-c libcrypto libsecp256k1 libsodium nettle
+PKGS := libuv json-c libcrypto libsecp256k1 libsodium nettle hiredis
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 LLHTTP_DIR ?= /usr/share/llhttp

@@ -1,6 +1,6 @@
 /* vllm-proxy: loads the configuration, creates the signing keys, the signature store and the
  * attestation provider, then runs one event loop per worker thread, each with its own
- * SO_REUSEPORT listener and upstream pool. SIGTERM/SIGINT drain gracefully; a second signal
+ * SO_REUSEPORT listener, upstream pool and (with REDIS_HOST) Redis connection. SIGTERM/SIGINT drain gracefully; a second signal
  * closes what is left at once. */
 #include <malloc.h>
 #include <signal.h>
@@ -41,6 +41,8 @@ static void on_drained(worker_t *w)
     t->drained = 1;
     upstream_pool_close(t->aw.pool);
     t->aw.pool = NULL;
+    rstore_close(t->aw.redis); /* its handles finish closing when main runs the loop again */
+    t->aw.redis = NULL;
     /* ctl stays open: the main thread may still signal it. It is closed after the join. */
     uv_timer_stop(&t->grace);
     uv_stop(&t->loop);
@@ -266,6 +268,17 @@ int main(int argc, char **argv)
             return 1;
         }
         t->aw.pool = upstream_pool_new(&t->loop, &g_app.upstream, t->aw.w);
+        if (g_cfg.redis_host[0]) {
+            /* One connection per loop; it connects (and reconnects) in the background. */
+            rstore_config_t rc = {.host = g_cfg.redis_host, .port = g_cfg.redis_port,
+                                  .password = g_cfg.redis_password, .db = g_cfg.redis_db,
+                                  .timeout_ms = g_cfg.redis_timeout_ms, .ttl_s = g_cfg.cache_ttl,
+                                  .worker = i};
+            if (!(t->aw.redis = rstore_new(&t->loop, &rc))) {
+                fprintf(stderr, "vllm-proxy: out of memory\n");
+                return 1;
+            }
+        }
         uv_async_init(&t->loop, &t->ctl, on_ctl);
         t->ctl.data = t;
         uv_timer_init(&t->loop, &t->grace);
@@ -295,6 +308,10 @@ int main(int argc, char **argv)
     LOG_INFO("signing address (ed25519): %s", signer_ed25519_pubkey_hex(g_app.signer));
     LOG_INFO("model %s, signature store %zu records for %u s, %d token(s), %d trusted for X-Request-Hash",
              g_cfg.model_name, g_cfg.cache_capacity, g_cfg.cache_ttl, g_cfg.ntokens, g_cfg.ntrusted);
+    if (g_cfg.redis_host[0])
+        LOG_INFO("signature store: memory, written through to Redis %s:%d db %d (timeout %u ms)%s",
+                 g_cfg.redis_host, g_cfg.redis_port, g_cfg.redis_db, g_cfg.redis_timeout_ms,
+                 g_cfg.redis_password[0] ? " with AUTH" : "");
 
     for (int i = 0; i < g_cfg.workers; i++)
         uv_thread_create(&g_threads[i].thread, worker_main, &g_threads[i]);

@@ -1,6 +1,6 @@
 /* The application behind the HTTP server: shared state (immutable config, signer, store,
  * attestation provider; the last three are thread-safe) and the per-worker state (the
- * upstream pool, metrics, a free list of relays). */
+ * upstream pool, the Redis connection, metrics, a free list of relays). */
 #ifndef VP_PROXY_APP_H
 #define VP_PROXY_APP_H
 
@@ -13,6 +13,7 @@
 #include "proxy/config.h"
 #include "proxy/metrics.h"
 #include "sign/signer.h"
+#include "store/redis.h"
 #include "store/store.h"
 
 typedef struct app {
@@ -36,6 +37,7 @@ typedef struct app_worker {
     relay_t *free_relays;
     unsigned nfree_relays;
     buf_t scratch; /* upstream header lines, rebuilt per request */
+    rstore_t *redis; /* this loop's Redis connection; NULL when REDIS_HOST is unset */
 } app_worker_t;
 
 extern const http_handler_t app_http_handler;

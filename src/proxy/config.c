@@ -55,6 +55,11 @@ static const opt_t OPTS[] = {
     {"--shutdown-grace", "SHUTDOWN_GRACE", "SECONDS", "time in-flight requests get after SIGTERM (default 30)"},
     {"--log-level", "LOG_LEVEL", "LEVEL", "debug|info|warning|error (default info)"},
     {"--gpu-no-hw-mode", "GPU_NO_HW_MODE", "0|1", "canned GPU evidence (accepted for compatibility; simulated mode always simulates)"},
+    {"--redis-host", "REDIS_HOST", "HOST", "Redis shared by replicas for signatures: host name, IP or /unix/socket (default unset: memory only)"},
+    {"--redis-port", "REDIS_PORT", "PORT", "Redis port (default 6379)"},
+    {"--redis-password", "REDIS_PASSWORD", "PASSWORD", "Redis AUTH password (default none)"},
+    {"--redis-db", "REDIS_DB", "N", "Redis database, SELECTed on connect (default 0)"},
+    {"--redis-timeout-ms", "REDIS_TIMEOUT_MS", "MS", "Redis connect and reply timeout; then memory for 10 s (default 100)"},
 };
 #define NOPTS (sizeof OPTS / sizeof OPTS[0])
 
@@ -258,6 +263,22 @@ static int set_value(config_t *c, const char *key, const char *v, char *err, siz
     else if (!strcmp(key, "SHUTDOWN_GRACE")) {
         if (parse_uint(key, v, 0, 3600, &x, err, errlen)) return -1;
         c->shutdown_grace_ms = (unsigned)(x * 1000);
+    } else if (!strcmp(key, "REDIS_HOST") || !strcmp(key, "REDIS_PASSWORD")) {
+        char *dst = key[6] == 'H' ? c->redis_host : c->redis_password;
+        if (strlen(v) >= 256) {
+            snprintf(err, errlen, "%s too long", key);
+            return -1;
+        }
+        snprintf(dst, 256, "%s", v);
+    } else if (!strcmp(key, "REDIS_PORT")) {
+        if (parse_uint(key, v, 1, 65535, &x, err, errlen)) return -1;
+        c->redis_port = (int)x;
+    } else if (!strcmp(key, "REDIS_DB")) {
+        if (parse_uint(key, v, 0, 65535, &x, err, errlen)) return -1;
+        c->redis_db = (int)x;
+    } else if (!strcmp(key, "REDIS_TIMEOUT_MS")) {
+        if (parse_uint(key, v, 1, 60000, &x, err, errlen)) return -1;
+        c->redis_timeout_ms = (unsigned)x;
     } else if (!strcmp(key, "LOG_LEVEL")) {
         int l = log_level_parse(v);
         if (l < 0) {
@@ -281,7 +302,8 @@ static const char *ENV_KEYS[] = {
     "UPSTREAM_CONNECT_TIMEOUT", "UPSTREAM_FIRST_BYTE_TIMEOUT", "TIMEOUT", "SHUTDOWN_GRACE",
     "LOG_LEVEL", "DSTACK_SIMULATOR_ENDPOINT", "TAPPD_SIMULATOR_ENDPOINT", "TSM_REPORT_PATH",
     "ATTESTATION_TIMEOUT", "ATTESTATION_CACHE_TTL", "TLS_CERT_PATH", "GPU_EVIDENCE",
-    "NVML_LIBRARY_PATH", "GPU_ALLOW_CC_OFF", "GPU_EVIDENCE_TIMEOUT",
+    "NVML_LIBRARY_PATH", "GPU_ALLOW_CC_OFF", "GPU_EVIDENCE_TIMEOUT", "REDIS_HOST", "REDIS_PORT",
+    "REDIS_PASSWORD", "REDIS_DB", "REDIS_TIMEOUT_MS",
 };
 
 /* Flag name -> setting name; "--listen" is handled as its own key. */
@@ -306,6 +328,9 @@ static const char *flag_key(const char *flag)
         {"--attestation-cache-ttl", "ATTESTATION_CACHE_TTL"}, {"--tls-cert", "TLS_CERT_PATH"},
         {"--gpu-evidence", "GPU_EVIDENCE"}, {"--nvml-library", "NVML_LIBRARY_PATH"},
         {"--gpu-allow-cc-off", "GPU_ALLOW_CC_OFF"}, {"--gpu-evidence-timeout", "GPU_EVIDENCE_TIMEOUT"},
+        {"--redis-host", "REDIS_HOST"}, {"--redis-port", "REDIS_PORT"},
+        {"--redis-password", "REDIS_PASSWORD"}, {"--redis-db", "REDIS_DB"},
+        {"--redis-timeout-ms", "REDIS_TIMEOUT_MS"},
     };
     for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
         if (!strcmp(flag, map[i][0]))
@@ -337,6 +362,8 @@ int config_load(config_t *c, int argc, char **argv, char *err, size_t errlen)
     c->log_level = LOG_LVL_INFO;
     c->attestation_timeout_ms = 5000;
     c->attestation_cache_ttl = 300;
+    c->redis_port = 6379;
+    c->redis_timeout_ms = 100;
 
     for (size_t i = 0; i < sizeof ENV_KEYS / sizeof ENV_KEYS[0]; i++) {
         const char *v = getenv(ENV_KEYS[i]);

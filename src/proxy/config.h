@@ -42,6 +42,11 @@ typedef struct config {
     unsigned upstream_connect_timeout_ms, upstream_first_byte_timeout_ms, total_timeout_ms;
     unsigned shutdown_grace_ms;
     int log_level;
+    char redis_host[256];                        /* "" = signatures in memory only */
+    int redis_port;
+    char redis_password[256];                    /* "" = no AUTH */
+    int redis_db;
+    unsigned redis_timeout_ms;                   /* connect and per-command reply time */
 } config_t;
 
 enum { CFG_OK = 0, CFG_EXIT_OK = 1, CFG_ERROR = -1 };

@@ -240,40 +240,52 @@ const char APP_INVALID_ALGO[] = "Invalid signing algorithm. Must be 'ed25519' or
 
 /* ---- signature ---- */
 
-static void handle_signature(app_worker_t *aw, conn_t *c, http_req_t *req)
-{
-    const config_t *cfg = aw->app->cfg;
-    char id[600];
-    long idn = pct_decode(req->path.p + 14, req->path.n - 14, id, sizeof id);
-    if (idn <= 0 || idn > 256 || memchr(id, '/', (size_t)idn)) {
-        app_respond_error(aw, c, req, ROUTE_SIGNATURE, 404, "Chat id not found or expired", "not_found", NULL);
-        return;
-    }
+#define APP_KIND_SIGNATURE 0x5349474e
+
+/* A signature lookup waiting for Redis. Owned by the pending GET (whose callback always runs,
+ * on this loop): when the client goes away first, on_abort only forgets the connection. */
+typedef struct sig_job {
+    int kind; /* APP_KIND_SIGNATURE: first, tells jobs from relays in on_abort */
+    app_worker_t *aw;
+    conn_t *c;
+    http_req_t *req;
+    size_t klen;
     char key[STORE_MAX_KEY + 1];
-    int kl = snprintf(key, sizeof key, "%s:chat:%s", cfg->model_name, id);
-    buf_t rec = BUF_INIT;
-    if (kl <= 0 || (size_t)kl >= sizeof key ||
-        store_get(aw->app->store, key, (size_t)kl, wall_now(), &rec) != STORE_OK) {
-        buf_free(&rec);
-        app_respond_error(aw, c, req, ROUTE_SIGNATURE, 404, "Chat id not found or expired", "not_found", NULL);
-        return;
-    }
+} sig_job_t;
+
+static void respond_not_found(app_worker_t *aw, conn_t *c, http_req_t *req)
+{
+    app_respond_error(aw, c, req, ROUTE_SIGNATURE, 404, "Chat id not found or expired", "not_found", NULL);
+}
+
+/* Answers from a record (ours, or another replica's through Redis): text, signature_ecdsa,
+ * signing_address_ecdsa, signature_ed25519, signing_address_ed25519. */
+static void respond_record(app_worker_t *aw, conn_t *c, http_req_t *req, const char *rec, size_t len)
+{
     int algo = app_parse_algo(req->query);
     if (algo < 0) {
-        buf_free(&rec);
         app_respond_error(aw, c, req, ROUTE_SIGNATURE, 400, APP_INVALID_ALGO, "invalid_signing_algo", NULL);
         return;
     }
-    /* The record is our own JSON: text, signature_ecdsa, signing_address_ecdsa,
-     * signature_ed25519, signing_address_ed25519. */
-    json_object *o = json_tokener_parse(rec.data);
+    json_tokener *tok = json_tokener_new();
+    json_object *o = NULL;
+    if (tok && len <= STORE_MAX_VAL) {
+        o = json_tokener_parse_ex(tok, rec, (int)len);
+        if (o && (json_tokener_get_error(tok) != json_tokener_success ||
+                  !json_object_is_type(o, json_type_object))) {
+            json_object_put(o);
+            o = NULL;
+        }
+    }
+    if (tok)
+        json_tokener_free(tok);
     json_object *t = NULL, *s = NULL, *a = NULL;
     const char *sk = algo ? "signature_ed25519" : "signature_ecdsa";
     const char *ak = algo ? "signing_address_ed25519" : "signing_address_ecdsa";
     if (!o || !json_object_object_get_ex(o, "text", &t) || !json_object_object_get_ex(o, sk, &s) ||
-        !json_object_object_get_ex(o, ak, &a)) {
+        !json_object_object_get_ex(o, ak, &a) || !json_object_is_type(t, json_type_string) ||
+        !json_object_is_type(s, json_type_string) || !json_object_is_type(a, json_type_string)) {
         json_object_put(o);
-        buf_free(&rec);
         app_respond_error(aw, c, req, ROUTE_SIGNATURE, 500, "stored signature record is corrupt",
                       "server_error", NULL);
         return;
@@ -289,7 +301,72 @@ static void handle_signature(app_worker_t *aw, conn_t *c, http_req_t *req)
     app_respond_json(aw, c, req, ROUTE_SIGNATURE, 200, b.data, b.len);
     buf_free(&b);
     json_object_put(o);
+}
+
+/* The memory layer: this process's own records. */
+static void respond_local(app_worker_t *aw, conn_t *c, http_req_t *req, const char *key, size_t klen)
+{
+    buf_t rec = BUF_INIT;
+    if (store_get(aw->app->store, key, klen, wall_now(), &rec) != STORE_OK)
+        respond_not_found(aw, c, req);
+    else
+        respond_record(aw, c, req, rec.data, rec.len);
     buf_free(&rec);
+}
+
+/* Redis answered (or failed, timed out, or the connection dropped): a non-empty value wins,
+ * anything else falls back to memory. */
+static void signature_redis_done(void *ud, int rc, const char *val, size_t len)
+{
+    sig_job_t *j = ud;
+    if (j->c) {
+        conn_set_app(j->c, NULL);
+        if (rc == RSTORE_OK && len > 0)
+            respond_record(j->aw, j->c, j->req, val, len);
+        else
+            respond_local(j->aw, j->c, j->req, j->key, j->klen);
+    }
+    free(j);
+}
+
+static void signature_on_abort(void *job)
+{
+    ((sig_job_t *)job)->c = NULL; /* the Redis callback frees the job */
+}
+
+static void handle_signature(app_worker_t *aw, conn_t *c, http_req_t *req)
+{
+    const config_t *cfg = aw->app->cfg;
+    char id[600];
+    long idn = pct_decode(req->path.p + 14, req->path.n - 14, id, sizeof id);
+    if (idn <= 0 || idn > 256 || memchr(id, '/', (size_t)idn)) {
+        respond_not_found(aw, c, req);
+        return;
+    }
+    char key[STORE_MAX_KEY + 1];
+    int kl = snprintf(key, sizeof key, "%s:chat:%s", cfg->model_name, id);
+    if (kl <= 0 || (size_t)kl >= sizeof key) {
+        respond_not_found(aw, c, req);
+        return;
+    }
+    if (aw->redis) {
+        sig_job_t *j = malloc(sizeof *j);
+        if (j) {
+            j->kind = APP_KIND_SIGNATURE;
+            j->aw = aw;
+            j->c = c;
+            j->req = req;
+            j->klen = (size_t)kl;
+            memcpy(j->key, key, (size_t)kl + 1);
+            conn_set_app(c, j);
+            if (rstore_get(aw->redis, key, (size_t)kl, signature_redis_done, j) == 0)
+                return;
+            conn_set_app(c, NULL);
+            free(j);
+        }
+        /* Redis not usable now (down, breaker open, out of memory): memory only. */
+    }
+    respond_local(aw, c, req, key, (size_t)kl);
 }
 
 /* ---- engine routes ---- */
@@ -401,6 +478,8 @@ static void on_abort(conn_t *c, void *app)
 {
     if (app_is_relay(app))
         relay_on_abort(c, app);
+    else if (*(const int *)app == APP_KIND_SIGNATURE)
+        signature_on_abort(app);
     else
         report_on_abort(app);
 }

@@ -260,6 +260,9 @@ static void relay_finalize(relay_t *r)
     if (rc == STORE_OK) {
         M_ADD(aw->m.signatures_stored, 1);
         r->chat_id = id;
+        /* Write-through for the other replicas; never waits, never overwrites (NX). */
+        if (aw->redis)
+            rstore_set_nx(aw->redis, key, (size_t)kl, rec, (size_t)rl);
     } else if (rc == STORE_EXISTS) {
         M_ADD(aw->m.signature_collisions, 1);
         LOG_WARN("signature record for id %s already exists: kept the first, dropped this one", id);
