@@ -18,6 +18,8 @@
 #include "core/hex.h"
 #include "tdx/pck.h"
 
+#define TDX_TCB_SIGNING_CN "Intel SGX TCB Signing"
+
 struct tdx_collateral {
     char *pck_crl_issuer_chain;
     size_t pck_crl_issuer_chain_len;
@@ -581,6 +583,17 @@ static json_object *signed_json(vctx_t *v, const char *name, const char *chain, 
         line(v, id, CHK_SKIP, what, "", "no trusted signer");
         return NULL;
     }
+    /* Any certificate under the root verifies as a chain, a platform's PCK leaf included; only
+     * Intel's TCB signing certificate may sign TCB info and QE identities (Intel QVL does the
+     * same check). */
+    char scn[96] = "";
+    X509_NAME_get_text_by_NID(X509_get_subject_name(signer), NID_commonName, scn, sizeof scn);
+    if (strcmp(scn, TDX_TCB_SIGNING_CN) != 0) {
+        snprintf(found, sizeof found, "signer \"%.80s\" is not the TCB signing certificate", scn);
+        X509_free(signer);
+        line(v, id, CHK_FAIL, what, "signed by \"" TDX_TCB_SIGNING_CN "\"", found);
+        return NULL;
+    }
     int sok = sig_check(signer, text, text_len, sig);
     X509_free(signer);
     line(v, id, sok ? CHK_FAIL : CHK_PASS, what, "ECDSA P-256 signature valid",
@@ -732,9 +745,10 @@ static void check_module(vctx_t *v, json_object *tcbinfo)
     const uint8_t *tee = v->q->body.tee_tcb_svn;
     json_object *mod = jget(tcbinfo, "tdxModule", json_type_object);
     char found[512];
-    if (mod && module_entry_matches(mod, v->q) != 1) {
+    /* TDX TCB info v3 always carries tdxModule: without it nothing rates MRSIGNERSEAM. */
+    if (!mod || module_entry_matches(mod, v->q) != 1) {
         line(v, id, CHK_FAIL, what, "MRSIGNERSEAM and SEAMATTRIBUTES as tdxModule",
-             "mismatch or malformed tdxModule");
+             mod ? "mismatch or malformed tdxModule" : "no tdxModule in the TCB info");
         return;
     }
     json_object *ids = jget(tcbinfo, "tdxModuleIdentities", json_type_array);

@@ -118,6 +118,8 @@ static int parse_tcb(der_t *tcb, tdx_pck_info_t *out, char *err, size_t errlen)
             return fail(err, errlen, "malformed TCB entry");
         if (der_next(&item, &t, &v, &n) || item.off != item.len)
             return fail(err, errlen, "malformed TCB value");
+        if (seen & (1u << (b - 1))) /* a second value would silently replace the first */
+            return fail(err, errlen, "duplicate TCB entry");
         unsigned x;
         if (b <= 16) {
             if (der_uint(t, v, n, 255, &x))

@@ -179,8 +179,12 @@ int vx_parse_time(const char *s, time_t *out)
     if (*p == 'Z' || *p == 'z')
         p++;
     else if (*p == '+' || *p == '-') {
-        int hh, mm;
-        if (sscanf(p + 1, "%2d:%2d", &hh, &mm) != 2)
+        /* exactly "+hh:mm": p += 6 below must not step over the terminating NUL */
+        if (!isdigit((unsigned char)p[1]) || !isdigit((unsigned char)p[2]) || p[3] != ':' ||
+            !isdigit((unsigned char)p[4]) || !isdigit((unsigned char)p[5]))
+            return -1;
+        int hh = (p[1] - '0') * 10 + (p[2] - '0'), mm = (p[4] - '0') * 10 + (p[5] - '0');
+        if (hh > 23 || mm > 59)
             return -1;
         off = (hh * 3600L + mm * 60L) * (*p == '+' ? 1 : -1);
         p += 6;
@@ -371,7 +375,13 @@ static int parse_opts(int argc, char **argv, const char *cmd, vopts_t *o)
                 return usage_error(cmd, "--at: unix seconds or RFC 3339 (2025-06-20T10:16:03Z)");
             break;
         case O_ALLOW_SIM: o->allow_simulated = 1; break;
-        case O_TIMEOUT: o->timeout_s = strtol(optarg, NULL, 10); break;
+        case O_TIMEOUT: {
+            char *end;
+            o->timeout_s = strtol(optarg, &end, 10);
+            if (!*optarg || *end || o->timeout_s <= 0) /* 0 would mean "no timeout" to curl */
+                return usage_error(cmd, "--timeout: a positive number of seconds");
+            break;
+        }
         case O_COLLATERAL: o->collateral_file = optarg; break;
         case O_PCCS: o->pccs_url = optarg; break;
         case O_SAVE_COL: o->save_collateral = optarg; break;

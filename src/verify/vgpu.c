@@ -167,9 +167,17 @@ out:
     buf_free(&raw);
 }
 
+static void warn_no_nonce(vctx_t *cx, const vopts_t *o)
+{
+    if (!o->have_nonce)
+        check_add(&cx->cl, "gpu.nonce", CHK_WARN, "the evidence is fresh", "--nonce HEX",
+                  "no nonce given: the evidence may be a replay");
+}
+
 int cmd_gpu(vctx_t *cx, vopts_t *o)
 {
     if (o->gpu_report_file) {
+        warn_no_nonce(cx, o);
         gpu_one(cx, o);
         return 0;
     }
@@ -195,9 +203,7 @@ int cmd_gpu(vctx_t *cx, vopts_t *o)
         p = json_object_get_string(v);
         n = (size_t)json_object_get_string_len(v);
     }
-    if (!o->have_nonce)
-        check_add(&cx->cl, "gpu.nonce", CHK_WARN, "the evidence is fresh", "--nonce HEX",
-                  "no nonce given: the evidence may be a replay");
+    warn_no_nonce(cx, o);
     vg_check_payload(cx, o, p, n, o->have_nonce ? o->nonce : NULL, 0);
     if (o->nras_url || o->nras_response_file)
         vg_check_nras(cx, o, p, n, o->have_nonce ? o->nonce : NULL);

@@ -255,6 +255,33 @@ static const char *jstr(struct json_object *o, const char *key)
     return json_object_get_string(v);
 }
 
+/* Member `key` as an unsigned integer: a JSON number or a decimal string. 0 or -1. */
+static int juint(struct json_object *o, const char *key, uint64_t *out)
+{
+    struct json_object *v;
+    if (!o || !json_object_object_get_ex(o, key, &v))
+        return -1;
+    if (json_object_is_type(v, json_type_int)) {
+        int64_t x = json_object_get_int64(v);
+        if (x < 0)
+            return -1;
+        *out = (uint64_t)x;
+        return 0;
+    }
+    if (json_object_is_type(v, json_type_string)) {
+        const char *s = json_object_get_string(v);
+        char *end;
+        if (*s < '0' || *s > '9')
+            return -1;
+        unsigned long long x = strtoull(s, &end, 10);
+        if (*end)
+            return -1;
+        *out = x;
+        return 0;
+    }
+    return -1;
+}
+
 /* info.tcb_info as an object (it may be a JSON string); new reference or NULL. */
 static struct json_object *tcb_info_of(struct json_object *info)
 {
@@ -311,23 +338,40 @@ void vq_check_compose(vctx_t *cx, const vquote_t *vq, struct json_object *info,
                       CHK_PASS : CHK_FAIL,
                       "MRCONFIGID = 01 || compose_hash (binds the compose file to the quote)", w, f);
     }
-    /* The compose-hash runtime event (RTMR3): trusted only when the log replayed. */
+    /* The compose-hash runtime event (RTMR3): trusted only when the log replayed, and only
+     * as a dstack runtime event on RTMR3. The replay recomputes a runtime event's digest from
+     * its name and payload; any other event's digest is taken as given and its name and
+     * payload are bound to nothing, so a relabelled event must not count. Every such event
+     * must carry the same hash. */
     const char *payload = NULL;
+    int disagree = 0;
     size_t nlog = log && json_object_is_type(log, json_type_array) ? json_object_array_length(log) : 0;
     for (size_t i = 0; i < nlog; i++) {
         struct json_object *e = json_object_array_get_idx(log, i);
         const char *name = jstr(e, "event");
-        if (name && strcmp(name, "compose-hash") == 0)
-            payload = jstr(e, "event_payload");
+        if (!name || strcmp(name, "compose-hash") != 0)
+            continue;
+        uint64_t type = 0, imr = 0;
+        if (juint(e, "event_type", &type) || type != TDX_DSTACK_EVENT_TYPE ||
+            juint(e, "imr", &imr) || imr != 3)
+            continue;
+        const char *p = jstr(e, "event_payload");
+        if (!p)
+            continue;
+        if (payload && strcasecmp(payload, p) != 0)
+            disagree = 1;
+        payload = p;
     }
     if (!payload)
         check_add(&cx->cl, "dstack.compose_event", CHK_FAIL,
-                  "the event log's compose-hash event carries the same hash", chx, "no such event");
+                  "the event log's compose-hash event carries the same hash", chx,
+                  "no compose-hash runtime event on RTMR3");
     else {
-        int eq = strcasecmp(payload, chx) == 0;
+        int eq = strcasecmp(payload, chx) == 0 && !disagree;
         check_addf(&cx->cl, "dstack.compose_event", eq && log_ok ? CHK_PASS : CHK_FAIL,
-                   "the event log's compose-hash event carries the same hash", chx, "%s%s",
-                   payload, log_ok ? "" : " (event log did not replay: not trusted)");
+                   "the event log's compose-hash event carries the same hash", chx, "%s%s%s",
+                   payload, disagree ? " (compose-hash events disagree)" : "",
+                   log_ok ? "" : " (event log did not replay: not trusted)");
     }
     json_object_put(tcb);
 }
@@ -384,6 +428,22 @@ void vq_check_pins(vctx_t *cx, const vopts_t *o, const vquote_t *vq, const char 
             return;
         }
         buf_free(&b);
+        /* A misspelt key would pin nothing and still pass: every key must be known. */
+        static const char *const known[] = {"mrtd", "rtmr0", "rtmr1", "rtmr2", "rtmr3",
+                                            "mrconfigid", "compose_hash", "allow_tcb", NULL};
+        json_object_object_foreach(policy, key, val) {
+            (void)val;
+            int ok = key[0] == '_'; /* "_comment" and the like */
+            for (const char *const *k = known; *k && !ok; k++)
+                ok = strcmp(key, *k) == 0;
+            if (!ok) {
+                vx_error(cx, "pin.policy", "the policy file has only known keys",
+                         "%s: unknown key \"%.64s\" (known: mrtd, rtmr0-3, mrconfigid, "
+                         "compose_hash, allow_tcb)", o->policy_file, key);
+                json_object_put(policy);
+                return;
+            }
+        }
     }
     char f[6][97];
     const char *fp[6] = {0};

@@ -300,6 +300,62 @@ describe('TDX negative cases (tampered vectors)', () => {
     expectExit(r, 1);
     expectStatus(r, 'tdx.collateral.tcb_info.signature', 'fail');
   });
+
+  test('a compose-hash event relabelled as a boot event (digest kept, payload swapped) is not trusted', async (t) => {
+    const p = need(t, 'tdx/dstack-v055-sample/quote.hex', 'tdx/dstack-v055-sample/event_log.json',
+      'tdx/dstack-v055-sample/info_sdk_parsed.json'); if (!p) return;
+    const raw = JSON.parse(fs.readFileSync(p[1], 'utf8'));
+    const log = typeof raw === 'string' ? JSON.parse(raw) : raw;
+    const info = JSON.parse(fs.readFileSync(p[2], 'utf8'));
+    const tcb = typeof info.tcb_info === 'string' ? JSON.parse(info.tcb_info) : info.tcb_info;
+    // another compose file, its hash in info and in the relabelled event
+    tcb.app_compose = '{"services":{"evil":{"image":"attacker/evil"}}}';
+    const h = crypto.createHash('sha256').update(tcb.app_compose).digest('hex');
+    tcb.compose_hash = h;
+    info.compose_hash = h;
+    info.tcb_info = typeof info.tcb_info === 'string' ? JSON.stringify(tcb) : tcb;
+    const ev = log.find((e) => e.event === 'compose-hash');
+    ev.event_type = 1; // a boot event: its digest is taken as given, so RTMR3 still replays
+    ev.event_payload = h;
+    const r = await verify(['quote', p[0], '--no-collateral', '--event-log', writeTmp('ev_relabel.json', JSON.stringify(log)),
+      '--info', writeTmp('info_evil.json', JSON.stringify(info)), '--expect-compose-hash', h]);
+    expectExit(r, 1);
+    expectStatus(r, 'tdx.rtmr3', 'pass');
+    expectStatus(r, 'dstack.compose_event', 'fail');
+  });
+
+  test('an event log that was given but does not parse is a FAIL, never silently skipped', async (t) => {
+    const p = need(t, 'tdx/dstack-v055-sample/quote.hex', 'tdx/dstack-fixtures/getquote_custom_event.json'); if (!p) return;
+    // --event-log holding a JSON string that is not an event log
+    let r = await verify(['quote', p[0], '--no-collateral', '--event-log', writeTmp('ev_str.json', '"not an event log"')]);
+    expectExit(r, 1);
+    expectStatus(r, 'tdx.event_log', 'fail');
+    // a GetQuote response whose event_log string is broken
+    const gq = JSON.parse(fs.readFileSync(p[1], 'utf8'));
+    gq.event_log = gq.event_log.slice(0, 100);
+    r = await verify(['quote', writeTmp('gq_bad_log.json', JSON.stringify(gq)), '--no-collateral']);
+    expectExit(r, 1);
+    expectStatus(r, 'tdx.event_log', 'fail');
+  });
+
+  test('a policy file with an unknown (misspelt) key is refused, not silently ignored', async (t) => {
+    const p = need(t, 'tdx/dstack-v055-sample/quote.hex'); if (!p) return;
+    const pol = writeTmp('policy_typo.json', JSON.stringify({ 'compose-hash': '00'.repeat(32) }));
+    const r = await verify(['quote', p[0], '--no-collateral', '--policy', pol]);
+    expectExit(r, 2);
+    expectStatus(r, 'pin.policy', 'fail');
+    const ok = writeTmp('policy_comment.json', JSON.stringify({ _comment: 'x', rtmr1: '00'.repeat(48) }));
+    expectStatus(await verify(['quote', p[0], '--no-collateral', '--policy', ok]), 'pin.rtmr1', 'fail');
+  });
+
+  test('malformed --at offsets and --timeout values are usage errors', async (t) => {
+    const p = need(t, V4); if (!p) return;
+    for (const at of ['2025-06-20T10:16:03+1:3', '2025-06-20T10:16:03+01', '2025-06-20T10:16:03+99:00'])
+      expectExit(await verify(['quote', p[0], '--no-collateral', '--at', at]), 2);
+    expectExit(await verify(['quote', p[0], '--no-collateral', '--at', '2025-06-20T12:16:03+02:00']), 0);
+    for (const to of ['abc', '0', '-5', '10s'])
+      expectExit(await verify(['quote', p[0], '--no-collateral', '--timeout', to]), 2);
+  });
 });
 
 describe('collateral from a fake PCS', () => {
@@ -381,6 +437,11 @@ describe('GPU vectors', () => {
     expectExit(r, 0);
     expectStatus(r, 'gpu.0.spdm_signature', 'pass');
     expectStatus(r, 'gpu.0.cert_chain', 'pass');
+    // without --nonce the evidence may be a replay: said, not silently skipped
+    const nn = await verify(['gpu', '--report', p[0], '--certs', p[1]]);
+    expectExit(nn, 0);
+    expectStatus(nn, 'gpu.nonce', 'warn');
+    expectStatus(nn, 'gpu.0.nonce', 'skip');
   });
 
   test('tampered GPU evidence: report byte, certificate, nonce', async (t) => {
@@ -518,6 +579,13 @@ describe('against vllm-proxy (simulated attestation)', () => {
     expectExit(badq, 1);
     expectStatus(badq, 'tdx.quote.signature', 'fail');
     expectExit(await verify(['report', writeTmp('report_garbage.json', 'not json'), '--allow-simulated']), 2);
+    // --signing-address names a key the report does not attest: never verified as another key
+    const sa = await verify(['report', f, '--nonce', nonce, '--allow-simulated', '--signing-address', '0x' + '22'.repeat(20)]);
+    expectExit(sa, 1);
+    expectStatus(sa, 'report.signing_address', 'fail');
+    const same = await verify(['report', f, '--nonce', nonce, '--allow-simulated', '--signing-address', rep.signing_address.toUpperCase().replace('0X', '0x')]);
+    expectExit(same, 0);
+    expectStatus(same, 'report.signing_address', 'pass');
   });
 
   for (const stream of [false, true]) {

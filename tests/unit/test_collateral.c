@@ -158,6 +158,81 @@ static uint8_t *leaf_extension(size_t *len)
     return out;
 }
 
+/* DER TLV with a short or two-byte long-form length; returns the bytes written. */
+static size_t der_tlv(uint8_t *out, uint8_t tag, const uint8_t *v, size_t n)
+{
+    size_t h = 0;
+    out[h++] = tag;
+    if (n < 0x80) {
+        out[h++] = (uint8_t)n;
+    } else {
+        out[h++] = 0x82;
+        out[h++] = (uint8_t)(n >> 8);
+        out[h++] = (uint8_t)n;
+    }
+    memmove(out + h, v, n);
+    return h + n;
+}
+
+/* SEQUENCE { OID 1.2.840.113741.1.13.1.a[.b], value } */
+static size_t sgx_item(uint8_t *out, int a, int b, const uint8_t *val, size_t vn)
+{
+    uint8_t oid[11] = {0x2a, 0x86, 0x48, 0x86, 0xf8, 0x4d, 0x01, 0x0d, 0x01, (uint8_t)a, (uint8_t)b};
+    uint8_t tmp[512];
+    size_t k = der_tlv(tmp, 0x06, oid, b ? 11 : 10);
+    memcpy(tmp + k, val, vn);
+    return der_tlv(out, 0x30, tmp, k + vn);
+}
+
+/* A synthetic SGX extension: FMSPC, PCE-ID and a TCB with components 1..16 = 1..16, PCESVN
+ * 11, CPUSVN; dup_comp1 >= 0 appends a second entry for component 1 with that SVN. */
+static size_t synth_ext(uint8_t *out, int dup_comp1)
+{
+    uint8_t tcb[1024], body[2048], v[32];
+    size_t tn = 0, bn = 0;
+    for (int k = 1; k <= 17; k++) {
+        uint8_t i = (uint8_t)(k == 17 ? 11 : k);
+        size_t vn = der_tlv(v, 0x02, &i, 1);
+        tn += sgx_item(tcb + tn, 2, k, v, vn);
+    }
+    uint8_t cpusvn[16] = {0};
+    size_t vn = der_tlv(v, 0x04, cpusvn, 16);
+    tn += sgx_item(tcb + tn, 2, 18, v, vn);
+    if (dup_comp1 >= 0) {
+        uint8_t i = (uint8_t)dup_comp1;
+        vn = der_tlv(v, 0x02, &i, 1);
+        tn += sgx_item(tcb + tn, 2, 1, v, vn);
+    }
+    uint8_t seq[1100];
+    size_t sn = der_tlv(seq, 0x30, tcb, tn);
+    bn += sgx_item(body + bn, 2, 0, seq, sn);
+    const uint8_t pce[2] = {0, 0}, fm[6] = {0xb0, 0xc0, 0x6f, 0, 0, 0};
+    vn = der_tlv(v, 0x04, pce, 2);
+    bn += sgx_item(body + bn, 3, 0, v, vn);
+    vn = der_tlv(v, 0x04, fm, 6);
+    bn += sgx_item(body + bn, 4, 0, v, vn);
+    return der_tlv(out, 0x30, body, bn);
+}
+
+static void test_pck_duplicate_tcb(void **state)
+{
+    (void)state;
+    uint8_t ext[4096];
+    tdx_pck_info_t p;
+    char err[128];
+    size_t n = synth_ext(ext, -1);
+    assert_int_equal(tdx_pck_ext_parse(ext, n, &p, err, sizeof err), 0);
+    assert_int_equal(p.comp_svn[0], 1);
+    assert_int_equal(p.comp_svn[15], 16);
+    assert_int_equal(p.pcesvn, 11);
+    /* a second component-1 entry would lower (or raise) the SVN that TCB matching sees */
+    n = synth_ext(ext, 0);
+    assert_int_equal(tdx_pck_ext_parse(ext, n, &p, err, sizeof err), -1);
+    assert_non_null(strstr(err, "duplicate"));
+    n = synth_ext(ext, 255);
+    assert_int_equal(tdx_pck_ext_parse(ext, n, &p, err, sizeof err), -1);
+}
+
 static void test_pck_der_robustness(void **state)
 {
     (void)state;
@@ -544,6 +619,7 @@ typedef struct synth {
     long revoke_ca, revoke_leaf;
     const char *tcb_from, *tcb_to; /* a same-length edit of the v4 tcb_info text */
     const char *qe_from, *qe_to;
+    int signer_is_pck_leaf; /* sign TCB info and QE identity with the PCK leaf's key */
 } synth_t;
 
 /* Collateral JSON for the synthetic PKI, from the v4 tcbInfo / qeIdentity texts. */
@@ -573,14 +649,20 @@ static void synth_collateral(pki_t *p, const synth_t *s, buf_t *out)
     buf_t ca_chain = BUF_INIT, tcb_chain = BUF_INIT;
     pem_append(&ca_chain, p->ca);
     pem_append(&ca_chain, p->root);
-    pem_append(&tcb_chain, p->tcb);
+    if (s->signer_is_pck_leaf) {
+        pem_append(&tcb_chain, p->leaf);
+        pem_append(&tcb_chain, p->ca);
+    } else {
+        pem_append(&tcb_chain, p->tcb);
+    }
     pem_append(&tcb_chain, p->root);
     size_t rl, pl;
     uint8_t *rcrl = mk_crl(p->root, p->root_k, s->revoke_ca, p->at, &rl);
     uint8_t *pcrl = mk_crl(p->ca, p->ca_k, s->revoke_leaf, p->at, &pl);
     uint8_t tsig[64], qsig[64];
-    sign_rs(p->tcb_k, tcb, strlen(tcb), tsig);
-    sign_rs(p->tcb_k, qe, strlen(qe), qsig);
+    EVP_PKEY *signer = s->signer_is_pck_leaf ? p->leaf_k : p->tcb_k;
+    sign_rs(signer, tcb, strlen(tcb), tsig);
+    sign_rs(signer, qe, strlen(qe), qsig);
     tdx_collateral_parts_t parts = {
         .pck_crl_issuer_chain = ca_chain.data, .root_ca_crl = rcrl, .root_ca_crl_len = rl,
         .pck_crl = pcrl, .pck_crl_len = pl, .tcb_info_issuer_chain = tcb_chain.data,
@@ -709,6 +791,25 @@ static void test_synthetic(void **state)
     synth_verify(&s8, 0, &r);
     assert_int_equal(r.rc, 1);
     assert_int_equal(line_status(&r.cl, "tdx.collateral.qe_identity.match"), CHK_FAIL);
+    check_free(&r.cl);
+
+    /* TCB info and QE identity signed by a key that chains to the root but is not the TCB
+     * signing certificate (a platform's PCK leaf): the signatures verify, the signer does not
+     * count */
+    synth_t s9 = {.signer_is_pck_leaf = 1};
+    synth_verify(&s9, 0, &r);
+    assert_int_equal(r.rc, 1);
+    assert_int_equal(line_status(&r.cl, "tdx.collateral.tcb_info.chain"), CHK_PASS);
+    assert_int_equal(line_status(&r.cl, "tdx.collateral.tcb_info.signature"), CHK_FAIL);
+    assert_int_equal(line_status(&r.cl, "tdx.collateral.qe_identity.signature"), CHK_FAIL);
+    assert_int_equal(line_status(&r.cl, "tdx.collateral.tcb_status"), CHK_SKIP);
+    check_free(&r.cl);
+
+    /* a TCB info without tdxModule: MRSIGNERSEAM is rated by nothing */
+    synth_t s10 = {.tcb_from = "\"tdxModule\"", .tcb_to = "\"tdxModulX\""};
+    synth_verify(&s10, 0, &r);
+    assert_int_equal(r.rc, 1);
+    assert_int_equal(line_status(&r.cl, "tdx.collateral.tdx_module"), CHK_FAIL);
     check_free(&r.cl);
 
     /* a debug TD is rejected */
@@ -856,6 +957,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_pck_extension), cmocka_unit_test(test_pck_der_robustness),
+        cmocka_unit_test(test_pck_duplicate_tcb),
         cmocka_unit_test(test_v4_uptodate),   cmocka_unit_test(test_v5_nomatch),
         cmocka_unit_test(test_v4_tampered),   cmocka_unit_test(test_v4_expired),
         cmocka_unit_test(test_fmspc_mismatch), cmocka_unit_test(test_parse_errors),
