@@ -295,7 +295,7 @@ int main(int argc, char **argv)
     uv_timer_init(main_loop, &g_sweep);
     uv_timer_start(&g_sweep, on_sweep, 30000, 30000);
 
-    LOG_INFO("vllm-proxy %s listening on %s:%d with %d worker(s)", "0.1.0", g_cfg.listen_host,
+    LOG_INFO("vllm-proxy %s listening on %s:%d with %d worker(s)", config_version(), g_cfg.listen_host,
              g_cfg.listen_port, g_cfg.workers);
     LOG_INFO("upstream engine: %s%s", g_cfg.upstream_url,
              g_cfg.upstream_api_key[0] ? " (with VLLM_API_KEY)" : "");

@@ -1,5 +1,5 @@
 /* Attestation report building blocks shared by every quote provider: the 64-byte TDX
- * report_data that binds a signing key to a client nonce (docs/reference-proxy.md §8.2), and
+ * report_data that binds a signing key to a client nonce (shared/docs/reference-proxy.md §8.2), and
  * the identity a report is made for. Pure functions; any thread. */
 #ifndef VP_ATTEST_ATTEST_H
 #define VP_ATTEST_ATTEST_H

@@ -1,6 +1,6 @@
 /* The /v1/attestation/report body, assembled from the parts every quote provider produces
  * (simulated, dstack, tappd, configfs-tsm), in the reference's field order
- * (docs/reference-proxy.md §8.4) plus our labels. Pure functions; any thread. */
+ * (shared/docs/reference-proxy.md §8.4) plus our labels. Pure functions; any thread. */
 #ifndef VP_ATTEST_REPORT_H
 #define VP_ATTEST_REPORT_H
 #include <stddef.h>

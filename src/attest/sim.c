@@ -1,5 +1,5 @@
 /* SIMULATED TDX attestation: a quote factory with the exact layout of a real dstack v4 quote
- * (docs/tee-formats.md §1), so that the verifier's real code paths run end to end against the
+ * (shared/docs/tee-formats.md §1), so that the verifier's real code paths run end to end against the
  * repository's test root. Everything except report_data and the quote signature is built once
  * in attest_sim_new; a quote then costs one memcpy and one P-256 signature. */
 #include "attest/sim.h"
@@ -545,14 +545,16 @@ int attest_gpu_payload_sim(const uint8_t nonce[32], buf_t *out)
     memcpy(chain, attest_sim_gpu_cert_pem, cl);
     memcpy(chain + cl, attest_sim_root_cert_pem, rl);
     hex_encode(nhex, nonce, 32);
-    if (buf_printf(out, "{\"nonce\":\"%s\",\"evidence_list\":[{\"evidence\":\"", nhex) ||
+    /* Same layout as the NVML and canned payloads (src/attest/gpu.c): nvtrust's json.dumps
+     * spacing, "certificate" before "evidence" in each item. */
+    b64_encode(b64, (const uint8_t *)chain, cl + rl);
+    if (buf_printf(out, "{\"nonce\": \"%s\", \"evidence_list\": [{\"certificate\": \"", nhex) ||
+        buf_append(out, b64, b64_encoded_len(cl + rl)) || buf_puts(out, "\", \"evidence\": \"") ||
         buf_reserve(out, b64_encoded_len(rn) + 1))
         goto out;
     b64_encode(out->data + out->len, raw, rn);
     out->len += b64_encoded_len(rn);
-    b64_encode(b64, (const uint8_t *)chain, cl + rl);
-    if (buf_puts(out, "\",\"certificate\":\"") || buf_append(out, b64, b64_encoded_len(cl + rl)) ||
-        buf_puts(out, "\"}],\"arch\":\"HOPPER\"}"))
+    if (buf_puts(out, "\"}], \"arch\": \"HOPPER\"}"))
         goto out;
     rc = 0;
 out:

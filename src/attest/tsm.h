@@ -1,4 +1,4 @@
-/* TDX quotes through the kernel's configfs-tsm interface (docs/tee-formats.md §3.1), for
+/* TDX quotes through the kernel's configfs-tsm interface (shared/docs/tee-formats.md §3.1), for
  * guests without a dstack agent: one report entry under <root> (default
  * /sys/kernel/config/tsm/report), inblob written, outblob read, and the entry's generation
  * checked before and after so that a concurrent writer cannot hand us someone else's quote.

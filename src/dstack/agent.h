@@ -1,4 +1,4 @@
-/* Client for the dstack guest agent (docs/tee-formats.md §2): the current DstackGuest API on
+/* Client for the dstack guest agent (shared/docs/tee-formats.md §2): the current DstackGuest API on
  * /var/run/dstack.sock (GetQuote, Info, GetKey) and the legacy tappd API on
  * /var/run/tappd.sock (Tappd.TdxQuote, Tappd.Info), over HTTP/1.1 on a Unix socket or TCP.
  *

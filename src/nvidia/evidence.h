@@ -1,4 +1,4 @@
-/* Offline verification of NVIDIA GPU evidence (docs/tee-formats.md §4.2–4.3): the proxy's
+/* Offline verification of NVIDIA GPU evidence (shared/docs/tee-formats.md §4.2–4.3): the proxy's
  * `nvidia_payload` {"nonce","evidence_list":[{"certificate","evidence"}],"arch"} (or the
  * nvattest list [{"nonce","evidence","certificate","arch",...}]). Per GPU: the evidence decodes
  * (binary or legacy hex-text report), the certificate chain verifies to the built-in NVIDIA

@@ -1,4 +1,4 @@
-/* NVIDIA Remote Attestation Service (NRAS) v3 results (docs/tee-formats.md §4.4): the detached
+/* NVIDIA Remote Attestation Service (NRAS) v3 results (shared/docs/tee-formats.md §4.4): the detached
  * EAT [["JWT", overall], {"GPU-0": jwt, ...}], its ES384 JWTs checked against a JWKS chosen by
  * `kid`, the overall claims (eat_nonce, x-nvidia-overall-att-result, iss, exp/nbf) and the
  * `submods` digests that bind each per-GPU JWT to the overall one.

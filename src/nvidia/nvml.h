@@ -1,6 +1,6 @@
 /* Our own declarations of the few NVML (libnvidia-ml.so.1) entry points, constants and
  * structs the GPU evidence collector uses. No NVIDIA header is installed or copied: every
- * layout below is the documented driver ABI (docs/tee-formats.md §4.1, driver >= r535), and
+ * layout below is the documented driver ABI (shared/docs/tee-formats.md §4.1, driver >= r535), and
  * the sizes are pinned with static assertions so a typo cannot silently shift a field. */
 #ifndef VP_NVIDIA_NVML_H
 #define VP_NVIDIA_NVML_H

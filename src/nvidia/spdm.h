@@ -1,5 +1,5 @@
 /* NVIDIA GPU attestation report = SPDM 1.1 GET_MEASUREMENTS request ‖ MEASUREMENTS response
- * (docs/tee-formats.md §4.2): a pure parser, NVIDIA's opaque-data TLVs, and the check of the
+ * (shared/docs/tee-formats.md §4.2): a pure parser, NVIDIA's opaque-data TLVs, and the check of the
  * responder's ECDSA P-384 / SHA-384 signature over the request and the unsigned response.
  *
  * Ownership: nv_spdm_parse allocates nothing; every pointer in nv_spdm_report_t points into

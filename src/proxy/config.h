@@ -54,5 +54,6 @@ enum { CFG_OK = 0, CFG_EXIT_OK = 1, CFG_ERROR = -1 };
 /* Returns CFG_OK, CFG_EXIT_OK (--help/--version printed) or CFG_ERROR (message in err). */
 int config_load(config_t *cfg, int argc, char **argv, char *err, size_t errlen);
 void config_usage(FILE *out);
+const char *config_version(void); /* "0.1.0" */
 
 #endif

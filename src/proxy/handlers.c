@@ -449,7 +449,7 @@ static void on_request(conn_t *c, http_req_t *req)
     case ROUTE_VERSION: {
         char b[200];
         int n = snprintf(b, sizeof b, "{\"name\":\"vllm-proxy\",\"version\":\"%s\",\"attestation\":\"%s\"}",
-                         "0.1.0", aw->app->cfg->attestation);
+                         config_version(), aw->app->cfg->attestation);
         app_respond_json(aw, c, req, route, 200, b, (size_t)n);
         break;
     }

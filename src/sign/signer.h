@@ -1,5 +1,5 @@
 /* Signing keys and signatures: a secp256k1 key (Ethereum EIP-191 personal_sign) and an
- * Ed25519 key, used together to sign every completed response (docs/reference-proxy.md §7.2).
+ * Ed25519 key, used together to sign every completed response (shared/docs/reference-proxy.md §7.2).
  *
  * Ownership: signer_new_random / signer_from_secrets allocate; signer_free releases and wipes
  * the secret keys (which live in libsodium guarded, locked, read-only memory). Strings and

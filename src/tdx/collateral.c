@@ -1,4 +1,4 @@
-/* Intel collateral checks for TDX quotes (docs/tee-formats.md §1.8): the order and the TCB
+/* Intel collateral checks for TDX quotes (shared/docs/tee-formats.md §1.8): the order and the TCB
  * rules follow Intel's QVL and dcap-qvl. Chains go through OpenSSL's verifier anchored at the
  * caller's root only; CRL signatures, validity and revocation are checked here explicitly so
  * that each gets its own checklist line with the reason. */

@@ -1,4 +1,4 @@
-/* Intel DCAP collateral for a TDX quote (docs/tee-formats.md §1.8): CRLs, TCB info and QE
+/* Intel DCAP collateral for a TDX quote (shared/docs/tee-formats.md §1.8): CRLs, TCB info and QE
  * identity with their issuer chains and signatures, and the TCB status they give a quote.
  *
  * The collateral JSON is the shape of dcap-qvl's QuoteCollateralV3 (what

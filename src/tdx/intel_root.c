@@ -1,7 +1,7 @@
 /* The Intel SGX Root CA (DER, 659 bytes), the only trust anchor of TDX quotes: the verifier
  * carries it built in instead of trusting the copy at the end of every quote's PCK chain.
  * Source: tests/vectors/intel/IntelSGXRootCA.der (identical to Intel's download,
- * docs/tee-formats.md §1.7); sha256 44a0196b2b99f889b8e149e95b807a350e7424964399e885a7cbb8ccfab674d3. */
+ * shared/docs/tee-formats.md §1.7); sha256 44a0196b2b99f889b8e149e95b807a350e7424964399e885a7cbb8ccfab674d3. */
 #include "tdx/roots.h"
 
 const uint8_t tdx_intel_sgx_root_der[] = {

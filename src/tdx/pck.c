@@ -1,4 +1,4 @@
-/* PCK leaf certificate: the Intel SGX extension (docs/tee-formats.md §1.8 step 3). OpenSSL
+/* PCK leaf certificate: the Intel SGX extension (shared/docs/tee-formats.md §1.8 step 3). OpenSSL
  * finds the extension and the issuer; the extension's content is walked here with a small
  * DER reader in the style of BearSSL: single-byte tags, definite lengths up to 4 bytes, and
  * every length proven to fit in what remains before it is used. */

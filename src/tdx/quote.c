@@ -1,4 +1,4 @@
-/* TDX DCAP quote parser and signature checks (docs/tee-formats.md §1), plus dstack event-log
+/* TDX DCAP quote parser and signature checks (shared/docs/tee-formats.md §1), plus dstack event-log
  * replay (§2.6). The parser is a bounds-checked cursor over the caller's bytes: every read
  * first proves that the bytes exist, so any truncation is TDX_ERR_TRUNCATED, never a crash. */
 #include "tdx/quote.h"

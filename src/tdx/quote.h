@@ -1,5 +1,5 @@
 /* Intel TDX DCAP quotes (v4, v5 with TD report bodies 1.0/1.5): a pure parser, the four
- * signature links of docs/tee-formats.md §1.4, and RTMR replay of a dstack event log (§2.6).
+ * signature links of shared/docs/tee-formats.md §1.4, and RTMR replay of a dstack event log (§2.6).
  *
  * Ownership: tdx_quote_parse allocates nothing; every pointer in tdx_quote_t points into the
  * caller's buffer, which must outlive the struct. The verification helpers allocate OpenSSL

@@ -1,4 +1,4 @@
-/* Intel PCS / PCCS client for TDX collateral (docs/tee-formats.md §1.8): four GETs (PCK CRL,
+/* Intel PCS / PCCS client for TDX collateral (shared/docs/tee-formats.md §1.8): four GETs (PCK CRL,
  * TDX TCB info, TD QE identity, root CA CRL), issuer chains from URL-encoded PEM headers, the
  * signed JSON kept byte for byte, and the result in the dcap-qvl collateral shape. */
 #include "verify/pcs.h"

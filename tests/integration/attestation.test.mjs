@@ -1,7 +1,7 @@
 // GET /v1/attestation/report in simulated mode: every field, the report_data binding of the
 // signing identity and the client nonce inside the TDX quote, the GPU payload nonce, the
 // public key ↔ address relation, and the 4xx answers for bad parameters.
-// Reference: docs/reference-proxy.md §8 and §16.1 items 12–14, §16.2 item 35.
+// Reference: shared/docs/reference-proxy.md §8 and §16.1 items 12–14, §16.2 item 35.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';

@@ -1,4 +1,4 @@
-// The reference proxy's own test cases (docs/reference-proxy.md §16.1 items 1–11), rerun
+// The reference proxy's own test cases (shared/docs/reference-proxy.md §16.1 items 1–11), rerun
 // against the real binaries: the upstream is mock-vllm instead of respx, and the signature
 // cache is the real store, so each case also checks the signature that was really stored.
 

@@ -1,5 +1,5 @@
 // vllm-proxy-verify against every public test vector (expected results from
-// ../shared/testvectors/README.md and docs/tee-formats.md §5–6), negative cases made by
+// ../shared/testvectors/README.md and shared/docs/tee-formats.md §5–6), negative cases made by
 // tampering with those vectors at run time, collateral served by a local fake PCS, and a full
 // report + chat round trip against vllm-proxy in simulated mode.
 
