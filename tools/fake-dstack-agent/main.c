@@ -1,6 +1,6 @@
 /* fake-dstack-agent: a SIMULATED dstack guest agent for integration tests, the demo and the
  * attestation benchmark. It speaks the DstackGuest prpc API as vllm-proxy calls it
- * (docs/tee-formats.md §2): GetQuote returns a quote from the repository's simulated TDX
+ * (shared/docs/tee-formats.md §2): GetQuote returns a quote from the repository's simulated TDX
  * provider over exactly the requested report_data, Info the simulated Info with tcb_info as a
  * JSON *string* (as the real agent sends it), GetKey HMAC-SHA256(seed, path). Knobs make it
  * slow, fail, or answer garbage. See docs/CONTRACTS.md.
