@@ -348,6 +348,10 @@ static int cb_message_complete(llhttp_t *p)
 {
     conn_t *c = p->data;
     c->req.keep_alive = llhttp_should_keep_alive(p);
+    /* No protocol upgrades (h2c, websocket) and no CONNECT: llhttp would stop at the next
+     * request on this connection, so answer this one and close. */
+    if (p->upgrade)
+        c->close_after = 1;
     c->msg_complete = 1;
     return HPE_PAUSED;
 }

@@ -68,9 +68,10 @@ int conn_start_response(conn_t *c, int status, const char *content_type,
                         const char *extra_headers, int64_t content_length);
 int conn_write_body(conn_t *c, const void *p, size_t n);
 int conn_end_response(conn_t *c);
-/* Corking: from conn_cork until conn_flush (or the end of the response), written bytes are
- * gathered and leave in one write. Used by the relay for everything one engine read
- * produced; a cork must not outlive the loop callback that set it up without a flush. */
+/* Corking: from conn_cork to the end of the response, written bytes are gathered in the
+ * worker's cork buffer; conn_flush sends what was gathered so far in one write (the
+ * connection stays corked). The relay flushes after every engine read; whoever corks must
+ * flush before the loop callback that wrote returns, or end the response. */
 void conn_cork(conn_t *c);
 int conn_flush(conn_t *c);
 /* Abandons the response and closes the connection (the client sees a truncated body). */
@@ -82,7 +83,7 @@ int conn_should_pause_source(const conn_t *c); /* over the high watermark */
 void conn_set_app(conn_t *c, void *app);
 void *conn_get_app(const conn_t *c);
 worker_t *conn_worker(const conn_t *c);
-uint64_t conn_bytes_out(const conn_t *c);
+uint64_t conn_bytes_out(const conn_t *c); /* body bytes over the connection's life */
 
 /* Worker lifecycle. worker_new binds host:port with SO_REUSEPORT on the given loop. */
 worker_t *worker_new(uv_loop_t *loop, int id, const char *host, int port,

@@ -106,14 +106,28 @@ int upstream_target_parse(upstream_target_t *t, const char *url, char *err, size
             snprintf(err, errlen, "invalid IPv6 address in '%s'", url);
             return -1;
         }
+        if (rb[1] != '\0' && rb[1] != ':') {
+            snprintf(err, errlen, "invalid host in upstream URL '%s'", url);
+            return -1;
+        }
         *rb = '\0';
         host++;
         if (rb[1] == ':')
             port = rb + 2;
-    } else if ((port = strrchr(host, ':')))
+    } else if ((port = strchr(host, ':'))) {
         *port++ = '\0';
+        if (strchr(port, ':')) { /* IPv6 without brackets */
+            snprintf(err, errlen, "IPv6 upstream addresses need brackets: http://[addr]:port");
+            return -1;
+        }
+    }
     char *endp = NULL;
-    long pn = port ? strtol(port, &endp, 10) : 80;
+    long pn = 80;
+    if (port) {
+        if (strspn(port, "0123456789") != strlen(port) || strlen(port) > 5)
+            port = "";
+        pn = strtol(port, &endp, 10);
+    }
     if ((port && (*port == '\0' || *endp != '\0')) || pn <= 0 || pn > 65535 || !*host) {
         snprintf(err, errlen, "invalid host or port in upstream URL '%s'", url);
         return -1;
