@@ -61,6 +61,7 @@ struct conn {
     size_t wq_bytes;
     int above_high;
     int corked;
+    size_t trailer_len;
     buf_t pending;
     int resume_pending;
     int in_process;
@@ -221,9 +222,24 @@ static int cb_url(llhttp_t *p, const char *at, size_t len)
     return head_add(c, at, len);
 }
 
+/* Trailer fields of a chunked request body come through the header callbacks after the head
+ * is complete, when the request's strings already point into c->head: they are counted
+ * against the head limit and dropped, never stored (storing could move the buffer). */
+static int trailer_bytes(conn_t *c, size_t len)
+{
+    c->trailer_len += len;
+    if (c->trailer_len > c->w->lim.max_header_bytes) {
+        c->head_error = 431;
+        return HPE_USER;
+    }
+    return 0;
+}
+
 static int cb_header_field(llhttp_t *p, const char *at, size_t len)
 {
     conn_t *c = p->data;
+    if (c->state != C_HEAD)
+        return trailer_bytes(c, len);
     if (c->in_value || c->nheaders == 0) {
         if (++c->nheaders > c->w->lim.max_headers) {
             c->head_error = 431;
@@ -241,6 +257,8 @@ static int cb_header_field_complete(llhttp_t *p)
     static const char *names[H_NSEL] = {"authorization", "content-type", "accept",
                                         "x-request-id", "x-request-hash", "expect"};
     conn_t *c = p->data;
+    if (c->state != C_HEAD)
+        return 0;
     const char *n = c->head.data + c->cur_name_off;
     size_t nl = c->head.len - c->cur_name_off;
     c->cur_sel = -1;
@@ -262,6 +280,8 @@ static int cb_header_field_complete(llhttp_t *p)
 static int cb_header_value(llhttp_t *p, const char *at, size_t len)
 {
     conn_t *c = p->data;
+    if (c->state != C_HEAD)
+        return trailer_bytes(c, len);
     if (c->cur_sel >= 0)
         c->sel[c->cur_sel].len += len;
     return head_add(c, at, len);
@@ -376,6 +396,7 @@ static void conn_reset_request(conn_t *c)
     c->msg_complete = c->skip_body = c->head_error = 0;
     c->resp_started = c->resp_chunked = c->resp_done = c->resp_nobody = c->http10 = 0;
     c->corked = 0;
+    c->trailer_len = 0;
     c->app = NULL;
     c->state = C_IDLE;
 }
