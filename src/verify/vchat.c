@@ -12,14 +12,6 @@
 #include "sign/signer.h"
 #include "verify/verify.h"
 
-static const char *jstr(struct json_object *o, const char *key)
-{
-    struct json_object *v;
-    if (!o || !json_object_is_type(o, json_type_object) || !json_object_object_get_ex(o, key, &v) ||
-        !json_object_is_type(v, json_type_string))
-        return NULL;
-    return json_object_get_string(v);
-}
 
 /* One signature line: ECDSA recovers to address, Ed25519 verifies with the key. */
 static int check_sig(vctx_t *cx, const char *id, const char *algo, const char *text, size_t n,
@@ -93,7 +85,7 @@ static int find_chat_id(const buf_t *b, char *out, size_t cap)
 {
     const char *p = b->data ? b->data : "";
     struct json_object *j = json_tokener_parse(p);
-    const char *id = jstr(j, "id");
+    const char *id = vx_jstr(j, "id");
     if (id) {
         snprintf(out, cap, "%s", id);
         json_object_put(j);
@@ -108,7 +100,7 @@ static int find_chat_id(const buf_t *b, char *out, size_t cap)
             char *line = strndup(p + 6, ln - 6);
             j = json_tokener_parse(line);
             free(line);
-            id = jstr(j, "id");
+            id = vx_jstr(j, "id");
             if (id) {
                 snprintf(out, cap, "%s", id);
                 json_object_put(j);
@@ -130,8 +122,8 @@ static char *default_model(vctx_t *cx, const vopts_t *o)
         struct json_object *j = json_tokener_parse(r.body.data ? r.body.data : ""), *d;
         if (j && json_object_object_get_ex(j, "data", &d) &&
             json_object_is_type(d, json_type_array) && json_object_array_length(d) > 0)
-            model = jstr(json_object_array_get_idx(d, 0), "id")
-                        ? strdup(jstr(json_object_array_get_idx(d, 0), "id")) : NULL;
+            model = vx_jstr(json_object_array_get_idx(d, 0), "id")
+                        ? strdup(vx_jstr(json_object_array_get_idx(d, 0), "id")) : NULL;
         json_object_put(j);
     }
     if (!model)
@@ -183,7 +175,7 @@ static struct json_object *fetch_signature(vctx_t *cx, const vopts_t *o, const c
         else
             vx_error(cx, lid, "the signature record could be fetched", "HTTP %ld: %.200s", r.status,
                      r.body.data ? r.body.data : "");
-    } else if (!(j = json_tokener_parse(r.body.data ? r.body.data : "")) || !jstr(j, "text")) {
+    } else if (!(j = json_tokener_parse(r.body.data ? r.body.data : "")) || !vx_jstr(j, "text")) {
         vx_error(cx, lid, "the signature record parses", "%.200s", r.body.data ? r.body.data : "");
         json_object_put(j);
         j = NULL;
@@ -234,12 +226,12 @@ int cmd_chat(vctx_t *cx, vopts_t *o)
         struct json_object *s = fetch_signature(cx, o, chat_id, algo);
         if (!s)
             continue;
-        const char *text = jstr(s, "text"), *addr = jstr(s, "signing_address");
+        const char *text = vx_jstr(s, "text"), *addr = vx_jstr(s, "signing_address");
         snprintf(id, sizeof id, "chat.%s.text", algo);
         check_add(&cx->cl, id, strcmp(text, want) == 0 ? CHK_PASS : CHK_FAIL,
                   "signed text = sha256(bytes sent):sha256(bytes received)", want, text);
         snprintf(id, sizeof id, "chat.%s.signature", algo);
-        check_sig(cx, id, algo, text, strlen(text), jstr(s, "signature"), addr);
+        check_sig(cx, id, algo, text, strlen(text), vx_jstr(s, "signature"), addr);
         if (addr) {
             /* A fresh report for this key: the key is attested now. */
             vctx_t sub = {CHECKLIST_INIT, 0, ""};

@@ -246,14 +246,6 @@ int vq_check_event_log(vctx_t *cx, const vquote_t *vq, struct json_object *log)
     return ok ? 0 : -1;
 }
 
-/* Lower-case hex of member `key` (string), or NULL. */
-static const char *jstr(struct json_object *o, const char *key)
-{
-    struct json_object *v;
-    if (!o || !json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_string))
-        return NULL;
-    return json_object_get_string(v);
-}
 
 /* Member `key` as an unsigned integer: a JSON number or a decimal string. 0 or -1. */
 static int juint(struct json_object *o, const char *key, uint64_t *out)
@@ -300,7 +292,7 @@ void vq_check_compose(vctx_t *cx, const vquote_t *vq, struct json_object *info,
 {
     out_hash[0] = 0;
     struct json_object *tcb = tcb_info_of(info);
-    const char *app_compose = jstr(tcb, "app_compose");
+    const char *app_compose = vx_jstr(tcb, "app_compose");
     if (!app_compose) {
         check_add(&cx->cl, "dstack.compose_hash", CHK_SKIP,
                   "the app compose file hashes to info.compose_hash", "info.tcb_info.app_compose",
@@ -313,9 +305,9 @@ void vq_check_compose(vctx_t *cx, const vquote_t *vq, struct json_object *info,
     sha256(app_compose, strlen(app_compose), ch);
     hexs(chx, ch, 32);
     memcpy(out_hash, chx, 65);
-    const char *claimed = jstr(info, "compose_hash");
+    const char *claimed = vx_jstr(info, "compose_hash");
     if (!claimed)
-        claimed = jstr(tcb, "compose_hash");
+        claimed = vx_jstr(tcb, "compose_hash");
     if (claimed)
         check_add(&cx->cl, "dstack.compose_hash", strcasecmp(claimed, chx) == 0 ? CHK_PASS : CHK_FAIL,
                   "sha256(app_compose) equals info.compose_hash", claimed, chx);
@@ -348,14 +340,14 @@ void vq_check_compose(vctx_t *cx, const vquote_t *vq, struct json_object *info,
     size_t nlog = log && json_object_is_type(log, json_type_array) ? json_object_array_length(log) : 0;
     for (size_t i = 0; i < nlog; i++) {
         struct json_object *e = json_object_array_get_idx(log, i);
-        const char *name = jstr(e, "event");
+        const char *name = vx_jstr(e, "event");
         if (!name || strcmp(name, "compose-hash") != 0)
             continue;
         uint64_t type = 0, imr = 0;
         if (juint(e, "event_type", &type) || type != TDX_DSTACK_EVENT_TYPE ||
             juint(e, "imr", &imr) || imr != 3)
             continue;
-        const char *p = jstr(e, "event_payload");
+        const char *p = vx_jstr(e, "event_payload");
         if (!p)
             continue;
         if (payload && strcasecmp(payload, p) != 0)
