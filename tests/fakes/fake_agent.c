@@ -52,26 +52,9 @@ typedef struct fake_agent {
     char app_id[64];
 } fake_agent_t;
 
-static const char *vec_dir(void)
-{
-    const char *d = getenv("VP_TEST_VECTORS");
-    return d && *d ? d : "tests/vectors";
-}
+#include "vectors.h"
 
-static int slurp(const char *rel, buf_t *out)
-{
-    char path[512];
-    snprintf(path, sizeof path, "%s/%s", vec_dir(), rel);
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return -1;
-    char tmp[8192];
-    size_t n;
-    while ((n = fread(tmp, 1, sizeof tmp, f)) > 0)
-        buf_append(out, tmp, n);
-    fclose(f);
-    return 0;
-}
+static int slurp(const char *rel, buf_t *out) { return vec_slurp(rel, out); }
 
 static void fake_sleep_ms(int ms)
 {

@@ -64,30 +64,7 @@ static void fx_free(fixture_t *f)
     free(f->root);
 }
 
-static int line_status(const checklist_t *cl, const char *id)
-{
-    for (size_t i = 0; i < cl->n; i++)
-        if (strcmp(cl->items[i].id, id) == 0)
-            return (int)cl->items[i].status;
-    return -1;
-}
-
-static const char *line_found(const checklist_t *cl, const char *id)
-{
-    for (size_t i = 0; i < cl->n; i++)
-        if (strcmp(cl->items[i].id, id) == 0)
-            return cl->items[i].found;
-    return "";
-}
-
-static void dump(const checklist_t *cl)
-{
-    buf_t b = BUF_INIT;
-    check_render_text(cl, &b, 0);
-    if (b.data)
-        fprintf(stderr, "%s", b.data);
-    buf_free(&b);
-}
+#include "checks.h"
 
 /* Parses json and verifies it for q; returns the verify rc (or -2 on parse failure). */
 static int run_verify(const char *json, size_t len, const tdx_quote_t *q, const uint8_t *root,
@@ -280,7 +257,7 @@ static void test_v4_uptodate(void **state)
     tdx_tcb_result_t r;
     int rc = run_verify(f.col_json, f.col_len, &f.q, f.root, f.root_len, T_V4, &cl, &r);
     if (rc != 0)
-        dump(&cl);
+        check_dump(&cl);
     assert_int_equal(rc, 0);
     assert_int_equal(check_count(&cl, CHK_FAIL), 0);
     assert_string_equal(r.status, "UpToDate");
@@ -290,9 +267,9 @@ static void test_v4_uptodate(void **state)
     assert_string_equal(r.fmspc, "B0C06F000000");
     assert_string_equal(r.advisories, "");
     assert_int_equal(r.tcb_eval_num, 17);
-    assert_int_equal(line_status(&cl, "tdx.collateral.tcb_status"), CHK_PASS);
-    assert_int_equal(line_status(&cl, "tdx.collateral.pck.revocation"), CHK_PASS);
-    assert_int_equal(line_status(&cl, "tdx.collateral.td_attributes"), CHK_PASS);
+    assert_int_equal(check_line_status(&cl, "tdx.collateral.tcb_status"), CHK_PASS);
+    assert_int_equal(check_line_status(&cl, "tdx.collateral.pck.revocation"), CHK_PASS);
+    assert_int_equal(check_line_status(&cl, "tdx.collateral.td_attributes"), CHK_PASS);
     check_free(&cl);
 
     /* the short API */
@@ -311,8 +288,8 @@ static void test_v4_uptodate(void **state)
     uint8_t *sim = load("simulated/sim_root_ca.pem", &sl);
     checklist_t c2 = CHECKLIST_INIT;
     assert_int_equal(tdx_collateral_verify(c, &f.q, sim, sl, T_V4, &c2, st), 1);
-    assert_int_equal(line_status(&c2, "tdx.collateral.root_ca_crl"), CHK_FAIL);
-    assert_int_equal(line_status(&c2, "tdx.collateral.tcb_info.chain"), CHK_FAIL);
+    assert_int_equal(check_line_status(&c2, "tdx.collateral.root_ca_crl"), CHK_FAIL);
+    assert_int_equal(check_line_status(&c2, "tdx.collateral.tcb_info.chain"), CHK_FAIL);
     assert_string_equal(st, "Invalid");
     check_free(&c2);
     free(sim);
@@ -330,12 +307,12 @@ static void test_v5_nomatch(void **state)
     tdx_tcb_result_t r;
     int rc = run_verify(f.col_json, f.col_len, &f.q, f.root, f.root_len, T_V5, &cl, &r);
     if (rc != 0)
-        dump(&cl);
+        check_dump(&cl);
     assert_int_equal(rc, 0);
     assert_string_equal(r.status, "NoMatch");
     assert_string_equal(r.fmspc, "90C06F000000");
-    assert_int_equal(line_status(&cl, "tdx.collateral.tcb_level"), CHK_WARN);
-    assert_int_equal(line_status(&cl, "tdx.collateral.tcb_status"), CHK_WARN);
+    assert_int_equal(check_line_status(&cl, "tdx.collateral.tcb_level"), CHK_WARN);
+    assert_int_equal(check_line_status(&cl, "tdx.collateral.tcb_status"), CHK_WARN);
     assert_int_equal(tdx_tcb_status_allowed(r.status, "OutOfDate,SWHardeningNeeded"), 0);
     check_free(&cl);
     fx_free(&f);
@@ -357,11 +334,11 @@ static void expect_fail(fixture_t *f, const char *json, time_t at, const char *i
 {
     checklist_t cl = CHECKLIST_INIT;
     int rc = run_verify(json, strlen(json), &f->q, f->root, f->root_len, at, &cl, NULL);
-    if (rc != 1 || line_status(&cl, id) != CHK_FAIL) {
-        dump(&cl);
+    if (rc != 1 || check_line_status(&cl, id) != CHK_FAIL) {
+        check_dump(&cl);
         fail_msg("expected %s to fail", id);
     }
-    assert_int_equal(line_status(&cl, "tdx.collateral.tcb_status"), CHK_SKIP);
+    assert_int_equal(check_line_status(&cl, "tdx.collateral.tcb_status"), CHK_SKIP);
     check_free(&cl);
 }
 
@@ -720,7 +697,7 @@ static void test_synthetic(void **state)
     synth_t base = {0};
     synth_verify(&base, 0, &r);
     if (r.rc)
-        dump(&r.cl);
+        check_dump(&r.cl);
     assert_int_equal(r.rc, 0);
     assert_string_equal(r.r.status, "UpToDate");
     check_free(&r.cl);
@@ -729,9 +706,9 @@ static void test_synthetic(void **state)
     synth_t s1 = {.revoke_leaf = 0x2001};
     synth_verify(&s1, 0, &r);
     assert_int_equal(r.rc, 1);
-    assert_int_equal(line_status(&r.cl, "tdx.collateral.pck.revocation"), CHK_FAIL);
-    assert_non_null(strstr(line_found(&r.cl, "tdx.collateral.pck.revocation"), "revoked"));
-    assert_int_equal(line_status(&r.cl, "tdx.collateral.pck_crl"), CHK_PASS);
+    assert_int_equal(check_line_status(&r.cl, "tdx.collateral.pck.revocation"), CHK_FAIL);
+    assert_non_null(strstr(check_line_found(&r.cl, "tdx.collateral.pck.revocation"), "revoked"));
+    assert_int_equal(check_line_status(&r.cl, "tdx.collateral.pck_crl"), CHK_PASS);
     check_free(&r.cl);
 
     /* another serial revoked: still fine */
@@ -744,28 +721,28 @@ static void test_synthetic(void **state)
     synth_t s2 = {.revoke_ca = 0x1001};
     synth_verify(&s2, 0, &r);
     assert_int_equal(r.rc, 1);
-    assert_int_equal(line_status(&r.cl, "tdx.collateral.pck_crl.chain"), CHK_FAIL);
-    assert_int_equal(line_status(&r.cl, "tdx.collateral.pck.revocation"), CHK_FAIL);
+    assert_int_equal(check_line_status(&r.cl, "tdx.collateral.pck_crl.chain"), CHK_FAIL);
+    assert_int_equal(check_line_status(&r.cl, "tdx.collateral.pck.revocation"), CHK_FAIL);
     check_free(&r.cl);
 
     /* the TCB signing certificate revoked */
     synth_t s3 = {.revoke_ca = 0x1002};
     synth_verify(&s3, 0, &r);
     assert_int_equal(r.rc, 1);
-    assert_int_equal(line_status(&r.cl, "tdx.collateral.tcb_info.chain"), CHK_FAIL);
-    assert_int_equal(line_status(&r.cl, "tdx.collateral.qe_identity.chain"), CHK_FAIL);
+    assert_int_equal(check_line_status(&r.cl, "tdx.collateral.tcb_info.chain"), CHK_FAIL);
+    assert_int_equal(check_line_status(&r.cl, "tdx.collateral.qe_identity.chain"), CHK_FAIL);
     check_free(&r.cl);
 
     /* the UpToDate level needs PCESVN 12: the PCK (11) falls to the OutOfDate level */
     synth_t s4 = {.tcb_from = "\"pcesvn\":11", .tcb_to = "\"pcesvn\":12"};
     synth_verify(&s4, 0, &r);
     if (r.rc)
-        dump(&r.cl);
+        check_dump(&r.cl);
     assert_int_equal(r.rc, 0);
     assert_string_equal(r.r.status, "OutOfDate");
     assert_non_null(strstr(r.r.advisories, "INTEL-SA-00837"));
     assert_non_null(strstr(r.r.advisories, "INTEL-SA-00106,"));
-    assert_int_equal(line_status(&r.cl, "tdx.collateral.tcb_status"), CHK_WARN);
+    assert_int_equal(check_line_status(&r.cl, "tdx.collateral.tcb_status"), CHK_WARN);
     assert_int_equal(tdx_tcb_status_allowed(r.r.status, NULL), 0);
     assert_int_equal(tdx_tcb_status_allowed(r.r.status, "OutOfDate"), 1);
     check_free(&r.cl);
@@ -790,7 +767,7 @@ static void test_synthetic(void **state)
     synth_t s8 = {.qe_from = "DC9E2A7C", .qe_to = "DC9E2A7D"};
     synth_verify(&s8, 0, &r);
     assert_int_equal(r.rc, 1);
-    assert_int_equal(line_status(&r.cl, "tdx.collateral.qe_identity.match"), CHK_FAIL);
+    assert_int_equal(check_line_status(&r.cl, "tdx.collateral.qe_identity.match"), CHK_FAIL);
     check_free(&r.cl);
 
     /* TCB info and QE identity signed by a key that chains to the root but is not the TCB
@@ -799,23 +776,23 @@ static void test_synthetic(void **state)
     synth_t s9 = {.signer_is_pck_leaf = 1};
     synth_verify(&s9, 0, &r);
     assert_int_equal(r.rc, 1);
-    assert_int_equal(line_status(&r.cl, "tdx.collateral.tcb_info.chain"), CHK_PASS);
-    assert_int_equal(line_status(&r.cl, "tdx.collateral.tcb_info.signature"), CHK_FAIL);
-    assert_int_equal(line_status(&r.cl, "tdx.collateral.qe_identity.signature"), CHK_FAIL);
-    assert_int_equal(line_status(&r.cl, "tdx.collateral.tcb_status"), CHK_SKIP);
+    assert_int_equal(check_line_status(&r.cl, "tdx.collateral.tcb_info.chain"), CHK_PASS);
+    assert_int_equal(check_line_status(&r.cl, "tdx.collateral.tcb_info.signature"), CHK_FAIL);
+    assert_int_equal(check_line_status(&r.cl, "tdx.collateral.qe_identity.signature"), CHK_FAIL);
+    assert_int_equal(check_line_status(&r.cl, "tdx.collateral.tcb_status"), CHK_SKIP);
     check_free(&r.cl);
 
     /* a TCB info without tdxModule: MRSIGNERSEAM is rated by nothing */
     synth_t s10 = {.tcb_from = "\"tdxModule\"", .tcb_to = "\"tdxModulX\""};
     synth_verify(&s10, 0, &r);
     assert_int_equal(r.rc, 1);
-    assert_int_equal(line_status(&r.cl, "tdx.collateral.tdx_module"), CHK_FAIL);
+    assert_int_equal(check_line_status(&r.cl, "tdx.collateral.tdx_module"), CHK_FAIL);
     check_free(&r.cl);
 
     /* a debug TD is rejected */
     synth_verify(&base, 0x01, &r);
     assert_int_equal(r.rc, 1);
-    assert_int_equal(line_status(&r.cl, "tdx.collateral.td_attributes"), CHK_FAIL);
+    assert_int_equal(check_line_status(&r.cl, "tdx.collateral.td_attributes"), CHK_FAIL);
     check_free(&r.cl);
     /* a reserved TUD bit too */
     synth_verify(&base, 0x02, &r);
@@ -912,7 +889,7 @@ static void test_pcs_fetch(void **state)
     tdx_tcb_result_t r;
     rc = run_verify(out.data, out.len, &f.q, f.root, f.root_len, T_V4, &cl, &r);
     if (rc)
-        dump(&cl);
+        check_dump(&cl);
     assert_int_equal(rc, 0);
     assert_string_equal(r.status, "UpToDate");
     check_free(&cl);

@@ -100,30 +100,7 @@ static char *make_payload(const char *nonce_hex, const uint8_t *rep, size_t rn, 
     return s;
 }
 
-static int status_of(const checklist_t *cl, const char *id)
-{
-    for (size_t i = 0; i < cl->n; i++)
-        if (strcmp(cl->items[i].id, id) == 0)
-            return (int)cl->items[i].status;
-    return -1;
-}
-
-static const char *found_of(const checklist_t *cl, const char *id)
-{
-    for (size_t i = 0; i < cl->n; i++)
-        if (strcmp(cl->items[i].id, id) == 0)
-            return cl->items[i].found;
-    return "";
-}
-
-static void dump(const checklist_t *cl)
-{
-    buf_t b = BUF_INIT;
-    check_render_text(cl, &b, 0);
-    if (b.data)
-        fprintf(stderr, "%s", b.data);
-    buf_free(&b);
-}
+#include "checks.h"
 
 static char *pem_of_chain(STACK_OF(X509) *sk, size_t *len)
 {
@@ -286,17 +263,17 @@ static void test_canned_payload(void **state)
         checklist_t cl = CHECKLIST_INIT;
         int rc = nv_verify_payload(p, strlen(p), nonce, 0, &cl);
         if (rc != 0)
-            dump(&cl);
+            check_dump(&cl);
         assert_int_equal(rc, 0);
-        assert_int_equal(status_of(&cl, "gpu.payload.nonce"), CHK_PASS);
-        assert_int_equal(status_of(&cl, "gpu.payload.arch"), CHK_PASS);
-        assert_int_equal(status_of(&cl, "gpu.0.evidence"), CHK_PASS);
-        assert_int_equal(status_of(&cl, "gpu.0.cert_chain"), CHK_PASS);
-        assert_int_equal(status_of(&cl, "gpu.0.spdm_signature"), CHK_PASS);
-        assert_int_equal(status_of(&cl, "gpu.0.nonce"), CHK_PASS);
-        assert_non_null(strstr(found_of(&cl, "gpu.0.evidence"), "driver 550.90.07"));
-        assert_int_equal(legacy, strstr(found_of(&cl, "gpu.0.evidence"), "legacy") != NULL);
-        assert_non_null(strstr(found_of(&cl, "gpu.0.cert_chain"), "GH100 A01 GSP FMC LF"));
+        assert_int_equal(check_line_status(&cl, "gpu.payload.nonce"), CHK_PASS);
+        assert_int_equal(check_line_status(&cl, "gpu.payload.arch"), CHK_PASS);
+        assert_int_equal(check_line_status(&cl, "gpu.0.evidence"), CHK_PASS);
+        assert_int_equal(check_line_status(&cl, "gpu.0.cert_chain"), CHK_PASS);
+        assert_int_equal(check_line_status(&cl, "gpu.0.spdm_signature"), CHK_PASS);
+        assert_int_equal(check_line_status(&cl, "gpu.0.nonce"), CHK_PASS);
+        assert_non_null(strstr(check_line_found(&cl, "gpu.0.evidence"), "driver 550.90.07"));
+        assert_int_equal(legacy, strstr(check_line_found(&cl, "gpu.0.evidence"), "legacy") != NULL);
+        assert_non_null(strstr(check_line_found(&cl, "gpu.0.cert_chain"), "GH100 A01 GSP FMC LF"));
         check_free(&cl);
 
         /* at a fixed time inside every certificate (notAfter 9999-12-31) */
@@ -304,13 +281,13 @@ static void test_canned_payload(void **state)
         check_free(&cl);
         /* before the GH100 Provisioner ICA existed: the chain is not valid yet */
         assert_int_equal(nv_verify_payload(p, strlen(p), nonce, T_2021, &cl), 1);
-        assert_int_equal(status_of(&cl, "gpu.0.cert_chain"), CHK_FAIL);
-        assert_int_equal(status_of(&cl, "gpu.0.spdm_signature"), CHK_PASS);
+        assert_int_equal(check_line_status(&cl, "gpu.0.cert_chain"), CHK_FAIL);
+        assert_int_equal(check_line_status(&cl, "gpu.0.spdm_signature"), CHK_PASS);
         check_free(&cl);
         /* no expected nonce: that line is skipped, the rest still passes */
         assert_int_equal(nv_verify_payload(p, strlen(p), NULL, 0, &cl), 0);
-        assert_int_equal(status_of(&cl, "gpu.payload.nonce"), CHK_SKIP);
-        assert_int_equal(status_of(&cl, "gpu.0.nonce"), CHK_PASS);
+        assert_int_equal(check_line_status(&cl, "gpu.payload.nonce"), CHK_SKIP);
+        assert_int_equal(check_line_status(&cl, "gpu.0.nonce"), CHK_PASS);
         check_free(&cl);
         free(p);
     }
@@ -333,16 +310,16 @@ static void test_wrong_nonce(void **state)
     char *p = make_payload(fresh, rep, n, 0, chain, cn);
     checklist_t cl = CHECKLIST_INIT;
     assert_int_equal(nv_verify_payload(p, strlen(p), fresh_b, 0, &cl), 1);
-    assert_int_equal(status_of(&cl, "gpu.payload.nonce"), CHK_PASS);
-    assert_int_equal(status_of(&cl, "gpu.0.spdm_signature"), CHK_PASS);
-    assert_int_equal(status_of(&cl, "gpu.0.nonce"), CHK_FAIL);
+    assert_int_equal(check_line_status(&cl, "gpu.payload.nonce"), CHK_PASS);
+    assert_int_equal(check_line_status(&cl, "gpu.0.spdm_signature"), CHK_PASS);
+    assert_int_equal(check_line_status(&cl, "gpu.0.nonce"), CHK_FAIL);
     check_free(&cl);
     /* payload consistent with its report, but not what the client asked for */
     free(p);
     p = make_payload(CANNED_NONCE, rep, n, 0, chain, cn);
     assert_int_equal(nv_verify_payload(p, strlen(p), fresh_b, 0, &cl), 1);
-    assert_int_equal(status_of(&cl, "gpu.payload.nonce"), CHK_FAIL);
-    assert_int_equal(status_of(&cl, "gpu.0.nonce"), CHK_PASS);
+    assert_int_equal(check_line_status(&cl, "gpu.payload.nonce"), CHK_FAIL);
+    assert_int_equal(check_line_status(&cl, "gpu.0.nonce"), CHK_PASS);
     check_free(&cl);
     free(p);
     free(chain);
@@ -360,15 +337,15 @@ static void test_ppcie_8gpu(void **state)
     checklist_t cl = CHECKLIST_INIT;
     int rc = nv_verify_payload(j, n, nonce, 0, &cl);
     if (rc != 0)
-        dump(&cl);
+        check_dump(&cl);
     assert_int_equal(rc, 0);
-    assert_string_equal(found_of(&cl, "gpu.payload.evidence_list"), "8 GPU(s)");
+    assert_string_equal(check_line_found(&cl, "gpu.payload.evidence_list"), "8 GPU(s)");
     for (int i = 0; i < 8; i++) {
         char id[64];
         snprintf(id, sizeof id, "gpu.%d.spdm_signature", i);
-        assert_int_equal(status_of(&cl, id), CHK_PASS);
+        assert_int_equal(check_line_status(&cl, id), CHK_PASS);
         snprintf(id, sizeof id, "gpu.%d.cert_chain", i);
-        assert_int_equal(status_of(&cl, id), CHK_PASS);
+        assert_int_equal(check_line_status(&cl, id), CHK_PASS);
     }
     check_free(&cl);
 
@@ -404,7 +381,7 @@ static void test_ppcie_8gpu(void **state)
     assert_non_null(k);
     k[0] = '5';
     assert_int_equal(nv_verify_payload(j, n, nonce, 0, &cl), -1);
-    assert_int_equal(status_of(&cl, "gpu.payload.nonce"), CHK_FAIL);
+    assert_int_equal(check_line_status(&cl, "gpu.payload.nonce"), CHK_FAIL);
     check_free(&cl);
     free(j);
 }
@@ -420,12 +397,12 @@ static void test_legacy_e2e(void **state)
     checklist_t cl = CHECKLIST_INIT;
     int rc = nv_verify_payload(j, n, nonce, 0, &cl);
     if (rc != 0)
-        dump(&cl);
+        check_dump(&cl);
     assert_int_equal(rc, 0);
-    assert_non_null(strstr(found_of(&cl, "gpu.0.evidence"), "legacy hex encoding"));
-    assert_int_equal(status_of(&cl, "gpu.0.cert_chain"), CHK_PASS);
-    assert_int_equal(status_of(&cl, "gpu.0.spdm_signature"), CHK_PASS);
-    assert_int_equal(status_of(&cl, "gpu.0.nonce"), CHK_PASS);
+    assert_non_null(strstr(check_line_found(&cl, "gpu.0.evidence"), "legacy hex encoding"));
+    assert_int_equal(check_line_status(&cl, "gpu.0.cert_chain"), CHK_PASS);
+    assert_int_equal(check_line_status(&cl, "gpu.0.spdm_signature"), CHK_PASS);
+    assert_int_equal(check_line_status(&cl, "gpu.0.nonce"), CHK_PASS);
     check_free(&cl);
     free(j);
 }
@@ -463,11 +440,11 @@ static void test_tamper_report(void **state)
         assert_int_not_equal(rc, 0);
         if (rc == 1) {
             step_parsed++;
-            assert_int_equal(status_of(&cl, "gpu.0.cert_chain"), CHK_PASS);
-            assert_int_equal(status_of(&cl, "gpu.0.spdm_signature"), CHK_FAIL);
+            assert_int_equal(check_line_status(&cl, "gpu.0.cert_chain"), CHK_PASS);
+            assert_int_equal(check_line_status(&cl, "gpu.0.spdm_signature"), CHK_FAIL);
         }
         if (off >= 4 && off < 36)
-            assert_int_equal(status_of(&cl, "gpu.0.nonce"), CHK_FAIL);
+            assert_int_equal(check_line_status(&cl, "gpu.0.nonce"), CHK_FAIL);
         (void)sig_off;
         check_free(&cl);
     }
@@ -479,8 +456,8 @@ static void test_tamper_report(void **state)
         m[sig_offs[i]] ^= 0x80;
         checklist_t cl = CHECKLIST_INIT;
         assert_int_equal(nv_verify_gpu(&cl, 0, m, n, 0, sk, root, nonce, 0), 1);
-        assert_int_equal(status_of(&cl, "gpu.0.spdm_signature"), CHK_FAIL);
-        assert_int_equal(status_of(&cl, "gpu.0.nonce"), CHK_PASS);
+        assert_int_equal(check_line_status(&cl, "gpu.0.spdm_signature"), CHK_FAIL);
+        assert_int_equal(check_line_status(&cl, "gpu.0.nonce"), CHK_PASS);
         check_free(&cl);
     }
     /* untouched: passes through the same function */
@@ -528,7 +505,7 @@ static void test_tamper_certs(void **state)
             int rc = nv_verify_gpu(&cl, 0, rep, n, 0, sk, root, nonce, 0);
             if (i < 4) {
                 assert_int_equal(rc, 1);
-                assert_int_equal(status_of(&cl, "gpu.0.cert_chain"), CHK_FAIL);
+                assert_int_equal(check_line_status(&cl, "gpu.0.cert_chain"), CHK_FAIL);
             } else {
                 /* the chain's copy of the root is never trusted: the built-in one is used */
                 assert_int_equal(rc, 0);
@@ -543,17 +520,17 @@ static void test_tamper_certs(void **state)
     X509_free(x);
     checklist_t cl = CHECKLIST_INIT;
     assert_int_equal(nv_verify_gpu(&cl, 0, rep, n, 0, sk, root, nonce, 0), 1);
-    assert_int_equal(status_of(&cl, "gpu.0.cert_chain"), CHK_FAIL);
+    assert_int_equal(check_line_status(&cl, "gpu.0.cert_chain"), CHK_FAIL);
     check_free(&cl);
     /* leaf swapped for an intermediate: the signature no longer verifies (and that is a CA) */
     x = sk_X509_shift(sk);
     X509_free(x);
     assert_int_equal(nv_verify_gpu(&cl, 0, rep, n, 0, sk, root, nonce, 0), 1);
-    assert_int_equal(status_of(&cl, "gpu.0.spdm_signature"), CHK_FAIL);
+    assert_int_equal(check_line_status(&cl, "gpu.0.spdm_signature"), CHK_FAIL);
     check_free(&cl);
     /* no chain at all */
     assert_int_equal(nv_verify_gpu(&cl, 0, rep, n, 0, NULL, root, nonce, 0), -1);
-    assert_int_equal(status_of(&cl, "gpu.0.cert_chain"), CHK_FAIL);
+    assert_int_equal(check_line_status(&cl, "gpu.0.cert_chain"), CHK_FAIL);
     check_free(&cl);
     sk_X509_pop_free(sk, X509_free);
     X509_free(root);
@@ -607,7 +584,7 @@ static void test_truncated_payload(void **state)
     const char *empty = "{\"nonce\":\"" CANNED_NONCE "\",\"evidence_list\":[],\"arch\":\"HOPPER\"}";
     checklist_t cl = CHECKLIST_INIT;
     assert_int_equal(nv_verify_payload(empty, strlen(empty), nonce, 0, &cl), 1);
-    assert_int_equal(status_of(&cl, "gpu.payload.evidence_list"), CHK_FAIL);
+    assert_int_equal(check_line_status(&cl, "gpu.payload.evidence_list"), CHK_FAIL);
     check_free(&cl);
     /* evidence that is neither binary nor hex text */
     uint8_t *dummy;
@@ -700,14 +677,14 @@ static void test_other_root(void **state)
 
     checklist_t cl = CHECKLIST_INIT;
     assert_int_equal(nv_verify_payload(p, strlen(p), nonce, 0, &cl), 1);
-    assert_int_equal(status_of(&cl, "gpu.0.cert_chain"), CHK_FAIL);
-    assert_int_equal(status_of(&cl, "gpu.0.spdm_signature"), CHK_PASS);
-    assert_int_equal(status_of(&cl, "gpu.0.nonce"), CHK_PASS);
+    assert_int_equal(check_line_status(&cl, "gpu.0.cert_chain"), CHK_FAIL);
+    assert_int_equal(check_line_status(&cl, "gpu.0.spdm_signature"), CHK_PASS);
+    assert_int_equal(check_line_status(&cl, "gpu.0.nonce"), CHK_PASS);
     check_free(&cl);
     /* the same payload against its own root: everything passes (the code path is sound) */
     int rc = nv_verify_payload_root(p, strlen(p), nonce, 0, root, &cl);
     if (rc != 0)
-        dump(&cl);
+        check_dump(&cl);
     assert_int_equal(rc, 0);
     check_free(&cl);
     /* the real NVIDIA chain with the foreign root as the anchor fails */
@@ -716,7 +693,7 @@ static void test_other_root(void **state)
     uint8_t *orig = canned_report(&n);
     char *p2 = make_payload(CANNED_NONCE, orig, n, 0, chain, cn);
     assert_int_equal(nv_verify_payload_root(p2, strlen(p2), nonce, 0, root, &cl), 1);
-    assert_int_equal(status_of(&cl, "gpu.0.cert_chain"), CHK_FAIL);
+    assert_int_equal(check_line_status(&cl, "gpu.0.cert_chain"), CHK_FAIL);
     check_free(&cl);
     /* the real NVIDIA chain with its root copy replaced by the foreign root: the copy is never
      * an anchor, the built-in root still completes the chain */
@@ -729,7 +706,7 @@ static void test_other_root(void **state)
     check_free(&cl);
     /* ...but without the built-in root as anchor (foreign root trusted) it fails */
     assert_int_equal(nv_verify_gpu(&cl, 0, orig, n, 0, nv, root, nonce, 0), 1);
-    assert_int_equal(status_of(&cl, "gpu.0.cert_chain"), CHK_FAIL);
+    assert_int_equal(check_line_status(&cl, "gpu.0.cert_chain"), CHK_FAIL);
     check_free(&cl);
     X509_free(nvroot);
     sk_X509_pop_free(nv, X509_free);
@@ -791,29 +768,29 @@ static void test_nras_samples(void **state)
         checklist_t cl = CHECKLIST_INIT;
         int rc = nv_verify_nras(j, n, NULL, 0, nonce, s[i].iat + 60, &cl);
         if (rc != 0)
-            dump(&cl);
+            check_dump(&cl);
         assert_int_equal(rc, 0);
-        assert_int_equal(status_of(&cl, "nras.overall.signature"), CHK_SKIP);
-        assert_string_equal(found_of(&cl, "nras.overall.signature"), "no JWKS");
-        assert_int_equal(status_of(&cl, "nras.overall.nonce"), CHK_PASS);
-        assert_int_equal(status_of(&cl, "nras.overall.result"), CHK_PASS);
-        assert_int_equal(status_of(&cl, "nras.submods"), CHK_PASS);
+        assert_int_equal(check_line_status(&cl, "nras.overall.signature"), CHK_SKIP);
+        assert_string_equal(check_line_found(&cl, "nras.overall.signature"), "no JWKS");
+        assert_int_equal(check_line_status(&cl, "nras.overall.nonce"), CHK_PASS);
+        assert_int_equal(check_line_status(&cl, "nras.overall.result"), CHK_PASS);
+        assert_int_equal(check_line_status(&cl, "nras.submods"), CHK_PASS);
         for (int g = 0; g < s[i].gpus; g++) {
             char id[64];
             snprintf(id, sizeof id, "nras.GPU-%d.digest", g);
-            assert_int_equal(status_of(&cl, id), CHK_PASS);
+            assert_int_equal(check_line_status(&cl, id), CHK_PASS);
             snprintf(id, sizeof id, "nras.GPU-%d.claims", g);
-            assert_int_equal(status_of(&cl, id), CHK_PASS);
+            assert_int_equal(check_line_status(&cl, id), CHK_PASS);
             snprintf(id, sizeof id, "nras.GPU-%d.signature", g);
-            assert_int_equal(status_of(&cl, id), CHK_SKIP);
+            assert_int_equal(check_line_status(&cl, id), CHK_SKIP);
         }
         check_free(&cl);
         /* expired (exp = iat + 3600), and not yet valid */
         assert_int_equal(nv_verify_nras(j, n, NULL, 0, nonce, s[i].iat + 3600, &cl), 1);
-        assert_int_equal(status_of(&cl, "nras.overall.expiry"), CHK_FAIL);
+        assert_int_equal(check_line_status(&cl, "nras.overall.expiry"), CHK_FAIL);
         check_free(&cl);
         assert_int_equal(nv_verify_nras(j, n, NULL, 0, nonce, s[i].iat - 10, &cl), 1);
-        assert_int_equal(status_of(&cl, "nras.overall.expiry"), CHK_FAIL);
+        assert_int_equal(check_line_status(&cl, "nras.overall.expiry"), CHK_FAIL);
         check_free(&cl);
         /* today: long expired */
         assert_int_equal(nv_verify_nras(j, n, NULL, 0, nonce, 0, &cl), 1);
@@ -822,13 +799,13 @@ static void test_nras_samples(void **state)
         memcpy(other, nonce, 32);
         other[31] ^= 1;
         assert_int_equal(nv_verify_nras(j, n, NULL, 0, other, s[i].iat + 60, &cl), 1);
-        assert_int_equal(status_of(&cl, "nras.overall.nonce"), CHK_FAIL);
-        assert_int_equal(status_of(&cl, "nras.GPU-0.nonce"), CHK_FAIL);
+        assert_int_equal(check_line_status(&cl, "nras.overall.nonce"), CHK_FAIL);
+        assert_int_equal(check_line_status(&cl, "nras.GPU-0.nonce"), CHK_FAIL);
         check_free(&cl);
         /* a JWKS without these kids: signature lines fail */
         const char *jwks = "{\"keys\":[]}";
         assert_int_equal(nv_verify_nras(j, n, jwks, strlen(jwks), nonce, s[i].iat + 60, &cl), 1);
-        assert_int_equal(status_of(&cl, "nras.overall.signature"), CHK_FAIL);
+        assert_int_equal(check_line_status(&cl, "nras.overall.signature"), CHK_FAIL);
         check_free(&cl);
         /* the last per-GPU JWT changed by one character of its signature: digest mismatch */
         json_object *doc = nv_json_parse(j, n);
@@ -844,14 +821,14 @@ static void test_nras_samples(void **state)
         assert_int_equal(nv_verify_nras(txt, strlen(txt), NULL, 0, nonce, s[i].iat + 60, &cl), 1);
         char id[64];
         snprintf(id, sizeof id, "nras.%s.digest", key);
-        assert_int_equal(status_of(&cl, id), CHK_FAIL);
-        assert_int_equal(status_of(&cl, "nras.GPU-0.digest"), s[i].gpus == 1 ? CHK_FAIL : CHK_PASS);
+        assert_int_equal(check_line_status(&cl, id), CHK_FAIL);
+        assert_int_equal(check_line_status(&cl, "nras.GPU-0.digest"), s[i].gpus == 1 ? CHK_FAIL : CHK_PASS);
         check_free(&cl);
         /* a GPU token removed: the submods no longer match the tokens */
         json_object_object_del(gpus, key);
         txt = json_object_to_json_string_ext(doc, JSON_C_TO_STRING_PLAIN);
         assert_int_equal(nv_verify_nras(txt, strlen(txt), NULL, 0, nonce, s[i].iat + 60, &cl), 1);
-        assert_int_equal(status_of(&cl, "nras.submods"), CHK_FAIL);
+        assert_int_equal(check_line_status(&cl, "nras.submods"), CHK_FAIL);
         check_free(&cl);
         free(t);
         json_object_put(doc);
@@ -1018,31 +995,31 @@ static void test_nras_signed(void **state)
     for (size_t i = 0; i < 3; i++) {
         int rc = nv_verify_nras(r, strlen(r), jwks_ok[i], strlen(jwks_ok[i]), nonce, iat + 10, &cl);
         if (rc != 0)
-            dump(&cl);
+            check_dump(&cl);
         assert_int_equal(rc, 0);
-        assert_int_equal(status_of(&cl, "nras.overall.signature"), CHK_PASS);
-        assert_int_equal(status_of(&cl, "nras.GPU-1.signature"), CHK_PASS);
-        assert_int_equal(status_of(&cl, "nras.GPU-1.digest"), CHK_PASS);
+        assert_int_equal(check_line_status(&cl, "nras.overall.signature"), CHK_PASS);
+        assert_int_equal(check_line_status(&cl, "nras.GPU-1.signature"), CHK_PASS);
+        assert_int_equal(check_line_status(&cl, "nras.GPU-1.digest"), CHK_PASS);
         check_free(&cl);
     }
     /* signed by another key under the same kid */
     assert_int_equal(nv_verify_nras(r, strlen(r), jw_other, strlen(jw_other), nonce, iat + 10, &cl), 1);
-    assert_int_equal(status_of(&cl, "nras.overall.signature"), CHK_FAIL);
-    assert_int_equal(status_of(&cl, "nras.GPU-0.signature"), CHK_FAIL);
+    assert_int_equal(check_line_status(&cl, "nras.overall.signature"), CHK_FAIL);
+    assert_int_equal(check_line_status(&cl, "nras.GPU-0.signature"), CHK_FAIL);
     check_free(&cl);
     /* no key with that kid */
     assert_int_equal(nv_verify_nras(r, strlen(r), jw_nokid, strlen(jw_nokid), nonce, iat + 10, &cl), 1);
-    assert_int_equal(status_of(&cl, "nras.overall.signature"), CHK_FAIL);
-    assert_non_null(strstr(found_of(&cl, "nras.overall.signature"), "no JWKS key"));
+    assert_int_equal(check_line_status(&cl, "nras.overall.signature"), CHK_FAIL);
+    assert_non_null(strstr(check_line_found(&cl, "nras.overall.signature"), "no JWKS key"));
     check_free(&cl);
     /* wrong nonce, expired */
     assert_int_equal(nv_verify_nras(r, strlen(r), jw_good, strlen(jw_good), wrong, iat + 10, &cl), 1);
-    assert_int_equal(status_of(&cl, "nras.overall.nonce"), CHK_FAIL);
-    assert_int_equal(status_of(&cl, "nras.overall.signature"), CHK_PASS);
+    assert_int_equal(check_line_status(&cl, "nras.overall.nonce"), CHK_FAIL);
+    assert_int_equal(check_line_status(&cl, "nras.overall.signature"), CHK_PASS);
     check_free(&cl);
     assert_int_equal(nv_verify_nras(r, strlen(r), jw_good, strlen(jw_good), nonce, iat + 3600, &cl), 1);
-    assert_int_equal(status_of(&cl, "nras.overall.expiry"), CHK_FAIL);
-    assert_int_equal(status_of(&cl, "nras.GPU-0.expiry"), CHK_FAIL);
+    assert_int_equal(check_line_status(&cl, "nras.overall.expiry"), CHK_FAIL);
+    assert_int_equal(check_line_status(&cl, "nras.GPU-0.expiry"), CHK_FAIL);
     check_free(&cl);
     /* a flipped signature character on the overall token */
     {
@@ -1054,8 +1031,8 @@ static void test_nras_signed(void **state)
         json_object_array_put_idx(head, 1, json_object_new_string(t));
         const char *txt = json_object_to_json_string_ext(doc, JSON_C_TO_STRING_PLAIN);
         assert_int_equal(nv_verify_nras(txt, strlen(txt), jw_good, strlen(jw_good), nonce, iat + 10, &cl), 1);
-        assert_int_equal(status_of(&cl, "nras.overall.signature"), CHK_FAIL);
-        assert_int_equal(status_of(&cl, "nras.GPU-0.signature"), CHK_PASS);
+        assert_int_equal(check_line_status(&cl, "nras.overall.signature"), CHK_FAIL);
+        assert_int_equal(check_line_status(&cl, "nras.GPU-0.signature"), CHK_PASS);
         check_free(&cl);
         free(t);
         json_object_put(doc);
@@ -1066,31 +1043,31 @@ static void test_nras_signed(void **state)
     bad.bad_digest = 1;
     r = make_nras(key, &bad);
     assert_int_equal(nv_verify_nras(r, strlen(r), jw_good, strlen(jw_good), nonce, iat + 10, &cl), 1);
-    assert_int_equal(status_of(&cl, "nras.GPU-1.digest"), CHK_FAIL);
-    assert_int_equal(status_of(&cl, "nras.GPU-0.digest"), CHK_PASS);
-    assert_int_equal(status_of(&cl, "nras.overall.signature"), CHK_PASS);
+    assert_int_equal(check_line_status(&cl, "nras.GPU-1.digest"), CHK_FAIL);
+    assert_int_equal(check_line_status(&cl, "nras.GPU-0.digest"), CHK_PASS);
+    assert_int_equal(check_line_status(&cl, "nras.overall.signature"), CHK_PASS);
     check_free(&cl);
     free(r);
     bad = good;
     bad.result = 0;
     r = make_nras(key, &bad);
     assert_int_equal(nv_verify_nras(r, strlen(r), jw_good, strlen(jw_good), nonce, iat + 10, &cl), 1);
-    assert_int_equal(status_of(&cl, "nras.overall.result"), CHK_FAIL);
+    assert_int_equal(check_line_status(&cl, "nras.overall.result"), CHK_FAIL);
     check_free(&cl);
     free(r);
     bad = good;
     bad.measres_fail = 1;
     r = make_nras(key, &bad);
     assert_int_equal(nv_verify_nras(r, strlen(r), jw_good, strlen(jw_good), nonce, iat + 10, &cl), 1);
-    assert_int_equal(status_of(&cl, "nras.GPU-1.claims"), CHK_FAIL);
-    assert_int_equal(status_of(&cl, "nras.GPU-0.claims"), CHK_PASS);
+    assert_int_equal(check_line_status(&cl, "nras.GPU-1.claims"), CHK_FAIL);
+    assert_int_equal(check_line_status(&cl, "nras.GPU-0.claims"), CHK_PASS);
     check_free(&cl);
     free(r);
     bad = good;
     bad.alg = "ES256";
     r = make_nras(key, &bad);
     assert_int_equal(nv_verify_nras(r, strlen(r), jw_good, strlen(jw_good), nonce, iat + 10, &cl), 1);
-    assert_int_equal(status_of(&cl, "nras.overall.signature"), CHK_FAIL);
+    assert_int_equal(check_line_status(&cl, "nras.overall.signature"), CHK_FAIL);
     check_free(&cl);
     free(r);
 

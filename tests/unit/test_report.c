@@ -8,6 +8,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "vectors.h"
+
 #include <json-c/json.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
@@ -165,19 +167,11 @@ static void test_tls_binding(void **state)
     EVP_PKEY_free(k);
 }
 
+/* A vector file without its trailing newlines. */
 static int slurp(const char *rel, buf_t *out)
 {
-    const char *d = getenv("VP_TEST_VECTORS");
-    char path[512];
-    snprintf(path, sizeof path, "%s/%s", d && *d ? d : "tests/vectors", rel);
-    FILE *f = fopen(path, "rb");
-    if (!f)
+    if (vec_slurp(rel, out) != 0)
         return -1;
-    char tmp[8192];
-    size_t n;
-    while ((n = fread(tmp, 1, sizeof tmp, f)) > 0)
-        buf_append(out, tmp, n);
-    fclose(f);
     while (out->len && out->data[out->len - 1] == '\n')
         out->data[--out->len] = 0;
     return 0;

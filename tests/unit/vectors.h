@@ -6,6 +6,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "core/buf.h"
+
 static inline const char *vec_dir(void)
 {
     const char *d = getenv("VP_TEST_VECTORS");
@@ -37,6 +39,18 @@ static inline void *vec_load(const char *rel, size_t *len)
     p[n] = 0;
     *len = (size_t)n;
     return p;
+}
+
+/* Appends the file to out; 0, or -1 when it cannot be read. */
+static inline int vec_slurp(const char *rel, buf_t *out)
+{
+    size_t n;
+    void *p = vec_load(rel, &n);
+    if (!p)
+        return -1;
+    int rc = buf_append(out, p, n);
+    free(p);
+    return rc;
 }
 
 #endif
