@@ -204,6 +204,9 @@ static int ucb_headers_complete(llhttp_t *p)
     c->interim = p->status_code >= 100 && p->status_code < 200 && p->status_code != 101;
     if (c->interim)
         return 0;
+    /* A Content-Length past INT64_MAX would read as one of the UPSTREAM_CL_* codes. */
+    if ((p->flags & F_CONTENT_LENGTH) && p->content_length > (uint64_t)INT64_MAX)
+        return HPE_USER;
     ex->head_done = 1;
     int64_t cl = (p->flags & F_CONTENT_LENGTH) ? (int64_t)p->content_length
                  : llhttp_message_needs_eof(p) ? UPSTREAM_CL_EOF
