@@ -1,18 +1,26 @@
 /* Hex and base64: every length is checked against the caller's capacity. */
 #include "core/hex.h"
 
-static const char HEXD[] = "0123456789abcdef";
-
-void hex_encode(char *out, const uint8_t *in, size_t n)
+static void encode_with(char *out, const uint8_t *in, size_t n, const char *digits)
 {
     for (size_t i = 0; i < n; i++) {
-        out[2 * i] = HEXD[in[i] >> 4];
-        out[2 * i + 1] = HEXD[in[i] & 15];
+        out[2 * i] = digits[in[i] >> 4];
+        out[2 * i + 1] = digits[in[i] & 15];
     }
     out[2 * n] = '\0';
 }
 
-static int hexval(char c)
+void hex_encode(char *out, const uint8_t *in, size_t n)
+{
+    encode_with(out, in, n, "0123456789abcdef");
+}
+
+void hex_encode_upper(char *out, const uint8_t *in, size_t n)
+{
+    encode_with(out, in, n, "0123456789ABCDEF");
+}
+
+int hex_digit(int c)
 {
     if (c >= '0' && c <= '9') return c - '0';
     if (c >= 'a' && c <= 'f') return c - 'a' + 10;
@@ -25,7 +33,7 @@ long hex_decode(uint8_t *out, size_t outcap, const char *in, size_t inlen)
     if (inlen % 2 != 0 || inlen / 2 > outcap)
         return -1;
     for (size_t i = 0; i < inlen / 2; i++) {
-        int hi = hexval(in[2 * i]), lo = hexval(in[2 * i + 1]);
+        int hi = hex_digit(in[2 * i]), lo = hex_digit(in[2 * i + 1]);
         if (hi < 0 || lo < 0)
             return -1;
         out[i] = (uint8_t)(hi << 4 | lo);
@@ -36,7 +44,7 @@ long hex_decode(uint8_t *out, size_t outcap, const char *in, size_t inlen)
 int hex_is_hex(const char *s, size_t n)
 {
     for (size_t i = 0; i < n; i++)
-        if (hexval(s[i]) < 0)
+        if (hex_digit(s[i]) < 0)
             return 0;
     return 1;
 }

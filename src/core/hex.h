@@ -6,6 +6,10 @@
 
 /* Writes 2*n lowercase hex digits and a NUL to out (capacity >= 2*n+1). */
 void hex_encode(char *out, const uint8_t *in, size_t n);
+/* The same with uppercase digits (Intel PCS parameters: FMSPC, PCE id, SVNs). */
+void hex_encode_upper(char *out, const uint8_t *in, size_t n);
+/* Value of one hex digit [0-9a-fA-F], or -1. */
+int hex_digit(int c);
 /* Strict decode: even length, [0-9a-fA-F] only, no prefix. Returns the byte count written,
  * or -1 when the input is malformed or would not fit in outcap. */
 long hex_decode(uint8_t *out, size_t outcap, const char *in, size_t inlen);

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "core/hex.h"
+#include "core/json.h"
 
 /* ---- endpoint ---- */
 
@@ -394,16 +395,6 @@ out:
     return o;
 }
 
-static const char *get_string(struct json_object *o, const char *key, size_t *len)
-{
-    struct json_object *v;
-    if (!json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_string))
-        return NULL;
-    if (len)
-        *len = (size_t)json_object_get_string_len(v);
-    return json_object_get_string(v);
-}
-
 void dstack_quote_free(dstack_quote_t *q)
 {
     buf_free(&q->quote);
@@ -441,10 +432,10 @@ int dstack_get_quote(const dstack_endpoint_t *ep, const uint8_t report_data[64],
         return -1;
     int rc = -1;
     size_t ql = 0, el = 0, vl = 0, rl = 0;
-    const char *qh = get_string(o, "quote", &ql);
-    const char *ev = get_string(o, "event_log", &el);
-    const char *vm = get_string(o, "vm_config", &vl);
-    const char *rd = get_string(o, "report_data", &rl);
+    const char *qh = json_get_str(o, "quote", &ql);
+    const char *ev = json_get_str(o, "event_log", &el);
+    const char *vm = json_get_str(o, "vm_config", &vl);
+    const char *rd = json_get_str(o, "report_data", &rl);
     buf_t echo = BUF_INIT;
     if (!qh || ql < 2 * 48 || hex_to_buf(qh, ql, &q->quote)) {
         snprintf(err, errlen, "%s: %s: no quote, or the quote is not hex", who, method);
@@ -461,7 +452,7 @@ int dstack_get_quote(const dstack_endpoint_t *ep, const uint8_t report_data[64],
     if (ep->tappd) {
         /* We asked for raw: REPORTDATA must be report_data itself. An agent that says it
          * hashed (or names no algorithm we can repeat) is not serving our request. */
-        const char *ha = get_string(o, "hash_algorithm", NULL), *px = get_string(o, "prefix", NULL);
+        const char *ha = json_get_str(o, "hash_algorithm", NULL), *px = json_get_str(o, "prefix", NULL);
         if (ha && *ha && strcmp(ha, "raw") != 0) {
             snprintf(err, errlen, "%s: %s used hash_algorithm '%.32s', not the requested raw", who,
                      method, ha);
@@ -485,7 +476,7 @@ int dstack_info(const dstack_endpoint_t *ep, buf_t *info_json, char *err, size_t
     if (!o)
         return -1;
     size_t tl = 0;
-    const char *tcb = get_string(o, "tcb_info", &tl);
+    const char *tcb = json_get_str(o, "tcb_info", &tl);
     if (tcb && tl > 0) {
         struct json_object *t = parse_obj(tcb, tl);
         if (t)
@@ -521,7 +512,7 @@ int dstack_get_key(const dstack_endpoint_t *ep, const char *path, const char *al
     if (!o)
         return -1;
     size_t kl = 0;
-    const char *kh = get_string(o, "key", &kl);
+    const char *kh = json_get_str(o, "key", &kl);
     if (!kh || hex_to_buf(kh, kl, &kb) || kb.len != 32) {
         snprintf(err, errlen, "dstack guest agent: GetKey(%s) returned no 32-byte hex key", path);
     } else {

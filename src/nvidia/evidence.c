@@ -15,6 +15,7 @@
 #include <openssl/x509_vfy.h>
 
 #include "core/hex.h"
+#include "core/json.h"
 #include "nvidia/spdm.h"
 
 #define NV_MAX_EVIDENCE (1u << 20)   /* a report is ~4 KB; anything near 1 MB is not one */
@@ -39,27 +40,7 @@ X509 *nv_device_root(void)
 
 json_object *nv_json_parse(const char *p, size_t n)
 {
-    if (!p || n > INT32_MAX)
-        return NULL;
-    json_tokener *tok = json_tokener_new();
-    if (!tok)
-        return NULL;
-    json_tokener_set_flags(tok, JSON_TOKENER_STRICT);
-    json_object *o = json_tokener_parse_ex(tok, p, (int)n);
-    if (o && json_tokener_get_error(tok) == json_tokener_success) {
-        size_t used = json_tokener_get_parse_end(tok);
-        for (size_t i = used; i < n; i++)
-            if (p[i] != ' ' && p[i] != '\n' && p[i] != '\r' && p[i] != '\t') {
-                json_object_put(o);
-                o = NULL;
-                break;
-            }
-    } else {
-        json_object_put(o);
-        o = NULL;
-    }
-    json_tokener_free(tok);
-    return o;
+    return json_parse_strict(p, n);
 }
 
 static uint8_t *b64_alloc(const char *in, size_t len, size_t *out_len)
@@ -301,17 +282,6 @@ int nv_verify_gpu(checklist_t *cl, int idx, const uint8_t *report, size_t n, int
     return parse_err ? -1 : failed ? 1 : 0;
 }
 
-static const char *jstr(json_object *o, const char *key, size_t *len)
-{
-    json_object *v;
-    if (!o || !json_object_is_type(o, json_type_object) || !json_object_object_get_ex(o, key, &v) ||
-        !json_object_is_type(v, json_type_string))
-        return NULL;
-    if (len)
-        *len = (size_t)json_object_get_string_len(v);
-    return json_object_get_string(v);
-}
-
 static int nonce_parse(const char *s, size_t n, uint8_t out[32])
 {
     return s && n == 64 && hex_decode(out, 32, s, 64) == 32 ? 0 : -1;
@@ -350,12 +320,12 @@ int nv_verify_payload_root(const char *payload_json, size_t len, const uint8_t e
     int have_nonce = 0;
     {
         size_t nl = 0;
-        const char *ns = jstr(is_list ? json_object_array_get_idx(list, 0) : doc, "nonce", &nl);
+        const char *ns = json_get_str(is_list ? json_object_array_get_idx(list, 0) : doc, "nonce", &nl);
         int agree = 1;
         if (is_list)
             for (size_t i = 1; i < count; i++) {
                 size_t l2 = 0;
-                const char *s2 = jstr(json_object_array_get_idx(list, i), "nonce", &l2);
+                const char *s2 = json_get_str(json_object_array_get_idx(list, i), "nonce", &l2);
                 if (!s2 || !ns || l2 != nl || strncasecmp(s2, ns, nl) != 0)
                     agree = 0;
             }
@@ -381,11 +351,11 @@ int nv_verify_payload_root(const char *payload_json, size_t len, const uint8_t e
 
     /* arch */
     {
-        const char *arch = jstr(is_list ? json_object_array_get_idx(list, 0) : doc, "arch", NULL);
+        const char *arch = json_get_str(is_list ? json_object_array_get_idx(list, 0) : doc, "arch", NULL);
         int agree = 1;
         if (is_list)
             for (size_t i = 1; i < count; i++) {
-                const char *a2 = jstr(json_object_array_get_idx(list, i), "arch", NULL);
+                const char *a2 = json_get_str(json_object_array_get_idx(list, i), "arch", NULL);
                 if (!a2 || !arch || strcmp(a2, arch) != 0)
                     agree = 0;
             }
@@ -412,8 +382,8 @@ int nv_verify_payload_root(const char *payload_json, size_t len, const uint8_t e
     for (size_t i = 0; i < count; i++) {
         json_object *it = json_object_array_get_idx(list, i);
         size_t el = 0, cl_len = 0;
-        const char *ev = jstr(it, "evidence", &el);
-        const char *cert = jstr(it, "certificate", &cl_len);
+        const char *ev = json_get_str(it, "evidence", &el);
+        const char *cert = json_get_str(it, "certificate", &cl_len);
         uint8_t *rep = NULL;
         size_t rn = 0;
         int legacy = 0;

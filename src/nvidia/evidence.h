@@ -30,7 +30,7 @@ struct x509_st *nv_x509_from_pem(const char *pem, size_t len);
 /* The built-in NVIDIA Device Identity CA as a new X509 (X509_free). */
 struct x509_st *nv_device_root(void);
 
-/* Strict JSON parse of exactly [p, p+n) (trailing whitespace allowed). New reference or NULL. */
+/* json_parse_strict (core/json.h) under the name the verifier and tests use. */
 struct json_object *nv_json_parse(const char *p, size_t n);
 
 /* Decodes an `evidence` string. Base64 of the raw report (starts 0x11 0xE0), or the legacy

@@ -16,6 +16,7 @@
 #include <openssl/x509.h>
 
 #include "core/hex.h"
+#include "core/json.h"
 #include "core/sha.h"
 #include "nvidia/evidence.h"
 #include "nvidia/spdm.h"
@@ -68,14 +69,6 @@ static json_object *b64url_json(const char *p, size_t n)
     return o;
 }
 
-static const char *jstr(json_object *o, const char *key)
-{
-    json_object *v;
-    if (!o || !json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_string))
-        return NULL;
-    return json_object_get_string(v);
-}
-
 int nv_jwt_parse(const char *jwt, size_t len, nv_jwt_t *j)
 {
     memset(j, 0, sizeof *j);
@@ -97,7 +90,7 @@ int nv_jwt_parse(const char *jwt, size_t len, nv_jwt_t *j)
         return -1;
     }
     j->sig_len = (size_t)r;
-    const char *alg = jstr(j->header, "alg"), *kid = jstr(j->header, "kid");
+    const char *alg = json_get_str(j->header, "alg", NULL), *kid = json_get_str(j->header, "kid", NULL);
     snprintf(j->alg, sizeof j->alg, "%s", alg ? alg : "");
     snprintf(j->kid, sizeof j->kid, "%s", kid ? kid : "");
     return 0;
@@ -175,12 +168,12 @@ int nv_jwks_key(const char *jwks_json, size_t len, const char *kid, EVP_PKEY **o
     int rc = 0;
     for (size_t i = 0; i < json_object_array_length(keys); i++) {
         json_object *k = json_object_array_get_idx(keys, i), *x5c = NULL;
-        const char *kk = jstr(k, "kid");
+        const char *kk = json_get_str(k, "kid", NULL);
         if (!kk || !kid || strcmp(kk, kid) != 0)
             continue;
         rc = -1;
-        const char *kty = jstr(k, "kty"), *crv = jstr(k, "crv");
-        const char *xs = jstr(k, "x"), *ys = jstr(k, "y");
+        const char *kty = json_get_str(k, "kty", NULL), *crv = json_get_str(k, "crv", NULL);
+        const char *xs = json_get_str(k, "x", NULL), *ys = json_get_str(k, "y", NULL);
         if (!kty || strcmp(kty, "EC") != 0 || (crv && strcmp(crv, "P-384") != 0))
             break;
         EVP_PKEY *kxy = xs && ys ? ec_key_from_xy(xs, ys) : NULL;
@@ -309,7 +302,7 @@ static void check_expiry(nras_ctx_t *c, const char *who, const nv_jwt_t *j)
 static void check_nonce(nras_ctx_t *c, const char *who, const nv_jwt_t *j)
 {
     static const char what[] = "NRAS token's eat_nonce is our nonce";
-    const char *n = jstr(j->claims, "eat_nonce");
+    const char *n = json_get_str(j->claims, "eat_nonce", NULL);
     char exp_hex[65];
     if (!c->nonce) {
         line(c, who, "nonce", CHK_SKIP, what, "no expected nonce given", n ? n : "absent");
@@ -331,7 +324,7 @@ static void check_gpu_claims(nras_ctx_t *c, const char *who, const nv_jwt_t *j)
 {
     char bad[256] = "";
     size_t o = 0;
-    const char *measres = jstr(j->claims, "measres"), *dbg = jstr(j->claims, "dbgstat");
+    const char *measres = json_get_str(j->claims, "measres", NULL), *dbg = json_get_str(j->claims, "dbgstat", NULL);
     if (!measres || strcmp(measres, "success") != 0)
         o += (size_t)snprintf(bad + o, sizeof bad - o, "measres=%s ", measres ? measres : "absent");
     if (claim_bool(j->claims, "secboot") != 1)
@@ -450,7 +443,7 @@ int nv_verify_nras(const char *response_json, size_t len, const char *jwks_json,
 
     /* overall token */
     check_signature(&c, "overall", &oj);
-    const char *iss = jstr(oj.claims, "iss");
+    const char *iss = json_get_str(oj.claims, "iss", NULL);
     line(&c, "overall", "issuer", iss && strcmp(iss, NV_NRAS_ISSUER) == 0 ? CHK_PASS : CHK_FAIL,
          "NRAS token was issued by NVIDIA's NRAS", NV_NRAS_ISSUER, iss ? iss : "absent");
     check_expiry(&c, "overall", &oj);

@@ -170,14 +170,6 @@ static int on_headers(conn_t *c, http_req_t *req)
 
 /* ---- query strings ---- */
 
-static int unhex(char ch)
-{
-    if (ch >= '0' && ch <= '9') return ch - '0';
-    if (ch >= 'a' && ch <= 'f') return ch - 'a' + 10;
-    if (ch >= 'A' && ch <= 'F') return ch - 'A' + 10;
-    return -1;
-}
-
 /* Percent-decodes src into out (NUL-terminated). -1 if malformed or too long. */
 static long pct_decode(const char *s, size_t n, char *out, size_t cap)
 {
@@ -186,7 +178,7 @@ static long pct_decode(const char *s, size_t n, char *out, size_t cap)
         char ch = s[i];
         if (ch == '%') {
             int hi, lo;
-            if (i + 2 >= n || (hi = unhex(s[i + 1])) < 0 || (lo = unhex(s[i + 2])) < 0)
+            if (i + 2 >= n || (hi = hex_digit(s[i + 1])) < 0 || (lo = hex_digit(s[i + 2])) < 0)
                 return -1;
             ch = (char)(hi << 4 | lo);
             i += 2;

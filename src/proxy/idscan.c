@@ -4,6 +4,8 @@
 
 #include <string.h>
 
+#include "core/hex.h"
+
 static int id_put(idscan_t *s, uint32_t cp)
 {
     char u[4];
@@ -63,8 +65,7 @@ void idscan_feed(idscan_t *s, const char *p, size_t n)
         char ch = p[i];
         if (s->in_str) {
             if (s->uhex) {
-                int v = ch >= '0' && ch <= '9' ? ch - '0'
-                        : (ch | 0x20) >= 'a' && (ch | 0x20) <= 'f' ? (ch | 0x20) - 'a' + 10 : -1;
+                int v = hex_digit(ch);
                 if (v < 0) {
                     s->failed = 1;
                     return;

@@ -8,6 +8,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "core/hex.h"
+
 enum jtype { J_OBJ, J_ARR, J_STR, J_NUM, J_TRUE, J_FALSE, J_NULL };
 
 /* What a container means to the request: only these positions carry facts we report. */
@@ -54,16 +56,6 @@ static void skip_ws(scan_t *s)
     }
 }
 
-static int hexval(unsigned char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    c |= 0x20;
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    return -1;
-}
-
 /* Reads 4 hex digits at p[at]; -1 when fewer than 4 or not hex. */
 static long hex4(const scan_t *s, size_t at)
 {
@@ -71,7 +63,7 @@ static long hex4(const scan_t *s, size_t at)
         return -1;
     long v = 0;
     for (int i = 0; i < 4; i++) {
-        int h = hexval(s->p[at + (size_t)i]);
+        int h = hex_digit(s->p[at + (size_t)i]);
         if (h < 0)
             return -1;
         v = v * 16 + h;

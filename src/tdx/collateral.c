@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "core/hex.h"
+#include "core/json.h"
 #include "tdx/pck.h"
 
 #define TDX_TCB_SIGNING_CN "Intel SGX TCB Signing"
@@ -103,19 +104,11 @@ static int get_sig(json_object *o, const char *key, uint8_t sig[64], char *err, 
 
 static json_object *parse_obj(const char *s, size_t n)
 {
-    if (n > INT32_MAX)
-        return NULL;
-    json_tokener *tok = json_tokener_new();
-    if (!tok)
-        return NULL;
-    json_tokener_set_flags(tok, JSON_TOKENER_STRICT);
-    json_object *o = json_tokener_parse_ex(tok, s, (int)n);
-    if (o && (json_tokener_get_error(tok) != json_tokener_success ||
-              json_tokener_get_parse_end(tok) != n || !json_object_is_type(o, json_type_object))) {
+    json_object *o = json_parse_strict(s, n);
+    if (o && !json_object_is_type(o, json_type_object)) {
         json_object_put(o);
         o = NULL;
     }
-    json_tokener_free(tok);
     return o;
 }
 
@@ -533,14 +526,6 @@ static int parse_date(const char *s, time_t *out)
     return 0;
 }
 
-static const char *jstr(json_object *o, const char *key)
-{
-    json_object *v;
-    if (!o || !json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_string))
-        return NULL;
-    return json_object_get_string(v);
-}
-
 static int jint(json_object *o, const char *key, long long min, long long max, long long *out)
 {
     json_object *v;
@@ -564,7 +549,7 @@ static json_object *jget(json_object *o, const char *key, json_type t)
 /* A hex field of exactly n bytes. */
 static int jhex(json_object *o, const char *key, uint8_t *out, size_t n)
 {
-    const char *s = jstr(o, key);
+    const char *s = json_get_str(o, key, NULL);
     return s && strlen(s) == 2 * n && hex_decode(out, n, s, 2 * n) == (long)n ? 0 : -1;
 }
 
@@ -606,7 +591,7 @@ static json_object *signed_json(vctx_t *v, const char *name, const char *chain, 
     time_t iss, nxt;
     char at_s[32], a[32], b[32];
     fmt_time(v->at, at_s);
-    if (!o || parse_date(jstr(o, "issueDate"), &iss) || parse_date(jstr(o, "nextUpdate"), &nxt)) {
+    if (!o || parse_date(json_get_str(o, "issueDate", NULL), &iss) || parse_date(json_get_str(o, "nextUpdate", NULL), &nxt)) {
         line(v, id, CHK_FAIL, what, "issueDate and nextUpdate", "missing or malformed");
         json_object_put(o);
         return NULL;
@@ -617,16 +602,6 @@ static json_object *signed_json(vctx_t *v, const char *name, const char *chain, 
     line(v, id, iss <= v->at && v->at <= nxt ? CHK_PASS : CHK_FAIL, what,
          "issueDate <= time <= nextUpdate", found);
     return o;
-}
-
-static void hexup(char *out, const uint8_t *p, size_t n)
-{
-    static const char d[] = "0123456789ABCDEF";
-    for (size_t i = 0; i < n; i++) {
-        out[2 * i] = d[p[i] >> 4];
-        out[2 * i + 1] = d[p[i] & 15];
-    }
-    out[2 * n] = 0;
 }
 
 static void add_advisories(tdx_tcb_result_t *r, json_object *level)
@@ -688,7 +663,7 @@ static json_object *match_level(json_object *tcbinfo, const tdx_pck_info_t *pck,
         long long pcesvn;
         if (!tcb || comp_svns(tcb, "sgxtcbcomponents", sgx) ||
             comp_svns(tcb, "tdxtcbcomponents", tdx) || jint(tcb, "pcesvn", 0, 65535, &pcesvn) ||
-            !jstr(lvl, "tcbStatus")) {
+            !json_get_str(lvl, "tcbStatus", NULL)) {
             *bad = 1;
             return NULL;
         }
@@ -763,7 +738,7 @@ static void check_module(vctx_t *v, json_object *tcbinfo)
     json_object *ent = NULL;
     for (size_t i = 0; i < json_object_array_length(ids); i++) {
         json_object *e = json_object_array_get_idx(ids, i);
-        const char *eid = jstr(e, "id");
+        const char *eid = json_get_str(e, "id", NULL);
         if (eid && strcmp(eid, want) == 0)
             ent = e;
     }
@@ -777,7 +752,7 @@ static void check_module(vctx_t *v, json_object *tcbinfo)
     for (size_t i = 0; i < n; i++) {
         json_object *lvl = json_object_array_get_idx(levels, i);
         long long isvsvn;
-        const char *st = jstr(lvl, "tcbStatus");
+        const char *st = json_get_str(lvl, "tcbStatus", NULL);
         if (jint(jget(lvl, "tcb", json_type_object), "isvsvn", 0, 255, &isvsvn) || !st) {
             line(v, id, CHK_FAIL, what, "well-formed module tcbLevels", "malformed");
             return;
@@ -803,7 +778,7 @@ static void check_qe(vctx_t *v, json_object *qe)
     const uint8_t *r = v->q->qe_report;
     uint8_t mrs[32], misc[4], miscm[4], attr[16], attrm[16];
     long long prodid;
-    const char *qid = jstr(qe, "id");
+    const char *qid = json_get_str(qe, "id", NULL);
     if (!qid || strcmp(qid, "TD_QE") != 0 || jhex(qe, "mrsigner", mrs, 32) ||
         jhex(qe, "miscselect", misc, 4) || jhex(qe, "miscselectMask", miscm, 4) ||
         jhex(qe, "attributes", attr, 16) || jhex(qe, "attributesMask", attrm, 16) ||
@@ -832,7 +807,7 @@ static void check_qe(vctx_t *v, json_object *qe)
         line(v, id, CHK_FAIL, what, "as the QE identity", bad);
         return;
     }
-    snprintf(found, sizeof found, "MRSIGNER %.16s…, ISVPRODID %u", jstr(qe, "mrsigner"), rprod);
+    snprintf(found, sizeof found, "MRSIGNER %.16s…, ISVPRODID %u", json_get_str(qe, "mrsigner", NULL), rprod);
     line(v, id, CHK_PASS, what, "as the QE identity", found);
 
     id = "tdx.collateral.qe_identity.tcb";
@@ -843,7 +818,7 @@ static void check_qe(vctx_t *v, json_object *qe)
     for (size_t i = 0; i < n; i++) {
         json_object *lvl = json_object_array_get_idx(levels, i);
         long long lsvn;
-        const char *st = jstr(lvl, "tcbStatus");
+        const char *st = json_get_str(lvl, "tcbStatus", NULL);
         if (jint(jget(lvl, "tcb", json_type_object), "isvsvn", 0, 65535, &lsvn) || !st) {
             line(v, id, CHK_FAIL, what, "well-formed QE tcbLevels", "malformed");
             return;
@@ -949,9 +924,9 @@ static int check_pck(vctx_t *v, tdx_pck_info_t *pck)
         return -1;
     }
     char fm[13], pce[5], comps[40];
-    hexup(fm, pck->fmspc, 6);
-    hexup(pce, pck->pceid, 2);
-    hexup(comps, pck->comp_svn, 16);
+    hex_encode_upper(fm, pck->fmspc, 6);
+    hex_encode_upper(pce, pck->pceid, 2);
+    hex_encode_upper(comps, pck->comp_svn, 16);
     snprintf(v->res->fmspc, sizeof v->res->fmspc, "%s", fm);
     char found[512];
     snprintf(found, sizeof found, "FMSPC %s, PCE-ID %s, PCESVN %u, TCB %s, %s CA", fm, pce,
@@ -965,7 +940,7 @@ static void check_tcb_info(vctx_t *v, json_object *t, const tdx_pck_info_t *pck,
     char found[512];
     const char *id = "tdx.collateral.tcb_info.fmspc";
     const char *what = "the TCB info is the TDX one for this platform (FMSPC, PCE-ID)";
-    const char *tid = jstr(t, "id");
+    const char *tid = json_get_str(t, "id", NULL);
     long long ver = 0, evn = 0;
     uint8_t fm[6], pce[2];
     if (!tid || strcmp(tid, "TDX") || jint(t, "version", 3, 1000, &ver) ||
@@ -979,8 +954,8 @@ static void check_tcb_info(vctx_t *v, json_object *t, const tdx_pck_info_t *pck,
         line(v, id, CHK_SKIP, what, "", "no PCK extension");
         return;
     }
-    snprintf(found, sizeof found, "tcbInfo FMSPC %s / PCE-ID %s, PCK %s", jstr(t, "fmspc"),
-             jstr(t, "pceId"), v->res->fmspc);
+    snprintf(found, sizeof found, "tcbInfo FMSPC %s / PCE-ID %s, PCK %s", json_get_str(t, "fmspc", NULL),
+             json_get_str(t, "pceId", NULL), v->res->fmspc);
     int ok = memcmp(fm, pck->fmspc, 6) == 0 && memcmp(pce, pck->pceid, 2) == 0;
     line(v, id, ok ? CHK_PASS : CHK_FAIL, what, "equal to the PCK leaf's", found);
     if (!ok)
@@ -993,7 +968,7 @@ static void check_tcb_info(vctx_t *v, json_object *t, const tdx_pck_info_t *pck,
     int bad;
     json_object *lvl = match_level(t, pck, v->q->body.tee_tcb_svn, &bad);
     char tee[33];
-    hexup(tee, v->q->body.tee_tcb_svn, 16);
+    hex_encode_upper(tee, v->q->body.tee_tcb_svn, 16);
     if (bad) {
         line(v, id, CHK_FAIL, what, "well-formed tcbLevels", "malformed");
         return;
@@ -1004,10 +979,10 @@ static void check_tcb_info(vctx_t *v, json_object *t, const tdx_pck_info_t *pck,
         line(v, id, CHK_WARN, what, "a matching level", found);
         return;
     }
-    const char *st = jstr(lvl, "tcbStatus");
+    const char *st = json_get_str(lvl, "tcbStatus", NULL);
     snprintf(v->res->platform_status, sizeof v->res->platform_status, "%s", st);
     add_advisories(v->res, lvl);
-    const char *date = jstr(lvl, "tcbDate");
+    const char *date = json_get_str(lvl, "tcbDate", NULL);
     snprintf(found, sizeof found, "%s (tcbDate %s), TEE_TCB_SVN %s", st, date ? date : "?", tee);
     line(v, id, CHK_PASS, what, "a matching level", found);
 }

@@ -19,6 +19,7 @@
 
 #include "core/buf.h"
 #include "core/hex.h"
+#include "core/json.h"
 #include "core/sha.h"
 
 const uint8_t tdx_intel_qe_vendor_id[16] = {0x93, 0x9a, 0x72, 0x33, 0xf7, 0x9c, 0x4c, 0xa9,
@@ -561,16 +562,9 @@ int tdx_rtmr_replay(const char *json, size_t len, uint8_t rtmr[4][48], char *err
     memset(rtmr, 0, 4 * 48);
     if (!json || len > INT32_MAX)
         return ev_fail(err, errlen, 0, "no event log");
-    struct json_tokener *tok = json_tokener_new();
-    if (!tok)
-        return ev_fail(err, errlen, 0, "out of memory");
-    json_tokener_set_flags(tok, JSON_TOKENER_STRICT);
-    struct json_object *arr = json_tokener_parse_ex(tok, json, (int)len);
-    int complete = json_tokener_get_error(tok) == json_tokener_success &&
-                   json_tokener_get_parse_end(tok) == len;
-    json_tokener_free(tok);
+    struct json_object *arr = json_parse_strict(json, len);
     int rc;
-    if (!arr || !complete)
+    if (!arr)
         rc = ev_fail(err, errlen, 0, "event log is not valid JSON");
     else
         rc = tdx_rtmr_replay_obj(arr, rtmr, err, errlen);

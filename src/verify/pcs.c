@@ -234,12 +234,7 @@ int pcs_fetch_collateral(const char *base_url, const tdx_quote_t *q, buf_t *out,
     if (!ca)
         return pcs_fail(err, errlen, "PCK leaf issued by neither the Platform nor the Processor CA%s%s",
                     NULL, NULL);
-    static const char hx[] = "0123456789ABCDEF";
-    for (int i = 0; i < 6; i++) {
-        fmspc[2 * i] = hx[pck.fmspc[i] >> 4];
-        fmspc[2 * i + 1] = hx[pck.fmspc[i] & 15];
-    }
-    fmspc[12] = 0;
+    hex_encode_upper(fmspc, pck.fmspc, 6);
 
     pcs_resp_t crl = {.want_hdr = {"SGX-PCK-CRL-Issuer-Chain", NULL}};
     pcs_resp_t tcb = {.want_hdr = {"TCB-Info-Issuer-Chain", "SGX-TCB-Info-Issuer-Chain"}};

@@ -85,7 +85,7 @@ static int find_chat_id(const buf_t *b, char *out, size_t cap)
 {
     const char *p = b->data ? b->data : "";
     struct json_object *j = json_tokener_parse(p);
-    const char *id = vx_jstr(j, "id");
+    const char *id = json_get_str(j, "id", NULL);
     if (id) {
         snprintf(out, cap, "%s", id);
         json_object_put(j);
@@ -100,7 +100,7 @@ static int find_chat_id(const buf_t *b, char *out, size_t cap)
             char *line = strndup(p + 6, ln - 6);
             j = json_tokener_parse(line);
             free(line);
-            id = vx_jstr(j, "id");
+            id = json_get_str(j, "id", NULL);
             if (id) {
                 snprintf(out, cap, "%s", id);
                 json_object_put(j);
@@ -122,8 +122,8 @@ static char *default_model(vctx_t *cx, const vopts_t *o)
         struct json_object *j = json_tokener_parse(r.body.data ? r.body.data : ""), *d;
         if (j && json_object_object_get_ex(j, "data", &d) &&
             json_object_is_type(d, json_type_array) && json_object_array_length(d) > 0)
-            model = vx_jstr(json_object_array_get_idx(d, 0), "id")
-                        ? strdup(vx_jstr(json_object_array_get_idx(d, 0), "id")) : NULL;
+            model = json_get_str(json_object_array_get_idx(d, 0), "id", NULL)
+                        ? strdup(json_get_str(json_object_array_get_idx(d, 0), "id", NULL)) : NULL;
         json_object_put(j);
     }
     if (!model)
@@ -175,7 +175,7 @@ static struct json_object *fetch_signature(vctx_t *cx, const vopts_t *o, const c
         else
             vx_error(cx, lid, "the signature record could be fetched", "HTTP %ld: %.200s", r.status,
                      r.body.data ? r.body.data : "");
-    } else if (!(j = json_tokener_parse(r.body.data ? r.body.data : "")) || !vx_jstr(j, "text")) {
+    } else if (!(j = json_tokener_parse(r.body.data ? r.body.data : "")) || !json_get_str(j, "text", NULL)) {
         vx_error(cx, lid, "the signature record parses", "%.200s", r.body.data ? r.body.data : "");
         json_object_put(j);
         j = NULL;
@@ -226,12 +226,12 @@ int cmd_chat(vctx_t *cx, vopts_t *o)
         struct json_object *s = fetch_signature(cx, o, chat_id, algo);
         if (!s)
             continue;
-        const char *text = vx_jstr(s, "text"), *addr = vx_jstr(s, "signing_address");
+        const char *text = json_get_str(s, "text", NULL), *addr = json_get_str(s, "signing_address", NULL);
         snprintf(id, sizeof id, "chat.%s.text", algo);
         check_add(&cx->cl, id, strcmp(text, want) == 0 ? CHK_PASS : CHK_FAIL,
                   "signed text = sha256(bytes sent):sha256(bytes received)", want, text);
         snprintf(id, sizeof id, "chat.%s.signature", algo);
-        check_sig(cx, id, algo, text, strlen(text), vx_jstr(s, "signature"), addr);
+        check_sig(cx, id, algo, text, strlen(text), json_get_str(s, "signature", NULL), addr);
         if (addr) {
             /* A fresh report for this key: the key is attested now. */
             vctx_t sub = {CHECKLIST_INIT, 0, ""};

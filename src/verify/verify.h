@@ -14,13 +14,13 @@
 
 #include "core/buf.h"
 #include "core/check.h"
+#include "core/json.h"
 #include "tdx/quote.h"
 
 struct json_object;
 
 enum { VX_OK = 0, VX_FAIL = 1, VX_ERROR = 2 };
 
-#define VX_INTEL_PCS "https://api.trustedservices.intel.com"
 #define VX_DEFAULT_TIMEOUT 30L
 
 typedef struct vopts {
@@ -133,15 +133,5 @@ int vr_check_report(vctx_t *cx, const vopts_t *o, struct json_object *report,
  * added). *out: new reference. */
 int vr_fetch_report(vctx_t *cx, vopts_t *o, const char *url, const char *algo,
                     const char *address, struct json_object **out, char spki[65]);
-
-/* Member `key` of a JSON object when it is a string, else NULL (also for a non-object). */
-static inline const char *vx_jstr(struct json_object *o, const char *key)
-{
-    struct json_object *v;
-    if (!o || !json_object_is_type(o, json_type_object) || !json_object_object_get_ex(o, key, &v) ||
-        !json_object_is_type(v, json_type_string))
-        return NULL;
-    return json_object_get_string(v);
-}
 
 #endif

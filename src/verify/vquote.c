@@ -18,11 +18,6 @@
 
 #define SIM_NOTE "SIMULATED test root (--allow-simulated), not Intel"
 
-static void hexs(char *out, const uint8_t *p, size_t n)
-{
-    hex_encode(out, p, n);
-}
-
 void vq_free(vquote_t *vq)
 {
     buf_free(&vq->bytes);
@@ -31,7 +26,7 @@ void vq_free(vquote_t *vq)
 static void check_header(vctx_t *cx, const tdx_quote_t *q)
 {
     char vid[33];
-    hexs(vid, q->qe_vendor_id, 16);
+    hex_encode(vid, q->qe_vendor_id, 16);
     int ok = memcmp(q->qe_vendor_id, tdx_intel_qe_vendor_id, 16) == 0;
     check_addf(&cx->cl, "tdx.quote.header", ok ? CHK_PASS : CHK_FAIL,
                "quote header: TDX quote v4/v5, ECDSA P-256 attestation key, Intel QE vendor",
@@ -108,7 +103,7 @@ static int load_collateral(vctx_t *cx, const vopts_t *o, const vquote_t *vq, buf
         }
         return 0;
     }
-    const char *base = o->pccs_url ? o->pccs_url : VX_INTEL_PCS;
+    const char *base = o->pccs_url ? o->pccs_url : PCS_INTEL_URL;
     if (pcs_fetch_collateral(base, &vq->q, json, err, sizeof err) != 0) {
         vx_error(cx, "tdx.collateral.fetch", "Intel collateral could be fetched", "%s: %s", base,
                  err);
@@ -200,8 +195,8 @@ void vq_check_report_data(vctx_t *cx, const vquote_t *vq, const uint8_t want[64]
         check_add(&cx->cl, "tdx.report_data", CHK_FAIL, what, "", "quote did not parse");
         return;
     }
-    hexs(w, want, 64);
-    hexs(f, vq->q.body.report_data, 64);
+    hex_encode(w, want, 64);
+    hex_encode(f, vq->q.body.report_data, 64);
     (void)n;
     int ok = memcmp(want, vq->q.body.report_data, 64) == 0;
     check_add(&cx->cl, "tdx.report_data", ok ? CHK_PASS : CHK_FAIL, what, w, f);
@@ -237,8 +232,8 @@ int vq_check_event_log(vctx_t *cx, const vquote_t *vq, struct json_object *log)
         snprintf(id, sizeof id, "tdx.rtmr%d", i);
         snprintf(what, sizeof what, "the event log replays (SHA-384 extends) to the quote's RTMR%d",
                  i);
-        hexs(w, vq->q.body.rtmr[i], 48);
-        hexs(f, rtmr[i], 48);
+        hex_encode(w, vq->q.body.rtmr[i], 48);
+        hex_encode(f, rtmr[i], 48);
         int eq = memcmp(rtmr[i], vq->q.body.rtmr[i], 48) == 0;
         ok &= eq;
         check_add(&cx->cl, id, eq ? CHK_PASS : CHK_FAIL, what, w, f);
@@ -292,7 +287,7 @@ void vq_check_compose(vctx_t *cx, const vquote_t *vq, struct json_object *info,
 {
     out_hash[0] = 0;
     struct json_object *tcb = tcb_info_of(info);
-    const char *app_compose = vx_jstr(tcb, "app_compose");
+    const char *app_compose = json_get_str(tcb, "app_compose", NULL);
     if (!app_compose) {
         check_add(&cx->cl, "dstack.compose_hash", CHK_SKIP,
                   "the app compose file hashes to info.compose_hash", "info.tcb_info.app_compose",
@@ -303,11 +298,11 @@ void vq_check_compose(vctx_t *cx, const vquote_t *vq, struct json_object *info,
     uint8_t ch[32];
     char chx[65];
     sha256(app_compose, strlen(app_compose), ch);
-    hexs(chx, ch, 32);
+    hex_encode(chx, ch, 32);
     memcpy(out_hash, chx, 65);
-    const char *claimed = vx_jstr(info, "compose_hash");
+    const char *claimed = json_get_str(info, "compose_hash", NULL);
     if (!claimed)
-        claimed = vx_jstr(tcb, "compose_hash");
+        claimed = json_get_str(tcb, "compose_hash", NULL);
     if (claimed)
         check_add(&cx->cl, "dstack.compose_hash", strcasecmp(claimed, chx) == 0 ? CHK_PASS : CHK_FAIL,
                   "sha256(app_compose) equals info.compose_hash", claimed, chx);
@@ -318,8 +313,8 @@ void vq_check_compose(vctx_t *cx, const vquote_t *vq, struct json_object *info,
         uint8_t want[48] = {0x01};
         memcpy(want + 1, ch, 32);
         char w[97], f[97];
-        hexs(w, want, 48);
-        hexs(f, vq->q.body.mrconfigid, 48);
+        hex_encode(w, want, 48);
+        hex_encode(f, vq->q.body.mrconfigid, 48);
         static const uint8_t zero[48];
         if (memcmp(vq->q.body.mrconfigid, zero, 48) == 0)
             check_add(&cx->cl, "dstack.mrconfigid", CHK_WARN,
@@ -340,14 +335,14 @@ void vq_check_compose(vctx_t *cx, const vquote_t *vq, struct json_object *info,
     size_t nlog = log && json_object_is_type(log, json_type_array) ? json_object_array_length(log) : 0;
     for (size_t i = 0; i < nlog; i++) {
         struct json_object *e = json_object_array_get_idx(log, i);
-        const char *name = vx_jstr(e, "event");
+        const char *name = json_get_str(e, "event", NULL);
         if (!name || strcmp(name, "compose-hash") != 0)
             continue;
         uint64_t type = 0, imr = 0;
         if (juint(e, "event_type", &type) || type != TDX_DSTACK_EVENT_TYPE ||
             juint(e, "imr", &imr) || imr != 3)
             continue;
-        const char *p = vx_jstr(e, "event_payload");
+        const char *p = json_get_str(e, "event_payload", NULL);
         if (!p)
             continue;
         if (payload && strcasecmp(payload, p) != 0)
@@ -440,10 +435,10 @@ void vq_check_pins(vctx_t *cx, const vopts_t *o, const vquote_t *vq, const char 
     char f[6][97];
     const char *fp[6] = {0};
     if (vq->parsed) {
-        hexs(f[0], vq->q.body.mrtd, 48);
+        hex_encode(f[0], vq->q.body.mrtd, 48);
         fp[0] = f[0];
         for (int i = 0; i < 4; i++) {
-            hexs(f[1 + i], vq->q.body.rtmr[i], 48);
+            hex_encode(f[1 + i], vq->q.body.rtmr[i], 48);
             fp[1 + i] = f[1 + i];
         }
     }
@@ -454,7 +449,7 @@ void vq_check_pins(vctx_t *cx, const vopts_t *o, const vquote_t *vq, const char 
     for (int i = 0; i < 4; i++)
         pin_line(cx, ri[i], rn[i], o->expect_rtmr[i], policy, rk[i], fp[1 + i]);
     if (vq->parsed) {
-        hexs(f[5], vq->q.body.mrconfigid, 48);
+        hex_encode(f[5], vq->q.body.mrconfigid, 48);
         pin_line(cx, "pin.mrconfigid", "MRCONFIGID", NULL, policy, "mrconfigid", f[5]);
     }
     pin_line(cx, "pin.compose_hash", "the compose hash", o->expect_compose_hash, policy,

@@ -76,25 +76,25 @@ static void check_public_key(vctx_t *cx, const char *algo, const char *addr, con
  * all_attestations entry for `address` (case-insensitive), else the first. Borrowed. */
 static struct json_object *pick_entry(struct json_object *rep, const char *address)
 {
-    const char *top = vx_jstr(rep, "signing_address");
-    if (vx_jstr(rep, "intel_quote") && (!address || (top && strcasecmp(top, address) == 0)))
+    const char *top = json_get_str(rep, "signing_address", NULL);
+    if (json_get_str(rep, "intel_quote", NULL) && (!address || (top && strcasecmp(top, address) == 0)))
         return rep;
     struct json_object *all = jget(rep, "all_attestations");
     size_t n = all && json_object_is_type(all, json_type_array) ? json_object_array_length(all) : 0;
     for (size_t i = 0; i < n; i++) {
         struct json_object *e = json_object_array_get_idx(all, i);
-        const char *a = vx_jstr(e, "signing_address");
-        if (vx_jstr(e, "intel_quote") && (!address || (a && strcasecmp(a, address) == 0)))
+        const char *a = json_get_str(e, "signing_address", NULL);
+        if (json_get_str(e, "intel_quote", NULL) && (!address || (a && strcasecmp(a, address) == 0)))
             return e;
     }
-    return vx_jstr(rep, "intel_quote") ? rep : NULL;
+    return json_get_str(rep, "intel_quote", NULL) ? rep : NULL;
 }
 
 static int report_simulated(struct json_object *rep, struct json_object *e)
 {
     struct json_object *s;
-    const char *mode = vx_jstr(e, "attestation_mode") ? vx_jstr(e, "attestation_mode")
-                                                   : vx_jstr(rep, "attestation_mode");
+    const char *mode = json_get_str(e, "attestation_mode", NULL) ? json_get_str(e, "attestation_mode", NULL)
+                                                   : json_get_str(rep, "attestation_mode", NULL);
     if (mode && strcmp(mode, "simulated") == 0)
         return 1;
     s = jget(e, "simulated") ? jget(e, "simulated") : jget(rep, "simulated");
@@ -159,8 +159,8 @@ static void check_tls(vctx_t *cx, const vopts_t *o, const char *fp_hex, const ch
 static void check_nonce(vctx_t *cx, const vopts_t *o, struct json_object *e, uint8_t out[32],
                         int *have)
 {
-    const char *rn = vx_jstr(e, "request_nonce");
-    const char *src = vx_jstr(e, "nonce_source");
+    const char *rn = json_get_str(e, "request_nonce", NULL);
+    const char *src = json_get_str(e, "nonce_source", NULL);
     char want[65];
     *have = 0;
     if (o->have_nonce) {
@@ -196,8 +196,8 @@ int vr_check_report(vctx_t *cx, const vopts_t *o, struct json_object *rep,
                  expect_address ? expect_address : "");
         return -1;
     }
-    const char *addr = vx_jstr(e, "signing_address"), *algo = vx_jstr(e, "signing_algo");
-    const char *quote_hex = vx_jstr(e, "intel_quote") ? vx_jstr(e, "intel_quote") : vx_jstr(e, "quote");
+    const char *addr = json_get_str(e, "signing_address", NULL), *algo = json_get_str(e, "signing_algo", NULL);
+    const char *quote_hex = json_get_str(e, "intel_quote", NULL) ? json_get_str(e, "intel_quote", NULL) : json_get_str(e, "quote", NULL);
     if (!addr || !quote_hex) {
         vx_error(cx, "report.format", "the report has signing_address and intel_quote", "%s",
                  !addr ? "no signing_address" : "no intel_quote");
@@ -213,8 +213,8 @@ int vr_check_report(vctx_t *cx, const vopts_t *o, struct json_object *rep,
                   expect_address, addr);
 
     int sim = report_simulated(rep, e);
-    const char *mode = vx_jstr(e, "attestation_mode") ? vx_jstr(e, "attestation_mode")
-                                                   : vx_jstr(rep, "attestation_mode");
+    const char *mode = json_get_str(e, "attestation_mode", NULL) ? json_get_str(e, "attestation_mode", NULL)
+                                                   : json_get_str(rep, "attestation_mode", NULL);
     if (sim)
         check_add(&cx->cl, "report.mode", o->allow_simulated ? CHK_WARN : CHK_FAIL,
                   "the attestation comes from real TDX hardware", "not simulated",
@@ -228,7 +228,7 @@ int vr_check_report(vctx_t *cx, const vopts_t *o, struct json_object *rep,
     uint8_t nonce[32];
     int have_nonce;
     check_nonce(cx, o, e, nonce, &have_nonce);
-    check_public_key(cx, algo, addr, vx_jstr(e, "signing_public_key"));
+    check_public_key(cx, algo, addr, json_get_str(e, "signing_public_key", NULL));
 
     vquote_t vq;
     memset(&vq, 0, sizeof vq);
@@ -237,7 +237,7 @@ int vr_check_report(vctx_t *cx, const vopts_t *o, struct json_object *rep,
         return -1;
     }
     vq_check_quote(cx, o, &vq);
-    const char *fp = vx_jstr(e, "tls_cert_fingerprint");
+    const char *fp = json_get_str(e, "tls_cert_fingerprint", NULL);
     if (fp && !*fp)
         fp = NULL;
     check_binding(cx, o, &vq, algo, addr, fp, have_nonce ? nonce : NULL);
@@ -250,11 +250,11 @@ int vr_check_report(vctx_t *cx, const vopts_t *o, struct json_object *rep,
     vq_check_pins(cx, o, &vq, ch[0] ? ch : NULL);
     json_object_put(log);
 
-    const char *payload = vx_jstr(e, "nvidia_payload");
+    const char *payload = json_get_str(e, "nvidia_payload", NULL);
     if (!payload && jget(e, "nvidia_payload"))
         payload = json_object_to_json_string_ext(jget(e, "nvidia_payload"), JSON_C_TO_STRING_PLAIN);
     /* The proxy says how the GPU evidence was made ("nvml", "canned", "simulated", "none"). */
-    const char *gpu_mode = vx_jstr(e, "gpu_evidence");
+    const char *gpu_mode = json_get_str(e, "gpu_evidence", NULL);
     int gpu_sim = sim || (gpu_mode && strcmp(gpu_mode, "simulated") == 0);
     if (payload && !*payload)
         payload = NULL;
@@ -371,8 +371,8 @@ int cmd_quote(vctx_t *cx, vopts_t *o)
     memset(&vq, 0, sizeof vq);
     struct json_object *doc = NULL, *log = NULL, *info = NULL;
     int want_log = 0; /* an event log was given: it must replay, absent or not */
-    if (b.len && b.data[0] == '{' && (doc = json_tokener_parse(b.data)) && vx_jstr(doc, "quote")) {
-        const char *qh = vx_jstr(doc, "quote");
+    if (b.len && b.data[0] == '{' && (doc = json_tokener_parse(b.data)) && json_get_str(doc, "quote", NULL)) {
+        const char *qh = json_get_str(doc, "quote", NULL);
         if (vx_decode_blob((const uint8_t *)qh, strlen(qh), &vq.bytes) != 0)
             goto undecodable;
         struct json_object *ev = jget(doc, "event_log");

@@ -14,6 +14,7 @@
 #include "core/buf.h"
 #include "core/check.h"
 #include "core/hex.h"
+#include "core/json.h"
 #include "core/log.h"
 #include "core/sha.h"
 
@@ -538,9 +539,39 @@ static void test_check_list(void **state)
     check_free(&cl);
 }
 
+
+static void test_json_helpers(void **state)
+{
+    (void)state;
+    const char ok[] = "{\"a\":\"x\\u00e9\",\"n\":1}  \r\n";
+    json_object *o = json_parse_strict(ok, sizeof ok - 1);
+    assert_non_null(o);
+    size_t len = 0;
+    assert_string_equal(json_get_str(o, "a", &len), "x\xc3\xa9");
+    assert_int_equal(len, 3);
+    assert_null(json_get_str(o, "n", NULL));    /* not a string */
+    assert_null(json_get_str(o, "zz", NULL));   /* absent */
+    assert_null(json_get_str(NULL, "a", NULL));
+    json_object_put(o);
+    json_object *arr = json_parse_strict("[1]", 3);
+    assert_non_null(arr);
+    assert_null(json_get_str(arr, "a", NULL));  /* not an object */
+    json_object_put(arr);
+    static const char *bad[] = {"{\"a\":1} x", "{\"a\":1}{}", "{\"a\":1,}", "", " ",
+                                "[1"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        json_object *b = json_parse_strict(bad[i], strlen(bad[i]));
+        if (b)
+            fail_msg("accepted '%s'", bad[i]);
+    }
+    /* An embedded NUL is not the end of the text. */
+    assert_null(json_parse_strict("{}\0{}", 5));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_json_helpers),
         cmocka_unit_test(test_hex_encode),
         cmocka_unit_test(test_hex_decode_ok),
         cmocka_unit_test(test_hex_decode_bad),
