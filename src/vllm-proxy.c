@@ -11,6 +11,7 @@
 #include <uv.h>
 
 #include "attest/gpu.h"
+#include "core/clock.h"
 #include "core/log.h"
 #include "proxy/app.h"
 
@@ -200,7 +201,7 @@ static int start_attestation(char *err, size_t errlen)
 static void on_sweep(uv_timer_t *t)
 {
     (void)t;
-    store_expire(g_app.store, wall_now());
+    store_expire(g_app.store, clock_wall_s());
 }
 
 int main(int argc, char **argv)
@@ -221,7 +222,7 @@ int main(int argc, char **argv)
     mallopt(M_TOP_PAD, 4 << 20);
 
     g_app.cfg = &g_cfg;
-    g_app.start_time = wall_now();
+    g_app.start_time = clock_wall_s();
     if (upstream_target_parse(&g_app.upstream, g_cfg.upstream_url, err, sizeof err) != 0) {
         fprintf(stderr, "vllm-proxy: VLLM_BASE_URL: %s\n", err);
         return 2;

@@ -20,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/clock.h"
 #include "core/hex.h"
 #include "core/json.h"
 
@@ -114,12 +115,7 @@ const char *dstack_probe_socket(int tappd)
 
 /* ---- transport ---- */
 
-static long long now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
+static long long now_ms(void) { return (long long)(clock_mono_ns() / 1000000u); }
 
 /* Waits for events on fd until the deadline: 1 ready, 0 timed out, -1 error. */
 static int wait_fd(int fd, short events, long long deadline)

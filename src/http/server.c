@@ -18,6 +18,7 @@
 #include <arpa/inet.h>
 #include <netdb.h>
 
+#include "core/clock.h"
 #include "core/log.h"
 
 #define READ_BUF_SIZE (64 * 1024)
@@ -92,13 +93,6 @@ typedef struct wreq {
     size_t len;
     char data[];
 } wreq_t;
-
-uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 const char *http_status_text(int s)
 {
@@ -208,7 +202,7 @@ static int cb_message_begin(llhttp_t *p)
 {
     conn_t *c = p->data;
     c->state = C_HEAD;
-    c->req.start_ns = now_ns();
+    c->req.start_ns = clock_mono_ns();
     conn_timer(c, c->w->lim.header_timeout_ms);
     return 0;
 }

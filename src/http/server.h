@@ -104,6 +104,5 @@ void worker_free(worker_t *w);     /* after the loop has stopped */
 char *worker_read_buf(worker_t *w, size_t *len);
 
 const char *http_status_text(int status);
-uint64_t now_ns(void);
 
 #endif

@@ -47,7 +47,6 @@ void app_send_error(conn_t *c, http_req_t *req, int status, const char *message,
                     const char *code);
 void app_log_request(app_worker_t *aw, http_req_t *req, int route, int status, int upstream_status,
                      uint64_t bytes_out, const char *chat_id);
-double wall_now(void);
 void app_respond_json(app_worker_t *aw, conn_t *c, http_req_t *req, int route, int status,
                       const char *json, size_t len);
 void app_respond_error(app_worker_t *aw, conn_t *c, http_req_t *req, int route, int status,

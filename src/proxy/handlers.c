@@ -9,6 +9,7 @@
 #include <json-c/json.h>
 
 #include "attest/attest.h"
+#include "core/clock.h"
 #include "core/hex.h"
 #include "core/log.h"
 #include "core/sha.h"
@@ -16,13 +17,6 @@
 #include "proxy/reqjson.h"
 
 enum { AUTH_NONE = 0, AUTH_OK = 1, AUTH_TRUSTED = 2, AUTH_MISSING = -1, AUTH_BAD = -2 };
-
-double wall_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static int strv_eq(strv_t v, const char *s)
 {
@@ -61,7 +55,7 @@ void app_send_error(conn_t *c, http_req_t *req, int status, const char *message,
 void app_log_request(app_worker_t *aw, http_req_t *req, int route, int status, int upstream_status,
                      uint64_t bytes_out, const char *chat_id)
 {
-    uint64_t dur_us = (now_ns() - req->start_ns) / 1000;
+    uint64_t dur_us = (clock_mono_ns() - req->start_ns) / 1000;
     int cls = status <= 0 ? 0 : status / 100;
     if (cls > 5)
         cls = 5;
@@ -299,7 +293,7 @@ static void respond_record(app_worker_t *aw, conn_t *c, http_req_t *req, const c
 static void respond_local(app_worker_t *aw, conn_t *c, http_req_t *req, const char *key, size_t klen)
 {
     buf_t rec = BUF_INIT;
-    if (store_get(aw->app->store, key, klen, wall_now(), &rec) != STORE_OK)
+    if (store_get(aw->app->store, key, klen, clock_wall_s(), &rec) != STORE_OK)
         respond_not_found(aw, c, req);
     else
         respond_record(aw, c, req, rec.data, rec.len);

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/clock.h"
 #include "core/hex.h"
 #include "core/log.h"
 #include "core/sha.h"
@@ -256,7 +257,7 @@ static void relay_finalize(relay_t *r)
         M_ADD(aw->m.signatures_skipped, 1);
         return;
     }
-    int rc = store_put(aw->app->store, key, (size_t)kl, rec, (size_t)rl, wall_now());
+    int rc = store_put(aw->app->store, key, (size_t)kl, rec, (size_t)rl, clock_wall_s());
     if (rc == STORE_OK) {
         M_ADD(aw->m.signatures_stored, 1);
         r->chat_id = id;
