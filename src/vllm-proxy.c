@@ -14,6 +14,8 @@
 #include "core/clock.h"
 #include "core/log.h"
 #include "proxy/app.h"
+#include "proxy/relay.h"
+#include "proxy/router.h"
 
 typedef struct worker_thread {
     app_worker_t aw;

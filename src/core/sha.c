@@ -30,19 +30,19 @@ int sha_final(sha_ctx *c, uint8_t *out)
 
 void sha_free(sha_ctx *c) { EVP_MD_CTX_free(c); }
 
-void sha256(const void *p, size_t n, uint8_t out[32])
+void sha256(const void *p, size_t n, uint8_t out[SHA256_LEN])
 {
     EVP_Digest(p, n, out, NULL, EVP_sha256(), NULL);
 }
 
-void sha384(const void *p, size_t n, uint8_t out[48])
+void sha384(const void *p, size_t n, uint8_t out[SHA384_LEN])
 {
     EVP_Digest(p, n, out, NULL, EVP_sha384(), NULL);
 }
 
-void sha256_hex(const void *p, size_t n, char out[65])
+void sha256_hex(const void *p, size_t n, char out[SHA256_HEX_LEN + 1])
 {
-    uint8_t d[32];
+    uint8_t d[SHA256_LEN];
     sha256(p, n, d);
-    hex_encode(out, d, 32);
+    hex_encode(out, d, sizeof d);
 }

@@ -54,20 +54,38 @@ struct conn {
     size_t cur_name_off;
     int in_value;
     unsigned nheaders;
-    int msg_complete, skip_body, close_after, head_error;
-    int resp_started, resp_chunked, resp_done;
-    int resp_nobody;          /* HEAD, 1xx, 204, 304: head only */
-    int http10;               /* the request is HTTP/1.0: no chunked responses */
+    unsigned flags;           /* CF_* */
+    int head_error;           /* 431 etc. found while reading the head, else 0 */
     uint64_t bytes_out;
     size_t wq_bytes;
-    int above_high;
-    int corked;
     size_t trailer_len;
     buf_t pending;
-    int resume_pending;
-    int in_process;
-    void *app;
+    conn_owner_t *owner;      /* holds the request between on_request and the response's end */
 };
+
+/* Connection flags (struct conn.flags). */
+enum conn_flag {
+    CF_MSG_COMPLETE = 1u << 0,  /* the request's body was read whole */
+    CF_SKIP_BODY = 1u << 1,     /* answered at the headers: the body is not read */
+    CF_CLOSE_AFTER = 1u << 2,   /* close once the response is out */
+    CF_RESP_STARTED = 1u << 3,
+    CF_RESP_CHUNKED = 1u << 4,
+    CF_RESP_DONE = 1u << 5,
+    CF_RESP_NOBODY = 1u << 6,   /* HEAD, 1xx, 204, 304: head only */
+    CF_HTTP10 = 1u << 7,        /* the request is HTTP/1.0: no chunked responses */
+    CF_ABOVE_HIGH = 1u << 8,    /* write queue went over WQ_HIGH; owner told on the way down */
+    CF_CORKED = 1u << 9,
+    CF_RESUME_PENDING = 1u << 10, /* parked bytes wait for the resume timer */
+};
+#define CF(c, f) (((c)->flags & (f)) != 0)
+
+static void conn_flag_set(conn_t *c, unsigned f, int on)
+{
+    if (on)
+        c->flags |= f;
+    else
+        c->flags &= ~f;
+}
 
 struct worker {
     uv_loop_t *loop;
@@ -126,21 +144,19 @@ static void conn_process(conn_t *c, const char *data, size_t len);
 static void conn_finish_response(conn_t *c);
 static void conn_timer(conn_t *c, unsigned ms);
 
-static const char ERR_FMT[] =
-    "{\"error\":{\"message\":\"%s\",\"type\":\"%s\",\"param\":null,\"code\":null}}";
-
-/* Protocol-level errors found by the server itself (before any handler saw the request). */
-static void conn_protocol_error(conn_t *c, int status, const char *msg, const char *type)
+/* Protocol-level errors found by the server itself (before any handler saw the request):
+ * the application writes the answer, then the connection closes. */
+static void conn_protocol_error(conn_t *c, http_reject_t why)
 {
-    char body[256];
-    int n = snprintf(body, sizeof body, ERR_FMT, msg, type);
-    c->close_after = 1;
-    if (c->resp_started) {
+    c->flags |= CF_CLOSE_AFTER;
+    if (CF(c, CF_RESP_STARTED)) {
         conn_close(c);
         return;
     }
     c->state = C_APP; /* the response below ends the exchange */
-    conn_respond(c, status, "application/json", NULL, body, (size_t)n);
+    c->w->h->on_reject(c, why);
+    if (!CF(c, CF_RESP_STARTED) && c->state == C_APP)
+        conn_close(c); /* the application wrote nothing */
 }
 
 /* ---- timers ---- */
@@ -148,14 +164,14 @@ static void conn_protocol_error(conn_t *c, int status, const char *msg, const ch
 static void on_conn_timer(uv_timer_t *t)
 {
     conn_t *c = t->data;
-    if (c->resume_pending) {
-        c->resume_pending = 0;
+    if (CF(c, CF_RESUME_PENDING)) {
+        c->flags &= ~CF_RESUME_PENDING;
         buf_t p = c->pending;
         c->pending = (buf_t)BUF_INIT;
         conn_process(c, p.data, p.len);
         buf_free(&p);
         /* The parked bytes held no new request start (e.g. a stray CRLF): idle again. */
-        if (c->state == C_IDLE && !c->resume_pending)
+        if (c->state == C_IDLE && !CF(c, CF_RESUME_PENDING))
             conn_timer(c, c->w->lim.idle_timeout_ms);
         return;
     }
@@ -166,12 +182,12 @@ static void on_conn_timer(uv_timer_t *t)
         break;
     case C_HEAD:
     case C_BODY:
-        conn_protocol_error(c, 408, "request not received in time", "timeout");
+        conn_protocol_error(c, HTTP_REJECT_TIMEOUT);
         break;
     case C_APP:
         /* Only armed once the response is complete and its tail is still queued: the client
          * stopped reading for a whole idle period. */
-        if (c->resp_done)
+        if (CF(c, CF_RESP_DONE))
             conn_close(c);
         break;
     default:
@@ -294,7 +310,7 @@ static int conn_writev(conn_t *c, uv_buf_t *bufs, unsigned n);
 static int conn_send_continue(conn_t *c, llhttp_t *p)
 {
     strv_t e = span_str(c, c->sel[H_EXPECT]);
-    if (e.n != 12 || strncasecmp(e.p, "100-continue", 12) != 0 || c->http10)
+    if (e.n != 12 || strncasecmp(e.p, "100-continue", 12) != 0 || CF(c, CF_HTTP10))
         return 0;
     if (!(p->flags & (F_CONTENT_LENGTH | F_CHUNKED)) || (c->req.has_content_length &&
                                                           c->req.content_length == 0))
@@ -328,14 +344,14 @@ static int cb_headers_complete(llhttp_t *p)
         c->head_error = 413;
         return HPE_USER;
     }
-    c->http10 = p->http_major == 1 && p->http_minor == 0;
+    conn_flag_set(c, CF_HTTP10, p->http_major == 1 && p->http_minor == 0);
     c->state = C_BODY;
     conn_timer(c, c->w->lim.body_timeout_ms);
     /* Responding now means the body stays unread: conn_start_response sees C_BODY and
      * closes the connection after this response. */
     if (c->w->h->on_headers(c, r)) {
-        c->skip_body = 1;
-        c->close_after = 1;
+        c->flags |= CF_SKIP_BODY;
+        c->flags |= CF_CLOSE_AFTER;
         return HPE_PAUSED;
     }
     if (c->state == C_CLOSING)
@@ -365,8 +381,8 @@ static int cb_message_complete(llhttp_t *p)
     /* No protocol upgrades (h2c, websocket) and no CONNECT: llhttp would stop at the next
      * request on this connection, so answer this one and close. */
     if (p->upgrade)
-        c->close_after = 1;
-    c->msg_complete = 1;
+        c->flags |= CF_CLOSE_AFTER;
+    c->flags |= CF_MSG_COMPLETE;
     return HPE_PAUSED;
 }
 
@@ -387,11 +403,11 @@ static void conn_reset_request(conn_t *c)
     c->cur_sel = -1;
     c->in_value = 0;
     c->nheaders = 0;
-    c->msg_complete = c->skip_body = c->head_error = 0;
-    c->resp_started = c->resp_chunked = c->resp_done = c->resp_nobody = c->http10 = 0;
-    c->corked = 0;
+    c->head_error = 0;
+    c->flags &= ~(CF_MSG_COMPLETE | CF_SKIP_BODY | CF_RESP_STARTED | CF_RESP_CHUNKED |
+                  CF_RESP_DONE | CF_RESP_NOBODY | CF_HTTP10 | CF_CORKED);
     c->trailer_len = 0;
-    c->app = NULL;
+    c->owner = NULL;
     c->state = C_IDLE;
 }
 
@@ -402,7 +418,7 @@ static void conn_process(conn_t *c, const char *data, size_t len)
     /* While the application holds a request, or parked bytes wait for the resume timer,
      * new bytes go behind the parked ones (order matters). Park this read whole, then stop
      * reading once over the bound: the kernel's buffer and TCP flow control hold the rest. */
-    if (c->state == C_APP || c->resume_pending) {
+    if (c->state == C_APP || CF(c, CF_RESUME_PENDING)) {
         if (buf_append(&c->pending, data, len) != 0) {
             conn_close(c);
             return;
@@ -411,17 +427,15 @@ static void conn_process(conn_t *c, const char *data, size_t len)
             uv_read_stop((uv_stream_t *)&c->tcp);
         return;
     }
-    c->in_process = 1;
     llhttp_errno_t e = llhttp_execute(&c->parser, data, len);
-    c->in_process = 0;
     if (e == HPE_OK || c->state == C_CLOSING || c->state == C_LINGER)
         return;
-    if (e == HPE_PAUSED && (c->msg_complete || c->skip_body)) {
+    if (e == HPE_PAUSED && (CF(c, CF_MSG_COMPLETE) || CF(c, CF_SKIP_BODY))) {
         const char *pos = llhttp_get_error_pos(&c->parser);
         size_t used = pos && pos >= data && pos <= data + len ? (size_t)(pos - data) : len;
-        if (!c->skip_body && used < len)
+        if (!CF(c, CF_SKIP_BODY) && used < len)
             buf_append(&c->pending, data + used, len - used);
-        if (c->skip_body)
+        if (CF(c, CF_SKIP_BODY))
             return; /* on_headers already responded; closes when written */
         c->state = C_APP;
         uv_timer_stop(&c->timer);
@@ -429,15 +443,15 @@ static void conn_process(conn_t *c, const char *data, size_t len)
         return;
     }
     if (c->head_error == 413)
-        conn_protocol_error(c, 413, "request body exceeds the configured limit", "request_too_large");
+        conn_protocol_error(c, HTTP_REJECT_BODY_TOO_LARGE);
     else if (c->head_error == 431)
-        conn_protocol_error(c, 431, "request headers too large or too many", "invalid_request_error");
+        conn_protocol_error(c, HTTP_REJECT_HEAD_TOO_LARGE);
     else if (c->head_error == 400)
-        conn_protocol_error(c, 400, "duplicate header", "invalid_request_error");
+        conn_protocol_error(c, HTTP_REJECT_DUPLICATE_HEADER);
     else if (c->state == C_IDLE && e == HPE_INVALID_EOF_STATE)
         conn_close(c);
     else
-        conn_protocol_error(c, 400, "malformed HTTP request", "invalid_request_error");
+        conn_protocol_error(c, HTTP_REJECT_MALFORMED);
 }
 
 static void on_alloc(uv_handle_t *h, size_t sz, uv_buf_t *b)
@@ -504,23 +518,23 @@ static void conn_close(conn_t *c)
 {
     if (c->state == C_CLOSING)
         return;
-    int held = c->state == C_APP && !c->resp_done && c->app;
+    conn_owner_t *held = c->state == C_APP && !CF(c, CF_RESP_DONE) ? c->owner : NULL;
     if (c->w->cork_owner == c) { /* unsent corked bytes die with the connection */
         c->w->cork_owner = NULL;
         buf_reset(&c->w->cork);
     }
-    c->corked = 0;
+    c->flags &= ~CF_CORKED;
     c->state = C_CLOSING;
-    if (held && c->w->h->on_abort)
-        c->w->h->on_abort(c, c->app);
-    c->app = NULL;
+    c->owner = NULL;
+    if (held)
+        held->ops->on_abort(held, c);
     uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
     uv_close((uv_handle_t *)&c->timer, on_handle_closed);
 }
 
 void conn_abort(conn_t *c)
 {
-    c->app = NULL; /* the application gave up: do not call it back */
+    c->owner = NULL; /* the owner gave up: do not call it back */
     conn_close(c);
 }
 
@@ -569,14 +583,14 @@ static void on_write(uv_write_t *req, int status)
         conn_close(c);
         return;
     }
-    if (c->above_high && c->wq_bytes <= WQ_LOW) {
-        c->above_high = 0;
-        if (c->app && c->w->h->on_drain)
-            c->w->h->on_drain(c, c->app);
+    if (CF(c, CF_ABOVE_HIGH) && c->wq_bytes <= WQ_LOW) {
+        c->flags &= ~CF_ABOVE_HIGH;
+        if (c->owner && c->owner->ops->on_drain)
+            c->owner->ops->on_drain(c->owner, c);
     }
-    if (c->resp_done && c->wq_bytes == 0)
+    if (CF(c, CF_RESP_DONE) && c->wq_bytes == 0)
         conn_finish_response(c);
-    else if (c->resp_done)
+    else if (CF(c, CF_RESP_DONE))
         conn_timer(c, c->w->lim.idle_timeout_ms); /* progress: restart the send timeout */
 }
 
@@ -622,7 +636,7 @@ static int conn_write_now(conn_t *c, uv_buf_t *bufs, unsigned n, int count)
     wr->len = left;
     c->wq_bytes += left;
     if (c->wq_bytes > WQ_HIGH)
-        c->above_high = 1;
+        c->flags |= CF_ABOVE_HIGH;
     uv_buf_t b = uv_buf_init(wr->data, (unsigned)left);
     if (uv_write(&wr->req, (uv_stream_t *)&c->tcp, &b, 1, on_write) != 0) {
         c->wq_bytes -= left;
@@ -637,7 +651,7 @@ static int conn_write_now(conn_t *c, uv_buf_t *bufs, unsigned n, int count)
  * buffer so that everything one engine read produced leaves in one write(2). */
 static int conn_writev(conn_t *c, uv_buf_t *bufs, unsigned n)
 {
-    if (!c->corked)
+    if (!CF(c, CF_CORKED))
         return conn_write_now(c, bufs, n, 1);
     if (c->state == C_CLOSING)
         return -1;
@@ -655,7 +669,7 @@ static int conn_writev(conn_t *c, uv_buf_t *bufs, unsigned n)
     return w->cork.len >= CORK_MAX ? conn_flush(c) : 0;
 }
 
-void conn_cork(conn_t *c) { c->corked = 1; }
+void conn_cork(conn_t *c) { c->flags |= CF_CORKED; }
 
 int conn_flush(conn_t *c)
 {
@@ -677,15 +691,15 @@ int conn_flush(conn_t *c)
 int conn_start_response(conn_t *c, int status, const char *content_type,
                         const char *extra_headers, int64_t content_length)
 {
-    if (c->resp_started || c->state == C_CLOSING || c->state == C_LINGER)
+    if (CF(c, CF_RESP_STARTED) || c->state == C_CLOSING || c->state == C_LINGER)
         return -1;
-    c->resp_started = 1;
+    c->flags |= CF_RESP_STARTED;
     /* An answer before the body was read (C_HEAD/C_BODY) leaves the body unread: the
      * connection cannot be reused. */
     if (!c->req.keep_alive || c->w->draining || c->state == C_HEAD || c->state == C_BODY)
-        c->close_after = 1;
+        c->flags |= CF_CLOSE_AFTER;
     int nobody_status = STATUS_HAS_NO_BODY(status);
-    c->resp_nobody = nobody_status || c->req.method == HTTP_HEAD;
+    conn_flag_set(c, CF_RESP_NOBODY, nobody_status || c->req.method == HTTP_HEAD);
     char head[1024];
     size_t n = 0;
     int k = snprintf(head, sizeof head, "HTTP/1.1 %d %s\r\n", status, http_status_text(status));
@@ -701,13 +715,13 @@ int conn_start_response(conn_t *c, int status, const char *content_type,
         /* no framing headers at all */
     } else if (content_length >= 0)
         HEAD_ADD("Content-Length: %lld\r\n", (long long)content_length);
-    else if (c->http10) {
-        c->close_after = 1; /* HTTP/1.0 has no chunked coding: the close ends the body */
+    else if (CF(c, CF_HTTP10)) {
+        c->flags |= CF_CLOSE_AFTER; /* HTTP/1.0 has no chunked coding: the close ends the body */
     } else {
         HEAD_ADD("Transfer-Encoding: chunked\r\n");
-        c->resp_chunked = !c->resp_nobody;
+        conn_flag_set(c, CF_RESP_CHUNKED, !CF(c, CF_RESP_NOBODY));
     }
-    if (c->close_after)
+    if (CF(c, CF_CLOSE_AFTER))
         HEAD_ADD("Connection: close\r\n");
     HEAD_ADD("%s", "");
 #undef HEAD_ADD
@@ -744,9 +758,9 @@ static int chunk_size_line(char out[24], size_t n)
 
 int conn_write_body(conn_t *c, const void *p, size_t n)
 {
-    if (!c->resp_started || c->resp_done || n == 0 || c->resp_nobody)
+    if (!CF(c, CF_RESP_STARTED) || CF(c, CF_RESP_DONE) || n == 0 || CF(c, CF_RESP_NOBODY))
         return c->state == C_CLOSING ? -1 : 0;
-    if (!c->resp_chunked) {
+    if (!CF(c, CF_RESP_CHUNKED)) {
         uv_buf_t b = uv_buf_init((char *)p, (unsigned)n);
         return conn_writev(c, &b, 1);
     }
@@ -773,7 +787,7 @@ static void on_shutdown(uv_shutdown_t *req, int status)
 static void conn_linger(conn_t *c)
 {
     c->state = C_LINGER;
-    c->app = NULL;
+    c->owner = NULL;
     if (uv_shutdown(&c->shut, (uv_stream_t *)&c->tcp, on_shutdown) != 0) {
         conn_close(c);
         return;
@@ -787,11 +801,11 @@ static void conn_finish_response(conn_t *c)
 {
     if (c->state == C_CLOSING || c->state == C_LINGER)
         return;
-    if (c->close_after && !c->msg_complete && c->state != C_IDLE) {
+    if (CF(c, CF_CLOSE_AFTER) && !CF(c, CF_MSG_COMPLETE) && c->state != C_IDLE) {
         conn_linger(c);
         return;
     }
-    if (c->close_after || c->w->draining) {
+    if (CF(c, CF_CLOSE_AFTER) || c->w->draining) {
         conn_close(c);
         return;
     }
@@ -799,7 +813,7 @@ static void conn_finish_response(conn_t *c)
     conn_reset_request(c);
     conn_timer(c, c->w->lim.idle_timeout_ms);
     if (c->pending.len) {
-        c->resume_pending = 1;
+        c->flags |= CF_RESUME_PENDING;
         uv_timer_start(&c->timer, on_conn_timer, 0, 0);
     }
     uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
@@ -807,9 +821,9 @@ static void conn_finish_response(conn_t *c)
 
 int conn_end_response(conn_t *c)
 {
-    if (!c->resp_started || c->resp_done)
+    if (!CF(c, CF_RESP_STARTED) || CF(c, CF_RESP_DONE))
         return -1;
-    if (c->resp_chunked) {
+    if (CF(c, CF_RESP_CHUNKED)) {
         uv_buf_t b = uv_buf_init("0\r\n\r\n", 5);
         uint64_t before = c->bytes_out;
         if (conn_writev(c, &b, 1) != 0)
@@ -818,9 +832,9 @@ int conn_end_response(conn_t *c)
     }
     if (conn_flush(c) != 0)
         return -1;
-    c->corked = 0;
-    c->resp_done = 1;
-    c->app = NULL;
+    c->flags &= ~CF_CORKED;
+    c->flags |= CF_RESP_DONE;
+    c->owner = NULL;
     if (c->wq_bytes == 0)
         conn_finish_response(c);
     else if (c->state == C_APP)
@@ -838,11 +852,10 @@ int conn_respond(conn_t *c, int status, const char *content_type, const char *ex
     return conn_end_response(c);
 }
 
-int conn_response_started(const conn_t *c) { return c->resp_started; }
+int conn_response_started(const conn_t *c) { return CF(c, CF_RESP_STARTED); }
 size_t conn_write_queue_bytes(const conn_t *c) { return c->wq_bytes; }
 int conn_should_pause_source(const conn_t *c) { return c->wq_bytes > WQ_HIGH; }
-void conn_set_app(conn_t *c, void *app) { c->app = app; }
-void *conn_get_app(const conn_t *c) { return c->app; }
+void conn_set_owner(conn_t *c, conn_owner_t *o) { c->owner = o; }
 worker_t *conn_worker(const conn_t *c) { return c->w; }
 uint64_t conn_bytes_out(const conn_t *c) { return c->bytes_out; }
 

@@ -3,9 +3,13 @@
  * and writes responses with backpressure.
  *
  * Threads: everything here runs on the owning worker's loop thread only.
- * Ownership: a conn_t is owned by the server; it stays valid until the handler's on_close
- * callback returned (the handler must drop its pointer there). Request strings point into
- * conn-owned memory that is valid until the response is finished. */
+ * Ownership: a conn_t is owned by the server. Between on_request and the end of the response
+ * the application may register an owner (conn_set_owner): the server then tells the owner,
+ * through its ops table, when the connection goes away (on_abort: the owner must not touch
+ * the connection afterwards) and when its write queue drains (on_drain). The server forgets
+ * the owner when the response ends (conn_end_response, conn_respond), on conn_abort, and
+ * after on_abort. Request strings point into conn-owned memory that is valid until the
+ * response is finished. */
 #ifndef VP_HTTP_SERVER_H
 #define VP_HTTP_SERVER_H
 
@@ -22,6 +26,8 @@ typedef struct strv {
     const char *p;
     size_t n;
 } strv_t;
+/* A strv_t of a string literal. */
+#define STRLIT(s) ((strv_t){(s), sizeof(s) - 1})
 
 typedef struct http_limits {
     size_t max_header_bytes;   /* request line + all headers */
@@ -45,6 +51,16 @@ typedef struct http_req {
     int app_route, app_auth; /* scratch for the application, zeroed per request */
 } http_req_t;
 
+/* Requests the server refuses by itself, before the application saw them whole. */
+typedef enum http_reject {
+    HTTP_REJECT_TIMEOUT,          /* 408: head or body not received in time */
+    HTTP_REJECT_BODY_TOO_LARGE,   /* 413 */
+    HTTP_REJECT_HEAD_TOO_LARGE,   /* 431: header bytes or count */
+    HTTP_REJECT_DUPLICATE_HEADER, /* 400: a header the server acts on, twice */
+    HTTP_REJECT_MALFORMED,        /* 400 */
+    HTTP_REJECT_N
+} http_reject_t;
+
 /* What the application does with a request. Called on the loop thread. */
 typedef struct http_handler {
     /* Headers are complete. Return 0 to read the body, or respond (conn_respond*) and
@@ -52,12 +68,25 @@ typedef struct http_handler {
     int (*on_headers)(conn_t *c, http_req_t *req);
     /* Body complete: the application now owns the response. */
     void (*on_request)(conn_t *c, http_req_t *req);
-    /* The connection is going away (client closed, error, shutdown) while the
-     * application still held it (between on_request and the end of the response). */
-    void (*on_abort)(conn_t *c, void *app);
-    /* The client's write queue drained below the low watermark. */
-    void (*on_drain)(conn_t *c, void *app);
+    /* The server refuses the request: answer it with one conn_respond (the status is the
+     * application's choice; the connection is closed afterwards). The request's fields may
+     * be incomplete. */
+    void (*on_reject)(conn_t *c, http_reject_t why);
 } http_handler_t;
+
+/* Whoever holds a connection's response: embeds a conn_owner_t whose ops say what to do when
+ * the connection goes away or drains (h2o's generator, libuv's handle types). */
+typedef struct conn_owner conn_owner_t;
+typedef struct conn_owner_ops {
+    const char *name; /* for debugging */
+    /* The connection is going away (client closed, write error, shutdown) while held. */
+    void (*on_abort)(conn_owner_t *o, conn_t *c);
+    /* The write queue drained below the low watermark; may be NULL. */
+    void (*on_drain)(conn_owner_t *o, conn_t *c);
+} conn_owner_ops_t;
+struct conn_owner {
+    const conn_owner_ops_t *ops;
+};
 
 /* Responses. A full response in one call: */
 int conn_respond(conn_t *c, int status, const char *content_type, const char *extra_headers,
@@ -80,8 +109,8 @@ int conn_response_started(const conn_t *c);
 size_t conn_write_queue_bytes(const conn_t *c);
 int conn_should_pause_source(const conn_t *c); /* over the high watermark */
 
-void conn_set_app(conn_t *c, void *app);
-void *conn_get_app(const conn_t *c);
+/* Registers (or with NULL, clears) the response's owner. */
+void conn_set_owner(conn_t *c, conn_owner_t *o);
 worker_t *conn_worker(const conn_t *c);
 uint64_t conn_bytes_out(const conn_t *c); /* body bytes over the connection's life */
 

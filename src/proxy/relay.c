@@ -1,40 +1,56 @@
-/* The relay: forwards one request to the engine and streams the answer back as it arrives.
- * For completions it hashes the exact body bytes sent to the client, finds the chat id (SSE
- * framer for streams, the top-level id scanner otherwise) and, only for a complete answer,
- * signs "reqhash:resphash" with both keys and stores the record before the client can see
- * the end of the body. Nothing here grows with the response: bytes are hashed and written
- * through; relays are recycled per worker. */
-#include <stdio.h>
+/* The relay (proxy/relay.h). Nothing here grows with the response: bytes are hashed and
+ * written through (the connection is corked so that one engine read leaves in one write);
+ * relays are recycled per worker. */
+#include "proxy/relay.h"
+
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
-#include "core/clock.h"
 #include "core/hex.h"
 #include "core/log.h"
 #include "core/sha.h"
-#include "proxy/app.h"
 #include "proxy/idscan.h"
+#include "proxy/respond.h"
 #include "proxy/sse.h"
 
-#define RELAY_MAGIC 0x52454c59
 #define MAX_FREE_RELAYS 256
+#define CTYPE_MAX 160 /* bytes of the engine's Content-Type passed on */
+#define SSE_CTYPE "text/event-stream"
+#define SSE_HEADERS "X-Accel-Buffering: no\r\nCache-Control: no-cache\r\n"
+
+/* relay.flags */
+enum {
+    RF_SSE = 1u << 0,          /* the engine answers with an event stream */
+    RF_HEAD_SENT = 1u << 1,    /* the client has the response head */
+    RF_FINALIZED = 1u << 2,    /* the signature decision was taken */
+    RF_PARSE_FAILED = 1u << 3, /* the event stream was malformed */
+    RF_EOF_FRAMED = 1u << 4,   /* the engine's body ends with its close */
+};
+/* relay.done: the sides that have let go; the relay is released when both have. */
+enum { DONE_CLIENT = 1u << 0, DONE_ENGINE = 1u << 1, DONE_BOTH = DONE_CLIENT | DONE_ENGINE };
+
+typedef struct relay relay_t;
 
 struct relay {
-    int magic; /* first: tells relays from report jobs in on_abort */
+    conn_owner_t owner; /* the client connection's owner interface */
     relay_t *next_free;
     app_worker_t *aw;
     conn_t *c;
     http_req_t *req;
     upstream_req_t *up;
-    int route, kind;
+    int route;
+    enum relay_kind kind;
+    unsigned flags, done;
+    unsigned in_cb; /* inside an engine callback: release waits until it returns */
     buf_t own_body;
     sha_ctx *sha;
     sse_t sse;
     idscan_t ids;
-    int is_sse, up_status, head_sent, finalized, parse_failed, eof_framed;
+    int up_status;
     int64_t up_cl;
     uint64_t up_seen, bytes_out;
-    char req_hash[65];
+    char req_hash[SIG_HASH_HEX_LEN + 1];
     const char *chat_id;
 };
 
@@ -44,6 +60,16 @@ static void relay_on_done(void *ud, int err, int status);
 static void relay_on_read_done(void *ud);
 static const upstream_cbs_t RELAY_CBS = {relay_on_head, relay_on_body, relay_on_done,
                                          relay_on_read_done};
+static void relay_on_abort(conn_owner_t *o, conn_t *c);
+static void relay_on_drain(conn_owner_t *o, conn_t *c);
+static const conn_owner_ops_t RELAY_OPS = {"relay", relay_on_abort, relay_on_drain};
+
+static void relay_destroy(relay_t *r)
+{
+    sha_free(r->sha);
+    sse_free(&r->sse);
+    free(r);
+}
 
 static relay_t *relay_get(app_worker_t *aw)
 {
@@ -56,7 +82,7 @@ static relay_t *relay_get(app_worker_t *aw)
     r = calloc(1, sizeof *r);
     if (!r)
         return NULL;
-    r->magic = RELAY_MAGIC;
+    r->owner.ops = &RELAY_OPS;
     r->sha = sha256_new();
     if (!r->sha) {
         free(r);
@@ -80,58 +106,38 @@ static void relay_put(relay_t *r)
         aw->nfree_relays++;
         return;
     }
-    sha_free(r->sha);
-    sse_free(&r->sse);
-    free(r);
+    relay_destroy(r);
 }
+
+/* One side let go; the relay goes back to the free list once both have and no engine
+ * callback is on the stack. */
+static void relay_release(relay_t *r, unsigned side)
+{
+    r->done |= side;
+    if (r->done == DONE_BOTH && r->in_cb == 0)
+        relay_put(r);
+}
+
+/* Brackets every engine callback: a release asked for inside it happens on the way out. */
+static void cb_enter(relay_t *r) { r->in_cb++; }
+static void cb_leave(relay_t *r) { r->in_cb--, relay_release(r, 0); }
 
 void relay_free_list(app_worker_t *aw)
 {
     while (aw->free_relays) {
         relay_t *r = aw->free_relays;
         aw->free_relays = r->next_free;
-        sha_free(r->sha);
-        sse_free(&r->sse);
-        free(r);
+        relay_destroy(r);
     }
     aw->nfree_relays = 0;
 }
 
-int app_is_relay(const void *p) { return *(const int *)p == RELAY_MAGIC; }
-
-int relay_start(app_worker_t *aw, conn_t *c, http_req_t *req, int route, int kind,
-                const char *method, strv_t upstream_path, strv_t query, const void *body,
-                size_t len, buf_t *own_body, const char *req_hash)
+/* The engine request's header lines, into the worker's scratch buffer. */
+static const char *engine_headers(app_worker_t *aw, const http_req_t *req, int has_body)
 {
-    relay_t *r = relay_get(aw);
-    if (!r) {
-        if (own_body)
-            buf_free(own_body);
-        app_log_request(aw, req, route, 503, 0, 0, NULL);
-        app_send_error(c, req, 503, "out of memory", "server_error", NULL);
-        return -1;
-    }
-    M_ADD(aw->m.streams_active, 1);
-    r->aw = aw;
-    r->c = c;
-    r->req = req;
-    r->route = route;
-    r->kind = kind;
-    r->is_sse = r->up_status = r->head_sent = r->finalized = r->parse_failed = r->eof_framed = 0;
-    r->up_cl = -1;
-    r->up_seen = r->bytes_out = 0;
-    r->chat_id = NULL;
-    if (own_body) {
-        r->own_body = *own_body;
-        *own_body = (buf_t)BUF_INIT;
-        body = r->own_body.data;
-        len = r->own_body.len;
-    }
-    if (req_hash)
-        memcpy(r->req_hash, req_hash, 65);
     buf_t *h = &aw->scratch;
     buf_reset(h);
-    if (body) {
+    if (has_body) {
         buf_puts(h, "Content-Type: ");
         if (req->content_type.n)
             buf_append(h, req->content_type.p, req->content_type.n);
@@ -149,13 +155,41 @@ int relay_start(app_worker_t *aw, conn_t *c, http_req_t *req, int route, int kin
         buf_append(h, req->x_request_id.p, req->x_request_id.n);
         buf_puts(h, "\r\n");
     }
-    conn_set_app(c, r);
+    return h->data;
+}
+
+int relay_start(app_worker_t *aw, conn_t *c, http_req_t *req, relay_req_t *rr)
+{
+    buf_t own = rr->own_body;
+    rr->own_body = (buf_t)BUF_INIT;
+    relay_t *r = relay_get(aw);
+    if (!r) {
+        buf_free(&own);
+        respond_error(aw, c, req, rr->route, APP_E_OUT_OF_MEMORY, NULL);
+        return -1;
+    }
+    M_ADD(aw->m.streams_active, 1);
+    r->aw = aw;
+    r->c = c;
+    r->req = req;
+    r->route = rr->route;
+    r->kind = rr->kind;
+    r->flags = r->done = r->in_cb = 0;
+    r->up_status = 0;
+    r->up_cl = -1;
+    r->up_seen = r->bytes_out = 0;
+    r->chat_id = NULL;
+    r->own_body = own;
+    strv_t body = own.data ? (strv_t){own.data, own.len} : rr->body;
+    memcpy(r->req_hash, rr->req_hash, sizeof r->req_hash);
+    const char *hdrs = engine_headers(aw, req, body.p != NULL);
+    conn_set_owner(c, &r->owner);
     conn_cork(c);
-    r->up = upstream_send(aw->pool, method, upstream_path, query, h->data, body, len, &RELAY_CBS, r);
+    r->up = upstream_send(aw->pool, rr->method, rr->path, rr->query, hdrs, body.p, body.n,
+                          &RELAY_CBS, r);
     if (!r->up) {
-        conn_set_app(c, NULL);
-        app_log_request(aw, req, route, 503, 0, 0, NULL);
-        app_send_error(c, req, 503, "out of memory", "server_error", NULL);
+        conn_set_owner(c, NULL);
+        respond_error(aw, c, req, r->route, APP_E_OUT_OF_MEMORY, NULL);
         relay_put(r);
         return -1;
     }
@@ -170,219 +204,180 @@ static int is_signed_ok(const relay_t *r)
 static void relay_on_head(void *ud, int status, strv_t ctype, int64_t cl)
 {
     relay_t *r = ud;
+    cb_enter(r);
     r->up_status = status;
-    r->eof_framed = cl == UPSTREAM_CL_EOF;
-    if (cl < 0)
-        cl = -1; /* to the client: chunked */
-    r->up_cl = cl;
-    if (r->kind == RELAY_METRICS) {
-        if (status != 200)
-            return; /* answered in relay_on_done */
-        buf_t m = BUF_INIT;
-        metrics_render(r->aw->app, &m);
-        buf_puts(&m, "\n# --- vLLM Backend Metrics ---\n\n");
-        r->head_sent = 1;
-        r->bytes_out += m.len;
-        /* A failed write closed the connection: relay_on_abort released r already. */
-        if (conn_start_response(r->c, 200, "text/plain; version=0.0.4; charset=utf-8", NULL, -1) == 0)
-            conn_write_body(r->c, m.data, m.len);
-        buf_free(&m);
-        return;
-    }
-    char ct[160];
+    if (cl == UPSTREAM_CL_EOF)
+        r->flags |= RF_EOF_FRAMED;
+    r->up_cl = cl < 0 ? -1 : cl; /* to the client: chunked */
+    char ct[CTYPE_MAX];
     size_t n = ctype.n < sizeof ct - 1 ? ctype.n : 0;
     memcpy(ct, ctype.p, n);
     ct[n] = '\0';
-    r->is_sse = n >= 17 && strncasecmp(ct, "text/event-stream", 17) == 0;
+    if (n >= sizeof SSE_CTYPE - 1 && strncasecmp(ct, SSE_CTYPE, sizeof SSE_CTYPE - 1) == 0)
+        r->flags |= RF_SSE;
     if (is_signed_ok(r)) {
         sha256_reset(r->sha);
         sse_reset(&r->sse);
         idscan_init(&r->ids);
     }
-    r->head_sent = 1;
+    r->flags |= RF_HEAD_SENT;
     conn_start_response(r->c, status, n ? ct : "application/json",
-                        r->is_sse ? "X-Accel-Buffering: no\r\nCache-Control: no-cache\r\n" : NULL,
-                        cl);
+                        (r->flags & RF_SSE) ? SSE_HEADERS : NULL, r->up_cl);
+    cb_leave(r);
+}
+
+/* Why a complete answer gets no signature, or NULL (then *id is the chat id). */
+static const char *unsignable(relay_t *r, const char **id)
+{
+    *id = NULL;
+    if (r->flags & RF_PARSE_FAILED)
+        return "response could not be parsed";
+    if (!(r->flags & RF_SSE)) {
+        if (r->flags & RF_EOF_FRAMED)
+            return "engine body delimited by its close: a cut cannot be told from the end";
+        return (*id = idscan_id(&r->ids)) ? NULL : "no id in the response";
+    }
+    if (sse_finish(&r->sse) != 0)
+        return "event stream malformed";
+    if (!sse_done_seen(&r->sse))
+        return "stream ended without [DONE]";
+    return (*id = sse_chat_id(&r->sse)) ? NULL : "no id in the stream";
 }
 
 /* Signs and stores the record for a complete answer. Runs before the client can see the end. */
 static void relay_finalize(relay_t *r)
 {
-    if (r->finalized)
+    if (r->flags & RF_FINALIZED)
         return;
-    r->finalized = 1;
+    r->flags |= RF_FINALIZED;
     app_worker_t *aw = r->aw;
-    const char *id = NULL;
-    const char *why = NULL;
-    if (r->parse_failed)
-        why = "response could not be parsed";
-    else if (r->eof_framed && !r->is_sse)
-        why = "engine body delimited by its close: a cut cannot be told from the end";
-    else if (r->is_sse) {
-        if (sse_finish(&r->sse) != 0)
-            why = "event stream malformed";
-        else if (!sse_done_seen(&r->sse))
-            why = "stream ended without [DONE]";
-        else if (!(id = sse_chat_id(&r->sse)))
-            why = "no id in the stream";
-    } else if (!(id = idscan_id(&r->ids)))
-        why = "no id in the response";
+    const char *id;
+    const char *why = unsignable(r, &id);
     if (why) {
         M_ADD(aw->m.signatures_skipped, 1);
         LOG_WARN("no signature for %.*s: %s", (int)r->req->path.n, r->req->path.p, why);
         return;
     }
-    uint8_t d[32];
-    char text[64 + 1 + 64 + 1];
-    memcpy(text, r->req_hash, 64);
-    text[64] = ':';
+    uint8_t d[SHA256_LEN];
+    char text[SIG_TEXT_LEN + 1];
+    memcpy(text, r->req_hash, SIG_HASH_HEX_LEN);
+    text[SIG_HASH_HEX_LEN] = ':';
     if (sha_final(r->sha, d) != 0)
         return;
-    hex_encode(text + 65, d, 32);
-    char se[133], sd[129];
-    signer_t *s = aw->app->signer;
-    if (signer_sign_ecdsa(s, text, 129, se) != 0 || signer_sign_ed25519(s, text, 129, sd) != 0) {
-        M_ADD(aw->m.signatures_skipped, 1);
-        LOG_ERROR("signing failed for id %s", id);
-        return;
-    }
-    char rec[700];
-    int rl = snprintf(rec, sizeof rec,
-                      "{\"text\": \"%s\", \"signature_ecdsa\": \"%s\", \"signing_address_ecdsa\": \"%s\", "
-                      "\"signature_ed25519\": \"%s\", \"signing_address_ed25519\": \"%s\"}",
-                      text, se, signer_ecdsa_address(s), sd, signer_ed25519_pubkey_hex(s));
-    char key[STORE_MAX_KEY + 1];
-    int kl = snprintf(key, sizeof key, "%s:chat:%s", aw->app->cfg->model_name, id);
-    if (rl <= 0 || (size_t)rl >= sizeof rec || kl <= 0 || (size_t)kl >= sizeof key) {
-        M_ADD(aw->m.signatures_skipped, 1);
-        return;
-    }
-    int rc = store_put(aw->app->store, key, (size_t)kl, rec, (size_t)rl, clock_wall_s());
-    if (rc == STORE_OK) {
+    hex_encode(text + SIG_HASH_HEX_LEN + 1, d, sizeof d);
+    sigstore_t ss = app_sigstore(aw);
+    int rc = sigstore_sign_put(&ss, id, text);
+    if (rc == SIGSTORE_OK) {
         M_ADD(aw->m.signatures_stored, 1);
         r->chat_id = id;
-        /* Write-through for the other replicas; never waits, never overwrites (NX). */
-        if (aw->redis)
-            rstore_set_nx(aw->redis, key, (size_t)kl, rec, (size_t)rl);
-    } else if (rc == STORE_EXISTS) {
+    } else if (rc == SIGSTORE_EXISTS) {
         M_ADD(aw->m.signature_collisions, 1);
         LOG_WARN("signature record for id %s already exists: kept the first, dropped this one", id);
     } else {
         M_ADD(aw->m.signatures_skipped, 1);
-        LOG_ERROR("could not store the signature for id %s", id);
     }
 }
 
 static void relay_on_body(void *ud, const char *p, size_t n)
 {
     relay_t *r = ud;
-    if (r->kind == RELAY_METRICS && r->up_status != 200)
-        return;
+    cb_enter(r);
     if (is_signed_ok(r)) {
         sha_update(r->sha, p, n);
-        if (r->is_sse) {
-            if (!r->parse_failed && sse_feed(&r->sse, p, n) != 0)
-                r->parse_failed = 1;
-        } else {
+        if (!(r->flags & RF_SSE))
             idscan_feed(&r->ids, p, n);
-        }
+        else if (!(r->flags & RF_PARSE_FAILED) && sse_feed(&r->sse, p, n) != 0)
+            r->flags |= RF_PARSE_FAILED;
         r->up_seen += n;
         if (r->up_cl >= 0 && r->up_seen == (uint64_t)r->up_cl)
             relay_finalize(r);
     }
     r->bytes_out += n;
-    conn_write_body(r->c, p, n); /* corked: leaves with the rest of this read */
+    if (r->c)
+        conn_write_body(r->c, p, n); /* corked: leaves with the rest of this read */
+    cb_leave(r);
 }
 
 /* Everything one engine read produced goes out in one write; then backpressure. */
 static void relay_on_read_done(void *ud)
 {
     relay_t *r = ud;
-    conn_t *c = r->c;
-    if (!c || conn_flush(c) != 0)
-        return; /* the connection closed: relay_on_abort released r */
-    if (conn_should_pause_source(c) && r->up)
+    cb_enter(r);
+    if (r->c && conn_flush(r->c) == 0 && r->up && conn_should_pause_source(r->c))
         upstream_pause(r->up);
+    cb_leave(r);
+}
+
+/* The engine failed: an error answer if the client has nothing yet, else a cut. */
+static void relay_engine_failed(relay_t *r, conn_t *c, int err)
+{
+    static const int kinds[] = {[UPS_E_CONNECT] = UPERR_CONNECT, [UPS_E_TIMEOUT] = UPERR_TIMEOUT,
+                                [UPS_E_CLOSED] = UPERR_CLOSED, [UPS_E_PROTOCOL] = UPERR_PROTOCOL,
+                                [UPS_E_NOMEM] = UPERR_PROTOCOL};
+    app_worker_t *aw = r->aw;
+    M_ADD(aw->m.upstream_errors[kinds[err]], 1);
+    if (r->kind == RELAY_SIGNED)
+        M_ADD(aw->m.signatures_skipped, 1);
+    if (!(r->flags & RF_HEAD_SENT)) {
+        app_error_t e = err == UPS_E_CONNECT   ? APP_E_ENGINE_UNREACHABLE
+                        : err == UPS_E_TIMEOUT ? APP_E_ENGINE_TIMEOUT
+                                               : APP_E_ENGINE_BROKEN;
+        respond_error(aw, c, r->req, r->route, e, NULL);
+        return;
+    }
+    LOG_WARN("engine response for %.*s cut short (%s): closing the client connection",
+             (int)r->req->path.n, r->req->path.p,
+             err == UPS_E_TIMEOUT ? "timeout" : "connection closed or malformed");
+    respond_log(aw, r->req, r->route, r->up_status, r->up_status, r->bytes_out, NULL);
+    conn_abort(c);
 }
 
 static void relay_on_done(void *ud, int err, int status)
 {
+    (void)status;
     relay_t *r = ud;
-    app_worker_t *aw = r->aw;
-    conn_t *c = r->c;
+    cb_enter(r);
     r->up = NULL;
-    conn_set_app(c, NULL);
-    if (r->kind == RELAY_METRICS && (err || status != 200)) {
-        buf_t m = BUF_INIT;
-        metrics_render(aw->app, &m);
+    relay_release(r, DONE_ENGINE);
+    if (r->c) {
+        conn_t *c = r->c;
+        conn_set_owner(c, NULL); /* from here the relay finishes the response itself */
+        r->c = NULL;
         if (err)
-            buf_printf(&m, "\n# --- vLLM Backend Metrics ---\n\n# Error fetching vLLM metrics: upstream %s\n",
-                       err == UPS_E_CONNECT ? "unreachable" : err == UPS_E_TIMEOUT ? "timed out" : "failed");
-        else
-            buf_printf(&m, "\n# --- vLLM Backend Metrics ---\n\n# Failed to fetch vLLM metrics: %d\n", status);
-        if (r->head_sent) {
-            conn_write_body(c, m.data, m.len);
-            app_log_request(aw, r->req, r->route, 200, status, r->bytes_out + m.len, NULL);
+            relay_engine_failed(r, c, err);
+        else {
+            if (is_signed_ok(r))
+                relay_finalize(r);
+            else if (r->kind == RELAY_SIGNED)
+                M_ADD(r->aw->m.signatures_skipped, 1);
+            respond_log(r->aw, r->req, r->route, r->up_status, r->up_status, r->bytes_out, r->chat_id);
             conn_end_response(c);
-        } else {
-            app_log_request(aw, r->req, r->route, 200, status, m.len, NULL);
-            conn_respond(c, 200, "text/plain; version=0.0.4; charset=utf-8", NULL, m.data, m.len);
         }
-        buf_free(&m);
-        relay_put(r);
-        return;
+        relay_release(r, DONE_CLIENT);
     }
-    if (err) {
-        static const int kinds[] = {[UPS_E_CONNECT] = UPERR_CONNECT, [UPS_E_TIMEOUT] = UPERR_TIMEOUT,
-                                    [UPS_E_CLOSED] = UPERR_CLOSED, [UPS_E_PROTOCOL] = UPERR_PROTOCOL,
-                                    [UPS_E_NOMEM] = UPERR_PROTOCOL};
-        M_ADD(aw->m.upstream_errors[kinds[err]], 1);
-        if (r->kind == RELAY_SIGNED)
-            M_ADD(aw->m.signatures_skipped, 1);
-        if (!r->head_sent) {
-            int st = err == UPS_E_TIMEOUT ? 504 : 502;
-            const char *msg = err == UPS_E_CONNECT   ? "the engine is unreachable"
-                              : err == UPS_E_TIMEOUT ? "the engine did not answer in time"
-                                                     : "the engine closed the connection or sent a malformed response";
-            app_log_request(aw, r->req, r->route, st, 0, 0, NULL);
-            app_send_error(c, r->req, st, msg, "upstream_error", err == UPS_E_TIMEOUT ? "upstream_timeout" : "upstream_unavailable");
-        } else {
-            LOG_WARN("engine response for %.*s cut short (%s): closing the client connection",
-                     (int)r->req->path.n, r->req->path.p,
-                     err == UPS_E_TIMEOUT ? "timeout" : "connection closed or malformed");
-            app_log_request(aw, r->req, r->route, r->up_status, r->up_status, r->bytes_out, NULL);
-            conn_abort(c);
-        }
-        relay_put(r);
-        return;
-    }
-    if (is_signed_ok(r))
-        relay_finalize(r);
-    else if (r->kind == RELAY_SIGNED)
-        M_ADD(aw->m.signatures_skipped, 1);
-    app_log_request(aw, r->req, r->route, r->up_status, r->up_status, r->bytes_out, r->chat_id);
-    conn_end_response(c);
-    relay_put(r);
+    cb_leave(r);
 }
 
-void relay_on_abort(conn_t *c, void *app)
+static void relay_on_abort(conn_owner_t *o, conn_t *c)
 {
     (void)c;
-    relay_t *r = app;
+    relay_t *r = (relay_t *)o;
+    r->c = NULL;
     if (r->up) {
         upstream_cancel(r->up); /* closes the engine connection: the engine stops generating */
         r->up = NULL;
+        r->done |= DONE_ENGINE; /* a cancelled exchange calls nothing back */
     }
     if (r->kind == RELAY_SIGNED && !r->chat_id)
         M_ADD(r->aw->m.signatures_skipped, 1);
-    app_log_request(r->aw, r->req, r->route, 0, r->up_status, r->bytes_out, NULL);
-    relay_put(r);
+    respond_log(r->aw, r->req, r->route, 0, r->up_status, r->bytes_out, NULL);
+    relay_release(r, DONE_CLIENT);
 }
 
-void relay_on_drain(conn_t *c, void *app)
+static void relay_on_drain(conn_owner_t *o, conn_t *c)
 {
     (void)c;
-    relay_t *r = app;
+    relay_t *r = (relay_t *)o;
     if (r->up)
         upstream_resume(r->up);
 }

@@ -488,8 +488,10 @@ int reqjson_inspect(const char *body, size_t len, reqjson_t *out, buf_t *rewritt
             rc = -1;
         }
     }
-    if (rc == 0 && s.enomem)
-        rc = report(err, errlen, "out of memory");
+    if (rc == 0 && s.enomem) {
+        report(err, errlen, "out of memory");
+        rc = REQJSON_NOMEM;
+    }
     else if (rc != 0) {
         if (errlen && s.semantic)
             snprintf(err, errlen, "%s (at byte %zu)", s.emsg, s.epos);
@@ -500,8 +502,10 @@ int reqjson_inspect(const char *body, size_t len, reqjson_t *out, buf_t *rewritt
     else if (s.stream_bad)
         rc = report(err, errlen, "'stream' must be a boolean");
     if (rc == 0 && out->n_stripped && rewritten) {
-        if (buf_append(rewritten, s.p + s.copied, s.len - s.copied) != 0)
-            rc = report(err, errlen, "out of memory");
+        if (buf_append(rewritten, s.p + s.copied, s.len - s.copied) != 0) {
+            report(err, errlen, "out of memory");
+            rc = REQJSON_NOMEM;
+        }
         else
             out->rewritten = 1;
     }

@@ -28,7 +28,10 @@ typedef struct reqjson {
     int rewritten;        /* 1 when *rewritten received the body to forward instead of body */
 } reqjson_t;
 
-/* Inspects body[0..len). Returns 0, or -1 with a message for a 400 in err (always
+#define REQJSON_INVALID (-1) /* the body is not acceptable: a 400 */
+#define REQJSON_NOMEM (-2)   /* out of memory: not the client's fault */
+
+/* Inspects body[0..len). Returns 0, REQJSON_NOMEM, or REQJSON_INVALID with a message in err (always
  * NUL-terminated when errlen > 0), one of:
  *   "invalid JSON at byte N: <reason>"   (N = 0-based offset of the offending byte)
  *   "body must be a JSON object"
@@ -38,7 +41,7 @@ typedef struct reqjson {
  * value is an empty array, that member is removed together with one adjacent comma (and the
  * whitespace between them); the resulting body is appended to *rewritten and
  * out->rewritten = 1. Every other byte is kept as it was. rewritten may be NULL (then only
- * n_stripped reports the members). On -1, *rewritten is restored to its length on entry. */
+ * n_stripped reports the members). On failure, *rewritten is restored to its length on entry. */
 int reqjson_inspect(const char *body, size_t len, reqjson_t *out, buf_t *rewritten,
                     char *err, size_t errlen);
 

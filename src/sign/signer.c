@@ -23,12 +23,12 @@ struct signer_secrets {
 
 struct signer {
     struct signer_secrets *sec; /* sodium_malloc'd, read-only after creation */
-    uint8_t ecdsa_pub[64];
+    uint8_t ecdsa_pub[SIGNER_ECDSA_PUB_LEN];
     uint8_t address[20];
     uint8_t ed25519_pub[crypto_sign_PUBLICKEYBYTES];
     char address_str[ETH_ADDRESS_LEN + 1];
-    char ecdsa_pub_hex[129];
-    char ed25519_pub_hex[65];
+    char ecdsa_pub_hex[2 * SIGNER_ECDSA_PUB_LEN + 1];
+    char ed25519_pub_hex[SIGNER_ED25519_PUB_HEX_LEN + 1];
 };
 
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
@@ -67,7 +67,7 @@ int signer_global_init(void)
     return g_init_ok ? 0 : -1;
 }
 
-void eip55_format(const uint8_t addr[20], char out[43])
+void eip55_format(const uint8_t addr[20], char out[ETH_ADDRESS_LEN + 1])
 {
     char lower[41];
     uint8_t h[32];
@@ -204,7 +204,7 @@ int eth_personal_digest(const char *text, size_t n, uint8_t out[32])
     return 0;
 }
 
-int signer_sign_ecdsa(const signer_t *s, const char *text, size_t n, char out[133])
+int signer_sign_ecdsa(const signer_t *s, const char *text, size_t n, char out[SIGNER_ECDSA_SIG_LEN + 1])
 {
     uint8_t digest[32], rs[65];
     secp256k1_ecdsa_recoverable_signature sig;
@@ -224,7 +224,7 @@ int signer_sign_ecdsa(const signer_t *s, const char *text, size_t n, char out[13
     return 0;
 }
 
-int signer_sign_ed25519(const signer_t *s, const char *text, size_t n, char out[129])
+int signer_sign_ed25519(const signer_t *s, const char *text, size_t n, char out[SIGNER_ED25519_SIG_LEN + 1])
 {
     uint8_t sig[crypto_sign_BYTES];
     if (!s || (!text && n))
@@ -235,7 +235,7 @@ int signer_sign_ed25519(const signer_t *s, const char *text, size_t n, char out[
     return 0;
 }
 
-int eth_recover_address(const char *text, size_t n, const char *sig_hex, char out_addr[43])
+int eth_recover_address(const char *text, size_t n, const char *sig_hex, char out_addr[ETH_ADDRESS_LEN + 1])
 {
     uint8_t rs[65], digest[32];
     if (!sig_hex || signer_global_init() != 0)

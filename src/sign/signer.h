@@ -19,6 +19,8 @@
 #define SIGNER_ECDSA_SIG_LEN 132   /* "0x" + 130 hex (r||s||v) */
 #define SIGNER_ED25519_SIG_LEN 128 /* 128 hex, no prefix */
 #define ETH_ADDRESS_LEN 42         /* "0x" + 40 hex */
+#define SIGNER_ED25519_PUB_HEX_LEN 64 /* 64 hex, no prefix */
+#define SIGNER_ECDSA_PUB_LEN 64    /* x||y, uncompressed without the 04 prefix */
 
 typedef struct signer signer_t;
 
@@ -40,9 +42,9 @@ const uint8_t *signer_ed25519_pubkey(const signer_t *s);      /* 32 bytes */
 
 /* EIP-191 personal_sign over text[0..n): out = "0x"+hex(r||s||v), v = 27/28, low-s,
  * RFC 6979 deterministic nonce; NUL-terminated (133 bytes incl. NUL). 0 or -1. */
-int signer_sign_ecdsa(const signer_t *s, const char *text, size_t n, char out[133]);
+int signer_sign_ecdsa(const signer_t *s, const char *text, size_t n, char out[SIGNER_ECDSA_SIG_LEN + 1]);
 /* RFC 8032 Ed25519 over text[0..n): 128 lowercase hex, no 0x, NUL-terminated. 0 or -1. */
-int signer_sign_ed25519(const signer_t *s, const char *text, size_t n, char out[129]);
+int signer_sign_ed25519(const signer_t *s, const char *text, size_t n, char out[SIGNER_ED25519_SIG_LEN + 1]);
 
 /* Verification helpers (the verifier program and tests). */
 /* keccak256("\x19Ethereum Signed Message:\n" + decimal n + text). 0, or -1 on NULL text. */
@@ -50,10 +52,10 @@ int eth_personal_digest(const char *text, size_t n, uint8_t out[32]);
 /* Recovers the EIP-55 address that produced sig_hex ("0x" optional, 130 hex, v 27/28) over
  * text as personal_sign. Rejects high-s signatures (ours and eth-keys' are always low-s).
  * 0 ok, -1 on malformed or unrecoverable signatures. Compare addresses case-insensitively. */
-int eth_recover_address(const char *text, size_t n, const char *sig_hex, char out_addr[43]);
+int eth_recover_address(const char *text, size_t n, const char *sig_hex, char out_addr[ETH_ADDRESS_LEN + 1]);
 /* sig_hex: 128 hex, pub_hex: 64 hex (no prefixes). 0 valid, -1 otherwise. */
 int ed25519_verify_hex(const char *text, size_t n, const char *sig_hex, const char *pub_hex);
 /* EIP-55 checksummed "0x"+40 hex, NUL-terminated. */
-void eip55_format(const uint8_t addr[20], char out[43]);
+void eip55_format(const uint8_t addr[20], char out[ETH_ADDRESS_LEN + 1]);
 
 #endif

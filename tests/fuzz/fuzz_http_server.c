@@ -97,18 +97,24 @@ static struct {
     size_t big_bytes;           /* extra allowance for BIG/HUGE answers */
 } S;
 
+static void h_on_abort(conn_owner_t *o, conn_t *c);
+static void h_on_drain(conn_owner_t *o, conn_t *c);
+static const conn_owner_ops_t owner_ops = {"fuzz", h_on_abort, h_on_drain};
+
 /* The request the handler holds across loop turns (one connection at a time). */
 static struct {
+    conn_owner_t owner;
     conn_t *c;
     int kind;
     int head;
     int turns;      /* loop turns left before the answer */
-} defer;
+} defer = {.owner = {&owner_ops}};
 
 static struct {
+    conn_owner_t owner;
     conn_t *c;
     uint64_t bytes_before;
-} hold;
+} hold = {.owner = {&owner_ops}};
 
 static const char BODY[] = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_-";
 
@@ -307,7 +313,7 @@ static void answer_now(conn_t *c, int kind, http_req_t *req)
             rec_add(200, FR_LENGTH, head, HUGE_LEN);
             hold.c = c;
             hold.bytes_before = conn_bytes_out(c);
-            conn_set_app(c, &hold);
+            conn_set_owner(c, &hold.owner);
             if (conn_start_response(c, 200, "application/octet-stream", NULL, HUGE_LEN) != 0 ||
                 conn_write_body(c, G.big, HUGE_LEN) != 0) {
                 hold.c = NULL;
@@ -316,7 +322,7 @@ static void answer_now(conn_t *c, int kind, http_req_t *req)
             }
             if (!conn_should_pause_source(c)) {
                 hold.c = NULL;
-                conn_set_app(c, NULL);
+                conn_set_owner(c, NULL);
                 conn_end_response(c);
             }
         } else {
@@ -353,7 +359,7 @@ static void defer_fire(uv_check_t *t)
         return;
     uv_check_stop(t);
     defer.c = NULL;
-    conn_set_app(c, NULL);
+    conn_set_owner(c, NULL);
     http_req_t fake = {0};
     fake.method = defer.head ? HTTP_HEAD : HTTP_GET;
     fake.body.len = 0;
@@ -379,7 +385,7 @@ static void h_on_request(conn_t *c, http_req_t *req)
         /* mode 4: the next turn; mode 14: after a few (a half-closing client is noticed
          * first, and the server aborts the held request) */
         defer.turns = m == 4 ? 1 : 3;
-        conn_set_app(c, &defer);
+        conn_set_owner(c, &defer.owner);
         uv_check_start(&G.defer_check, defer_fire);
         return;
     }
@@ -388,15 +394,15 @@ static void h_on_request(conn_t *c, http_req_t *req)
     answer_now(c, m, req);
 }
 
-static void h_on_abort(conn_t *c, void *app)
+static void h_on_abort(conn_owner_t *app, conn_t *c)
 {
     S.events++;
     S.aborts++;
-    if (app == &defer) {
+    if (app == &defer.owner) {
         CHECK(defer.c == c, "on_abort for a connection not held");
         defer.c = NULL;
         uv_check_stop(&G.defer_check);
-    } else if (app == &hold) {
+    } else if (app == &hold.owner) {
         CHECK(hold.c == c, "on_abort for a connection not held");
         hold.c = NULL;
     } else {
@@ -404,20 +410,28 @@ static void h_on_abort(conn_t *c, void *app)
     }
 }
 
-static void h_on_drain(conn_t *c, void *app)
+static void h_on_drain(conn_owner_t *app, conn_t *c)
 {
     S.events++;
     S.drains++;
-    CHECK(app == &hold && hold.c == c, "on_drain for a connection not held");
+    CHECK(app == &hold.owner && hold.c == c, "on_drain for a connection not held");
     uint64_t body = conn_bytes_out(c) - hold.bytes_before;
     CHECK(body == HUGE_LEN, "conn_bytes_out grew by %llu, body was %u", (unsigned long long)body,
           HUGE_LEN);
     hold.c = NULL;
-    conn_set_app(c, NULL);
+    conn_set_owner(c, NULL);
     conn_end_response(c);
 }
 
-static const http_handler_t handler = {h_on_headers, h_on_request, h_on_abort, h_on_drain};
+/* Protocol rejections: a JSON error body, as the proxy writes them. */
+static void h_on_reject(conn_t *c, http_reject_t why)
+{
+    static const int status[HTTP_REJECT_N] = {408, 413, 431, 400, 400};
+    CHECK(why < HTTP_REJECT_N, "unknown rejection %d", (int)why);
+    conn_respond(c, status[why], "application/json", NULL, "{\"error\":{}}", 12);
+}
+
+static const http_handler_t handler = {h_on_headers, h_on_request, h_on_reject};
 
 /* ---- set-up ---- */
 

@@ -29,6 +29,7 @@
 
 #include "http/server.h"
 #include "http/upstream.h"
+#include "proxy/router.h"
 
 #define RECV_TIMEOUT_MS 5000
 #define WAIT_MS 5000
@@ -130,9 +131,14 @@ static void copy_strv(char *dst, size_t cap, strv_t v)
 /* ------------------------------------------------------------------------------------------ */
 /* The test handler: behaviour chosen by the path.                                            */
 
-static int hold_token;
+static void h_on_abort(conn_owner_t *o, conn_t *c);
+static void h_on_drain(conn_owner_t *o, conn_t *c);
+static const conn_owner_ops_t test_owner_ops = {"test", h_on_abort, h_on_drain};
+/* Holds a response without a timer (/hold, /big, /ups/hold). */
+static conn_owner_t hold_token = {&test_owner_ops};
 
 struct deferred {
+    conn_owner_t owner; /* first: on_abort gets &d->owner */
     uv_timer_t t;
     conn_t *c;
     char path[64];
@@ -147,7 +153,7 @@ static void deferred_fire(uv_timer_t *t)
     d->c = NULL;
     uv_close((uv_handle_t *)&d->t, deferred_closed);
     if (c) {
-        conn_set_app(c, NULL);
+        conn_set_owner(c, NULL);
         conn_respond(c, 200, "text/plain", NULL, d->path, strlen(d->path));
     }
 }
@@ -206,11 +212,12 @@ static void h_on_request(conn_t *c, http_req_t *req)
         conn_respond(c, 200, "text/plain", "X-Echo: 1\r\n", out, n);
     } else if (req->path.n >= 6 && memcmp(req->path.p, "/defer", 6) == 0) {
         struct deferred *d = calloc(1, sizeof *d);
+        d->owner.ops = &test_owner_ops;
         d->c = c;
         copy_strv(d->path, sizeof d->path, req->path);
         uv_timer_init(&loop, &d->t);
         d->t.data = d;
-        conn_set_app(c, d);
+        conn_set_owner(c, &d->owner);
         uv_timer_start(&d->t, deferred_fire, 20, 0);
     } else if (path_is(req, "/stream")) {
         conn_start_response(c, 200, "text/plain", NULL, -1);
@@ -241,16 +248,16 @@ static void h_on_request(conn_t *c, http_req_t *req)
         conn_flush(c);
         conn_end_response(c);
     } else if (path_is(req, "/hold")) {
-        conn_set_app(c, &hold_token);
+        conn_set_owner(c, &hold_token);
     } else if (path_is(req, "/big")) {
         /* 8 MiB in one write: most of it queued; on_drain ends the response. */
-        conn_set_app(c, &hold_token);
+        conn_set_owner(c, &hold_token);
         conn_start_response(c, 200, "application/octet-stream", NULL, BIG_SIZE);
         conn_write_body(c, big_body, BIG_SIZE);
     } else if (path_is(req, "/ups/hold")) {
         conn_start_response(c, 200, "text/event-stream", NULL, -1);
         conn_write_body(c, "part1", 5);
-        conn_set_app(c, &hold_token);
+        conn_set_owner(c, &hold_token);
     } else if (path_is(req, "/ups/chunked")) {
         conn_start_response(c, 201, "application/json", NULL, -1);
         conn_write_body(c, "{\"a\":", 5);
@@ -261,27 +268,30 @@ static void h_on_request(conn_t *c, http_req_t *req)
     }
 }
 
-static void h_on_abort(conn_t *c, void *app)
+static void h_on_abort(conn_owner_t *o, conn_t *c)
 {
     (void)c;
-    if (app && app != &hold_token) {
-        struct deferred *d = app;
+    if (o != &hold_token) {
+        struct deferred *d = (struct deferred *)o;
         d->c = NULL;
         uv_close((uv_handle_t *)&d->t, deferred_closed);
     }
     ev_bump(&ev.aborts);
 }
 
-static void h_on_drain(conn_t *c, void *app)
+static void h_on_drain(conn_owner_t *o, conn_t *c)
 {
     ev_bump(&ev.drains);
-    if (app == &hold_token && conn_response_started(c)) {
-        conn_set_app(c, NULL);
+    if (o == &hold_token && conn_response_started(c)) {
+        conn_set_owner(c, NULL);
         conn_end_response(c);
     }
 }
 
-static const http_handler_t handler = {h_on_headers, h_on_request, h_on_abort, h_on_drain};
+/* Protocol rejections are answered as the proxy answers them (its error table). */
+static void h_on_reject(conn_t *c, http_reject_t why) { app_http_handler.on_reject(c, why); }
+
+static const http_handler_t handler = {h_on_headers, h_on_request, h_on_reject};
 
 /* ------------------------------------------------------------------------------------------ */
 /* Loop thread.                                                                               */

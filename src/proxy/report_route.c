@@ -10,14 +10,20 @@
 #include "attest/provider.h"
 #include "core/hex.h"
 #include "core/log.h"
-#include "proxy/app.h"
+#include "proxy/query.h"
+#include "proxy/report_route.h"
+#include "proxy/respond.h"
 
-#define APP_KIND_REPORT 0x52455054
+#define NONCE_HEX_LEN 64
+#define PARAM_MAX 200 /* bytes of a decoded query value */
+#define ERR_MAX 256
 
 /* ---- attestation report (built on the thread pool) ---- */
 
+/* A report being built: the connection's owner until the pool job finishes. When the client
+ * goes away first, on_abort only forgets the connection; report_done frees the job. */
 typedef struct report_job {
-    int kind; /* APP_KIND_REPORT: tells jobs from relays in on_abort */
+    conn_owner_t owner;
     uv_work_t work;
     app_worker_t *aw;
     conn_t *c;
@@ -30,8 +36,16 @@ typedef struct report_job {
     uint8_t nonce[32];
     buf_t out;
     int rc;
-    char err[256];
+    char err[ERR_MAX];
 } report_job_t;
+
+static void report_on_abort(conn_owner_t *o, conn_t *c)
+{
+    (void)c;
+    ((report_job_t *)o)->c = NULL; /* the pool job finishes and frees itself */
+}
+
+static const conn_owner_ops_t REPORT_JOB_OPS = {"report", report_on_abort, NULL};
 
 static void report_work(uv_work_t *w)
 {
@@ -54,7 +68,6 @@ static void queue_refresh(app_worker_t *aw, int algo, int tls)
 {
     report_job_t *r = calloc(1, sizeof *r);
     if (r) {
-        r->kind = APP_KIND_REPORT;
         r->aw = aw;
         r->algo = algo;
         r->tls = tls;
@@ -74,16 +87,17 @@ static void report_done(uv_work_t *w, int status)
     if (j->c) {
         if (status == 0 && j->rc == 0) {
             M_ADD(aw->m.reports, 1);
-            conn_set_app(j->c, NULL);
-            app_respond_json(aw, j->c, j->req, ROUTE_REPORT, 200, j->out.data, j->out.len);
+            conn_set_owner(j->c, NULL);
+            respond_json(aw, j->c, j->req, ROUTE_REPORT, 200, j->out.data, j->out.len);
         } else {
-            char msg[320];
+            char msg[ERR_MAX + 64];
             if (status != 0)
                 snprintf(j->err, sizeof j->err, "the report job was cancelled");
             LOG_ERROR("attestation report failed: %s", j->err);
-            snprintf(msg, sizeof msg, "attestation report could not be produced: %s", j->err);
-            conn_set_app(j->c, NULL);
-            app_respond_error(aw, j->c, j->req, ROUTE_REPORT, 503, msg, "attestation_unavailable", NULL);
+            snprintf(msg, sizeof msg, "%s: %s", app_error_info(APP_E_ATTESTATION_UNAVAILABLE)->message,
+                     j->err);
+            conn_set_owner(j->c, NULL);
+            respond_error(aw, j->c, j->req, ROUTE_REPORT, APP_E_ATTESTATION_UNAVAILABLE, msg);
         }
     }
     if (j->want_refresh && status == 0)
@@ -94,74 +108,65 @@ static void report_done(uv_work_t *w, int status)
     free(j);
 }
 
-void handle_report(app_worker_t *aw, conn_t *c, http_req_t *req)
+/* Refuses the request with e (the job is not queued). */
+static void refuse(report_job_t *j, app_worker_t *aw, conn_t *c, http_req_t *req, app_error_t e)
 {
-    int algo = app_parse_algo(req->query);
+    free(j);
+    respond_error(aw, c, req, ROUTE_REPORT, e, NULL);
+}
+
+void report_route(app_worker_t *aw, conn_t *c, http_req_t *req)
+{
+    int algo = query_signing_algo(req->query);
     if (algo < 0) {
-        app_respond_error(aw, c, req, ROUTE_REPORT, 400, APP_INVALID_ALGO, "invalid_signing_algo", NULL);
+        respond_error(aw, c, req, ROUTE_REPORT, APP_E_INVALID_SIGNING_ALGO, NULL);
         return;
     }
     report_job_t *j = calloc(1, sizeof *j);
     if (!j) {
-        app_respond_error(aw, c, req, ROUTE_REPORT, 503, "out of memory", "server_error", NULL);
+        respond_error(aw, c, req, ROUTE_REPORT, APP_E_OUT_OF_MEMORY, NULL);
         return;
     }
-    char v[200];
-    long n = app_query_get(req->query, "nonce", v, sizeof v);
-    if (n == -1) {
+    char v[PARAM_MAX];
+    long n = query_get(req->query, "nonce", v, sizeof v);
+    if (n == QUERY_ABSENT) {
         j->server_nonce = 1; /* served from the cache, with a server nonce */
-    } else if (n != 64 || hex_decode(j->nonce, 32, v, 64) != 32) {
-        free(j);
-        app_respond_error(aw, c, req, ROUTE_REPORT, 400,
-                      "nonce must be exactly 64 hex characters (32 bytes)", "invalid_request_error",
-                      "invalid_nonce");
+    } else if (n != NONCE_HEX_LEN ||
+               hex_decode(j->nonce, sizeof j->nonce, v, NONCE_HEX_LEN) != sizeof j->nonce) {
+        refuse(j, aw, c, req, APP_E_INVALID_NONCE);
         return;
     }
-    n = app_query_get(req->query, "signing_address", v, sizeof v);
-    if (n != -1) {
+    n = query_get(req->query, "signing_address", v, sizeof v);
+    if (n != QUERY_ABSENT) {
         const char *ours = algo ? signer_ed25519_pubkey_hex(aw->app->signer)
                                 : signer_ecdsa_address(aw->app->signer);
         if (n < 0 || strcasecmp(v, ours) != 0) {
-            free(j);
-            app_respond_error(aw, c, req, ROUTE_REPORT, 404, "Signing address not found on this server",
-                          "not_found", NULL);
+            refuse(j, aw, c, req, APP_E_SIGNING_ADDRESS_UNKNOWN);
             return;
         }
     }
-    n = app_query_get(req->query, "include_tls_fingerprint", v, sizeof v);
-    if (n != -1) {
+    n = query_get(req->query, "include_tls_fingerprint", v, sizeof v);
+    if (n != QUERY_ABSENT) {
         if (n == 4 && !strcasecmp(v, "true"))
             j->tls = 1;
         else if (n < 0 || !(n == 5 && !strcasecmp(v, "false"))) {
-            free(j);
-            app_respond_error(aw, c, req, ROUTE_REPORT, 400, "include_tls_fingerprint must be true or false",
-                              "invalid_request_error", "invalid_include_tls_fingerprint");
+            refuse(j, aw, c, req, APP_E_INVALID_TLS_FLAG);
             return;
         }
         if (j->tls && !attest_service_has_tls(aw->app->attest)) {
-            free(j);
-            app_respond_error(aw, c, req, ROUTE_REPORT, 400,
-                              "include_tls_fingerprint=true needs TLS_CERT_PATH on this server",
-                              "invalid_request_error", "tls_fingerprint_unavailable");
+            refuse(j, aw, c, req, APP_E_TLS_UNAVAILABLE);
             return;
         }
     }
-    j->kind = APP_KIND_REPORT;
+    j->owner.ops = &REPORT_JOB_OPS;
     j->aw = aw;
     j->c = c;
     j->req = req;
     j->algo = algo;
     j->work.data = j;
-    conn_set_app(c, j);
+    conn_set_owner(c, &j->owner);
     if (uv_queue_work(worker_loop(aw->w), &j->work, report_work, report_done) != 0) {
-        conn_set_app(c, NULL);
-        free(j);
-        app_respond_error(aw, c, req, ROUTE_REPORT, 503, "cannot schedule the report", "server_error", NULL);
+        conn_set_owner(c, NULL);
+        refuse(j, aw, c, req, APP_E_REPORT_UNSCHEDULED);
     }
-}
-
-
-void report_on_abort(void *job)
-{
-    ((report_job_t *)job)->c = NULL; /* the pool job finishes and frees itself */
 }

@@ -1,0 +1,66 @@
+/* Every error answer the proxy writes, in one table: HTTP status, OpenAI error type, code
+ * (NULL writes JSON null) and the default message. The body is always the OpenAI error shape
+ * {"error":{"message","type","param":null,"code"}} (respond.h writes it). A message that
+ * carries details (the JSON parser's position, the attestation failure) replaces the default
+ * at the call site; status, type and code always come from here. */
+#ifndef VP_PROXY_ERRORS_H
+#define VP_PROXY_ERRORS_H
+
+/* X(name, status, type, code, message) */
+#define APP_ERROR_MAP(X)                                                                        \
+    /* the transport's protocol rejections (http_reject_t) */                                   \
+    X(REQUEST_TIMEOUT, 408, "timeout", NULL, "request not received in time")                    \
+    X(BODY_TOO_LARGE, 413, "request_too_large", NULL, "request body exceeds the configured limit") \
+    X(HEAD_TOO_LARGE, 431, "invalid_request_error", NULL, "request headers too large or too many") \
+    X(DUPLICATE_HEADER, 400, "invalid_request_error", NULL, "duplicate header")                 \
+    X(MALFORMED_HTTP, 400, "invalid_request_error", NULL, "malformed HTTP request")             \
+    /* routing and authentication */                                                            \
+    X(NOT_FOUND, 404, "not_found", NULL, "Not Found")                                           \
+    X(METHOD_NOT_ALLOWED, 405, "invalid_request_error", NULL, "Method Not Allowed")             \
+    X(AUTH_MISSING, 401, "authentication_error", "invalid_api_key",                             \
+      "Invalid or missing Authorization header")                                                \
+    X(AUTH_INVALID, 401, "authentication_error", "invalid_api_key", "Invalid token")            \
+    /* request bodies and parameters */                                                         \
+    X(INVALID_JSON, 400, "invalid_request_error", "invalid_json", "invalid JSON")               \
+    X(INVALID_REQUEST_HASH, 400, "invalid_request_error", "invalid_request_hash",              \
+      "X-Request-Hash must be 64 hex characters")                                               \
+    X(INVALID_SIGNING_ALGO, 400, "invalid_signing_algo", NULL,                                  \
+      "Invalid signing algorithm. Must be 'ed25519' or 'ecdsa'")                                \
+    X(INVALID_NONCE, 400, "invalid_request_error", "invalid_nonce",                             \
+      "nonce must be exactly 64 hex characters (32 bytes)")                                     \
+    X(INVALID_TLS_FLAG, 400, "invalid_request_error", "invalid_include_tls_fingerprint",        \
+      "include_tls_fingerprint must be true or false")                                          \
+    X(TLS_UNAVAILABLE, 400, "invalid_request_error", "tls_fingerprint_unavailable",             \
+      "include_tls_fingerprint=true needs TLS_CERT_PATH on this server")                        \
+    X(SIGNING_ADDRESS_UNKNOWN, 404, "not_found", NULL, "Signing address not found on this server") \
+    X(CHAT_ID_NOT_FOUND, 404, "not_found", NULL, "Chat id not found or expired")                \
+    /* the proxy's own failures */                                                              \
+    X(RECORD_CORRUPT, 500, "server_error", NULL, "stored signature record is corrupt")          \
+    X(OUT_OF_MEMORY, 503, "server_error", NULL, "out of memory")                                \
+    X(REPORT_UNSCHEDULED, 503, "server_error", NULL, "cannot schedule the report")              \
+    X(ATTESTATION_UNAVAILABLE, 503, "attestation_unavailable", NULL,                            \
+      "attestation report could not be produced")                                               \
+    /* the engine's failures, before anything reached the client */                             \
+    X(ENGINE_UNREACHABLE, 502, "upstream_error", "upstream_unavailable",                        \
+      "the engine is unreachable")                                                              \
+    X(ENGINE_TIMEOUT, 504, "upstream_error", "upstream_timeout",                                \
+      "the engine did not answer in time")                                                      \
+    X(ENGINE_BROKEN, 502, "upstream_error", "upstream_unavailable",                             \
+      "the engine closed the connection or sent a malformed response")
+
+typedef enum app_error {
+#define APP_ERROR_ENUM(name, status, type, code, message) APP_E_##name,
+    APP_ERROR_MAP(APP_ERROR_ENUM)
+#undef APP_ERROR_ENUM
+    APP_E_N
+} app_error_t;
+
+typedef struct app_error_info {
+    int status;
+    const char *type, *code, *message;
+} app_error_info_t;
+
+/* The row of e (e < APP_E_N). */
+const app_error_info_t *app_error_info(app_error_t e);
+
+#endif

@@ -1,0 +1,43 @@
+/* The relay: forwards one request to the engine and streams the answer back as it arrives.
+ * For signed routes it hashes the exact body bytes sent to the client, finds the chat id
+ * and, only for a complete answer, signs "reqhash:resphash" and stores the record before the
+ * client can see the end of the body.
+ *
+ * Threads: the worker's loop thread. Ownership: a relay holds the client connection (as its
+ * owner) and one engine exchange; it is released, back to the worker's free list, only when
+ * both sides have let go: the engine's exchange ended (done, failed or cancelled) and the
+ * client's response ended (complete, aborted, or the connection gone). */
+#ifndef VP_PROXY_RELAY_H
+#define VP_PROXY_RELAY_H
+
+#include "core/buf.h"
+#include "http/server.h"
+#include "proxy/app.h"
+#include "proxy/sigstore.h"
+
+enum relay_kind {
+    RELAY_SIGNED, /* completions: hashed, id found, signed when complete */
+    RELAY_PASS,   /* other engine routes: relayed as they are */
+};
+
+/* What to forward. relay_start copies the struct; the strings it points to are borrowed and
+ * must stay valid until the response ends (the connection's request memory, or static
+ * strings). own_body, when it holds memory, is moved into the relay on every path (the
+ * caller's buffer is left empty) and then forwarded instead of body. */
+typedef struct relay_req {
+    int route;         /* enum route: logs and metrics */
+    enum relay_kind kind;
+    const char *method; /* "GET" or "POST" */
+    strv_t path, query; /* the engine's path and query */
+    strv_t body;
+    buf_t own_body;
+    char req_hash[SIG_HASH_HEX_LEN + 1]; /* RELAY_SIGNED: the request half of the signed text */
+} relay_req_t;
+
+/* Starts the exchange; the relay then owns the response. On failure (out of memory) the
+ * client has been answered 503 and -1 is returned. */
+int relay_start(app_worker_t *aw, conn_t *c, http_req_t *req, relay_req_t *rr);
+/* Frees the worker's recycled relays (at worker exit, after the loop stopped). */
+void relay_free_list(app_worker_t *aw);
+
+#endif

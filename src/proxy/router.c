@@ -1,0 +1,240 @@
+/* Routing, authentication and the hand-off of each route to its owner (proxy/router.h).
+ * Every error is an entry of the error table (proxy/errors.h). */
+#include "proxy/router.h"
+
+#include <llhttp.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "core/hex.h"
+#include "core/log.h"
+#include "core/sha.h"
+#include "proxy/app.h"
+#include "proxy/metrics_route.h"
+#include "proxy/relay.h"
+#include "proxy/report_route.h"
+#include "proxy/reqjson.h"
+#include "proxy/respond.h"
+#include "proxy/signature_route.h"
+
+#define BEARER "Bearer "
+#define BEARER_LEN (sizeof BEARER - 1)
+#define STRLIT(s) ((strv_t){(s), sizeof(s) - 1})
+#define REQJSON_ERR_MAX 200
+#define VERSION_JSON_MAX 200
+
+enum { AUTH_NONE = 0, AUTH_OK = 1, AUTH_TRUSTED = 2, AUTH_MISSING = -1, AUTH_BAD = -2 };
+
+static int strv_eq(strv_t v, const char *s)
+{
+    size_t n = strlen(s);
+    return v.n == n && memcmp(v.p, s, n) == 0;
+}
+
+static int strv_prefix(strv_t v, const char *s)
+{
+    size_t n = strlen(s);
+    return v.n >= n && memcmp(v.p, s, n) == 0;
+}
+
+/* ---- routing and auth ---- */
+
+static int route_of(http_req_t *req, int *method_ok)
+{
+    strv_t p = req->path;
+    int get = req->method == HTTP_GET, post = req->method == HTTP_POST;
+    int r = ROUTE_OTHER;
+    *method_ok = 0;
+    if (strv_eq(p, "/")) r = ROUTE_ROOT, *method_ok = get;
+    else if (strv_eq(p, "/version")) r = ROUTE_VERSION, *method_ok = get;
+    else if (strv_eq(p, "/v1/chat/completions")) r = ROUTE_CHAT, *method_ok = post;
+    else if (strv_eq(p, "/v1/completions")) r = ROUTE_COMPLETIONS, *method_ok = post;
+    else if (strv_prefix(p, "/v1/signature/") && p.n > STRLIT("/v1/signature/").n) r = ROUTE_SIGNATURE, *method_ok = get;
+    else if (strv_eq(p, "/v1/attestation/report")) r = ROUTE_REPORT, *method_ok = get;
+    else if (strv_eq(p, "/v1/models")) r = ROUTE_MODELS, *method_ok = get;
+    else if (strv_eq(p, "/v1/metrics")) r = ROUTE_METRICS, *method_ok = get;
+    else if (strv_eq(p, "/v1/embeddings") || strv_eq(p, "/v1/tokenize") ||
+             strv_eq(p, "/v1/detokenize") || strv_eq(p, "/v1/rerank") || strv_eq(p, "/v1/score"))
+        r = ROUTE_PASSTHROUGH, *method_ok = post;
+    return r;
+}
+
+static int route_needs_auth(int r)
+{
+    return r == ROUTE_CHAT || r == ROUTE_COMPLETIONS || r == ROUTE_SIGNATURE ||
+           r == ROUTE_REPORT || r == ROUTE_PASSTHROUGH;
+}
+
+static int token_in(const uint8_t h[SHA256_LEN], const uint8_t (*set)[SHA256_LEN], int n)
+{
+    int found = 0;
+    for (int i = 0; i < n; i++)
+        found |= sodium_memcmp(h, set[i], SHA256_LEN) == 0;
+    return found;
+}
+
+static int check_auth(const config_t *cfg, strv_t a)
+{
+    if (a.n < BEARER_LEN || memcmp(a.p, BEARER, BEARER_LEN) != 0)
+        return AUTH_MISSING;
+    uint8_t h[SHA256_LEN];
+    sha256(a.p + BEARER_LEN, a.n - BEARER_LEN, h);
+    if (!token_in(h, cfg->token_hash, cfg->ntokens))
+        return AUTH_BAD;
+    return token_in(h, cfg->trusted_hash, cfg->ntrusted) ? AUTH_TRUSTED : AUTH_OK;
+}
+
+static void send_auth_error(app_worker_t *aw, conn_t *c, http_req_t *req, int route, int auth)
+{
+    respond_error(aw, c, req, route, auth == AUTH_MISSING ? APP_E_AUTH_MISSING : APP_E_AUTH_INVALID,
+                  NULL);
+}
+
+static int on_headers(conn_t *c, http_req_t *req)
+{
+    app_worker_t *aw = worker_user(conn_worker(c));
+    int ok;
+    req->app_route = route_of(req, &ok);
+    req->app_auth = route_needs_auth(req->app_route) ? check_auth(aw->app->cfg, req->authorization)
+                                                     : AUTH_NONE;
+    /* Refuse an unauthenticated body before reading it. */
+    int has_body = req->has_content_length ? req->content_length > 0 : 1;
+    if (req->app_auth < 0 && has_body && req->method == HTTP_POST) {
+        send_auth_error(aw, c, req, req->app_route, req->app_auth);
+        return 1;
+    }
+    return 0;
+}
+
+/* ---- engine routes ---- */
+
+/* The request half of the signed text: a trusted caller's X-Request-Hash (64 hex, lower-cased)
+ * or sha256 of the body as received. 0, or -1 after a 400. */
+static int request_hash(app_worker_t *aw, conn_t *c, http_req_t *req, int route,
+                        char out[SIG_HASH_HEX_LEN + 1])
+{
+    strv_t xh = req->x_request_hash;
+    if (xh.n && req->app_auth != AUTH_TRUSTED) {
+        LOG_DEBUG("X-Request-Hash ignored: caller is not trusted to set it");
+        xh.n = 0;
+    }
+    if (xh.n) {
+        if (xh.n != SIG_HASH_HEX_LEN || !hex_is_hex(xh.p, xh.n)) {
+            respond_error(aw, c, req, route, APP_E_INVALID_REQUEST_HASH, NULL);
+            return -1;
+        }
+        for (int i = 0; i < SIG_HASH_HEX_LEN; i++)
+            out[i] = (char)(xh.p[i] | 0x20);
+        out[SIG_HASH_HEX_LEN] = '\0';
+        LOG_INFO("Using client-provided request hash: %s", out);
+    } else {
+        sha256_hex(req->body.data ? req->body.data : "", req->body.len, out);
+        LOG_DEBUG("Calculated request hash: %s", out);
+    }
+    return 0;
+}
+
+static void handle_completion(app_worker_t *aw, conn_t *c, http_req_t *req, int route)
+{
+    reqjson_t rj;
+    relay_req_t rr = {.route = route, .kind = RELAY_SIGNED, .method = "POST", .path = req->path,
+                      .query = STRLIT(""), .body = {req->body.data, req->body.len},
+                      .own_body = BUF_INIT};
+    char err[REQJSON_ERR_MAX];
+    int rc = reqjson_inspect(req->body.data ? req->body.data : "", req->body.len, &rj,
+                             &rr.own_body, err, sizeof err);
+    if (rc != 0) {
+        buf_free(&rr.own_body);
+        respond_error(aw, c, req, route, rc == REQJSON_NOMEM ? APP_E_OUT_OF_MEMORY : APP_E_INVALID_JSON,
+                      rc == REQJSON_NOMEM ? NULL : err);
+        return;
+    }
+    if (!rj.rewritten)
+        buf_free(&rr.own_body);
+    if (request_hash(aw, c, req, route, rr.req_hash) != 0) {
+        buf_free(&rr.own_body);
+        return;
+    }
+    relay_start(aw, c, req, &rr);
+}
+
+static void handle_passthrough(app_worker_t *aw, conn_t *c, http_req_t *req, int route)
+{
+    relay_req_t rr = {.route = route, .kind = RELAY_PASS,
+                      .method = req->method == HTTP_GET ? "GET" : "POST", .path = req->path,
+                      .query = req->query, .body = {req->body.data, req->body.len},
+                      .own_body = BUF_INIT};
+    if (strv_eq(rr.path, "/v1/tokenize"))
+        rr.path = STRLIT("/tokenize");
+    else if (strv_eq(rr.path, "/v1/detokenize"))
+        rr.path = STRLIT("/detokenize");
+    relay_start(aw, c, req, &rr);
+}
+
+static void handle_version(app_worker_t *aw, conn_t *c, http_req_t *req)
+{
+    char b[VERSION_JSON_MAX];
+    int n = snprintf(b, sizeof b, "{\"name\":\"vllm-proxy\",\"version\":\"%s\",\"attestation\":\"%s\"}",
+                     config_version(), aw->app->cfg->attestation);
+    respond_json(aw, c, req, ROUTE_VERSION, 200, b, (size_t)n);
+}
+
+static void on_request(conn_t *c, http_req_t *req)
+{
+    app_worker_t *aw = worker_user(conn_worker(c));
+    int route = req->app_route, ok;
+    route_of(req, &ok);
+    if (route == ROUTE_OTHER) {
+        respond_error(aw, c, req, route, APP_E_NOT_FOUND, NULL);
+        return;
+    }
+    if (!ok) {
+        respond_error(aw, c, req, route, APP_E_METHOD_NOT_ALLOWED, NULL);
+        return;
+    }
+    if (req->app_auth < 0) {
+        send_auth_error(aw, c, req, route, req->app_auth);
+        return;
+    }
+    switch (route) {
+    case ROUTE_ROOT:
+        respond_json(aw, c, req, route, 200, "{}", 2);
+        break;
+    case ROUTE_VERSION:
+        handle_version(aw, c, req);
+        break;
+    case ROUTE_CHAT:
+    case ROUTE_COMPLETIONS:
+        handle_completion(aw, c, req, route);
+        break;
+    case ROUTE_SIGNATURE:
+        signature_route(aw, c, req);
+        break;
+    case ROUTE_REPORT:
+        report_route(aw, c, req);
+        break;
+    case ROUTE_MODELS:
+    case ROUTE_PASSTHROUGH:
+        handle_passthrough(aw, c, req, route);
+        break;
+    case ROUTE_METRICS:
+        metrics_route(aw, c, req);
+        break;
+    }
+}
+
+/* The transport refused the request (http_reject_t): the table's answer, no log line. */
+static void on_reject(conn_t *c, http_reject_t why)
+{
+    static const app_error_t map[HTTP_REJECT_N] = {
+        [HTTP_REJECT_TIMEOUT] = APP_E_REQUEST_TIMEOUT,
+        [HTTP_REJECT_BODY_TOO_LARGE] = APP_E_BODY_TOO_LARGE,
+        [HTTP_REJECT_HEAD_TOO_LARGE] = APP_E_HEAD_TOO_LARGE,
+        [HTTP_REJECT_DUPLICATE_HEADER] = APP_E_DUPLICATE_HEADER,
+        [HTTP_REJECT_MALFORMED] = APP_E_MALFORMED_HTTP,
+    };
+    respond_error_unlogged(c, map[why], NULL);
+}
+
+const http_handler_t app_http_handler = {on_headers, on_request, on_reject};
