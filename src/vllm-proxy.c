@@ -122,7 +122,7 @@ static int gpu_collect(void *ctx, const uint8_t nonce[32], buf_t *payload, char 
 static int start_attestation(char *err, size_t errlen)
 {
     attest_provider_config_t pc = {
-        .mode = g_cfg.attestation,
+        .mode = config_attest_mode_name(g_cfg.attestation),
         .dstack_endpoint = g_cfg.dstack_endpoint,
         .tappd_endpoint = g_cfg.tappd_endpoint,
         .tsm_root = g_cfg.tsm_root,
@@ -168,10 +168,11 @@ static int start_attestation(char *err, size_t errlen)
     }
     attest_service_config_t sc = {.cache_ttl_s = g_cfg.attestation_cache_ttl,
                                   .tls_spki_sha256 = g_cfg.tls_cert_path[0] ? spki : NULL};
-    const char *gm = g_cfg.gpu_evidence;
-    if (!gm[0])
-        gm = kind == ATTEST_SIMULATED ? "simulated" : g_cfg.gpu_no_hw_mode ? "canned" : "auto";
-    if (strcmp(gm, "simulated") != 0) {
+    enum gpu_evidence_mode em = g_cfg.gpu_evidence;
+    if (em == GPU_EVIDENCE_UNSET)
+        em = kind == ATTEST_SIMULATED ? GPU_EVIDENCE_SIMULATED : g_cfg.gpu_no_hw_mode ? GPU_EVIDENCE_CANNED : GPU_EVIDENCE_AUTO;
+    const char *gm = config_gpu_evidence_name(em);
+    if (em != GPU_EVIDENCE_SIMULATED) {
         gpu_config_t gc = {.mode = gpu_mode_parse(gm),
                            .nvml_path = g_cfg.nvml_library_path,
                            .allow_cc_off = g_cfg.gpu_allow_cc_off,

@@ -75,7 +75,7 @@ void app_log_request(app_worker_t *aw, http_req_t *req, int route, int status, i
     if (upstream_status > 0)
         snprintf(us, sizeof us, "%d", upstream_status);
     /* Lines about attestation say when it is simulated. */
-    int sim = route == ROUTE_REPORT && strcmp(aw->app->cfg->attestation, "simulated") == 0;
+    int sim = route == ROUTE_REPORT && aw->app->cfg->attestation == ATTEST_MODE_SIMULATED;
     log_write(LOG_LVL_INFO, "request w=%d %s %.*s status=%d upstream=%s in=%zu out=%llu ms=%.3f id=%s%s",
               aw->w ? worker_id(aw->w) : 0, llhttp_method_name((llhttp_method_t)req->method),
               (int)(req->path.n > 200 ? 200 : req->path.n), req->path.p,
@@ -441,7 +441,7 @@ static void on_request(conn_t *c, http_req_t *req)
     case ROUTE_VERSION: {
         char b[200];
         int n = snprintf(b, sizeof b, "{\"name\":\"vllm-proxy\",\"version\":\"%s\",\"attestation\":\"%s\"}",
-                         config_version(), aw->app->cfg->attestation);
+                         config_version(), config_attest_mode_name(aw->app->cfg->attestation));
         app_respond_json(aw, c, req, route, 200, b, (size_t)n);
         break;
     }

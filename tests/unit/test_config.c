@@ -15,23 +15,14 @@
 #include "core/sha.h"
 #include "proxy/config.h"
 
-/* Every variable config.c reads (its ENV_KEYS), cleared before each test. */
-static const char *const ENV_KEYS[] = {
-    "LISTEN_HOST", "LISTEN_PORT", "VLLM_BASE_URL", "VLLM_API_KEY", "MODEL_NAME", "TOKEN",
-    "TRUSTED_REQUEST_HASH_TOKENS", "WORKERS", "ATTESTATION", "DEV", "GPU_NO_HW_MODE",
-    "CHAT_CACHE_EXPIRATION", "CHAT_CACHE_CAPACITY", "VLLM_PROXY_MAX_REQUEST_SIZE",
-    "MAX_HEADER_SIZE", "MAX_HEADERS", "HEADER_TIMEOUT", "BODY_TIMEOUT", "IDLE_TIMEOUT",
-    "UPSTREAM_CONNECT_TIMEOUT", "UPSTREAM_FIRST_BYTE_TIMEOUT", "TIMEOUT", "SHUTDOWN_GRACE",
-    "LOG_LEVEL", "DSTACK_SIMULATOR_ENDPOINT", "TAPPD_SIMULATOR_ENDPOINT", "TSM_REPORT_PATH",
-    "ATTESTATION_TIMEOUT", "ATTESTATION_CACHE_TTL", "TLS_CERT_PATH", "GPU_EVIDENCE",
-    "NVML_LIBRARY_PATH", "GPU_ALLOW_CC_OFF", "GPU_EVIDENCE_TIMEOUT",
-};
-
 static int setup(void **state)
 {
     (void)state;
-    for (size_t i = 0; i < sizeof ENV_KEYS / sizeof ENV_KEYS[0]; i++)
-        unsetenv(ENV_KEYS[i]);
+    size_t n;
+    const config_setting_t *t = config_settings(&n);
+    for (size_t i = 0; i < n; i++) /* every variable config.c reads */
+        if (t[i].env)
+            unsetenv(t[i].env);
     setenv("ATTESTATION", "simulated", 1);
     setenv("MODEL_NAME", "test-model", 1);
     return 0;
@@ -80,7 +71,7 @@ static void test_defaults(void **state)
     assert_string_equal(cfg.upstream_url, "http://vllm:8000");
     assert_string_equal(cfg.upstream_api_key, "");
     assert_string_equal(cfg.model_name, "test-model");
-    assert_string_equal(cfg.attestation, "simulated");
+    assert_string_equal(config_attest_mode_name(cfg.attestation), "simulated");
     assert_int_equal(cfg.ntokens, 0);
     assert_int_equal(cfg.ntrusted, 0);
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
@@ -101,7 +92,7 @@ static void test_defaults(void **state)
     assert_int_equal(cfg.attestation_timeout_ms, 5000);
     assert_int_equal(cfg.attestation_cache_ttl, 300);
     assert_int_equal(cfg.gpu_evidence_timeout_ms, 0);
-    assert_string_equal(cfg.gpu_evidence, "");
+    assert_string_equal(config_gpu_evidence_name(cfg.gpu_evidence), "");
     assert_string_equal(cfg.dstack_endpoint, "");
     assert_string_equal(cfg.tappd_endpoint, "");
     assert_string_equal(cfg.tsm_root, "");
@@ -151,7 +142,7 @@ static void test_env_values(void **state)
     assert_string_equal(cfg.tsm_root, "/tmp/tsm");
     assert_string_equal(cfg.tls_cert_path, "/tmp/cert.pem");
     assert_string_equal(cfg.nvml_library_path, "/opt/libnvml.so");
-    assert_string_equal(cfg.gpu_evidence, "canned");
+    assert_string_equal(config_gpu_evidence_name(cfg.gpu_evidence), "canned");
     assert_int_equal(cfg.gpu_allow_cc_off, 1);
     assert_int_equal(cfg.gpu_no_hw_mode, 1);
     assert_int_equal(cfg.attestation_cache_ttl, 0);
@@ -223,7 +214,7 @@ static void test_flags_override_env(void **state)
     assert_memory_equal(cfg.token_hash[0], h, 32);
     assert_string_equal(cfg.model_name, "flag-model");
     assert_int_equal(cfg.log_level, LOG_LVL_DEBUG);
-    assert_string_equal(cfg.attestation, "dstack");
+    assert_string_equal(config_attest_mode_name(cfg.attestation), "dstack");
     assert_string_equal(cfg.upstream_url, "http://u:1");
     /* the last of repeated flags wins; both forms */
     assert_int_equal(load(ARGS("--workers=2", "--workers", "7", "--cache-ttl", "10",
@@ -260,7 +251,7 @@ static void test_flags_override_env(void **state)
     assert_int_equal(cfg.attestation_timeout_ms, 6000);
     assert_int_equal(cfg.attestation_cache_ttl, 7);
     assert_string_equal(cfg.tls_cert_path, "/c.pem");
-    assert_string_equal(cfg.gpu_evidence, "none");
+    assert_string_equal(config_gpu_evidence_name(cfg.gpu_evidence), "none");
     assert_string_equal(cfg.nvml_library_path, "/n.so");
     assert_int_equal(cfg.gpu_allow_cc_off, 1);
     /* a flag value that itself contains '=' keeps it */
@@ -444,35 +435,35 @@ static void test_dev_and_attestation(void **state)
     /* without ATTESTATION the default is auto */
     unsetenv("ATTESTATION");
     assert_int_equal(load(NULL), CFG_OK);
-    assert_string_equal(cfg.attestation, "auto");
+    assert_string_equal(config_attest_mode_name(cfg.attestation), "auto");
     /* DEV=1 implies simulated, even over an explicit ATTESTATION variable */
     setenv("DEV", "1", 1);
     assert_int_equal(load(NULL), CFG_OK);
-    assert_string_equal(cfg.attestation, "simulated");
+    assert_string_equal(config_attest_mode_name(cfg.attestation), "simulated");
     setenv("ATTESTATION", "dstack", 1);
     assert_int_equal(load(NULL), CFG_OK);
-    assert_string_equal(cfg.attestation, "simulated");
+    assert_string_equal(config_attest_mode_name(cfg.attestation), "simulated");
     /* ... but an explicit flag still wins */
     assert_int_equal(load(ARGS("--attestation=tsm")), CFG_OK);
-    assert_string_equal(cfg.attestation, "tsm");
+    assert_string_equal(config_attest_mode_name(cfg.attestation), "tsm");
     setenv("DEV", "TRUE", 1);
     unsetenv("ATTESTATION");
     assert_int_equal(load(NULL), CFG_OK);
-    assert_string_equal(cfg.attestation, "simulated");
+    assert_string_equal(config_attest_mode_name(cfg.attestation), "simulated");
     /* DEV=0 (or anything else) changes nothing */
     setenv("DEV", "0", 1);
     assert_int_equal(load(NULL), CFG_OK);
-    assert_string_equal(cfg.attestation, "auto");
+    assert_string_equal(config_attest_mode_name(cfg.attestation), "auto");
     unsetenv("DEV");
     /* ATTESTATION=auto is accepted by config even without a TEE: the provider decides later */
     setenv("ATTESTATION", "auto", 1);
     assert_int_equal(load(NULL), CFG_OK);
-    assert_string_equal(cfg.attestation, "auto");
+    assert_string_equal(config_attest_mode_name(cfg.attestation), "auto");
     const char *modes[] = {"dstack", "tappd", "tsm", "simulated"};
     for (size_t i = 0; i < 4; i++) {
         setenv("ATTESTATION", modes[i], 1);
         assert_int_equal(load(NULL), CFG_OK);
-        assert_string_equal(cfg.attestation, modes[i]);
+        assert_string_equal(config_attest_mode_name(cfg.attestation), modes[i]);
     }
 }
 
