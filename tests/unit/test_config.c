@@ -1,5 +1,6 @@
 /* Unit tests for config_load: defaults, environment, flags overriding the environment, both
- * flag forms, validation messages that name the variable, token hashing, --listen forms. */
+ * flag forms, validation messages that name the variable, token hashing, --listen forms; the
+ * settings table itself, and docs/CONFIG.md against it (run from the repository root). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -93,6 +94,8 @@ static void test_defaults(void **state)
     assert_int_equal(cfg.attestation_cache_ttl, 300);
     assert_int_equal(cfg.gpu_evidence_timeout_ms, 0);
     assert_string_equal(config_gpu_evidence_name(cfg.gpu_evidence), "");
+    assert_int_equal(cfg.gpu_evidence, GPU_EVIDENCE_UNSET);
+    assert_int_equal(cfg.attestation, ATTEST_MODE_SIMULATED);
     assert_string_equal(cfg.dstack_endpoint, "");
     assert_string_equal(cfg.tappd_endpoint, "");
     assert_string_equal(cfg.tsm_root, "");
@@ -252,6 +255,7 @@ static void test_flags_override_env(void **state)
     assert_int_equal(cfg.attestation_cache_ttl, 7);
     assert_string_equal(cfg.tls_cert_path, "/c.pem");
     assert_string_equal(config_gpu_evidence_name(cfg.gpu_evidence), "none");
+    assert_int_equal(cfg.gpu_evidence, GPU_EVIDENCE_NONE);
     assert_string_equal(cfg.nvml_library_path, "/n.so");
     assert_int_equal(cfg.gpu_allow_cc_off, 1);
     /* a flag value that itself contains '=' keeps it */
@@ -509,6 +513,135 @@ static void test_listen_forms(void **state)
     expect_error(ARGS("--listen", longhost), "--listen");
 }
 
+/* The table is well formed: names unique, each field the size its kind writes. */
+static void test_settings_table(void **state)
+{
+    (void)state;
+    size_t n;
+    const config_setting_t *t = config_settings(&n);
+    assert_true(n >= 39);
+    for (size_t i = 0; i < n; i++) {
+        const config_setting_t *s = &t[i];
+        assert_true(s->flag || s->env);
+        assert_non_null(s->help);
+        if (s->flag)
+            assert_int_equal(strncmp(s->flag, "--", 2), 0);
+        for (size_t j = 0; j < i; j++) {
+            if (s->flag && t[j].flag && !strcmp(s->flag, t[j].flag))
+                fail_msg("flag %s twice", s->flag);
+            if (s->env && t[j].env && !strcmp(s->env, t[j].env))
+                fail_msg("variable %s twice", s->env);
+        }
+        assert_true(s->off + s->size <= sizeof(config_t));
+        switch (s->kind) {
+        case CFG_STR:
+            assert_true(s->size > 1);
+            break;
+        case CFG_SIZE:
+            assert_int_equal(s->size, sizeof(size_t));
+            break;
+        case CFG_TOKENS:
+            assert_int_equal(s->size, sizeof cfg.token_hash);
+            break;
+        case CFG_LISTEN:
+            break;
+        default:
+            assert_int_equal(s->size, sizeof(int));
+        }
+        if (s->kind == CFG_ENUM)
+            assert_non_null(s->names);
+    }
+}
+
+/* "| a | b | c | d |" -> the four trimmed cells; 0 if the line has fewer. */
+static int doc_cells(char *line, char *cell[4])
+{
+    int k = 0;
+    char *p = strchr(line, '|');
+    while (p && k < 4) {
+        char *q = strchr(p + 1, '|');
+        if (!q)
+            break;
+        char *a = p + 1, *b = q;
+        while (a < b && *a == ' ')
+            a++;
+        while (b > a && b[-1] == ' ')
+            b--;
+        *b = '\0';
+        cell[k++] = a;
+        p = q;
+    }
+    return k == 4;
+}
+
+/* The setting a doc row names by its variable and flag cells ("`NAME`" or "—"). */
+static const config_setting_t *doc_setting(const char *var, const char *flag, size_t *idx)
+{
+    size_t n;
+    const config_setting_t *t = config_settings(&n);
+    for (size_t i = 0; i < n; i++) {
+        char v[80], f[80];
+        snprintf(v, sizeof v, t[i].env ? "`%s`" : "—", t[i].env);
+        snprintf(f, sizeof f, t[i].flag ? "`%s`" : "—", t[i].flag);
+        if (!strcmp(v, var) && !strcmp(f, flag)) {
+            *idx = i;
+            return &t[i];
+        }
+    }
+    return NULL;
+}
+
+/* The meaning cell states the range of a number and every choice of an enum. */
+static void doc_check_meaning(const config_setting_t *s, const char *meaning)
+{
+    char want[64];
+    if (s->kind == CFG_INT || s->kind == CFG_UINT || s->kind == CFG_SIZE || s->kind == CFG_SECONDS) {
+        snprintf(want, sizeof want, "%llu..%llu", s->lo, s->hi);
+        if (!strstr(meaning, want))
+            fail_msg("docs/CONFIG.md: %s does not give its range %s", s->env, want);
+    }
+    for (int i = 0; s->kind == CFG_ENUM && s->names[i]; i++) {
+        snprintf(want, sizeof want, "`%s`", s->names[i]);
+        if (s->names[i][0] && !strstr(meaning, want))
+            fail_msg("docs/CONFIG.md: %s does not list %s", s->env, want);
+    }
+}
+
+/* docs/CONFIG.md's tables are the settings table: every row once, same variable, flag and
+ * default, range and choices in the meaning, and no row the table does not have. */
+static void test_doc_matches_table(void **state)
+{
+    (void)state;
+    FILE *f = fopen("docs/CONFIG.md", "r");
+    assert_non_null(f);
+    size_t n;
+    config_settings(&n);
+    int seen[128] = {0};
+    assert_true(n <= 128);
+    char line[2048];
+    while (fgets(line, sizeof line, f)) {
+        char *cell[4];
+        if ((strncmp(line, "| `", 3) && strncmp(line, "| —", 4)) || !doc_cells(line, cell))
+            continue;
+        size_t i = 0;
+        const config_setting_t *s = doc_setting(cell[0], cell[1], &i);
+        if (!s)
+            fail_msg("docs/CONFIG.md documents %s %s, which config.c's table does not have", cell[0], cell[1]);
+        if (seen[i]++)
+            fail_msg("docs/CONFIG.md documents %s %s twice", cell[0], cell[1]);
+        char buf[128];
+        const char *def = config_setting_default(s, buf, sizeof buf);
+        if (strcmp(cell[2], def))
+            fail_msg("docs/CONFIG.md: %s %s default '%s', config.c '%s'", cell[0], cell[1], cell[2], def);
+        doc_check_meaning(s, cell[3]);
+    }
+    fclose(f);
+    const config_setting_t *t = config_settings(&n);
+    for (size_t i = 0; i < n; i++)
+        if (!seen[i])
+            fail_msg("docs/CONFIG.md does not document %s", t[i].env ? t[i].env : t[i].flag);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -523,6 +656,8 @@ int main(void)
         cmocka_unit_test_setup(test_token_lists, setup),
         cmocka_unit_test_setup(test_dev_and_attestation, setup),
         cmocka_unit_test_setup(test_listen_forms, setup),
+        cmocka_unit_test(test_settings_table),
+        cmocka_unit_test(test_doc_matches_table),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
