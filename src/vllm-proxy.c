@@ -1,7 +1,9 @@
 /* vllm-proxy: loads the configuration, creates the signing keys, the signature store and the
  * attestation provider, then runs one event loop per worker thread, each with its own
- * SO_REUSEPORT listener, upstream pool and (with REDIS_HOST) Redis connection. SIGTERM/SIGINT drain gracefully; a second signal
- * closes what is left at once. */
+ * SO_REUSEPORT listener, upstream pool and (with REDIS_HOST) Redis connection. SIGTERM/SIGINT
+ * drain gracefully; a second signal closes what is left at once.
+ * main is the steps in order: config_load, setup_process (process-wide settings), start
+ * (everything but the threads), start_main_loop, banner, run, shutdown_all. */
 #include <malloc.h>
 #include <signal.h>
 #include <sodium.h>
@@ -120,29 +122,62 @@ static int gpu_collect(void *ctx, const uint8_t nonce[32], buf_t *payload, char 
     return gpu_evidence_collect(ctx, nonce, payload, err, errlen);
 }
 
-/* The attestation provider (auto never falls back to simulated), the signing keys (KMS-derived
- * with dstack, random otherwise), GPU evidence and the report service. 0, or -1 with err. */
-static int start_attestation(char *err, size_t errlen)
+/* The gpu module's mode for a configured one (simulated is not the gpu module's). */
+static int gpu_module_mode(enum gpu_evidence_mode m)
 {
-    attest_provider_config_t pc = {
-        .mode = g_cfg.attestation,
-        .dstack_endpoint = g_cfg.dstack_endpoint,
-        .tappd_endpoint = g_cfg.tappd_endpoint,
-        .tsm_root = g_cfg.tsm_root,
-        .timeout_ms = g_cfg.attestation_timeout_ms,
-    };
+    switch (m) {
+    case GPU_EVIDENCE_NVML:
+        return GPU_MODE_NVML;
+    case GPU_EVIDENCE_CANNED:
+        return GPU_MODE_CANNED;
+    case GPU_EVIDENCE_NONE:
+        return GPU_MODE_NONE;
+    default:
+        return GPU_MODE_AUTO;
+    }
+}
+
+/* GPU evidence for the report service: GPU_EVIDENCE, or its default for the provider kind.
+ * 0, or -1 with err. */
+static int start_gpu(attest_kind_t kind, attest_service_config_t *sc, char *err, size_t errlen)
+{
+    enum gpu_evidence_mode gm = g_cfg.gpu_evidence;
+    if (gm == GPU_EVIDENCE_UNSET)
+        gm = kind == ATTEST_SIMULATED ? GPU_EVIDENCE_SIMULATED
+             : g_cfg.gpu_no_hw_mode   ? GPU_EVIDENCE_CANNED
+                                      : GPU_EVIDENCE_AUTO;
+    if (gm == GPU_EVIDENCE_SIMULATED) {
+        if (kind != ATTEST_SIMULATED) {
+            sc->gpu_label = "simulated";
+            LOG_WARN("GPU evidence: SIMULATED payload (GPU_EVIDENCE=simulated)");
+        }
+        return 0;
+    }
+    gpu_config_t gc = {.mode = gpu_module_mode(gm),
+                       .nvml_path = g_cfg.nvml_library_path,
+                       .allow_cc_off = g_cfg.gpu_allow_cc_off,
+                       .timeout_ms = g_cfg.gpu_evidence_timeout_ms};
     char e[400];
-    attest_provider_t *prov = attest_provider_open(&pc, e, sizeof e);
-    if (!prov) {
-        snprintf(err, errlen, "attestation: %s", e);
+    if (!(g_gpu = gpu_source_new(&gc, e, sizeof e))) {
+        snprintf(err, errlen, "GPU evidence (%s): %s", config_gpu_evidence_name(gm), e);
         return -1;
     }
+    sc->gpu = gpu_collect;
+    sc->gpu_ctx = g_gpu;
+    sc->gpu_label = gpu_source_mode(g_gpu);
+    LOG_INFO("GPU evidence: %s", sc->gpu_label);
+    return 0;
+}
+
+/* The signing keys: derived by the dstack KMS, random with any other provider. 0, or -1. */
+static int start_signer(attest_provider_t *prov, char *err, size_t errlen)
+{
     attest_kind_t kind = attest_provider_kind(prov);
     if (kind == ATTEST_DSTACK) {
         uint8_t sk[32], seed[32];
+        char e[400];
         if (attest_provider_derive_keys(prov, g_cfg.model_name, sk, seed, e, sizeof e) != 0) {
             snprintf(err, errlen, "signing keys from the dstack KMS: %s", e);
-            attest_provider_free(prov);
             return -1;
         }
         g_app.signer = signer_from_secrets(sk, seed);
@@ -161,36 +196,36 @@ static int start_attestation(char *err, size_t errlen)
     }
     if (!g_app.signer) {
         snprintf(err, errlen, "cannot create signing keys");
-        attest_provider_free(prov);
+        return -1;
+    }
+    return 0;
+}
+
+/* The attestation provider (auto never falls back to simulated), the signing keys, GPU
+ * evidence and the report service. 0, or -1 with err. */
+static int start_attestation(char *err, size_t errlen)
+{
+    attest_provider_config_t pc = {
+        .mode = config_attest_mode_name(g_cfg.attestation),
+        .dstack_endpoint = g_cfg.dstack_endpoint,
+        .tappd_endpoint = g_cfg.tappd_endpoint,
+        .tsm_root = g_cfg.tsm_root,
+        .timeout_ms = g_cfg.attestation_timeout_ms,
+    };
+    char e[400];
+    attest_provider_t *prov = attest_provider_open(&pc, e, sizeof e);
+    if (!prov) {
+        snprintf(err, errlen, "attestation: %s", e);
         return -1;
     }
     uint8_t spki[32];
-    if (g_cfg.tls_cert_path[0] && attest_tls_spki_sha256_file(g_cfg.tls_cert_path, spki, err, errlen) != 0) {
-        attest_provider_free(prov);
-        return -1;
-    }
     attest_service_config_t sc = {.cache_ttl_s = g_cfg.attestation_cache_ttl,
                                   .tls_spki_sha256 = g_cfg.tls_cert_path[0] ? spki : NULL};
-    const char *gm = g_cfg.gpu_evidence;
-    if (!gm[0])
-        gm = kind == ATTEST_SIMULATED ? "simulated" : g_cfg.gpu_no_hw_mode ? "canned" : "auto";
-    if (strcmp(gm, "simulated") != 0) {
-        gpu_config_t gc = {.mode = gpu_mode_parse(gm),
-                           .nvml_path = g_cfg.nvml_library_path,
-                           .allow_cc_off = g_cfg.gpu_allow_cc_off,
-                           .timeout_ms = g_cfg.gpu_evidence_timeout_ms};
-        if (!(g_gpu = gpu_source_new(&gc, e, sizeof e))) {
-            snprintf(err, errlen, "GPU evidence (%s): %s", gm, e);
-            attest_provider_free(prov);
-            return -1;
-        }
-        sc.gpu = gpu_collect;
-        sc.gpu_ctx = g_gpu;
-        sc.gpu_label = gpu_source_mode(g_gpu);
-        LOG_INFO("GPU evidence: %s", sc.gpu_label);
-    } else if (kind != ATTEST_SIMULATED) {
-        sc.gpu_label = "simulated";
-        LOG_WARN("GPU evidence: SIMULATED payload (GPU_EVIDENCE=simulated)");
+    if (start_signer(prov, err, errlen) != 0 ||
+        (g_cfg.tls_cert_path[0] && attest_tls_spki_sha256_file(g_cfg.tls_cert_path, spki, err, errlen) != 0) ||
+        start_gpu(attest_provider_kind(prov), &sc, err, errlen) != 0) {
+        attest_provider_free(prov);
+        return -1;
     }
     if (!(g_app.attest = attest_service_new(prov, g_app.signer, &sc))) {
         snprintf(err, errlen, "out of memory");
@@ -206,28 +241,24 @@ static void on_sweep(uv_timer_t *t)
     store_expire(g_app.store, clock_wall_s());
 }
 
-int main(int argc, char **argv)
+/* Process-wide settings, before anything is started. */
+static void setup_process(void)
 {
-    char err[1024];
-    int rc = config_load(&g_cfg, argc, argv, err, sizeof err);
-    if (rc == CFG_EXIT_OK)
-        return 0;
-    if (rc != CFG_OK) {
-        fprintf(stderr, "vllm-proxy: %s\n", err);
-        return 2;
-    }
     log_set_level(g_cfg.log_level);
     signal(SIGPIPE, SIG_IGN);
     /* Keep freed memory for reuse instead of trimming the heap every few requests (measured:
      * one mprotect per five or six signed requests with glibc's defaults). */
     mallopt(M_TRIM_THRESHOLD, 64 << 20);
     mallopt(M_TOP_PAD, 4 << 20);
+}
 
-    g_app.cfg = &g_cfg;
-    g_app.start_time = clock_wall_s();
-    if (upstream_target_parse(&g_app.upstream, g_cfg.upstream_url, err, sizeof err) != 0) {
-        fprintf(stderr, "vllm-proxy: VLLM_BASE_URL: %s\n", err);
-        return 2;
+/* The engine target every worker's pool connects to. 0, or -1 with err. */
+static int start_upstream(char *err, size_t errlen)
+{
+    char e[512];
+    if (upstream_target_parse(&g_app.upstream, g_cfg.upstream_url, e, sizeof e) != 0) {
+        snprintf(err, errlen, "VLLM_BASE_URL: %s", e);
+        return -1;
     }
     g_app.upstream.connect_timeout_ms = g_cfg.upstream_connect_timeout_ms;
     g_app.upstream.first_byte_timeout_ms = g_cfg.upstream_first_byte_timeout_ms;
@@ -235,17 +266,44 @@ int main(int argc, char **argv)
     if (g_cfg.upstream_api_key[0])
         snprintf(g_app.upstream.auth_header, sizeof g_app.upstream.auth_header,
                  "Authorization: Bearer %s\r\n", g_cfg.upstream_api_key);
+    return 0;
+}
 
-    g_app.store = store_new(g_cfg.cache_capacity, g_cfg.cache_ttl);
-    if (!g_app.store) {
-        fprintf(stderr, "vllm-proxy: cannot initialise the signature store\n");
-        return 1;
+/* Worker i: its loop, listener, engine pool, Redis connection and control handles. 0, or -1
+ * with err. */
+static int start_worker(int i, const http_limits_t *lim, char *err, size_t errlen)
+{
+    worker_thread_t *t = &g_threads[i];
+    g_app.workers[i] = &t->aw;
+    t->aw.app = &g_app;
+    uv_loop_init(&t->loop);
+    t->aw.w = worker_new(&t->loop, i, g_cfg.listen_host, g_cfg.listen_port, lim, &app_http_handler, t,
+                         err, errlen);
+    if (!t->aw.w)
+        return -1;
+    t->aw.pool = upstream_pool_new(&t->loop, &g_app.upstream, t->aw.w);
+    if (g_cfg.redis_host[0]) {
+        /* One connection per loop; it connects (and reconnects) in the background. */
+        rstore_config_t rc = {.host = g_cfg.redis_host, .port = g_cfg.redis_port,
+                              .password = g_cfg.redis_password, .db = g_cfg.redis_db,
+                              .timeout_ms = g_cfg.redis_timeout_ms, .ttl_s = g_cfg.cache_ttl,
+                              .worker = i};
+        if (!(t->aw.redis = rstore_new(&t->loop, &rc))) {
+            snprintf(err, errlen, "out of memory");
+            return -1;
+        }
     }
-    if (signer_global_init() != 0 || start_attestation(err, sizeof err) != 0) {
-        fprintf(stderr, "vllm-proxy: %s\n", err[0] ? err : "cannot create signing keys");
-        return 1;
-    }
+    uv_async_init(&t->loop, &t->ctl, on_ctl);
+    t->ctl.data = t;
+    uv_timer_init(&t->loop, &t->grace);
+    t->grace.data = t;
+    /* worker_user() must give the thread struct: app_worker_t is its first member. */
+    return 0;
+}
 
+/* Every worker, not yet running. 0, or -1 with err ("" when an allocation failed). */
+static int start_workers(char *err, size_t errlen)
+{
     http_limits_t lim = {
         .max_header_bytes = g_cfg.max_header_size,
         .max_headers = g_cfg.max_headers,
@@ -257,39 +315,41 @@ int main(int argc, char **argv)
     g_app.nworkers = g_cfg.workers;
     g_threads = calloc((size_t)g_cfg.workers, sizeof *g_threads);
     g_app.workers = calloc((size_t)g_cfg.workers, sizeof *g_app.workers);
-    if (!g_threads || !g_app.workers)
-        return 1;
-    for (int i = 0; i < g_cfg.workers; i++) {
-        worker_thread_t *t = &g_threads[i];
-        g_app.workers[i] = &t->aw;
-        t->aw.app = &g_app;
-        uv_loop_init(&t->loop);
-        t->aw.w = worker_new(&t->loop, i, g_cfg.listen_host, g_cfg.listen_port, &lim,
-                             &app_http_handler, t, err, sizeof err);
-        if (!t->aw.w) {
-            fprintf(stderr, "vllm-proxy: %s\n", err);
-            return 1;
-        }
-        t->aw.pool = upstream_pool_new(&t->loop, &g_app.upstream, t->aw.w);
-        if (g_cfg.redis_host[0]) {
-            /* One connection per loop; it connects (and reconnects) in the background. */
-            rstore_config_t rc = {.host = g_cfg.redis_host, .port = g_cfg.redis_port,
-                                  .password = g_cfg.redis_password, .db = g_cfg.redis_db,
-                                  .timeout_ms = g_cfg.redis_timeout_ms, .ttl_s = g_cfg.cache_ttl,
-                                  .worker = i};
-            if (!(t->aw.redis = rstore_new(&t->loop, &rc))) {
-                fprintf(stderr, "vllm-proxy: out of memory\n");
-                return 1;
-            }
-        }
-        uv_async_init(&t->loop, &t->ctl, on_ctl);
-        t->ctl.data = t;
-        uv_timer_init(&t->loop, &t->grace);
-        t->grace.data = t;
+    if (!g_threads || !g_app.workers) {
+        err[0] = '\0';
+        return -1;
     }
-    /* worker_user() must give the thread struct: app_worker_t is its first member. */
+    for (int i = 0; i < g_cfg.workers; i++)
+        if (start_worker(i, &lim, err, errlen) != 0)
+            return -1;
+    return 0;
+}
 
-    uv_loop_t *main_loop = uv_default_loop();
+/* Everything but the threads: upstream, store, keys, attestation, workers. 0, or the exit
+ * code (2: a configuration error, 1: a start-up failure) with err ("" = nothing to say). */
+static int start(char *err, size_t errlen)
+{
+    g_app.cfg = &g_cfg;
+    g_app.start_time = clock_wall_s();
+    if (start_upstream(err, errlen) != 0)
+        return 2;
+    g_app.store = store_new(g_cfg.cache_capacity, g_cfg.cache_ttl);
+    if (!g_app.store) {
+        snprintf(err, errlen, "cannot initialise the signature store");
+        return 1;
+    }
+    err[0] = '\0';
+    if (signer_global_init() != 0 || start_attestation(err, errlen) != 0) {
+        if (!err[0])
+            snprintf(err, errlen, "cannot create signing keys");
+        return 1;
+    }
+    return start_workers(err, errlen) != 0 ? 1 : 0;
+}
+
+/* The main loop's handles: signals, the exit notification, the signature sweep. */
+static void start_main_loop(uv_loop_t *main_loop)
+{
     uv_async_init(main_loop, &g_worker_exit, on_worker_exit);
     uv_signal_init(main_loop, &g_sigterm);
     uv_signal_init(main_loop, &g_sigint);
@@ -297,16 +357,20 @@ int main(int argc, char **argv)
     uv_signal_start(&g_sigint, on_signal, SIGINT);
     uv_timer_init(main_loop, &g_sweep);
     uv_timer_start(&g_sweep, on_sweep, 30000, 30000);
+}
 
+/* The start-up log lines: where it listens, the engine, attestation, keys, store. */
+static void banner(void)
+{
+    const attest_provider_t *prov = attest_service_provider(g_app.attest);
     LOG_INFO("vllm-proxy %s listening on %s:%d with %d worker(s)", config_version(), g_cfg.listen_host,
              g_cfg.listen_port, g_cfg.workers);
     LOG_INFO("upstream engine: %s%s", g_cfg.upstream_url,
              g_cfg.upstream_api_key[0] ? " (with VLLM_API_KEY)" : "");
-    if (attest_provider_kind(attest_service_provider(g_app.attest)) == ATTEST_SIMULATED)
+    if (attest_provider_kind(prov) == ATTEST_SIMULATED)
         LOG_WARN("attestation: SIMULATED - quotes are signed by a test key, not by a TEE; for development and tests only");
     else
-        LOG_INFO("attestation: %s at %s", attest_provider_mode(attest_service_provider(g_app.attest)),
-                 attest_provider_where(attest_service_provider(g_app.attest)));
+        LOG_INFO("attestation: %s at %s", attest_provider_mode(prov), attest_provider_where(prov));
     LOG_INFO("signing address (ecdsa): %s", signer_ecdsa_address(g_app.signer));
     LOG_INFO("signing address (ed25519): %s", signer_ed25519_pubkey_hex(g_app.signer));
     LOG_INFO("model %s, signature store %zu records for %u s, %d token(s), %d trusted for X-Request-Hash",
@@ -315,13 +379,22 @@ int main(int argc, char **argv)
         LOG_INFO("signature store: memory, written through to Redis %s:%d db %d (timeout %u ms)%s",
                  g_cfg.redis_host, g_cfg.redis_port, g_cfg.redis_db, g_cfg.redis_timeout_ms,
                  g_cfg.redis_password[0] ? " with AUTH" : "");
+}
 
+/* The worker threads run until they have drained; the main loop until they have all exited. */
+static void run(uv_loop_t *main_loop)
+{
     for (int i = 0; i < g_cfg.workers; i++)
         uv_thread_create(&g_threads[i].thread, worker_main, &g_threads[i]);
     uv_run(main_loop, UV_RUN_DEFAULT);
     for (int i = 0; i < g_cfg.workers; i++)
         uv_thread_join(&g_threads[i].thread);
-    /* Every worker thread is gone: finish their loops here (pending closes, pool jobs). */
+}
+
+/* Every worker thread is gone: finish their loops here (pending closes, pool jobs), then free
+ * what start() made. */
+static void shutdown_all(uv_loop_t *main_loop)
+{
     for (int i = 0; i < g_cfg.workers; i++) {
         uv_close((uv_handle_t *)&g_threads[i].ctl, NULL);
         uv_close((uv_handle_t *)&g_threads[i].grace, NULL);
@@ -342,6 +415,29 @@ int main(int argc, char **argv)
     signer_free(g_app.signer);
     free(g_threads);
     free(g_app.workers);
+}
+
+int main(int argc, char **argv)
+{
+    char err[1024];
+    int rc = config_load(&g_cfg, argc, argv, err, sizeof err);
+    if (rc == CFG_EXIT_OK)
+        return 0;
+    if (rc != CFG_OK) {
+        fprintf(stderr, "vllm-proxy: %s\n", err);
+        return 2;
+    }
+    setup_process();
+    if ((rc = start(err, sizeof err)) != 0) {
+        if (err[0])
+            fprintf(stderr, "vllm-proxy: %s\n", err);
+        return rc;
+    }
+    uv_loop_t *main_loop = uv_default_loop();
+    start_main_loop(main_loop);
+    banner();
+    run(main_loop);
+    shutdown_all(main_loop);
     LOG_INFO("stopped");
     return 0;
 }

@@ -1,5 +1,6 @@
-/* Configuration loading: defaults, then the environment, then command-line flags. Every value
- * is validated; an invalid one stops the program with a message naming the variable. */
+/* Configuration loading: defaults, then the environment, then command-line flags, all driven by
+ * the one table SETTINGS below. Every value is validated; an invalid one stops the program with
+ * a message naming the variable (or, for --listen, the flag). */
 #include "proxy/config.h"
 
 #include <ctype.h>
@@ -15,53 +16,152 @@
 
 #define VP_VERSION "0.1.0"
 
-typedef struct opt {
-    const char *flag;
-    const char *env;
-    const char *arg;
-    const char *help;
-} opt_t;
+/* CFG_INT, CFG_BOOL, CFG_ENUM, CFG_LOG_LEVEL and CFG_DEV fields are written as an int. */
+_Static_assert(sizeof(enum attest_mode) == sizeof(int), "enum attest_mode is not int-sized");
+_Static_assert(sizeof(enum gpu_evidence_mode) == sizeof(int), "enum gpu_evidence_mode is not int-sized");
 
-static const opt_t OPTS[] = {
-    {"--listen", "LISTEN_HOST/LISTEN_PORT", "HOST:PORT", "address to listen on (default 0.0.0.0:8000)"},
-    {"--upstream", "VLLM_BASE_URL", "URL", "engine base URL, http://host:port or unix:/path (default http://vllm:8000)"},
-    {"--upstream-api-key", "VLLM_API_KEY", "KEY", "Bearer token the proxy sends to the engine (default none)"},
-    {"--model-name", "MODEL_NAME", "NAME", "model name; namespaces stored signatures (required)"},
-    {"--token", "TOKEN", "LIST", "comma-separated bearer tokens accepted from clients (unset: authenticated routes answer 401)"},
-    {"--trusted-hash-tokens", "TRUSTED_REQUEST_HASH_TOKENS", "LIST", "tokens whose callers may set X-Request-Hash (default none)"},
-    {"--workers", "WORKERS", "N", "event-loop threads (default: CPU count)"},
-    {"--attestation", "ATTESTATION", "MODE", "auto|dstack|tappd|tsm|simulated (DEV=1 implies simulated; default auto: dstack, tappd, then configfs-tsm, never simulated)"},
-    {"--dstack-endpoint", "DSTACK_SIMULATOR_ENDPOINT", "PATH|URL", "dstack guest agent: Unix socket path or http://host:port (default: probe /var/run/dstack.sock, ...)"},
-    {"--tappd-endpoint", "TAPPD_SIMULATOR_ENDPOINT", "PATH|URL", "legacy tappd agent: Unix socket path or http://host:port (default: probe /var/run/tappd.sock, ...)"},
-    {"--tsm-path", "TSM_REPORT_PATH", "DIR", "configfs-tsm report directory (default /sys/kernel/config/tsm/report)"},
-    {"--attestation-timeout", "ATTESTATION_TIMEOUT", "SECONDS", "timeout of one guest-agent call; one retry (default 5)"},
-    {"--attestation-cache-ttl", "ATTESTATION_CACHE_TTL", "SECONDS", "reuse of reports without a client nonce, refreshed at half (default 300; 0 = off)"},
-    {"--tls-cert", "TLS_CERT_PATH", "FILE", "PEM certificate served in front of the proxy; enables include_tls_fingerprint=true"},
-    {"--gpu-evidence", "GPU_EVIDENCE", "MODE", "auto|nvml|canned|none|simulated (default: simulated in simulated mode, else auto)"},
-    {"--nvml-library", "NVML_LIBRARY_PATH", "PATH", "NVML library for dlopen (default libnvidia-ml.so.1)"},
-    {"--gpu-allow-cc-off", "GPU_ALLOW_CC_OFF", "0|1", "serve evidence from GPUs with CC off / devtools (development only)"},
-    {"--gpu-evidence-timeout", "GPU_EVIDENCE_TIMEOUT", "SECONDS", "time one GPU evidence collection may take (default 30)"},
-    {"--cache-ttl", "CHAT_CACHE_EXPIRATION", "SECONDS", "how long signatures are kept (default 1200)"},
-    {"--cache-capacity", "CHAT_CACHE_CAPACITY", "N", "signatures kept at most; oldest evicted first (default 100000)"},
-    {"--max-request-size", "VLLM_PROXY_MAX_REQUEST_SIZE", "BYTES", "largest request body accepted, 413 beyond (default 10485760)"},
-    {"--max-header-size", "MAX_HEADER_SIZE", "BYTES", "request line plus headers, 431 beyond (default 16384)"},
-    {"--max-headers", "MAX_HEADERS", "N", "number of request headers, 431 beyond (default 100)"},
-    {"--header-timeout", "HEADER_TIMEOUT", "SECONDS", "time to receive a request head (default 30)"},
-    {"--body-timeout", "BODY_TIMEOUT", "SECONDS", "time to receive a request body (default 60)"},
-    {"--idle-timeout", "IDLE_TIMEOUT", "SECONDS", "keep-alive idle time before closing (default 75)"},
-    {"--upstream-connect-timeout", "UPSTREAM_CONNECT_TIMEOUT", "SECONDS", "engine connect timeout (default 10)"},
-    {"--upstream-first-byte-timeout", "UPSTREAM_FIRST_BYTE_TIMEOUT", "SECONDS", "time to the engine's first response byte (default 600)"},
-    {"--timeout", "TIMEOUT", "SECONDS", "total time of one engine exchange (default 600)"},
-    {"--shutdown-grace", "SHUTDOWN_GRACE", "SECONDS", "time in-flight requests get after SIGTERM (default 30)"},
-    {"--log-level", "LOG_LEVEL", "LEVEL", "debug|info|warning (or warn)|error|off (default info)"},
-    {"--gpu-no-hw-mode", "GPU_NO_HW_MODE", "0|1", "1 = canned GPU evidence, unless GPU_EVIDENCE is set (simulated attestation defaults to simulated evidence)"},
-    {"--redis-host", "REDIS_HOST", "HOST", "Redis shared by replicas for signatures: host name, IP or /unix/socket (default unset: memory only)"},
-    {"--redis-port", "REDIS_PORT", "PORT", "Redis port (default 6379)"},
-    {"--redis-password", "REDIS_PASSWORD", "PASSWORD", "Redis AUTH password (default none)"},
-    {"--redis-db", "REDIS_DB", "N", "Redis database, SELECTed on connect (default 0)"},
-    {"--redis-timeout-ms", "REDIS_TIMEOUT_MS", "MS", "Redis connect and reply timeout; then memory for 10 s (default 100)"},
+static const char *const ATTEST_NAMES[] = {"auto", "dstack", "tappd", "tsm", "simulated", NULL};
+static const char *const GPU_NAMES[] = {"", "auto", "nvml", "canned", "none", "simulated", NULL};
+
+/* A field of config_t: its offset and size. */
+#define FIELD(f) offsetof(config_t, f), sizeof(((config_t *)0)->f)
+#define WEEK (86400ull * 7)
+
+/* flag, env, kind, FIELD, aux, lo, hi, names, flags, default, shown default, help.
+ * Order: the order the environment is read in and --help lists. */
+static const config_setting_t SETTINGS[] = {
+    {NULL, "LISTEN_HOST", CFG_STR, FIELD(listen_host), 0, 0, 0, NULL, CFG_TRUNCATE, "0.0.0.0", NULL,
+     "address to listen on (an IPv6 address unbracketed)"},
+    {NULL, "LISTEN_PORT", CFG_INT, FIELD(listen_port), 0, 0, 65535, NULL, 0, "8000", NULL,
+     "port to listen on"},
+    {"--listen", NULL, CFG_LISTEN, FIELD(listen_host), 0, 0, 65535, NULL, 0, NULL, "`0.0.0.0:8000`",
+     "HOST:PORT or [IPV6]:PORT to listen on; overrides LISTEN_HOST and LISTEN_PORT"},
+    {"--upstream", "VLLM_BASE_URL", CFG_STR, FIELD(upstream_url), 0, 0, 0, NULL, CFG_TRIM_SLASH,
+     "http://vllm:8000", NULL, "engine base URL, http://host:port or unix:/path"},
+    {"--upstream-api-key", "VLLM_API_KEY", CFG_STR, FIELD(upstream_api_key), 0, 0, 0, NULL,
+     CFG_ONE_LINE, NULL, NULL, "Bearer token the proxy sends to the engine"},
+    {"--model-name", "MODEL_NAME", CFG_STR, FIELD(model_name), 0, 0, 0, NULL, CFG_REQUIRED, NULL,
+     NULL, "model name; namespaces stored signatures"},
+    {"--token", "TOKEN", CFG_TOKENS, FIELD(token_hash), offsetof(config_t, ntokens), 0, 0, NULL, 0,
+     NULL, NULL, "comma-separated bearer tokens accepted from clients (unset: authenticated routes answer 401)"},
+    {"--trusted-hash-tokens", "TRUSTED_REQUEST_HASH_TOKENS", CFG_TOKENS, FIELD(trusted_hash),
+     offsetof(config_t, ntrusted), 0, 0, NULL, 0, NULL, NULL, "tokens whose callers may set X-Request-Hash"},
+    {"--workers", "WORKERS", CFG_INT, FIELD(workers), 0, 1, 256, NULL, 0, NULL,
+     "CPU count (at most 64)", "event-loop threads"},
+    {"--attestation", "ATTESTATION", CFG_ENUM, FIELD(attestation), 0, 0, 0, ATTEST_NAMES, 0, "auto",
+     NULL, "auto|dstack|tappd|tsm|simulated (auto: dstack, tappd, then configfs-tsm, never simulated)"},
+    {NULL, "DEV", CFG_DEV, FIELD(attestation), 0, 0, 0, NULL, 0, NULL, NULL,
+     "DEV=1 (or true, yes) implies ATTESTATION=simulated; --attestation still overrides it"},
+    {"--gpu-no-hw-mode", "GPU_NO_HW_MODE", CFG_BOOL, FIELD(gpu_no_hw_mode), 0, 0, 0, NULL, 0, "0",
+     NULL, "1 = canned GPU evidence, unless GPU_EVIDENCE is set (simulated attestation defaults to simulated evidence)"},
+    {"--cache-ttl", "CHAT_CACHE_EXPIRATION", CFG_UINT, FIELD(cache_ttl), 0, 1, 86400 * 30, NULL, 0,
+     "1200", NULL, "seconds signatures are kept"},
+    {"--cache-capacity", "CHAT_CACHE_CAPACITY", CFG_SIZE, FIELD(cache_capacity), 0, 1, 100000000,
+     NULL, 0, "100000", NULL, "signatures kept at most; oldest evicted first"},
+    {"--max-request-size", "VLLM_PROXY_MAX_REQUEST_SIZE", CFG_SIZE, FIELD(max_request_size), 0, 1,
+     1ull << 30, NULL, 0, "10485760", NULL, "largest request body in bytes, 413 beyond"},
+    {"--max-header-size", "MAX_HEADER_SIZE", CFG_SIZE, FIELD(max_header_size), 0, 1024, 1 << 20,
+     NULL, 0, "16384", NULL, "request line plus headers in bytes, 431 beyond"},
+    {"--max-headers", "MAX_HEADERS", CFG_UINT, FIELD(max_headers), 0, 8, 1000, NULL, 0, "100", NULL,
+     "number of request headers, 431 beyond"},
+    {"--header-timeout", "HEADER_TIMEOUT", CFG_SECONDS, FIELD(header_timeout_ms), 0, 1, WEEK, NULL,
+     0, "30", NULL, "seconds to receive a request head"},
+    {"--body-timeout", "BODY_TIMEOUT", CFG_SECONDS, FIELD(body_timeout_ms), 0, 1, WEEK, NULL, 0,
+     "60", NULL, "seconds to receive a request body"},
+    {"--idle-timeout", "IDLE_TIMEOUT", CFG_SECONDS, FIELD(idle_timeout_ms), 0, 1, WEEK, NULL, 0,
+     "75", NULL, "seconds of keep-alive idle time before closing"},
+    {"--upstream-connect-timeout", "UPSTREAM_CONNECT_TIMEOUT", CFG_SECONDS,
+     FIELD(upstream_connect_timeout_ms), 0, 1, WEEK, NULL, 0, "10", NULL, "seconds to connect to the engine"},
+    {"--upstream-first-byte-timeout", "UPSTREAM_FIRST_BYTE_TIMEOUT", CFG_SECONDS,
+     FIELD(upstream_first_byte_timeout_ms), 0, 1, WEEK, NULL, 0, "600", NULL,
+     "seconds to the engine's first response byte"},
+    {"--timeout", "TIMEOUT", CFG_SECONDS, FIELD(total_timeout_ms), 0, 1, WEEK, NULL, 0, "600", NULL,
+     "seconds one engine exchange may take in total"},
+    {"--shutdown-grace", "SHUTDOWN_GRACE", CFG_SECONDS, FIELD(shutdown_grace_ms), 0, 0, 3600, NULL, 0,
+     "30", NULL, "seconds in-flight requests get after SIGTERM"},
+    {"--log-level", "LOG_LEVEL", CFG_LOG_LEVEL, FIELD(log_level), 0, 0, 0, NULL, 0, "info", NULL,
+     "debug|info|warning (or warn)|error|off"},
+    {"--dstack-endpoint", "DSTACK_SIMULATOR_ENDPOINT", CFG_STR, FIELD(dstack_endpoint), 0, 0, 0, NULL,
+     0, NULL, NULL, "dstack guest agent: Unix socket path or http://host:port (unset: probe /var/run/dstack.sock, ...)"},
+    {"--tappd-endpoint", "TAPPD_SIMULATOR_ENDPOINT", CFG_STR, FIELD(tappd_endpoint), 0, 0, 0, NULL, 0,
+     NULL, NULL, "legacy tappd agent: Unix socket path or http://host:port (unset: probe /var/run/tappd.sock, ...)"},
+    {"--tsm-path", "TSM_REPORT_PATH", CFG_STR, FIELD(tsm_root), 0, 0, 0, NULL, 0, NULL,
+     "`/sys/kernel/config/tsm/report`", "configfs-tsm report directory"},
+    {"--attestation-timeout", "ATTESTATION_TIMEOUT", CFG_SECONDS, FIELD(attestation_timeout_ms), 0, 1,
+     WEEK, NULL, 0, "5", NULL, "seconds one guest-agent call may take; one retry"},
+    {"--attestation-cache-ttl", "ATTESTATION_CACHE_TTL", CFG_UINT, FIELD(attestation_cache_ttl), 0, 0,
+     86400, NULL, 0, "300", NULL, "seconds reports without a client nonce are reused, refreshed at half (0 = off)"},
+    {"--tls-cert", "TLS_CERT_PATH", CFG_STR, FIELD(tls_cert_path), 0, 0, 0, NULL, 0, NULL, NULL,
+     "PEM certificate served in front of the proxy; enables include_tls_fingerprint=true"},
+    {"--gpu-evidence", "GPU_EVIDENCE", CFG_ENUM, FIELD(gpu_evidence), 0, 0, 0, GPU_NAMES, 0, NULL,
+     "`simulated` with simulated attestation, else `auto`", "auto|nvml|canned|none|simulated"},
+    {"--nvml-library", "NVML_LIBRARY_PATH", CFG_STR, FIELD(nvml_library_path), 0, 0, 0, NULL, 0, NULL,
+     "`libnvidia-ml.so.1`", "NVML library for dlopen"},
+    {"--gpu-allow-cc-off", "GPU_ALLOW_CC_OFF", CFG_BOOL, FIELD(gpu_allow_cc_off), 0, 0, 0, NULL, 0,
+     "0", NULL, "1 = serve evidence from GPUs with CC off / devtools (development only)"},
+    {"--gpu-evidence-timeout", "GPU_EVIDENCE_TIMEOUT", CFG_SECONDS, FIELD(gpu_evidence_timeout_ms), 0,
+     1, WEEK, NULL, 0, NULL, "`30`", "seconds one GPU evidence collection may take"},
+    {"--redis-host", "REDIS_HOST", CFG_STR, FIELD(redis_host), 0, 0, 0, NULL, 0, NULL, NULL,
+     "Redis shared by replicas for signatures: host name, IP or /unix/socket (unset: memory only)"},
+    {"--redis-port", "REDIS_PORT", CFG_INT, FIELD(redis_port), 0, 1, 65535, NULL, 0, "6379", NULL,
+     "Redis port"},
+    {"--redis-password", "REDIS_PASSWORD", CFG_STR, FIELD(redis_password), 0, 0, 0, NULL, 0, NULL,
+     NULL, "Redis AUTH password"},
+    {"--redis-db", "REDIS_DB", CFG_INT, FIELD(redis_db), 0, 0, 65535, NULL, 0, "0", NULL,
+     "Redis database, SELECTed on connect"},
+    {"--redis-timeout-ms", "REDIS_TIMEOUT_MS", CFG_UINT, FIELD(redis_timeout_ms), 0, 1, 60000, NULL,
+     0, "100", NULL, "Redis connect and reply timeout in ms; then memory for 10 s"},
 };
-#define NOPTS (sizeof OPTS / sizeof OPTS[0])
+#define NSETTINGS (sizeof SETTINGS / sizeof SETTINGS[0])
+
+const config_setting_t *config_settings(size_t *n)
+{
+    *n = NSETTINGS;
+    return SETTINGS;
+}
+
+const char *config_setting_default(const config_setting_t *s, char *buf, size_t len)
+{
+    if (s->shown)
+        return s->shown;
+    if (s->flags & CFG_REQUIRED)
+        return "required";
+    if (!s->def)
+        return "unset";
+    snprintf(buf, len, "`%s`", s->def);
+    return buf;
+}
+
+const char *config_attest_mode_name(enum attest_mode m)
+{
+    return (unsigned)m < sizeof ATTEST_NAMES / sizeof ATTEST_NAMES[0] - 1 ? ATTEST_NAMES[m] : "?";
+}
+
+const char *config_gpu_evidence_name(enum gpu_evidence_mode m)
+{
+    return (unsigned)m < sizeof GPU_NAMES / sizeof GPU_NAMES[0] - 1 ? GPU_NAMES[m] : "?";
+}
+
+/* The name errors give: the variable, or the flag of a flag-only setting. */
+static const char *setting_name(const config_setting_t *s) { return s->env ? s->env : s->flag; }
+
+/* One --help line: flag, variable, help and the default without Markdown (none if unset). */
+static void usage_line(FILE *out, const config_setting_t *s)
+{
+    char buf[64], def[128];
+    const char *d = config_setting_default(s, buf, sizeof buf);
+    size_t n = 0;
+    for (; *d && n + 1 < sizeof def; d++)
+        if (*d != '`')
+            def[n++] = *d;
+    def[n] = '\0';
+    char help[400];
+    if (!strcmp(def, "unset"))
+        snprintf(help, sizeof help, "%s", s->help);
+    else
+        snprintf(help, sizeof help, s->flags & CFG_REQUIRED ? "%s (%s)" : "%s (default %s)", s->help, def);
+    fprintf(out, "  %-30s %-28s %s\n", s->flag ? s->flag : "", s->env ? s->env : "", help);
+}
 
 void config_usage(FILE *out)
 {
@@ -70,11 +170,10 @@ void config_usage(FILE *out)
             "usage: vllm-proxy [options]\n\n"
             "Every option can also be set through the environment variable shown; a flag\n"
             "overrides the variable.\n\n");
-    for (size_t i = 0; i < NOPTS; i++)
-        fprintf(out, "  %-30s %-28s %s\n", OPTS[i].flag, OPTS[i].env, OPTS[i].help);
+    for (size_t i = 0; i < NSETTINGS; i++)
+        usage_line(out, &SETTINGS[i]);
     fprintf(out, "  %-30s %-28s %s\n", "--help", "", "this text");
     fprintf(out, "  %-30s %-28s %s\n", "--version", "", "print the version");
-    fprintf(out, "\nDEV=1 allows simulated attestation without --attestation simulated.\n");
 }
 
 static int parse_uint(const char *name, const char *v, unsigned long long lo,
@@ -121,255 +220,170 @@ static int parse_tokens(const char *name, const char *v, uint8_t (*hashes)[32], 
     return 0;
 }
 
-static int set_value(config_t *c, const char *key, const char *v, char *err, size_t errlen)
+static int truthy(const char *v)
 {
-    unsigned long long x;
-#define SECS(field, name)                                                                  \
-    do {                                                                                   \
-        if (parse_uint(name, v, 1, 86400 * 7, &x, err, errlen)) return -1;               \
-        c->field = (unsigned)(x * 1000);                                                   \
-    } while (0)
-    if (!strcmp(key, "LISTEN_HOST"))
-        snprintf(c->listen_host, sizeof c->listen_host, "%s", v);
-    else if (!strcmp(key, "LISTEN_PORT")) {
-        if (parse_uint(key, v, 0, 65535, &x, err, errlen)) return -1;
-        c->listen_port = (int)x;
-    } else if (!strcmp(key, "--listen")) {
-        const char *colon = strrchr(v, ':');
-        if (!colon || colon == v) {
-            snprintf(err, errlen, "--listen: expected HOST:PORT, got '%s'", v);
-            return -1;
-        }
-        if (parse_uint("--listen port", colon + 1, 0, 65535, &x, err, errlen)) return -1;
-        c->listen_port = (int)x;
-        size_t hl = (size_t)(colon - v);
-        /* An IPv6 host is bracketed ("[::1]:8000"); brackets must pair and enclose something,
-         * and an unbracketed host has no ':' ("::1:8000" is ambiguous) and no bracket. */
-        if (v[0] == '[') {
-            if (hl < 3 || colon[-1] != ']' || memchr(v + 1, '[', hl - 2) || memchr(v + 1, ']', hl - 2)) {
-                snprintf(err, errlen, "--listen: expected [IPV6]:PORT, got '%s'", v);
-                return -1;
-            }
-            v++;
-            hl -= 2;
-        } else if (memchr(v, ':', hl) || memchr(v, '[', hl) || memchr(v, ']', hl)) {
-            snprintf(err, errlen, "--listen: expected HOST:PORT or [IPV6]:PORT, got '%s'", v);
-            return -1;
-        }
-        if (hl >= sizeof c->listen_host) {
-            snprintf(err, errlen, "--listen: host too long");
-            return -1;
-        }
-        memcpy(c->listen_host, v, hl);
-        c->listen_host[hl] = '\0';
-    } else if (!strcmp(key, "VLLM_BASE_URL")) {
-        if (strlen(v) >= sizeof c->upstream_url) {
-            snprintf(err, errlen, "VLLM_BASE_URL too long");
-            return -1;
-        }
-        snprintf(c->upstream_url, sizeof c->upstream_url, "%s", v);
-        size_t l = strlen(c->upstream_url);
-        while (l > 0 && c->upstream_url[l - 1] == '/' && strncmp(c->upstream_url, "unix:", 5))
-            c->upstream_url[--l] = '\0';
-    } else if (!strcmp(key, "VLLM_API_KEY")) {
-        if (strlen(v) >= sizeof c->upstream_api_key || strpbrk(v, "\r\n")) {
-            snprintf(err, errlen, "VLLM_API_KEY invalid (too long or has line breaks)");
-            return -1;
-        }
-        snprintf(c->upstream_api_key, sizeof c->upstream_api_key, "%s", v);
-    } else if (!strcmp(key, "MODEL_NAME")) {
-        if (strlen(v) >= sizeof c->model_name) {
-            snprintf(err, errlen, "MODEL_NAME too long");
-            return -1;
-        }
-        snprintf(c->model_name, sizeof c->model_name, "%s", v);
-    } else if (!strcmp(key, "TOKEN"))
-        return parse_tokens(key, v, c->token_hash, &c->ntokens, err, errlen);
-    else if (!strcmp(key, "TRUSTED_REQUEST_HASH_TOKENS"))
-        return parse_tokens(key, v, c->trusted_hash, &c->ntrusted, err, errlen);
-    else if (!strcmp(key, "WORKERS")) {
-        if (parse_uint(key, v, 1, 256, &x, err, errlen)) return -1;
-        c->workers = (int)x;
-    } else if (!strcmp(key, "ATTESTATION")) {
-        if (strcmp(v, "auto") && strcmp(v, "simulated") && strcmp(v, "dstack") &&
-            strcmp(v, "tappd") && strcmp(v, "tsm")) {
-            snprintf(err, errlen, "ATTESTATION: '%s' is not one of auto|dstack|tappd|tsm|simulated", v);
-            return -1;
-        }
-        snprintf(c->attestation, sizeof c->attestation, "%s", v);
-    } else if (!strcmp(key, "DSTACK_SIMULATOR_ENDPOINT") || !strcmp(key, "TAPPD_SIMULATOR_ENDPOINT") ||
-               !strcmp(key, "TSM_REPORT_PATH") || !strcmp(key, "TLS_CERT_PATH")) {
-        char *dst = key[0] == 'D' ? c->dstack_endpoint : key[0] == 'T' && key[1] == 'A' ? c->tappd_endpoint
-                  : key[1] == 'S' ? c->tsm_root : c->tls_cert_path;
-        if (strlen(v) >= 512) {
-            snprintf(err, errlen, "%s too long", key);
-            return -1;
-        }
-        snprintf(dst, 512, "%s", v);
-    } else if (!strcmp(key, "ATTESTATION_TIMEOUT"))
-        SECS(attestation_timeout_ms, key);
-    else if (!strcmp(key, "ATTESTATION_CACHE_TTL")) {
-        if (parse_uint(key, v, 0, 86400, &x, err, errlen)) return -1;
-        c->attestation_cache_ttl = (unsigned)x;
-    } else if (!strcmp(key, "GPU_EVIDENCE")) {
-        if (strcmp(v, "auto") && strcmp(v, "nvml") && strcmp(v, "canned") && strcmp(v, "none") &&
-            strcmp(v, "simulated")) {
-            snprintf(err, errlen, "GPU_EVIDENCE: '%s' is not one of auto|nvml|canned|none|simulated", v);
-            return -1;
-        }
-        snprintf(c->gpu_evidence, sizeof c->gpu_evidence, "%s", v);
-    } else if (!strcmp(key, "NVML_LIBRARY_PATH")) {
-        if (strlen(v) >= sizeof c->nvml_library_path) {
-            snprintf(err, errlen, "%s too long", key);
-            return -1;
-        }
-        snprintf(c->nvml_library_path, sizeof c->nvml_library_path, "%s", v);
-    } else if (!strcmp(key, "GPU_ALLOW_CC_OFF"))
-        c->gpu_allow_cc_off = !strcmp(v, "1") || !strcasecmp(v, "true") || !strcasecmp(v, "yes");
-    else if (!strcmp(key, "GPU_EVIDENCE_TIMEOUT"))
-        SECS(gpu_evidence_timeout_ms, key);
-    else if (!strcmp(key, "DEV")) {
-        if (!strcmp(v, "1") || !strcasecmp(v, "true") || !strcasecmp(v, "yes"))
-            snprintf(c->attestation, sizeof c->attestation, "simulated");
-    } else if (!strcmp(key, "GPU_NO_HW_MODE"))
-        c->gpu_no_hw_mode = !strcmp(v, "1") || !strcasecmp(v, "true") || !strcasecmp(v, "yes");
-    else if (!strcmp(key, "CHAT_CACHE_EXPIRATION")) {
-        if (parse_uint(key, v, 1, 86400 * 30, &x, err, errlen)) return -1;
-        c->cache_ttl = (unsigned)x;
-    } else if (!strcmp(key, "CHAT_CACHE_CAPACITY")) {
-        if (parse_uint(key, v, 1, 100000000, &x, err, errlen)) return -1;
-        c->cache_capacity = (size_t)x;
-    } else if (!strcmp(key, "VLLM_PROXY_MAX_REQUEST_SIZE")) {
-        if (parse_uint(key, v, 1, 1ull << 30, &x, err, errlen)) return -1;
-        c->max_request_size = (size_t)x;
-    } else if (!strcmp(key, "MAX_HEADER_SIZE")) {
-        if (parse_uint(key, v, 1024, 1 << 20, &x, err, errlen)) return -1;
-        c->max_header_size = (size_t)x;
-    } else if (!strcmp(key, "MAX_HEADERS")) {
-        if (parse_uint(key, v, 8, 1000, &x, err, errlen)) return -1;
-        c->max_headers = (unsigned)x;
-    } else if (!strcmp(key, "HEADER_TIMEOUT"))
-        SECS(header_timeout_ms, key);
-    else if (!strcmp(key, "BODY_TIMEOUT"))
-        SECS(body_timeout_ms, key);
-    else if (!strcmp(key, "IDLE_TIMEOUT"))
-        SECS(idle_timeout_ms, key);
-    else if (!strcmp(key, "UPSTREAM_CONNECT_TIMEOUT"))
-        SECS(upstream_connect_timeout_ms, key);
-    else if (!strcmp(key, "UPSTREAM_FIRST_BYTE_TIMEOUT"))
-        SECS(upstream_first_byte_timeout_ms, key);
-    else if (!strcmp(key, "TIMEOUT"))
-        SECS(total_timeout_ms, key);
-    else if (!strcmp(key, "SHUTDOWN_GRACE")) {
-        if (parse_uint(key, v, 0, 3600, &x, err, errlen)) return -1;
-        c->shutdown_grace_ms = (unsigned)(x * 1000);
-    } else if (!strcmp(key, "REDIS_HOST") || !strcmp(key, "REDIS_PASSWORD")) {
-        char *dst = key[6] == 'H' ? c->redis_host : c->redis_password;
-        if (strlen(v) >= 256) {
-            snprintf(err, errlen, "%s too long", key);
-            return -1;
-        }
-        snprintf(dst, 256, "%s", v);
-    } else if (!strcmp(key, "REDIS_PORT")) {
-        if (parse_uint(key, v, 1, 65535, &x, err, errlen)) return -1;
-        c->redis_port = (int)x;
-    } else if (!strcmp(key, "REDIS_DB")) {
-        if (parse_uint(key, v, 0, 65535, &x, err, errlen)) return -1;
-        c->redis_db = (int)x;
-    } else if (!strcmp(key, "REDIS_TIMEOUT_MS")) {
-        if (parse_uint(key, v, 1, 60000, &x, err, errlen)) return -1;
-        c->redis_timeout_ms = (unsigned)x;
-    } else if (!strcmp(key, "LOG_LEVEL")) {
-        int l = log_level_parse(v);
-        if (l < 0) {
-            snprintf(err, errlen, "LOG_LEVEL: '%s' is not debug|info|warning|error|off", v);
-            return -1;
-        }
-        c->log_level = l;
-    } else {
-        snprintf(err, errlen, "unknown setting %s", key);
-        return -1;
-    }
-    return 0;
-#undef SECS
+    return !strcmp(v, "1") || !strcasecmp(v, "true") || !strcasecmp(v, "yes");
 }
 
-static const char *ENV_KEYS[] = {
-    "LISTEN_HOST", "LISTEN_PORT", "VLLM_BASE_URL", "VLLM_API_KEY", "MODEL_NAME", "TOKEN",
-    "TRUSTED_REQUEST_HASH_TOKENS", "WORKERS", "ATTESTATION", "DEV", "GPU_NO_HW_MODE",
-    "CHAT_CACHE_EXPIRATION", "CHAT_CACHE_CAPACITY", "VLLM_PROXY_MAX_REQUEST_SIZE",
-    "MAX_HEADER_SIZE", "MAX_HEADERS", "HEADER_TIMEOUT", "BODY_TIMEOUT", "IDLE_TIMEOUT",
-    "UPSTREAM_CONNECT_TIMEOUT", "UPSTREAM_FIRST_BYTE_TIMEOUT", "TIMEOUT", "SHUTDOWN_GRACE",
-    "LOG_LEVEL", "DSTACK_SIMULATOR_ENDPOINT", "TAPPD_SIMULATOR_ENDPOINT", "TSM_REPORT_PATH",
-    "ATTESTATION_TIMEOUT", "ATTESTATION_CACHE_TTL", "TLS_CERT_PATH", "GPU_EVIDENCE",
-    "NVML_LIBRARY_PATH", "GPU_ALLOW_CC_OFF", "GPU_EVIDENCE_TIMEOUT", "REDIS_HOST", "REDIS_PORT",
-    "REDIS_PASSWORD", "REDIS_DB", "REDIS_TIMEOUT_MS",
-};
-
-/* Flag name -> setting name; "--listen" is handled as its own key. */
-static const char *flag_key(const char *flag)
+/* HOST:PORT or [IPV6]:PORT into listen_host and listen_port. */
+static int set_listen(config_t *c, const char *v, char *err, size_t errlen)
 {
-    static const char *map[][2] = {
-        {"--listen", "--listen"}, {"--upstream", "VLLM_BASE_URL"},
-        {"--upstream-api-key", "VLLM_API_KEY"}, {"--model-name", "MODEL_NAME"},
-        {"--token", "TOKEN"}, {"--trusted-hash-tokens", "TRUSTED_REQUEST_HASH_TOKENS"},
-        {"--workers", "WORKERS"}, {"--attestation", "ATTESTATION"},
-        {"--cache-ttl", "CHAT_CACHE_EXPIRATION"}, {"--cache-capacity", "CHAT_CACHE_CAPACITY"},
-        {"--max-request-size", "VLLM_PROXY_MAX_REQUEST_SIZE"},
-        {"--max-header-size", "MAX_HEADER_SIZE"}, {"--max-headers", "MAX_HEADERS"},
-        {"--header-timeout", "HEADER_TIMEOUT"}, {"--body-timeout", "BODY_TIMEOUT"},
-        {"--idle-timeout", "IDLE_TIMEOUT"},
-        {"--upstream-connect-timeout", "UPSTREAM_CONNECT_TIMEOUT"},
-        {"--upstream-first-byte-timeout", "UPSTREAM_FIRST_BYTE_TIMEOUT"},
-        {"--timeout", "TIMEOUT"}, {"--shutdown-grace", "SHUTDOWN_GRACE"},
-        {"--log-level", "LOG_LEVEL"}, {"--gpu-no-hw-mode", "GPU_NO_HW_MODE"},
-        {"--dstack-endpoint", "DSTACK_SIMULATOR_ENDPOINT"}, {"--tappd-endpoint", "TAPPD_SIMULATOR_ENDPOINT"},
-        {"--tsm-path", "TSM_REPORT_PATH"}, {"--attestation-timeout", "ATTESTATION_TIMEOUT"},
-        {"--attestation-cache-ttl", "ATTESTATION_CACHE_TTL"}, {"--tls-cert", "TLS_CERT_PATH"},
-        {"--gpu-evidence", "GPU_EVIDENCE"}, {"--nvml-library", "NVML_LIBRARY_PATH"},
-        {"--gpu-allow-cc-off", "GPU_ALLOW_CC_OFF"}, {"--gpu-evidence-timeout", "GPU_EVIDENCE_TIMEOUT"},
-        {"--redis-host", "REDIS_HOST"}, {"--redis-port", "REDIS_PORT"},
-        {"--redis-password", "REDIS_PASSWORD"}, {"--redis-db", "REDIS_DB"},
-        {"--redis-timeout-ms", "REDIS_TIMEOUT_MS"},
-    };
-    for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
-        if (!strcmp(flag, map[i][0]))
-            return map[i][1];
+    unsigned long long x;
+    const char *colon = strrchr(v, ':');
+    if (!colon || colon == v) {
+        snprintf(err, errlen, "--listen: expected HOST:PORT, got '%s'", v);
+        return -1;
+    }
+    if (parse_uint("--listen port", colon + 1, 0, 65535, &x, err, errlen))
+        return -1;
+    c->listen_port = (int)x;
+    size_t hl = (size_t)(colon - v);
+    /* An IPv6 host is bracketed ("[::1]:8000"); brackets must pair and enclose something,
+     * and an unbracketed host has no ':' ("::1:8000" is ambiguous) and no bracket. */
+    if (v[0] == '[') {
+        if (hl < 3 || colon[-1] != ']' || memchr(v + 1, '[', hl - 2) || memchr(v + 1, ']', hl - 2)) {
+            snprintf(err, errlen, "--listen: expected [IPV6]:PORT, got '%s'", v);
+            return -1;
+        }
+        v++;
+        hl -= 2;
+    } else if (memchr(v, ':', hl) || memchr(v, '[', hl) || memchr(v, ']', hl)) {
+        snprintf(err, errlen, "--listen: expected HOST:PORT or [IPV6]:PORT, got '%s'", v);
+        return -1;
+    }
+    if (hl >= sizeof c->listen_host) {
+        snprintf(err, errlen, "--listen: host too long");
+        return -1;
+    }
+    memcpy(c->listen_host, v, hl);
+    c->listen_host[hl] = '\0';
+    return 0;
+}
+
+static int set_string(const config_setting_t *s, char *dst, const char *v, char *err, size_t errlen)
+{
+    size_t l = strlen(v);
+    if (s->flags & CFG_ONE_LINE && (l >= s->size || strpbrk(v, "\r\n"))) {
+        snprintf(err, errlen, "%s invalid (too long or has line breaks)", s->env);
+        return -1;
+    }
+    if (l >= s->size && !(s->flags & CFG_TRUNCATE)) {
+        snprintf(err, errlen, "%s too long", s->env);
+        return -1;
+    }
+    snprintf(dst, s->size, "%s", v);
+    l = strlen(dst);
+    if (s->flags & CFG_TRIM_SLASH && strncmp(dst, "unix:", 5))
+        while (l > 0 && dst[l - 1] == '/')
+            dst[--l] = '\0';
+    return 0;
+}
+
+static int set_enum(const config_setting_t *s, void *dst, const char *v, char *err, size_t errlen)
+{
+    char list[128] = "";
+    for (int i = 0; s->names[i]; i++) {
+        if (s->names[i][0] && !strcmp(v, s->names[i])) {
+            memcpy(dst, &i, sizeof i);
+            return 0;
+        }
+        if (s->names[i][0])
+            snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", list[0] ? "|" : "", s->names[i]);
+    }
+    snprintf(err, errlen, "%s: '%s' is not one of %s", s->env, v, list);
+    return -1;
+}
+
+/* A decimal number within the bounds, stored in the field's type. */
+static int set_number(const config_setting_t *s, void *dst, const char *v, char *err, size_t errlen)
+{
+    unsigned long long x;
+    if (parse_uint(s->env, v, s->lo, s->hi, &x, err, errlen))
+        return -1;
+    int i = (int)x;
+    unsigned u = s->kind == CFG_SECONDS ? (unsigned)(x * 1000) : (unsigned)x;
+    size_t z = (size_t)x;
+    if (s->kind == CFG_INT)
+        memcpy(dst, &i, sizeof i);
+    else if (s->kind == CFG_SIZE)
+        memcpy(dst, &z, sizeof z);
+    else
+        memcpy(dst, &u, sizeof u);
+    return 0;
+}
+
+/* Parses v as setting s into c. 0, or -1 with a message naming the setting. */
+static int set_value(config_t *c, const config_setting_t *s, const char *v, char *err, size_t errlen)
+{
+    char *dst = (char *)c + s->off;
+    int one = 1, l, sim = ATTEST_MODE_SIMULATED;
+    switch (s->kind) {
+    case CFG_STR:
+        return set_string(s, dst, v, err, errlen);
+    case CFG_INT:
+    case CFG_UINT:
+    case CFG_SIZE:
+    case CFG_SECONDS:
+        return set_number(s, dst, v, err, errlen);
+    case CFG_BOOL:
+        one = truthy(v);
+        memcpy(dst, &one, sizeof one);
+        return 0;
+    case CFG_ENUM:
+        return set_enum(s, dst, v, err, errlen);
+    case CFG_TOKENS:
+        return parse_tokens(s->env, v, (uint8_t(*)[32])dst, (int *)((char *)c + s->aux), err, errlen);
+    case CFG_LOG_LEVEL:
+        if ((l = log_level_parse(v)) < 0) {
+            snprintf(err, errlen, "%s: '%s' is not debug|info|warning|error|off", s->env, v);
+            return -1;
+        }
+        memcpy(dst, &l, sizeof l);
+        return 0;
+    case CFG_LISTEN:
+        return set_listen(c, v, err, errlen);
+    case CFG_DEV:
+        if (truthy(v))
+            memcpy(dst, &sim, sizeof sim);
+        return 0;
+    }
+    snprintf(err, errlen, "unknown setting %s", setting_name(s));
+    return -1;
+}
+
+/* Every field zero, then each row's default; WORKERS depends on the machine. */
+static int set_defaults(config_t *c, char *err, size_t errlen)
+{
+    memset(c, 0, sizeof *c);
+    for (size_t i = 0; i < NSETTINGS; i++)
+        if (SETTINGS[i].def && set_value(c, &SETTINGS[i], SETTINGS[i].def, err, errlen) != 0)
+            return -1;
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    c->workers = ncpu > 0 ? (int)(ncpu > 64 ? 64 : ncpu) : 1;
+    return 0;
+}
+
+static int load_env(config_t *c, char *err, size_t errlen)
+{
+    for (size_t i = 0; i < NSETTINGS; i++) {
+        const char *v = SETTINGS[i].env ? getenv(SETTINGS[i].env) : NULL;
+        if (v && set_value(c, &SETTINGS[i], v, err, errlen) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+static const config_setting_t *find_flag(const char *flag)
+{
+    for (size_t i = 0; i < NSETTINGS; i++)
+        if (SETTINGS[i].flag && !strcmp(flag, SETTINGS[i].flag))
+            return &SETTINGS[i];
     return NULL;
 }
 
-int config_load(config_t *c, int argc, char **argv, char *err, size_t errlen)
+/* Flags as --name VALUE or --name=VALUE; --help/-h and --version stop with CFG_EXIT_OK. */
+static int load_flags(config_t *c, int argc, char **argv, char *err, size_t errlen)
 {
-    memset(c, 0, sizeof *c);
-    snprintf(c->listen_host, sizeof c->listen_host, "0.0.0.0");
-    c->listen_port = 8000;
-    snprintf(c->upstream_url, sizeof c->upstream_url, "http://vllm:8000");
-    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-    c->workers = ncpu > 0 ? (int)(ncpu > 64 ? 64 : ncpu) : 1;
-    snprintf(c->attestation, sizeof c->attestation, "auto");
-    c->cache_ttl = 1200;
-    c->cache_capacity = 100000;
-    c->max_request_size = 10u << 20;
-    c->max_header_size = 16384;
-    c->max_headers = 100;
-    c->header_timeout_ms = 30000;
-    c->body_timeout_ms = 60000;
-    c->idle_timeout_ms = 75000;
-    c->upstream_connect_timeout_ms = 10000;
-    c->upstream_first_byte_timeout_ms = 600000;
-    c->total_timeout_ms = 600000;
-    c->shutdown_grace_ms = 30000;
-    c->log_level = LOG_LVL_INFO;
-    c->attestation_timeout_ms = 5000;
-    c->attestation_cache_ttl = 300;
-    c->redis_port = 6379;
-    c->redis_timeout_ms = 100;
-
-    for (size_t i = 0; i < sizeof ENV_KEYS / sizeof ENV_KEYS[0]; i++) {
-        const char *v = getenv(ENV_KEYS[i]);
-        if (v && set_value(c, ENV_KEYS[i], v, err, errlen) != 0)
-            return CFG_ERROR;
-    }
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -390,8 +404,8 @@ int config_load(config_t *c, int argc, char **argv, char *err, size_t errlen)
         } else {
             snprintf(name, sizeof name, "%s", a);
         }
-        const char *key = flag_key(name);
-        if (!key) {
+        const config_setting_t *s = find_flag(name);
+        if (!s) {
             snprintf(err, errlen, "unknown option '%s' (see --help)", a);
             return CFG_ERROR;
         }
@@ -402,14 +416,32 @@ int config_load(config_t *c, int argc, char **argv, char *err, size_t errlen)
             }
             val = argv[++i];
         }
-        if (set_value(c, key, val, err, errlen) != 0)
+        if (set_value(c, s, val, err, errlen) != 0)
             return CFG_ERROR;
     }
-    if (!c->model_name[0]) {
-        snprintf(err, errlen, "MODEL_NAME (or --model-name) is required");
-        return CFG_ERROR;
-    }
     return CFG_OK;
+}
+
+static int check_required(const config_t *c, char *err, size_t errlen)
+{
+    for (size_t i = 0; i < NSETTINGS; i++) {
+        const config_setting_t *s = &SETTINGS[i];
+        if (s->flags & CFG_REQUIRED && !((const char *)c + s->off)[0]) {
+            snprintf(err, errlen, "%s (or %s) is required", s->env, s->flag);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int config_load(config_t *c, int argc, char **argv, char *err, size_t errlen)
+{
+    if (set_defaults(c, err, errlen) != 0 || load_env(c, err, errlen) != 0)
+        return CFG_ERROR;
+    int rc = load_flags(c, argc, argv, err, errlen);
+    if (rc != CFG_OK)
+        return rc;
+    return check_required(c, err, errlen) != 0 ? CFG_ERROR : CFG_OK;
 }
 
 const char *config_version(void) { return VP_VERSION; }

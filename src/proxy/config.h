@@ -1,6 +1,9 @@
 /* Configuration: environment variables (the reference proxy's names), overridden by flags.
+ * One table (config_settings) describes every setting once: its flag, its variable, its kind,
+ * its field in config_t, its bounds, its default and its help text. It drives the parsing of
+ * the environment and the command line, the defaults, --help and the check of docs/CONFIG.md.
  * config_load fills a config_t once at start-up; it is immutable afterwards and shared
- * read-only by every worker thread. */
+ * read-only by every worker thread. The table is static, read-only data owned by config.c. */
 #ifndef VP_PROXY_CONFIG_H
 #define VP_PROXY_CONFIG_H
 
@@ -9,6 +12,26 @@
 #include <stdio.h>
 
 #define CFG_MAX_TOKENS 64
+
+/* ATTESTATION: which quote provider; auto never picks simulated. */
+enum attest_mode {
+    ATTEST_MODE_AUTO = 0,
+    ATTEST_MODE_DSTACK,
+    ATTEST_MODE_TAPPD,
+    ATTEST_MODE_TSM,
+    ATTEST_MODE_SIMULATED,
+};
+
+/* GPU_EVIDENCE: UNSET = simulated with simulated attestation, canned with GPU_NO_HW_MODE,
+ * else auto (decided at start-up, once the provider is known). */
+enum gpu_evidence_mode {
+    GPU_EVIDENCE_UNSET = 0,
+    GPU_EVIDENCE_AUTO,
+    GPU_EVIDENCE_NVML,
+    GPU_EVIDENCE_CANNED,
+    GPU_EVIDENCE_NONE,
+    GPU_EVIDENCE_SIMULATED,
+};
 
 typedef struct config {
     char listen_host[256];
@@ -21,7 +44,7 @@ typedef struct config {
     int ntrusted;
     uint8_t trusted_hash[CFG_MAX_TOKENS][32];    /* tokens allowed to send X-Request-Hash */
     int workers;
-    char attestation[32];                        /* auto|dstack|tappd|tsm|simulated */
+    enum attest_mode attestation;
     int gpu_no_hw_mode;
     char dstack_endpoint[512];                   /* DSTACK_SIMULATOR_ENDPOINT ("" = probe sockets) */
     char tappd_endpoint[512];                    /* TAPPD_SIMULATOR_ENDPOINT ("" = probe sockets) */
@@ -29,7 +52,7 @@ typedef struct config {
     unsigned attestation_timeout_ms;             /* per agent call attempt */
     unsigned attestation_cache_ttl;              /* seconds; 0 = no cache */
     char tls_cert_path[512];                     /* "" = no TLS binding offered */
-    char gpu_evidence[16];                       /* ""|auto|nvml|canned|none|simulated */
+    enum gpu_evidence_mode gpu_evidence;
     char nvml_library_path[512];                 /* "" = libnvidia-ml.so.1 */
     int gpu_allow_cc_off;
     unsigned gpu_evidence_timeout_ms;            /* 0 = the gpu module's default */
@@ -46,8 +69,46 @@ typedef struct config {
     int redis_port;
     char redis_password[256];                    /* "" = no AUTH */
     int redis_db;
-    unsigned redis_timeout_ms;                   /* connect and per-command reply time */
+    unsigned redis_timeout_ms;                   /* connect and reply time */
 } config_t;
+
+/* How a setting's text becomes its field. */
+typedef enum cfg_kind {
+    CFG_STR,       /* char[size]; longer is an error ("NAME too long") */
+    CFG_INT,       /* int: a decimal number in [lo, hi] */
+    CFG_UINT,      /* unsigned: a decimal number in [lo, hi] */
+    CFG_SIZE,      /* size_t: a decimal number in [lo, hi] */
+    CFG_SECONDS,   /* unsigned milliseconds, given as whole seconds in [lo, hi] */
+    CFG_BOOL,      /* int: 1 for 1|true|yes (any case), 0 for anything else */
+    CFG_ENUM,      /* an enum: the index of the value in names (exact match; "" never matches) */
+    CFG_TOKENS,    /* comma-separated tokens, trimmed: sha256 of each into uint8_t[64][32],
+                    * their number into the int at aux */
+    CFG_LOG_LEVEL, /* int: log_level_parse */
+    CFG_LISTEN,    /* HOST:PORT or [IPV6]:PORT: listen_host and listen_port */
+    CFG_DEV,       /* a true bool sets the attest_mode at off to ATTEST_MODE_SIMULATED */
+} cfg_kind_t;
+
+/* Flags of a setting. */
+enum {
+    CFG_REQUIRED = 1,   /* an empty value after loading is an error */
+    CFG_TRIM_SLASH = 2, /* trailing '/' dropped, except from a "unix:" value */
+    CFG_ONE_LINE = 4,   /* no CR or LF (it goes into a header) */
+    CFG_TRUNCATE = 8,   /* a too long string is cut, not refused */
+};
+
+typedef struct config_setting {
+    const char *flag;          /* "--workers", or NULL: environment only */
+    const char *env;           /* "WORKERS", or NULL: flag only */
+    cfg_kind_t kind;
+    size_t off, size;          /* the field in config_t */
+    size_t aux;                /* CFG_TOKENS: offset of the count */
+    unsigned long long lo, hi; /* numbers: inclusive bounds */
+    const char *const *names;  /* CFG_ENUM: value i is names[i]; NULL-terminated */
+    unsigned flags;
+    const char *def;           /* default, as text parsed like a value; NULL = zero */
+    const char *shown;         /* default as docs/CONFIG.md shows it; NULL = derived */
+    const char *help;
+} config_setting_t;
 
 enum { CFG_OK = 0, CFG_EXIT_OK = 1, CFG_ERROR = -1 };
 
@@ -55,5 +116,17 @@ enum { CFG_OK = 0, CFG_EXIT_OK = 1, CFG_ERROR = -1 };
 int config_load(config_t *cfg, int argc, char **argv, char *err, size_t errlen);
 void config_usage(FILE *out);
 const char *config_version(void); /* "0.1.0" */
+
+/* The table, in the order the environment is read (a later row may override an earlier one:
+ * DEV after ATTESTATION). Static; *n gets the number of rows. */
+const config_setting_t *config_settings(size_t *n);
+
+/* The default as docs/CONFIG.md's default column shows it (Markdown): `shown` if set,
+ * "required", the default in backquotes, or "unset". Static or into buf. */
+const char *config_setting_default(const config_setting_t *s, char *buf, size_t len);
+
+/* Names for logs and banners: "auto", "dstack", ...; "" for GPU_EVIDENCE_UNSET. */
+const char *config_attest_mode_name(enum attest_mode m);
+const char *config_gpu_evidence_name(enum gpu_evidence_mode m);
 
 #endif

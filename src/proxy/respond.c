@@ -60,7 +60,7 @@ void respond_log(app_worker_t *aw, const http_req_t *req, int route, int status,
     if (upstream_status > 0)
         snprintf(us, sizeof us, "%d", upstream_status);
     /* Lines about attestation say when it is simulated. */
-    int sim = route == ROUTE_REPORT && strcmp(aw->app->cfg->attestation, "simulated") == 0;
+    int sim = route == ROUTE_REPORT && aw->app->cfg->attestation == ATTEST_MODE_SIMULATED;
     log_write(LOG_LVL_INFO, "request w=%d %s %.*s status=%d upstream=%s in=%zu out=%llu ms=%.3f id=%s%s",
               aw->w ? worker_id(aw->w) : 0, llhttp_method_name((llhttp_method_t)req->method),
               (int)(req->path.n > LOG_PATH_MAX ? LOG_PATH_MAX : req->path.n), req->path.p,

@@ -176,7 +176,7 @@ static void handle_version(app_worker_t *aw, conn_t *c, http_req_t *req)
 {
     char b[VERSION_JSON_MAX];
     int n = snprintf(b, sizeof b, "{\"name\":\"vllm-proxy\",\"version\":\"%s\",\"attestation\":\"%s\"}",
-                     config_version(), aw->app->cfg->attestation);
+                     config_version(), config_attest_mode_name(aw->app->cfg->attestation));
     respond_json(aw, c, req, ROUTE_VERSION, 200, b, (size_t)n);
 }
 

@@ -3,7 +3,7 @@
 // without a Docker engine, a TDX guest or a GPU allows (docs/DEPLOY.md, "Testing").
 //
 // The list of variables the proxy reads is taken from src/proxy/config.c at test time (its
-// ENV_KEYS table and any getenv("...") in the proxy's sources), so a new setting that is not
+// SETTINGS table and any getenv("...") in the proxy's sources), so a new setting that is not
 // documented in the compose file and the example environment fails here.
 //
 // The compose file is read with a small strict parser for the YAML subset it is written in
@@ -35,12 +35,15 @@ function sourcesOf(dir) {
   return out;
 }
 
-/** ENV_KEYS of config.c plus every getenv("NAME") in the proxy's sources (not the verifier's). */
+/** The variables of config.c's SETTINGS table (each row starts {flag or NULL, "NAME", ...)
+ * plus every getenv("NAME") in the proxy's sources (not the verifier's). */
 function proxyEnvKeys() {
   const keys = new Set();
   const config = read('src/proxy/config.c');
-  const table = config.match(/ENV_KEYS\s*\[\s*\]\s*=\s*\{([\s\S]*?)\}\s*;/);
-  if (table) for (const m of table[1].matchAll(/"([A-Z][A-Z0-9_]*)"/g)) keys.add(m[1]);
+  const table = config.match(/SETTINGS\s*\[\s*\]\s*=\s*\{([\s\S]*?)\n\}\s*;/);
+  if (table) {
+    for (const m of table[1].matchAll(/\{\s*(?:NULL|"--[a-z0-9-]+")\s*,\s*"([A-Z][A-Z0-9_]*)"/g)) keys.add(m[1]);
+  }
   const src = path.join(REPO_ROOT, 'src');
   for (const f of [...sourcesOf(src), path.join(src, 'vllm-proxy.c')]) {
     if (f.includes(`${path.sep}verify${path.sep}`) || !fs.existsSync(f)) continue;
@@ -301,8 +304,8 @@ const KEYS = proxyEnvKeys();
 
 describe('variables the proxy reads', () => {
   test('extracted from src/proxy/config.c', () => {
-    for (const k of ['MODEL_NAME', 'TOKEN', 'VLLM_BASE_URL', 'ATTESTATION', 'LISTEN_PORT']) {
-      assert.ok(KEYS.has(k), `${k} not found in config.c: has the ENV_KEYS table moved? (found ${[...KEYS].join(' ')})`);
+    for (const k of ['MODEL_NAME', 'TOKEN', 'VLLM_BASE_URL', 'ATTESTATION', 'LISTEN_HOST', 'LISTEN_PORT', 'DEV', 'REDIS_TIMEOUT_MS']) {
+      assert.ok(KEYS.has(k), `${k} not found in config.c: has the SETTINGS table moved? (found ${[...KEYS].join(' ')})`);
     }
   });
 });

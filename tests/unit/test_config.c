@@ -1,5 +1,6 @@
 /* Unit tests for config_load: defaults, environment, flags overriding the environment, both
- * flag forms, validation messages that name the variable, token hashing, --listen forms. */
+ * flag forms, validation messages that name the variable, token hashing, --listen forms; the
+ * settings table itself, and docs/CONFIG.md against it (run from the repository root). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -15,23 +16,14 @@
 #include "core/sha.h"
 #include "proxy/config.h"
 
-/* Every variable config.c reads (its ENV_KEYS), cleared before each test. */
-static const char *const ENV_KEYS[] = {
-    "LISTEN_HOST", "LISTEN_PORT", "VLLM_BASE_URL", "VLLM_API_KEY", "MODEL_NAME", "TOKEN",
-    "TRUSTED_REQUEST_HASH_TOKENS", "WORKERS", "ATTESTATION", "DEV", "GPU_NO_HW_MODE",
-    "CHAT_CACHE_EXPIRATION", "CHAT_CACHE_CAPACITY", "VLLM_PROXY_MAX_REQUEST_SIZE",
-    "MAX_HEADER_SIZE", "MAX_HEADERS", "HEADER_TIMEOUT", "BODY_TIMEOUT", "IDLE_TIMEOUT",
-    "UPSTREAM_CONNECT_TIMEOUT", "UPSTREAM_FIRST_BYTE_TIMEOUT", "TIMEOUT", "SHUTDOWN_GRACE",
-    "LOG_LEVEL", "DSTACK_SIMULATOR_ENDPOINT", "TAPPD_SIMULATOR_ENDPOINT", "TSM_REPORT_PATH",
-    "ATTESTATION_TIMEOUT", "ATTESTATION_CACHE_TTL", "TLS_CERT_PATH", "GPU_EVIDENCE",
-    "NVML_LIBRARY_PATH", "GPU_ALLOW_CC_OFF", "GPU_EVIDENCE_TIMEOUT",
-};
-
 static int setup(void **state)
 {
     (void)state;
-    for (size_t i = 0; i < sizeof ENV_KEYS / sizeof ENV_KEYS[0]; i++)
-        unsetenv(ENV_KEYS[i]);
+    size_t n;
+    const config_setting_t *t = config_settings(&n);
+    for (size_t i = 0; i < n; i++) /* every variable config.c reads */
+        if (t[i].env)
+            unsetenv(t[i].env);
     setenv("ATTESTATION", "simulated", 1);
     setenv("MODEL_NAME", "test-model", 1);
     return 0;
@@ -80,7 +72,7 @@ static void test_defaults(void **state)
     assert_string_equal(cfg.upstream_url, "http://vllm:8000");
     assert_string_equal(cfg.upstream_api_key, "");
     assert_string_equal(cfg.model_name, "test-model");
-    assert_string_equal(cfg.attestation, "simulated");
+    assert_string_equal(config_attest_mode_name(cfg.attestation), "simulated");
     assert_int_equal(cfg.ntokens, 0);
     assert_int_equal(cfg.ntrusted, 0);
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
@@ -101,7 +93,9 @@ static void test_defaults(void **state)
     assert_int_equal(cfg.attestation_timeout_ms, 5000);
     assert_int_equal(cfg.attestation_cache_ttl, 300);
     assert_int_equal(cfg.gpu_evidence_timeout_ms, 0);
-    assert_string_equal(cfg.gpu_evidence, "");
+    assert_string_equal(config_gpu_evidence_name(cfg.gpu_evidence), "");
+    assert_int_equal(cfg.gpu_evidence, GPU_EVIDENCE_UNSET);
+    assert_int_equal(cfg.attestation, ATTEST_MODE_SIMULATED);
     assert_string_equal(cfg.dstack_endpoint, "");
     assert_string_equal(cfg.tappd_endpoint, "");
     assert_string_equal(cfg.tsm_root, "");
@@ -151,7 +145,7 @@ static void test_env_values(void **state)
     assert_string_equal(cfg.tsm_root, "/tmp/tsm");
     assert_string_equal(cfg.tls_cert_path, "/tmp/cert.pem");
     assert_string_equal(cfg.nvml_library_path, "/opt/libnvml.so");
-    assert_string_equal(cfg.gpu_evidence, "canned");
+    assert_string_equal(config_gpu_evidence_name(cfg.gpu_evidence), "canned");
     assert_int_equal(cfg.gpu_allow_cc_off, 1);
     assert_int_equal(cfg.gpu_no_hw_mode, 1);
     assert_int_equal(cfg.attestation_cache_ttl, 0);
@@ -223,7 +217,7 @@ static void test_flags_override_env(void **state)
     assert_memory_equal(cfg.token_hash[0], h, 32);
     assert_string_equal(cfg.model_name, "flag-model");
     assert_int_equal(cfg.log_level, LOG_LVL_DEBUG);
-    assert_string_equal(cfg.attestation, "dstack");
+    assert_string_equal(config_attest_mode_name(cfg.attestation), "dstack");
     assert_string_equal(cfg.upstream_url, "http://u:1");
     /* the last of repeated flags wins; both forms */
     assert_int_equal(load(ARGS("--workers=2", "--workers", "7", "--cache-ttl", "10",
@@ -260,7 +254,8 @@ static void test_flags_override_env(void **state)
     assert_int_equal(cfg.attestation_timeout_ms, 6000);
     assert_int_equal(cfg.attestation_cache_ttl, 7);
     assert_string_equal(cfg.tls_cert_path, "/c.pem");
-    assert_string_equal(cfg.gpu_evidence, "none");
+    assert_string_equal(config_gpu_evidence_name(cfg.gpu_evidence), "none");
+    assert_int_equal(cfg.gpu_evidence, GPU_EVIDENCE_NONE);
     assert_string_equal(cfg.nvml_library_path, "/n.so");
     assert_int_equal(cfg.gpu_allow_cc_off, 1);
     /* a flag value that itself contains '=' keeps it */
@@ -444,35 +439,35 @@ static void test_dev_and_attestation(void **state)
     /* without ATTESTATION the default is auto */
     unsetenv("ATTESTATION");
     assert_int_equal(load(NULL), CFG_OK);
-    assert_string_equal(cfg.attestation, "auto");
+    assert_string_equal(config_attest_mode_name(cfg.attestation), "auto");
     /* DEV=1 implies simulated, even over an explicit ATTESTATION variable */
     setenv("DEV", "1", 1);
     assert_int_equal(load(NULL), CFG_OK);
-    assert_string_equal(cfg.attestation, "simulated");
+    assert_string_equal(config_attest_mode_name(cfg.attestation), "simulated");
     setenv("ATTESTATION", "dstack", 1);
     assert_int_equal(load(NULL), CFG_OK);
-    assert_string_equal(cfg.attestation, "simulated");
+    assert_string_equal(config_attest_mode_name(cfg.attestation), "simulated");
     /* ... but an explicit flag still wins */
     assert_int_equal(load(ARGS("--attestation=tsm")), CFG_OK);
-    assert_string_equal(cfg.attestation, "tsm");
+    assert_string_equal(config_attest_mode_name(cfg.attestation), "tsm");
     setenv("DEV", "TRUE", 1);
     unsetenv("ATTESTATION");
     assert_int_equal(load(NULL), CFG_OK);
-    assert_string_equal(cfg.attestation, "simulated");
+    assert_string_equal(config_attest_mode_name(cfg.attestation), "simulated");
     /* DEV=0 (or anything else) changes nothing */
     setenv("DEV", "0", 1);
     assert_int_equal(load(NULL), CFG_OK);
-    assert_string_equal(cfg.attestation, "auto");
+    assert_string_equal(config_attest_mode_name(cfg.attestation), "auto");
     unsetenv("DEV");
     /* ATTESTATION=auto is accepted by config even without a TEE: the provider decides later */
     setenv("ATTESTATION", "auto", 1);
     assert_int_equal(load(NULL), CFG_OK);
-    assert_string_equal(cfg.attestation, "auto");
+    assert_string_equal(config_attest_mode_name(cfg.attestation), "auto");
     const char *modes[] = {"dstack", "tappd", "tsm", "simulated"};
     for (size_t i = 0; i < 4; i++) {
         setenv("ATTESTATION", modes[i], 1);
         assert_int_equal(load(NULL), CFG_OK);
-        assert_string_equal(cfg.attestation, modes[i]);
+        assert_string_equal(config_attest_mode_name(cfg.attestation), modes[i]);
     }
 }
 
@@ -518,6 +513,135 @@ static void test_listen_forms(void **state)
     expect_error(ARGS("--listen", longhost), "--listen");
 }
 
+/* The table is well formed: names unique, each field the size its kind writes. */
+static void test_settings_table(void **state)
+{
+    (void)state;
+    size_t n;
+    const config_setting_t *t = config_settings(&n);
+    assert_true(n >= 39);
+    for (size_t i = 0; i < n; i++) {
+        const config_setting_t *s = &t[i];
+        assert_true(s->flag || s->env);
+        assert_non_null(s->help);
+        if (s->flag)
+            assert_int_equal(strncmp(s->flag, "--", 2), 0);
+        for (size_t j = 0; j < i; j++) {
+            if (s->flag && t[j].flag && !strcmp(s->flag, t[j].flag))
+                fail_msg("flag %s twice", s->flag);
+            if (s->env && t[j].env && !strcmp(s->env, t[j].env))
+                fail_msg("variable %s twice", s->env);
+        }
+        assert_true(s->off + s->size <= sizeof(config_t));
+        switch (s->kind) {
+        case CFG_STR:
+            assert_true(s->size > 1);
+            break;
+        case CFG_SIZE:
+            assert_int_equal(s->size, sizeof(size_t));
+            break;
+        case CFG_TOKENS:
+            assert_int_equal(s->size, sizeof cfg.token_hash);
+            break;
+        case CFG_LISTEN:
+            break;
+        default:
+            assert_int_equal(s->size, sizeof(int));
+        }
+        if (s->kind == CFG_ENUM)
+            assert_non_null(s->names);
+    }
+}
+
+/* "| a | b | c | d |" -> the four trimmed cells; 0 if the line has fewer. */
+static int doc_cells(char *line, char *cell[4])
+{
+    int k = 0;
+    char *p = strchr(line, '|');
+    while (p && k < 4) {
+        char *q = strchr(p + 1, '|');
+        if (!q)
+            break;
+        char *a = p + 1, *b = q;
+        while (a < b && *a == ' ')
+            a++;
+        while (b > a && b[-1] == ' ')
+            b--;
+        *b = '\0';
+        cell[k++] = a;
+        p = q;
+    }
+    return k == 4;
+}
+
+/* The setting a doc row names by its variable and flag cells ("`NAME`" or "—"). */
+static const config_setting_t *doc_setting(const char *var, const char *flag, size_t *idx)
+{
+    size_t n;
+    const config_setting_t *t = config_settings(&n);
+    for (size_t i = 0; i < n; i++) {
+        char v[80], f[80];
+        snprintf(v, sizeof v, t[i].env ? "`%s`" : "—", t[i].env);
+        snprintf(f, sizeof f, t[i].flag ? "`%s`" : "—", t[i].flag);
+        if (!strcmp(v, var) && !strcmp(f, flag)) {
+            *idx = i;
+            return &t[i];
+        }
+    }
+    return NULL;
+}
+
+/* The meaning cell states the range of a number and every choice of an enum. */
+static void doc_check_meaning(const config_setting_t *s, const char *meaning)
+{
+    char want[64];
+    if (s->kind == CFG_INT || s->kind == CFG_UINT || s->kind == CFG_SIZE || s->kind == CFG_SECONDS) {
+        snprintf(want, sizeof want, "%llu..%llu", s->lo, s->hi);
+        if (!strstr(meaning, want))
+            fail_msg("docs/CONFIG.md: %s does not give its range %s", s->env, want);
+    }
+    for (int i = 0; s->kind == CFG_ENUM && s->names[i]; i++) {
+        snprintf(want, sizeof want, "`%s`", s->names[i]);
+        if (s->names[i][0] && !strstr(meaning, want))
+            fail_msg("docs/CONFIG.md: %s does not list %s", s->env, want);
+    }
+}
+
+/* docs/CONFIG.md's tables are the settings table: every row once, same variable, flag and
+ * default, range and choices in the meaning, and no row the table does not have. */
+static void test_doc_matches_table(void **state)
+{
+    (void)state;
+    FILE *f = fopen("docs/CONFIG.md", "r");
+    assert_non_null(f);
+    size_t n;
+    config_settings(&n);
+    int seen[128] = {0};
+    assert_true(n <= 128);
+    char line[2048];
+    while (fgets(line, sizeof line, f)) {
+        char *cell[4];
+        if ((strncmp(line, "| `", 3) && strncmp(line, "| —", 4)) || !doc_cells(line, cell))
+            continue;
+        size_t i = 0;
+        const config_setting_t *s = doc_setting(cell[0], cell[1], &i);
+        if (!s)
+            fail_msg("docs/CONFIG.md documents %s %s, which config.c's table does not have", cell[0], cell[1]);
+        if (seen[i]++)
+            fail_msg("docs/CONFIG.md documents %s %s twice", cell[0], cell[1]);
+        char buf[128];
+        const char *def = config_setting_default(s, buf, sizeof buf);
+        if (strcmp(cell[2], def))
+            fail_msg("docs/CONFIG.md: %s %s default '%s', config.c '%s'", cell[0], cell[1], cell[2], def);
+        doc_check_meaning(s, cell[3]);
+    }
+    fclose(f);
+    const config_setting_t *t = config_settings(&n);
+    for (size_t i = 0; i < n; i++)
+        if (!seen[i])
+            fail_msg("docs/CONFIG.md does not document %s", t[i].env ? t[i].env : t[i].flag);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -532,6 +656,8 @@ int main(void)
         cmocka_unit_test_setup(test_token_lists, setup),
         cmocka_unit_test_setup(test_dev_and_attestation, setup),
         cmocka_unit_test_setup(test_listen_forms, setup),
+        cmocka_unit_test(test_settings_table),
+        cmocka_unit_test(test_doc_matches_table),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
