@@ -17,6 +17,7 @@
 
 #include "core/hex.h"
 #include "core/log.h"
+#include "core/pem.h"
 #include "nvidia/evidence.h"
 #include "nvidia/nvml_loader.h"
 
@@ -207,48 +208,28 @@ static const char canned_cert_chain_pem[] =
  * concatenated, then base64. Appends the base64 text to out. */
 static int cert_chain_b64(const uint8_t *pem, size_t len, buf_t *out, char *err, size_t errlen)
 {
-    /* NVML may count a trailing NUL; PEM parsing stops at the last certificate anyway. */
-    while (len > 0 && pem[len - 1] == '\0')
-        len--;
-    if (len == 0 || len > INT32_MAX) {
+    STACK_OF(X509) *certs = NULL;
+    int e = pem_chain_read((const char *)pem, len, NV_MAX_CHAIN_CERTS, &certs);
+    if (e == PEM_CHAIN_EMPTY) {
         snprintf(err, errlen, "GPU certificate chain is empty");
         return -1;
     }
-    int rc = -1;
-    X509 *certs[16];
-    size_t n = 0;
-    BIO *in = BIO_new_mem_buf(pem, (int)len), *root = NULL, *mem = BIO_new(BIO_s_mem());
-    X509 *root_cert = NULL;
-    if (!in || !mem)
+    if (e != PEM_CHAIN_OK && e != PEM_CHAIN_NOMEM) {
+        /* a damaged certificate must not silently shorten the chain */
+        snprintf(err, errlen, "GPU certificate chain: %s", pem_chain_strerror(e));
+        return -1;
+    }
+    int rc = -1, n = certs ? sk_X509_num(certs) : 0;
+    BIO *mem = BIO_new(BIO_s_mem());
+    X509 *root_cert = nv_device_root();
+    if (!certs || !mem || !root_cert)
         goto oom;
-    for (;;) {
-        X509 *c = PEM_read_bio_X509(in, NULL, NULL, NULL);
-        if (!c)
-            break;
-        if (n == sizeof(certs) / sizeof(certs[0])) {
-            X509_free(c);
-            snprintf(err, errlen, "GPU certificate chain has too many certificates");
-            goto done;
-        }
-        certs[n++] = c;
-    }
-    /* The loop ends at the first block that is not a certificate: only "no more PEM" is a
-     * clean end; a damaged certificate must not silently shorten the chain. */
-    unsigned long e = ERR_peek_last_error();
-    ERR_clear_error();
-    if (e && !(ERR_GET_LIB(e) == ERR_LIB_PEM && ERR_GET_REASON(e) == PEM_R_NO_START_LINE)) {
-        snprintf(err, errlen, "GPU certificate chain has a malformed certificate");
-        goto done;
-    }
     if (n < 2) {
-        snprintf(err, errlen, "GPU certificate chain has %zu certificate(s), expected a chain", n);
+        snprintf(err, errlen, "GPU certificate chain has %d certificate(s), expected a chain", n);
         goto done;
     }
-    root = BIO_new_mem_buf(nv_device_root_pem, (int)strlen(nv_device_root_pem));
-    if (!root || !(root_cert = PEM_read_bio_X509(root, NULL, NULL, NULL)))
-        goto oom;
-    for (size_t i = 0; i + 1 < n; i++)
-        if (!PEM_write_bio_X509(mem, certs[i]))
+    for (int i = 0; i + 1 < n; i++)
+        if (!PEM_write_bio_X509(mem, sk_X509_value(certs, i)))
             goto oom;
     if (!PEM_write_bio_X509(mem, root_cert))
         goto oom;
@@ -264,11 +245,8 @@ oom:
     ERR_clear_error();
     snprintf(err, errlen, "out of memory while encoding the GPU certificate chain");
 done:
-    for (size_t i = 0; i < n; i++)
-        X509_free(certs[i]);
+    sk_X509_pop_free(certs, X509_free);
     X509_free(root_cert);
-    BIO_free(root);
-    BIO_free(in);
     BIO_free(mem);
     return rc;
 }
