@@ -604,7 +604,7 @@ int gpu_source_is_canned(const gpu_source_t *g)
 
 static int payload_append(buf_t *out, const uint8_t nonce[32], const buf_t *items, const char *arch)
 {
-    char hex[2 * NONCE_LEN + 1];
+    char hex[HEX_SIZE(NONCE_LEN)];
     hex_encode(hex, nonce, NONCE_LEN);
     size_t mark = out->len;
     if (buf_printf(out, "{\"nonce\": \"%s\", \"evidence_list\": [", hex) ||

@@ -168,7 +168,7 @@ static void leaf_cn(X509 *x, char *out, size_t cap)
 int nv_verify_gpu(checklist_t *cl, int idx, const uint8_t *report, size_t n, int legacy,
                   STACK_OF(X509) *chain, X509 *root, const uint8_t payload_nonce[32], time_t at)
 {
-    char id[64], exp_hex[65], got_hex[65];
+    char id[64], exp_hex[HEX_SIZE(32)], got_hex[HEX_SIZE(32)];
     int parse_err = 0, failed = 0;
 
     nv_spdm_report_t *r = malloc(sizeof *r);
@@ -286,7 +286,7 @@ int nv_verify_payload_root(const char *payload_json, size_t len, const uint8_t e
                is_list ? "nvattest evidence list" : "NRAS-shaped payload", count);
 
     int parse_err = 0, failed = 0;
-    char exp_hex[65], found[256];
+    char exp_hex[HEX_SIZE(32)], found[256];
 
     /* Payload nonce */
     uint8_t nonce[32];

@@ -475,7 +475,7 @@ static X509 *issuer_chain(vctx_t *v, const char *id, const char *what, const cha
 /* ECDSA P-256 raw r||s over text with the certificate's key. */
 static int sig_check(X509 *signer, const char *text, size_t n, const uint8_t sig[64])
 {
-    uint8_t pt[65];
+    uint8_t pt[HEX_SIZE(32)];
     size_t ptlen = 0;
     EVP_PKEY *k = X509_get0_pubkey(signer);
     int ok = k && EVP_PKEY_is_a(k, "EC") && EVP_PKEY_get_bits(k) == 256 &&
