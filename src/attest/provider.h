@@ -4,7 +4,8 @@
  * info, vm_config): the dstack guest agent, legacy tappd, configfs-tsm, or the simulated
  * provider. ATTESTATION=auto picks dstack, then tappd, then configfs-tsm, and never falls back
  * to simulated. attest_provider_open probes the chosen provider (one real call) so that a
- * broken TEE stops the start-up instead of every request.
+ * broken TEE stops the start-up instead of every request. Each backend is a function table in
+ * its own file (attest/provider_ops.h); the service lives in attest/service.c.
  *
  * The service adds GPU evidence (collected in parallel with the quote, on its own thread),
  * the identity from the signer, the optional TLS binding, and a cache of server-nonce

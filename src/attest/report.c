@@ -101,12 +101,15 @@ static int report_fields(const attest_identity_t *id, const char *nhex, const bu
     return 0;
 }
 
+#define FIELDS_SLACK 4096 /* names, identity, nonce and escapes beyond the variable parts */
+#define BODY_SLACK 128    /* the braces and "all_attestations" around the two copies */
+
 int attest_report_build(const attest_identity_t *id, const uint8_t nonce[32], const attest_parts_t *p,
                         const attest_report_opts_t *opts, buf_t *out)
 {
     if (!attest_identity_ok(id) || !p || !p->mode || p->quote.len == 0)
         return -1;
-    char nhex[65];
+    char nhex[HEX_SIZE(32)];
     buf_t qhex = BUF_INIT, fields = BUF_INIT;
     size_t start = out->len;
     int rc = -1;
@@ -116,10 +119,10 @@ int attest_report_build(const attest_identity_t *id, const uint8_t nonce[32], co
     hex_encode(qhex.data, (const uint8_t *)p->quote.data, p->quote.len);
     qhex.len = 2 * p->quote.len;
     if (buf_reserve(&fields, 2 * qhex.len + p->info.len + 2 * p->event_log.len + p->vm_config.len +
-                                 2 * p->nvidia_payload.len + 4096) ||
+                                 2 * p->nvidia_payload.len + FIELDS_SLACK) ||
         report_fields(id, nhex, &qhex, p, opts, &fields))
         goto out;
-    if (buf_reserve(out, 2 * fields.len + 128) || buf_puts(out, "{") ||
+    if (buf_reserve(out, 2 * fields.len + BODY_SLACK) || buf_puts(out, "{") ||
         buf_append(out, fields.data, fields.len) || buf_puts(out, ",\"all_attestations\":[{") ||
         buf_append(out, fields.data, fields.len) || buf_puts(out, "}]"))
         goto out;

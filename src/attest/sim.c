@@ -104,7 +104,7 @@ static EVP_PKEY *p256_keygen(void)
 
 static int p256_pub_xy(EVP_PKEY *k, uint8_t xy[64])
 {
-    uint8_t pt[65];
+    uint8_t pt[HEX_SIZE(32)];
     size_t n = 0;
     if (EVP_PKEY_get_octet_string_param(k, OSSL_PKEY_PARAM_PUB_KEY, pt, sizeof pt, &n) != 1 ||
         n != 65 || pt[0] != 0x04)
@@ -286,7 +286,7 @@ static int build_measurements(measure_t *m, buf_t *log)
     m->mrconfigid[0] = 0x01;
     memcpy(m->mrconfigid + 1, m->compose_hash, 32);
     uint8_t kms_id[32];
-    char kms_hex[65];
+    char kms_hex[HEX_SIZE(32)];
     fake("kms root key", kms_id, 32);
     hex_encode(kms_hex, kms_id, 32);
     snprintf(m->key_provider, sizeof m->key_provider, "{\"name\":\"kms\",\"id\":\"%s\"}", kms_hex);
@@ -497,6 +497,8 @@ const char *attest_sim_vm_config(const attest_sim_t *s, size_t *len)
     return s->vm_config.data;
 }
 
+#define SIM_GPU_REPORT_MAX 512 /* the simulated report below is 284 bytes */
+
 /* Raw simulated SPDM GET_MEASUREMENTS request || response (tee-formats §4.2 layout), with a
  * zero signature: it is labelled, not signed. */
 static size_t gpu_raw_report(const uint8_t nonce[32], uint8_t *r, size_t cap)
@@ -533,8 +535,8 @@ static size_t gpu_raw_report(const uint8_t nonce[32], uint8_t *r, size_t cap)
 
 int attest_gpu_payload_sim(const uint8_t nonce[32], buf_t *out)
 {
-    uint8_t raw[512];
-    char nhex[65];
+    uint8_t raw[SIM_GPU_REPORT_MAX];
+    char nhex[HEX_SIZE(32)];
     size_t rn = gpu_raw_report(nonce, raw, sizeof raw);
     size_t cl = strlen(attest_sim_gpu_cert_pem), rl = strlen(attest_sim_root_cert_pem);
     char *chain = malloc(cl + rl);

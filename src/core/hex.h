@@ -4,7 +4,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Writes 2*n lowercase hex digits and a NUL to out (capacity >= 2*n+1). */
+/* Capacity hex_encode needs for n bytes: 2*n digits and a NUL. */
+#define HEX_SIZE(n) (2 * (n) + 1)
+
+/* Writes 2*n lowercase hex digits and a NUL to out (capacity >= HEX_SIZE(n)). */
 void hex_encode(char *out, const uint8_t *in, size_t n);
 /* The same with uppercase digits (Intel PCS parameters: FMSPC, PCE id, SVNs). */
 void hex_encode_upper(char *out, const uint8_t *in, size_t n);

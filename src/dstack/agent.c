@@ -353,6 +353,9 @@ static struct json_object *parse_obj(const char *s, size_t n)
 }
 
 /* POST method with body; on 2xx parse the object. On failure err names the agent's error. */
+#define RPC_RESP_RESERVE 4096 /* covers GetKey's answer, so the secret is never realloc'd */
+#define QUOTE_BODY_FRAME 64   /* the GetQuote / TdxQuote JSON around the report_data hex */
+
 static struct json_object *rpc(const dstack_endpoint_t *ep, const char *method, const char *body,
                                char *err, size_t errlen)
 {
@@ -362,7 +365,7 @@ static struct json_object *rpc(const dstack_endpoint_t *ep, const char *method, 
     const char *who = ep->tappd ? "tappd" : "dstack guest agent";
     /* Reserved up front so that a small answer (GetKey's secret) is never left behind by a
      * realloc; wiped before it is freed. */
-    if (buf_reserve(&resp, 4096)) {
+    if (buf_reserve(&resp, RPC_RESP_RESERVE)) {
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
@@ -415,7 +418,7 @@ static int hex_to_buf(const char *h, size_t n, buf_t *out)
 int dstack_get_quote(const dstack_endpoint_t *ep, const uint8_t report_data[64], dstack_quote_t *q,
                      char *err, size_t errlen)
 {
-    char rdhex[129], body[256];
+    char rdhex[HEX_SIZE(64)], body[sizeof rdhex + QUOTE_BODY_FRAME];
     const char *who = ep->tappd ? "tappd" : "dstack guest agent";
     const char *method = ep->tappd ? "TdxQuote" : "GetQuote";
     hex_encode(rdhex, report_data, 64);

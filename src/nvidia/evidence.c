@@ -16,6 +16,7 @@
 
 #include "core/hex.h"
 #include "core/json.h"
+#include "core/pem.h"
 #include "nvidia/spdm.h"
 
 #define NV_MAX_EVIDENCE (1u << 20)   /* a report is ~4 KB; anything near 1 MB is not one */
@@ -98,38 +99,10 @@ int nv_evidence_decode(const char *b64, size_t len, uint8_t **out, size_t *out_l
 
 STACK_OF(X509) *nv_pem_chain_parse(const char *pem, size_t len)
 {
-    if (!pem || len == 0 || len > NV_MAX_CHAIN_TEXT)
-        return NULL;
-    STACK_OF(X509) *sk = sk_X509_new_null();
-    BIO *b = BIO_new_mem_buf(pem, (int)len);
-    if (!sk || !b)
-        goto fail;
-    /* Count the armour lines so that a certificate PEM_read skips as malformed is an error,
-     * not a silently shorter chain. */
-    size_t begins = 0;
-    const char *s = pem, *end = pem + len;
-    static const char tag[] = "-----BEGIN CERTIFICATE-----";
-    while ((s = memmem(s, (size_t)(end - s), tag, sizeof tag - 1)) != NULL) {
-        begins++;
-        s += sizeof tag - 1;
-    }
-    X509 *x;
-    while ((x = PEM_read_bio_X509(b, NULL, NULL, NULL)) != NULL) {
-        if (!sk_X509_push(sk, x)) {
-            X509_free(x);
-            goto fail;
-        }
-    }
-    ERR_clear_error();
-    if (begins == 0 || (size_t)sk_X509_num(sk) != begins)
-        goto fail;
-    BIO_free(b);
+    STACK_OF(X509) *sk = NULL;
+    if (len <= NV_MAX_CHAIN_TEXT)
+        pem_chain_read(pem, len, NV_MAX_CHAIN_CERTS, &sk);
     return sk;
-fail:
-    ERR_clear_error();
-    BIO_free(b);
-    sk_X509_pop_free(sk, X509_free);
-    return NULL;
 }
 
 STACK_OF(X509) *nv_cert_chain_decode(const char *b64, size_t len)
@@ -195,7 +168,7 @@ static void leaf_cn(X509 *x, char *out, size_t cap)
 int nv_verify_gpu(checklist_t *cl, int idx, const uint8_t *report, size_t n, int legacy,
                   STACK_OF(X509) *chain, X509 *root, const uint8_t payload_nonce[32], time_t at)
 {
-    char id[64], exp_hex[65], got_hex[65];
+    char id[64], exp_hex[HEX_SIZE(32)], got_hex[HEX_SIZE(32)];
     int parse_err = 0, failed = 0;
 
     nv_spdm_report_t *r = malloc(sizeof *r);
@@ -313,7 +286,7 @@ int nv_verify_payload_root(const char *payload_json, size_t len, const uint8_t e
                is_list ? "nvattest evidence list" : "NRAS-shaped payload", count);
 
     int parse_err = 0, failed = 0;
-    char exp_hex[65], found[256];
+    char exp_hex[HEX_SIZE(32)], found[256];
 
     /* Payload nonce */
     uint8_t nonce[32];

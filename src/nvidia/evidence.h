@@ -21,6 +21,8 @@ struct x509_st;          /* X509 */
 struct stack_st_X509;    /* STACK_OF(X509) */
 struct json_object;
 
+#define NV_MAX_CHAIN_CERTS 16 /* a GPU identity chain has 5 certificates */
+
 /* PEM text of NVIDIA's roots (src/nvidia/roots.c). */
 extern const char nv_device_root_pem[];
 extern const char nv_rim_root_pem[];
@@ -38,8 +40,9 @@ struct json_object *nv_json_parse(const char *p, size_t n);
  * *out is malloc'd (free); *legacy = 1 for the hex form. 0, or -1 when neither decodes. */
 int nv_evidence_decode(const char *b64, size_t len, uint8_t **out, size_t *out_len, int *legacy);
 
-/* Every certificate of PEM text, in order (leaf first). New stack, free with
- * sk_X509_pop_free(sk, X509_free); NULL when there is no certificate or one is malformed. */
+/* Every certificate of PEM text, in order (leaf first), read strictly (core/pem.h) with at
+ * most NV_MAX_CHAIN_CERTS. New stack, free with sk_X509_pop_free(sk, X509_free); NULL when
+ * there is no certificate, one is malformed, or anything else is in the text. */
 struct stack_st_X509 *nv_pem_chain_parse(const char *pem, size_t len);
 /* `certificate` = base64 of PEM text → as above. NULL on a base64 or PEM error. */
 struct stack_st_X509 *nv_cert_chain_decode(const char *b64, size_t len);

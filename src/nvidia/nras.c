@@ -303,7 +303,7 @@ static void check_nonce(nras_ctx_t *c, const char *who, const nv_jwt_t *j)
 {
     static const char what[] = "NRAS token's eat_nonce is our nonce";
     const char *n = json_get_str(j->claims, "eat_nonce", NULL);
-    char exp_hex[65];
+    char exp_hex[HEX_SIZE(32)];
     if (!c->nonce) {
         line(c, who, "nonce", CHK_SKIP, what, "no expected nonce given", n ? n : "absent");
         return;
@@ -344,7 +344,7 @@ static void check_digest(nras_ctx_t *c, json_object *submods, const char *name, 
 {
     static const char what[] = "overall token's submods digest covers this GPU's JWT";
     json_object *e = NULL, *d, *alg, *hex;
-    char want[97], found[160];
+    char want[HEX_SIZE(48)], found[160];
     const char *h = NULL;
     if (submods && json_object_object_get_ex(submods, name, &e) &&
         json_object_is_type(e, json_type_array) && json_object_array_length(e) == 2 &&

@@ -17,6 +17,7 @@
 
 #include "core/hex.h"
 #include "core/json.h"
+#include "core/pem.h"
 #include "tdx/pck.h"
 
 #define TDX_TCB_SIGNING_CN "Intel SGX TCB Signing"
@@ -350,31 +351,12 @@ static X509 *load_cert(const uint8_t *p, size_t n)
     return x;
 }
 
+/* An issuer or PCK chain, strictly (core/pem.h); NULL on any defect. */
 static STACK_OF(X509) *load_chain(const char *pem, size_t n)
 {
-    if (n > INT32_MAX)
-        return NULL;
-    BIO *b = BIO_new_mem_buf(pem, (int)n);
-    STACK_OF(X509) *sk = sk_X509_new_null();
-    X509 *x;
-    if (!b || !sk)
-        goto fail;
-    while ((x = PEM_read_bio_X509(b, NULL, NULL, NULL)) != NULL)
-        if (!sk_X509_push(sk, x)) {
-            X509_free(x);
-            goto fail;
-        }
-    ERR_clear_error();
-    BIO_free(b);
-    if (sk_X509_num(sk) > 0)
-        return sk;
-    sk_X509_free(sk);
-    return NULL;
-fail:
-    ERR_clear_error();
-    BIO_free(b);
-    sk_X509_pop_free(sk, X509_free);
-    return NULL;
+    STACK_OF(X509) *sk = NULL;
+    pem_chain_read(pem, n, TDX_PCK_CHAIN_MAX_CERTS, &sk);
+    return sk;
 }
 
 static X509_CRL *load_crl(const uint8_t *der, size_t n)
@@ -493,7 +475,7 @@ static X509 *issuer_chain(vctx_t *v, const char *id, const char *what, const cha
 /* ECDSA P-256 raw r||s over text with the certificate's key. */
 static int sig_check(X509 *signer, const char *text, size_t n, const uint8_t sig[64])
 {
-    uint8_t pt[65];
+    uint8_t pt[HEX_SIZE(32)];
     size_t ptlen = 0;
     EVP_PKEY *k = X509_get0_pubkey(signer);
     int ok = k && EVP_PKEY_is_a(k, "EC") && EVP_PKEY_get_bits(k) == 256 &&

@@ -20,6 +20,7 @@
 #include "core/buf.h"
 #include "core/hex.h"
 #include "core/json.h"
+#include "core/pem.h"
 #include "core/sha.h"
 
 const uint8_t tdx_intel_qe_vendor_id[16] = {0x93, 0x9a, 0x72, 0x33, 0xf7, 0x9c, 0x4c, 0xa9,
@@ -262,34 +263,13 @@ int tdx_verify_qe_binding(const tdx_quote_t *q)
     return diff ? TDX_ERR_BINDING : TDX_OK;
 }
 
-/* Reads every PEM certificate of chain[0..len) into a new stack (leaf first). */
+/* Every PEM certificate of chain[0..len) in a new stack (leaf first), strictly; NULL on any
+ * defect. */
 static STACK_OF(X509) *read_pem_chain(const uint8_t *chain, size_t len)
 {
-    if (len > INT32_MAX)
-        return NULL;
-    BIO *bio = BIO_new_mem_buf(chain, (int)len);
-    STACK_OF(X509) *sk = sk_X509_new_null();
-    if (!bio || !sk)
-        goto fail;
-    X509 *x;
-    while ((x = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL) {
-        if (!sk_X509_push(sk, x)) {
-            X509_free(x);
-            goto fail;
-        }
-    }
-    ERR_clear_error(); /* the loop always ends on "no start line" */
-    BIO_free(bio);
-    if (sk_X509_num(sk) == 0) {
-        sk_X509_free(sk);
-        return NULL;
-    }
+    STACK_OF(X509) *sk = NULL;
+    pem_chain_read((const char *)chain, len, TDX_PCK_CHAIN_MAX_CERTS, &sk);
     return sk;
-fail:
-    ERR_clear_error();
-    BIO_free(bio);
-    sk_X509_pop_free(sk, X509_free);
-    return NULL;
 }
 
 int tdx_verify_qe_report_signature(const tdx_quote_t *q)

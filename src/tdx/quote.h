@@ -34,6 +34,7 @@ const char *tdx_strerror(int err);
 #define TDX_BODY10_LEN 584
 #define TDX_BODY15_LEN 648
 #define TDX_QE_REPORT_LEN 384
+#define TDX_PCK_CHAIN_MAX_CERTS 8 /* PCK leaf, PCK CA, root: more is not a PCK chain */
 #define TDX_TEE_TYPE_TDX 0x81u
 #define TDX_ATTR_DEBUG (1ull << 0)
 #define TDX_ATTR_SEPT_VE_DISABLE (1ull << 28)

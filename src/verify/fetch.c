@@ -24,7 +24,7 @@ static size_t on_body(char *p, size_t sz, size_t nm, void *ud)
 }
 
 /* sha256(SPKI DER) of the first certificate curl saw, from CURLINFO_CERTINFO's PEM. */
-static void leaf_spki_sha256(CURL *c, char out[65])
+static void leaf_spki_sha256(CURL *c, char out[HEX_SIZE(32)])
 {
     struct curl_certinfo *ci = NULL;
     out[0] = 0;

@@ -459,7 +459,7 @@ static void policy_allow_tcb(vopts_t *o)
 static int cmd_roots(vctx_t *cx, vopts_t *o)
 {
     (void)o;
-    char h[65];
+    char h[HEX_SIZE(32)];
     sha256_hex(tdx_intel_sgx_root_der, tdx_intel_sgx_root_der_len, h);
     check_addf(&cx->cl, "roots.intel", CHK_PASS, "built-in Intel SGX Root CA (DER)",
                "44a0196b2b99f889b8e149e95b807a350e7424964399e885a7cbb8ccfab674d3",

@@ -15,8 +15,10 @@
 #include <strings.h>
 
 #include "core/hex.h"
+#include "core/pem.h"
 #include "tdx/collateral.h"
 #include "tdx/pck.h"
+#include "tdx/quote.h"
 
 #define PCS_MAX_BODY (8u << 20)
 #define PCS_MAX_HEADER (64u << 10)
@@ -158,17 +160,14 @@ static int crl_to_der(const buf_t *b, uint8_t **out, size_t *outlen)
     return 0;
 }
 
+#define CRL_URL_MAX 1024 /* a distribution point URI longer than this is not one we fetch */
+
 /* The first URI of the CRL distribution points of the last certificate in a PEM chain. */
 static char *root_crl_dp(const char *chain)
 {
-    BIO *bio = BIO_new_mem_buf(chain, -1);
-    X509 *x, *last = NULL;
-    while (bio && (x = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL) {
-        X509_free(last);
-        last = x;
-    }
-    BIO_free(bio);
-    ERR_clear_error();
+    STACK_OF(X509) *sk = NULL;
+    pem_chain_read(chain, strlen(chain), TDX_PCK_CHAIN_MAX_CERTS, &sk);
+    X509 *last = sk ? sk_X509_value(sk, sk_X509_num(sk) - 1) : NULL;
     char *url = NULL;
     STACK_OF(DIST_POINT) *dps = last ? X509_get_ext_d2i(last, NID_crl_distribution_points, NULL, NULL) : NULL;
     for (int i = 0; dps && !url && i < sk_DIST_POINT_num(dps); i++) {
@@ -182,13 +181,13 @@ static char *root_crl_dp(const char *chain)
                 continue;
             const char *s = (const char *)ASN1_STRING_get0_data(gn->d.uniformResourceIdentifier);
             int sl = ASN1_STRING_length(gn->d.uniformResourceIdentifier);
-            if (sl > 8 && sl < 1024 && !memchr(s, 0, (size_t)sl) &&
+            if (sl > 8 && sl < CRL_URL_MAX && !memchr(s, 0, (size_t)sl) &&
                 (strncmp(s, "https://", 8) == 0 || strncmp(s, "http://", 7) == 0))
                 url = strndup(s, (size_t)sl);
         }
     }
     CRL_DIST_POINTS_free(dps);
-    X509_free(last);
+    sk_X509_pop_free(sk, X509_free);
     ERR_clear_error();
     return url;
 }

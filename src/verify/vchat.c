@@ -236,7 +236,7 @@ int cmd_chat(vctx_t *cx, vopts_t *o)
             /* A fresh report for this key: the key is attested now. */
             vctx_t sub = {CHECKLIST_INIT, 0, ""};
             struct json_object *rep = NULL;
-            char spki[65] = "", prefix[32];
+            char spki[HEX_SIZE(32)] = "", prefix[32];
             o->have_nonce = 0;
             if (vr_fetch_report(&sub, o, o->target, algo, addr, &rep, spki) == 0)
                 vr_check_report(&sub, o, rep, addr, spki);

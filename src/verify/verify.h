@@ -14,6 +14,7 @@
 
 #include "core/buf.h"
 #include "core/check.h"
+#include "core/hex.h"
 #include "core/json.h"
 #include "tdx/quote.h"
 
@@ -78,7 +79,7 @@ int vx_parse_time(const char *s, time_t *out);
 typedef struct vhttp_resp {
     long status;
     buf_t body;             /* the de-chunked body bytes exactly as received */
-    char spki_sha256[65];   /* https only: sha256 of the server leaf's SPKI, else "" */
+    char spki_sha256[HEX_SIZE(32)];   /* https only: sha256 of the server leaf's SPKI, else "" */
     char err[256];
 } vhttp_resp_t;
 /* method "GET"/"POST"; token may be NULL; ctype/body only for POST. 0 when an HTTP response
@@ -109,7 +110,7 @@ int vq_check_event_log(vctx_t *cx, const vquote_t *vq, struct json_object *log);
 /* Compose hash vs info, MRCONFIGID and the compose-hash event (lines dstack.*). out_hash:
  * sha256(app_compose) as hex, or "" when the report has no app_compose. */
 void vq_check_compose(vctx_t *cx, const vquote_t *vq, struct json_object *info,
-                      struct json_object *log, int log_ok, char out_hash[65]);
+                      struct json_object *log, int log_ok, char out_hash[HEX_SIZE(32)]);
 /* --expect-* and --policy pins (lines pin.*). compose_hash may be NULL. */
 void vq_check_pins(vctx_t *cx, const vopts_t *o, const vquote_t *vq, const char *compose_hash);
 /* Lines for a GPU payload (report and gpu). nonce may be NULL. */
@@ -132,6 +133,6 @@ int vr_check_report(vctx_t *cx, const vopts_t *o, struct json_object *report,
 /* Fetches a report from base URL with a fresh nonce (stored in o->nonce). 0, or -1 (error line
  * added). *out: new reference. */
 int vr_fetch_report(vctx_t *cx, vopts_t *o, const char *url, const char *algo,
-                    const char *address, struct json_object **out, char spki[65]);
+                    const char *address, struct json_object **out, char spki[HEX_SIZE(32)]);
 
 #endif

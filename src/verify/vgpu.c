@@ -19,7 +19,7 @@ static void check_sim_payload(vctx_t *cx, const char *payload, size_t n, const u
     struct json_object *doc = nv_json_parse(payload, n), *v;
     const char *pn = doc && json_object_object_get_ex(doc, "nonce", &v) ? json_object_get_string(v)
                                                                         : NULL;
-    char want[65] = "";
+    char want[HEX_SIZE(32)] = "";
     if (nonce)
         hex_encode(want, nonce, 32);
     if (!nonce)

@@ -190,7 +190,7 @@ int vq_check_quote(vctx_t *cx, const vopts_t *o, vquote_t *vq)
 void vq_check_report_data(vctx_t *cx, const vquote_t *vq, const uint8_t want[64], size_t n,
                           const char *what)
 {
-    char w[129], f[129];
+    char w[HEX_SIZE(64)], f[HEX_SIZE(64)];
     if (!vq->parsed) {
         check_add(&cx->cl, "tdx.report_data", CHK_FAIL, what, "", "quote did not parse");
         return;
@@ -228,7 +228,7 @@ int vq_check_event_log(vctx_t *cx, const vquote_t *vq, struct json_object *log)
                "valid entries", "%zu entries", json_object_array_length(log));
     int ok = 1;
     for (int i = 0; i < 4; i++) {
-        char id[32], w[97], f[97], what[96];
+        char id[32], w[HEX_SIZE(48)], f[HEX_SIZE(48)], what[96];
         snprintf(id, sizeof id, "tdx.rtmr%d", i);
         snprintf(what, sizeof what, "the event log replays (SHA-384 extends) to the quote's RTMR%d",
                  i);
@@ -283,7 +283,7 @@ static struct json_object *tcb_info_of(struct json_object *info)
 }
 
 void vq_check_compose(vctx_t *cx, const vquote_t *vq, struct json_object *info,
-                      struct json_object *log, int log_ok, char out_hash[65])
+                      struct json_object *log, int log_ok, char out_hash[HEX_SIZE(32)])
 {
     out_hash[0] = 0;
     struct json_object *tcb = tcb_info_of(info);
@@ -296,10 +296,10 @@ void vq_check_compose(vctx_t *cx, const vquote_t *vq, struct json_object *info,
         return;
     }
     uint8_t ch[32];
-    char chx[65];
+    char chx[HEX_SIZE(32)];
     sha256(app_compose, strlen(app_compose), ch);
     hex_encode(chx, ch, 32);
-    memcpy(out_hash, chx, 65);
+    memcpy(out_hash, chx, sizeof chx);
     const char *claimed = json_get_str(info, "compose_hash", NULL);
     if (!claimed)
         claimed = json_get_str(tcb, "compose_hash", NULL);
@@ -312,7 +312,7 @@ void vq_check_compose(vctx_t *cx, const vquote_t *vq, struct json_object *info,
     if (vq->parsed) {
         uint8_t want[48] = {0x01};
         memcpy(want + 1, ch, 32);
-        char w[97], f[97];
+        char w[HEX_SIZE(48)], f[HEX_SIZE(48)];
         hex_encode(w, want, 48);
         hex_encode(f, vq->q.body.mrconfigid, 48);
         static const uint8_t zero[48];
@@ -432,7 +432,7 @@ void vq_check_pins(vctx_t *cx, const vopts_t *o, const vquote_t *vq, const char 
             }
         }
     }
-    char f[6][97];
+    char f[6][HEX_SIZE(48)];
     const char *fp[6] = {0};
     if (vq->parsed) {
         hex_encode(f[0], vq->q.body.mrtd, 48);

@@ -161,7 +161,7 @@ static void check_nonce(vctx_t *cx, const vopts_t *o, struct json_object *e, uin
 {
     const char *rn = json_get_str(e, "request_nonce", NULL);
     const char *src = json_get_str(e, "nonce_source", NULL);
-    char want[65];
+    char want[HEX_SIZE(32)];
     *have = 0;
     if (o->have_nonce) {
         hex_encode(want, o->nonce, 32);
@@ -245,7 +245,7 @@ int vr_check_report(vctx_t *cx, const vopts_t *o, struct json_object *rep,
 
     struct json_object *log = event_log_of(jget(e, "event_log"));
     int log_ok = vq_check_event_log(cx, &vq, log) == 0;
-    char ch[65];
+    char ch[HEX_SIZE(32)];
     vq_check_compose(cx, &vq, jget(e, "info"), log, log_ok, ch);
     vq_check_pins(cx, o, &vq, ch[0] ? ch : NULL);
     json_object_put(log);
@@ -276,9 +276,9 @@ int vr_check_report(vctx_t *cx, const vopts_t *o, struct json_object *rep,
 }
 
 int vr_fetch_report(vctx_t *cx, vopts_t *o, const char *url, const char *algo,
-                    const char *address, struct json_object **out, char spki[65])
+                    const char *address, struct json_object **out, char spki[HEX_SIZE(32)])
 {
-    char nhex[65], q[512];
+    char nhex[HEX_SIZE(32)], q[512];
     *out = NULL;
     if (!o->have_nonce) {
         if (RAND_bytes(o->nonce, 32) != 1) {
@@ -305,7 +305,7 @@ int vr_fetch_report(vctx_t *cx, vopts_t *o, const char *url, const char *algo,
         return -1;
     }
     if (spki)
-        memcpy(spki, r.spki_sha256, 65);
+        memcpy(spki, r.spki_sha256, sizeof r.spki_sha256);
     check_addf(&cx->cl, "report.fetch", CHK_PASS, "the attestation report could be fetched",
                "HTTP 200", "%zu bytes from %s", r.body.len, u);
     free(u);
@@ -333,7 +333,7 @@ static int is_url(const char *s)
 int cmd_report(vctx_t *cx, vopts_t *o)
 {
     struct json_object *rep = NULL;
-    char spki[65] = "";
+    char spki[HEX_SIZE(32)] = "";
     if (is_url(o->target)) {
         if (vr_fetch_report(cx, o, o->target, o->algo, o->signing_address, &rep, spki) != 0)
             return 0;
@@ -425,7 +425,7 @@ int cmd_quote(vctx_t *cx, vopts_t *o)
     int log_ok = 0;
     if (log || want_log) /* NULL or not an array: a FAIL line, never silence */
         log_ok = vq_check_event_log(cx, &vq, log) == 0;
-    char ch[65] = "";
+    char ch[HEX_SIZE(32)] = "";
     if (info)
         vq_check_compose(cx, &vq, info, log, log_ok, ch);
     vq_check_pins(cx, o, &vq, ch[0] ? ch : NULL);

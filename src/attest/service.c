@@ -1,0 +1,267 @@
+/* The attestation service (attest/provider.h): GPU evidence collected in parallel with the
+ * quote, the report assembled, and the server-nonce report cache with its single-flight and
+ * background refresh. */
+#include <pthread.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "attest/provider.h"
+#include "core/clock.h"
+#include "core/hex.h"
+#include "core/log.h"
+
+#define SERVICE_ERR_MAX 256 /* why a collection failed, kept for the callers that waited on it */
+#define NONCE_LEN 32
+#define SPKI_HASH_LEN 32    /* sha256 of the TLS certificate's SubjectPublicKeyInfo */
+#define ECDSA_ID_LEN 20     /* the Ethereum address bytes */
+#define ED25519_ID_LEN 32   /* the public key */
+
+typedef struct slot {
+    buf_t body;         /* pre-serialised report */
+    double made_at;     /* monotonic seconds */
+    int collecting;     /* a thread is collecting for this slot right now */
+    int refresh_queued; /* a refresh job was handed to a caller */
+    unsigned gen;       /* bumped when a collection ends */
+    char err[SERVICE_ERR_MAX]; /* why the last collection failed */
+} slot_t;
+
+struct attest_service {
+    attest_provider_t *p;
+    const signer_t *signer;
+    unsigned ttl;
+    int has_tls;
+    uint8_t spki[SPKI_HASH_LEN];
+    char spki_hex[HEX_SIZE(SPKI_HASH_LEN)];
+    attest_gpu_fn gpu;
+    void *gpu_ctx;
+    const char *gpu_label;
+    pthread_mutex_t lock;
+    pthread_cond_t done;
+    slot_t slots[2][2]; /* [algo][tls] */
+};
+
+attest_service_t *attest_service_new(attest_provider_t *p, const signer_t *signer,
+                                     const attest_service_config_t *c)
+{
+    attest_service_t *s = calloc(1, sizeof *s);
+    if (!s)
+        return NULL;
+    s->p = p;
+    s->signer = signer;
+    s->ttl = c->cache_ttl_s;
+    if (c->tls_spki_sha256) {
+        s->has_tls = 1;
+        memcpy(s->spki, c->tls_spki_sha256, sizeof s->spki);
+        hex_encode(s->spki_hex, s->spki, sizeof s->spki);
+    }
+    s->gpu = c->gpu;
+    s->gpu_ctx = c->gpu_ctx;
+    s->gpu_label = c->gpu_label;
+    pthread_mutex_init(&s->lock, NULL);
+    pthread_cond_init(&s->done, NULL);
+    return s;
+}
+
+void attest_service_free(attest_service_t *s)
+{
+    if (!s)
+        return;
+    for (int a = 0; a < 2; a++)
+        for (int t = 0; t < 2; t++)
+            buf_free(&s->slots[a][t].body);
+    pthread_mutex_destroy(&s->lock);
+    pthread_cond_destroy(&s->done);
+    attest_provider_free(s->p);
+    free(s);
+}
+
+attest_provider_t *attest_service_provider(attest_service_t *s) { return s->p; }
+int attest_service_has_tls(const attest_service_t *s) { return s->has_tls; }
+
+static void identity(const signer_t *sg, int algo, attest_identity_t *id)
+{
+    if (algo == 0) {
+        id->signing_address = signer_ecdsa_address(sg);
+        id->signing_algo = "ecdsa";
+        id->id_bytes = signer_ecdsa_address_bytes(sg);
+        id->id_len = ECDSA_ID_LEN;
+        id->signing_public_key = signer_ecdsa_pubkey_hex(sg);
+    } else {
+        id->signing_address = signer_ed25519_pubkey_hex(sg);
+        id->signing_algo = "ed25519";
+        id->id_bytes = signer_ed25519_pubkey(sg);
+        id->id_len = ED25519_ID_LEN;
+        id->signing_public_key = signer_ed25519_pubkey_hex(sg);
+    }
+}
+
+typedef struct gpu_job {
+    attest_service_t *s;
+    const uint8_t *nonce;
+    buf_t payload;
+    int rc;
+    char err[SERVICE_ERR_MAX];
+} gpu_job_t;
+
+static void *gpu_thread(void *arg)
+{
+    gpu_job_t *g = arg;
+    g->rc = g->s->gpu(g->s->gpu_ctx, g->nonce, &g->payload, g->err, sizeof g->err);
+    return NULL;
+}
+
+/* One full collection: quote and GPU evidence in parallel, then the JSON. */
+static int build(attest_service_t *s, int algo, int tls, const uint8_t nonce[32], const char *nonce_source,
+                 buf_t *out, char *err, size_t errlen)
+{
+    attest_identity_t id;
+    uint8_t rd[64];
+    attest_parts_t parts = {0};
+    gpu_job_t g = {.s = s, .nonce = nonce};
+    pthread_t th;
+    int threaded = 0, rc = -1;
+    identity(s->signer, algo, &id);
+    if (tls && s->has_tls)
+        attest_report_data_tls(id.id_bytes, id.id_len, s->spki, nonce, rd);
+    else
+        attest_report_data(id.id_bytes, id.id_len, nonce, rd);
+    if (s->gpu) {
+        if (pthread_create(&th, NULL, gpu_thread, &g) == 0)
+            threaded = 1;
+        else
+            gpu_thread(&g); /* no thread: one after the other */
+    } else {
+        g.rc = attest_gpu_payload_sim(nonce, &g.payload);
+        if (g.rc)
+            snprintf(g.err, sizeof g.err, "simulated GPU payload failed");
+    }
+    int qrc = attest_provider_collect(s->p, rd, &parts, err, errlen);
+    if (threaded)
+        pthread_join(th, NULL);
+    if (qrc != 0)
+        goto out;
+    if (g.rc < 0) {
+        snprintf(err, errlen, "GPU evidence: %s", g.err);
+        goto out;
+    }
+    parts.nvidia_payload = g.payload; /* rc 1 (no GPU): stays empty */
+    parts.gpu_evidence = s->gpu_label;
+    g.payload = (buf_t)BUF_INIT;
+    attest_report_opts_t o = {.tls_fingerprint_hex = tls && s->has_tls ? s->spki_hex : NULL,
+                              .nonce_source = nonce_source};
+    if (attest_report_build(&id, nonce, &parts, &o, out) != 0) {
+        snprintf(err, errlen, "report assembly failed (out of memory)");
+        goto out;
+    }
+    rc = 0;
+out:
+    buf_free(&g.payload);
+    attest_parts_free(&parts);
+    return rc;
+}
+
+int attest_service_fresh(attest_service_t *s, int algo, int tls, const uint8_t nonce[32], buf_t *out,
+                         char *err, size_t errlen)
+{
+    return build(s, algo & 1, tls && s->has_tls, nonce, "client", out, err, errlen);
+}
+
+/* Collects into slot sl (caller holds the lock and has set sl->collecting). Returns with
+ * the lock held. */
+static int collect_locked(attest_service_t *s, slot_t *sl, int algo, int tls)
+{
+    uint8_t nonce[NONCE_LEN];
+    buf_t body = BUF_INIT;
+    char e[SERVICE_ERR_MAX] = "";
+    randombytes_buf(nonce, sizeof nonce);
+    pthread_mutex_unlock(&s->lock);
+    int rc = build(s, algo, tls, nonce, "server", &body, e, sizeof e);
+    pthread_mutex_lock(&s->lock);
+    if (rc == 0) {
+        buf_free(&sl->body);
+        sl->body = body;
+        sl->made_at = clock_mono_s();
+        sl->err[0] = 0;
+    } else {
+        buf_free(&body);
+        snprintf(sl->err, sizeof sl->err, "%s", e);
+        LOG_ERROR("attestation report collection failed: %s", e);
+    }
+    sl->collecting = 0;
+    sl->gen++;
+    pthread_cond_broadcast(&s->done);
+    return rc;
+}
+
+int attest_service_cached(attest_service_t *s, int algo, int tls, buf_t *out, int *want_refresh,
+                          char *err, size_t errlen)
+{
+    *want_refresh = 0;
+    algo &= 1;
+    tls = tls && s->has_tls;
+    if (s->ttl == 0) {
+        uint8_t nonce[NONCE_LEN];
+        randombytes_buf(nonce, sizeof nonce);
+        return build(s, algo, tls, nonce, "server", out, err, errlen);
+    }
+    slot_t *sl = &s->slots[algo][tls];
+    int rc = -1, waited = 0;
+    pthread_mutex_lock(&s->lock);
+    for (;;) {
+        double age = clock_mono_s() - sl->made_at;
+        if (sl->body.len && age < s->ttl) {
+            rc = buf_append(out, sl->body.data, sl->body.len);
+            if (rc)
+                snprintf(err, errlen, "out of memory");
+            if (age >= s->ttl / 2.0 && !sl->collecting && !sl->refresh_queued) {
+                sl->refresh_queued = 1;
+                *want_refresh = 1;
+            }
+            break;
+        }
+        if (sl->collecting && !waited) {
+            unsigned gen = sl->gen;
+            while (sl->gen == gen)
+                pthread_cond_wait(&s->done, &s->lock);
+            waited = 1;
+            if (!sl->body.len || clock_mono_s() - sl->made_at >= s->ttl) {
+                snprintf(err, errlen, "%s", sl->err[0] ? sl->err : "attestation collection failed");
+                break;
+            }
+            continue;
+        }
+        sl->collecting = 1;
+        if (collect_locked(s, sl, algo, tls) != 0) {
+            snprintf(err, errlen, "%s", sl->err);
+            break;
+        }
+        waited = 1;
+    }
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
+void attest_service_refresh(attest_service_t *s, int algo, int tls)
+{
+    algo &= 1;
+    tls = tls && s->has_tls;
+    slot_t *sl = &s->slots[algo][tls];
+    pthread_mutex_lock(&s->lock);
+    sl->refresh_queued = 0;
+    double age = clock_mono_s() - sl->made_at;
+    if (!sl->collecting && (!sl->body.len || age >= s->ttl / 2.0)) {
+        sl->collecting = 1;
+        collect_locked(s, sl, algo, tls);
+    }
+    pthread_mutex_unlock(&s->lock);
+}
+
+void attest_service_refresh_cancelled(attest_service_t *s, int algo, int tls)
+{
+    pthread_mutex_lock(&s->lock);
+    s->slots[algo & 1][tls && s->has_tls].refresh_queued = 0;
+    pthread_mutex_unlock(&s->lock);
+}
