@@ -269,12 +269,13 @@ static void uconn_close(uconn_t *c)
 }
 
 #define MAX_FREE_EX 256
+#define EX_HEAD_KEEP_MAX 4096 /* a recycled exchange keeps head storage up to this size */
 
 /* Exchanges go back to their pool's free list, keeping the head buffer's storage. */
 static void ex_free(upstream_req_t *ex)
 {
     upstream_pool_t *p = ex->pool;
-    if (p->nfree_ex < MAX_FREE_EX && ex->head.cap <= 4096) {
+    if (p->nfree_ex < MAX_FREE_EX && ex->head.cap <= EX_HEAD_KEEP_MAX) {
         buf_t head = ex->head;
         buf_reset(&head);
         memset(ex, 0, sizeof *ex);

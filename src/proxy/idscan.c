@@ -146,7 +146,7 @@ void idscan_feed(idscan_t *s, const char *p, size_t n)
             s->depth++;
             s->expect_key = ch == '{' && s->depth == 1;
             s->expect_value = 0;
-            if (s->depth > 10000) {
+            if (s->depth > IDSCAN_MAX_DEPTH) {
                 s->failed = 1;
                 return;
             }

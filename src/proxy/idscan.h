@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #define IDSCAN_MAX_ID 256
+#define IDSCAN_MAX_DEPTH 10000 /* deeper nesting: the scan gives up (no id, no signature) */
 
 typedef struct idscan {
     uint32_t depth;

@@ -21,6 +21,9 @@ struct signer_secrets {
     uint8_t ed25519_sk[crypto_sign_SECRETKEYBYTES]; /* seed || public key, libsodium form */
 };
 
+/* A recoverable secp256k1 signature as Ethereum writes it: r (32) || s (32) || v (1). */
+#define RSV_LEN 65
+
 struct signer {
     struct signer_secrets *sec; /* sodium_malloc'd, read-only after creation */
     uint8_t ecdsa_pub[SIGNER_ECDSA_PUB_LEN];
@@ -88,7 +91,7 @@ void eip55_format(const uint8_t addr[20], char out[ETH_ADDRESS_LEN + 1])
 /* address = last 20 bytes of keccak256(x||y) */
 static void eth_address_of_pubkey(const secp256k1_pubkey *pk, uint8_t pub64[64], uint8_t addr[20])
 {
-    uint8_t ser[65];
+    uint8_t ser[1 + SIGNER_ECDSA_PUB_LEN]; /* 04 || x || y */
     size_t len = sizeof ser;
     secp256k1_ec_pubkey_serialize(g_ctx, ser, &len, pk, SECP256K1_EC_UNCOMPRESSED);
     uint8_t h[32];
@@ -206,7 +209,7 @@ int eth_personal_digest(const char *text, size_t n, uint8_t out[32])
 
 int signer_sign_ecdsa(const signer_t *s, const char *text, size_t n, char out[SIGNER_ECDSA_SIG_LEN + 1])
 {
-    uint8_t digest[32], rs[65];
+    uint8_t digest[32], rs[RSV_LEN];
     secp256k1_ecdsa_recoverable_signature sig;
     int recid = -1;
     if (!s || eth_personal_digest(text, n, digest) != 0)
@@ -217,10 +220,10 @@ int signer_sign_ecdsa(const signer_t *s, const char *text, size_t n, char out[SI
     secp256k1_ecdsa_recoverable_signature_serialize_compact(g_ctx, rs, &recid, &sig);
     if (recid < 0 || recid > 1) /* r >= n: probability ~2^-127, not expressible as 27/28 */
         return -1;
-    rs[64] = (uint8_t)(27 + recid);
+    rs[RSV_LEN - 1] = (uint8_t)(27 + recid);
     out[0] = '0';
     out[1] = 'x';
-    hex_encode(out + 2, rs, 65);
+    hex_encode(out + 2, rs, RSV_LEN);
     return 0;
 }
 
@@ -237,20 +240,20 @@ int signer_sign_ed25519(const signer_t *s, const char *text, size_t n, char out[
 
 int eth_recover_address(const char *text, size_t n, const char *sig_hex, char out_addr[ETH_ADDRESS_LEN + 1])
 {
-    uint8_t rs[65], digest[32];
+    uint8_t rs[RSV_LEN], digest[32];
     if (!sig_hex || signer_global_init() != 0)
         return -1;
     if (sig_hex[0] == '0' && (sig_hex[1] == 'x' || sig_hex[1] == 'X'))
         sig_hex += 2;
-    if (strlen(sig_hex) != 130 || hex_decode(rs, sizeof rs, sig_hex, 130) != 65)
+    if (strlen(sig_hex) != 2 * RSV_LEN || hex_decode(rs, sizeof rs, sig_hex, 2 * RSV_LEN) != RSV_LEN)
         return -1;
-    if (rs[64] != 27 && rs[64] != 28)
+    if (rs[RSV_LEN - 1] != 27 && rs[RSV_LEN - 1] != 28)
         return -1;
     if (eth_personal_digest(text, n, digest) != 0)
         return -1;
 
     secp256k1_ecdsa_recoverable_signature rsig;
-    if (!secp256k1_ecdsa_recoverable_signature_parse_compact(g_ctx, &rsig, rs, rs[64] - 27))
+    if (!secp256k1_ecdsa_recoverable_signature_parse_compact(g_ctx, &rsig, rs, rs[RSV_LEN - 1] - 27))
         return -1;
     secp256k1_ecdsa_signature plain, norm;
     secp256k1_ecdsa_recoverable_signature_convert(g_ctx, &plain, &rsig);
