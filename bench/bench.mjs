@@ -21,6 +21,7 @@ const BUILD = path.resolve(ROOT, E.BENCH_BUILD || 'build');
 let PORT = Number(E.BENCH_PORT || 18400); // first of four; moved up while any is taken
 const OUT = path.join(HERE, 'out');
 const HOLD_BIN = E.BENCH_HOLD_BIN || path.join(OUT, 'hold');
+const SIGN_BIN = E.BENCH_SIGN_BIN || path.join(OUT, 'sign');
 const NCPU = os.cpus().length;
 const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK']).stdout.toString().trim()) || 100;
 const TOKEN = 'bench';
@@ -352,11 +353,20 @@ async function holdTest(name) {
   return res;
 }
 
+// ---------- the signature primitives alone ----------
+// Runs bench/sign.c pinned like the server under load: CPU us for one secp256k1 recoverable
+// signature and one Ed25519 signature of the 129-byte signed text, with the proxy's signer.
+function signPrimitives(cpus) {
+  const r = spawnSync(cpus ? 'taskset' : SIGN_BIN, cpus ? ['-c', cpus, SIGN_BIN, '20000'] : ['20000'], { timeout: 120000 });
+  const m = /BENCHSIGN (\{.*\})/.exec(r.stdout ? r.stdout.toString() : '');
+  return m ? JSON.parse(m[1]) : null;
+}
+
 // ---------- table ----------
 const f = (v, d = 0) => (v === undefined || v === null || Number.isNaN(v) ? 'n/a' : Number(v).toFixed(d));
 const ms = (us) => (us === undefined ? 'n/a' : (us / 1000).toFixed(3));
 
-function buildTable(R, H) {
+function buildTable(R, H, S) {
   const P = ['direct', 'nginx', 'proxy'];
   const rows = [];
   const row = (label, vals, target = '', verdict = '') => rows.push([label, ...vals, target, verdict]);
@@ -374,6 +384,9 @@ function buildTable(R, H) {
   row('                        p99 ms', P.map((p) => ms(get('s1', p)?.lat_p99_us)));
   const a2 = added('s1', 'proxy', 'lat_p50_us');
   row('  added p50 vs direct, ms', ['-', ms(added('s1', 'nginx', 'lat_p50_us')), ms(a2)], '<= 0.400', verdict(a2 === undefined ? null : a2 <= 400));
+  const an2 = added('s1', 'nginx', 'lat_p50_us');
+  const ar2 = a2 !== undefined && an2 ? a2 / an2 : undefined;
+  row('  added p50 / nginx added p50', ['-', '-', f(ar2, 2)], '<= 0.60', verdict(ar2 === undefined ? null : ar2 <= 0.6));
   row('  added p99 vs direct, ms', ['-', ms(added('s1', 'nginx', 'lat_p99_us')), ms(added('s1', 'proxy', 'lat_p99_us'))]);
   rows.push(null);
 
@@ -384,6 +397,9 @@ function buildTable(R, H) {
   row('  p99 ms', P.map((p) => ms(get('ns64', p)?.lat_p99_us)));
   const cpr = (t, p) => (get(t, p) ? (get(t, p).cpu_s * 1e6) / get(t, p).requests : undefined);
   row('  server CPU us / request', P.map((p) => f(cpr('ns64', p), 1)), '<= 60', verdict(proxyHas('ns64') ? cpr('ns64', 'proxy') <= 60 : null));
+  row('  the two signatures alone, CPU us (bench/sign.c)', ['-', '-', f(S?.both_us, 1)], 'info');
+  const budget = S && get('ns64', 'nginx') ? cpr('ns64', 'nginx') + S.both_us + 10 : undefined;
+  row('  proxy CPU us / req - (nginx + signatures)', ['-', '-', f(budget === undefined ? undefined : cpr('ns64', 'proxy') - budget + 10, 1)], '<= 10', verdict(budget === undefined || !proxyHas('ns64') ? null : cpr('ns64', 'proxy') <= budget));
   row('  mock-vllm CPU us / request', P.map((p) => f(get('ns64', p) ? get('ns64', p).mock_cpu_s * 1e6 / get('ns64', p).requests : undefined, 1)));
   rows.push(null);
 
@@ -397,6 +413,8 @@ function buildTable(R, H) {
     row('  p99 ms', P.map((p) => ms(get(t, p)?.lat_p99_us)));
     const cpt = (p) => (get(t, p) ? (get(t, p).cpu_s * 1e6) / (get(t, p).requests * (streamTokens[p] ?? STREAM_TOKENS)) : undefined);
     row('  server CPU us / token', P.map((p) => f(cpt(p), 3)), '<= 1.000', verdict(proxyHas(t) ? cpt('proxy') <= 1 : null));
+    const ct = proxyHas(t) && cpt('nginx') ? cpt('proxy') / cpt('nginx') : undefined;
+    row('  proxy CPU / token / nginx CPU / token', ['-', '-', f(ct, 2)], '<= 0.50', verdict(ct === undefined ? null : ct <= 0.5));
   }
   {
     const t = 'p64';
@@ -411,7 +429,7 @@ function buildTable(R, H) {
   row('  server RSS idle MiB', P.map((p) => f(H[p]?.idle_kib / 1024, 1)));
   row('  server RSS held MiB', P.map((p) => f(H[p]?.held_kib / 1024, 1)));
   const pk = H.proxy?.per_stream_kib;
-  row('  KiB per held stream', P.map((p) => f(H[p]?.per_stream_kib, 2)), '<= 16', verdict(pk === undefined || Number.isNaN(pk) ? null : pk <= 16));
+  row('  KiB per held stream', P.map((p) => f(H[p]?.per_stream_kib, 2)), '<= 4', verdict(pk === undefined || Number.isNaN(pk) ? null : pk <= 4));
   row('  upstream streams left 20s after close', ['-', ...['nginx', 'proxy'].map((p) => (H[p] ? String(H[p].upstream_left) : 'n/a'))]);
   rows.push(null);
 
@@ -496,11 +514,14 @@ async function main() {
     `each load run ${SECONDS} s (BENCH_SECONDS); wrk -t${WRK_THREADS}; streams = ${streamTokens.direct ?? STREAM_TOKENS} content tokens; held streams: ${HOLD_N} with mock_delay_us ${HOLD_DELAY_US}`,
     `CPU = utime+stime from /proc/<pid>/stat (all processes of the server) / completed requests; RSS = VmRSS`,
   ].join('\n');
-  const table = buildTable(R, H);
+  const S = signPrimitives(SERVER_CPUS);
+  log(`signatures alone: ${JSON.stringify(S)}`);
+  if (!S) notes.push('bench/sign gave no result: the signature budget rows are n/a');
+  const table = buildTable(R, H, S);
   const text = `${header}\n\n${table}\n${notes.length ? '\nnotes:\n' + notes.map((n) => '  - ' + n).join('\n') + '\n' : ''}`;
   process.stdout.write(text);
   fs.writeFileSync(path.join(OUT, 'last-run.txt'), text);
-  fs.writeFileSync(path.join(OUT, 'last-run.json'), JSON.stringify({ date, seconds: SECONDS, workers: WORKERS, pin, streamTokens, results: R, hold: H, notes }, null, 1));
+  fs.writeFileSync(path.join(OUT, 'last-run.json'), JSON.stringify({ date, seconds: SECONDS, workers: WORKERS, pin, streamTokens, results: R, hold: H, sign: S, notes }, null, 1));
   log(`written bench/out/last-run.txt and last-run.json${E.BENCH_KEEP === '1' ? `; logs in ${TMP}` : ''}`);
   // BENCH_STRICT=1: exit 1 when a target is not met or the proxy could not be measured
   if (E.BENCH_STRICT === '1' && (/NOT MET/.test(table) || !servers.proxy)) process.exitCode = 1;

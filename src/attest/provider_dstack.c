@@ -66,11 +66,8 @@ static int dstack_derive_key(attest_provider_t *p, const char *path, const char 
 }
 
 const attest_provider_ops_t attest_dstack_ops = {
-    .name = "dstack",
-    .kind = ATTEST_DSTACK,
-    .present = dstack_present,
-    .open = dstack_open,
-    .quote = attest_agent_quote,
-    .info = attest_agent_info,
+    .name = "dstack", .kind = ATTEST_DSTACK,
+    .present = dstack_present, .open = dstack_open,
+    .quote = attest_agent_quote, .info = attest_agent_info,
     .derive_key = dstack_derive_key,
 };

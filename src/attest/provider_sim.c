@@ -27,9 +27,7 @@ static int sim_quote(attest_provider_t *p, const uint8_t report_data[64], attest
 static void sim_close(attest_provider_t *p) { attest_sim_free(p->be.sim); }
 
 const attest_provider_ops_t attest_sim_ops = {
-    .name = "simulated",
-    .kind = ATTEST_SIMULATED,
-    .open = sim_open,
-    .quote = sim_quote,
+    .name = "simulated", .kind = ATTEST_SIMULATED,
+    .open = sim_open, .quote = sim_quote,
     .close = sim_close,
 };

@@ -13,10 +13,7 @@ static int tappd_open(attest_provider_t *p, const attest_provider_config_t *c, c
 }
 
 const attest_provider_ops_t attest_tappd_ops = {
-    .name = "tappd",
-    .kind = ATTEST_TAPPD,
-    .present = tappd_present,
-    .open = tappd_open,
-    .quote = attest_agent_quote,
-    .info = attest_agent_info,
+    .name = "tappd", .kind = ATTEST_TAPPD,
+    .present = tappd_present, .open = tappd_open,
+    .quote = attest_agent_quote, .info = attest_agent_info,
 };

@@ -38,10 +38,7 @@ static int tsm_backend_quote(attest_provider_t *p, const uint8_t report_data[64]
 static void tsm_backend_close(attest_provider_t *p) { tsm_close(&p->be.tsm); }
 
 const attest_provider_ops_t attest_tsm_ops = {
-    .name = "tsm",
-    .kind = ATTEST_TSM,
-    .present = tsm_backend_present,
-    .open = tsm_backend_open,
-    .quote = tsm_backend_quote,
-    .close = tsm_backend_close,
+    .name = "tsm", .kind = ATTEST_TSM,
+    .present = tsm_backend_present, .open = tsm_backend_open,
+    .quote = tsm_backend_quote, .close = tsm_backend_close,
 };

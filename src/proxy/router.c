@@ -172,56 +172,60 @@ static void handle_passthrough(app_worker_t *aw, conn_t *c, http_req_t *req, int
     relay_start(aw, c, req, &rr);
 }
 
-static void handle_version(app_worker_t *aw, conn_t *c, http_req_t *req)
+static void handle_version(app_worker_t *aw, conn_t *c, http_req_t *req, int route)
 {
     char b[VERSION_JSON_MAX];
     int n = snprintf(b, sizeof b, "{\"name\":\"vllm-proxy\",\"version\":\"%s\",\"attestation\":\"%s\"}",
                      config_version(), config_attest_mode_name(aw->app->cfg->attestation));
-    respond_json(aw, c, req, ROUTE_VERSION, 200, b, (size_t)n);
+    respond_json(aw, c, req, route, 200, b, (size_t)n);
 }
+
+static void handle_root(app_worker_t *aw, conn_t *c, http_req_t *req, int route)
+{
+    respond_json(aw, c, req, route, 200, "{}", 2);
+}
+
+static void handle_signature(app_worker_t *aw, conn_t *c, http_req_t *req, int route)
+{
+    (void)route;
+    signature_route(aw, c, req);
+}
+
+static void handle_report(app_worker_t *aw, conn_t *c, http_req_t *req, int route)
+{
+    (void)route;
+    report_route(aw, c, req);
+}
+
+static void handle_metrics(app_worker_t *aw, conn_t *c, http_req_t *req, int route)
+{
+    (void)route;
+    metrics_route(aw, c, req);
+}
+
+/* Who answers each route once it is known, allowed and authenticated. */
+typedef void route_fn(app_worker_t *aw, conn_t *c, http_req_t *req, int route);
+static route_fn *const ROUTES[ROUTE_N] = {
+    [ROUTE_ROOT] = handle_root,           [ROUTE_VERSION] = handle_version,
+    [ROUTE_CHAT] = handle_completion,     [ROUTE_COMPLETIONS] = handle_completion,
+    [ROUTE_SIGNATURE] = handle_signature, [ROUTE_REPORT] = handle_report,
+    [ROUTE_MODELS] = handle_passthrough,  [ROUTE_PASSTHROUGH] = handle_passthrough,
+    [ROUTE_METRICS] = handle_metrics,     [ROUTE_OTHER] = NULL,
+};
 
 static void on_request(conn_t *c, http_req_t *req)
 {
     app_worker_t *aw = worker_user(conn_worker(c));
     int route = req->app_route, ok;
     route_of(req, &ok);
-    if (route == ROUTE_OTHER) {
+    if (route == ROUTE_OTHER)
         respond_error(aw, c, req, route, APP_E_NOT_FOUND, NULL);
-        return;
-    }
-    if (!ok) {
+    else if (!ok)
         respond_error(aw, c, req, route, APP_E_METHOD_NOT_ALLOWED, NULL);
-        return;
-    }
-    if (req->app_auth < 0) {
+    else if (req->app_auth < 0)
         send_auth_error(aw, c, req, route, req->app_auth);
-        return;
-    }
-    switch (route) {
-    case ROUTE_ROOT:
-        respond_json(aw, c, req, route, 200, "{}", 2);
-        break;
-    case ROUTE_VERSION:
-        handle_version(aw, c, req);
-        break;
-    case ROUTE_CHAT:
-    case ROUTE_COMPLETIONS:
-        handle_completion(aw, c, req, route);
-        break;
-    case ROUTE_SIGNATURE:
-        signature_route(aw, c, req);
-        break;
-    case ROUTE_REPORT:
-        report_route(aw, c, req);
-        break;
-    case ROUTE_MODELS:
-    case ROUTE_PASSTHROUGH:
-        handle_passthrough(aw, c, req, route);
-        break;
-    case ROUTE_METRICS:
-        metrics_route(aw, c, req);
-        break;
-    }
+    else
+        ROUTES[route](aw, c, req, route);
 }
 
 /* The transport refused the request (http_reject_t): the table's answer, no log line. */
