@@ -147,14 +147,16 @@ test: all
 
 # ThreadSanitizer: the unit tests and the integration suite against build-tsan/. Reports go to
 # build-tsan/tsan.<pid> files (the suites capture the programs' stderr), and any such file fails
-# the target. tests/tsan.supp says what is suppressed and why.
+# the target. tests/tsan.supp says what is suppressed and why. deploy.test.mjs is left out: it
+# checks the release binaries against the Dockerfile's runtime packages (no libtsan there).
 TSAN_LOG := $(CURDIR)/build-tsan/tsan
+TSAN_SUITES := $(filter-out deploy.test.mjs,$(notdir $(wildcard tests/integration/*.test.mjs)))
 tsan:
 	$(MAKE) SAN=thread all
 	rm -f $(TSAN_LOG).*
 	TSAN_OPTIONS="suppressions=$(CURDIR)/tests/tsan.supp log_path=$(TSAN_LOG) second_deadlock_stack=1 $(TSAN_OPTIONS)" \
 	VP_UNIT_BUILD_DIR=build-tsan VP_UNIT_SAN=thread VP_BUILD_DIR=build-tsan \
-	VP_SKIP_SAN=1 VP_SKIP_FUZZ=1 scripts/run-tests
+	VP_SKIP_SAN=1 VP_SKIP_FUZZ=1 scripts/run-tests $(TSAN_SUITES)
 	@if ls $(TSAN_LOG).* >/dev/null 2>&1; then \
 	    echo "ThreadSanitizer reports:"; cat $(TSAN_LOG).*; exit 1; \
 	else echo "tsan: no ThreadSanitizer report"; fi
@@ -205,12 +207,15 @@ bench: all
 	bench/run
 
 # ---- formatting ------------------------------------------------------------------------------
-# .clang-format describes the house style, but the tree is not mass-reformatted (several people
-# edit it at once and the hand-aligned tables would be lost). The check covers only the files
-# listed here, which conform today; add a file once it has been formatted.
+# .clang-format describes the house style, but the tree is not mass-reformatted: several people
+# edit it at once, and clang-format cannot keep the hand-widened alignment of trailing comments
+# that many files use. So the check covers only FORMAT_FILES, files that conform today and are
+# not being reworked elsewhere; add a file to the list once it has been formatted.
+# `make format-check FORMAT_FILES="a.c b.h"` checks any other set (it only reports, never edits).
 CLANG_FORMAT ?= clang-format-14
-FORMAT_FILES := src/core/buf.h src/core/hex.h src/core/hex.c src/core/sha.h src/core/log.h \
-                tests/unit/vectors.h tests/unit/checks.h
+FORMAT_FILES ?= src/core/check.c src/core/hex.h src/core/json.c src/core/json.h src/core/sha.c \
+                src/nvidia/nvml_loader.h src/tdx/pck.h src/tdx/roots.h src/verify/pcs.h \
+                tests/unit/at.h tests/unit/checks.h tests/unit/vectors.h
 format-check:
 	@bad=0; for f in $(FORMAT_FILES); do \
 	    $(CLANG_FORMAT) --dry-run --Werror $$f || bad=1; \
