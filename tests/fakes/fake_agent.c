@@ -31,19 +31,19 @@ typedef struct fake_agent {
     int lfd;
     int tappd;
     pthread_t th;
-    volatile int stop;
+    _Atomic int stop;
     /* knobs (set before requests) */
-    volatile int delay_ms;      /* sleep before every answer */
-    volatile int garbage;       /* 200 with a body that is not JSON */
-    volatile int fail_500;      /* this many next requests get HTTP 500 */
-    volatile int hang_up;       /* this many next connections are closed unanswered */
-    volatile int bad_rd;        /* quote without our report_data */
-    volatile int chunked;       /* answer with chunked transfer coding */
-    volatile int long_key;      /* GetKey answers 64 key bytes instead of 32 */
-    volatile int trailing_nl;   /* 200 bodies end with "\r\n" (valid JSON whitespace) */
-    const char *volatile tappd_alg; /* TdxQuote's hash_algorithm answer; NULL: "raw" */
+    _Atomic int delay_ms;       /* sleep before every answer */
+    _Atomic int garbage;        /* 200 with a body that is not JSON */
+    _Atomic int fail_500;       /* this many next requests get HTTP 500 */
+    _Atomic int hang_up;        /* this many next connections are closed unanswered */
+    _Atomic int bad_rd;         /* quote without our report_data */
+    _Atomic int chunked;        /* answer with chunked transfer coding */
+    _Atomic int long_key;       /* GetKey answers 64 key bytes instead of 32 */
+    _Atomic int trailing_nl;    /* 200 bodies end with "\r\n" (valid JSON whitespace) */
+    const char *_Atomic tappd_alg; /* TdxQuote's hash_algorithm answer; NULL: "raw" */
     /* counters */
-    volatile int n_quote, n_info, n_key, n_conn;
+    _Atomic int n_quote, n_info, n_key, n_conn;
     /* data */
     buf_t quote;                /* sample quote bytes */
     size_t rd_off;              /* offset of report_data in it */
@@ -303,10 +303,10 @@ typedef struct fake_tsm {
     char root[256];
     char dir[300];
     pthread_t th;
-    volatile int stop;
-    volatile int race;          /* bump generation by 2 (another writer) this many times */
-    volatile int served;
-    unsigned long long gen;
+    _Atomic int stop;
+    _Atomic int race;           /* bump generation by 2 (another writer) this many times */
+    _Atomic int served;
+    _Atomic unsigned long long gen;
     buf_t quote;
     size_t rd_off;
 } fake_tsm_t;

@@ -14,6 +14,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "at.h"
 #include "attest/attest.h"
 #include "attest/sim.h"
 #include "core/hex.h"
@@ -135,14 +136,15 @@ static const char *get_str(struct json_object *o, const char *key)
     return json_object_get_string(f);
 }
 
-static void assert_hex_eq(const char *hex, const uint8_t *p, size_t n)
+static void assert_hex_eq_at(AT_PARAMS, const char *hex, const uint8_t *p, size_t n)
 {
     char want[256];
-    assert_true(n <= 120);
+    at_assert_true(n <= 120);
     hex_encode(want, p, n);
-    assert_non_null(hex);
-    assert_string_equal(hex, want);
+    at_assert_non_null(hex);
+    at_assert_string_equal(hex, want);
 }
+#define assert_hex_eq(...) assert_hex_eq_at(AT_HERE, __VA_ARGS__)
 
 static void test_measurements(void **state)
 {
@@ -229,38 +231,39 @@ static void test_measurements(void **state)
     buf_free(&out);
 }
 
-static void check_payload(const char *txt, size_t n, const uint8_t nonce[32])
+static void check_payload_at(AT_PARAMS, const char *txt, size_t n, const uint8_t nonce[32])
 {
     struct json_object *o = parse_text(txt, n), *list, *item;
-    assert_non_null(o);
-    assert_hex_eq(get_str(o, "nonce"), nonce, 32);
-    assert_string_equal(get_str(o, "arch"), "HOPPER");
-    assert_true(json_object_object_get_ex(o, "evidence_list", &list));
-    assert_int_equal(json_object_array_length(list), 1);
+    at_assert_non_null(o);
+    assert_hex_eq_at(AT_PASS, get_str(o, "nonce"), nonce, 32);
+    at_assert_string_equal(get_str(o, "arch"), "HOPPER");
+    at_assert_true(json_object_object_get_ex(o, "evidence_list", &list));
+    at_assert_int_equal(json_object_array_length(list), 1);
     item = json_object_array_get_idx(list, 0);
     const char *ev = get_str(item, "evidence"), *cert = get_str(item, "certificate");
-    assert_non_null(ev);
-    assert_non_null(cert);
+    at_assert_non_null(ev);
+    at_assert_non_null(cert);
     uint8_t raw[1024];
     long rn = b64_decode(raw, sizeof raw, ev, strlen(ev));
-    assert_true(rn > 36);
+    at_assert_true(rn > 36);
     static const uint8_t req[4] = {0x11, 0xe0, 0x01, 0xff};
-    assert_memory_equal(raw, req, 4);
-    assert_memory_equal(raw + 4, nonce, 32);
-    assert_non_null(memmem(raw, (size_t)rn, "SIMULATED", 9));
+    at_assert_memory_equal(raw, req, 4);
+    at_assert_memory_equal(raw + 4, nonce, 32);
+    at_assert_non_null(memmem(raw, (size_t)rn, "SIMULATED", 9));
     size_t cl = strlen(cert);
     uint8_t *pem = malloc(cl);
     long pl = b64_decode(pem, cl, cert, cl);
-    assert_true(pl > 0);
+    at_assert_true(pl > 0);
     size_t rl;
     const uint8_t *root = root_pem(&rl);
-    assert_int_equal(tdx_pck_chain_verify(pem, (size_t)pl, root, rl, 0), TDX_OK);
+    at_assert_int_equal(tdx_pck_chain_verify(pem, (size_t)pl, root, rl, 0), TDX_OK);
     free(pem);
     /* Key order: nonce, evidence_list, arch. */
     const char *a = strstr(txt, "\"nonce\""), *b = strstr(txt, "\"evidence_list\""), *c = strstr(txt, "\"arch\"");
-    assert_true(a && b && c && a < b && b < c);
+    at_assert_true(a && b && c && a < b && b < c);
     json_object_put(o);
 }
+#define check_payload(...) check_payload_at(AT_HERE, __VA_ARGS__)
 
 static void test_gpu_payload(void **state)
 {
@@ -278,78 +281,80 @@ static const char *report_keys[] = {
     "info", "quote", "event_log", "vm_config", "signing_public_key", "attestation_mode",
     "simulated", "all_attestations"};
 
-static void check_report_object(struct json_object *o, const attest_identity_t *id,
+static void check_report_object_at(AT_PARAMS, struct json_object *o, const attest_identity_t *id,
                                 const uint8_t nonce[32], size_t nkeys)
 {
     size_t k = 0;
     json_object_object_foreach(o, key, val)
     {
         (void)val;
-        assert_true(k < nkeys);
-        assert_string_equal(key, report_keys[k++]);
+        at_assert_true(k < nkeys);
+        at_assert_string_equal(key, report_keys[k++]);
     }
-    assert_int_equal(k, nkeys);
-    assert_string_equal(get_str(o, "signing_address"), id->signing_address);
-    assert_string_equal(get_str(o, "signing_algo"), id->signing_algo);
-    assert_string_equal(get_str(o, "signing_public_key"), id->signing_public_key);
-    assert_string_equal(get_str(o, "attestation_mode"), "simulated");
+    at_assert_int_equal(k, nkeys);
+    at_assert_string_equal(get_str(o, "signing_address"), id->signing_address);
+    at_assert_string_equal(get_str(o, "signing_algo"), id->signing_algo);
+    at_assert_string_equal(get_str(o, "signing_public_key"), id->signing_public_key);
+    at_assert_string_equal(get_str(o, "attestation_mode"), "simulated");
     struct json_object *f;
-    assert_true(json_object_object_get_ex(o, "simulated", &f));
-    assert_true(json_object_is_type(f, json_type_boolean) && json_object_get_boolean(f));
-    assert_hex_eq(get_str(o, "request_nonce"), nonce, 32);
+    at_assert_true(json_object_object_get_ex(o, "simulated", &f));
+    at_assert_true(json_object_is_type(f, json_type_boolean) && json_object_get_boolean(f));
+    assert_hex_eq_at(AT_PASS, get_str(o, "request_nonce"), nonce, 32);
     const char *qh = get_str(o, "intel_quote");
-    assert_non_null(qh);
-    assert_string_equal(qh, get_str(o, "quote"));
+    at_assert_non_null(qh);
+    at_assert_string_equal(qh, get_str(o, "quote"));
     /* The quote's report_data is id padded to 32 || nonce, and it verifies. */
     size_t qhl = strlen(qh);
     uint8_t *qb = malloc(qhl / 2);
-    assert_int_equal(hex_decode(qb, qhl / 2, qh, qhl), (long)(qhl / 2));
+    at_assert_int_equal(hex_decode(qb, qhl / 2, qh, qhl), (long)(qhl / 2));
     tdx_quote_t q;
-    assert_int_equal(tdx_quote_parse(&q, qb, qhl / 2), TDX_OK);
+    at_assert_int_equal(tdx_quote_parse(&q, qb, qhl / 2), TDX_OK);
     uint8_t rd[64] = {0};
     memcpy(rd, id->id_bytes, id->id_len);
     memcpy(rd + 32, nonce, 32);
-    assert_memory_equal(q.body.report_data, rd, 64);
+    at_assert_memory_equal(q.body.report_data, rd, 64);
     size_t rl;
     const uint8_t *root = root_pem(&rl);
-    assert_int_equal(tdx_verify_quote(&q, root, rl, 0), TDX_OK);
+    at_assert_int_equal(tdx_verify_quote(&q, root, rl, 0), TDX_OK);
     /* event_log is a string holding the array; it replays to the quote's RTMRs. */
     const char *log = get_str(o, "event_log");
-    assert_non_null(log);
+    at_assert_non_null(log);
     uint8_t rtmr[4][48];
-    assert_int_equal(tdx_rtmr_replay(log, strlen(log), rtmr, NULL, 0), TDX_OK);
+    at_assert_int_equal(tdx_rtmr_replay(log, strlen(log), rtmr, NULL, 0), TDX_OK);
     for (int i = 0; i < 4; i++)
-        assert_memory_equal(rtmr[i], q.body.rtmr[i], 48);
+        at_assert_memory_equal(rtmr[i], q.body.rtmr[i], 48);
     free(qb);
     const char *payload = get_str(o, "nvidia_payload");
-    assert_non_null(payload);
-    check_payload(payload, strlen(payload), nonce);
-    assert_true(json_object_object_get_ex(o, "info", &f));
-    assert_true(json_object_is_type(f, json_type_object));
-    assert_non_null(get_str(o, "vm_config"));
+    at_assert_non_null(payload);
+    check_payload_at(AT_PASS, payload, strlen(payload), nonce);
+    at_assert_true(json_object_object_get_ex(o, "info", &f));
+    at_assert_true(json_object_is_type(f, json_type_object));
+    at_assert_non_null(get_str(o, "vm_config"));
 }
+#define check_report_object(...) check_report_object_at(AT_HERE, __VA_ARGS__)
 
-static void run_report(const attest_identity_t *id, const uint8_t nonce[32])
+static void run_report_at(AT_PARAMS, const attest_identity_t *id, const uint8_t nonce[32])
 {
     buf_t out = BUF_INIT;
-    assert_int_equal(attest_report_json(sim, id, nonce, &out), 0);
+    at_assert_int_equal(attest_report_json(sim, id, nonce, &out), 0);
     struct json_object *o = parse_text(out.data, out.len), *all;
-    assert_non_null(o);
-    check_report_object(o, id, nonce, 13);
-    assert_true(json_object_object_get_ex(o, "all_attestations", &all));
-    assert_true(json_object_is_type(all, json_type_array));
-    assert_int_equal(json_object_array_length(all), 1);
+    at_assert_non_null(o);
+    check_report_object_at(AT_PASS, o, id, nonce, 13);
+    at_assert_true(json_object_object_get_ex(o, "all_attestations", &all));
+    at_assert_true(json_object_is_type(all, json_type_array));
+    at_assert_int_equal(json_object_array_length(all), 1);
     struct json_object *inner = json_object_array_get_idx(all, 0);
-    check_report_object(inner, id, nonce, 12);
+    check_report_object_at(AT_PASS, inner, id, nonce, 12);
     /* The inner object is the outer one without all_attestations. */
     struct json_object *copy = NULL;
-    assert_int_equal(json_object_deep_copy(o, &copy, NULL), 0);
+    at_assert_int_equal(json_object_deep_copy(o, &copy, NULL), 0);
     json_object_object_del(copy, "all_attestations");
-    assert_true(json_object_equal(copy, inner));
+    at_assert_true(json_object_equal(copy, inner));
     json_object_put(copy);
     json_object_put(o);
     buf_free(&out);
 }
+#define run_report(...) run_report_at(AT_HERE, __VA_ARGS__)
 
 static void test_report_json(void **state)
 {

@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "at.h"
 #include "core/buf.h"
 #include "core/check.h"
 #include "core/hex.h"
@@ -45,17 +46,18 @@ typedef struct fixture {
     size_t root_len;
 } fixture_t;
 
-static void fx_load(fixture_t *f, const char *quote, const char *col)
+static void fx_load_at(AT_PARAMS, fixture_t *f, const char *quote, const char *col)
 {
     memset(f, 0, sizeof *f);
     f->quote_bytes = load(quote, &f->quote_len);
-    assert_non_null(f->quote_bytes);
-    assert_int_equal(tdx_quote_parse(&f->q, f->quote_bytes, f->quote_len), TDX_OK);
+    at_assert_non_null(f->quote_bytes);
+    at_assert_int_equal(tdx_quote_parse(&f->q, f->quote_bytes, f->quote_len), TDX_OK);
     f->col_json = (char *)load(col, &f->col_len);
-    assert_non_null(f->col_json);
+    at_assert_non_null(f->col_json);
     f->root = load("intel/IntelSGXRootCA.der", &f->root_len);
-    assert_non_null(f->root);
+    at_assert_non_null(f->root);
 }
+#define fx_load(...) fx_load_at(AT_HERE, __VA_ARGS__)
 
 static void fx_free(fixture_t *f)
 {
@@ -113,16 +115,16 @@ static void test_pck_extension(void **state)
 }
 
 /* The raw extension of the v4 leaf, for DER-walker robustness. */
-static uint8_t *leaf_extension(size_t *len)
+static uint8_t *leaf_extension_at(AT_PARAMS, size_t *len)
 {
     size_t ql;
     uint8_t *qb = load("tdx/dcap-qvl/tdx_quote_v4.bin", &ql);
     tdx_quote_t q;
-    assert_int_equal(tdx_quote_parse(&q, qb, ql), TDX_OK);
+    at_assert_int_equal(tdx_quote_parse(&q, qb, ql), TDX_OK);
     BIO *bio = BIO_new_mem_buf(q.pck_chain, (int)q.pck_chain_len);
     X509 *x = PEM_read_bio_X509(bio, NULL, NULL, NULL);
     BIO_free(bio);
-    assert_non_null(x);
+    at_assert_non_null(x);
     ASN1_OBJECT *o = OBJ_txt2obj("1.2.840.113741.1.13.1", 1);
     X509_EXTENSION *e = X509_get_ext(x, X509_get_ext_by_OBJ(x, o, -1));
     ASN1_OCTET_STRING *os = X509_EXTENSION_get_data(e);
@@ -134,6 +136,7 @@ static uint8_t *leaf_extension(size_t *len)
     free(qb);
     return out;
 }
+#define leaf_extension(...) leaf_extension_at(AT_HERE, __VA_ARGS__)
 
 /* DER TLV with a short or two-byte long-form length; returns the bytes written. */
 static size_t der_tlv(uint8_t *out, uint8_t tag, const uint8_t *v, size_t n)
@@ -319,28 +322,30 @@ static void test_v5_nomatch(void **state)
 }
 
 /* Replaces the first occurrence of from with to (same length) in a copy of s. */
-static char *patched(const char *s, size_t n, const char *from, const char *to)
+static char *patched_at(AT_PARAMS, const char *s, size_t n, const char *from, const char *to)
 {
     char *c = malloc(n + 1);
     memcpy(c, s, n + 1);
     char *p = strstr(c, from);
-    assert_non_null(p);
-    assert_int_equal(strlen(from), strlen(to));
+    at_assert_non_null(p);
+    at_assert_int_equal(strlen(from), strlen(to));
     memcpy(p, to, strlen(to));
     return c;
 }
+#define patched(...) patched_at(AT_HERE, __VA_ARGS__)
 
-static void expect_fail(fixture_t *f, const char *json, time_t at, const char *id)
+static void expect_fail_at(AT_PARAMS, fixture_t *f, const char *json, time_t at, const char *id)
 {
     checklist_t cl = CHECKLIST_INIT;
     int rc = run_verify(json, strlen(json), &f->q, f->root, f->root_len, at, &cl, NULL);
     if (rc != 1 || check_line_status(&cl, id) != CHK_FAIL) {
         check_dump(&cl);
-        fail_msg("expected %s to fail", id);
+        at_fail_msg("expected %s to fail", id);
     }
-    assert_int_equal(check_line_status(&cl, "tdx.collateral.tcb_status"), CHK_SKIP);
+    at_assert_int_equal(check_line_status(&cl, "tdx.collateral.tcb_status"), CHK_SKIP);
     check_free(&cl);
 }
+#define expect_fail(...) expect_fail_at(AT_HERE, __VA_ARGS__)
 
 static void test_v4_tampered(void **state)
 {
@@ -459,18 +464,19 @@ typedef struct pki {
     time_t at;
 } pki_t;
 
-static void add_ext(X509 *x, X509 *issuer, int nid, const char *val)
+static void add_ext_at(AT_PARAMS, X509 *x, X509 *issuer, int nid, const char *val)
 {
     X509V3_CTX ctx;
     X509V3_set_ctx(&ctx, issuer, x, NULL, NULL, 0);
     X509_EXTENSION *e = X509V3_EXT_conf_nid(NULL, &ctx, nid, val);
-    assert_non_null(e);
-    assert_int_equal(X509_add_ext(x, e, -1), 1);
+    at_assert_non_null(e);
+    at_assert_int_equal(X509_add_ext(x, e, -1), 1);
     X509_EXTENSION_free(e);
 }
+#define add_ext(...) add_ext_at(AT_HERE, __VA_ARGS__)
 
-static X509 *mk_cert(const char *cn, long serial, EVP_PKEY *key, X509 *issuer, EVP_PKEY *ikey,
-                     int ca, time_t at, X509_EXTENSION *extra)
+static X509 *mk_cert_at(AT_PARAMS, const char *cn, long serial, EVP_PKEY *key, X509 *issuer,
+                        EVP_PKEY *ikey, int ca, time_t at, X509_EXTENSION *extra)
 {
     X509 *x = X509_new();
     X509_set_version(x, 2);
@@ -484,16 +490,19 @@ static X509 *mk_cert(const char *cn, long serial, EVP_PKEY *key, X509 *issuer, E
     X509_time_adj_ex(X509_getm_notBefore(x), -1, 0, &at);
     X509_time_adj_ex(X509_getm_notAfter(x), 365, 0, &at);
     X509_set_pubkey(x, key);
-    add_ext(x, issuer ? issuer : x, NID_basic_constraints, ca ? "critical,CA:TRUE" : "critical,CA:FALSE");
-    add_ext(x, issuer ? issuer : x, NID_key_usage,
+    add_ext_at(AT_PASS, x, issuer ? issuer : x, NID_basic_constraints,
+               ca ? "critical,CA:TRUE" : "critical,CA:FALSE");
+    add_ext_at(AT_PASS, x, issuer ? issuer : x, NID_key_usage,
             ca ? "critical,keyCertSign,cRLSign" : "critical,digitalSignature");
     if (extra)
-        assert_int_equal(X509_add_ext(x, extra, -1), 1);
-    assert_true(X509_sign(x, ikey, EVP_sha256()) > 0);
+        at_assert_int_equal(X509_add_ext(x, extra, -1), 1);
+    at_assert_true(X509_sign(x, ikey, EVP_sha256()) > 0);
     return x;
 }
+#define mk_cert(...) mk_cert_at(AT_HERE, __VA_ARGS__)
 
-static uint8_t *mk_crl(X509 *issuer, EVP_PKEY *k, long revoked, time_t at, size_t *len)
+static uint8_t *mk_crl_at(AT_PARAMS, X509 *issuer, EVP_PKEY *k, long revoked, time_t at,
+                          size_t *len)
 {
     X509_CRL *c = X509_CRL_new();
     X509_CRL_set_version(c, 1);
@@ -514,10 +523,10 @@ static uint8_t *mk_crl(X509 *issuer, EVP_PKEY *k, long revoked, time_t at, size_
     }
     ASN1_TIME_free(t);
     X509_CRL_sort(c);
-    assert_true(X509_CRL_sign(c, k, EVP_sha256()) > 0);
+    at_assert_true(X509_CRL_sign(c, k, EVP_sha256()) > 0);
     unsigned char *der = NULL;
     int n = i2d_X509_CRL(c, &der);
-    assert_true(n > 0);
+    at_assert_true(n > 0);
     uint8_t *out = malloc((size_t)n);
     memcpy(out, der, (size_t)n);
     OPENSSL_free(der);
@@ -525,6 +534,7 @@ static uint8_t *mk_crl(X509 *issuer, EVP_PKEY *k, long revoked, time_t at, size_
     *len = (size_t)n;
     return out;
 }
+#define mk_crl(...) mk_crl_at(AT_HERE, __VA_ARGS__)
 
 static void pem_append(buf_t *b, X509 *x)
 {
@@ -536,23 +546,24 @@ static void pem_append(buf_t *b, X509 *x)
     BIO_free(bio);
 }
 
-static void sign_rs(EVP_PKEY *k, const char *msg, size_t n, uint8_t rs[64])
+static void sign_rs_at(AT_PARAMS, EVP_PKEY *k, const char *msg, size_t n, uint8_t rs[64])
 {
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
     unsigned char der[80];
     size_t dl = sizeof der;
-    assert_int_equal(EVP_DigestSignInit(ctx, NULL, EVP_sha256(), NULL, k), 1);
-    assert_int_equal(EVP_DigestSign(ctx, der, &dl, (const unsigned char *)msg, n), 1);
+    at_assert_int_equal(EVP_DigestSignInit(ctx, NULL, EVP_sha256(), NULL, k), 1);
+    at_assert_int_equal(EVP_DigestSign(ctx, der, &dl, (const unsigned char *)msg, n), 1);
     const unsigned char *p = der;
     ECDSA_SIG *s = d2i_ECDSA_SIG(NULL, &p, (long)dl);
-    assert_non_null(s);
+    at_assert_non_null(s);
     BN_bn2binpad(ECDSA_SIG_get0_r(s), rs, 32);
     BN_bn2binpad(ECDSA_SIG_get0_s(s), rs + 32, 32);
     ECDSA_SIG_free(s);
     EVP_MD_CTX_free(ctx);
 }
+#define sign_rs(...) sign_rs_at(AT_HERE, __VA_ARGS__)
 
-static void pki_init(pki_t *p, time_t at)
+static void pki_init_at(AT_PARAMS, pki_t *p, time_t at)
 {
     memset(p, 0, sizeof *p);
     p->at = at;
@@ -560,25 +571,29 @@ static void pki_init(pki_t *p, time_t at)
     p->ca_k = EVP_EC_gen("P-256");
     p->leaf_k = EVP_EC_gen("P-256");
     p->tcb_k = EVP_EC_gen("P-256");
-    assert_true(p->root_k && p->ca_k && p->leaf_k && p->tcb_k);
-    p->root = mk_cert("Test SGX Root CA", 1, p->root_k, NULL, p->root_k, 1, at, NULL);
-    p->ca = mk_cert("Intel SGX PCK Platform CA", 0x1001, p->ca_k, p->root, p->root_k, 1, at, NULL);
-    p->tcb = mk_cert("Intel SGX TCB Signing", 0x1002, p->tcb_k, p->root, p->root_k, 0, at, NULL);
+    at_assert_true(p->root_k && p->ca_k && p->leaf_k && p->tcb_k);
+    p->root = mk_cert_at(AT_PASS, "Test SGX Root CA", 1, p->root_k, NULL, p->root_k, 1, at, NULL);
+    p->ca = mk_cert_at(AT_PASS, "Intel SGX PCK Platform CA", 0x1001, p->ca_k, p->root, p->root_k, 1,
+                       at, NULL);
+    p->tcb = mk_cert_at(AT_PASS, "Intel SGX TCB Signing", 0x1002, p->tcb_k, p->root, p->root_k, 0,
+                        at, NULL);
     /* the leaf carries the real v4 leaf's SGX extension */
     size_t ql;
     uint8_t *qb = load("tdx/dcap-qvl/tdx_quote_v4.bin", &ql);
     tdx_quote_t q;
-    assert_int_equal(tdx_quote_parse(&q, qb, ql), TDX_OK);
+    at_assert_int_equal(tdx_quote_parse(&q, qb, ql), TDX_OK);
     BIO *bio = BIO_new_mem_buf(q.pck_chain, (int)q.pck_chain_len);
     X509 *real = PEM_read_bio_X509(bio, NULL, NULL, NULL);
     BIO_free(bio);
     ASN1_OBJECT *o = OBJ_txt2obj("1.2.840.113741.1.13.1", 1);
     X509_EXTENSION *e = X509_get_ext(real, X509_get_ext_by_OBJ(real, o, -1));
-    p->leaf = mk_cert("Intel SGX PCK Certificate", 0x2001, p->leaf_k, p->ca, p->ca_k, 0, at, e);
+    p->leaf = mk_cert_at(AT_PASS, "Intel SGX PCK Certificate", 0x2001, p->leaf_k, p->ca, p->ca_k, 0,
+                         at, e);
     ASN1_OBJECT_free(o);
     X509_free(real);
     free(qb);
 }
+#define pki_init(...) pki_init_at(AT_HERE, __VA_ARGS__)
 
 static void pki_free(pki_t *p)
 {
@@ -600,12 +615,12 @@ typedef struct synth {
 } synth_t;
 
 /* Collateral JSON for the synthetic PKI, from the v4 tcbInfo / qeIdentity texts. */
-static void synth_collateral(pki_t *p, const synth_t *s, buf_t *out)
+static void synth_collateral_at(AT_PARAMS, pki_t *p, const synth_t *s, buf_t *out)
 {
     size_t cl;
     char *cj = (char *)load("tdx/dcap-qvl/tdx_quote_v4_collateral.json", &cl);
     json_object *o = json_tokener_parse(cj);
-    assert_non_null(o);
+    at_assert_non_null(o);
     json_object *v;
     json_object_object_get_ex(o, "tcb_info", &v);
     char *tcb = strdup(json_object_get_string(v));
@@ -615,12 +630,12 @@ static void synth_collateral(pki_t *p, const synth_t *s, buf_t *out)
     free(cj);
     if (s->tcb_from) {
         char *x = strstr(tcb, s->tcb_from);
-        assert_non_null(x);
+        at_assert_non_null(x);
         memcpy(x, s->tcb_to, strlen(s->tcb_to));
     }
     if (s->qe_from) {
         char *x = strstr(qe, s->qe_from);
-        assert_non_null(x);
+        at_assert_non_null(x);
         memcpy(x, s->qe_to, strlen(s->qe_to));
     }
     buf_t ca_chain = BUF_INIT, tcb_chain = BUF_INIT;
@@ -634,19 +649,19 @@ static void synth_collateral(pki_t *p, const synth_t *s, buf_t *out)
     }
     pem_append(&tcb_chain, p->root);
     size_t rl, pl;
-    uint8_t *rcrl = mk_crl(p->root, p->root_k, s->revoke_ca, p->at, &rl);
-    uint8_t *pcrl = mk_crl(p->ca, p->ca_k, s->revoke_leaf, p->at, &pl);
+    uint8_t *rcrl = mk_crl_at(AT_PASS, p->root, p->root_k, s->revoke_ca, p->at, &rl);
+    uint8_t *pcrl = mk_crl_at(AT_PASS, p->ca, p->ca_k, s->revoke_leaf, p->at, &pl);
     uint8_t tsig[64], qsig[64];
     EVP_PKEY *signer = s->signer_is_pck_leaf ? p->leaf_k : p->tcb_k;
-    sign_rs(signer, tcb, strlen(tcb), tsig);
-    sign_rs(signer, qe, strlen(qe), qsig);
+    sign_rs_at(AT_PASS, signer, tcb, strlen(tcb), tsig);
+    sign_rs_at(AT_PASS, signer, qe, strlen(qe), qsig);
     tdx_collateral_parts_t parts = {
         .pck_crl_issuer_chain = ca_chain.data, .root_ca_crl = rcrl, .root_ca_crl_len = rl,
         .pck_crl = pcrl, .pck_crl_len = pl, .tcb_info_issuer_chain = tcb_chain.data,
         .tcb_info = tcb, .tcb_info_len = strlen(tcb), .tcb_info_signature = tsig,
         .qe_identity_issuer_chain = tcb_chain.data, .qe_identity = qe,
         .qe_identity_len = strlen(qe), .qe_identity_signature = qsig};
-    assert_int_equal(tdx_collateral_build_json(&parts, out), 0);
+    at_assert_int_equal(tdx_collateral_build_json(&parts, out), 0);
     buf_free(&ca_chain);
     buf_free(&tcb_chain);
     free(rcrl);
@@ -654,6 +669,7 @@ static void synth_collateral(pki_t *p, const synth_t *s, buf_t *out)
     free(tcb);
     free(qe);
 }
+#define synth_collateral(...) synth_collateral_at(AT_HERE, __VA_ARGS__)
 
 typedef struct synth_run {
     int rc;
@@ -663,12 +679,12 @@ typedef struct synth_run {
 
 /* Verifies the v4 quote (its PCK chain replaced by the synthetic one; td_attr_or is OR-ed
  * into TDATTRIBUTES byte 0) against synthetic collateral. */
-static void synth_verify(const synth_t *s, uint8_t td_attr_or, synth_run_t *out)
+static void synth_verify_at(AT_PARAMS, const synth_t *s, uint8_t td_attr_or, synth_run_t *out)
 {
     pki_t p;
-    pki_init(&p, T_V4);
+    pki_init_at(AT_PASS, &p, T_V4);
     buf_t col = BUF_INIT, chain = BUF_INIT;
-    synth_collateral(&p, s, &col);
+    synth_collateral_at(AT_PASS, &p, s, &col);
     pem_append(&chain, p.leaf);
     pem_append(&chain, p.ca);
     pem_append(&chain, p.root);
@@ -676,7 +692,7 @@ static void synth_verify(const synth_t *s, uint8_t td_attr_or, synth_run_t *out)
     uint8_t *qb = load("tdx/dcap-qvl/tdx_quote_v4.bin", &ql);
     qb[48 + 120] |= td_attr_or;
     tdx_quote_t q;
-    assert_int_equal(tdx_quote_parse(&q, qb, ql), TDX_OK);
+    at_assert_int_equal(tdx_quote_parse(&q, qb, ql), TDX_OK);
     q.pck_chain = (const uint8_t *)chain.data;
     q.pck_chain_len = chain.len;
     unsigned char *rootder = NULL;
@@ -689,6 +705,7 @@ static void synth_verify(const synth_t *s, uint8_t td_attr_or, synth_run_t *out)
     buf_free(&chain);
     pki_free(&p);
 }
+#define synth_verify(...) synth_verify_at(AT_HERE, __VA_ARGS__)
 
 static void test_synthetic(void **state)
 {

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "at.h"
 #include "core/log.h"
 #include "core/sha.h"
 #include "proxy/config.h"
@@ -45,15 +46,16 @@ static int load(const char *const *args)
 
 #define ARGS(...) ((const char *const[]){__VA_ARGS__, NULL})
 
-static void expect_error(const char *const *args, const char *needle)
+static void expect_error_at(AT_PARAMS, const char *const *args, const char *needle)
 {
     int rc = load(args);
     if (rc != CFG_ERROR)
-        fail_msg("%s%s%s: accepted (rc %d), expected an error", args ? args[0] : "(env)",
+        at_fail_msg("%s%s%s: accepted (rc %d), expected an error", args ? args[0] : "(env)",
                  args && args[0] && args[1] ? " " : "", args && args[0] && args[1] ? args[1] : "", rc);
     if (!strstr(err, needle))
-        fail_msg("error '%s' does not mention '%s'", err, needle);
+        at_fail_msg("error '%s' does not mention '%s'", err, needle);
 }
+#define expect_error(...) expect_error_at(AT_HERE, __VA_ARGS__)
 
 static void env_error(const char *key, const char *val)
 {

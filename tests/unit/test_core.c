@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "at.h"
 #include "core/buf.h"
 #include "core/check.h"
 #include "core/hex.h"
@@ -259,15 +260,16 @@ static void test_buf_reserve_overflow(void **state)
     buf_free(&b);
 }
 
-static void json_of(const char *s, size_t n, char *out, size_t cap)
+static void json_of_at(AT_PARAMS, const char *s, size_t n, char *out, size_t cap)
 {
     buf_t b = BUF_INIT;
-    assert_int_equal(buf_json_str(&b, s, n), 0);
-    assert_true(b.len < cap);
+    at_assert_int_equal(buf_json_str(&b, s, n), 0);
+    at_assert_true(b.len < cap);
     memcpy(out, b.data, b.len + 1);
-    assert_int_equal(strlen(out), b.len);
+    at_assert_int_equal(strlen(out), b.len);
     buf_free(&b);
 }
+#define json_of(...) json_of_at(AT_HERE, __VA_ARGS__)
 
 static void test_buf_json_str(void **state)
 {
@@ -435,13 +437,14 @@ static void test_log_level_parse(void **state)
 
 /* ---- check -------------------------------------------------------------------------- */
 
-static const char *jstr(json_object *o, const char *k)
+static const char *jstr_at(AT_PARAMS, json_object *o, const char *k)
 {
     json_object *v;
-    assert_true(json_object_object_get_ex(o, k, &v));
-    assert_true(json_object_is_type(v, json_type_string));
+    at_assert_true(json_object_object_get_ex(o, k, &v));
+    at_assert_true(json_object_is_type(v, json_type_string));
     return json_object_get_string(v);
 }
+#define jstr(...) jstr_at(AT_HERE, __VA_ARGS__)
 
 static void test_check_list(void **state)
 {

@@ -8,16 +8,19 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "at.h"
 #include "../fakes/fake_agent.c"
 #include "dstack/agent.h"
 
 static const uint8_t RD[64] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, [63] = 0x3f};
 
-static void endpoint_of(dstack_endpoint_t *ep, fake_agent_t *a, unsigned timeout_ms)
+static void endpoint_of_at(AT_PARAMS, dstack_endpoint_t *ep, fake_agent_t *a, unsigned timeout_ms)
 {
     char err[256];
-    assert_int_equal(dstack_endpoint_parse(ep, a->sock, a->tappd, timeout_ms, err, sizeof err), 0);
+    at_assert_int_equal(dstack_endpoint_parse(ep, a->sock, a->tappd, timeout_ms, err, sizeof err),
+                        0);
 }
+#define endpoint_of(...) endpoint_of_at(AT_HERE, __VA_ARGS__)
 
 static void test_endpoint_parse(void **state)
 {

@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "at.h"
 #include "attest/gpu.h"
 #include "core/hex.h"
 #include "core/log.h"
@@ -53,22 +54,23 @@ static double now_ms(void)
     return t.tv_sec * 1e3 + t.tv_nsec / 1e6;
 }
 
-static char *slurp(const char *rel, size_t *len)
+static char *slurp_at(AT_PARAMS, const char *rel, size_t *len)
 {
     char path[1024];
     snprintf(path, sizeof(path), "%s/%s", vec_dir, rel);
     FILE *f = fopen(path, "rb");
-    assert_non_null(f);
+    at_assert_non_null(f);
     fseek(f, 0, SEEK_END);
     long n = ftell(f);
     fseek(f, 0, SEEK_SET);
     char *b = malloc((size_t)n + 1);
-    assert_int_equal(fread(b, 1, (size_t)n, f), (size_t)n);
+    at_assert_int_equal(fread(b, 1, (size_t)n, f), (size_t)n);
     b[n] = 0;
     fclose(f);
     *len = (size_t)n;
     return b;
 }
+#define slurp(...) slurp_at(AT_HERE, __VA_ARGS__)
 
 static char *b64(const void *p, size_t n)
 {
@@ -90,26 +92,27 @@ static void nonce_fill(uint8_t n[32], uint8_t seed)
 }
 
 /* Parses the payload, checks key order and returns the evidence_list (owned by *root). */
-static json_object *parse_payload(const buf_t *b, json_object **root, const uint8_t nonce[32],
-                                  const char *arch)
+static json_object *parse_payload_at(AT_PARAMS, const buf_t *b, json_object **root,
+                                     const uint8_t nonce[32], const char *arch)
 {
-    assert_true(strncmp(b->data, "{\"nonce\": \"", 11) == 0);
-    assert_non_null(strstr(b->data, "\", \"evidence_list\": [{\"certificate\": \""));
+    at_assert_true(strncmp(b->data, "{\"nonce\": \"", 11) == 0);
+    at_assert_non_null(strstr(b->data, "\", \"evidence_list\": [{\"certificate\": \""));
     char tail[64];
     snprintf(tail, sizeof(tail), "\"}], \"arch\": \"%s\"}", arch);
-    assert_true(b->len > strlen(tail) && strcmp(b->data + b->len - strlen(tail), tail) == 0);
+    at_assert_true(b->len > strlen(tail) && strcmp(b->data + b->len - strlen(tail), tail) == 0);
     *root = json_tokener_parse(b->data);
-    assert_non_null(*root);
+    at_assert_non_null(*root);
     json_object *v;
     char hex[65];
     hex_encode(hex, nonce, 32);
-    assert_true(json_object_object_get_ex(*root, "nonce", &v));
-    assert_string_equal(json_object_get_string(v), hex);
-    assert_true(json_object_object_get_ex(*root, "arch", &v));
-    assert_string_equal(json_object_get_string(v), arch);
-    assert_true(json_object_object_get_ex(*root, "evidence_list", &v));
+    at_assert_true(json_object_object_get_ex(*root, "nonce", &v));
+    at_assert_string_equal(json_object_get_string(v), hex);
+    at_assert_true(json_object_object_get_ex(*root, "arch", &v));
+    at_assert_string_equal(json_object_get_string(v), arch);
+    at_assert_true(json_object_object_get_ex(*root, "evidence_list", &v));
     return v;
 }
+#define parse_payload(...) parse_payload_at(AT_HERE, __VA_ARGS__)
 
 /* ---------------------------------------------------------------------------------------- */
 

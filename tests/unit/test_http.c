@@ -27,6 +27,7 @@
 #include <llhttp.h>
 #include <uv.h>
 
+#include "at.h"
 #include "http/server.h"
 #include "http/upstream.h"
 #include "proxy/router.h"
@@ -357,21 +358,22 @@ static http_limits_t default_limits(void)
     return l;
 }
 
-static void start_server(const http_limits_t *lim)
+static void start_server_at(AT_PARAMS, const http_limits_t *lim)
 {
     memset(&ev, 0, sizeof ev);
-    assert_int_equal(uv_loop_init(&loop), 0);
+    at_assert_int_equal(uv_loop_init(&loop), 0);
     char err[256] = "";
     wk = worker_new(&loop, 0, "127.0.0.1", 0, lim, &handler, NULL, err, sizeof err);
     if (!wk)
-        fail_msg("worker_new: %s", err);
+        at_fail_msg("worker_new: %s", err);
     port = 0;
     uv_walk(&loop, find_port, &port);
-    assert_true(port > 0);
-    assert_int_equal(uv_async_init(&loop, &wake, on_wake), 0);
-    assert_int_equal(pthread_create(&loop_thr, NULL, loop_main, NULL), 0);
+    at_assert_true(port > 0);
+    at_assert_int_equal(uv_async_init(&loop, &wake, on_wake), 0);
+    at_assert_int_equal(pthread_create(&loop_thr, NULL, loop_main, NULL), 0);
     running = 1;
 }
+#define start_server(...) start_server_at(AT_HERE, __VA_ARGS__)
 
 static void stop_on_loop(void *arg)
 {
@@ -381,7 +383,7 @@ static void stop_on_loop(void *arg)
     uv_close((uv_handle_t *)&wake, NULL);
 }
 
-static void stop_server(void)
+static void stop_server_at(AT_PARAMS)
 {
     if (!running)
         return;
@@ -390,10 +392,11 @@ static void stop_server(void)
     pthread_join(loop_thr, NULL);
     /* Anything left (closing handles) ends here. */
     uv_run(&loop, UV_RUN_DEFAULT);
-    assert_int_equal(uv_loop_close(&loop), 0);
+    at_assert_int_equal(uv_loop_close(&loop), 0);
     worker_free(wk);
     wk = NULL;
 }
+#define stop_server() stop_server_at(AT_HERE)
 
 static int teardown(void **state)
 {
@@ -409,10 +412,10 @@ static int teardown(void **state)
 /* ------------------------------------------------------------------------------------------ */
 /* Client side.                                                                               */
 
-static int cli_connect_rcvbuf(int rcvbuf)
+static int cli_connect_rcvbuf_at(AT_PARAMS, int rcvbuf)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
-    assert_true(fd >= 0);
+    at_assert_true(fd >= 0);
     struct timeval tv = {RECV_TIMEOUT_MS / 1000, (RECV_TIMEOUT_MS % 1000) * 1000};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
@@ -422,11 +425,12 @@ static int cli_connect_rcvbuf(int rcvbuf)
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    at_assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
     if (nclient_fds < (int)(sizeof client_fds / sizeof client_fds[0]))
         client_fds[nclient_fds++] = fd;
     return fd;
 }
+#define cli_connect_rcvbuf(...) cli_connect_rcvbuf_at(AT_HERE, __VA_ARGS__)
 
 static int cli_connect(void) { return cli_connect_rcvbuf(0); }
 
@@ -438,7 +442,7 @@ static void cli_close(int fd)
     close(fd);
 }
 
-static void cli_send_n(int fd, const void *p, size_t n)
+static void cli_send_n_at(AT_PARAMS, int fd, const void *p, size_t n)
 {
     const char *s = p;
     while (n) {
@@ -446,16 +450,17 @@ static void cli_send_n(int fd, const void *p, size_t n)
         if (k < 0 && errno == EINTR)
             continue;
         if (k <= 0)
-            fail_msg("send: %s", strerror(errno));
+            at_fail_msg("send: %s", strerror(errno));
         s += k;
         n -= (size_t)k;
     }
 }
+#define cli_send_n(...) cli_send_n_at(AT_HERE, __VA_ARGS__)
 
 static void cli_send(int fd, const char *s) { cli_send_n(fd, s, strlen(s)); }
 
 /* Reads exactly n bytes (fails on EOF or timeout). */
-static void cli_read_exact(int fd, char *out, size_t n)
+static void cli_read_exact_at(AT_PARAMS, int fd, char *out, size_t n)
 {
     size_t got = 0;
     while (got < n) {
@@ -463,15 +468,16 @@ static void cli_read_exact(int fd, char *out, size_t n)
         if (k < 0 && errno == EINTR)
             continue;
         if (k == 0)
-            fail_msg("EOF after %zu of %zu bytes: '%.*s'", got, n, (int)got, out);
+            at_fail_msg("EOF after %zu of %zu bytes: '%.*s'", got, n, (int)got, out);
         if (k < 0)
-            fail_msg("recv after %zu of %zu bytes: %s", got, n, strerror(errno));
+            at_fail_msg("recv after %zu of %zu bytes: %s", got, n, strerror(errno));
         got += (size_t)k;
     }
 }
+#define cli_read_exact(...) cli_read_exact_at(AT_HERE, __VA_ARGS__)
 
 /* Reads until EOF; fails on a timeout. Returns the length (out is NUL-terminated). */
-static size_t cli_read_eof(int fd, char *out, size_t cap)
+static size_t cli_read_eof_at(AT_PARAMS, int fd, char *out, size_t cap)
 {
     size_t got = 0;
     for (;;) {
@@ -482,47 +488,51 @@ static size_t cli_read_eof(int fd, char *out, size_t cap)
         if (k == 0)
             break;
         if (k < 0)
-            fail_msg("recv (waiting for EOF) after %zu bytes: %s", got, strerror(errno));
+            at_fail_msg("recv (waiting for EOF) after %zu bytes: %s", got, strerror(errno));
         if (got + (size_t)k >= cap)
-            fail_msg("response too long");
+            at_fail_msg("response too long");
         memcpy(out + got, tmp, (size_t)k);
         got += (size_t)k;
     }
     out[got] = '\0';
     return got;
 }
+#define cli_read_eof(...) cli_read_eof_at(AT_HERE, __VA_ARGS__)
 
 /* Expects exactly `want` on the wire, the connection left open. */
-static void expect_bytes(int fd, const char *want)
+static void expect_bytes_at(AT_PARAMS, int fd, const char *want)
 {
     size_t n = strlen(want);
     char *got = calloc(1, n + 1);
-    cli_read_exact(fd, got, n);
-    assert_string_equal(got, want);
+    cli_read_exact_at(AT_PASS, fd, got, n);
+    at_assert_string_equal(got, want);
     free(got);
 }
+#define expect_bytes(...) expect_bytes_at(AT_HERE, __VA_ARGS__)
 
 /* Expects exactly `want` and then the server's close. */
-static void expect_bytes_then_eof(int fd, const char *want)
+static void expect_bytes_then_eof_at(AT_PARAMS, int fd, const char *want)
 {
     static char got[65536];
-    size_t n = cli_read_eof(fd, got, sizeof got);
-    assert_string_equal(got, want);
-    assert_int_equal(n, strlen(want));
+    size_t n = cli_read_eof_at(AT_PASS, fd, got, sizeof got);
+    at_assert_string_equal(got, want);
+    at_assert_int_equal(n, strlen(want));
 }
+#define expect_bytes_then_eof(...) expect_bytes_then_eof_at(AT_HERE, __VA_ARGS__)
 
 /* Nothing more arrives for ms (the connection stays open and quiet). */
-static void expect_quiet(int fd, int ms)
+static void expect_quiet_at(AT_PARAMS, int fd, int ms)
 {
     struct timeval tv = {0, ms * 1000};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     char c;
     ssize_t k = recv(fd, &c, 1, 0);
-    assert_int_equal(k, -1);
-    assert_true(errno == EAGAIN || errno == EWOULDBLOCK);
+    at_assert_int_equal(k, -1);
+    at_assert_true(errno == EAGAIN || errno == EWOULDBLOCK);
     struct timeval tv2 = {RECV_TIMEOUT_MS / 1000, 0};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv2, sizeof tv2);
 }
+#define expect_quiet(...) expect_quiet_at(AT_HERE, __VA_ARGS__)
 
 static const char ERR_FMT[] =
     "{\"error\":{\"message\":\"%s\",\"type\":\"%s\",\"param\":null,\"code\":null}}";
@@ -1155,19 +1165,20 @@ static void do_conns(void *arg)
     conns_seen = worker_conn_count(wk);
 }
 
-static void ups_setup_target(int p)
+static void ups_setup_target_at(AT_PARAMS, int p)
 {
     char url[64], err[256];
     snprintf(url, sizeof url, "http://127.0.0.1:%d", p);
     memset(&target, 0, sizeof target);
-    assert_int_equal(upstream_target_parse(&target, url, err, sizeof err), 0);
+    at_assert_int_equal(upstream_target_parse(&target, url, err, sizeof err), 0);
     snprintf(target.auth_header, sizeof target.auth_header, "Authorization: Bearer engine\r\n");
     target.connect_timeout_ms = 2000;
     target.first_byte_timeout_ms = 3000;
     target.total_timeout_ms = 5000;
     on_loop(do_pool_new, NULL);
-    assert_non_null(pool);
+    at_assert_non_null(pool);
 }
+#define ups_setup_target(...) ups_setup_target_at(AT_HERE, __VA_ARGS__)
 
 static void ups_teardown_pool(void)
 {

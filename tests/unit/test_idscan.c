@@ -8,36 +8,38 @@
 #include <string.h>
 #include <cmocka.h>
 
+#include "at.h"
 #include "proxy/idscan.h"
 
 /* Scans `json` whole, byte by byte and at every 2-way split; all must agree with `want`. */
-static void expect_id(const char *json, const char *want)
+static void expect_id_at(AT_PARAMS, const char *json, const char *want)
 {
     size_t n = strlen(json);
     idscan_t s;
     idscan_init(&s);
     idscan_feed(&s, json, n);
     if (want)
-        assert_string_equal(idscan_id(&s), want);
+        at_assert_string_equal(idscan_id(&s), want);
     else
-        assert_null(idscan_id(&s));
+        at_assert_null(idscan_id(&s));
     idscan_init(&s);
     for (size_t i = 0; i < n; i++)
         idscan_feed(&s, json + i, 1);
     if (want)
-        assert_string_equal(idscan_id(&s), want);
+        at_assert_string_equal(idscan_id(&s), want);
     else
-        assert_null(idscan_id(&s));
+        at_assert_null(idscan_id(&s));
     for (size_t cut = 0; cut <= n; cut++) {
         idscan_init(&s);
         idscan_feed(&s, json, cut);
         idscan_feed(&s, json + cut, n - cut);
         if (want)
-            assert_string_equal(idscan_id(&s), want);
+            at_assert_string_equal(idscan_id(&s), want);
         else
-            assert_null(idscan_id(&s));
+            at_assert_null(idscan_id(&s));
     }
 }
+#define expect_id(...) expect_id_at(AT_HERE, __VA_ARGS__)
 
 static void test_plain(void **st)
 {

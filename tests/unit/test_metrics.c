@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "at.h"
 #include "proxy/app.h"
 #include "proxy/metrics.h"
 #include "store/store.h"
@@ -44,19 +45,19 @@ static int is_name_char(char c, int first)
  * "# TYPE name counter|gauge" (TYPE after HELP, once per family, before its samples); sample
  * lines are name{label="value",...} value, with the name belonging to the current family.
  * Returns the number of samples. */
-static int check_exposition(const char *text)
+static int check_exposition_at(AT_PARAMS, const char *text)
 {
     char family[128] = "";
     int samples = 0, ntypes = 0;
     const char *p = text;
-    assert_true(*text);
-    assert_int_equal(text[strlen(text) - 1], '\n');
+    at_assert_true(*text);
+    at_assert_int_equal(text[strlen(text) - 1], '\n');
     while (*p) {
         const char *nl = strchr(p, '\n');
-        assert_non_null(nl);
+        at_assert_non_null(nl);
         char line[512];
         size_t n = (size_t)(nl - p);
-        assert_true(n > 0 && n < sizeof line);
+        at_assert_true(n > 0 && n < sizeof line);
         memcpy(line, p, n);
         line[n] = '\0';
         p = nl + 1;
@@ -65,36 +66,36 @@ static int check_exposition(const char *text)
             size_t nl2 = 0;
             while (is_name_char(name[nl2], nl2 == 0))
                 nl2++;
-            assert_true(nl2 > 0 && nl2 < sizeof family);
-            assert_int_equal(name[nl2], ' ');
-            assert_true(strlen(name + nl2 + 1) > 0);
+            at_assert_true(nl2 > 0 && nl2 < sizeof family);
+            at_assert_int_equal(name[nl2], ' ');
+            at_assert_true(strlen(name + nl2 + 1) > 0);
             if (!strncmp(family, name, nl2) && family[nl2] == '\0')
-                fail_msg("family %s described twice", family);
+                at_fail_msg("family %s described twice", family);
             memcpy(family, name, nl2);
             family[nl2] = '\0';
             /* the next line is its TYPE */
             char want[200];
             snprintf(want, sizeof want, "# TYPE %s ", family);
-            assert_int_equal(strncmp(p, want, strlen(want)), 0);
+            at_assert_int_equal(strncmp(p, want, strlen(want)), 0);
             continue;
         }
         if (!strncmp(line, "# TYPE ", 7)) {
             char want[200];
             snprintf(want, sizeof want, "# TYPE %s ", family);
-            assert_int_equal(strncmp(line, want, strlen(want)), 0);
+            at_assert_int_equal(strncmp(line, want, strlen(want)), 0);
             const char *t = line + strlen(want);
-            assert_true(!strcmp(t, "counter") || !strcmp(t, "gauge"));
+            at_assert_true(!strcmp(t, "counter") || !strcmp(t, "gauge"));
             ntypes++;
             continue;
         }
-        assert_int_not_equal(line[0], '#');
+        at_assert_int_not_equal(line[0], '#');
         /* name */
         size_t i = 0;
         while (is_name_char(line[i], i == 0))
             i++;
-        assert_true(i > 0);
+        at_assert_true(i > 0);
         if (strncmp(line, family, i) != 0 || family[i] != '\0')
-            fail_msg("sample '%s' outside its family '%s'", line, family);
+            at_fail_msg("sample '%s' outside its family '%s'", line, family);
         /* labels */
         if (line[i] == '{') {
             i++;
@@ -102,38 +103,39 @@ static int check_exposition(const char *text)
                 size_t s = i;
                 while (is_name_char(line[i], i == s))
                     i++;
-                assert_true(i > s);
-                assert_int_equal(line[i], '=');
-                assert_int_equal(line[i + 1], '"');
+                at_assert_true(i > s);
+                at_assert_int_equal(line[i], '=');
+                at_assert_int_equal(line[i + 1], '"');
                 i += 2;
                 while (line[i] && line[i] != '"') {
                     if (line[i] == '\\')
                         i++;
-                    assert_true(line[i] != '\0');
+                    at_assert_true(line[i] != '\0');
                     i++;
                 }
-                assert_int_equal(line[i], '"');
+                at_assert_int_equal(line[i], '"');
                 i++;
                 if (line[i] == ',') {
                     i++;
                     continue;
                 }
-                assert_int_equal(line[i], '}');
+                at_assert_int_equal(line[i], '}');
                 i++;
                 break;
             }
         }
-        assert_int_equal(line[i], ' ');
+        at_assert_int_equal(line[i], ' ');
         i++;
         char *end = NULL;
         double v = strtod(line + i, &end);
-        assert_true(end != line + i && *end == '\0');
-        assert_true(v >= 0);
+        at_assert_true(end != line + i && *end == '\0');
+        at_assert_true(v >= 0);
         samples++;
     }
-    assert_true(ntypes > 0);
+    at_assert_true(ntypes > 0);
     return samples;
 }
+#define check_exposition(...) check_exposition_at(AT_HERE, __VA_ARGS__)
 
 typedef struct {
     app_t app;

@@ -21,6 +21,7 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
+#include "at.h"
 #include "core/check.h"
 #include "core/hex.h"
 #include "core/sha.h"
@@ -44,25 +45,27 @@
 
 static char *load(const char *rel, size_t *len) { return vec_load(rel, len); }
 
-static uint8_t *canned_report(size_t *len)
+static uint8_t *canned_report_at(AT_PARAMS, size_t *len)
 {
     size_t n;
     char *t = load("nvidia/nvtrust/hopperAttestationReport.txt", &n);
-    assert_non_null(t);
+    at_assert_non_null(t);
     while (n && (t[n - 1] == '\n' || t[n - 1] == '\r' || t[n - 1] == ' '))
         n--;
     uint8_t *r = malloc(n / 2);
     long k = hex_decode(r, n / 2, t, n);
     free(t);
-    assert_true(k > 0);
+    at_assert_true(k > 0);
     *len = (size_t)k;
     return r;
 }
+#define canned_report(...) canned_report_at(AT_HERE, __VA_ARGS__)
 
-static void nonce_bytes(const char *hex, uint8_t out[32])
+static void nonce_bytes_at(AT_PARAMS, const char *hex, uint8_t out[32])
 {
-    assert_int_equal(hex_decode(out, 32, hex, 64), 32);
+    at_assert_int_equal(hex_decode(out, 32, hex, 64), 32);
 }
+#define nonce_bytes(...) nonce_bytes_at(AT_HERE, __VA_ARGS__)
 
 static char *b64(const void *p, size_t n)
 {
@@ -409,16 +412,17 @@ static void test_legacy_e2e(void **state)
 
 /* ---- evidence: tampering ------------------------------------------------------------- */
 
-static STACK_OF(X509) *canned_chain(void)
+static STACK_OF(X509) *canned_chain_at(AT_PARAMS)
 {
     size_t cn;
     char *chain = load("nvidia/nvtrust/hopperCertChain.txt", &cn);
     STACK_OF(X509) *sk = nv_pem_chain_parse(chain, cn);
     free(chain);
-    assert_non_null(sk);
-    assert_int_equal(sk_X509_num(sk), 5);
+    at_assert_non_null(sk);
+    at_assert_int_equal(sk_X509_num(sk), 5);
     return sk;
 }
+#define canned_chain() canned_chain_at(AT_HERE)
 
 static void test_tamper_report(void **state)
 {
@@ -600,24 +604,27 @@ static void test_truncated_payload(void **state)
 
 /* ---- a chain under another root ------------------------------------------------------ */
 
-static EVP_PKEY *gen_p384(void)
+static EVP_PKEY *gen_p384_at(AT_PARAMS)
 {
     EVP_PKEY *k = EVP_EC_gen("P-384");
-    assert_non_null(k);
+    at_assert_non_null(k);
     return k;
 }
+#define gen_p384() gen_p384_at(AT_HERE)
 
-static void add_ext(X509 *x, X509 *issuer, int nid, const char *val)
+static void add_ext_at(AT_PARAMS, X509 *x, X509 *issuer, int nid, const char *val)
 {
     X509V3_CTX ctx;
     X509V3_set_ctx(&ctx, issuer, x, NULL, NULL, 0);
     X509_EXTENSION *e = X509V3_EXT_conf_nid(NULL, &ctx, nid, val);
-    assert_non_null(e);
+    at_assert_non_null(e);
     X509_add_ext(x, e, -1);
     X509_EXTENSION_free(e);
 }
+#define add_ext(...) add_ext_at(AT_HERE, __VA_ARGS__)
 
-static X509 *make_cert(const char *cn, EVP_PKEY *key, X509 *issuer, EVP_PKEY *issuer_key, int ca)
+static X509 *make_cert_at(AT_PARAMS, const char *cn, EVP_PKEY *key, X509 *issuer,
+                          EVP_PKEY *issuer_key, int ca)
 {
     X509 *x = X509_new();
     X509_set_version(x, 2);
@@ -629,30 +636,35 @@ static X509 *make_cert(const char *cn, EVP_PKEY *key, X509 *issuer, EVP_PKEY *is
     X509_set_issuer_name(x, issuer ? X509_get_subject_name(issuer) : nm);
     X509_set_pubkey(x, key);
     X509 *iss = issuer ? issuer : x;
-    add_ext(x, iss, NID_basic_constraints, ca ? "critical,CA:TRUE" : "critical,CA:FALSE");
-    add_ext(x, iss, NID_key_usage, ca ? "critical,keyCertSign,cRLSign" : "critical,digitalSignature");
-    add_ext(x, iss, NID_subject_key_identifier, "hash");
-    add_ext(x, iss, NID_authority_key_identifier, "keyid:always");
-    assert_true(X509_sign(x, issuer_key, EVP_sha384()) > 0);
+    add_ext_at(AT_PASS, x, iss, NID_basic_constraints,
+               ca ? "critical,CA:TRUE" : "critical,CA:FALSE");
+    add_ext_at(AT_PASS, x, iss, NID_key_usage,
+               ca ? "critical,keyCertSign,cRLSign" : "critical,digitalSignature");
+    add_ext_at(AT_PASS, x, iss, NID_subject_key_identifier, "hash");
+    add_ext_at(AT_PASS, x, iss, NID_authority_key_identifier, "keyid:always");
+    at_assert_true(X509_sign(x, issuer_key, EVP_sha384()) > 0);
     return x;
 }
+#define make_cert(...) make_cert_at(AT_HERE, __VA_ARGS__)
 
 /* r ‖ s of an ECDSA signature over msg (SHA-384), each padded to half. */
-static void sign_raw(EVP_PKEY *key, const void *msg, size_t n, uint8_t *rs, size_t half)
+static void sign_raw_at(AT_PARAMS, EVP_PKEY *key, const void *msg, size_t n, uint8_t *rs,
+                        size_t half)
 {
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
     uint8_t der[160];
     size_t dl = sizeof der;
-    assert_int_equal(EVP_DigestSignInit_ex(ctx, NULL, "SHA384", NULL, NULL, key, NULL), 1);
-    assert_int_equal(EVP_DigestSign(ctx, der, &dl, msg, n), 1);
+    at_assert_int_equal(EVP_DigestSignInit_ex(ctx, NULL, "SHA384", NULL, NULL, key, NULL), 1);
+    at_assert_int_equal(EVP_DigestSign(ctx, der, &dl, msg, n), 1);
     EVP_MD_CTX_free(ctx);
     const uint8_t *q = der;
     ECDSA_SIG *s = d2i_ECDSA_SIG(NULL, &q, (long)dl);
-    assert_non_null(s);
+    at_assert_non_null(s);
     BN_bn2binpad(ECDSA_SIG_get0_r(s), rs, (int)half);
     BN_bn2binpad(ECDSA_SIG_get0_s(s), rs + half, (int)half);
     ECDSA_SIG_free(s);
 }
+#define sign_raw(...) sign_raw_at(AT_HERE, __VA_ARGS__)
 
 static void test_other_root(void **state)
 {
@@ -863,12 +875,13 @@ static char *make_jwt(EVP_PKEY *key, const char *kid, const char *alg, json_obje
     return out;
 }
 
-static char *jwk_of(EVP_PKEY *key, const char *kid, int with_xy, int with_x5c)
+static char *jwk_of_at(AT_PARAMS, EVP_PKEY *key, const char *kid, int with_xy, int with_x5c)
 {
     uint8_t pt[97];
     size_t pl = 0;
-    assert_int_equal(EVP_PKEY_get_octet_string_param(key, OSSL_PKEY_PARAM_PUB_KEY, pt, sizeof pt, &pl), 1);
-    assert_int_equal(pl, 97);
+    at_assert_int_equal(
+        EVP_PKEY_get_octet_string_param(key, OSSL_PKEY_PARAM_PUB_KEY, pt, sizeof pt, &pl), 1);
+    at_assert_int_equal(pl, 97);
     char x[80], y[80];
     nv_b64url_encode(x, pt + 1, 48);
     nv_b64url_encode(y, pt + 49, 48);
@@ -881,7 +894,7 @@ static char *jwk_of(EVP_PKEY *key, const char *kid, int with_xy, int with_x5c)
         json_object_object_add(k, "y", json_object_new_string(y));
     }
     if (with_x5c) {
-        X509 *c = make_cert("nras test signer", key, NULL, key, 0);
+        X509 *c = make_cert_at(AT_PASS, "nras test signer", key, NULL, key, 0);
         uint8_t *der = NULL;
         int dl = i2d_X509(c, &der);
         char *bs = b64(der, (size_t)dl);
@@ -896,6 +909,7 @@ static char *jwk_of(EVP_PKEY *key, const char *kid, int with_xy, int with_x5c)
     json_object_put(k);
     return s;
 }
+#define jwk_of(...) jwk_of_at(AT_HERE, __VA_ARGS__)
 
 static char *jwks_of(const char *k1, const char *k2)
 {

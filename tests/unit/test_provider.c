@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "at.h"
 #include "../fakes/fake_agent.c"
 #include "attest/provider.h"
 #include "attest/tsm.h"
@@ -37,25 +38,27 @@ static void test_auto_without_tee_refuses(void **state)
     assert_null(open_mode("bogus", NULL, NULL, NULL, err, sizeof err));
 }
 
-static void collect_ok(attest_provider_t *p, fake_agent_t *a, const char *mode)
+static void collect_ok_at(AT_PARAMS, attest_provider_t *p, fake_agent_t *a, const char *mode)
 {
     uint8_t rd[64];
     for (int i = 0; i < 64; i++)
         rd[i] = (uint8_t)(i * 7);
     attest_parts_t parts = {0};
     char err[512] = "";
-    assert_int_equal(attest_provider_collect(p, rd, &parts, err, sizeof err), 0);
-    assert_string_equal(parts.mode, mode);
-    assert_memory_equal(parts.quote.data + a->rd_off, rd, 64);
-    assert_int_equal(parts.event_log.len, a->event_log.len);
+    at_assert_int_equal(attest_provider_collect(p, rd, &parts, err, sizeof err), 0);
+    at_assert_string_equal(parts.mode, mode);
+    at_assert_memory_equal(parts.quote.data + a->rd_off, rd, 64);
+    at_assert_int_equal(parts.event_log.len, a->event_log.len);
     struct json_object *info = json_tokener_parse(parts.info.data), *t;
-    assert_non_null(info);
-    assert_true(json_object_object_get_ex(info, "tcb_info", &t) && json_object_is_type(t, json_type_object));
+    at_assert_non_null(info);
+    at_assert_true(json_object_object_get_ex(info, "tcb_info", &t) &&
+                   json_object_is_type(t, json_type_object));
     json_object_put(info);
     if (!strcmp(mode, "tappd"))
-        assert_string_equal(parts.tappd_hash_algorithm, "raw");
+        at_assert_string_equal(parts.tappd_hash_algorithm, "raw");
     attest_parts_free(&parts);
 }
+#define collect_ok(...) collect_ok_at(AT_HERE, __VA_ARGS__)
 
 static void test_dstack_and_tappd(void **state)
 {
@@ -128,16 +131,17 @@ static void test_tsm(void **state)
     fake_tsm_stop(t);
 }
 
-static signer_t *kms_signer(fake_agent_t *a, const char *model)
+static signer_t *kms_signer_at(AT_PARAMS, fake_agent_t *a, const char *model)
 {
     char err[1024] = "";
     uint8_t sk[32], seed[32];
     attest_provider_t *p = open_mode("dstack", a->sock, NULL, NULL, err, sizeof err);
-    assert_non_null(p);
-    assert_int_equal(attest_provider_derive_keys(p, model, sk, seed, err, sizeof err), 0);
+    at_assert_non_null(p);
+    at_assert_int_equal(attest_provider_derive_keys(p, model, sk, seed, err, sizeof err), 0);
     attest_provider_free(p);
     return signer_from_secrets(sk, seed);
 }
+#define kms_signer(...) kms_signer_at(AT_HERE, __VA_ARGS__)
 
 static void test_kms_keys_stable(void **state)
 {
@@ -179,31 +183,34 @@ static int fake_gpu(void *ctx, const uint8_t nonce[32], buf_t *payload, char *er
     return buf_printf(payload, "{\"nonce\": \"%s\", \"evidence_list\": [], \"arch\": \"HOPPER\"}", h);
 }
 
-static struct json_object *parse_report(const buf_t *b)
+static struct json_object *parse_report_at(AT_PARAMS, const buf_t *b)
 {
     struct json_object *o = json_tokener_parse(b->data);
-    assert_non_null(o);
+    at_assert_non_null(o);
     return o;
 }
+#define parse_report(...) parse_report_at(AT_HERE, __VA_ARGS__)
 
-static const char *jstr(struct json_object *o, const char *k)
+static const char *jstr_at(AT_PARAMS, struct json_object *o, const char *k)
 {
     struct json_object *v;
-    assert_true(json_object_object_get_ex(o, k, &v));
+    at_assert_true(json_object_object_get_ex(o, k, &v));
     return json_object_get_string(v);
 }
+#define jstr(...) jstr_at(AT_HERE, __VA_ARGS__)
 
-static void quote_rd(struct json_object *o, uint8_t rd[64])
+static void quote_rd_at(AT_PARAMS, struct json_object *o, uint8_t rd[64])
 {
-    const char *qh = jstr(o, "intel_quote");
+    const char *qh = jstr_at(AT_PASS, o, "intel_quote");
     size_t n = strlen(qh) / 2;
     uint8_t *q = malloc(n);
-    assert_int_equal(hex_decode(q, n, qh, 2 * n), (long)n);
+    at_assert_int_equal(hex_decode(q, n, qh, 2 * n), (long)n);
     tdx_quote_t pq;
-    assert_int_equal(tdx_quote_parse(&pq, q, n), 0);
+    at_assert_int_equal(tdx_quote_parse(&pq, q, n), 0);
     memcpy(rd, pq.body.report_data, 64);
     free(q);
 }
+#define quote_rd(...) quote_rd_at(AT_HERE, __VA_ARGS__)
 
 static void test_service_fresh_tls_gpu(void **state)
 {

@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "at.h"
 #include "vectors.h"
 
 #include <json-c/json.h>
@@ -53,20 +54,22 @@ static void fill(attest_parts_t *p, const char *mode)
 
 #define NONCE_HEX "0707070707070707070707070707070707070707070707070707070707070707"
 
-static void check_golden(const attest_parts_t *p, const attest_report_opts_t *o, const char *want)
+static void check_golden_at(AT_PARAMS, const attest_parts_t *p, const attest_report_opts_t *o,
+                            const char *want)
 {
     uint8_t nonce[32];
     memset(nonce, 7, 32);
     attest_identity_t id = ident();
     buf_t out = BUF_INIT;
     buf_puts(&out, "prefix:");
-    assert_int_equal(attest_report_build(&id, nonce, p, o, &out), 0);
-    assert_string_equal(out.data + 7, want);
+    at_assert_int_equal(attest_report_build(&id, nonce, p, o, &out), 0);
+    at_assert_string_equal(out.data + 7, want);
     struct json_object *j = json_tokener_parse(out.data + 7);
-    assert_non_null(j); /* valid JSON */
+    at_assert_non_null(j); /* valid JSON */
     json_object_put(j);
     buf_free(&out);
 }
+#define check_golden(...) check_golden_at(AT_HERE, __VA_ARGS__)
 
 static void test_golden_dstack(void **state)
 {

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "at.h"
 #include "proxy/reqjson.h"
 
 static int inspect(const char *s, reqjson_t *o, buf_t *rw, char *err, size_t errlen)
@@ -18,29 +19,31 @@ static int inspect(const char *s, reqjson_t *o, buf_t *rw, char *err, size_t err
     return reqjson_inspect(s, strlen(s), o, rw, err, errlen);
 }
 
-static void accepts(const char *s)
+static void accepts_at(AT_PARAMS, const char *s)
 {
     reqjson_t o;
     char err[128];
     int rc = inspect(s, &o, NULL, err, sizeof(err));
     if (rc != 0)
-        fail_msg("rejected %s: %s", s, err);
+        at_fail_msg("rejected %s: %s", s, err);
 }
+#define accepts(...) accepts_at(AT_HERE, __VA_ARGS__)
 
-static void rejects(const char *s, const char *msg)
+static void rejects_at(AT_PARAMS, const char *s, const char *msg)
 {
     reqjson_t o;
     char err[128];
     buf_t rw = BUF_INIT;
     int rc = inspect(s, &o, &rw, err, sizeof(err));
     if (rc != -1)
-        fail_msg("accepted %s", s);
+        at_fail_msg("accepted %s", s);
     if (!strstr(err, msg))
-        fail_msg("for %s: got '%s', want '%s'", s, err, msg);
-    assert_int_equal(rw.len, 0);
-    assert_int_equal(o.rewritten, 0);
+        at_fail_msg("for %s: got '%s', want '%s'", s, err, msg);
+    at_assert_int_equal(rw.len, 0);
+    at_assert_int_equal(o.rewritten, 0);
     buf_free(&rw);
 }
+#define rejects(...) rejects_at(AT_HERE, __VA_ARGS__)
 
 static void test_valid(void **state)
 {
@@ -113,13 +116,14 @@ static void test_invalid(void **state)
     assert_int_equal(reqjson_inspect("[", 1, &o, NULL, NULL, 0), -1);
 }
 
-static void rejects_exact_then(const char *s, const char *msg)
+static void rejects_exact_then_at(AT_PARAMS, const char *s, const char *msg)
 {
     reqjson_t o;
     char err[128];
-    assert_int_equal(inspect(s, &o, NULL, err, sizeof(err)), -1);
-    assert_string_equal(err, msg);
+    at_assert_int_equal(inspect(s, &o, NULL, err, sizeof(err)), -1);
+    at_assert_string_equal(err, msg);
 }
+#define rejects_exact_then(...) rejects_exact_then_at(AT_HERE, __VA_ARGS__)
 
 static void test_non_object(void **state)
 {
@@ -173,15 +177,16 @@ static void test_depth(void **state)
     free(deep);
 }
 
-static reqjson_t ok(const char *s)
+static reqjson_t ok_at(AT_PARAMS, const char *s)
 {
     reqjson_t o;
     char err[128];
     int rc = inspect(s, &o, NULL, err, sizeof(err));
     if (rc != 0)
-        fail_msg("rejected %s: %s", s, err);
+        at_fail_msg("rejected %s: %s", s, err);
     return o;
 }
+#define ok(...) ok_at(AT_HERE, __VA_ARGS__)
 
 static void test_stream_flag(void **state)
 {
@@ -278,7 +283,7 @@ static size_t strip_reference(json_object *root)
 }
 
 /* Strips s and checks the exact expected bytes (NULL: nothing stripped) and json-c equality. */
-static void strip_case(const char *s, const char *want, size_t nstripped)
+static void strip_case_at(AT_PARAMS, const char *s, const char *want, size_t nstripped)
 {
     reqjson_t o;
     char err[128];
@@ -286,28 +291,29 @@ static void strip_case(const char *s, const char *want, size_t nstripped)
     buf_puts(&rw, "PREFIX");   /* the rewrite is appended */
     int rc = inspect(s, &o, &rw, err, sizeof(err));
     if (rc != 0)
-        fail_msg("rejected %s: %s", s, err);
-    assert_int_equal(o.n_stripped, nstripped);
+        at_fail_msg("rejected %s: %s", s, err);
+    at_assert_int_equal(o.n_stripped, nstripped);
     if (!want) {
-        assert_false(o.rewritten);
-        assert_string_equal(rw.data, "PREFIX");
+        at_assert_false(o.rewritten);
+        at_assert_string_equal(rw.data, "PREFIX");
         buf_free(&rw);
         return;
     }
-    assert_true(o.rewritten);
-    assert_memory_equal(rw.data, "PREFIX", 6);
+    at_assert_true(o.rewritten);
+    at_assert_memory_equal(rw.data, "PREFIX", 6);
     if (strcmp(rw.data + 6, want) != 0)
-        fail_msg("for %s\n got  %s\n want %s", s, rw.data + 6, want);
+        at_fail_msg("for %s\n got  %s\n want %s", s, rw.data + 6, want);
     json_object *a = parse_jc(rw.data + 6, rw.len - 6);
     json_object *b = parse_jc(s, strlen(s));
-    assert_non_null(a);
-    assert_non_null(b);
+    at_assert_non_null(a);
+    at_assert_non_null(b);
     strip_reference(b);
-    assert_true(json_object_equal(a, b));
+    at_assert_true(json_object_equal(a, b));
     json_object_put(a);
     json_object_put(b);
     buf_free(&rw);
 }
+#define strip_case(...) strip_case_at(AT_HERE, __VA_ARGS__)
 
 static void test_strip_tool_calls(void **state)
 {

@@ -12,25 +12,28 @@
 #include <string.h>
 #include <time.h>
 
+#include "at.h"
 #include "core/hex.h"
 #include "sign/keccak.h"
 #include "sign/signer.h"
 
 static void hexof(const uint8_t *p, size_t n, char *out) { hex_encode(out, p, n); }
 
-static void unhex(const char *h, uint8_t *out, size_t n)
+static void unhex_at(AT_PARAMS, const char *h, uint8_t *out, size_t n)
 {
-    assert_int_equal(hex_decode(out, n, h, strlen(h)), (long)n);
+    at_assert_int_equal(hex_decode(out, n, h, strlen(h)), (long)n);
 }
+#define unhex(...) unhex_at(AT_HERE, __VA_ARGS__)
 
-static void assert_keccak(const void *p, size_t n, const char *want)
+static void assert_keccak_at(AT_PARAMS, const void *p, size_t n, const char *want)
 {
     uint8_t d[32];
     char h[65];
     keccak256(p, n, d);
     hexof(d, 32, h);
-    assert_string_equal(h, want);
+    at_assert_string_equal(h, want);
 }
+#define assert_keccak(...) assert_keccak_at(AT_HERE, __VA_ARGS__)
 
 /* ---- Keccak-256 ---- */
 
@@ -126,14 +129,15 @@ static const struct {
 
 static const uint8_t ZERO_SEED[32];
 
-static signer_t *known_signer(void)
+static signer_t *known_signer_at(AT_PARAMS)
 {
     uint8_t sk[32];
-    unhex(KNOWN_SK, sk, 32);
+    unhex_at(AT_PASS, KNOWN_SK, sk, 32);
     signer_t *s = signer_from_secrets(sk, ZERO_SEED);
-    assert_non_null(s);
+    at_assert_non_null(s);
     return s;
 }
+#define known_signer() known_signer_at(AT_HERE)
 
 static void test_known_key_address(void **st)
 {

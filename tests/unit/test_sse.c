@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "at.h"
 #include "proxy/sse.h"
 
 struct result {
@@ -42,48 +43,51 @@ static struct result run_pieces(const char *p, size_t n, const size_t *cuts, siz
     return r;
 }
 
-static void assert_same(struct result a, struct result b)
+static void assert_same_at(AT_PARAMS, struct result a, struct result b)
 {
-    assert_int_equal(a.rc, b.rc);
-    assert_int_equal(a.have_id, b.have_id);
-    assert_string_equal(a.id, b.id);
-    assert_int_equal(a.done, b.done);
+    at_assert_int_equal(a.rc, b.rc);
+    at_assert_int_equal(a.have_id, b.have_id);
+    at_assert_string_equal(a.id, b.id);
+    at_assert_int_equal(a.done, b.done);
 }
+#define assert_same(...) assert_same_at(AT_HERE, __VA_ARGS__)
 
 /* One shot, every 2-way split, byte by byte, and (for short inputs) every 3-way split. */
-static struct result check_all_chunkings(const char *p)
+static struct result check_all_chunkings_at(AT_PARAMS, const char *p)
 {
     size_t n = strlen(p);
     struct result one = run_pieces(p, n, NULL, 0, 0);
     for (size_t c = 0; c <= n; c++)
-        assert_same(one, run_pieces(p, n, &c, 1, 0));
+        assert_same_at(AT_PASS, one, run_pieces(p, n, &c, 1, 0));
     size_t *cuts = calloc(n + 1, sizeof(size_t));
     for (size_t c = 0; c < n; c++)
         cuts[c] = c;
-    assert_same(one, run_pieces(p, n, cuts, n, 0));
+    assert_same_at(AT_PASS, one, run_pieces(p, n, cuts, n, 0));
     free(cuts);
     if (n <= 200) {
         for (size_t a = 0; a <= n; a++)
             for (size_t b = a; b <= n; b++) {
                 size_t cc[2] = {a, b};
-                assert_same(one, run_pieces(p, n, cc, 2, 0));
+                assert_same_at(AT_PASS, one, run_pieces(p, n, cc, 2, 0));
             }
     }
     return one;
 }
+#define check_all_chunkings(...) check_all_chunkings_at(AT_HERE, __VA_ARGS__)
 
-static void expect(const char *stream, int rc, const char *id, int done)
+static void expect_at(AT_PARAMS, const char *stream, int rc, const char *id, int done)
 {
-    struct result r = check_all_chunkings(stream);
-    assert_int_equal(r.rc, rc);
+    struct result r = check_all_chunkings_at(AT_PASS, stream);
+    at_assert_int_equal(r.rc, rc);
     if (id) {
-        assert_true(r.have_id);
-        assert_string_equal(r.id, id);
+        at_assert_true(r.have_id);
+        at_assert_string_equal(r.id, id);
     } else {
-        assert_false(r.have_id);
+        at_assert_false(r.have_id);
     }
-    assert_int_equal(r.done, done);
+    at_assert_int_equal(r.done, done);
 }
+#define expect(...) expect_at(AT_HERE, __VA_ARGS__)
 
 static const char vllm_stream[] =
     "data: {\"id\":\"chatcmpl-abc\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,"

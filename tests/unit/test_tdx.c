@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "at.h"
 #include "core/hex.h"
 #include "core/sha.h"
 #include "tdx/quote.h"
@@ -47,18 +48,19 @@ static uint8_t *intel_root(size_t *len, int pem)
     return load(pem ? "intel/IntelSGXRootCA.pem" : "intel/IntelSGXRootCA.der", len);
 }
 
-static void check_all_links(const tdx_quote_t *q, time_t at)
+static void check_all_links_at(AT_PARAMS, const tdx_quote_t *q, time_t at)
 {
     size_t rl;
     uint8_t *root = intel_root(&rl, 0);
-    assert_non_null(root);
-    assert_int_equal(tdx_verify_quote_signature(q), TDX_OK);
-    assert_int_equal(tdx_verify_qe_binding(q), TDX_OK);
-    assert_int_equal(tdx_verify_qe_report_signature(q), TDX_OK);
-    assert_int_equal(tdx_pck_chain_verify(q->pck_chain, q->pck_chain_len, root, rl, at), TDX_OK);
-    assert_int_equal(tdx_verify_quote(q, root, rl, at), TDX_OK);
+    at_assert_non_null(root);
+    at_assert_int_equal(tdx_verify_quote_signature(q), TDX_OK);
+    at_assert_int_equal(tdx_verify_qe_binding(q), TDX_OK);
+    at_assert_int_equal(tdx_verify_qe_report_signature(q), TDX_OK);
+    at_assert_int_equal(tdx_pck_chain_verify(q->pck_chain, q->pck_chain_len, root, rl, at), TDX_OK);
+    at_assert_int_equal(tdx_verify_quote(q, root, rl, at), TDX_OK);
     free(root);
 }
+#define check_all_links(...) check_all_links_at(AT_HERE, __VA_ARGS__)
 
 static void test_dcap_v4(void **state)
 {
@@ -225,33 +227,34 @@ static void test_dstack_v055(void **state)
 
 /* dstack fixtures: a v0.6.0 log whose runtime digests were stripped (recomputed), and one
  * with numeric strings for imr/event_type and an app-emitted event. */
-static void replay_fixture(const char *rel)
+static void replay_fixture_at(AT_PARAMS, const char *rel)
 {
     struct json_object *o = load_json(rel), *fq, *fl;
-    assert_non_null(o);
-    assert_true(json_object_object_get_ex(o, "quote", &fq));
-    assert_true(json_object_object_get_ex(o, "event_log", &fl));
+    at_assert_non_null(o);
+    at_assert_true(json_object_object_get_ex(o, "quote", &fq));
+    at_assert_true(json_object_object_get_ex(o, "event_log", &fl));
     const char *qh = json_object_get_string(fq);
     size_t qhl = (size_t)json_object_get_string_len(fq);
     uint8_t *d = malloc(qhl / 2);
-    assert_int_equal(hex_decode(d, qhl / 2, qh, qhl), (long)(qhl / 2));
+    at_assert_int_equal(hex_decode(d, qhl / 2, qh, qhl), (long)(qhl / 2));
     tdx_quote_t q;
-    assert_int_equal(tdx_quote_parse(&q, d, qhl / 2), TDX_OK);
-    assert_int_equal(tdx_verify_quote_signature(&q), TDX_OK);
-    assert_int_equal(tdx_verify_qe_binding(&q), TDX_OK);
-    assert_int_equal(tdx_verify_qe_report_signature(&q), TDX_OK);
+    at_assert_int_equal(tdx_quote_parse(&q, d, qhl / 2), TDX_OK);
+    at_assert_int_equal(tdx_verify_quote_signature(&q), TDX_OK);
+    at_assert_int_equal(tdx_verify_qe_binding(&q), TDX_OK);
+    at_assert_int_equal(tdx_verify_qe_report_signature(&q), TDX_OK);
     uint8_t rtmr[4][48];
     char err[128] = "";
     int rc = tdx_rtmr_replay(json_object_get_string(fl), (size_t)json_object_get_string_len(fl),
                              rtmr, err, sizeof err);
     if (rc)
         fprintf(stderr, "%s: %s\n", rel, err);
-    assert_int_equal(rc, TDX_OK);
+    at_assert_int_equal(rc, TDX_OK);
     for (int i = 0; i < 4; i++)
-        assert_memory_equal(rtmr[i], q.body.rtmr[i], 48);
+        at_assert_memory_equal(rtmr[i], q.body.rtmr[i], 48);
     free(d);
     json_object_put(o);
 }
+#define replay_fixture(...) replay_fixture_at(AT_HERE, __VA_ARGS__)
 
 static void test_dstack_fixtures(void **state)
 {
@@ -303,18 +306,19 @@ typedef struct expect {
     int sig, bind, qesig;
 } expect_t;
 
-static void flip_and_check(const uint8_t *orig, size_t n, size_t off, expect_t e)
+static void flip_and_check_at(AT_PARAMS, const uint8_t *orig, size_t n, size_t off, expect_t e)
 {
     uint8_t *d = malloc(n);
     memcpy(d, orig, n);
     d[off] ^= 0x01;
     tdx_quote_t q;
-    assert_int_equal(tdx_quote_parse(&q, d, n), TDX_OK);
-    assert_int_equal(tdx_verify_quote_signature(&q), e.sig);
-    assert_int_equal(tdx_verify_qe_binding(&q), e.bind);
-    assert_int_equal(tdx_verify_qe_report_signature(&q), e.qesig);
+    at_assert_int_equal(tdx_quote_parse(&q, d, n), TDX_OK);
+    at_assert_int_equal(tdx_verify_quote_signature(&q), e.sig);
+    at_assert_int_equal(tdx_verify_qe_binding(&q), e.bind);
+    at_assert_int_equal(tdx_verify_qe_report_signature(&q), e.qesig);
     free(d);
 }
+#define flip_and_check(...) flip_and_check_at(AT_HERE, __VA_ARGS__)
 
 static void test_tamper(void **state)
 {
@@ -390,28 +394,29 @@ static void test_bad_fields(void **state)
 
 /* Every prefix shorter than the signed quote fails to parse, in an exact-size heap copy so
  * the sanitizer sees any read past the end. */
-static void truncate_all(const char *rel)
+static void truncate_all_at(AT_PARAMS, const char *rel)
 {
     size_t n;
     uint8_t *orig = load(rel, &n);
-    assert_non_null(orig);
+    at_assert_non_null(orig);
     tdx_quote_t q;
-    assert_int_equal(tdx_quote_parse(&q, orig, n), TDX_OK);
+    at_assert_int_equal(tdx_quote_parse(&q, orig, n), TDX_OK);
     size_t qlen = q.quote_len;
     for (size_t len = 0; len < qlen; len++) {
         uint8_t *d = malloc(len ? len : 1);
         memcpy(d, orig, len);
         int rc = tdx_quote_parse(&q, d, len);
-        assert_int_equal(rc, TDX_ERR_TRUNCATED);
+        at_assert_int_equal(rc, TDX_ERR_TRUNCATED);
         free(d);
     }
     uint8_t *d = malloc(qlen);
     memcpy(d, orig, qlen);
-    assert_int_equal(tdx_quote_parse(&q, d, qlen), TDX_OK);
-    assert_int_equal(tdx_verify_quote_signature(&q), TDX_OK);
+    at_assert_int_equal(tdx_quote_parse(&q, d, qlen), TDX_OK);
+    at_assert_int_equal(tdx_verify_quote_signature(&q), TDX_OK);
     free(d);
     free(orig);
 }
+#define truncate_all(...) truncate_all_at(AT_HERE, __VA_ARGS__)
 
 static void test_truncation(void **state)
 {
