@@ -13,7 +13,6 @@
 #   make fuzz-replay      runs every target once over its corpus tests/fuzz/corpus/<target>/
 #   make fuzz             scripts/run-fuzz: fuzzes each target for FUZZ_SECONDS (default 30)
 #   make format-check     clang-format check of the files listed in FORMAT_FILES
-#   make WARN_STRICT=1    adds $(WEXTRA) as warnings (not errors) to see what they would report
 
 CC ?= cc
 PKGS := libuv json-c libcrypto libsecp256k1 libsodium nettle hiredis
@@ -36,27 +35,17 @@ else ifeq ($(SAN),thread)
 BUILD ?= build-tsan
 OPT := -O1 -fno-omit-frame-pointer -fsanitize=thread
 LDSAN := -fsanitize=thread
-else ifeq ($(WARN_STRICT),1)
-BUILD ?= build-strict
-OPT := -O2 $(FORTIFY)
 else
 BUILD ?= build
 OPT := -O2 $(FORTIFY)
 LDSAN :=
 endif
 
-# Stricter warnings, not yet on by default: files being edited elsewhere still trip them.
-# `make -k WARN_STRICT=1` reports them as warnings (never errors) to measure the work left; it
-# builds into build-strict/ (make does not track flags: build/ would be up to date).
+# Warnings are errors, the stricter ones included (shadowing, implicit conversions, format
+# strings that are not literals, functions without a prototype).
 WEXTRA := -Wshadow -Wconversion -Wsign-conversion -Wformat=2 -Wmissing-prototypes \
           -Wstrict-prototypes
-WEXTRA_NOERR := -Wno-error=shadow -Wno-error=conversion -Wno-error=sign-conversion \
-                -Wno-error=format-nonliteral -Wno-error=format-security -Wno-error=format-y2k \
-                -Wno-error=missing-prototypes -Wno-error=strict-prototypes
-WARN := -Wall -Wextra -Werror
-ifeq ($(WARN_STRICT),1)
-WARN += $(WEXTRA) $(WEXTRA_NOERR)
-endif
+WARN := -Wall -Wextra -Werror $(WEXTRA)
 
 CFLAGS_COMMON := -std=c11 -D_GNU_SOURCE -g $(OPT) -pthread $(HARDEN_CFLAGS) -Isrc -I$(LLHTTP_INC) \
                  $(PKG_CFLAGS)
@@ -172,7 +161,7 @@ FUZZ_CC ?= clang-14
 FUZZ_BUILD := build-fuzz
 FUZZ_SAN := -fsanitize=address,undefined -fno-sanitize-recover=undefined
 FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer -pthread -Isrc -I$(LLHTTP_INC) \
-               $(PKG_CFLAGS) -Wall -Wextra -Werror -fsanitize=fuzzer-no-link $(FUZZ_SAN)
+               $(PKG_CFLAGS) -Wall -Wextra -Werror $(WEXTRA) -fsanitize=fuzzer-no-link $(FUZZ_SAN)
 FUZZ_TARGETS ?= $(patsubst tests/fuzz/%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_BINS := $(addprefix $(FUZZ_BUILD)/,$(FUZZ_TARGETS))
 FUZZ_LIB_OBJS := $(patsubst %.c,$(FUZZ_BUILD)/obj/%.o,$(LIB_SRCS))
@@ -226,6 +215,6 @@ format-check:
 	done; [ $$bad = 0 ] && echo "format-check: $(words $(FORMAT_FILES)) files conform"; exit $$bad
 
 clean:
-	rm -rf build build-san build-tsan build-fuzz build-strict
+	rm -rf build build-san build-tsan build-fuzz
 
 -include $(shell find $(BUILD)/obj $(BUILD)/fakes $(FUZZ_BUILD)/obj -name '*.d' 2>/dev/null)

@@ -64,19 +64,17 @@ struct conn {
 };
 
 /* Connection flags (struct conn.flags). */
-enum conn_flag {
-    CF_MSG_COMPLETE = 1u << 0,  /* the request's body was read whole */
-    CF_SKIP_BODY = 1u << 1,     /* answered at the headers: the body is not read */
-    CF_CLOSE_AFTER = 1u << 2,   /* close once the response is out */
-    CF_RESP_STARTED = 1u << 3,
-    CF_RESP_CHUNKED = 1u << 4,
-    CF_RESP_DONE = 1u << 5,
-    CF_RESP_NOBODY = 1u << 6,   /* HEAD, 1xx, 204, 304: head only */
-    CF_HTTP10 = 1u << 7,        /* the request is HTTP/1.0: no chunked responses */
-    CF_ABOVE_HIGH = 1u << 8,    /* write queue went over WQ_HIGH; owner told on the way down */
-    CF_CORKED = 1u << 9,
-    CF_RESUME_PENDING = 1u << 10, /* parked bytes wait for the resume timer */
-};
+#define CF_MSG_COMPLETE (1u << 0)  /* the request's body was read whole */
+#define CF_SKIP_BODY (1u << 1)     /* answered at the headers: the body is not read */
+#define CF_CLOSE_AFTER (1u << 2)   /* close once the response is out */
+#define CF_RESP_STARTED (1u << 3)
+#define CF_RESP_CHUNKED (1u << 4)
+#define CF_RESP_DONE (1u << 5)
+#define CF_RESP_NOBODY (1u << 6)   /* HEAD, 1xx, 204, 304: head only */
+#define CF_HTTP10 (1u << 7)        /* the request is HTTP/1.0: no chunked responses */
+#define CF_ABOVE_HIGH (1u << 8)    /* write queue went over WQ_HIGH; owner told on the way down */
+#define CF_CORKED (1u << 9)
+#define CF_RESUME_PENDING (1u << 10) /* parked bytes wait for the resume timer */
 #define CF(c, f) (((c)->flags & (f)) != 0)
 
 static void conn_flag_set(conn_t *c, unsigned f, int on)

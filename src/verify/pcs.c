@@ -9,6 +9,7 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,10 +31,14 @@ typedef struct pcs_resp {
     int too_big;
 } pcs_resp_t;
 
-static int pcs_fail(char *err, size_t errlen, const char *fmt, const char *a, const char *b)
+__attribute__((format(printf, 3, 4))) static int pcs_fail(char *err, size_t errlen, const char *fmt, ...)
 {
-    if (err && errlen)
-        snprintf(err, errlen, fmt, a ? a : "", b ? b : "");
+    if (err && errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
     return -1;
 }
 
@@ -79,7 +84,7 @@ static int http_get(const char *url, pcs_resp_t *r, char *err, size_t errlen)
 {
     CURL *c = curl_easy_init();
     if (!c)
-        return pcs_fail(err, errlen, "curl init failed%s%s", NULL, NULL);
+        return pcs_fail(err, errlen, "curl init failed");
     curl_easy_setopt(c, CURLOPT_URL, url);
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, 10L);
@@ -98,7 +103,7 @@ static int http_get(const char *url, pcs_resp_t *r, char *err, size_t errlen)
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
     curl_easy_cleanup(c);
     if (r->too_big)
-        return pcs_fail(err, errlen, "%s: response too large%s", url, NULL);
+        return pcs_fail(err, errlen, "%s: response too large", url);
     if (cc != CURLE_OK)
         return pcs_fail(err, errlen, "%s: %s", url, curl_easy_strerror(cc));
     if (status != 200) {
@@ -214,7 +219,7 @@ int pcs_fetch_collateral(const char *base_url, const tdx_quote_t *q, buf_t *out,
     const char *b = base_url && *base_url ? base_url : PCS_INTEL_URL;
     size_t bl = strlen(b);
     if (bl >= sizeof base - 64 || (strncmp(b, "https://", 8) && strncmp(b, "http://", 7)))
-        return pcs_fail(err, errlen, "bad PCS/PCCS URL%s%s", NULL, NULL);
+        return pcs_fail(err, errlen, "bad PCS/PCCS URL");
     memcpy(base, b, bl + 1);
     while (bl && base[bl - 1] == '/')
         base[--bl] = 0;
@@ -228,11 +233,10 @@ int pcs_fetch_collateral(const char *base_url, const tdx_quote_t *q, buf_t *out,
 
     tdx_pck_info_t pck = {0};
     if (!q || !q->pck_chain || tdx_pck_chain_parse(q->pck_chain, q->pck_chain_len, &pck, why, sizeof why))
-        return pcs_fail(err, errlen, "quote: %s%s", q ? why : "missing", NULL);
+        return pcs_fail(err, errlen, "quote: %s", q ? why : "missing");
     const char *ca = tdx_pck_ca_param(pck.ca);
     if (!ca)
-        return pcs_fail(err, errlen, "PCK leaf issued by neither the Platform nor the Processor CA%s%s",
-                    NULL, NULL);
+        return pcs_fail(err, errlen, "PCK leaf issued by neither the Platform nor the Processor CA");
     hex_encode_upper(fmspc, pck.fmspc, 6);
 
     pcs_resp_t crl = {.want_hdr = {"SGX-PCK-CRL-Issuer-Chain", NULL}};
@@ -258,7 +262,7 @@ int pcs_fetch_collateral(const char *base_url, const tdx_quote_t *q, buf_t *out,
     if (http_get(url, &qe, err, errlen))
         goto out;
     if (!tcb.hdr || !qe.hdr) {
-        pcs_fail(err, errlen, "%s%s: issuer chain header missing", tcb.hdr ? "QE identity" : "TCB info", NULL);
+        pcs_fail(err, errlen, "%s: issuer chain header missing", tcb.hdr ? "QE identity" : "TCB info");
         goto out;
     }
 
@@ -286,18 +290,17 @@ int pcs_fetch_collateral(const char *base_url, const tdx_quote_t *q, buf_t *out,
                                     .qe_identity_issuer_chain = qe.hdr};
     uint8_t tsig[64], qsig[64];
     if (signed_body(&tcb.body, "tcbInfo", &parts.tcb_info, &parts.tcb_info_len, tsig)) {
-        pcs_fail(err, errlen, "TCB info: %s%s", "not {\"tcbInfo\":{…},\"signature\":\"<hex>\"}", NULL);
+        pcs_fail(err, errlen, "TCB info: %s", "not {\"tcbInfo\":{…},\"signature\":\"<hex>\"}");
         goto out;
     }
     if (signed_body(&qe.body, "enclaveIdentity", &parts.qe_identity, &parts.qe_identity_len, qsig)) {
-        pcs_fail(err, errlen, "QE identity: %s%s", "not {\"enclaveIdentity\":{…},\"signature\":\"<hex>\"}",
-             NULL);
+        pcs_fail(err, errlen, "QE identity: %s", "not {\"enclaveIdentity\":{…},\"signature\":\"<hex>\"}");
         goto out;
     }
     parts.tcb_info_signature = tsig;
     parts.qe_identity_signature = qsig;
     if (tdx_collateral_build_json(&parts, out)) {
-        pcs_fail(err, errlen, "out of memory%s%s", NULL, NULL);
+        pcs_fail(err, errlen, "out of memory");
         goto out;
     }
     rc = 0;

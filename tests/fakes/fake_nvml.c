@@ -21,6 +21,10 @@
  *   FAKE_NVML_REPORT_SIZE=N, FAKE_NVML_CERT_SIZE=N   lie about the returned sizes
  *
  * fake_nvml_counters() exposes init/shutdown/report call counts to tests. */
+/* The functions below are libnvidia-ml.so.1's exported ABI, looked up with dlsym; NVML's own
+ * header (which would declare them) is not used, so they have no previous prototype. */
+#pragma GCC diagnostic ignored "-Wmissing-prototypes"
+
 #include <ctype.h>
 #include <json-c/json.h>
 #include <pthread.h>

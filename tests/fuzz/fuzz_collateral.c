@@ -5,6 +5,7 @@
  * checklist (0 ⇔ no FAIL line, 1 ⇔ some FAIL line); a final TCB status exists only when no
  * check failed; "UpToDate" needs the tcb_info and qe_identity signature lines to PASS; the raw
  * member finder stays inside the input. */
+#include "fuzz.h"
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>

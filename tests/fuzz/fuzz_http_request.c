@@ -3,6 +3,7 @@
  * headers, body <= 1 MiB). Invariants: no callback after one failed, limits never exceeded,
  * Content-Length bodies deliver exactly the declared bytes, and the outcome of a one-shot
  * feed equals that of a feed split at points derived from the input. */
+#include "fuzz.h"
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>

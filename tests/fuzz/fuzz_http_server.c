@@ -23,6 +23,7 @@
  *    without '?', strings readable), conn_bytes_out counts body bytes only;
  *  - on_abort only for a connection the handler holds; after each input the worker has no
  *    connection left and the handler holds nothing. */
+#include "fuzz.h"
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>

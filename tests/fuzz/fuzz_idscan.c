@@ -1,6 +1,7 @@
 /* libFuzzer target for the non-streaming id scanner (src/proxy/idscan.c): never crashes, never
  * reads past its input, and finds the same id whatever the chunking (whole, byte by byte, and
  * split at a point taken from the data). When it finds an id in valid JSON, json-c agrees. */
+#include "fuzz.h"
 #include <json-c/json.h>
 #include <stddef.h>
 #include <stdint.h>

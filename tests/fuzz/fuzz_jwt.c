@@ -4,6 +4,7 @@
  * terminated strings; a JWKS key handed out is EC P-384; a token whose alg is not ES384 never
  * verifies; against a JWKS holding only a key made here, no signature line ever PASSes; the
  * return value agrees with the checklist. */
+#include "fuzz.h"
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>

@@ -3,6 +3,7 @@
  * reads past the input; success means every required item was present (and `ca` survives);
  * failure always leaves a reason; the result does not depend on bytes after the outer
  * SEQUENCE being absent (a trailing byte makes it fail). */
+#include "fuzz.h"
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>

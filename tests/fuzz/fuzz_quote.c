@@ -5,6 +5,7 @@
  * prefix fails); the four signature links and the event-log replay run without crashing, and
  * a quote whose links all verify to the Intel root is one whose signed bytes are unchanged
  * from a genuine quote (checked by re-verifying after a flip in the signed region). */
+#include "fuzz.h"
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>

@@ -2,6 +2,7 @@
  * too (json-c is laxer, never stricter, in the grammar we allow), the reported facts agree
  * with json-c's reading (last key wins in both), and a rewrite parses and equals the
  * original with the empty tool_calls removed. */
+#include "fuzz.h"
 #include <json-c/json.h>
 #include <stdint.h>
 #include <stdlib.h>

@@ -4,6 +4,7 @@
  * input; a parsed report accounts for every byte (request, header, record, nonce, opaque data,
  * signature) and its blocks and opaque fields lie inside; a fresh P-384 key never verifies the
  * signature; without a certificate chain nv_verify_gpu never reports success. */
+#include "fuzz.h"
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>

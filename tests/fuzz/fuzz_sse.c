@@ -1,5 +1,6 @@
 /* libFuzzer target for the SSE framer: the outcome (error, chat id, [DONE]) must not depend on
  * how the stream is cut into feeds. The first 8 input bytes seed the cut positions. */
+#include "fuzz.h"
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>

@@ -64,4 +64,12 @@
     } while (0)
 /* clang-format on */
 
+#include <time.h>
+
+/* Milliseconds from a to b (CLOCK_MONOTONIC readings). */
+static inline double at_ms_between(const struct timespec *a, const struct timespec *b)
+{
+    return (double)(b->tv_sec - a->tv_sec) * 1e3 + (double)(b->tv_nsec - a->tv_nsec) / 1e6;
+}
+
 #endif

@@ -694,7 +694,7 @@ static void synth_verify_at(AT_PARAMS, const synth_t *s, uint8_t td_attr_or, syn
     tdx_quote_t q;
     at_assert_int_equal(tdx_quote_parse(&q, qb, ql), TDX_OK);
     q.pck_chain = (const uint8_t *)chain.data;
-    q.pck_chain_len = chain.len;
+    q.pck_chain_len = (uint32_t)chain.len;
     unsigned char *rootder = NULL;
     int rl = i2d_X509(p.root, &rootder);
     memset(&out->cl, 0, sizeof out->cl);

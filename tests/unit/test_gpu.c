@@ -51,7 +51,7 @@ static double now_ms(void)
 {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec * 1e3 + t.tv_nsec / 1e6;
+    return (double)t.tv_sec * 1e3 + (double)t.tv_nsec / 1e6;
 }
 
 static char *slurp_at(AT_PARAMS, const char *rel, size_t *len)
@@ -265,7 +265,7 @@ static void test_nvml_fresh_nonce(void **state)
         assert_int_equal(json_object_array_length(list), 2);
         for (int i = 0; i < 2; i++) {
             json_object *e;
-            assert_true(json_object_object_get_ex(json_object_array_get_idx(list, i), "evidence", &e));
+            assert_true(json_object_object_get_ex(json_object_array_get_idx(list, (size_t)i), "evidence", &e));
             uint8_t rep[8192];
             long rl = b64_decode(rep, sizeof(rep), json_object_get_string(e),
                                  strlen(json_object_get_string(e)));
