@@ -11,6 +11,7 @@
 #include <uv.h>
 
 #include "attest/gpu.h"
+#include "core/fdlimit.h"
 #include "core/log.h"
 #include "proxy/app.h"
 
@@ -250,6 +251,7 @@ int main(int argc, char **argv)
         .header_timeout_ms = g_cfg.header_timeout_ms,
         .body_timeout_ms = g_cfg.body_timeout_ms,
         .idle_timeout_ms = g_cfg.idle_timeout_ms,
+        .max_connections = fdlimit_setup(g_cfg.max_connections), /* raises RLIMIT_NOFILE, logs */
     };
     g_app.nworkers = g_cfg.workers;
     g_threads = calloc((size_t)g_cfg.workers, sizeof *g_threads);

@@ -53,6 +53,7 @@ static const opt_t OPTS[] = {
     {"--upstream-first-byte-timeout", "UPSTREAM_FIRST_BYTE_TIMEOUT", "SECONDS", "time to the engine's first response byte (default 600)"},
     {"--timeout", "TIMEOUT", "SECONDS", "total time of one engine exchange (default 600)"},
     {"--shutdown-grace", "SHUTDOWN_GRACE", "SECONDS", "time in-flight requests get after SIGTERM (default 30)"},
+    {"--max-connections", "MAX_CONNECTIONS", "N", "open client connections per process, 503 and close beyond (default 0 = (descriptor limit - 64) / 2)"},
     {"--log-level", "LOG_LEVEL", "LEVEL", "debug|info|warning (or warn)|error|off (default info)"},
     {"--gpu-no-hw-mode", "GPU_NO_HW_MODE", "0|1", "1 = canned GPU evidence, unless GPU_EVIDENCE is set (simulated attestation defaults to simulated evidence)"},
     {"--redis-host", "REDIS_HOST", "HOST", "Redis shared by replicas for signatures: host name, IP or /unix/socket (default unset: memory only)"},
@@ -263,6 +264,9 @@ static int set_value(config_t *c, const char *key, const char *v, char *err, siz
     else if (!strcmp(key, "SHUTDOWN_GRACE")) {
         if (parse_uint(key, v, 0, 3600, &x, err, errlen)) return -1;
         c->shutdown_grace_ms = (unsigned)(x * 1000);
+    } else if (!strcmp(key, "MAX_CONNECTIONS")) {
+        if (parse_uint(key, v, 0, 100000000, &x, err, errlen)) return -1;
+        c->max_connections = (unsigned)x;
     } else if (!strcmp(key, "REDIS_HOST") || !strcmp(key, "REDIS_PASSWORD")) {
         char *dst = key[6] == 'H' ? c->redis_host : c->redis_password;
         if (strlen(v) >= 256) {
@@ -304,6 +308,7 @@ static const char *ENV_KEYS[] = {
     "ATTESTATION_TIMEOUT", "ATTESTATION_CACHE_TTL", "TLS_CERT_PATH", "GPU_EVIDENCE",
     "NVML_LIBRARY_PATH", "GPU_ALLOW_CC_OFF", "GPU_EVIDENCE_TIMEOUT", "REDIS_HOST", "REDIS_PORT",
     "REDIS_PASSWORD", "REDIS_DB", "REDIS_TIMEOUT_MS",
+    "MAX_CONNECTIONS",
 };
 
 /* Flag name -> setting name; "--listen" is handled as its own key. */
@@ -331,6 +336,7 @@ static const char *flag_key(const char *flag)
         {"--redis-host", "REDIS_HOST"}, {"--redis-port", "REDIS_PORT"},
         {"--redis-password", "REDIS_PASSWORD"}, {"--redis-db", "REDIS_DB"},
         {"--redis-timeout-ms", "REDIS_TIMEOUT_MS"},
+        {"--max-connections", "MAX_CONNECTIONS"},
     };
     for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
         if (!strcmp(flag, map[i][0]))

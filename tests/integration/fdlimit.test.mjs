@@ -9,7 +9,6 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import net from 'node:net';
-import os from 'node:os';
 import { spawnSync } from 'node:child_process';
 import { startMock, startProxy, sleep } from './lib/harness.mjs';
 import { RawConn, rawRequest } from './lib/http.mjs';
@@ -145,8 +144,10 @@ test('MAX_CONNECTIONS: connections over the cap get a 503 and are closed; the he
       await closeAll(socks);
       socks = [];
       await servedAgain(proxy.port, 5000);
-      const m = await rawRequest(proxy.port, { method: 'GET', path: '/metrics', headers: { Authorization: 'Bearer test_token' }, timeoutMs: 3000 });
-      if (m.status === 200) assert.match(m.body.toString(), /vllm_proxy_connections_refused_total\{reason="max_connections"\} [1-9]/);
+      const m = await rawRequest(proxy.port, { method: 'GET', path: '/v1/metrics', headers: { Authorization: 'Bearer test_token' }, timeoutMs: 3000 });
+      assert.equal(m.status, 200);
+      assert.match(m.body.toString(), /^vllm_proxy_connections_refused_total\{reason="max_connections"\} [1-9]\d*$/m);
+      assert.match(m.body.toString(), /^vllm_proxy_connections_open \d+$/m);
     } finally {
       held.close();
       await closeAll(socks);
@@ -162,8 +163,8 @@ test('the start-up log states the descriptor limit and the connection cap', { sk
   });
   try {
     const err = proxy.stderr();
-    assert.match(err, /descriptor limit 300 -> 4000/, err.slice(0, 2000));
-    assert.match(err, /max connections \d+ per process/i);
+    // (4000 - 64) / 2 = 1968: the cap derived from the raised limit.
+    assert.match(err, /file descriptor limit 300 -> 4000 \(hard 4000\); max connections 1968 per process/, err.slice(0, 2000));
     const lim = fs.readFileSync(`/proc/${proxy.child.proc.pid}/limits`, 'utf8');
     assert.match(lim, /Max open files\s+4000\s+4000/);
   } finally {
@@ -171,4 +172,3 @@ test('the start-up log states the descriptor limit and the connection cap', { sk
   }
 });
 
-void os;

@@ -24,7 +24,7 @@ static const char *const ENV_KEYS[] = {
     "UPSTREAM_CONNECT_TIMEOUT", "UPSTREAM_FIRST_BYTE_TIMEOUT", "TIMEOUT", "SHUTDOWN_GRACE",
     "LOG_LEVEL", "DSTACK_SIMULATOR_ENDPOINT", "TAPPD_SIMULATOR_ENDPOINT", "TSM_REPORT_PATH",
     "ATTESTATION_TIMEOUT", "ATTESTATION_CACHE_TTL", "TLS_CERT_PATH", "GPU_EVIDENCE",
-    "NVML_LIBRARY_PATH", "GPU_ALLOW_CC_OFF", "GPU_EVIDENCE_TIMEOUT",
+    "NVML_LIBRARY_PATH", "GPU_ALLOW_CC_OFF", "GPU_EVIDENCE_TIMEOUT", "MAX_CONNECTIONS",
 };
 
 static int setup(void **state)
@@ -286,6 +286,25 @@ static void test_model_name_required(void **state)
     expect_error(NULL, "MODEL_NAME");
 }
 
+/* MAX_CONNECTIONS: 0 (derived from the descriptor limit at start) unless set; a flag wins. */
+static void test_max_connections(void **state)
+{
+    (void)state;
+    assert_int_equal(load(NULL), CFG_OK);
+    assert_int_equal(cfg.max_connections, 0);
+    setenv("MAX_CONNECTIONS", "5000", 1);
+    assert_int_equal(load(NULL), CFG_OK);
+    assert_int_equal(cfg.max_connections, 5000);
+    assert_int_equal(load(ARGS("--max-connections", "12")), CFG_OK);
+    assert_int_equal(cfg.max_connections, 12);
+    assert_int_equal(load(ARGS("--max-connections=0")), CFG_OK);
+    assert_int_equal(cfg.max_connections, 0);
+    unsetenv("MAX_CONNECTIONS");
+    env_error("MAX_CONNECTIONS", "-1");
+    env_error("MAX_CONNECTIONS", "100000001");
+    env_error("MAX_CONNECTIONS", "many");
+}
+
 static void test_invalid_numbers(void **state)
 {
     (void)state;
@@ -527,6 +546,7 @@ int main(void)
         cmocka_unit_test_setup(test_flags_override_env, setup),
         cmocka_unit_test_setup(test_model_name_required, setup),
         cmocka_unit_test_setup(test_invalid_numbers, setup),
+        cmocka_unit_test_setup(test_max_connections, setup),
         cmocka_unit_test_setup(test_unknown_and_incomplete_flags, setup),
         cmocka_unit_test_setup(test_help_and_version, setup),
         cmocka_unit_test_setup(test_token_lists, setup),
