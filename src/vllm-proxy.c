@@ -14,6 +14,7 @@
 
 #include "attest/gpu.h"
 #include "core/clock.h"
+#include "core/fdlimit.h"
 #include "core/log.h"
 #include "proxy/app.h"
 #include "proxy/relay.h"
@@ -311,6 +312,7 @@ static int start_workers(char *err, size_t errlen)
         .header_timeout_ms = g_cfg.header_timeout_ms,
         .body_timeout_ms = g_cfg.body_timeout_ms,
         .idle_timeout_ms = g_cfg.idle_timeout_ms,
+        .max_connections = fdlimit_setup(g_cfg.max_connections), /* raises RLIMIT_NOFILE, logs */
     };
     g_app.nworkers = g_cfg.workers;
     g_threads = calloc((size_t)g_cfg.workers, sizeof *g_threads);

@@ -6,6 +6,7 @@
 #include "http/server.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <llhttp.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -27,6 +28,9 @@
 #define WQ_LOW (64 * 1024)
 #define CORK_MAX (64 * 1024)
 #define LINGER_MS 2000
+#define ACCEPT_BATCH 64        /* connections taken per readiness event; the rest wait a turn */
+#define SHED_BATCH 256         /* pending connections refused per descriptor-exhaustion pause */
+#define ACCEPT_BACKOFF_MS 100  /* the listener rests this long after EMFILE/ENFILE */
 
 /* Status codes whose responses never have a body (RFC 9110 6.4.1). */
 #define STATUS_HAS_NO_BODY(s) (((s) >= 100 && (s) < 200) || (s) == 204 || (s) == 304)
@@ -88,7 +92,12 @@ static void conn_flag_set(conn_t *c, unsigned f, int on)
 struct worker {
     uv_loop_t *loop;
     int id;
-    uv_tcp_t listener;
+    uv_poll_t lpoll;       /* the listening socket: readable = connections to accept */
+    uv_timer_t lbackoff;   /* re-arms lpoll after a pause (out of descriptors) */
+    int lfd;               /* the listening socket, SO_REUSEPORT, this worker's own */
+    int reserve_fd;        /* a spare descriptor, freed to refuse pending connections */
+    int starved, capped;   /* in an out-of-descriptors / over-the-cap episode (logged once) */
+    uint64_t shed;         /* connections refused in the current out-of-descriptors episode */
     int listening;
     http_limits_t lim;
     const http_handler_t *h;
@@ -109,6 +118,9 @@ typedef struct wreq {
     size_t len;
     char data[];
 } wreq_t;
+
+static unsigned g_open;                   /* client connections open in the process */
+static uint64_t g_refused[HTTP_REFUSED_N]; /* connections refused at accept, by cause */
 
 const char *http_status_text(int s)
 {
@@ -501,6 +513,7 @@ static void on_handle_closed(uv_handle_t *h)
     if (c->next)
         c->next->prev = c->prev;
     w->nconns--;
+    __atomic_sub_fetch(&g_open, 1, __ATOMIC_RELAXED);
     buf_free(&c->head);
     buf_free(&c->req.body);
     buf_free(&c->pending);
@@ -536,14 +549,104 @@ void conn_abort(conn_t *c)
     conn_close(c);
 }
 
-static void on_connection(uv_stream_t *srv, int status)
+/* ---- accepting ---- */
+
+/* The worker accepts with accept4(2) itself, on a uv_poll_t over its listening socket, not with
+ * uv_listen: libuv's accept loop answers EMFILE by freeing a reserve descriptor that belongs
+ * to the loop, and when another thread of the process takes the freed slot first, the reserve
+ * is gone and the loop retries accept at once, for ever. Two workers at the descriptor limit
+ * spun at 100 % CPU and never returned to their loops (no SIGTERM drain; issue 15). Here a
+ * failed accept never retries in the same turn: out of descriptors, the worker refuses what is
+ * pending (with its own reserve) and rests the listener for ACCEPT_BACKOFF_MS. */
+
+
+uint64_t http_conns_refused(int why)
 {
-    worker_t *w = srv->data;
-    if (status < 0)
+    return why >= 0 && why < HTTP_REFUSED_N ? __atomic_load_n(&g_refused[why], __ATOMIC_RELAXED) : 0;
+}
+
+unsigned http_conns_open(void) { return __atomic_load_n(&g_open, __ATOMIC_RELAXED); }
+
+#define REFUSE_BODY                                                                          \
+    "{\"error\":{\"message\":\"the server is at its connection limit, retry later\","        \
+    "\"type\":\"server_overloaded\",\"param\":null,\"code\":null}}"
+
+/* A connection that will not be served: a 503 if the socket takes it, FIN, what the client
+ * already sent is read (closing with unread bytes would reset the connection and could
+ * discard the 503), and the descriptor is closed. Nothing waits on the loop. */
+static void refuse_fd(worker_t *w, int fd, int why)
+{
+    static const char msg[] = "HTTP/1.1 503 Service Unavailable\r\n"
+                              "Content-Type: application/json\r\n"
+                              "Retry-After: 1\r\n"
+                              "Connection: close\r\n"
+                              "Content-Length: %zu\r\n\r\n" REFUSE_BODY;
+    __atomic_add_fetch(&g_refused[why], 1, __ATOMIC_RELAXED); /* before the client can see it */
+    if (why == HTTP_REFUSED_FDS)
+        w->shed++;
+    char out[sizeof msg + 16];
+    int n = snprintf(out, sizeof out, msg, sizeof REFUSE_BODY - 1);
+    if (n > 0 && send(fd, out, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL) < 0) { /* gone already */ }
+    shutdown(fd, SHUT_WR);
+    for (int i = 0; i < 4 && recv(fd, w->rbuf, READ_BUF_SIZE, MSG_DONTWAIT) > 0; i++) {
+    }
+    close(fd);
+}
+
+static void on_listen_io(uv_poll_t *p, int status, int events);
+
+static void on_listener_rested(uv_timer_t *t)
+{
+    worker_t *w = t->data;
+    if (!w->listening)
         return;
+    if (w->reserve_fd < 0) /* taken by another thread last time: try again */
+        w->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    uv_poll_start(&w->lpoll, UV_READABLE, on_listen_io);
+}
+
+static void listener_rest(worker_t *w, unsigned ms)
+{
+    uv_poll_stop(&w->lpoll);
+    uv_timer_start(&w->lbackoff, on_listener_rested, ms, 0);
+}
+
+/* Out of descriptors: EMFILE (this process) or ENFILE (the system). What waits in the accept
+ * queue cannot be served now; with the reserve descriptor freed, each pending connection is
+ * accepted into that one slot and refused. Then the listener rests. The slot may be taken by
+ * another thread in between: then accept fails again and the worker simply rests. */
+static void accept_starved(worker_t *w, int err)
+{
+    if (!w->starved) {
+        w->starved = 1;
+        LOG_WARN("worker %d: out of file descriptors (%s; %u client connections open): refusing new "
+                 "connections with 503, retrying every %d ms",
+                 w->id, err == ENFILE ? "ENFILE, system-wide" : err == EMFILE ? "EMFILE" : strerror(err),
+                 http_conns_open(), ACCEPT_BACKOFF_MS);
+    }
+    if (w->reserve_fd >= 0) {
+        close(w->reserve_fd);
+        w->reserve_fd = -1;
+        for (int i = 0; i < SHED_BATCH; i++) {
+            int fd = accept4(w->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+            if (fd >= 0)
+                refuse_fd(w, fd, HTTP_REFUSED_FDS);
+            else if (errno != EINTR && errno != ECONNABORTED)
+                break;
+        }
+        w->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    }
+    listener_rest(w, ACCEPT_BACKOFF_MS);
+}
+
+static void conn_adopt(worker_t *w, int fd)
+{
     conn_t *c = calloc(1, sizeof *c);
-    if (!c)
+    if (!c) {
+        close(fd);
+        __atomic_sub_fetch(&g_open, 1, __ATOMIC_RELAXED);
         return;
+    }
     c->w = w;
     uv_tcp_init(w->loop, &c->tcp);
     uv_timer_init(w->loop, &c->timer);
@@ -554,7 +657,8 @@ static void on_connection(uv_stream_t *srv, int status)
         w->conns->prev = c;
     w->conns = c;
     w->nconns++;
-    if (uv_accept(srv, (uv_stream_t *)&c->tcp) != 0) {
+    if (uv_tcp_open(&c->tcp, fd) != 0) {
+        close(fd); /* not the handle's: uv_tcp_open failed before taking it */
         c->state = C_IDLE;
         conn_close(c);
         return;
@@ -565,6 +669,59 @@ static void on_connection(uv_stream_t *srv, int status)
     conn_reset_request(c);
     conn_timer(c, w->lim.idle_timeout_ms);
     uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+}
+
+static void on_listen_io(uv_poll_t *p, int status, int events)
+{
+    (void)events;
+    worker_t *w = p->data;
+    if (!w->listening)
+        return;
+    if (status < 0) {
+        LOG_WARN("worker %d: listener: %s", w->id, uv_strerror(status));
+        listener_rest(w, ACCEPT_BACKOFF_MS);
+        return;
+    }
+    for (int i = 0; i < ACCEPT_BATCH; i++) {
+        int fd = accept4(w->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            int e = errno;
+            if (e == EAGAIN || e == EWOULDBLOCK)
+                return;
+            /* The connection failed before it was taken (accept(2): pending network errors
+             * are passed on for TCP): nothing to do, take the next one. */
+            if (e == EINTR || e == ECONNABORTED || e == EPROTO || e == ENETDOWN || e == ENOPROTOOPT ||
+                e == EHOSTDOWN || e == ENONET || e == EHOSTUNREACH || e == EOPNOTSUPP || e == ENETUNREACH ||
+                e == EPERM)
+                continue;
+            if (e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM) {
+                accept_starved(w, e);
+                return;
+            }
+            LOG_WARN("worker %d: accept: %s", w->id, strerror(e));
+            listener_rest(w, ACCEPT_BACKOFF_MS);
+            return;
+        }
+        if (w->starved) {
+            w->starved = 0;
+            LOG_WARN("worker %d: accepting again (%llu connection(s) refused while out of file descriptors)",
+                     w->id, (unsigned long long)w->shed);
+            w->shed = 0;
+        }
+        unsigned n = __atomic_add_fetch(&g_open, 1, __ATOMIC_RELAXED);
+        if (w->lim.max_connections && n > w->lim.max_connections) {
+            __atomic_sub_fetch(&g_open, 1, __ATOMIC_RELAXED);
+            if (!w->capped) {
+                w->capped = 1;
+                LOG_WARN("worker %d: %u client connections open (MAX_CONNECTIONS): refusing new ones with 503",
+                         w->id, w->lim.max_connections);
+            }
+            refuse_fd(w, fd, HTTP_REFUSED_CAP);
+            continue;
+        }
+        w->capped = 0;
+        conn_adopt(w, fd);
+    }
 }
 
 /* ---- writing ---- */
@@ -917,17 +1074,25 @@ worker_t *worker_new(uv_loop_t *loop, int id, const char *host, int port,
         free(w);
         return NULL;
     }
-    uv_tcp_init(loop, &w->listener);
-    w->listener.data = w;
-    if (uv_tcp_open(&w->listener, fd) != 0 ||
-        uv_listen((uv_stream_t *)&w->listener, 4096, on_connection) != 0) {
+    if (uv_poll_init(loop, &w->lpoll, fd) != 0) {
         snprintf(err, errlen, "cannot listen on %s:%d", host, port);
-        /* Start-up failure: the caller exits; the handle's close completes with the loop. */
-        uv_close((uv_handle_t *)&w->listener, NULL);
+        close(fd);
+        free(w->rbuf);
+        free(w);
+        return NULL;
+    }
+    uv_timer_init(loop, &w->lbackoff);
+    w->lpoll.data = w->lbackoff.data = w;
+    w->lfd = fd;
+    w->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    w->listening = 1;
+    if (uv_poll_start(&w->lpoll, UV_READABLE, on_listen_io) != 0) {
+        snprintf(err, errlen, "cannot listen on %s:%d", host, port);
+        /* Start-up failure: the caller exits; the handles' close completes with the loop. */
+        worker_drain(w, NULL);
         free(w->rbuf);
         return NULL;
     }
-    w->listening = 1;
     return w;
 }
 
@@ -939,7 +1104,14 @@ void worker_drain(worker_t *w, void (*cb)(worker_t *))
     w->drain_cb = cb;
     if (w->listening) {
         w->listening = 0;
-        uv_close((uv_handle_t *)&w->listener, NULL);
+        /* uv_close stops polling at once (the descriptor leaves epoll): closing it is safe. */
+        uv_close((uv_handle_t *)&w->lpoll, NULL);
+        uv_close((uv_handle_t *)&w->lbackoff, NULL);
+        close(w->lfd);
+        w->lfd = -1;
+        if (w->reserve_fd >= 0)
+            close(w->reserve_fd);
+        w->reserve_fd = -1;
     }
     for (conn_t *c = w->conns, *n; c; c = n) {
         n = c->next;

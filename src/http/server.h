@@ -36,6 +36,8 @@ typedef struct http_limits {
     unsigned header_timeout_ms;
     unsigned body_timeout_ms;
     unsigned idle_timeout_ms;
+    unsigned max_connections;  /* open client connections per process, 0 = no cap; beyond it a
+                                * new connection gets a 503 and is closed at once */
 } http_limits_t;
 
 typedef struct http_req {
@@ -131,6 +133,12 @@ void worker_free(worker_t *w);     /* after the loop has stopped */
 
 /* One read buffer per worker: read callbacks consume data synchronously. */
 char *worker_read_buf(worker_t *w, size_t *len);
+
+/* Connections refused at accept, process-wide: out of descriptors (EMFILE/ENFILE), or over
+ * max_connections. And the client connections open now, process-wide. */
+enum { HTTP_REFUSED_FDS, HTTP_REFUSED_CAP, HTTP_REFUSED_N };
+uint64_t http_conns_refused(int why);
+unsigned http_conns_open(void);
 
 const char *http_status_text(int status);
 

@@ -79,6 +79,8 @@ static const config_setting_t SETTINGS[] = {
      "seconds one engine exchange may take in total"},
     {"--shutdown-grace", "SHUTDOWN_GRACE", CFG_SECONDS, FIELD(shutdown_grace_ms), 0, 0, 3600, NULL, 0,
      "30", NULL, "seconds in-flight requests get after SIGTERM"},
+    {"--max-connections", "MAX_CONNECTIONS", CFG_UINT, FIELD(max_connections), 0, 0, 100000000, NULL,
+     0, "0", NULL, "open client connections per process, 503 and close beyond (0 = (descriptor limit - 64) / 2)"},
     {"--log-level", "LOG_LEVEL", CFG_LOG_LEVEL, FIELD(log_level), 0, 0, 0, NULL, 0, "info", NULL,
      "debug|info|warning (or warn)|error|off"},
     {"--dstack-endpoint", "DSTACK_SIMULATOR_ENDPOINT", CFG_STR, FIELD(dstack_endpoint), 0, 0, 0, NULL,

@@ -64,6 +64,7 @@ typedef struct config {
     unsigned header_timeout_ms, body_timeout_ms, idle_timeout_ms;
     unsigned upstream_connect_timeout_ms, upstream_first_byte_timeout_ms, total_timeout_ms;
     unsigned shutdown_grace_ms;
+    unsigned max_connections;                    /* client connections per process; 0 = derived */
     int log_level;
     char redis_host[256];                        /* "" = signatures in memory only */
     int redis_port;

@@ -82,4 +82,14 @@ void metrics_render(app_t *a, buf_t *o)
                (unsigned long long)s.signatures_skipped, store_count(a->store),
                (unsigned long long)s.reports, (unsigned long long)s.streams_active,
                (unsigned long long)s.bytes_in, (unsigned long long)s.bytes_out, a->nworkers);
+    /* Accept-time counters of the http server (process-wide, not per worker). */
+    buf_printf(o, "# HELP vllm_proxy_connections_open Client connections open now.\n"
+                  "# TYPE vllm_proxy_connections_open gauge\n"
+                  "vllm_proxy_connections_open %u\n"
+                  "# HELP vllm_proxy_connections_refused_total Connections answered 503 and closed at accept.\n"
+                  "# TYPE vllm_proxy_connections_refused_total counter\n"
+                  "vllm_proxy_connections_refused_total{reason=\"file_descriptors\"} %llu\n"
+                  "vllm_proxy_connections_refused_total{reason=\"max_connections\"} %llu\n",
+               http_conns_open(), (unsigned long long)http_conns_refused(HTTP_REFUSED_FDS),
+               (unsigned long long)http_conns_refused(HTTP_REFUSED_CAP));
 }

@@ -439,12 +439,13 @@ static const http_handler_t handler = {h_on_headers, h_on_request, h_on_reject};
 static void find_port(uv_handle_t *h, void *arg)
 {
     int *p = arg;
-    if (h->type != UV_TCP || *p)
+    uv_os_fd_t fd;
+    /* The worker's listener is a uv_poll_t over its socket (it accepts with accept4 itself). */
+    if (h->type != UV_POLL || *p || uv_fileno(h, &fd) != 0)
         return;
     struct sockaddr_storage ss;
-    int len = sizeof ss;
-    if (uv_tcp_getsockname((uv_tcp_t *)h, (struct sockaddr *)&ss, &len) == 0 &&
-        ss.ss_family == AF_INET)
+    socklen_t len = sizeof ss;
+    if (getsockname(fd, (struct sockaddr *)&ss, &len) == 0 && ss.ss_family == AF_INET)
         *p = ntohs(((struct sockaddr_in *)&ss)->sin_port);
 }
 
@@ -453,7 +454,7 @@ static void small_sndbuf(uv_handle_t *h, void *arg)
     (void)arg;
     uv_os_fd_t fd;
     int sz = 16384;
-    if (h->type == UV_TCP && uv_fileno(h, &fd) == 0)
+    if ((h->type == UV_TCP || h->type == UV_POLL) && uv_fileno(h, &fd) == 0)
         setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sz, sizeof sz);
 }
 

@@ -396,6 +396,13 @@ describe('deploy/docker-compose.yml', () => {
     assert.deepEqual(missing, [], `undocumented in docker-compose.yml: ${missing.join(' ')}`);
   });
 
+  test('vllm-proxy has a descriptor limit (ulimits nofile, soft = hard, at least 65536)', () => {
+    const n = proxy().ulimits?.nofile;
+    assert.ok(n && typeof n === 'object', 'no ulimits: nofile: {soft, hard} for vllm-proxy');
+    assert.ok(Number(n.hard) >= 65536, `nofile hard ${n.hard}`);
+    assert.equal(Number(n.soft), Number(n.hard), 'the proxy raises soft to hard anyway: say so');
+  });
+
   test('port 8000 published; both services get GPUs (the proxy for NVML)', () => {
     assert.ok((proxy().ports ?? []).map(String).some((p) => /(^|:)8000$/.test(p) && p.includes(':')), 'port 8000 not published');
     for (const name of ['vllm', 'vllm-proxy']) {

@@ -283,6 +283,25 @@ static void test_model_name_required(void **state)
     expect_error(NULL, "MODEL_NAME");
 }
 
+/* MAX_CONNECTIONS: 0 (derived from the descriptor limit at start) unless set; a flag wins. */
+static void test_max_connections(void **state)
+{
+    (void)state;
+    assert_int_equal(load(NULL), CFG_OK);
+    assert_int_equal(cfg.max_connections, 0);
+    setenv("MAX_CONNECTIONS", "5000", 1);
+    assert_int_equal(load(NULL), CFG_OK);
+    assert_int_equal(cfg.max_connections, 5000);
+    assert_int_equal(load(ARGS("--max-connections", "12")), CFG_OK);
+    assert_int_equal(cfg.max_connections, 12);
+    assert_int_equal(load(ARGS("--max-connections=0")), CFG_OK);
+    assert_int_equal(cfg.max_connections, 0);
+    unsetenv("MAX_CONNECTIONS");
+    env_error("MAX_CONNECTIONS", "-1");
+    env_error("MAX_CONNECTIONS", "100000001");
+    env_error("MAX_CONNECTIONS", "many");
+}
+
 static void test_invalid_numbers(void **state)
 {
     (void)state;
@@ -653,6 +672,7 @@ int main(void)
         cmocka_unit_test_setup(test_flags_override_env, setup),
         cmocka_unit_test_setup(test_model_name_required, setup),
         cmocka_unit_test_setup(test_invalid_numbers, setup),
+        cmocka_unit_test_setup(test_max_connections, setup),
         cmocka_unit_test_setup(test_unknown_and_incomplete_flags, setup),
         cmocka_unit_test_setup(test_help_and_version, setup),
         cmocka_unit_test_setup(test_token_lists, setup),

@@ -14,6 +14,7 @@
 #include "at.h"
 #include "core/buf.h"
 #include "core/check.h"
+#include "core/fdlimit.h"
 #include "core/hex.h"
 #include "core/json.h"
 #include "core/log.h"
@@ -571,6 +572,19 @@ static void test_json_helpers(void **state)
     assert_null(json_parse_strict("{}\0{}", 5));
 }
 
+/* The connection cap derived from a descriptor limit: half of what 64 leave, at least 1. */
+static void test_fdlimit_derive_cap(void **state)
+{
+    (void)state;
+    assert_int_equal(fdlimit_derive_cap(1024), 480);
+    assert_int_equal(fdlimit_derive_cap(65536), 32736);
+    assert_int_equal(fdlimit_derive_cap(1048576), 524256);
+    assert_int_equal(fdlimit_derive_cap(100), 50);
+    assert_int_equal(fdlimit_derive_cap(1), 1);
+    assert_int_equal(fdlimit_derive_cap(0), 1);
+    assert_int_equal(fdlimit_derive_cap(~0ull), 0xffffffffu);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -589,6 +603,7 @@ int main(void)
         cmocka_unit_test(test_sha_incremental),
         cmocka_unit_test(test_log_level_parse),
         cmocka_unit_test(test_check_list),
+        cmocka_unit_test(test_fdlimit_derive_cap),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -19,6 +19,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <time.h>
@@ -336,12 +338,13 @@ static void *loop_main(void *arg)
 static void find_port(uv_handle_t *h, void *arg)
 {
     int *p = arg;
-    if (h->type != UV_TCP || *p)
+    uv_os_fd_t fd;
+    /* The worker's listener is a uv_poll_t over its socket (it accepts with accept4 itself). */
+    if (h->type != UV_POLL || *p || uv_fileno(h, &fd) != 0)
         return;
     struct sockaddr_storage ss;
-    int len = sizeof ss;
-    if (uv_tcp_getsockname((uv_tcp_t *)h, (struct sockaddr *)&ss, &len) == 0 &&
-        ss.ss_family == AF_INET)
+    socklen_t len = sizeof ss;
+    if (getsockname(fd, (struct sockaddr *)&ss, &len) == 0 && ss.ss_family == AF_INET)
         *p = ntohs(((struct sockaddr_in *)&ss)->sin_port);
 }
 
@@ -991,6 +994,186 @@ static void test_backpressure_drain(void **state)
 }
 
 /* ------------------------------------------------------------------------------------------ */
+/* Accept at the descriptor limit, and the connection cap (issue 15).                         */
+
+#define FLOOD 16   /* connections refused while nothing competes */
+#define FLOOD2 96  /* connections arriving while another thread takes every free descriptor */
+static int fill_fds[4096], nfill;
+static int flood_fds[FLOOD + FLOOD2];
+static struct rlimit saved_nofile;
+static int nofile_lowered;
+static pthread_t thief_thr;
+static int thief_run, thief_started;
+
+/* Takes every descriptor that comes free, as other threads of a process do (a second worker,
+ * the thread pool): with libuv's own accept loop this made the reserve descriptor vanish and
+ * the loop spin on EMFILE for ever. */
+static void *thief_main(void *arg)
+{
+    (void)arg;
+    while (__atomic_load_n(&thief_run, __ATOMIC_ACQUIRE)) {
+        int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+            continue;
+        int i = __atomic_fetch_add(&nfill, 1, __ATOMIC_ACQ_REL);
+        if (i < (int)(sizeof fill_fds / sizeof fill_fds[0]))
+            fill_fds[i] = fd;
+        else
+            close(fd), __atomic_fetch_sub(&nfill, 1, __ATOMIC_ACQ_REL);
+    }
+    return NULL;
+}
+
+static void fd_release(void)
+{
+    if (thief_started) {
+        __atomic_store_n(&thief_run, 0, __ATOMIC_RELEASE);
+        pthread_join(thief_thr, NULL);
+        thief_started = 0;
+    }
+    for (int i = 0; i < nfill; i++)
+        close(fill_fds[i]);
+    nfill = 0;
+    if (nofile_lowered) {
+        setrlimit(RLIMIT_NOFILE, &saved_nofile);
+        nofile_lowered = 0;
+    }
+}
+
+static int fd_teardown(void **state)
+{
+    fd_release();
+    for (int i = 0; i < FLOOD + FLOOD2; i++)
+        if (flood_fds[i] > 0)
+            close(flood_fds[i]);
+    memset(flood_fds, 0, sizeof flood_fds);
+    return teardown(state);
+}
+
+static int flood_socket(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(fd >= 0);
+    struct timeval tv = {RECV_TIMEOUT_MS / 1000, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    return fd;
+}
+
+static void flood_connect(int fd)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+}
+
+static double loop_cpu_s(void)
+{
+    clockid_t cid;
+    struct timespec ts;
+    assert_int_equal(pthread_getcpuclockid(loop_thr, &cid), 0);
+    clock_gettime(cid, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* The process runs out of descriptors while connections wait to be accepted. The worker
+ * answers what it cannot hold with a 503, keeps serving the connection it has, does not spin
+ * when another thread takes every freed descriptor, and accepts again once there are some. */
+static void test_descriptor_exhaustion(void **state)
+{
+    (void)state;
+    http_limits_t l = default_limits();
+    start_server(&l);
+    int held = cli_connect();
+    cli_send(held, "GET /hello HTTP/1.1\r\nHost: a\r\n\r\n");
+    expect_bytes(held, HELLO_KA);
+    for (int i = 0; i < FLOOD + FLOOD2; i++)
+        flood_fds[i] = flood_socket();
+    /* A soft limit a little above what is open now, then every free descriptor taken. */
+    assert_int_equal(getrlimit(RLIMIT_NOFILE, &saved_nofile), 0);
+    int probe = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    assert_true(probe >= 0);
+    close(probe);
+    struct rlimit low = {(rlim_t)probe + 32, saved_nofile.rlim_max};
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &low), 0);
+    nofile_lowered = 1;
+    for (int fd; (fd = open("/dev/null", O_RDONLY | O_CLOEXEC)) >= 0;)
+        fill_fds[nfill++] = fd;
+    assert_int_equal(errno, EMFILE);
+
+    /* 1. Nothing else competes: each pending connection is refused with a 503 (the worker's
+     * reserve descriptor), and the held connection is served. */
+    uint64_t refused0 = http_conns_refused(HTTP_REFUSED_FDS);
+    for (int i = 0; i < FLOOD; i++)
+        flood_connect(flood_fds[i]);
+    static char got[4096];
+    for (int i = 0; i < FLOOD; i++) {
+        cli_read_eof(flood_fds[i], got, sizeof got);
+        if (strncmp(got, "HTTP/1.1 503 Service Unavailable\r\n", 34) != 0)
+            fail_msg("connection %d at the descriptor limit got '%.80s'", i, got);
+        assert_non_null(strstr(got, "Connection: close\r\n"));
+    }
+    assert_true(http_conns_refused(HTTP_REFUSED_FDS) - refused0 >= FLOOD);
+    cli_send(held, "GET /hello HTTP/1.1\r\nHost: a\r\n\r\n");
+    expect_bytes(held, HELLO_KA);
+
+    /* 2. Another thread takes every descriptor the worker frees: the worker must not spin,
+     * and still serves the held connection. */
+    __atomic_store_n(&thief_run, 1, __ATOMIC_RELEASE);
+    assert_int_equal(pthread_create(&thief_thr, NULL, thief_main, NULL), 0);
+    thief_started = 1;
+    for (int i = FLOOD; i < FLOOD + FLOOD2; i++) {
+        flood_connect(flood_fds[i]);
+        usleep(2000);
+    }
+    usleep(200 * 1000);
+    double c0 = loop_cpu_s();
+    usleep(500 * 1000);
+    double used = loop_cpu_s() - c0;
+    if (used > 0.2)
+        fail_msg("the worker's loop used %.2f s of CPU in 0.5 s at the descriptor limit", used);
+    cli_send(held, "GET /hello HTTP/1.1\r\nHost: a\r\n\r\n");
+    expect_bytes(held, HELLO_KA);
+
+    /* 3. Descriptors come back: new connections are served again. */
+    fd_release();
+    usleep(300 * 1000);
+    int fresh = cli_connect();
+    cli_send(fresh, "GET /hello HTTP/1.1\r\nHost: a\r\n\r\n");
+    expect_bytes(fresh, HELLO_KA);
+}
+
+/* max_connections: the connection over the cap gets a 503 and a close; once one closes, a new
+ * connection is served. */
+static void test_max_connections(void **state)
+{
+    (void)state;
+    http_limits_t l = default_limits();
+    l.max_connections = 2;
+    start_server(&l);
+    int a = cli_connect(), b = cli_connect();
+    cli_send(a, "GET /hello HTTP/1.1\r\nHost: a\r\n\r\n");
+    expect_bytes(a, HELLO_KA);
+    cli_send(b, "GET /hello HTTP/1.1\r\nHost: a\r\n\r\n");
+    expect_bytes(b, HELLO_KA);
+    assert_int_equal(http_conns_open(), 2);
+    uint64_t refused0 = http_conns_refused(HTTP_REFUSED_CAP);
+    int c = cli_connect();
+    static char got[4096];
+    cli_read_eof(c, got, sizeof got);
+    assert_true(strncmp(got, "HTTP/1.1 503 Service Unavailable\r\n", 34) == 0);
+    assert_non_null(strstr(got, "\"type\":\"server_overloaded\""));
+    assert_int_equal(http_conns_refused(HTTP_REFUSED_CAP) - refused0, 1);
+    cli_send(a, "GET /hello HTTP/1.1\r\nHost: a\r\n\r\n");
+    expect_bytes(a, HELLO_KA);
+    cli_close(a);
+    for (int i = 0; i < 100 && http_conns_open() > 1; i++)
+        usleep(10 * 1000);
+    int d = cli_connect();
+    cli_send(d, "GET /hello HTTP/1.1\r\nHost: a\r\n\r\n");
+    expect_bytes(d, HELLO_KA);
+}
+
+/* ------------------------------------------------------------------------------------------ */
 /* Upstream.                                                                                  */
 
 static void test_target_parse(void **state)
@@ -1421,6 +1604,8 @@ int main(void)
         cmocka_unit_test_teardown(test_pipelined_flood, teardown),
         cmocka_unit_test_teardown(test_early_answer, teardown),
         cmocka_unit_test_teardown(test_backpressure_drain, teardown),
+        cmocka_unit_test_teardown(test_descriptor_exhaustion, fd_teardown),
+        cmocka_unit_test_teardown(test_max_connections, teardown),
         cmocka_unit_test(test_target_parse),
         cmocka_unit_test_teardown(test_upstream_exchange_and_reuse, ups_teardown),
         cmocka_unit_test_teardown(test_upstream_not_kept, ups_teardown),

@@ -243,8 +243,14 @@ static void test_summed_across_workers(void **state)
     ASSERT_LINE(t, "vllm_proxy_response_bytes_total 5000000001"); /* beyond 32 bits */
     ASSERT_LINE(t, "# TYPE vllm_proxy_workers gauge");
     ASSERT_LINE(t, "vllm_proxy_workers 2");
-    /* 7 requests + 2 durations + 4 upstream kinds + 9 scalars */
-    assert_int_equal(samples, 22);
+    /* the http server's accept counters (process-wide; none in this process) */
+    ASSERT_LINE(t, "# TYPE vllm_proxy_connections_open gauge");
+    ASSERT_LINE(t, "vllm_proxy_connections_open 0");
+    ASSERT_LINE(t, "# TYPE vllm_proxy_connections_refused_total counter");
+    ASSERT_LINE(t, "vllm_proxy_connections_refused_total{reason=\"file_descriptors\"} 0");
+    ASSERT_LINE(t, "vllm_proxy_connections_refused_total{reason=\"max_connections\"} 0");
+    /* 7 requests + 2 durations + 4 upstream kinds + 9 scalars + 3 connection series */
+    assert_int_equal(samples, 25);
     buf_free(&o);
     store_free(s);
 }
@@ -270,15 +276,15 @@ static void test_all_zero(void **state)
     ASSERT_LINE(o.data, "vllm_proxy_signature_store_entries 0");
     ASSERT_LINE(o.data, "vllm_proxy_streams_active 0");
     ASSERT_LINE(o.data, "vllm_proxy_workers 2");
-    assert_int_equal(samples, 4 + 9);
+    assert_int_equal(samples, 4 + 9 + 3);
     /* every family is described exactly once */
     size_t helps = 0, types = 0;
     for (const char *p = o.data; (p = strstr(p, "# HELP ")) != NULL; p++)
         helps++;
     for (const char *p = o.data; (p = strstr(p, "# TYPE ")) != NULL; p++)
         types++;
-    assert_int_equal(helps, 12); /* 3 labelled families + 9 scalars */
-    assert_int_equal(types, 12);
+    assert_int_equal(helps, 14); /* 3 labelled families + 9 scalars + 2 connection families */
+    assert_int_equal(types, 14);
     buf_free(&o);
 
     /* one worker only: nothing from the absent worker is read */

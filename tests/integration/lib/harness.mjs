@@ -63,13 +63,17 @@ export function freePort() {
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 class Child {
-  constructor(name, args, env) {
+  constructor(name, args, env, wrap = []) {
     this.name = name;
     this.args = args;
     this.out = [];
     this.err = [];
     this.exited = null;
-    this.proc = spawn(binary(name), args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    // wrap: a command that execs the program in place (e.g. prlimit --nofile=N:N --), so the
+    // process id stays the program's.
+    this.proc = wrap.length
+      ? spawn(wrap[0], [...wrap.slice(1), binary(name), ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] })
+      : spawn(binary(name), args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
     live.add(this.proc);
     this.proc.stdout.on('data', (d) => this.out.push(d));
     this.proc.stderr.on('data', (d) => this.err.push(d));
@@ -167,6 +171,7 @@ export async function startMock(opts = {}) {
 /**
  * Starts vllm-proxy in simulated-attestation mode against `upstream` (a URL).
  * opts.env overrides/extends the environment (a value of undefined removes the variable).
+ * opts.wrap: a command prefix that execs the proxy (e.g. ['prlimit', '--nofile=256:256', '--']).
  * Returns {port, child, stderr(), stop()}.
  */
 export async function startProxy(upstream, opts = {}) {
@@ -188,7 +193,7 @@ export async function startProxy(upstream, opts = {}) {
     if (v === undefined) delete env[k];
     else env[k] = String(v);
   }
-  const child = new Child('vllm-proxy', opts.args ?? [], env);
+  const child = new Child('vllm-proxy', opts.args ?? [], env, opts.wrap ?? []);
   await waitHttp(child, port, '/', opts.readyTimeoutMs ?? 15000);
   return {
     port,
