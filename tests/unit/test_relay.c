@@ -12,7 +12,7 @@
  * What the proxy did is read on the loop thread (on_loop): its metrics, its free relays, its
  * idle engine connections, its client connections, its libuv handles (uv_walk) and the write
  * queue of one client connection. Every wait is on a condition with a deadline; alarm() is
- * the last resort against a hang. Helpers report their caller's file and line. */
+ * the last resort against a hang. Helpers report their caller's file and line (at.h). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -37,6 +37,7 @@
 
 #include <uv.h>
 
+#include "at.h"
 #include "core/buf.h"
 #include "core/clock.h"
 #include "core/log.h"
@@ -52,8 +53,8 @@
 #include "sign/signer.h"
 #include "store/store.h"
 
-#define WAIT_MS 5000          /* every condition wait */
-#define IO_TIMEOUT_MS 5000    /* socket receive/send timeouts */
+#define WAIT_MS 5000       /* every condition wait */
+#define IO_TIMEOUT_MS 5000 /* socket receive/send timeouts */
 #define MODEL "test/relay-model"
 #define TOKEN "relay-test-token"
 #define CHAT "/v1/chat/completions"
@@ -62,19 +63,6 @@
  * chunk framing of the pieces of that read). */
 #define WQ_HIGH (256 * 1024)
 #define WQ_BOUND (WQ_HIGH + 64 * 1024 + 4096)
-
-/* Failures at the caller's line: helpers take AT and their macros pass __FILE__, __LINE__. */
-#define AT const char *file, int line
-#define HERE __FILE__, __LINE__
-#define CHECK_AT(c) _assert_true((c) ? 1 : 0, #c, file, line)
-#define CHECK_EQ_AT(a, b)                                                                     \
-    _assert_int_equal((LargestIntegralType)(a), (LargestIntegralType)(b), file, line)
-#define FAIL_AT(...)                                                                          \
-    do {                                                                                      \
-        print_error(__VA_ARGS__);                                                             \
-        print_error("\n");                                                                    \
-        _fail(file, line);                                                                    \
-    } while (0)
 
 static uint64_t now_ms(void) { return clock_mono_ns() / 1000000u; }
 
@@ -148,13 +136,13 @@ static void post_on_loop(void (*fn)(void *), void *arg)
 }
 
 /* Runs fn(arg) on the loop thread and waits for it to return. */
-static void on_loop_at(void (*fn)(void *), void *arg, AT)
+static void on_loop_at(AT_PARAMS, void (*fn)(void *), void *arg)
 {
     post_on_loop(fn, arg);
     if (!wait_flag(&call_done, WAIT_MS))
-        FAIL_AT("the loop thread did not run a call within %d ms", WAIT_MS);
+        at_fail_msg("the loop thread did not run a call within %d ms", WAIT_MS);
 }
-#define on_loop(fn, arg) on_loop_at(fn, arg, HERE)
+#define on_loop(fn, arg) on_loop_at(AT_HERE, fn, arg)
 
 /* Holds the loop thread inside a callback until loop_unblock: whatever reaches the proxy's
  * sockets meanwhile is seen by one epoll_wait, in the order it arrived. */
@@ -168,16 +156,16 @@ static void gate_fn(void *arg)
     wait_flag(&gate_open, 3 * WAIT_MS);
 }
 
-static void loop_block_at(AT)
+static void loop_block_at(AT_PARAMS)
 {
     pthread_mutex_lock(&mu);
     gate_entered = gate_open = 0;
     pthread_mutex_unlock(&mu);
     post_on_loop(gate_fn, NULL);
     if (!wait_flag(&gate_entered, WAIT_MS))
-        FAIL_AT("the loop thread did not enter the gate");
+        at_fail_msg("the loop thread did not enter the gate");
 }
-#define loop_block() loop_block_at(HERE)
+#define loop_block() loop_block_at(AT_HERE)
 
 static void gate_release(void)
 {
@@ -187,13 +175,13 @@ static void gate_release(void)
     pthread_mutex_unlock(&mu);
 }
 
-static void loop_unblock_at(AT)
+static void loop_unblock_at(AT_PARAMS)
 {
     gate_release();
     if (!wait_flag(&call_done, WAIT_MS))
-        FAIL_AT("the loop thread did not leave the gate");
+        at_fail_msg("the loop thread did not leave the gate");
 }
-#define loop_unblock() loop_unblock_at(HERE)
+#define loop_unblock() loop_unblock_at(AT_HERE)
 
 static void *loop_main(void *arg)
 {
@@ -267,20 +255,20 @@ static void eng_close_all(void)
 
 /* Reads one request head + Content-Length body from conn fd. 1 = a request, 0 = the proxy
  * closed the (idle) connection before sending anything. */
-static int eng_read_request(int fd, eng_req_t *rq, AT)
+static int eng_read_request(AT_PARAMS, int fd, eng_req_t *rq)
 {
     size_t hl = 0;
     char *end = NULL;
     while (!(end = memmem(rq->head, hl, "\r\n\r\n", 4))) {
         if (hl >= sizeof rq->head - 1)
-            FAIL_AT("engine: request head over %zu bytes", sizeof rq->head);
+            at_fail_msg("engine: request head over %zu bytes", sizeof rq->head);
         ssize_t k = recv(fd, rq->head + hl, sizeof rq->head - 1 - hl, 0);
         if (k < 0 && errno == EINTR)
             continue;
         if (k <= 0 && hl == 0)
             return 0;
         if (k <= 0)
-            FAIL_AT("engine: connection ended inside a request head (%zu bytes)", hl);
+            at_fail_msg("engine: connection ended inside a request head (%zu bytes)", hl);
         hl += (size_t)k;
     }
     size_t head_len = (size_t)(end - rq->head) + 4;
@@ -289,7 +277,7 @@ static int eng_read_request(int fd, eng_req_t *rq, AT)
     /* request line: METHOD SP PATH SP VERSION */
     const char *sp = strchr(rq->head, ' ');
     const char *sp2 = sp ? strchr(sp + 1, ' ') : NULL;
-    CHECK_AT(sp && sp2 && (size_t)(sp2 - sp - 1) < sizeof rq->path);
+    at_assert_true(sp && sp2 && (size_t)(sp2 - sp - 1) < sizeof rq->path);
     memcpy(rq->path, sp + 1, (size_t)(sp2 - sp - 1));
     rq->path[sp2 - sp - 1] = '\0';
     size_t cl = 0;
@@ -301,7 +289,7 @@ static int eng_read_request(int fd, eng_req_t *rq, AT)
             break;
     }
     if (cl > sizeof rq->body || extra > cl)
-        FAIL_AT("engine: unexpected request body (%zu bytes, %zu extra)", cl, extra);
+        at_fail_msg("engine: unexpected request body (%zu bytes, %zu extra)", cl, extra);
     memcpy(rq->body, rq->head + head_len, extra);
     rq->head[head_len] = '\0';
     rq->body_len = extra;
@@ -310,7 +298,7 @@ static int eng_read_request(int fd, eng_req_t *rq, AT)
         if (k < 0 && errno == EINTR)
             continue;
         if (k <= 0)
-            FAIL_AT("engine: request body cut at %zu of %zu bytes", rq->body_len, cl);
+            at_fail_msg("engine: request body cut at %zu of %zu bytes", rq->body_len, cl);
         rq->body_len += (size_t)k;
     }
     rq->fd = fd;
@@ -319,7 +307,7 @@ static int eng_read_request(int fd, eng_req_t *rq, AT)
 }
 
 /* The next request the proxy sends to the engine, on a new or a pooled connection. */
-static void eng_next_request_at(eng_req_t *rq, AT)
+static void eng_next_request_at(AT_PARAMS, eng_req_t *rq)
 {
     uint64_t dl = now_ms() + WAIT_MS;
     for (;;) {
@@ -331,18 +319,18 @@ static void eng_next_request_at(eng_req_t *rq, AT)
                 p[np++] = (struct pollfd){eng.fds[i], POLLIN, 0};
         uint64_t t = now_ms();
         if (t >= dl)
-            FAIL_AT("engine: no request from the proxy within %d ms", WAIT_MS);
+            at_fail_msg("engine: no request from the proxy within %d ms", WAIT_MS);
         int k = poll(p, (nfds_t)np, (int)(dl - t));
         if (k <= 0)
             continue;
         if (p[0].revents & POLLIN) {
             int fd = accept(eng.lfd, NULL, NULL);
-            CHECK_AT(fd >= 0);
+            at_assert_true(fd >= 0);
             set_timeouts(fd, IO_TIMEOUT_MS);
             int i = 0;
             while (i < ENG_MAX && eng.fds[i] >= 0)
                 i++;
-            CHECK_AT(i < ENG_MAX);
+            at_assert_true(i < ENG_MAX);
             eng.fds[i] = fd;
             eng.accepts++;
             continue;
@@ -350,15 +338,15 @@ static void eng_next_request_at(eng_req_t *rq, AT)
         for (int j = 1; j < np; j++) {
             if (!p[j].revents)
                 continue;
-            if (eng_read_request(p[j].fd, rq, file, line))
+            if (eng_read_request(AT_PASS, p[j].fd, rq))
                 return;
             eng_forget(p[j].fd); /* an idle pooled connection the proxy closed */
         }
     }
 }
-#define eng_next_request(rq) eng_next_request_at(rq, HERE)
+#define eng_next_request(rq) eng_next_request_at(AT_HERE, rq)
 
-static void send_all_at(int fd, const void *p, size_t n, AT)
+static void send_all_at(AT_PARAMS, int fd, const void *p, size_t n)
 {
     const char *s = p;
     while (n) {
@@ -366,15 +354,15 @@ static void send_all_at(int fd, const void *p, size_t n, AT)
         if (k < 0 && errno == EINTR)
             continue;
         if (k <= 0)
-            FAIL_AT("send: %s", strerror(errno));
+            at_fail_msg("send: %s", strerror(errno));
         s += k;
         n -= (size_t)k;
     }
 }
-#define eng_send(fd, s) send_all_at(fd, s, strlen(s), HERE)
+#define eng_send(fd, s) send_all_at(AT_HERE, fd, s, strlen(s))
 
 /* One chunk of a chunked engine body. */
-static void eng_chunk_at(int fd, const char *data, AT)
+static void eng_chunk_at(AT_PARAMS, int fd, const char *data)
 {
     char h[32];
     snprintf(h, sizeof h, "%zx\r\n", strlen(data));
@@ -382,20 +370,21 @@ static void eng_chunk_at(int fd, const char *data, AT)
     buf_puts(&b, h);
     buf_puts(&b, data);
     buf_puts(&b, "\r\n");
-    send_all_at(fd, b.data, b.len, file, line);
+    send_all_at(AT_PASS, fd, b.data, b.len);
     buf_free(&b);
 }
-#define eng_chunk(fd, s) eng_chunk_at(fd, s, HERE)
+#define eng_chunk(fd, s) eng_chunk_at(AT_HERE, fd, s)
 
 /* Waits until the proxy closes the engine connection fd (EOF or reset; bytes before are
  * read and dropped). */
-static void eng_expect_closed_at(int fd, AT)
+static void eng_expect_closed_at(AT_PARAMS, int fd)
 {
     uint64_t dl = now_ms() + WAIT_MS;
     for (;;) {
         uint64_t t = now_ms();
         if (t >= dl)
-            FAIL_AT("engine: the proxy did not close the engine connection within %d ms", WAIT_MS);
+            at_fail_msg("engine: the proxy did not close the engine connection within %d ms",
+                        WAIT_MS);
         struct pollfd p = {fd, POLLIN, 0};
         if (poll(&p, 1, (int)(dl - t)) <= 0)
             continue;
@@ -404,15 +393,15 @@ static void eng_expect_closed_at(int fd, AT)
         if (k == 0 || (k < 0 && (errno == ECONNRESET || errno == EPIPE)))
             return;
         if (k > 0)
-            FAIL_AT("engine: unexpected %zd bytes from the proxy", k);
+            at_fail_msg("engine: unexpected %zd bytes from the proxy", k);
     }
 }
-#define eng_expect_closed(fd) eng_expect_closed_at(fd, HERE)
+#define eng_expect_closed(fd) eng_expect_closed_at(AT_HERE, fd)
 
-#define SSE_HEAD                                                                               \
+#define SSE_HEAD \
     "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
 #define EV(id, text)                                                                           \
-    "data: {\"id\":\"" id "\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,"  \
+    "data: {\"id\":\"" id "\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0," \
     "\"delta\":{\"content\":\"" text "\"}}]}\n\n"
 #define EV_DONE "data: [DONE]\n\n"
 
@@ -422,9 +411,9 @@ static void eng_expect_closed_at(int fd, AT)
 typedef struct pstate {
     metrics_t m;
     unsigned nfree, idle, conns, handles;
-    int have_cli;     /* the connection of client port `cli_port` is open */
-    size_t wq;        /* its write queue */
-    uint64_t cli_out; /* body bytes written to it */
+    int have_cli;      /* the connection of client port `cli_port` is open */
+    size_t wq;         /* its write queue */
+    uint64_t cli_out;  /* body bytes written to it */
     int cli_fd, up_fd; /* its socket; the socket of an open engine connection */
 } pstate_t;
 
@@ -467,13 +456,13 @@ static void snap_fn(void *arg)
     uv_walk(&loop, walk_cb, s);
 }
 
-static pstate_t snap_at(AT)
+static pstate_t snap_at(AT_PARAMS)
 {
     pstate_t s;
-    on_loop_at(snap_fn, &s, file, line);
+    on_loop_at(AT_PASS, snap_fn, &s);
     return s;
 }
-#define snap() snap_at(HERE)
+#define snap() snap_at(AT_HERE)
 
 static void dump_state(const pstate_t *s)
 {
@@ -490,20 +479,20 @@ static void dump_state(const pstate_t *s)
 
 /* Polls the proxy's state until cond (an expression over `s`) holds; fails at the caller's
  * line with the last state seen. */
-#define WAIT_UNTIL(s, cond)                                                                   \
-    do {                                                                                      \
-        uint64_t dl_ = now_ms() + WAIT_MS;                                                    \
-        for (;;) {                                                                            \
-            (s) = snap();                                                                     \
-            if (cond)                                                                         \
-                break;                                                                        \
-            if (now_ms() > dl_) {                                                             \
-                print_error("timed out waiting for: %s\n", #cond);                            \
-                dump_state(&(s));                                                             \
-                fail();                                                                       \
-            }                                                                                 \
-            usleep(2000);                                                                     \
-        }                                                                                     \
+#define WAIT_UNTIL(s, cond)                                        \
+    do {                                                           \
+        uint64_t dl_ = now_ms() + WAIT_MS;                         \
+        for (;;) {                                                 \
+            (s) = snap();                                          \
+            if (cond)                                              \
+                break;                                             \
+            if (now_ms() > dl_) {                                  \
+                print_error("timed out waiting for: %s\n", #cond); \
+                dump_state(&(s));                                  \
+                fail();                                            \
+            }                                                      \
+            usleep(2000);                                          \
+        }                                                          \
     } while (0)
 
 /* The relay let go: no stream active, exactly one relay on the free list (two would be a
@@ -513,24 +502,26 @@ static void dump_state(const pstate_t *s)
 /* Back to the baseline: no client connection, `idle` pooled engine connections, and no other
  * libuv handle than the listener, the test's wake-up async and two per pooled connection
  * (its socket and its timer). Closing handles count until their close callback ran. */
-static void expect_baseline_at(unsigned idle, AT)
+static void expect_baseline_at(AT_PARAMS, unsigned idle)
 {
     uint64_t dl = now_ms() + WAIT_MS;
     pstate_t s;
     for (;;) {
-        s = snap_at(file, line);
+        s = snap_at(AT_PASS);
         if (s.conns == 0 && s.idle == idle && s.handles == 2 + 2 * idle)
             break;
         if (now_ms() > dl) {
             dump_state(&s);
-            FAIL_AT("not back to the baseline (0 client connections, %u idle engine connection(s), "
-                    "%u handles)", idle, 2 + 2 * idle);
+            at_fail_msg(
+                "not back to the baseline (0 client connections, %u idle engine connection(s), "
+                "%u handles)",
+                idle, 2 + 2 * idle);
         }
         usleep(2000);
     }
-    CHECK_AT(RELAY_RELEASED(s));
+    at_assert_true(RELAY_RELEASED(s));
 }
-#define expect_baseline(idle) expect_baseline_at(idle, HERE)
+#define expect_baseline(idle) expect_baseline_at(AT_HERE, idle)
 
 /* ------------------------------------------------------------------------------------------ */
 /* Set-up and tear-down.                                                                      */
@@ -575,8 +566,11 @@ static void start_proxy(void)
     app.workers = workers;
     app.nworkers = 1;
     assert_int_equal(uv_loop_init(&loop), 0);
-    http_limits_t lim = {.max_header_bytes = 8192, .max_headers = 64, .max_body = 1 << 20,
-                         .header_timeout_ms = 5000, .body_timeout_ms = 5000,
+    http_limits_t lim = {.max_header_bytes = 8192,
+                         .max_headers = 64,
+                         .max_body = 1 << 20,
+                         .header_timeout_ms = 5000,
+                         .body_timeout_ms = 5000,
                          .idle_timeout_ms = 5000};
     aw.w = worker_new(&loop, 0, "127.0.0.1", 0, &lim, &app_http_handler, &aw, err, sizeof err);
     if (!aw.w)
@@ -656,10 +650,10 @@ static int cli_local_port(int fd)
 }
 
 /* A client connection; rcvbuf > 0 shrinks its receive buffer (a slow reader's window). */
-static int cli_connect_at(int rcvbuf, AT)
+static int cli_connect_at(AT_PARAMS, int rcvbuf)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
-    CHECK_AT(fd >= 0);
+    at_assert_true(fd >= 0);
     set_timeouts(fd, IO_TIMEOUT_MS);
     if (rcvbuf)
         setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
@@ -668,12 +662,12 @@ static int cli_connect_at(int rcvbuf, AT)
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)proxy_port)};
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0)
-        FAIL_AT("connect to the proxy: %s", strerror(errno));
+        at_fail_msg("connect to the proxy: %s", strerror(errno));
     if (nclient_fds < (int)(sizeof client_fds / sizeof client_fds[0]))
         client_fds[nclient_fds++] = fd;
     return fd;
 }
-#define cli_connect(rcvbuf) cli_connect_at(rcvbuf, HERE)
+#define cli_connect(rcvbuf) cli_connect_at(AT_HERE, rcvbuf)
 
 static void cli_forget(int fd)
 {
@@ -696,17 +690,17 @@ static void cli_reset(int fd)
     cli_close(fd);
 }
 
-static void cli_post_at(int fd, const char *path, const char *body, AT)
+static void cli_post_at(AT_PARAMS, int fd, const char *path, const char *body)
 {
     buf_t b = BUF_INIT;
     buf_printf(&b,
                "POST %s HTTP/1.1\r\nHost: proxy\r\nAuthorization: Bearer " TOKEN "\r\n"
                "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s",
                path, strlen(body), body);
-    send_all_at(fd, b.data, b.len, file, line);
+    send_all_at(AT_PASS, fd, b.data, b.len);
     buf_free(&b);
 }
-#define cli_post(fd, path, body) cli_post_at(fd, path, body, HERE)
+#define cli_post(fd, path, body) cli_post_at(AT_HERE, fd, path, body)
 
 /* Buffered reader over a client socket, with a chunked-body decoder. */
 typedef struct rd {
@@ -773,7 +767,7 @@ typedef struct head {
     int chunked;
 } head_t;
 
-static void rd_head_at(rd_t *r, head_t *h, AT)
+static void rd_head_at(AT_PARAMS, rd_t *r, head_t *h)
 {
     memset(h, 0, sizeof *h);
     h->cl = -1;
@@ -782,12 +776,12 @@ static void rd_head_at(rd_t *r, head_t *h, AT)
         char l[1024];
         int f = rd_line(r, l, sizeof l);
         if (f <= 0)
-            FAIL_AT("client: %s while reading the response head ('%s')",
-                    f ? "timeout" : "EOF", h->raw);
+            at_fail_msg("client: %s while reading the response head ('%s')", f ? "timeout" : "EOF",
+                        h->raw);
         n += (size_t)snprintf(h->raw + n, sizeof h->raw - n, "%s\r\n", l);
-        CHECK_AT(n < sizeof h->raw);
+        at_assert_true(n < sizeof h->raw);
         if (first) {
-            CHECK_AT(strncmp(l, "HTTP/1.1 ", 9) == 0);
+            at_assert_true(strncmp(l, "HTTP/1.1 ", 9) == 0);
             h->status = atoi(l + 9);
         } else if (!*l)
             return;
@@ -797,7 +791,7 @@ static void rd_head_at(rd_t *r, head_t *h, AT)
             h->chunked = 1;
     }
 }
-#define rd_head(r, h) rd_head_at(r, h, HERE)
+#define rd_head(r, h) rd_head_at(AT_HERE, r, h)
 
 /* Appends de-chunked body bytes to out until it holds `until` bytes (0: to the terminating
  * chunk). 1 when there, 0 when the connection ended first (a truncated body), -1 on a
@@ -843,12 +837,12 @@ static int rd_chunked(rd_t *r, buf_t *out, size_t until)
     return 1;
 }
 
-static void rd_exact_at(rd_t *r, buf_t *out, size_t n, AT)
+static void rd_exact_at(AT_PARAMS, rd_t *r, buf_t *out, size_t n)
 {
     while (n) {
         int f = rd_fill(r);
         if (f <= 0)
-            FAIL_AT("client: %s with %zu body bytes still to come", f ? "timeout" : "EOF", n);
+            at_fail_msg("client: %s with %zu body bytes still to come", f ? "timeout" : "EOF", n);
         size_t k = r->len - r->off < n ? r->len - r->off : n;
         buf_append(out, r->buf + r->off, k);
         r->off += k;
@@ -867,11 +861,12 @@ static int stored_record(const char *id, buf_t *out)
 }
 
 /* A record under id whose text is sha256(request body) ":" sha256(response body). */
-static void expect_signed_at(const char *id, const char *req_body, const void *resp, size_t n, AT)
+static void expect_signed_at(AT_PARAMS, const char *id, const char *req_body, const void *resp,
+                             size_t n)
 {
     buf_t rec = BUF_INIT;
     if (stored_record(id, &rec) != STORE_OK)
-        FAIL_AT("no signature record for %s", id);
+        at_fail_msg("no signature record for %s", id);
     char rh[SHA256_HEX_LEN + 1], sh[SHA256_HEX_LEN + 1], want[300];
     sha256_hex(req_body, strlen(req_body), rh);
     sha256_hex(resp, n, sh);
@@ -880,22 +875,22 @@ static void expect_signed_at(const char *id, const char *req_body, const void *r
     if (!strstr(rec.data, want)) {
         print_error("record: %s\nwanted: %s\n", rec.data, want);
         buf_free(&rec);
-        _fail(file, line);
+        at_fail();
     }
     buf_free(&rec);
 }
-#define expect_signed(id, req, resp, n) expect_signed_at(id, req, resp, n, HERE)
+#define expect_signed(id, req, resp, n) expect_signed_at(AT_HERE, id, req, resp, n)
 
-static void expect_unsigned_at(const char *id, AT)
+static void expect_unsigned_at(AT_PARAMS, const char *id)
 {
     buf_t rec = BUF_INIT;
     int rc = stored_record(id, &rec);
     buf_free(&rec);
     if (rc != STORE_NOT_FOUND)
-        FAIL_AT("a signature record exists for %s", id);
-    CHECK_EQ_AT(store_count(app.store), 0);
+        at_fail_msg("a signature record exists for %s", id);
+    at_assert_int_equal(store_count(app.store), 0);
 }
-#define expect_unsigned(id) expect_unsigned_at(id, HERE)
+#define expect_unsigned(id) expect_unsigned_at(AT_HERE, id)
 
 /* ------------------------------------------------------------------------------------------ */
 /* 1. Complete answers: a stream and a JSON body, on one keep-alive client connection and one
@@ -970,8 +965,10 @@ static void test_complete_stream_and_json(void **state)
     assert_int_equal(eng.requests, 2);
     assert_memory_equal(rq.body, JSON_REQ, strlen(JSON_REQ));
     char eh[200];
-    snprintf(eh, sizeof eh, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                            "Content-Length: %zu\r\n\r\n", strlen(json));
+    snprintf(eh, sizeof eh,
+             "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+             "Content-Length: %zu\r\n\r\n",
+             strlen(json));
     eng_send(rq.fd, eh);
     /* the body in two pieces: the id scanner and the hash see it whole */
     char part[40];
@@ -984,7 +981,7 @@ static void test_complete_stream_and_json(void **state)
     assert_int_equal(h.cl, (long long)strlen(json));
     assert_non_null(strstr(h.raw, "Content-Type: application/json\r\n"));
     buf_reset(&body);
-    rd_exact_at(r, &body, (size_t)h.cl, HERE);
+    rd_exact_at(AT_HERE, r, &body, (size_t)h.cl);
     assert_memory_equal(body.data, json, strlen(json));
     expect_signed("chatcmpl-j1", JSON_REQ, json, strlen(json));
     WAIT_UNTIL(s, RELAY_RELEASED(s) && s.m.requests[ROUTE_CHAT][2] == 2);
@@ -1063,7 +1060,7 @@ static void test_engine_cut_mid_stream(void **state)
     /* Half of the next chunk, then the engine is gone. */
     char part[128];
     int pn = snprintf(part, sizeof part, "%zx\r\n%.20s", strlen(e2), e2);
-    send_all_at(rq.fd, part, (size_t)pn, HERE);
+    send_all_at(AT_HERE, rq.fd, part, (size_t)pn);
     eng_forget(rq.fd);
     /* The client gets what the engine sent and then the close: no terminating 0-chunk. */
     assert_int_equal(rd_chunked(r, &body, 0), 0);
@@ -1076,7 +1073,7 @@ static void test_engine_cut_mid_stream(void **state)
     assert_int_equal(s.m.signatures_skipped, 1);
     assert_int_equal(s.m.signatures_stored, 0);
     assert_int_equal(s.m.requests[ROUTE_CHAT][0], 0); /* not the client's doing */
-    assert_int_equal(eng.requests, 1); /* bytes had arrived: never retried */
+    assert_int_equal(eng.requests, 1);                /* bytes had arrived: never retried */
     expect_unsigned("chatcmpl-cut");
     expect_baseline(0);
     buf_free(&body);
@@ -1144,8 +1141,10 @@ static void test_backpressure(void **state)
             fill[j] = (char)('a' + (i * 7 + j) % 26);
         fill[BP_FILL] = '\0';
         size_t at = want.len;
-        buf_printf(&want, "data: {\"id\":\"chatcmpl-bp\",\"choices\":[{\"index\":0,\"delta\":"
-                          "{\"content\":\"%05d %s\"}}]}\n\n", i, fill);
+        buf_printf(&want,
+                   "data: {\"id\":\"chatcmpl-bp\",\"choices\":[{\"index\":0,\"delta\":"
+                   "{\"content\":\"%05d %s\"}}]}\n\n",
+                   i, fill);
         buf_printf(&wire, "%zx\r\n", want.len - at);
         buf_append(&wire, want.data + at, want.len - at);
         buf_puts(&wire, "\r\n");
@@ -1181,7 +1180,8 @@ static void test_backpressure(void **state)
             fail_msg("engine send failed: %s", strerror(err));
         if (p == wire.len)
             fail_msg("the engine sent its whole answer (%zu bytes) to a client that read "
-                     "nothing: never paused (proxy write queue %zu)", wire.len, s.wq);
+                     "nothing: never paused (proxy write queue %zu)",
+                     wire.len, s.wq);
         if (p != last) {
             last = p;
             still_since = now_ms();
@@ -1233,14 +1233,14 @@ static void test_backpressure(void **state)
 /* 5. The write of the last chunk fails.                                                      */
 
 /* Waits until poll() on fd reports any of `events` (the test thread only looks). */
-static void expect_poll_at(int fd, short events, const char *what, AT)
+static void expect_poll_at(AT_PARAMS, int fd, short events, const char *what)
 {
     uint64_t dl = now_ms() + WAIT_MS;
     for (;;) {
         struct pollfd p = {fd, events, 0};
         uint64_t t = now_ms();
         if (t >= dl)
-            FAIL_AT("timed out waiting for %s", what);
+            at_fail_msg("timed out waiting for %s", what);
         if (poll(&p, 1, (int)(dl - t)) > 0 && (p.revents & (events | POLLERR | POLLHUP)))
             return;
     }
@@ -1282,10 +1282,10 @@ static void test_last_write_fails(void **state)
     char tail[512];
     int tn = snprintf(tail, sizeof tail, "%zx\r\n%s\r\n%zx\r\n%s\r\n0\r\n\r\n", strlen(e2), e2,
                       strlen(EV_DONE), EV_DONE);
-    send_all_at(rq.fd, tail, (size_t)tn, HERE);
-    expect_poll_at(s.up_fd, POLLIN, "the engine's last bytes at the proxy", HERE);
+    send_all_at(AT_HERE, rq.fd, tail, (size_t)tn);
+    expect_poll_at(AT_HERE, s.up_fd, POLLIN, "the engine's last bytes at the proxy");
     cli_reset(fd);
-    expect_poll_at(s.cli_fd, POLLRDHUP, "the client's reset at the proxy", HERE);
+    expect_poll_at(AT_HERE, s.cli_fd, POLLRDHUP, "the client's reset at the proxy");
     loop_unblock();
 
     WAIT_UNTIL(s, RELAY_RELEASED(s) && s.conns == 0);
@@ -1332,8 +1332,10 @@ static void test_queued_end_then_reset(void **state)
         memset(fill, 'a' + i % 26, 8000);
         fill[8000] = '\0';
         size_t at = want.len;
-        buf_printf(&want, "data: {\"id\":\"chatcmpl-q5\",\"choices\":[{\"index\":0,\"delta\":"
-                          "{\"content\":\"%d %s\"}}]}\n\n", i, fill);
+        buf_printf(&want,
+                   "data: {\"id\":\"chatcmpl-q5\",\"choices\":[{\"index\":0,\"delta\":"
+                   "{\"content\":\"%d %s\"}}]}\n\n",
+                   i, fill);
         eng_chunk(rq.fd, want.data + at);
         WAIT_UNTIL(s, s.have_cli && s.cli_out == want.len);
         if (s.wq >= QUEUED_MIN)
