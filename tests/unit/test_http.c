@@ -37,11 +37,11 @@
 #define RECV_TIMEOUT_MS 5000
 #define WAIT_MS 5000
 
-/* ------------------------------------------------------------------------------------------ */
-/* Shared state between the loop thread (handler) and the test thread (client).               */
+#include "loop_thread.h"
+#include "worker_port.h"
 
-static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
+/* ------------------------------------------------------------------------------------------ */
+/* Shared state between the loop thread (handler) and the test thread (client), under mu.     */
 
 struct seen_req {
     int method;
@@ -73,16 +73,9 @@ static void snapshot(void)
     pthread_mutex_unlock(&mu);
 }
 
-static uv_loop_t loop;
-static pthread_t loop_thr;
-static uv_async_t wake;
 static worker_t *wk;
 static int port;
 static int running;
-
-static void (*call_fn)(void *);
-static void *call_arg;
-static int call_done;
 
 static int client_fds[64];
 static int nclient_fds;
@@ -98,27 +91,6 @@ static void ev_bump(int *counter)
 static int ev_get(const int *counter)
 {
     pthread_mutex_lock(&mu);
-    int v = *counter;
-    pthread_mutex_unlock(&mu);
-    return v;
-}
-
-/* Waits until *counter >= target; returns the value seen. */
-static int wait_for(const int *counter, int target, int ms)
-{
-    struct timespec dl;
-    clock_gettime(CLOCK_REALTIME, &dl);
-    dl.tv_sec += ms / 1000;
-    dl.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (dl.tv_nsec >= 1000000000L) {
-        dl.tv_sec++;
-        dl.tv_nsec -= 1000000000L;
-    }
-    pthread_mutex_lock(&mu);
-    while (*counter < target) {
-        if (pthread_cond_timedwait(&cv, &mu, &dl) == ETIMEDOUT)
-            break;
-    }
     int v = *counter;
     pthread_mutex_unlock(&mu);
     return v;
@@ -296,58 +268,6 @@ static void h_on_reject(conn_t *c, http_reject_t why) { app_http_handler.on_reje
 
 static const http_handler_t handler = {h_on_headers, h_on_request, h_on_reject};
 
-/* ------------------------------------------------------------------------------------------ */
-/* Loop thread.                                                                               */
-
-static void on_wake(uv_async_t *a)
-{
-    (void)a;
-    pthread_mutex_lock(&mu);
-    void (*fn)(void *) = call_fn;
-    void *arg = call_arg;
-    call_fn = NULL;
-    pthread_mutex_unlock(&mu);
-    if (!fn)
-        return;
-    fn(arg);
-    pthread_mutex_lock(&mu);
-    call_done = 1;
-    pthread_cond_broadcast(&cv);
-    pthread_mutex_unlock(&mu);
-}
-
-/* Runs fn(arg) on the loop thread and waits for it to return. */
-static void on_loop(void (*fn)(void *), void *arg)
-{
-    pthread_mutex_lock(&mu);
-    call_fn = fn;
-    call_arg = arg;
-    call_done = 0;
-    pthread_mutex_unlock(&mu);
-    uv_async_send(&wake);
-    assert_int_equal(wait_for(&call_done, 1, WAIT_MS), 1);
-}
-
-static void *loop_main(void *arg)
-{
-    (void)arg;
-    uv_run(&loop, UV_RUN_DEFAULT);
-    return NULL;
-}
-
-static void find_port(uv_handle_t *h, void *arg)
-{
-    int *p = arg;
-    uv_os_fd_t fd;
-    /* The worker's listener is a uv_poll_t over its socket (it accepts with accept4 itself). */
-    if (h->type != UV_POLL || *p || uv_fileno(h, &fd) != 0)
-        return;
-    struct sockaddr_storage ss;
-    socklen_t len = sizeof ss;
-    if (getsockname(fd, (struct sockaddr *)&ss, &len) == 0 && ss.ss_family == AF_INET)
-        *p = ntohs(((struct sockaddr_in *)&ss)->sin_port);
-}
-
 static http_limits_t default_limits(void)
 {
     http_limits_t l = {
@@ -369,11 +289,9 @@ static void start_server_at(AT_PARAMS, const http_limits_t *lim)
     wk = worker_new(&loop, 0, "127.0.0.1", 0, lim, &handler, NULL, err, sizeof err);
     if (!wk)
         at_fail_msg("worker_new: %s", err);
-    port = 0;
-    uv_walk(&loop, find_port, &port);
+    port = worker_port(&loop);
     at_assert_true(port > 0);
-    at_assert_int_equal(uv_async_init(&loop, &wake, on_wake), 0);
-    at_assert_int_equal(pthread_create(&loop_thr, NULL, loop_main, NULL), 0);
+    loop_thread_start_at(AT_PASS);
     running = 1;
 }
 #define start_server(...) start_server_at(AT_HERE, __VA_ARGS__)
@@ -383,7 +301,6 @@ static void stop_on_loop(void *arg)
     (void)arg;
     worker_drain(wk, NULL);
     worker_close_all(wk);
-    uv_close((uv_handle_t *)&wake, NULL);
 }
 
 static void stop_server_at(AT_PARAMS)
@@ -391,8 +308,7 @@ static void stop_server_at(AT_PARAMS)
     if (!running)
         return;
     running = 0;
-    on_loop(stop_on_loop, NULL);
-    pthread_join(loop_thr, NULL);
+    at_assert_int_equal(loop_thread_stop(stop_on_loop, NULL), 0);
     /* Anything left (closing handles) ends here. */
     uv_run(&loop, UV_RUN_DEFAULT);
     at_assert_int_equal(uv_loop_close(&loop), 0);
