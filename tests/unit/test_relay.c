@@ -64,17 +64,14 @@
 #define WQ_HIGH (256 * 1024)
 #define WQ_BOUND (WQ_HIGH + 64 * 1024 + 4096)
 
+#include "loop_thread.h"
+#include "worker_port.h"
+
 static uint64_t now_ms(void) { return clock_mono_ns() / 1000000u; }
 
 /* ------------------------------------------------------------------------------------------ */
 /* The loop thread and the proxy under test.                                                  */
 
-static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
-
-static uv_loop_t loop;
-static pthread_t loop_thr;
-static uv_async_t wake;
 static int running;
 static int proxy_port;
 
@@ -84,65 +81,7 @@ static app_t app;
 static app_worker_t aw;
 static app_worker_t *workers[1];
 
-static void (*call_fn)(void *);
-static void *call_arg;
-static int call_done;
 static int gate_entered, gate_open; /* loop_block / loop_unblock */
-
-static void on_wake(uv_async_t *a)
-{
-    (void)a;
-    pthread_mutex_lock(&mu);
-    void (*fn)(void *) = call_fn;
-    void *arg = call_arg;
-    call_fn = NULL;
-    pthread_mutex_unlock(&mu);
-    if (!fn)
-        return;
-    fn(arg);
-    pthread_mutex_lock(&mu);
-    call_done = 1;
-    pthread_cond_broadcast(&cv);
-    pthread_mutex_unlock(&mu);
-}
-
-static int wait_flag(const int *flag, int ms)
-{
-    struct timespec dl;
-    clock_gettime(CLOCK_REALTIME, &dl);
-    dl.tv_sec += ms / 1000;
-    dl.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (dl.tv_nsec >= 1000000000L) {
-        dl.tv_sec++;
-        dl.tv_nsec -= 1000000000L;
-    }
-    pthread_mutex_lock(&mu);
-    while (!*flag)
-        if (pthread_cond_timedwait(&cv, &mu, &dl) == ETIMEDOUT)
-            break;
-    int v = *flag;
-    pthread_mutex_unlock(&mu);
-    return v;
-}
-
-static void post_on_loop(void (*fn)(void *), void *arg)
-{
-    pthread_mutex_lock(&mu);
-    call_fn = fn;
-    call_arg = arg;
-    call_done = 0;
-    pthread_mutex_unlock(&mu);
-    uv_async_send(&wake);
-}
-
-/* Runs fn(arg) on the loop thread and waits for it to return. */
-static void on_loop_at(AT_PARAMS, void (*fn)(void *), void *arg)
-{
-    post_on_loop(fn, arg);
-    if (!wait_flag(&call_done, WAIT_MS))
-        at_fail_msg("the loop thread did not run a call within %d ms", WAIT_MS);
-}
-#define on_loop(fn, arg) on_loop_at(AT_HERE, fn, arg)
 
 /* Holds the loop thread inside a callback until loop_unblock: whatever reaches the proxy's
  * sockets meanwhile is seen by one epoll_wait, in the order it arrived. */
@@ -153,7 +92,7 @@ static void gate_fn(void *arg)
     gate_entered = 1;
     pthread_cond_broadcast(&cv);
     pthread_mutex_unlock(&mu);
-    wait_flag(&gate_open, 3 * WAIT_MS);
+    wait_for(&gate_open, 1, 3 * WAIT_MS);
 }
 
 static void loop_block_at(AT_PARAMS)
@@ -162,7 +101,7 @@ static void loop_block_at(AT_PARAMS)
     gate_entered = gate_open = 0;
     pthread_mutex_unlock(&mu);
     post_on_loop(gate_fn, NULL);
-    if (!wait_flag(&gate_entered, WAIT_MS))
+    if (!wait_for(&gate_entered, 1, WAIT_MS))
         at_fail_msg("the loop thread did not enter the gate");
 }
 #define loop_block() loop_block_at(AT_HERE)
@@ -178,17 +117,10 @@ static void gate_release(void)
 static void loop_unblock_at(AT_PARAMS)
 {
     gate_release();
-    if (!wait_flag(&call_done, WAIT_MS))
+    if (!wait_for(&call_done, 1, WAIT_MS))
         at_fail_msg("the loop thread did not leave the gate");
 }
 #define loop_unblock() loop_unblock_at(AT_HERE)
-
-static void *loop_main(void *arg)
-{
-    (void)arg;
-    uv_run(&loop, UV_RUN_DEFAULT);
-    return NULL;
-}
 
 /* ------------------------------------------------------------------------------------------ */
 /* The fake engine: a listening socket and the connections the proxy opened to it.           */
@@ -528,19 +460,6 @@ static void expect_baseline_at(AT_PARAMS, unsigned idle)
 /* ------------------------------------------------------------------------------------------ */
 /* Set-up and tear-down.                                                                      */
 
-static void find_port(uv_handle_t *h, void *arg)
-{
-    int *p = arg;
-    uv_os_fd_t fd;
-    /* The worker's listener is a uv_poll_t over its socket (it accepts with accept4 itself). */
-    if (h->type != UV_POLL || *p || uv_fileno(h, &fd) != 0)
-        return;
-    struct sockaddr_storage ss;
-    socklen_t len = sizeof ss;
-    if (getsockname(fd, (struct sockaddr *)&ss, &len) == 0 && ss.ss_family == AF_INET)
-        *p = ntohs(((struct sockaddr_in *)&ss)->sin_port);
-}
-
 /* The fake engine's listener, then the proxy as src/vllm-proxy.c starts one worker. */
 static void start_proxy(void)
 {
@@ -578,14 +497,12 @@ static void start_proxy(void)
     aw.w = worker_new(&loop, 0, "127.0.0.1", 0, &lim, &app_http_handler, &aw, err, sizeof err);
     if (!aw.w)
         fail_msg("worker_new: %s", err);
-    proxy_port = 0;
-    uv_walk(&loop, find_port, &proxy_port);
+    proxy_port = worker_port(&loop);
     assert_true(proxy_port > 0);
     aw.pool = upstream_pool_new(&loop, &app.upstream, aw.w);
     assert_non_null(aw.pool);
-    assert_int_equal(uv_async_init(&loop, &wake, on_wake), 0);
     snap_cli_port = 0;
-    assert_int_equal(pthread_create(&loop_thr, NULL, loop_main, NULL), 0);
+    loop_thread_start();
     running = 1;
 }
 
@@ -596,7 +513,6 @@ static void stop_on_loop(void *arg)
     worker_close_all(aw.w); /* held responses: their owners' on_abort cancels the engine */
     upstream_pool_close(aw.pool);
     aw.pool = NULL;
-    uv_close((uv_handle_t *)&wake, NULL);
 }
 
 static int client_fds[16];
@@ -617,10 +533,8 @@ static int teardown(void **state)
     nclient_fds = 0;
     if (running) {
         running = 0;
-        post_on_loop(stop_on_loop, NULL);
-        if (!wait_flag(&call_done, WAIT_MS))
+        if (loop_thread_stop(stop_on_loop, NULL) != 0)
             return -1;
-        pthread_join(loop_thr, NULL);
         uv_run(&loop, UV_RUN_DEFAULT);
         if (uv_loop_close(&loop) != 0) {
             fprintf(stderr, "teardown: handles left open on the worker loop\n");
