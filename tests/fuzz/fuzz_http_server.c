@@ -44,6 +44,8 @@
 
 #include "http/server.h"
 
+#include "../unit/worker_port.h"
+
 #define MAX_HEADER_BYTES 2048
 #define MAX_HEADERS 16
 #define MAX_BODY 4096
@@ -436,19 +438,6 @@ static const http_handler_t handler = {h_on_headers, h_on_request, h_on_reject};
 
 /* ---- set-up ---- */
 
-static void find_port(uv_handle_t *h, void *arg)
-{
-    int *p = arg;
-    uv_os_fd_t fd;
-    /* The worker's listener is a uv_poll_t over its socket (it accepts with accept4 itself). */
-    if (h->type != UV_POLL || *p || uv_fileno(h, &fd) != 0)
-        return;
-    struct sockaddr_storage ss;
-    socklen_t len = sizeof ss;
-    if (getsockname(fd, (struct sockaddr *)&ss, &len) == 0 && ss.ss_family == AF_INET)
-        *p = ntohs(((struct sockaddr_in *)&ss)->sin_port);
-}
-
 static void small_sndbuf(uv_handle_t *h, void *arg)
 {
     (void)arg;
@@ -480,7 +469,7 @@ static void setup_once(void)
     char err[256] = "";
     G.w = worker_new(&G.loop, 0, "127.0.0.1", 0, &lim, &handler, NULL, err, sizeof err);
     CHECK(G.w != NULL, "worker_new: %s", err);
-    uv_walk(&G.loop, find_port, &G.port);
+    G.port = worker_port(&G.loop);
     CHECK(G.port > 0, "no port");
     /* A small send buffer, inherited by accepted sockets: big answers queue in the server
      * (uv_write, on_write, the high watermark, on_drain). */
