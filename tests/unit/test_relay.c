@@ -915,30 +915,48 @@ static void test_complete_stream_and_json(void **state)
 }
 
 /* ------------------------------------------------------------------------------------------ */
+/* A stream under way, as cases 2 and 3 begin.                                                */
+
+typedef struct stream {
+    int fd;       /* the client's connection */
+    rd_t *r;      /* its reader */
+    head_t h;     /* the response head it read */
+    buf_t body;   /* the body it read */
+    eng_req_t rq; /* the request as the engine got it */
+} stream_t;
+
+/* The proxy started, a client posting STREAM_REQ, the engine answering SSE_HEAD and the
+ * event e1, and the client reading the 200 head and that first event. */
+static void stream_first_event_at(AT_PARAMS, stream_t *st, const char *e1)
+{
+    start_proxy();
+    st->fd = cli_connect_at(AT_PASS, 0);
+    st->r = rd_new(st->fd);
+    st->body = (buf_t)BUF_INIT;
+    cli_post_at(AT_PASS, st->fd, CHAT, STREAM_REQ);
+    eng_next_request_at(AT_PASS, &st->rq);
+    send_all_at(AT_PASS, st->rq.fd, SSE_HEAD, strlen(SSE_HEAD));
+    eng_chunk_at(AT_PASS, st->rq.fd, e1);
+    rd_head_at(AT_PASS, st->r, &st->h);
+    at_assert_int_equal(st->h.status, 200);
+    at_assert_int_equal(rd_chunked(st->r, &st->body, strlen(e1)), 1);
+}
+#define stream_first_event(st, e1) stream_first_event_at(AT_HERE, st, e1)
+
+/* ------------------------------------------------------------------------------------------ */
 /* 2. The client goes away mid-stream: the engine request is cancelled at once.              */
 
 static void test_client_gone_mid_stream(void **state)
 {
     (void)state;
-    start_proxy();
-    int fd = cli_connect(0);
-    rd_t *r = rd_new(fd);
-    head_t h;
-    buf_t body = BUF_INIT;
-    eng_req_t rq;
-    cli_post(fd, CHAT, STREAM_REQ);
-    eng_next_request(&rq);
-    eng_send(rq.fd, SSE_HEAD);
     static const char e1[] = EV("chatcmpl-gone", "first");
-    eng_chunk(rq.fd, e1);
-    rd_head(r, &h);
-    assert_int_equal(h.status, 200);
-    assert_int_equal(rd_chunked(r, &body, strlen(e1)), 1);
-    cli_close(fd);
+    stream_t st;
+    stream_first_event(&st, e1);
+    cli_close(st.fd);
     /* The engine still has chunks to send; the proxy hangs up on it (vLLM would stop
      * generating). */
-    eng_expect_closed(rq.fd);
-    eng_forget(rq.fd);
+    eng_expect_closed(st.rq.fd);
+    eng_forget(st.rq.fd);
     pstate_t s;
     WAIT_UNTIL(s, RELAY_RELEASED(s) && s.m.requests[ROUTE_CHAT][0] == 1);
     assert_int_equal(s.m.signatures_skipped, 1);
@@ -949,8 +967,8 @@ static void test_client_gone_mid_stream(void **state)
     expect_unsigned("chatcmpl-gone");
     assert_int_equal(eng.requests, 1); /* not retried */
     expect_baseline(0);
-    buf_free(&body);
-    free(r);
+    buf_free(&st.body);
+    free(st.r);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -959,32 +977,21 @@ static void test_client_gone_mid_stream(void **state)
 static void test_engine_cut_mid_stream(void **state)
 {
     (void)state;
-    start_proxy();
-    int fd = cli_connect(0);
-    rd_t *r = rd_new(fd);
-    head_t h;
-    buf_t body = BUF_INIT;
-    eng_req_t rq;
-    cli_post(fd, CHAT, STREAM_REQ);
-    eng_next_request(&rq);
-    eng_send(rq.fd, SSE_HEAD);
     static const char e1[] = EV("chatcmpl-cut", "one"), e2[] = EV("chatcmpl-cut", "two");
-    eng_chunk(rq.fd, e1);
-    rd_head(r, &h);
-    assert_int_equal(h.status, 200);
-    assert_true(h.chunked);
-    assert_int_equal(rd_chunked(r, &body, strlen(e1)), 1);
+    stream_t st;
+    stream_first_event(&st, e1);
+    assert_true(st.h.chunked);
     /* Half of the next chunk, then the engine is gone. */
     char part[128];
     int pn = snprintf(part, sizeof part, "%zx\r\n%.20s", strlen(e2), e2);
-    send_all_at(AT_HERE, rq.fd, part, (size_t)pn);
-    eng_forget(rq.fd);
+    send_all_at(AT_HERE, st.rq.fd, part, (size_t)pn);
+    eng_forget(st.rq.fd);
     /* The client gets what the engine sent and then the close: no terminating 0-chunk. */
-    assert_int_equal(rd_chunked(r, &body, 0), 0);
-    assert_false(r->ended);
-    assert_int_equal(body.len, strlen(e1) + 20);
-    assert_memory_equal(body.data, e1, strlen(e1));
-    assert_memory_equal(body.data + strlen(e1), e2, 20);
+    assert_int_equal(rd_chunked(st.r, &st.body, 0), 0);
+    assert_false(st.r->ended);
+    assert_int_equal(st.body.len, strlen(e1) + 20);
+    assert_memory_equal(st.body.data, e1, strlen(e1));
+    assert_memory_equal(st.body.data + strlen(e1), e2, 20);
     pstate_t s;
     WAIT_UNTIL(s, RELAY_RELEASED(s) && s.m.upstream_errors[UPERR_CLOSED] == 1);
     assert_int_equal(s.m.signatures_skipped, 1);
@@ -993,8 +1000,8 @@ static void test_engine_cut_mid_stream(void **state)
     assert_int_equal(eng.requests, 1);                /* bytes had arrived: never retried */
     expect_unsigned("chatcmpl-cut");
     expect_baseline(0);
-    buf_free(&body);
-    free(r);
+    buf_free(&st.body);
+    free(st.r);
 }
 
 /* ------------------------------------------------------------------------------------------ */
