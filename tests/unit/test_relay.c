@@ -915,7 +915,7 @@ static void test_complete_stream_and_json(void **state)
 }
 
 /* ------------------------------------------------------------------------------------------ */
-/* A stream under way, as cases 2 and 3 begin.                                                */
+/* A stream under way, as cases 2, 3 and 5a begin.                                            */
 
 typedef struct stream {
     int fd;       /* the client's connection */
@@ -1185,20 +1185,10 @@ static void expect_poll_at(AT_PARAMS, int fd, short events, const char *what)
 static void test_last_write_fails(void **state)
 {
     (void)state;
-    start_proxy();
-    int fd = cli_connect(0);
-    snap_cli_port = cli_local_port(fd);
-    rd_t *r = rd_new(fd);
-    head_t h;
-    buf_t body = BUF_INIT;
-    eng_req_t rq;
-    cli_post(fd, CHAT, STREAM_REQ);
-    eng_next_request(&rq);
-    eng_send(rq.fd, SSE_HEAD);
     static const char e1[] = EV("chatcmpl-w5", "almost"), e2[] = EV("chatcmpl-w5", " done");
-    eng_chunk(rq.fd, e1);
-    rd_head(r, &h);
-    assert_int_equal(rd_chunked(r, &body, strlen(e1)), 1);
+    stream_t st;
+    stream_first_event(&st, e1);
+    snap_cli_port = cli_local_port(st.fd);
     pstate_t s = snap();
     assert_true(s.have_cli && s.cli_fd >= 0 && s.up_fd >= 0);
 
@@ -1206,9 +1196,9 @@ static void test_last_write_fails(void **state)
     char tail[512];
     int tn = snprintf(tail, sizeof tail, "%zx\r\n%s\r\n%zx\r\n%s\r\n0\r\n\r\n", strlen(e2), e2,
                       strlen(EV_DONE), EV_DONE);
-    send_all_at(AT_HERE, rq.fd, tail, (size_t)tn);
+    send_all_at(AT_HERE, st.rq.fd, tail, (size_t)tn);
     expect_poll_at(AT_HERE, s.up_fd, POLLIN, "the engine's last bytes at the proxy");
-    cli_reset(fd);
+    cli_reset(st.fd);
     expect_poll_at(AT_HERE, s.cli_fd, POLLRDHUP, "the client's reset at the proxy");
     loop_unblock();
 
@@ -1225,8 +1215,8 @@ static void test_last_write_fails(void **state)
     expect_signed("chatcmpl-w5", STREAM_REQ, want.data, want.len);
     expect_baseline(1); /* the engine's exchange completed: its connection is pooled */
     buf_free(&want);
-    buf_free(&body);
-    free(r);
+    buf_free(&st.body);
+    free(st.r);
 }
 
 /* 5b. The end is queued behind a client that does not read (the kernel's buffers are full),
