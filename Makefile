@@ -61,10 +61,11 @@ LIB_OBJS := $(call obj,$(LIB_SRCS))
 LLHTTP_OBJS := $(BUILD)/obj/llhttp/api.o $(BUILD)/obj/llhttp/http.o $(BUILD)/obj/llhttp/llhttp.o
 MOCK_OBJS := $(call obj,$(wildcard tools/mock-vllm/*.c))
 FAKE_AGENT_OBJS := $(call obj,$(wildcard tools/fake-dstack-agent/*.c))
+E2EE_TOOL_OBJS := $(call obj,$(wildcard tools/e2ee-tool/*.c))
 VERIFY_OBJS := $(call obj,$(wildcard src/verify/*.c))
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRCS))
-PROGRAMS := $(BUILD)/vllm-proxy $(BUILD)/mock-vllm $(BUILD)/fake-dstack-agent \
+PROGRAMS := $(BUILD)/vllm-proxy $(BUILD)/mock-vllm $(BUILD)/fake-dstack-agent $(BUILD)/e2ee-tool \
             $(if $(wildcard src/verify/main.c),$(BUILD)/vllm-proxy-verify)
 
 .PHONY: all clean test unit unit-san tsan integration demo fuzz fuzz-build fuzz-replay bench deps \
@@ -101,6 +102,10 @@ $(BUILD)/mock-vllm: $(MOCK_OBJS) $(BUILD)/libvp.a
 
 # A SIMULATED dstack guest agent for the integration tests and bench/attest.mjs.
 $(BUILD)/fake-dstack-agent: $(FAKE_AGENT_OBJS) $(BUILD)/libvp.a
+	$(CC) $(filter %.o %.a,$^) $(LDFLAGS_VP) $(LDLIBS) -o $@
+
+# The E2EE primitives on the command line, for tests/integration/e2ee-crypto.test.mjs.
+$(BUILD)/e2ee-tool: $(E2EE_TOOL_OBJS) $(BUILD)/libvp.a
 	$(CC) $(filter %.o %.a,$^) $(LDFLAGS_VP) $(LDLIBS) -o $@
 
 $(BUILD)/vllm-proxy-verify: $(VERIFY_OBJS) $(BUILD)/libvp.a

@@ -36,7 +36,8 @@
 #define STATUS_HAS_NO_BODY(s) (((s) >= 100 && (s) < 200) || (s) == 204 || (s) == 304)
 
 enum conn_state { C_IDLE, C_HEAD, C_BODY, C_APP, C_LINGER, C_CLOSING };
-enum sel_hdr { H_AUTH, H_CTYPE, H_ACCEPT, H_REQID, H_REQHASH, H_EXPECT, H_NSEL };
+enum sel_hdr { H_AUTH, H_CTYPE, H_ACCEPT, H_REQID, H_REQHASH, H_EXPECT, H_E2EE,
+               H_NSEL = H_E2EE + HTTP_E2EE_N }; /* H_E2EE + enum http_e2ee_hdr */
 
 struct span {
     size_t off, len;
@@ -274,8 +275,16 @@ static int cb_header_field(llhttp_t *p, const char *at, size_t len)
 
 static int cb_header_field_complete(llhttp_t *p)
 {
-    static const char *names[H_NSEL] = {"authorization", "content-type", "accept",
-                                        "x-request-id", "x-request-hash", "expect"};
+    static const char *names[H_NSEL] = {
+        "authorization", "content-type", "accept", "x-request-id", "x-request-hash", "expect",
+        [H_E2EE + HTTP_E2EE_SIGNING_ALGO] = "x-signing-algo",
+        [H_E2EE + HTTP_E2EE_CLIENT_PUB_KEY] = "x-client-pub-key",
+        [H_E2EE + HTTP_E2EE_MODEL_PUB_KEY] = "x-model-pub-key",
+        [H_E2EE + HTTP_E2EE_VERSION] = "x-e2ee-version",
+        [H_E2EE + HTTP_E2EE_NONCE] = "x-e2ee-nonce",
+        [H_E2EE + HTTP_E2EE_TIMESTAMP] = "x-e2ee-timestamp",
+        [H_E2EE + HTTP_E2EE_ENCRYPTION_VERSION] = "x-encryption-version",
+        [H_E2EE + HTTP_E2EE_ALL_FIELDS] = "x-encrypt-all-fields"};
     conn_t *c = p->data;
     if (c->state != C_HEAD)
         return 0;
@@ -347,6 +356,12 @@ static int cb_headers_complete(llhttp_t *p)
     r->accept = span_str(c, c->sel[H_ACCEPT]);
     r->x_request_id = span_str(c, c->sel[H_REQID]);
     r->x_request_hash = span_str(c, c->sel[H_REQHASH]);
+    for (int i = 0; i < HTTP_E2EE_N; i++) {
+        struct span e = c->sel[H_E2EE + i];
+        r->e2ee[i] = span_str(c, e);
+        if (e.off || e.len) /* the value's offset is past the URL, so never 0 when present */
+            r->e2ee_present |= 1u << i;
+    }
     r->has_content_length = (p->flags & F_CONTENT_LENGTH) != 0;
     r->content_length = r->has_content_length ? p->content_length : 0;
     r->keep_alive = llhttp_should_keep_alive(p);

@@ -40,11 +40,29 @@ typedef struct http_limits {
                                 * new connection gets a 503 and is closed at once */
 } http_limits_t;
 
+/* The end-to-end encryption headers (issue 10; ../shared/docs/e2ee-formats.md §1.1), kept as
+ * spans in http_req_t.e2ee[] in this order. Any of them present (an empty value counts) sets
+ * bit i of http_req_t.e2ee_present; the server refuses a repeated one like every header it
+ * keeps. */
+enum http_e2ee_hdr {
+    HTTP_E2EE_SIGNING_ALGO,       /* X-Signing-Algo */
+    HTTP_E2EE_CLIENT_PUB_KEY,     /* X-Client-Pub-Key */
+    HTTP_E2EE_MODEL_PUB_KEY,      /* X-Model-Pub-Key */
+    HTTP_E2EE_VERSION,            /* X-E2EE-Version */
+    HTTP_E2EE_NONCE,              /* X-E2EE-Nonce */
+    HTTP_E2EE_TIMESTAMP,          /* X-E2EE-Timestamp */
+    HTTP_E2EE_ENCRYPTION_VERSION, /* X-Encryption-Version */
+    HTTP_E2EE_ALL_FIELDS,         /* X-Encrypt-All-Fields */
+    HTTP_E2EE_N
+};
+
 typedef struct http_req {
     int method;              /* llhttp_method_t */
     strv_t path;             /* without the query */
     strv_t query;            /* after '?', may be empty */
     strv_t authorization, content_type, accept, x_request_id, x_request_hash;
+    strv_t e2ee[HTTP_E2EE_N];  /* enum http_e2ee_hdr */
+    unsigned e2ee_present;     /* bit i: header i was present */
     int has_content_length;
     uint64_t content_length;
     int keep_alive;

@@ -34,6 +34,12 @@
       "include_tls_fingerprint=true needs TLS_CERT_PATH on this server")                        \
     X(SIGNING_ADDRESS_UNKNOWN, 404, "not_found", NULL, "Signing address not found on this server") \
     X(CHAT_ID_NOT_FOUND, 404, "not_found", NULL, "Chat id not found or expired")                \
+    /* end-to-end encryption is not implemented yet: fail closed (issue 10). ACI's clients    \
+     * (no X-Signing-Algo) get the answer ACI E2EE v2 prescribes for a service without v2. */  \
+    X(E2EE_NOT_SUPPORTED, 400, "e2ee_not_supported", NULL,                                      \
+      "End-to-end encryption is not supported by this server yet; the request was not forwarded") \
+    X(E2EE_V2_NOT_SUPPORTED, 400, "e2ee_invalid_version", NULL,                                 \
+      "E2EE v2 is not supported by this service; the request was not forwarded")               \
     /* the proxy's own failures */                                                              \
     X(RECORD_CORRUPT, 500, "server_error", NULL, "stored signature record is corrupt")          \
     X(OUT_OF_MEMORY, 503, "server_error", NULL, "out of memory")                                \

@@ -213,6 +213,24 @@ static route_fn *const ROUTES[ROUTE_N] = {
     [ROUTE_METRICS] = handle_metrics,     [ROUTE_OTHER] = NULL,
 };
 
+/* The routes whose requests reach the engine. */
+static int route_is_engine(int r)
+{
+    return r == ROUTE_CHAT || r == ROUTE_COMPLETIONS || r == ROUTE_MODELS || r == ROUTE_PASSTHROUGH;
+}
+
+/* Fail closed: no E2EE format is implemented yet, so a request carrying any E2EE header is
+ * refused rather than relayed with its ciphertext as the prompt (issue 10). Without
+ * X-Signing-Algo it can only be ACI E2EE v2 (../shared/docs/e2ee-formats.md §1.2). */
+static app_error_t e2ee_refusal(const http_req_t *req)
+{
+    return req->e2ee_present & (1u << HTTP_E2EE_SIGNING_ALGO) ||
+                   !(req->e2ee_present & ~((1u << HTTP_E2EE_ENCRYPTION_VERSION) |
+                                           (1u << HTTP_E2EE_ALL_FIELDS)))
+               ? APP_E_E2EE_NOT_SUPPORTED
+               : APP_E_E2EE_V2_NOT_SUPPORTED;
+}
+
 static void on_request(conn_t *c, http_req_t *req)
 {
     app_worker_t *aw = worker_user(conn_worker(c));
@@ -224,6 +242,8 @@ static void on_request(conn_t *c, http_req_t *req)
         respond_error(aw, c, req, route, APP_E_METHOD_NOT_ALLOWED, NULL);
     else if (req->app_auth < 0)
         send_auth_error(aw, c, req, route, req->app_auth);
+    else if (req->e2ee_present && route_is_engine(route))
+        respond_error(aw, c, req, route, e2ee_refusal(req), NULL);
     else
         ROUTES[route](aw, c, req, route);
 }
