@@ -13,8 +13,10 @@
  * requests for the same report share one collection).
  *
  * Threads: open/free and derive_keys at start-up; collect and every attest_service_* call
- * except new/free BLOCK and must run on libuv thread-pool threads (never on a loop). They are
- * safe to call concurrently. Output buffers are appended to and owned by the caller. */
+ * except new/free, try_cached, admit/release and refresh_cancelled BLOCK and must run on libuv
+ * thread-pool threads (never on a loop); those named take the service's lock only for a copy
+ * or a count (it is never held across a collection) and may run on a loop. All are safe to
+ * call concurrently. Output buffers are appended to and owned by the caller. */
 #ifndef VP_ATTEST_PROVIDER_H
 #define VP_ATTEST_PROVIDER_H
 #include <stddef.h>
@@ -87,6 +89,21 @@ int attest_service_fresh(attest_service_t *s, int algo, int tls, const uint8_t n
  * caller should schedule attest_service_refresh on the pool. 0, or -1 with err. */
 int attest_service_cached(attest_service_t *s, int algo, int tls, buf_t *out, int *want_refresh,
                           char *err, size_t errlen);
+
+/* The cached server-nonce report if the cache holds a fresh one: 0 (appended to out;
+ * *want_refresh as above), 1 when it does not (or the cache is off: use
+ * attest_service_cached on the pool), -1 out of memory. Never waits for a collection. */
+int attest_service_try_cached(attest_service_t *s, int algo, int tls, buf_t *out, int *want_refresh);
+
+/* Admission of the collections clients cause (a client nonce, or a cache miss): at most
+ * max_total pending (queued or running) in the process and max_per_client per client
+ * (0 = no bound). client < ATTEST_MAX_CLIENTS (e.g. the index of the bearer token). On
+ * ATTEST_ADMIT_OK the caller calls attest_service_release once the job is done or cancelled. */
+#define ATTEST_MAX_CLIENTS 64
+enum { ATTEST_ADMIT_OK = 0, ATTEST_ADMIT_CLIENT_FULL = 1, ATTEST_ADMIT_FULL = 2 };
+int attest_service_admit(attest_service_t *s, unsigned client, unsigned max_total,
+                         unsigned max_per_client);
+void attest_service_release(attest_service_t *s, unsigned client);
 
 /* Background refresh after want_refresh; does nothing if someone else already refreshed. */
 void attest_service_refresh(attest_service_t *s, int algo, int tls);

@@ -1,6 +1,7 @@
 /* The attestation service (attest/provider.h): GPU evidence collected in parallel with the
- * quote, the report assembled, and the server-nonce report cache with its single-flight and
- * background refresh. */
+ * quote, the report assembled, the server-nonce report cache with its single-flight and
+ * background refresh (and a look-up that never waits, for the loop), and the admission count
+ * of the collections clients cause. */
 #include <pthread.h>
 #include <sodium.h>
 #include <stdio.h>
@@ -41,6 +42,8 @@ struct attest_service {
     pthread_mutex_t lock;
     pthread_cond_t done;
     slot_t slots[2][2]; /* [algo][tls] */
+    unsigned pending;   /* admitted client collections, queued or running */
+    unsigned pending_by[ATTEST_MAX_CLIENTS];
 };
 
 attest_service_t *attest_service_new(attest_provider_t *p, const signer_t *signer,
@@ -196,6 +199,60 @@ static int collect_locked(attest_service_t *s, slot_t *sl, int algo, int tls)
     return rc;
 }
 
+/* A fresh entry of sl into out (caller holds the lock): 1 when there is one (*rc: 0, or -1
+ * out of memory), 0 when not. Asks for a refresh past half the TTL. */
+static int hit_locked(attest_service_t *s, slot_t *sl, buf_t *out, int *want_refresh, int *rc)
+{
+    double age = clock_mono_s() - sl->made_at;
+    if (!sl->body.len || age >= s->ttl)
+        return 0;
+    *rc = buf_append(out, sl->body.data, sl->body.len) ? -1 : 0;
+    if (age >= s->ttl / 2.0 && !sl->collecting && !sl->refresh_queued) {
+        sl->refresh_queued = 1;
+        *want_refresh = 1;
+    }
+    return 1;
+}
+
+int attest_service_try_cached(attest_service_t *s, int algo, int tls, buf_t *out, int *want_refresh)
+{
+    *want_refresh = 0;
+    if (s->ttl == 0)
+        return 1;
+    slot_t *sl = &s->slots[algo & 1][tls && s->has_tls];
+    int rc = 1;
+    pthread_mutex_lock(&s->lock);
+    if (!hit_locked(s, sl, out, want_refresh, &rc))
+        rc = 1;
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
+int attest_service_admit(attest_service_t *s, unsigned client, unsigned max_total,
+                         unsigned max_per_client)
+{
+    client %= ATTEST_MAX_CLIENTS;
+    int rc = ATTEST_ADMIT_OK;
+    pthread_mutex_lock(&s->lock);
+    if (max_per_client && s->pending_by[client] >= max_per_client)
+        rc = ATTEST_ADMIT_CLIENT_FULL;
+    else if (max_total && s->pending >= max_total)
+        rc = ATTEST_ADMIT_FULL;
+    else
+        s->pending++, s->pending_by[client]++;
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
+void attest_service_release(attest_service_t *s, unsigned client)
+{
+    client %= ATTEST_MAX_CLIENTS;
+    pthread_mutex_lock(&s->lock);
+    s->pending--;
+    s->pending_by[client]--;
+    pthread_mutex_unlock(&s->lock);
+}
+
 int attest_service_cached(attest_service_t *s, int algo, int tls, buf_t *out, int *want_refresh,
                           char *err, size_t errlen)
 {
@@ -211,15 +268,9 @@ int attest_service_cached(attest_service_t *s, int algo, int tls, buf_t *out, in
     int rc = -1, waited = 0;
     pthread_mutex_lock(&s->lock);
     for (;;) {
-        double age = clock_mono_s() - sl->made_at;
-        if (sl->body.len && age < s->ttl) {
-            rc = buf_append(out, sl->body.data, sl->body.len);
+        if (hit_locked(s, sl, out, want_refresh, &rc)) {
             if (rc)
                 snprintf(err, errlen, "out of memory");
-            if (age >= s->ttl / 2.0 && !sl->collecting && !sl->refresh_queued) {
-                sl->refresh_queued = 1;
-                *want_refresh = 1;
-            }
             break;
         }
         if (sl->collecting && !waited) {

@@ -51,6 +51,8 @@ typedef struct config {
     char tsm_root[512];                          /* configfs-tsm report dir ("" = default) */
     unsigned attestation_timeout_ms;             /* per agent call attempt */
     unsigned attestation_cache_ttl;              /* seconds; 0 = no cache */
+    unsigned report_max_pending;                 /* client report collections per process; 0 = no cap */
+    unsigned report_max_pending_per_token;       /* the same per bearer token; 0 = no cap */
     char tls_cert_path[512];                     /* "" = no TLS binding offered */
     enum gpu_evidence_mode gpu_evidence;
     char nvml_library_path[512];                 /* "" = libnvidia-ml.so.1 */

@@ -44,6 +44,10 @@
     X(RECORD_CORRUPT, 500, "server_error", NULL, "stored signature record is corrupt")          \
     X(OUT_OF_MEMORY, 503, "server_error", NULL, "out of memory")                                \
     X(REPORT_UNSCHEDULED, 503, "server_error", NULL, "cannot schedule the report")              \
+    X(REPORTS_PER_TOKEN, 429, "rate_limit_exceeded", "too_many_pending_reports",                \
+      "too many attestation reports pending for this token; retry later")                      \
+    X(REPORTS_BUSY, 503, "server_overloaded", "too_many_pending_reports",                       \
+      "too many attestation reports pending; retry later")                                      \
     X(ATTESTATION_UNAVAILABLE, 503, "attestation_unavailable", NULL,                            \
       "attestation report could not be produced")                                               \
     /* the engine's failures, before anything reached the client */                             \

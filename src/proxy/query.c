@@ -7,7 +7,8 @@
 
 #define ALGO_VALUE_MAX 32 /* longer than any accepted signing_algo value */
 
-long query_pct_decode(const char *s, size_t n, char *out, size_t cap)
+/* Percent-decoding; plus_is_space: '+' reads as a space (form encoding, query values only). */
+static long pct_decode(const char *s, size_t n, char *out, size_t cap, int plus_is_space)
 {
     size_t o = 0;
     for (size_t i = 0; i < n; i++) {
@@ -18,7 +19,7 @@ long query_pct_decode(const char *s, size_t n, char *out, size_t cap)
                 return -1;
             ch = (char)(hi << 4 | lo);
             i += 2;
-        } else if (ch == '+')
+        } else if (ch == '+' && plus_is_space)
             ch = ' ';
         if (o + 1 >= cap || ch == '\0')
             return -1;
@@ -26,6 +27,16 @@ long query_pct_decode(const char *s, size_t n, char *out, size_t cap)
     }
     out[o] = '\0';
     return (long)o;
+}
+
+long query_pct_decode(const char *s, size_t n, char *out, size_t cap)
+{
+    return pct_decode(s, n, out, cap, 1);
+}
+
+long query_path_decode(const char *s, size_t n, char *out, size_t cap)
+{
+    return pct_decode(s, n, out, cap, 0);
 }
 
 long query_get(strv_t q, const char *key, char *out, size_t cap)

@@ -11,6 +11,9 @@
  * Returns the length, or -1 when malformed, when it holds a NUL, or when out (cap bytes,
  * the NUL included) is too small. */
 long query_pct_decode(const char *s, size_t n, char *out, size_t cap);
+/* The same for a URL path (RFC 3986): '+' is a plus and '/' a slash, like any other byte
+ * that is not a %XX escape. */
+long query_path_decode(const char *s, size_t n, char *out, size_t cap);
 /* Value of `key` in the query, percent-decoded into out: its length, QUERY_ABSENT, or
  * QUERY_BAD when malformed or longer than cap. The first occurrence counts. */
 #define QUERY_ABSENT (-1)

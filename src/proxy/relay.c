@@ -3,6 +3,8 @@
  * relays are recycled per worker. */
 #include "proxy/relay.h"
 
+#include <sodium.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -18,6 +20,13 @@
 #define CTYPE_MAX 160 /* bytes of the engine's Content-Type passed on */
 #define SSE_CTYPE "text/event-stream"
 #define SSE_HEADERS "X-Accel-Buffering: no\r\nCache-Control: no-cache\r\n"
+/* The engine's request id (vLLM makes it the completion id, chatcmpl-<id>, and so the key of
+ * the signature record): always RID_RANDOM_BYTES from the proxy in hex, after the client's
+ * X-Request-Id and a '-' when that is a short, plain tracing value. */
+#define RID_RANDOM_BYTES 16
+#define RID_TRACE_MAX 64 /* bytes of the client's X-Request-Id kept as a prefix */
+#define RID_MAX (RID_TRACE_MAX + 1 + 2 * RID_RANDOM_BYTES)
+#define RID_HEADER "X-Request-Id: "
 
 /* relay.flags */
 enum {
@@ -51,6 +60,7 @@ struct relay {
     int64_t up_cl;
     uint64_t up_seen, bytes_out;
     char req_hash[SIG_HASH_HEX_LEN + 1];
+    char rid[RID_MAX + 1]; /* the engine's request id, also sent back to the client */
     const char *chat_id;
 };
 
@@ -132,8 +142,39 @@ void relay_free_list(app_worker_t *aw)
     aw->nfree_relays = 0;
 }
 
+/* A client's X-Request-Id is kept as the prefix of the engine's request id only when it is
+ * 1..RID_TRACE_MAX bytes of RFC 3986 unreserved characters (it ends up in a URL path). */
+static int rid_trace_ok(strv_t v)
+{
+    if (v.n == 0 || v.n > RID_TRACE_MAX)
+        return 0;
+    for (size_t i = 0; i < v.n; i++) {
+        unsigned char ch = (unsigned char)v.p[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+              ch == '-' || ch == '.' || ch == '_' || ch == '~'))
+            return 0;
+    }
+    return 1;
+}
+
+/* The engine's request id: [client's X-Request-Id '-'] 32 random hex. The random part is the
+ * proxy's, so no client can choose (or pre-claim) the id of another request's record. */
+static void make_rid(char out[RID_MAX + 1], strv_t client)
+{
+    uint8_t rnd[RID_RANDOM_BYTES];
+    size_t n = 0;
+    if (rid_trace_ok(client)) {
+        memcpy(out, client.p, client.n);
+        n = client.n;
+        out[n++] = '-';
+    }
+    randombytes_buf(rnd, sizeof rnd);
+    hex_encode(out + n, rnd, sizeof rnd);
+}
+
 /* The engine request's header lines, into the worker's scratch buffer. */
-static const char *engine_headers(app_worker_t *aw, const http_req_t *req, int has_body)
+static const char *engine_headers(app_worker_t *aw, const http_req_t *req, const char *rid,
+                                  int has_body)
 {
     buf_t *h = &aw->scratch;
     buf_reset(h);
@@ -150,11 +191,9 @@ static const char *engine_headers(app_worker_t *aw, const http_req_t *req, int h
         buf_append(h, req->accept.p, req->accept.n);
         buf_puts(h, "\r\n");
     }
-    if (req->x_request_id.n) {
-        buf_puts(h, "X-Request-Id: ");
-        buf_append(h, req->x_request_id.p, req->x_request_id.n);
-        buf_puts(h, "\r\n");
-    }
+    buf_puts(h, RID_HEADER);
+    buf_puts(h, rid);
+    buf_puts(h, "\r\n");
     return h->data;
 }
 
@@ -182,7 +221,8 @@ int relay_start(app_worker_t *aw, conn_t *c, http_req_t *req, relay_req_t *rr)
     r->own_body = own;
     strv_t body = own.data ? (strv_t){own.data, own.len} : rr->body;
     memcpy(r->req_hash, rr->req_hash, sizeof r->req_hash);
-    const char *hdrs = engine_headers(aw, req, body.p != NULL);
+    make_rid(r->rid, req->x_request_id);
+    const char *hdrs = engine_headers(aw, req, r->rid, body.p != NULL);
     conn_set_owner(c, &r->owner);
     conn_cork(c);
     r->up = upstream_send(aw->pool, rr->method, rr->path, rr->query, hdrs, body.p, body.n,
@@ -221,8 +261,10 @@ static void relay_on_head(void *ud, int status, strv_t ctype, int64_t cl)
         idscan_init(&r->ids);
     }
     r->flags |= RF_HEAD_SENT;
-    conn_start_response(r->c, status, n ? ct : "application/json",
-                        (r->flags & RF_SSE) ? SSE_HEADERS : NULL, r->up_cl);
+    char extra[sizeof SSE_HEADERS + sizeof RID_HEADER + RID_MAX + 2];
+    snprintf(extra, sizeof extra, "%s" RID_HEADER "%s\r\n", (r->flags & RF_SSE) ? SSE_HEADERS : "",
+             r->rid);
+    conn_start_response(r->c, status, n ? ct : "application/json", extra, r->up_cl);
     cb_leave(r);
 }
 

@@ -1,15 +1,20 @@
 /* GET /v1/attestation/report: parameters checked on the loop, the report built on the libuv
  * thread pool by the attestation service (agent calls, quote signing and hex encoding never
- * run on a loop thread). Without a client nonce the report comes from the service's cache;
- * a cache entry past half its TTL schedules a background refresh from here. */
+ * run on a loop thread). Without a client nonce a fresh cached report is answered on the loop,
+ * never behind collections; a cache entry past half its TTL schedules a background refresh
+ * from here. Collections a client causes (a client nonce, a cache miss) are admitted up to
+ * REPORT_MAX_PENDING per process (503 beyond) and REPORT_MAX_PENDING_PER_TOKEN per bearer
+ * token (429 beyond); a queued one is cancelled when its client goes away. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <uv.h>
 
 #include "attest/provider.h"
 #include "core/hex.h"
 #include "core/log.h"
+#include "core/sha.h"
 #include "proxy/query.h"
 #include "proxy/report_route.h"
 #include "proxy/respond.h"
@@ -17,6 +22,8 @@
 #define NONCE_HEX_LEN 64
 #define PARAM_MAX 200 /* bytes of a decoded query value */
 #define ERR_MAX 256
+#define BEARER "Bearer "
+#define BEARER_LEN (sizeof BEARER - 1)
 
 /* ---- attestation report (built on the thread pool) ---- */
 
@@ -33,16 +40,22 @@ typedef struct report_job {
     int server_nonce;   /* no client nonce: served from the cache */
     int want_refresh;   /* the cached entry is past half its TTL */
     int refresh_only;   /* a background refresh, no connection */
+    int admitted;       /* counted by attest_service_admit for token `client` */
+    unsigned client;
     uint8_t nonce[32];
     buf_t out;
     int rc;
     char err[ERR_MAX];
 } report_job_t;
 
+/* The client went away: a job still queued is cancelled (report_done then runs with
+ * UV_ECANCELED and frees it); a running one finishes and frees itself. */
 static void report_on_abort(conn_owner_t *o, conn_t *c)
 {
     (void)c;
-    ((report_job_t *)o)->c = NULL; /* the pool job finishes and frees itself */
+    report_job_t *j = (report_job_t *)o;
+    j->c = NULL;
+    uv_cancel((uv_req_t *)&j->work);
 }
 
 static const conn_owner_ops_t REPORT_JOB_OPS = {"report", report_on_abort, NULL};
@@ -104,8 +117,64 @@ static void report_done(uv_work_t *w, int status)
         queue_refresh(aw, j->algo, j->tls);
     else if (j->want_refresh)
         attest_service_refresh_cancelled(aw->app->attest, j->algo, j->tls);
+    if (j->admitted)
+        attest_service_release(aw->app->attest, j->client);
     buf_free(&j->out);
     free(j);
+}
+
+/* The index of the request's bearer token in TOKEN (the router has authenticated it). */
+static unsigned token_index(const config_t *cfg, strv_t a)
+{
+    uint8_t h[SHA256_LEN];
+    if (a.n < BEARER_LEN || strncasecmp(a.p, BEARER, BEARER_LEN) != 0)
+        return 0;
+    sha256(a.p + BEARER_LEN, a.n - BEARER_LEN, h);
+    for (int i = 0; i < cfg->ntokens; i++)
+        if (memcmp(h, cfg->token_hash[i], SHA256_LEN) == 0)
+            return (unsigned)i;
+    return 0;
+}
+
+/* A fresh cached report answered on the loop: 1 when answered, 0 when the pool must
+ * collect (none cached, or the cache is off). */
+static int answer_cached(app_worker_t *aw, conn_t *c, http_req_t *req, int algo, int tls)
+{
+    buf_t out = BUF_INIT;
+    int want_refresh = 0;
+    int rc = attest_service_try_cached(aw->app->attest, algo, tls, &out, &want_refresh);
+    if (rc == 0) {
+        M_ADD(aw->m.reports, 1);
+        respond_json(aw, c, req, ROUTE_REPORT, 200, out.data, out.len);
+    } else if (rc < 0)
+        respond_error(aw, c, req, ROUTE_REPORT, APP_E_OUT_OF_MEMORY, NULL);
+    buf_free(&out);
+    if (want_refresh)
+        queue_refresh(aw, algo, tls);
+    return rc <= 0;
+}
+
+/* Queues a client's collection within the bounds, or answers the refusal (j is freed). */
+static void admit_and_queue(report_job_t *j, app_worker_t *aw, conn_t *c, http_req_t *req)
+{
+    const config_t *cfg = aw->app->cfg;
+    j->client = token_index(cfg, req->authorization);
+    int a = attest_service_admit(aw->app->attest, j->client, cfg->report_max_pending,
+                                 cfg->report_max_pending_per_token);
+    if (a != ATTEST_ADMIT_OK) {
+        free(j);
+        respond_error(aw, c, req, ROUTE_REPORT,
+                      a == ATTEST_ADMIT_CLIENT_FULL ? APP_E_REPORTS_PER_TOKEN : APP_E_REPORTS_BUSY, NULL);
+        return;
+    }
+    j->admitted = 1;
+    conn_set_owner(c, &j->owner);
+    if (uv_queue_work(worker_loop(aw->w), &j->work, report_work, report_done) != 0) {
+        conn_set_owner(c, NULL);
+        attest_service_release(aw->app->attest, j->client);
+        free(j);
+        respond_error(aw, c, req, ROUTE_REPORT, APP_E_REPORT_UNSCHEDULED, NULL);
+    }
 }
 
 /* Refuses the request with e (the job is not queued). */
@@ -158,15 +227,15 @@ void report_route(app_worker_t *aw, conn_t *c, http_req_t *req)
             return;
         }
     }
+    if (j->server_nonce && answer_cached(aw, c, req, algo, j->tls)) {
+        free(j);
+        return;
+    }
     j->owner.ops = &REPORT_JOB_OPS;
     j->aw = aw;
     j->c = c;
     j->req = req;
     j->algo = algo;
     j->work.data = j;
-    conn_set_owner(c, &j->owner);
-    if (uv_queue_work(worker_loop(aw->w), &j->work, report_work, report_done) != 0) {
-        conn_set_owner(c, NULL);
-        refuse(j, aw, c, req, APP_E_REPORT_UNSCHEDULED);
-    }
+    admit_and_queue(j, aw, c, req);
 }

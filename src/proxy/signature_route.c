@@ -1,5 +1,7 @@
-/* GET /v1/signature/{id} (proxy/signature_route.h). The id is the path's last segment,
- * percent-decoded; the answer is {text, signature, signing_address, signing_algo}. */
+/* GET /v1/signature/{id} (proxy/signature_route.h). The id is everything after
+ * /v1/signature/ up to the query, percent-decoded as a path (RFC 3986: '+' stays a plus, '/'
+ * and %2F are both a slash), so any id the engine made can be fetched; the answer is
+ * {text, signature, signing_address, signing_algo}. */
 #include "proxy/signature_route.h"
 
 #include <stdlib.h>
@@ -78,9 +80,9 @@ static void on_record(void *ud, int rc, const sig_record_t *r)
 void signature_route(app_worker_t *aw, conn_t *c, http_req_t *req)
 {
     char id[ID_DECODE_CAP];
-    long idn = query_pct_decode(req->path.p + SIGNATURE_PREFIX_LEN,
-                                req->path.n - SIGNATURE_PREFIX_LEN, id, sizeof id);
-    if (idn <= 0 || idn > SIG_ID_MAX || memchr(id, '/', (size_t)idn)) {
+    long idn = query_path_decode(req->path.p + SIGNATURE_PREFIX_LEN,
+                                 req->path.n - SIGNATURE_PREFIX_LEN, id, sizeof id);
+    if (idn <= 0 || idn > SIG_ID_MAX) {
         respond_error(aw, c, req, ROUTE_SIGNATURE, APP_E_CHAT_ID_NOT_FOUND, NULL);
         return;
     }

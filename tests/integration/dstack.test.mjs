@@ -11,6 +11,7 @@ import assert from 'node:assert/strict';
 import { spawn, execFile } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import { binary, haveBinary, startMock, startProxy, tmpDir, sleep, cleanExitProblems, MODEL, TOKEN } from './lib/harness.mjs';
 import { getPath, postJson, jsonOf, sseJson } from './lib/http.mjs';
@@ -286,6 +287,70 @@ test('ATTESTATION=auto with no TEE found refuses to start', { skip }, async (t) 
   assert.notEqual(code, 0, 'non-zero exit status');
   assert.match(err, /ATTESTATION=auto found no TEE/);
   assert.match(err, /DSTACK_SIMULATOR_ENDPOINT/);
+});
+
+/** A report request on its own connection that the client abandons after `ms`. */
+function abandonedReport(port, q, ms) {
+  return new Promise((resolve) => {
+    const sock = net.connect({ port, host: '127.0.0.1' }, () => {
+      sock.write(`GET /v1/attestation/report${q} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${TOKEN}\r\n\r\n`);
+      setTimeout(() => { sock.destroy(); resolve(); }, ms);
+    });
+    sock.on('error', () => resolve());
+  });
+}
+
+test('abandoned reports are not collected, and a cached report never waits behind collections', { skip }, async () => {
+  const sockC = path.join(dir, 'slow-c.sock');
+  const agent = await startAgent(sockC, ['--key-seed', SEED_A, '--delay-ms', '500', '--delay-on', 'getquote']);
+  const p = await startProxy(mock.url, { env: dstackEnv(sockC, { REPORT_MAX_PENDING: 0, REPORT_MAX_PENDING_PER_TOKEN: 0 }) });
+  try {
+    assert.equal((await report(p.port)).status, 200, 'the cache is primed');
+    const before = (await agentStats(sockC)).getquote;
+    // 40 fresh reports whose clients leave after 100 ms (the libuv pool has 4 threads).
+    await Promise.all(Array.from({ length: 40 }, () => abandonedReport(p.port, `?nonce=${randomNonce()}`, 100)));
+    const t0 = Date.now();
+    const cached = await report(p.port);
+    const ms = Date.now() - t0;
+    assert.equal(cached.status, 200);
+    assert.equal(jsonOf(cached).nonce_source, 'server');
+    assert.ok(ms < 300, `the cached report took ${ms} ms behind abandoned collections`);
+    await sleep(2500);
+    const quotes = (await agentStats(sockC)).getquote - before;
+    assert.ok(quotes <= 8, `${quotes} quotes collected for 40 abandoned requests (only those already running may finish)`);
+    assert.equal((await report(p.port, `?nonce=${randomNonce()}`)).status, 200, 'fresh reports still work');
+  } finally {
+    await p.stop();
+    await agent.stop();
+  }
+});
+
+test('fresh collections are bounded: REPORT_MAX_PENDING_PER_TOKEN (429), REPORT_MAX_PENDING (503)', { skip }, async () => {
+  const sockD = path.join(dir, 'slow-d.sock');
+  const agent = await startAgent(sockD, ['--key-seed', SEED_A, '--delay-ms', '600', '--delay-on', 'getquote']);
+  const p = await startProxy(mock.url, { env: dstackEnv(sockD, { REPORT_MAX_PENDING: 5, REPORT_MAX_PENDING_PER_TOKEN: 3 }) });
+  try {
+    const fresh = (token) => getPath(p.port, `/v1/attestation/report?nonce=${randomNonce()}`, { token });
+    const a = Array.from({ length: 4 }, () => fresh(TOKEN));
+    await sleep(150);
+    const b = Array.from({ length: 4 }, () => fresh('other_token'));
+    await sleep(150);
+    const c = [fresh('trusted_token')];
+    const status = async (list) => (await Promise.all(list)).map((r) => r.status).sort();
+    const [ra, rb, rc] = [await Promise.all(a), await Promise.all(b), await Promise.all(c)];
+    assert.deepEqual(ra.map((r) => r.status).sort(), [200, 200, 200, 429], 'first token: 3 admitted, then 429');
+    assert.deepEqual(rb.map((r) => r.status).sort(), [200, 200, 503, 503], 'second token: 2 more fill the process bound');
+    assert.deepEqual(rc.map((r) => r.status), [503]);
+    assertOpenAIError(ra.find((r) => r.status === 429), 429, { type: 'rate_limit_exceeded' });
+    assertOpenAIError(rc[0], 503, { type: 'server_overloaded' });
+    // Done (or refused) work is released: the same token is admitted again.
+    assert.deepEqual(await status([fresh(TOKEN), fresh(TOKEN), fresh(TOKEN)]), [200, 200, 200]);
+    // A cached report is never refused by the bounds.
+    assert.equal((await report(p.port)).status, 200);
+  } finally {
+    await p.stop();
+    await agent.stop();
+  }
 });
 
 test('the proxy exits cleanly', { skip }, async () => {

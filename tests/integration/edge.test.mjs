@@ -362,22 +362,33 @@ test('SIGTERM: an in-flight stream finishes, then the proxy exits 0', async () =
   assert.equal(ex.code, 0, `exit status after graceful shutdown: ${JSON.stringify(ex)}`);
 });
 
-test('ids with characters that JSON escapes: the record is found under the decoded id', async () => {
-  for (const rid of ['sp ace', 'per%cent', 'q"uote', 'back\\slash']) {
-    const r = await postJson(stack.port, '/v1/chat/completions', chatBody({ max_tokens: 1 }), { headers: { 'X-Request-Id': rid } });
+test('any id the engine makes can be fetched: JSON escapes, %, /, + and space, encoded or raw in the path', async () => {
+  // mock_id: the engine names the answer exactly so (a vLLM id holds whatever it was given).
+  const ids = ['chatcmpl-sp ace', 'chatcmpl-per%cent', 'chatcmpl-q"uote', 'chatcmpl-back\\slash',
+    'chatcmpl-sl/ash', 'chatcmpl-a/b/c', 'chatcmpl-pl+us', 'chatcmpl-x+y/z=', 'chatcmpl-tild~e'];
+  for (const mockId of ids) {
+    const r = await postJson(stack.port, '/v1/chat/completions', chatBody({ max_tokens: 1, mock_id: mockId }));
     assert.equal(r.status, 200);
     const id = jsonOf(r).id;
-    assert.equal(id, `chatcmpl-${rid}`);
-    const s = await fetchSignature(stack.port, id);
+    assert.equal(id, mockId);
+    const text = signedText(r.requestBody, r.body);
+    const s = await fetchSignature(stack.port, id); // encodeURIComponent: %2F, %2B, %20, …
     assert.equal(s.status, 200, `GET /v1/signature/${encodeURIComponent(id)} → ${s.status}`);
-    assert.equal(jsonOf(s).text, signedText(r.requestBody, r.body));
+    assert.equal(jsonOf(s).text, text);
+    // As a path segment (RFC 3986): '/' and '+' as they are, only what must be escaped is.
+    const raw = id.replace(/[%" \\?#]/g, (ch) => '%' + ch.charCodeAt(0).toString(16).toUpperCase().padStart(2, '0'));
+    const t = await getPath(stack.port, `/v1/signature/${raw}?signing_algo=ed25519`);
+    assert.equal(t.status, 200, `GET /v1/signature/${raw} → ${t.status}`);
+    assert.equal(jsonOf(t).text, text);
   }
+  // '+' is a plus in a path, never a space: the space id is not found through '+'.
+  assert.equal((await getPath(stack.port, '/v1/signature/chatcmpl-sp+ace')).status, 404);
 });
 
 test('a record is never overwritten: the first answer with an id wins', async () => {
-  const rid = `dup-${Date.now()}`;
-  const a = await postJson(stack.port, '/v1/chat/completions', chatBody({ max_tokens: 2 }), { headers: { 'X-Request-Id': rid } });
-  const b = await postJson(stack.port, '/v1/chat/completions', chatBody({ max_tokens: 3 }), { headers: { 'X-Request-Id': rid } });
+  const mockId = `chatcmpl-dup-${Date.now()}`;
+  const a = await postJson(stack.port, '/v1/chat/completions', chatBody({ max_tokens: 2, mock_id: mockId }));
+  const b = await postJson(stack.port, '/v1/chat/completions', chatBody({ max_tokens: 3, mock_id: mockId }));
   assert.equal(jsonOf(a).id, jsonOf(b).id);
   assert.notEqual(signedText(a.requestBody, a.body), signedText(b.requestBody, b.body));
   await checkSigned(stack.port, jsonOf(a).id, signedText(a.requestBody, a.body));

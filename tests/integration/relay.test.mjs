@@ -130,15 +130,49 @@ test('non-empty or null tool_calls are left alone', async () => {
   assert.equal((await stack.mock.last()).body_sha256, sha256hex(Buffer.from(original)));
 });
 
-test('X-Request-Id is forwarded and becomes the completion id', async () => {
+const RID_RANDOM = /^[0-9a-f]{32}$/;
+
+test('X-Request-Id is for tracing: the engine gets "<client id>-<32 random hex>", the client gets it back', async () => {
   const rid = `it-${Date.now()}-abc`;
   const r = await postJson(stack.port, '/v1/chat/completions', chatBody({ max_tokens: 2 }), { headers: { 'X-Request-Id': rid } });
   assert.equal(r.status, 200);
-  const last = await stack.mock.last();
-  assert.equal(last.headers['x-request-id'], rid);
+  const sent = (await stack.mock.last()).headers['x-request-id'];
+  assert.ok(sent.startsWith(`${rid}-`), `engine's X-Request-Id ${sent}`);
+  assert.match(sent.slice(rid.length + 1), RID_RANDOM);
+  assert.equal(r.headers['x-request-id'], sent, 'the client sees the id the engine was given');
   const id = jsonOf(r).id;
-  assert.equal(id, `chatcmpl-${rid}`);
+  assert.equal(id, `chatcmpl-${sent}`);
   await checkSigned(stack.port, id, signedText(r.requestBody, r.body));
+  // Without one, or with one that is not a short plain value: the proxy's random id only.
+  for (const headers of [{}, { 'X-Request-Id': 'a/b+c d' }, { 'X-Request-Id': 'x'.repeat(65) }]) {
+    const s = await postJson(stack.port, '/v1/chat/completions', chatBody({ max_tokens: 1, stream: true }), { headers });
+    assert.equal(s.status, 200);
+    const got = (await stack.mock.last()).headers['x-request-id'];
+    assert.match(got, RID_RANDOM, `engine's X-Request-Id for ${JSON.stringify(headers)}`);
+    assert.equal(s.headers['x-request-id'], got);
+    assert.equal(sseJson(s.body)[0].id, `chatcmpl-${got}`);
+  }
+});
+
+test('no client can pre-claim another request\'s id (X-Request-Id or the body\'s request_id)', async () => {
+  // vLLM names a completion chatcmpl-<X-Request-Id>, else chatcmpl-<body request_id>; the
+  // first record under an id wins. A squatter sends the id first, the victim second.
+  const victim = `victim-${Date.now()}`;
+  const squat = await postJson(stack.port, '/v1/chat/completions', chatBody({ max_tokens: 1, request_id: victim }),
+    { token: 'other_token', headers: { 'X-Request-Id': victim } });
+  assert.equal(squat.status, 200);
+  assert.notEqual(jsonOf(squat).id, `chatcmpl-${victim}`, 'the squatter did not get the id it chose');
+  const bodyOnly = await postJson(stack.port, '/v1/chat/completions', chatBody({ max_tokens: 1, request_id: victim }),
+    { token: 'other_token' });
+  assert.notEqual(jsonOf(bodyOnly).id, `chatcmpl-${victim}`, 'nor through the body');
+  for (const headers of [{ 'X-Request-Id': victim }, {}]) {
+    const r = await postJson(stack.port, '/v1/chat/completions', chatBody({ max_tokens: 3, request_id: victim }), { headers });
+    assert.equal(r.status, 200);
+    const id = jsonOf(r).id;
+    assert.notEqual(id, jsonOf(squat).id);
+    assert.notEqual(id, jsonOf(bodyOnly).id);
+    await checkSigned(stack.port, id, signedText(r.requestBody, r.body)); // the victim's own answer
+  }
 });
 
 test('the proxy token never reaches the engine', async () => {

@@ -663,6 +663,41 @@ static void nonstream_send(struct conn *c)
 
 /* ---------------------------------------------------------------- completions */
 
+/* A string member of o, or NULL; *n its length. */
+static const char *get_str(json_object *o, const char *k, size_t *n)
+{
+    json_object *v = get(o, k);
+    if (!v || !json_object_is_type(v, json_type_string))
+        return NULL;
+    *n = (size_t)json_object_get_string_len(v);
+    return json_object_get_string(v);
+}
+
+/* The answer's id (JSON-escaped), as vLLM makes it: chatcmpl- (cmpl-) and the X-Request-Id
+ * header, else the chat body's "request_id", else 32 random hex. A "mock_id" member (tests
+ * only) is the whole id, verbatim. */
+static void make_id(struct answer *a, struct conn *c, json_object *o, int chat)
+{
+    size_t n = 0;
+    const char *id = get_str(o, "mock_id", &n);
+    buf_reset(&a->idhex);
+    if (id) {
+        json_esc_inner(&a->idhex, id, n);
+        return;
+    }
+    put(&a->idhex, chat ? "chatcmpl-" : "cmpl-", chat ? 9 : 5);
+    id = conn_header(c, "x-request-id", &n);
+    if (!(id && n > 0 && n <= 256) && chat)
+        id = get_str(o, "request_id", &n);
+    if (id && n > 0 && n <= 256) {
+        json_esc_inner(&a->idhex, id, n);
+        return;
+    }
+    char hx[33];
+    random_hex32(hx);
+    put(&a->idhex, hx, 32);
+}
+
 static void completion(struct conn *c, int chat)
 {
     const char *err;
@@ -754,18 +789,7 @@ static void completion(struct conn *c, int chat)
             send_error(c, 400, "mock-vllm injected fault: bad request");
         return;
     }
-    /* id: X-Request-Id replaces the random part, as vLLM does */
-    buf_reset(&a->idhex);
-    put(&a->idhex, chat ? "chatcmpl-" : "cmpl-", chat ? 9 : 5);
-    size_t rl;
-    const char *rid = conn_header(c, "x-request-id", &rl);
-    if (rid && rl > 0 && rl <= 256) {
-        json_esc_inner(&a->idhex, rid, rl);
-    } else {
-        char hx[33];
-        random_hex32(hx);
-        put(&a->idhex, hx, 32);
-    }
+    make_id(a, c, o, chat);
     buf_reset(&a->model);
     v = get(o, "model");
     const char *model = v && json_object_is_type(v, json_type_string) ? json_object_get_string(v)
