@@ -15,7 +15,6 @@
 #include "proxy/sse.h"
 
 #define MAX_FREE_RELAYS 256
-#define CTYPE_MAX 160 /* bytes of the engine's Content-Type passed on */
 #define SSE_CTYPE "text/event-stream"
 #define SSE_HEADERS "X-Accel-Buffering: no\r\nCache-Control: no-cache\r\n"
 
@@ -209,8 +208,9 @@ static void relay_on_head(void *ud, int status, strv_t ctype, int64_t cl)
     if (cl == UPSTREAM_CL_EOF)
         r->flags |= RF_EOF_FRAMED;
     r->up_cl = cl < 0 ? -1 : cl; /* to the client: chunked */
-    char ct[CTYPE_MAX];
-    size_t n = ctype.n < sizeof ct - 1 ? ctype.n : 0;
+    /* The engine's Content-Type, whole (upstream.c bounds it), or none if it sent none. */
+    char ct[UPSTREAM_CTYPE_MAX + 1];
+    size_t n = ctype.n < sizeof ct ? ctype.n : 0;
     memcpy(ct, ctype.p, n);
     ct[n] = '\0';
     if (n >= sizeof SSE_CTYPE - 1 && strncasecmp(ct, SSE_CTYPE, sizeof SSE_CTYPE - 1) == 0)
@@ -221,7 +221,7 @@ static void relay_on_head(void *ud, int status, strv_t ctype, int64_t cl)
         idscan_init(&r->ids);
     }
     r->flags |= RF_HEAD_SENT;
-    conn_start_response(r->c, status, n ? ct : "application/json",
+    conn_start_response(r->c, status, n ? ct : NULL,
                         (r->flags & RF_SSE) ? SSE_HEADERS : NULL, r->up_cl);
     cb_leave(r);
 }
@@ -318,6 +318,9 @@ static void relay_engine_failed(relay_t *r, conn_t *c, int err)
     M_ADD(aw->m.upstream_errors[kinds[err]], 1);
     if (r->kind == RELAY_SIGNED)
         M_ADD(aw->m.signatures_skipped, 1);
+    /* A head found in the same engine read as the failure is still corked: take it back. */
+    if ((r->flags & RF_HEAD_SENT) && conn_retract_response(c) == 0)
+        r->flags &= ~(unsigned)RF_HEAD_SENT;
     if (!(r->flags & RF_HEAD_SENT)) {
         app_error_t e = err == UPS_E_CONNECT   ? APP_E_ENGINE_UNREACHABLE
                         : err == UPS_E_TIMEOUT ? APP_E_ENGINE_TIMEOUT
