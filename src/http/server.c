@@ -36,7 +36,7 @@
 #define STATUS_HAS_NO_BODY(s) (((s) >= 100 && (s) < 200) || (s) == 204 || (s) == 304)
 
 enum conn_state { C_IDLE, C_HEAD, C_BODY, C_APP, C_LINGER, C_CLOSING };
-enum sel_hdr { H_AUTH, H_CTYPE, H_ACCEPT, H_REQID, H_REQHASH, H_EXPECT, H_E2EE,
+enum sel_hdr { H_AUTH, H_CTYPE, H_ACCEPT, H_REQID, H_REQHASH, H_EXPECT, H_HOST, H_E2EE,
                H_NSEL = H_E2EE + HTTP_E2EE_N }; /* H_E2EE + enum http_e2ee_hdr */
 
 struct span {
@@ -60,10 +60,19 @@ struct conn {
     int in_value;
     unsigned nheaders;
     unsigned flags;           /* CF_* */
-    int head_error;           /* 431 etc. found while reading the head, else 0 */
+    int reject;               /* an http_reject_t found while parsing, or -1 */
+    const char *reject_detail; /* llhttp's reason for a malformed request, or NULL */
+    /* Obsolete line folding (a header value continued on the next line) is told from a value
+     * split between two reads by where the value's pieces lie in the parsed buffers. */
+    const char *exec_p, *exec_end; /* the bytes of the current llhttp_execute */
+    unsigned exec_seq, value_seq;  /* counts llhttp_execute calls; the one of the last value piece */
+    int value_at_end;              /* the last value piece ended its buffer */
+    size_t value_len;              /* bytes of the current header's value so far */
     uint64_t bytes_out;
     size_t wq_bytes;
     size_t trailer_len;
+    uint64_t body_seen;       /* body bytes of the current request, kept or discarded */
+    uint64_t resp_out0;       /* bytes_out when the current response started */
     buf_t pending;
     conn_owner_t *owner;      /* holds the request between on_request and the response's end */
 };
@@ -80,6 +89,8 @@ struct conn {
 #define CF_ABOVE_HIGH (1u << 8)    /* write queue went over WQ_HIGH; owner told on the way down */
 #define CF_CORKED (1u << 9)
 #define CF_RESUME_PENDING (1u << 10) /* parked bytes wait for the resume timer */
+#define CF_DISCARD_BODY (1u << 11) /* the body is read and dropped: no handler takes one */
+#define CF_RESP_ON_WIRE (1u << 12) /* bytes of the response were handed to the socket */
 #define CF(c, f) (((c)->flags & (f)) != 0)
 
 static void conn_flag_set(conn_t *c, unsigned f, int on)
@@ -219,7 +230,7 @@ static void conn_timer(conn_t *c, unsigned ms)
 static int head_add(conn_t *c, const char *at, size_t len)
 {
     if (c->head.len + len > c->w->lim.max_header_bytes) {
-        c->head_error = 431;
+        c->reject = HTTP_REJECT_HEAD_TOO_LARGE;
         return HPE_USER;
     }
     return buf_append(&c->head, at, len) == 0 ? 0 : HPE_USER;
@@ -250,7 +261,7 @@ static int trailer_bytes(conn_t *c, size_t len)
 {
     c->trailer_len += len;
     if (c->trailer_len > c->w->lim.max_header_bytes) {
-        c->head_error = 431;
+        c->reject = HTTP_REJECT_HEAD_TOO_LARGE;
         return HPE_USER;
     }
     return 0;
@@ -259,11 +270,12 @@ static int trailer_bytes(conn_t *c, size_t len)
 static int cb_header_field(llhttp_t *p, const char *at, size_t len)
 {
     conn_t *c = p->data;
+    c->value_len = 0; /* a new field (or more of its name): no value piece yet */
     if (c->state != C_HEAD)
         return trailer_bytes(c, len);
     if (c->in_value || c->nheaders == 0) {
         if (++c->nheaders > c->w->lim.max_headers) {
-            c->head_error = 431;
+            c->reject = HTTP_REJECT_HEAD_TOO_LARGE;
             return HPE_USER;
         }
         c->in_value = 0;
@@ -276,7 +288,7 @@ static int cb_header_field(llhttp_t *p, const char *at, size_t len)
 static int cb_header_field_complete(llhttp_t *p)
 {
     static const char *names[H_NSEL] = {
-        "authorization", "content-type", "accept", "x-request-id", "x-request-hash", "expect",
+        "authorization", "content-type", "accept", "x-request-id", "x-request-hash", "expect", "host",
         [H_E2EE + HTTP_E2EE_SIGNING_ALGO] = "x-signing-algo",
         [H_E2EE + HTTP_E2EE_CLIENT_PUB_KEY] = "x-client-pub-key",
         [H_E2EE + HTTP_E2EE_MODEL_PUB_KEY] = "x-model-pub-key",
@@ -298,7 +310,7 @@ static int cb_header_field_complete(llhttp_t *p)
     if (c->cur_sel >= 0) {
         /* A repeated header we act on is ambiguous: refuse it. */
         if (c->sel[c->cur_sel].len || c->sel[c->cur_sel].off) {
-            c->head_error = 400;
+            c->reject = HTTP_REJECT_DUPLICATE_HEADER;
             return HPE_USER;
         }
         c->sel[c->cur_sel].off = c->head.len;
@@ -306,9 +318,27 @@ static int cb_header_field_complete(llhttp_t *p)
     return 0;
 }
 
+/* A second piece of one header value is a continuation only when the first ended the
+ * previous buffer and this one starts the next; anything else is obsolete line folding
+ * (RFC 9112 5.2: a server rejects it with 400), which llhttp passes on as a second piece. */
+static int value_folded(conn_t *c, const char *at, size_t len)
+{
+    int folded = c->value_len > 0 &&
+                 !(c->value_at_end && c->value_seq + 1 == c->exec_seq && at == c->exec_p);
+    c->value_at_end = at + len == c->exec_end;
+    c->value_seq = c->exec_seq;
+    c->value_len += len;
+    return folded;
+}
+
 static int cb_header_value(llhttp_t *p, const char *at, size_t len)
 {
     conn_t *c = p->data;
+    if (len && value_folded(c, at, len)) {
+        c->reject = HTTP_REJECT_MALFORMED;
+        c->reject_detail = "obsolete line folding in a header";
+        return HPE_USER;
+    }
     if (c->state != C_HEAD)
         return trailer_bytes(c, len);
     if (c->cur_sel >= 0)
@@ -364,17 +394,25 @@ static int cb_headers_complete(llhttp_t *p)
     }
     r->has_content_length = (p->flags & F_CONTENT_LENGTH) != 0;
     r->content_length = r->has_content_length ? p->content_length : 0;
+    r->has_body = (p->flags & F_CHUNKED) || r->content_length > 0;
     r->keep_alive = llhttp_should_keep_alive(p);
     if (r->has_content_length && r->content_length > c->w->lim.max_body) {
-        c->head_error = 413;
+        c->reject = HTTP_REJECT_BODY_TOO_LARGE;
+        return HPE_USER;
+    }
+    /* RFC 9112 3.2: an HTTP/1.1 request without Host is answered 400. */
+    if (!(p->http_major == 1 && p->http_minor == 0) && !c->sel[H_HOST].off) {
+        c->reject = HTTP_REJECT_MALFORMED;
+        c->reject_detail = "HTTP/1.1 request without Host";
         return HPE_USER;
     }
     conn_flag_set(c, CF_HTTP10, p->http_major == 1 && p->http_minor == 0);
     c->state = C_BODY;
     conn_timer(c, c->w->lim.body_timeout_ms);
+    int use = c->w->h->on_headers(c, r);
     /* Responding now means the body stays unread: conn_start_response sees C_BODY and
      * closes the connection after this response. */
-    if (c->w->h->on_headers(c, r)) {
+    if (use == HTTP_BODY_ANSWERED) {
         c->flags |= CF_SKIP_BODY;
         c->flags |= CF_CLOSE_AFTER;
         return HPE_PAUSED;
@@ -383,8 +421,10 @@ static int cb_headers_complete(llhttp_t *p)
         return HPE_USER;
     if (conn_send_continue(c, p) != 0)
         return HPE_USER;
-    if (r->has_content_length && r->content_length > 0 &&
-        buf_reserve(&r->body, (size_t)r->content_length) != 0)
+    if (use == HTTP_BODY_DISCARD)
+        c->flags |= CF_DISCARD_BODY;
+    else if (r->has_content_length && r->content_length > 0 &&
+             buf_reserve(&r->body, (size_t)r->content_length) != 0)
         return HPE_USER;
     return 0;
 }
@@ -392,10 +432,13 @@ static int cb_headers_complete(llhttp_t *p)
 static int cb_body(llhttp_t *p, const char *at, size_t len)
 {
     conn_t *c = p->data;
-    if (c->req.body.len + len > c->w->lim.max_body) {
-        c->head_error = 413;
+    c->body_seen += len;
+    if (c->body_seen > c->w->lim.max_body) {
+        c->reject = HTTP_REJECT_BODY_TOO_LARGE;
         return HPE_USER;
     }
+    if (CF(c, CF_DISCARD_BODY))
+        return 0; /* no handler reads it: counted against the limit, never kept */
     return buf_append(&c->req.body, at, len) == 0 ? 0 : HPE_USER;
 }
 
@@ -428,10 +471,14 @@ static void conn_reset_request(conn_t *c)
     c->cur_sel = -1;
     c->in_value = 0;
     c->nheaders = 0;
-    c->head_error = 0;
+    c->reject = -1;
+    c->reject_detail = NULL;
+    c->value_len = 0;
     c->flags &= ~(CF_MSG_COMPLETE | CF_SKIP_BODY | CF_RESP_STARTED | CF_RESP_CHUNKED |
-                  CF_RESP_DONE | CF_RESP_NOBODY | CF_HTTP10 | CF_CORKED);
+                  CF_RESP_DONE | CF_RESP_NOBODY | CF_HTTP10 | CF_CORKED | CF_DISCARD_BODY |
+                  CF_RESP_ON_WIRE);
     c->trailer_len = 0;
+    c->body_seen = 0;
     c->owner = NULL;
     c->state = C_IDLE;
 }
@@ -452,6 +499,9 @@ static void conn_process(conn_t *c, const char *data, size_t len)
             uv_read_stop((uv_stream_t *)&c->tcp);
         return;
     }
+    c->exec_p = data;
+    c->exec_end = data + len;
+    c->exec_seq++;
     llhttp_errno_t e = llhttp_execute(&c->parser, data, len);
     if (e == HPE_OK || c->state == C_CLOSING || c->state == C_LINGER)
         return;
@@ -467,16 +517,14 @@ static void conn_process(conn_t *c, const char *data, size_t len)
         c->w->h->on_request(c, &c->req);
         return;
     }
-    if (c->head_error == 413)
-        conn_protocol_error(c, HTTP_REJECT_BODY_TOO_LARGE);
-    else if (c->head_error == 431)
-        conn_protocol_error(c, HTTP_REJECT_HEAD_TOO_LARGE);
-    else if (c->head_error == 400)
-        conn_protocol_error(c, HTTP_REJECT_DUPLICATE_HEADER);
+    if (c->reject >= 0)
+        conn_protocol_error(c, (http_reject_t)c->reject);
     else if (c->state == C_IDLE && e == HPE_INVALID_EOF_STATE)
         conn_close(c);
-    else
+    else {
+        c->reject_detail = llhttp_get_error_reason(&c->parser);
         conn_protocol_error(c, HTTP_REJECT_MALFORMED);
+    }
 }
 
 static void on_alloc(uv_handle_t *h, size_t sz, uv_buf_t *b)
@@ -768,6 +816,8 @@ static int conn_write_now(conn_t *c, uv_buf_t *bufs, unsigned n, int count)
 {
     if (c->state == C_CLOSING)
         return -1;
+    if (CF(c, CF_RESP_STARTED))
+        c->flags |= CF_RESP_ON_WIRE;
     size_t total = 0;
     for (unsigned i = 0; i < n; i++)
         total += bufs[i].len;
@@ -864,6 +914,7 @@ int conn_start_response(conn_t *c, int status, const char *content_type,
     if (CF(c, CF_RESP_STARTED) || c->state == C_CLOSING || c->state == C_LINGER)
         return -1;
     c->flags |= CF_RESP_STARTED;
+    c->resp_out0 = c->bytes_out;
     /* An answer before the body was read (C_HEAD/C_BODY) leaves the body unread: the
      * connection cannot be reused. */
     if (!c->req.keep_alive || c->w->draining || c->state == C_HEAD || c->state == C_BODY)
@@ -1021,6 +1072,22 @@ int conn_respond(conn_t *c, int status, const char *content_type, const char *ex
         return -1;
     return conn_end_response(c);
 }
+
+int conn_retract_response(conn_t *c)
+{
+    if (!CF(c, CF_RESP_STARTED) || CF(c, CF_RESP_ON_WIRE) || CF(c, CF_RESP_DONE) ||
+        c->state == C_CLOSING || c->state == C_LINGER)
+        return -1;
+    if (c->w->cork_owner == c) {
+        c->w->cork_owner = NULL;
+        buf_reset(&c->w->cork);
+    }
+    c->flags &= ~(CF_RESP_STARTED | CF_RESP_CHUNKED | CF_RESP_NOBODY | CF_CORKED);
+    c->bytes_out = c->resp_out0;
+    return 0;
+}
+
+const char *conn_reject_detail(const conn_t *c) { return c->reject_detail; }
 
 int conn_response_started(const conn_t *c) { return CF(c, CF_RESP_STARTED); }
 size_t conn_write_queue_bytes(const conn_t *c) { return c->wq_bytes; }

@@ -65,6 +65,7 @@ typedef struct http_req {
     unsigned e2ee_present;     /* bit i: header i was present */
     int has_content_length;
     uint64_t content_length;
+    int has_body;            /* Content-Length > 0 or chunked */
     int keep_alive;
     buf_t body;
     uint64_t start_ns;
@@ -77,14 +78,23 @@ typedef enum http_reject {
     HTTP_REJECT_BODY_TOO_LARGE,   /* 413 */
     HTTP_REJECT_HEAD_TOO_LARGE,   /* 431: header bytes or count */
     HTTP_REJECT_DUPLICATE_HEADER, /* 400: a header the server acts on, twice */
-    HTTP_REJECT_MALFORMED,        /* 400 */
+    HTTP_REJECT_MALFORMED,        /* 400: llhttp (strict) refused it, obsolete line folding,
+                                   * an HTTP/1.1 request without Host */
     HTTP_REJECT_N
 } http_reject_t;
 
+/* on_headers' answer: what becomes of the request body. */
+enum http_body_use {
+    HTTP_BODY_READ = 0,    /* read and buffer it (bounded by max_body) for on_request */
+    HTTP_BODY_ANSWERED = 1, /* on_headers responded (conn_respond*): the body is never read;
+                             * the connection lingers briefly and closes after the response */
+    HTTP_BODY_DISCARD = 2, /* read it (same limits and timeout) but keep none of it: on_request
+                            * sees an empty body; for routes that take none */
+};
+
 /* What the application does with a request. Called on the loop thread. */
 typedef struct http_handler {
-    /* Headers are complete. Return 0 to read the body, or respond (conn_respond*) and
-     * return 1 to skip the body (the connection is then closed after the response). */
+    /* Headers are complete: returns an enum http_body_use. */
     int (*on_headers)(conn_t *c, http_req_t *req);
     /* Body complete: the application now owns the response. */
     void (*on_request)(conn_t *c, http_req_t *req);
@@ -123,6 +133,14 @@ int conn_end_response(conn_t *c);
  * flush before the loop callback that wrote returns, or end the response. */
 void conn_cork(conn_t *c);
 int conn_flush(conn_t *c);
+/* Takes back a started response of which no byte has left yet (all of it still corked):
+ * the connection is as before conn_start_response, so another answer can be written (an
+ * error instead of an engine answer found malformed in the same read). 0, or -1 when bytes
+ * of it were written already (or the response ended). */
+int conn_retract_response(conn_t *c);
+/* Why the parser refused the current request (llhttp's fixed reason text, never request
+ * bytes), or NULL; for the log line of on_reject. */
+const char *conn_reject_detail(const conn_t *c);
 /* Abandons the response and closes the connection (the client sees a truncated body). */
 void conn_abort(conn_t *c);
 int conn_response_started(const conn_t *c);

@@ -49,7 +49,9 @@ struct uconn {
     llhttp_t parser;
     int state, handles_open, reused, writing;
     int name_match, is_ctype, in_value, interim;
-    char ctype[128];
+    int ctype_seen, ctype_bad; /* a Content-Type came; it was too long or repeated */
+    int no_reuse;              /* the answer's framing lied (a 204/304 with a body) */
+    char ctype[UPSTREAM_CTYPE_MAX];
     size_t ctype_len;
 };
 
@@ -155,6 +157,7 @@ static int ucb_message_begin(llhttp_t *p)
 {
     uconn_t *c = p->data;
     c->ctype_len = 0;
+    c->ctype_seen = c->ctype_bad = 0;
     c->name_match = 0;
     c->in_value = 0;
     c->is_ctype = 0;
@@ -179,7 +182,10 @@ static int ucb_header_field(llhttp_t *p, const char *at, size_t len)
 static int ucb_header_field_complete(llhttp_t *p)
 {
     uconn_t *c = p->data;
-    c->is_ctype = c->name_match == (int)(sizeof "content-type" - 1) && c->ctype_len == 0;
+    c->is_ctype = c->name_match == (int)(sizeof "content-type" - 1);
+    if (c->is_ctype && c->ctype_seen)
+        c->ctype_bad = 1; /* which one would the client believe? */
+    c->ctype_seen |= c->is_ctype;
     c->in_value = 1;
     return 0;
 }
@@ -187,10 +193,14 @@ static int ucb_header_field_complete(llhttp_t *p)
 static int ucb_header_value(llhttp_t *p, const char *at, size_t len)
 {
     uconn_t *c = p->data;
-    if (c->is_ctype && c->ctype_len + len < sizeof c->ctype) {
-        memcpy(c->ctype + c->ctype_len, at, len);
-        c->ctype_len += len;
+    if (!c->is_ctype || c->ctype_bad)
+        return 0;
+    if (c->ctype_len + len > sizeof c->ctype) {
+        c->ctype_bad = 1;
+        return 0;
     }
+    memcpy(c->ctype + c->ctype_len, at, len);
+    c->ctype_len += len;
     return 0;
 }
 
@@ -200,21 +210,35 @@ static int ucb_headers_complete(llhttp_t *p)
     upstream_req_t *ex = c->ex;
     if (!ex)
         return HPE_USER;
+    /* A switch of protocols we never asked for. */
+    if (p->status_code == 101)
+        return HPE_USER;
     /* 100 Continue, 103 Early Hints: interim heads; the real one follows on this parser. */
-    c->interim = p->status_code >= 100 && p->status_code < 200 && p->status_code != 101;
+    c->interim = p->status_code >= 100 && p->status_code < 200;
     if (c->interim)
         return 0;
     /* A Content-Length past INT64_MAX would read as one of the UPSTREAM_CL_* codes. */
     if ((p->flags & F_CONTENT_LENGTH) && p->content_length > (uint64_t)INT64_MAX)
         return HPE_USER;
+    if (c->ctype_bad)
+        return HPE_USER;
+    /* 204 and 304 end at the head (llhttp would read a Content-Length body of a 204). What
+     * follows on the connection is not a response: it is not reused. */
+    int headless = p->status_code == 204 || p->status_code == 304;
+    if (headless && (p->flags & (F_CHUNKED | F_CONTENT_LENGTH)) &&
+        ((p->flags & F_CHUNKED) || p->content_length > 0))
+        c->no_reuse = 1;
     ex->head_done = 1;
-    int64_t cl = (p->flags & F_CONTENT_LENGTH) ? (int64_t)p->content_length
-                 : llhttp_message_needs_eof(p) ? UPSTREAM_CL_EOF
-                                               : UPSTREAM_CL_NONE;
+    int64_t cl = headless                           ? UPSTREAM_CL_NONE
+                 : (p->flags & F_CONTENT_LENGTH)    ? (int64_t)p->content_length
+                 : llhttp_message_needs_eof(p)      ? UPSTREAM_CL_EOF
+                                                    : UPSTREAM_CL_NONE;
     strv_t ct = {c->ctype, c->ctype_len};
     if (ex->cbs->on_head)
         ex->cbs->on_head(ex->ud, p->status_code, ct, cl);
-    return c->ex ? 0 : HPE_USER; /* the callback may have cancelled */
+    if (!c->ex)
+        return HPE_USER; /* the callback cancelled */
+    return headless ? 1 : 0; /* 1: llhttp reads no body */
 }
 
 static int ucb_body(llhttp_t *p, const char *at, size_t len)
@@ -323,7 +347,8 @@ static void ex_done(upstream_req_t *ex, int err)
     }
     /* An engine that answered before it read the whole request (c->writing) leaves our write
      * in flight: that connection cannot be reused, and its body buffer is about to go away. */
-    int keep = c && !err && ex->complete && !c->writing && llhttp_should_keep_alive(&c->parser) &&
+    int keep = c && !err && ex->complete && !c->writing && !c->no_reuse &&
+               llhttp_should_keep_alive(&c->parser) &&
                c->pool->nidle < MAX_IDLE;
     int status = ex->head_done && c ? c->parser.status_code : 0;
     if (c) {

@@ -45,7 +45,13 @@ typedef struct upstream_req upstream_req_t;
  * from the end). Interim 1xx responses are skipped, never reported. */
 #define UPSTREAM_CL_NONE (-1)
 #define UPSTREAM_CL_EOF (-2)
+/* The engine's Content-Type is passed on whole up to this many bytes; a longer one, or two
+ * of them, make the answer malformed (UPS_E_PROTOCOL), never a truncated or replaced type. */
+#define UPSTREAM_CTYPE_MAX 256
 
+/* What the engine may answer (else UPS_E_PROTOCOL, before on_head): never 101 (we ask for no
+ * upgrade); 1xx interim heads are skipped; a 204/304 ends at its head whatever framing it
+ * claims (RFC 9112 6.3), its connection is not reused, and on_head gets UPSTREAM_CL_NONE. */
 typedef struct upstream_cbs {
     void (*on_head)(void *ud, int status, strv_t content_type, int64_t content_length);
     void (*on_body)(void *ud, const char *p, size_t n);

@@ -8,6 +8,14 @@ const char *const route_names[ROUTE_N] = {
     "models", "metrics", "passthrough", "other",
 };
 
+const char *const reject_names[HTTP_REJECT_N] = {
+    [HTTP_REJECT_TIMEOUT] = "timeout",
+    [HTTP_REJECT_BODY_TOO_LARGE] = "body_too_large",
+    [HTTP_REJECT_HEAD_TOO_LARGE] = "head_too_large",
+    [HTTP_REJECT_DUPLICATE_HEADER] = "duplicate_header",
+    [HTTP_REJECT_MALFORMED] = "malformed",
+};
+
 static uint64_t ld(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
 
 void metrics_render(app_t *a, buf_t *o)
@@ -24,6 +32,8 @@ void metrics_render(app_t *a, buf_t *o)
         }
         for (int k = 0; k < UPERR_N; k++)
             s.upstream_errors[k] += ld(&m->upstream_errors[k]);
+        for (int k = 0; k < HTTP_REJECT_N; k++)
+            s.rejected[k] += ld(&m->rejected[k]);
         s.signatures_stored += ld(&m->signatures_stored);
         s.signature_collisions += ld(&m->signature_collisions);
         s.signatures_skipped += ld(&m->signatures_skipped);
@@ -50,6 +60,12 @@ void metrics_render(app_t *a, buf_t *o)
     for (int k = 0; k < UPERR_N; k++)
         buf_printf(o, "vllm_proxy_upstream_errors_total{kind=\"%s\"} %llu\n", uperr[k],
                    (unsigned long long)s.upstream_errors[k]);
+    buf_puts(o, "# HELP vllm_proxy_requests_rejected_total Requests refused by the HTTP layer before "
+                "routing (400 malformed or duplicate header, 408, 413, 431), by cause.\n"
+                "# TYPE vllm_proxy_requests_rejected_total counter\n");
+    for (int k = 0; k < HTTP_REJECT_N; k++)
+        buf_printf(o, "vllm_proxy_requests_rejected_total{reason=\"%s\"} %llu\n", reject_names[k],
+                   (unsigned long long)s.rejected[k]);
     buf_printf(o,
                "# HELP vllm_proxy_signatures_stored_total Completed answers signed and stored.\n"
                "# TYPE vllm_proxy_signatures_stored_total counter\n"

@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include "core/buf.h"
+#include "http/server.h"
 
 enum route {
     ROUTE_ROOT, ROUTE_VERSION, ROUTE_CHAT, ROUTE_COMPLETIONS, ROUTE_SIGNATURE, ROUTE_REPORT,
@@ -13,12 +14,16 @@ enum route {
 };
 extern const char *const route_names[ROUTE_N];
 
+/* Label of each http_reject_t in vllm_proxy_requests_rejected_total and the log line. */
+extern const char *const reject_names[HTTP_REJECT_N];
+
 enum up_err_kind { UPERR_CONNECT, UPERR_TIMEOUT, UPERR_CLOSED, UPERR_PROTOCOL, UPERR_N };
 
 typedef struct metrics {
     uint64_t requests[ROUTE_N][6];      /* by status class 1xx..5xx, [0] = aborted by client */
     uint64_t duration_us[ROUTE_N];
     uint64_t upstream_errors[UPERR_N];
+    uint64_t rejected[HTTP_REJECT_N];   /* protocol rejections by the transport, by cause */
     uint64_t signatures_stored, signature_collisions, signatures_skipped;
     uint64_t bytes_in, bytes_out;
     uint64_t streams_active;

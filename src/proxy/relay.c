@@ -17,7 +17,6 @@
 #include "proxy/sse.h"
 
 #define MAX_FREE_RELAYS 256
-#define CTYPE_MAX 160 /* bytes of the engine's Content-Type passed on */
 #define SSE_CTYPE "text/event-stream"
 #define SSE_HEADERS "X-Accel-Buffering: no\r\nCache-Control: no-cache\r\n"
 /* The engine's request id (vLLM makes it the completion id, chatcmpl-<id>, and so the key of
@@ -249,8 +248,9 @@ static void relay_on_head(void *ud, int status, strv_t ctype, int64_t cl)
     if (cl == UPSTREAM_CL_EOF)
         r->flags |= RF_EOF_FRAMED;
     r->up_cl = cl < 0 ? -1 : cl; /* to the client: chunked */
-    char ct[CTYPE_MAX];
-    size_t n = ctype.n < sizeof ct - 1 ? ctype.n : 0;
+    /* The engine's Content-Type, whole (upstream.c bounds it), or none if it sent none. */
+    char ct[UPSTREAM_CTYPE_MAX + 1];
+    size_t n = ctype.n < sizeof ct ? ctype.n : 0;
     memcpy(ct, ctype.p, n);
     ct[n] = '\0';
     if (n >= sizeof SSE_CTYPE - 1 && strncasecmp(ct, SSE_CTYPE, sizeof SSE_CTYPE - 1) == 0)
@@ -264,7 +264,7 @@ static void relay_on_head(void *ud, int status, strv_t ctype, int64_t cl)
     char extra[sizeof SSE_HEADERS + sizeof RID_HEADER + RID_MAX + 2];
     snprintf(extra, sizeof extra, "%s" RID_HEADER "%s\r\n", (r->flags & RF_SSE) ? SSE_HEADERS : "",
              r->rid);
-    conn_start_response(r->c, status, n ? ct : "application/json", extra, r->up_cl);
+    conn_start_response(r->c, status, n ? ct : NULL, extra, r->up_cl);
     cb_leave(r);
 }
 
@@ -360,6 +360,9 @@ static void relay_engine_failed(relay_t *r, conn_t *c, int err)
     M_ADD(aw->m.upstream_errors[kinds[err]], 1);
     if (r->kind == RELAY_SIGNED)
         M_ADD(aw->m.signatures_skipped, 1);
+    /* A head found in the same engine read as the failure is still corked: take it back. */
+    if ((r->flags & RF_HEAD_SENT) && conn_retract_response(c) == 0)
+        r->flags &= ~(unsigned)RF_HEAD_SENT;
     if (!(r->flags & RF_HEAD_SENT)) {
         app_error_t e = err == UPS_E_CONNECT   ? APP_E_ENGINE_UNREACHABLE
                         : err == UPS_E_TIMEOUT ? APP_E_ENGINE_TIMEOUT

@@ -6,6 +6,7 @@
 #include <sodium.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include "core/hex.h"
 #include "core/log.h"
@@ -74,9 +75,10 @@ static int token_in(const uint8_t h[SHA256_LEN], const uint8_t (*set)[SHA256_LEN
     return found;
 }
 
+/* The scheme is case-insensitive (RFC 9110 11.1): "bearer" and "BEARER" are "Bearer". */
 static int check_auth(const config_t *cfg, strv_t a)
 {
-    if (a.n < BEARER_LEN || memcmp(a.p, BEARER, BEARER_LEN) != 0)
+    if (a.n < BEARER_LEN || strncasecmp(a.p, BEARER, BEARER_LEN) != 0)
         return AUTH_MISSING;
     uint8_t h[SHA256_LEN];
     sha256(a.p + BEARER_LEN, a.n - BEARER_LEN, h);
@@ -85,12 +87,24 @@ static int check_auth(const config_t *cfg, strv_t a)
     return token_in(h, cfg->trusted_hash, cfg->ntrusted) ? AUTH_TRUSTED : AUTH_OK;
 }
 
-static void send_auth_error(app_worker_t *aw, conn_t *c, http_req_t *req, int route, int auth)
+/* The answer a request gets before any handler runs (unknown path, wrong method, no valid
+ * token), or -1 when its route's handler takes it. */
+static int early_error(const http_req_t *req, int method_ok)
 {
-    respond_error(aw, c, req, route, auth == AUTH_MISSING ? APP_E_AUTH_MISSING : APP_E_AUTH_INVALID,
-                  NULL);
+    if (req->app_route == ROUTE_OTHER)
+        return APP_E_NOT_FOUND;
+    if (!method_ok)
+        return APP_E_METHOD_NOT_ALLOWED;
+    if (req->app_auth < 0)
+        return req->app_auth == AUTH_MISSING ? APP_E_AUTH_MISSING : APP_E_AUTH_INVALID;
+    return -1;
 }
 
+/* Nothing is held for a body no handler will read. A request with a body that is answered
+ * 404/405/401 is answered now, at the headers, and its body is never read (the connection then
+ * closes after a short linger); a body sent to a route that takes none (the GET routes) is read
+ * and dropped. Requests without a body take the usual path, so keep-alive clients that send
+ * e.g. `GET` with `Content-Length: 0` keep their connection. */
 static int on_headers(conn_t *c, http_req_t *req)
 {
     app_worker_t *aw = worker_user(conn_worker(c));
@@ -98,13 +112,14 @@ static int on_headers(conn_t *c, http_req_t *req)
     req->app_route = route_of(req, &ok);
     req->app_auth = route_needs_auth(req->app_route) ? check_auth(aw->app->cfg, req->authorization)
                                                      : AUTH_NONE;
-    /* Refuse an unauthenticated body before reading it. */
-    int has_body = req->has_content_length ? req->content_length > 0 : 1;
-    if (req->app_auth < 0 && has_body && req->method == HTTP_POST) {
-        send_auth_error(aw, c, req, req->app_route, req->app_auth);
-        return 1;
+    if (!req->has_body)
+        return HTTP_BODY_READ;
+    int e = early_error(req, ok);
+    if (e >= 0) {
+        respond_error(aw, c, req, req->app_route, (app_error_t)e, NULL);
+        return HTTP_BODY_ANSWERED;
     }
-    return 0;
+    return req->method == HTTP_POST ? HTTP_BODY_READ : HTTP_BODY_DISCARD;
 }
 
 /* ---- engine routes ---- */
@@ -236,19 +251,18 @@ static void on_request(conn_t *c, http_req_t *req)
     app_worker_t *aw = worker_user(conn_worker(c));
     int route = req->app_route, ok;
     route_of(req, &ok);
-    if (route == ROUTE_OTHER)
-        respond_error(aw, c, req, route, APP_E_NOT_FOUND, NULL);
-    else if (!ok)
-        respond_error(aw, c, req, route, APP_E_METHOD_NOT_ALLOWED, NULL);
-    else if (req->app_auth < 0)
-        send_auth_error(aw, c, req, route, req->app_auth);
+    int e = early_error(req, ok);
+    if (e >= 0)
+        respond_error(aw, c, req, route, (app_error_t)e, NULL);
     else if (req->e2ee_present && route_is_engine(route))
         respond_error(aw, c, req, route, e2ee_refusal(req), NULL);
     else
         ROUTES[route](aw, c, req, route);
 }
 
-/* The transport refused the request (http_reject_t): the table's answer, no log line. */
+/* The transport refused the request (http_reject_t): the table's answer, counted by cause
+ * and logged with the parser's reason (fixed text; the request's bytes are never logged).
+ * The request's fields may be incomplete, so the line names no path. */
 static void on_reject(conn_t *c, http_reject_t why)
 {
     static const app_error_t map[HTTP_REJECT_N] = {
@@ -258,6 +272,12 @@ static void on_reject(conn_t *c, http_reject_t why)
         [HTTP_REJECT_DUPLICATE_HEADER] = APP_E_DUPLICATE_HEADER,
         [HTTP_REJECT_MALFORMED] = APP_E_MALFORMED_HTTP,
     };
+    app_worker_t *aw = worker_user(conn_worker(c));
+    M_ADD(aw->m.rejected[why], 1);
+    const char *detail = conn_reject_detail(c);
+    LOG_INFO("rejected w=%d status=%d reason=%s%s%s%s", worker_id(conn_worker(c)),
+             app_error_info(map[why])->status, reject_names[why], detail ? " detail=\"" : "",
+             detail ? detail : "", detail ? "\"" : "");
     respond_error_unlogged(c, map[why], NULL);
 }
 

@@ -32,6 +32,7 @@
 #include "at.h"
 #include "http/server.h"
 #include "http/upstream.h"
+#include "proxy/app.h"
 #include "proxy/router.h"
 
 #define RECV_TIMEOUT_MS 5000
@@ -141,9 +142,11 @@ static int h_on_headers(conn_t *c, http_req_t *req)
     ev_bump(&ev.headers);
     if (req->path.n == 6 && memcmp(req->path.p, "/early", 6) == 0) {
         conn_respond(c, 401, "text/plain", NULL, "no", 2);
-        return 1;
+        return HTTP_BODY_ANSWERED;
     }
-    return 0;
+    if (req->path.n >= 13 && memcmp(req->path.p, "/echo-discard", 13) == 0)
+        return HTTP_BODY_DISCARD;
+    return HTTP_BODY_READ;
 }
 
 static int path_is(const http_req_t *r, const char *p)
@@ -281,12 +284,16 @@ static http_limits_t default_limits(void)
     return l;
 }
 
+/* The worker's user: the router's on_reject (h_on_reject) counts into its metrics. */
+static app_worker_t reject_aw;
+
 static void start_server_at(AT_PARAMS, const http_limits_t *lim)
 {
     memset(&ev, 0, sizeof ev);
     at_assert_int_equal(uv_loop_init(&loop), 0);
     char err[256] = "";
-    wk = worker_new(&loop, 0, "127.0.0.1", 0, lim, &handler, NULL, err, sizeof err);
+    memset(&reject_aw, 0, sizeof reject_aw);
+    wk = worker_new(&loop, 0, "127.0.0.1", 0, lim, &handler, &reject_aw, err, sizeof err);
     if (!wk)
         at_fail_msg("worker_new: %s", err);
     port = worker_port(&loop);
@@ -585,7 +592,7 @@ static void test_header_bytes_limit(void **state)
     fd = cli_connect();
     memset(big, 'v', 150);
     big[150] = '\0';
-    snprintf(req, sizeof req, "GET /hello HTTP/1.1\r\nX-Big: %s\r\n\r\n", big);
+    snprintf(req, sizeof req, "GET /hello HTTP/1.1\r\nHost: a\r\nX-Big: %s\r\n\r\n", big);
     cli_send(fd, req);
     expect_bytes(fd, HELLO_KA);
 }
@@ -597,9 +604,9 @@ static void test_too_many_headers(void **state)
     l.max_headers = 3;
     start_server(&l);
     int fd = cli_connect();
-    cli_send(fd, "GET /hello HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n");
+    cli_send(fd, "GET /hello HTTP/1.1\r\nHost: a\r\nB: 2\r\nC: 3\r\n\r\n");
     expect_bytes(fd, HELLO_KA);
-    cli_send(fd, "GET /hello HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\n\r\n");
+    cli_send(fd, "GET /hello HTTP/1.1\r\nHost: a\r\nB: 2\r\nC: 3\r\nD: 4\r\n\r\n");
     expect_bytes_then_eof(fd, error_response(431, "Request Header Fields Too Large",
                                              "request headers too large or too many",
                                              "invalid_request_error"));
@@ -622,7 +629,7 @@ static void test_content_length_over_max_body(void **state)
     char req[512], body[65];
     memset(body, 'b', 64);
     body[64] = '\0';
-    snprintf(req, sizeof req, "POST /echo HTTP/1.1\r\nContent-Length: 64\r\n\r\n%s", body);
+    snprintf(req, sizeof req, "POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 64\r\n\r\n%s", body);
     cli_send(fd, req);
     char want[512];
     snprintf(want, sizeof want,
@@ -654,7 +661,7 @@ static void test_chunked_body_over_max_body(void **state)
     /* A chunked body within the limit arrives de-chunked. */
     fd = cli_connect();
     snprintf(req, sizeof req,
-             "POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n"
+             "POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n"
              "0\r\n\r\n");
     cli_send(fd, req);
     expect_bytes(fd, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 10\r\n"
@@ -666,7 +673,7 @@ static void test_chunked_body_over_max_body(void **state)
     memset(trailer, 't', sizeof trailer - 1);
     trailer[sizeof trailer - 1] = '\0';
     fd = cli_connect();
-    snprintf(req, sizeof req, "POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nX: ");
+    snprintf(req, sizeof req, "POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nX: ");
     cli_send(fd, req);
     cli_send(fd, trailer);
     cli_send(fd, "\r\n\r\n");
@@ -699,23 +706,103 @@ static void test_malformed_and_duplicate(void **state)
     cli_send(fd, "GET /hello HTTP/9.9\r\n\r\n");
     expect_bytes_then_eof(fd, want_malformed);
     fd = cli_connect();
-    cli_send(fd, "GET /a b HTTP/1.1\r\n\r\n");
+    cli_send(fd, "GET /a b HTTP/1.1\r\nHost: a\r\n\r\n");
     expect_bytes_then_eof(fd, want_malformed);
     /* Both Content-Length and Transfer-Encoding (request smuggling): refused by llhttp. */
     fd = cli_connect();
-    cli_send(fd, "POST /echo HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"
+    cli_send(fd, "POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"
                  "3\r\nabc\r\n0\r\n\r\n");
     expect_bytes_then_eof(fd, want_malformed);
     fd = cli_connect();
-    cli_send(fd, "GET /hello HTTP/1.1\r\nAuthorization: Bearer a\r\nauthorization: Bearer b\r\n\r\n");
+    cli_send(fd, "GET /hello HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer a\r\nauthorization: Bearer b\r\n\r\n");
     expect_bytes_then_eof(fd, error_response(400, "Bad Request", "duplicate header",
                                              "invalid_request_error"));
     /* Even an empty first value counts. */
     fd = cli_connect();
-    cli_send(fd, "GET /hello HTTP/1.1\r\nContent-Type:\r\nContent-Type: a/b\r\n\r\n");
+    cli_send(fd, "GET /hello HTTP/1.1\r\nHost: a\r\nContent-Type:\r\nContent-Type: a/b\r\n\r\n");
     expect_bytes_then_eof(fd, error_response(400, "Bad Request", "duplicate header",
                                              "invalid_request_error"));
     assert_int_equal(ev_get(&ev.headers), 0);
+}
+
+/* A body no handler reads (HTTP_BODY_DISCARD) is read to its end and dropped: on_request sees
+ * none, nothing was reserved for it, the limit still applies, keep-alive goes on. */
+static void test_discard_body(void **state)
+{
+    (void)state;
+    http_limits_t l = default_limits();
+    start_server(&l);
+    int fd = cli_connect();
+    cli_send(fd, "GET /echo-discard HTTP/1.1\r\nHost: a\r\nContent-Length: 60\r\n\r\n"
+                 "012345678901234567890123456789012345678901234567890123456789");
+    expect_bytes(fd, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n"
+                     "X-Echo: 1\r\n\r\n/echo-discard");
+    snapshot();
+    assert_int_equal(evs.last.body_len, 0);
+    cli_send(fd, "GET /echo-discard HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+                 "3\r\nabc\r\n0\r\n\r\n");
+    expect_bytes(fd, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n"
+                     "X-Echo: 1\r\n\r\n/echo-discard");
+    cli_send(fd, "GET /hello HTTP/1.1\r\nHost: a\r\n\r\n");
+    expect_bytes(fd, HELLO_KA);
+    /* Dropped bytes still count against max_body (64). */
+    cli_send(fd, "GET /echo-discard HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+                 "28\r\n0123456789012345678901234567890123456789\r\n"
+                 "28\r\n0123456789012345678901234567890123456789\r\n0\r\n\r\n");
+    expect_bytes_then_eof(fd, error_response(413, "Payload Too Large",
+                                             "request body exceeds the configured limit",
+                                             "request_too_large"));
+}
+
+/* What a lenient parser would read one way and the engine (or another hop) another: 400. */
+static void test_strict_http(void **state)
+{
+    (void)state;
+    http_limits_t l = default_limits();
+    start_server(&l);
+    const char *bad = error_response(400, "Bad Request", "malformed HTTP request",
+                                     "invalid_request_error");
+    char want[1024];
+    snprintf(want, sizeof want, "%s", bad);
+    static const char *const cases[] = {
+        /* chunk data not followed by CRLF */
+        "POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcXX0\r\n\r\n",
+        /* obsolete line folding, with a space and with a tab */
+        "GET /hello HTTP/1.1\r\nHost: a\r\nX-A: one\r\n two\r\n\r\n",
+        "GET /hello HTTP/1.1\r\nHost: a\r\nContent-Type: a/b\r\n\tc\r\nX-B: 1\r\n\r\n",
+        /* spaces inside a header name, or before the colon */
+        "GET /hello HTTP/1.1\r\nHost: a\r\nX A: 1\r\n\r\n",
+        "GET /hello HTTP/1.1\r\nHost: a\r\nAuthorization : Bearer x\r\n\r\n",
+        /* HTTP/1.1 without Host */
+        "GET /hello HTTP/1.1\r\n\r\n",
+        /* CR without LF */
+        "GET /hello HTTP/1.1\r\nHost: a\rX: 1\r\n\r\n",
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        int fd = cli_connect();
+        cli_send(fd, cases[i]);
+        expect_bytes_then_eof(fd, want);
+    }
+    /* Folding across two reads is found too; a value merely split between reads is not. */
+    int fd = cli_connect();
+    cli_send(fd, "GET /hello HTTP/1.1\r\nHost: a\r\nX-A: on");
+    usleep(50 * 1000);
+    cli_send(fd, "e\r\n\r\n");
+    expect_bytes(fd, HELLO_KA);
+    cli_send(fd, "GET /hello HTTP/1.1\r\nHost: a\r\nX-A: one");
+    usleep(50 * 1000);
+    cli_send(fd, "\r\n");
+    usleep(50 * 1000);
+    cli_send(fd, " two\r\n\r\n");
+    expect_bytes_then_eof(fd, want);
+    assert_int_equal(ev_get(&ev.headers), 2); /* the chunked case and the split value only */
+    /* HTTP/1.0 needs no Host. */
+    fd = cli_connect();
+    cli_send(fd, "GET /hello HTTP/1.0\r\n\r\n");
+    expect_bytes_then_eof(fd, HELLO_CLOSE);
+    /* Each refusal was counted (the router's on_reject). */
+    assert_int_equal(__atomic_load_n(&reject_aw.m.rejected[HTTP_REJECT_MALFORMED], __ATOMIC_RELAXED),
+                     sizeof cases / sizeof cases[0] + 1);
 }
 
 static void test_pipelined(void **state)
@@ -724,9 +811,9 @@ static void test_pipelined(void **state)
     http_limits_t l = default_limits();
     start_server(&l);
     int fd = cli_connect();
-    cli_send(fd, "GET /echo1 HTTP/1.1\r\n\r\nGET /defer2 HTTP/1.1\r\n\r\n"
-                 "POST /echo3 HTTP/1.1\r\nContent-Length: 2\r\n\r\nxy"
-                 "GET /hello HTTP/1.1\r\nConnection: close\r\n\r\n");
+    cli_send(fd, "GET /echo1 HTTP/1.1\r\nHost: a\r\n\r\nGET /defer2 HTTP/1.1\r\nHost: a\r\n\r\n"
+                 "POST /echo3 HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nxy"
+                 "GET /hello HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
     expect_bytes_then_eof(
         fd, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 6\r\nX-Echo: "
             "1\r\n\r\n/echo1"
@@ -752,7 +839,7 @@ static void test_header_timeout(void **state)
     expect_bytes_then_eof(fd, w);
     /* Body timeout. */
     fd = cli_connect();
-    cli_send(fd, "POST /echo HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc");
+    cli_send(fd, "POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nabc");
     expect_bytes_then_eof(fd, w);
     assert_int_equal(ev_get(&ev.requests), 0);
 }
@@ -768,7 +855,7 @@ static void test_idle_timeout(void **state)
     assert_int_equal(cli_read_eof(fd, buf, sizeof buf), 0);
     /* After a response the connection is idle again. */
     fd = cli_connect();
-    cli_send(fd, "GET /hello HTTP/1.1\r\n\r\n");
+    cli_send(fd, "GET /hello HTTP/1.1\r\nHost: a\r\n\r\n");
     expect_bytes_then_eof(fd, HELLO_KA);
 }
 
@@ -778,24 +865,24 @@ static void test_chunked_stream(void **state)
     http_limits_t l = default_limits();
     start_server(&l);
     int fd = cli_connect();
-    cli_send(fd, "GET /stream HTTP/1.1\r\n\r\n");
+    cli_send(fd, "GET /stream HTTP/1.1\r\nHost: a\r\n\r\n");
     expect_bytes(fd, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: "
                      "chunked\r\n\r\n3\r\nabc\r\n14\r\n0123456789abcdefghij\r\n0\r\n\r\n");
     snapshot();
     assert_int_equal(evs.last_bytes_out, 23); /* body bytes only, framing not counted */
-    cli_send(fd, "GET /cork HTTP/1.1\r\n\r\n");
+    cli_send(fd, "GET /cork HTTP/1.1\r\nHost: a\r\n\r\n");
     expect_bytes(fd, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: "
                      "chunked\r\nX-A: 1\r\n\r\n3\r\none\r\n3\r\ntwo\r\n5\r\nthree\r\n0\r\n\r\n");
     snapshot();
     assert_int_equal(evs.last_bytes_out, 23 + 11); /* per connection, not per response */
-    cli_send(fd, "GET /corkcl HTTP/1.1\r\n\r\n");
+    cli_send(fd, "GET /corkcl HTTP/1.1\r\nHost: a\r\n\r\n");
     expect_bytes(fd, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 11\r\n\r\n"
                      "onetwothree");
     /* HEAD on a streamed answer: the head says chunked, no body (not even the terminator). */
-    cli_send(fd, "HEAD /stream HTTP/1.1\r\n\r\n");
+    cli_send(fd, "HEAD /stream HTTP/1.1\r\nHost: a\r\n\r\n");
     expect_bytes(fd, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: "
                      "chunked\r\n\r\n");
-    cli_send(fd, "GET /hello HTTP/1.1\r\n\r\n");
+    cli_send(fd, "GET /hello HTTP/1.1\r\nHost: a\r\n\r\n");
     expect_bytes(fd, HELLO_KA);
     expect_quiet(fd, 50);
 }
@@ -806,20 +893,20 @@ static void test_abort_when_client_leaves(void **state)
     http_limits_t l = default_limits();
     start_server(&l);
     int fd = cli_connect();
-    cli_send(fd, "GET /hold HTTP/1.1\r\n\r\n");
+    cli_send(fd, "GET /hold HTTP/1.1\r\nHost: a\r\n\r\n");
     assert_int_equal(wait_for(&ev.requests, 1, WAIT_MS), 1);
     assert_int_equal(ev_get(&ev.aborts), 0);
     cli_close(fd);
     assert_int_equal(wait_for(&ev.aborts, 1, WAIT_MS), 1);
     /* A deferred answer whose client left: on_abort, the timer never answers. */
     fd = cli_connect();
-    cli_send(fd, "GET /defer HTTP/1.1\r\n\r\n");
+    cli_send(fd, "GET /defer HTTP/1.1\r\nHost: a\r\n\r\n");
     assert_int_equal(wait_for(&ev.requests, 2, WAIT_MS), 2);
     cli_close(fd);
     assert_int_equal(wait_for(&ev.aborts, 2, WAIT_MS), 2);
     /* A finished response is not an abort. */
     fd = cli_connect();
-    cli_send(fd, "GET /hello HTTP/1.1\r\n\r\n");
+    cli_send(fd, "GET /hello HTTP/1.1\r\nHost: a\r\n\r\n");
     expect_bytes(fd, HELLO_KA);
     cli_close(fd);
     usleep(50 * 1000);
@@ -833,14 +920,14 @@ static void test_expect_continue(void **state)
     http_limits_t l = default_limits();
     start_server(&l);
     int fd = cli_connect();
-    cli_send(fd, "POST /echo HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n");
+    cli_send(fd, "POST /echo HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n");
     expect_bytes(fd, "HTTP/1.1 100 Continue\r\n\r\n");
     cli_send(fd, "abc");
     expect_bytes(fd, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 8\r\n"
                      "X-Echo: 1\r\n\r\n/echoabc");
     /* Over the limit: the 413 comes instead of the 100. */
     fd = cli_connect();
-    cli_send(fd, "POST /echo HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 100\r\n\r\n");
+    cli_send(fd, "POST /echo HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 100\r\n\r\n");
     expect_bytes_then_eof(fd, error_response(413, "Payload Too Large",
                                              "request body exceeds the configured limit",
                                              "request_too_large"));
@@ -855,10 +942,10 @@ static void test_pipelined_flood(void **state)
     start_server(&l);
     int fd = cli_connect();
     enum { N = 4000 };
-    const char *one = "GET /hello HTTP/1.1\r\n\r\n";
+    const char *one = "GET /hello HTTP/1.1\r\nHost: a\r\n\r\n";
     size_t ol = strlen(one);
     char *all = malloc(ol * N + 64);
-    size_t o = (size_t)sprintf(all, "GET /defer HTTP/1.1\r\n\r\n");
+    size_t o = (size_t)sprintf(all, "GET /defer HTTP/1.1\r\nHost: a\r\n\r\n");
     for (int i = 0; i < N; i++) {
         memcpy(all + o, one, ol);
         o += ol;
@@ -880,7 +967,7 @@ static void test_early_answer(void **state)
     start_server(&l);
     int fd = cli_connect();
     /* Answered from on_headers: the body stays unread and the connection closes. */
-    cli_send(fd, "POST /early HTTP/1.1\r\nContent-Length: 10\r\n\r\n");
+    cli_send(fd, "POST /early HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n");
     expect_bytes_then_eof(fd, "HTTP/1.1 401 Unauthorized\r\nContent-Type: text/plain\r\n"
                               "Content-Length: 2\r\nConnection: close\r\n\r\nno");
     assert_int_equal(ev_get(&ev.requests), 0);
@@ -892,7 +979,7 @@ static void test_backpressure_drain(void **state)
     http_limits_t l = default_limits();
     start_server(&l);
     int fd = cli_connect_rcvbuf(4096);
-    cli_send(fd, "GET /big HTTP/1.1\r\n\r\n");
+    cli_send(fd, "GET /big HTTP/1.1\r\nHost: a\r\n\r\n");
     const char *head = "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
                        "Content-Length: 8388608\r\n\r\n";
     char h[256];
@@ -904,7 +991,7 @@ static void test_backpressure_drain(void **state)
     assert_memory_equal(body, big_body, BIG_SIZE);
     free(body);
     assert_int_equal(wait_for(&ev.drains, 1, WAIT_MS), 1);
-    cli_send(fd, "GET /hello HTTP/1.1\r\n\r\n");
+    cli_send(fd, "GET /hello HTTP/1.1\r\nHost: a\r\n\r\n");
     expect_bytes(fd, HELLO_KA);
     assert_int_equal(ev_get(&ev.aborts), 0);
 }
@@ -1511,6 +1598,8 @@ int main(void)
         cmocka_unit_test_teardown(test_content_length_over_max_body, teardown),
         cmocka_unit_test_teardown(test_chunked_body_over_max_body, teardown),
         cmocka_unit_test_teardown(test_malformed_and_duplicate, teardown),
+        cmocka_unit_test_teardown(test_discard_body, teardown),
+        cmocka_unit_test_teardown(test_strict_http, teardown),
         cmocka_unit_test_teardown(test_pipelined, teardown),
         cmocka_unit_test_teardown(test_header_timeout, teardown),
         cmocka_unit_test_teardown(test_idle_timeout, teardown),

@@ -180,6 +180,9 @@ static void test_summed_across_workers(void **state)
     a->upstream_errors[UPERR_CONNECT] = 2;
     b->upstream_errors[UPERR_CONNECT] = 1;
     b->upstream_errors[UPERR_PROTOCOL] = 4;
+    a->rejected[HTTP_REJECT_MALFORMED] = 5;
+    b->rejected[HTTP_REJECT_MALFORMED] = 1;
+    b->rejected[HTTP_REJECT_TIMEOUT] = 2;
     a->signatures_stored = 11;
     b->signatures_stored = 4;
     b->signature_collisions = 2;
@@ -231,6 +234,14 @@ static void test_summed_across_workers(void **state)
     ASSERT_LINE(t, "vllm_proxy_upstream_errors_total{kind=\"closed\"} 0");
     ASSERT_LINE(t, "vllm_proxy_upstream_errors_total{kind=\"protocol\"} 4");
 
+    /* protocol rejections: every cause present, zero included */
+    ASSERT_LINE(t, "# TYPE vllm_proxy_requests_rejected_total counter");
+    ASSERT_LINE(t, "vllm_proxy_requests_rejected_total{reason=\"malformed\"} 6");
+    ASSERT_LINE(t, "vllm_proxy_requests_rejected_total{reason=\"timeout\"} 2");
+    ASSERT_LINE(t, "vllm_proxy_requests_rejected_total{reason=\"body_too_large\"} 0");
+    ASSERT_LINE(t, "vllm_proxy_requests_rejected_total{reason=\"head_too_large\"} 0");
+    ASSERT_LINE(t, "vllm_proxy_requests_rejected_total{reason=\"duplicate_header\"} 0");
+
     ASSERT_LINE(t, "vllm_proxy_signatures_stored_total 15");
     ASSERT_LINE(t, "vllm_proxy_signature_collisions_total 2");
     ASSERT_LINE(t, "vllm_proxy_signatures_skipped_total 2");
@@ -249,8 +260,9 @@ static void test_summed_across_workers(void **state)
     ASSERT_LINE(t, "# TYPE vllm_proxy_connections_refused_total counter");
     ASSERT_LINE(t, "vllm_proxy_connections_refused_total{reason=\"file_descriptors\"} 0");
     ASSERT_LINE(t, "vllm_proxy_connections_refused_total{reason=\"max_connections\"} 0");
-    /* 7 requests + 2 durations + 4 upstream kinds + 9 scalars + 3 connection series */
-    assert_int_equal(samples, 25);
+    /* 7 requests + 2 durations + 4 upstream kinds + 5 rejection causes + 9 scalars + 3
+     * connection series */
+    assert_int_equal(samples, 30);
     buf_free(&o);
     store_free(s);
 }
@@ -276,15 +288,16 @@ static void test_all_zero(void **state)
     ASSERT_LINE(o.data, "vllm_proxy_signature_store_entries 0");
     ASSERT_LINE(o.data, "vllm_proxy_streams_active 0");
     ASSERT_LINE(o.data, "vllm_proxy_workers 2");
-    assert_int_equal(samples, 4 + 9 + 3);
+    ASSERT_LINE(o.data, "vllm_proxy_requests_rejected_total{reason=\"malformed\"} 0");
+    assert_int_equal(samples, 4 + 5 + 9 + 3);
     /* every family is described exactly once */
     size_t helps = 0, types = 0;
     for (const char *p = o.data; (p = strstr(p, "# HELP ")) != NULL; p++)
         helps++;
     for (const char *p = o.data; (p = strstr(p, "# TYPE ")) != NULL; p++)
         types++;
-    assert_int_equal(helps, 14); /* 3 labelled families + 9 scalars + 2 connection families */
-    assert_int_equal(types, 14);
+    assert_int_equal(helps, 15); /* 4 labelled families + 9 scalars + 2 connection families */
+    assert_int_equal(types, 15);
     buf_free(&o);
 
     /* one worker only: nothing from the absent worker is read */
