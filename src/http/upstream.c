@@ -204,6 +204,9 @@ static int ucb_headers_complete(llhttp_t *p)
     c->interim = p->status_code >= 100 && p->status_code < 200 && p->status_code != 101;
     if (c->interim)
         return 0;
+    /* No status digits (llhttp reads "HTTP/1.1 \r\n" as 0), 101, 600-999: nothing to relay. */
+    if (p->status_code < 200 || p->status_code > 599)
+        return HPE_USER;
     /* A Content-Length past INT64_MAX would read as one of the UPSTREAM_CL_* codes. */
     if ((p->flags & F_CONTENT_LENGTH) && p->content_length > (uint64_t)INT64_MAX)
         return HPE_USER;
