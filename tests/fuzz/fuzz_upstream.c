@@ -433,6 +433,8 @@ static void parse_client(parsed_t *pr)
 /* The record stored for this input: tries every "id" string in the body as the chat id. */
 static int find_record(const buf_t *body, buf_t *rec)
 {
+    if (!body->len)
+        return 0;
     const char *p = body->data, *end = body->data + body->len;
     for (const char *s = p; s && s + 4 < end; s++) {
         s = memmem(s, (size_t)(end - s), "\"id\"", 4);
@@ -476,7 +478,8 @@ static void check_signature(const parsed_t *pr, const char *reqbody, uint64_t st
         CHECK(strstr(rec.data, want) != NULL, "record %s, wanted %s", rec.data, want);
     } else {
         /* Only an id with JSON escapes (decoded in the key) is not found by the raw scan. */
-        CHECK(memchr(pr->body.data, '\\', pr->body.len) != NULL, "signed, no record found");
+        CHECK(pr->body.len && memchr(pr->body.data, '\\', pr->body.len) != NULL,
+              "signed, no record found");
     }
     if (pr->sse)
         CHECK(memmem(pr->body.data, pr->body.len, "data: [DONE]", 12) != NULL,
