@@ -430,26 +430,22 @@ static void parse_client(parsed_t *pr)
     }
 }
 
-/* The record stored for this input: tries every "id" string in the body as the chat id. */
+/* The record stored for this input: tries every quoted string in the body as the chat id
+ * (the id scanner and the SSE framer are lenient with malformed JSON, so no stricter guess
+ * at where the id is). */
 static int find_record(const buf_t *body, buf_t *rec)
 {
     if (!body->len)
         return 0;
-    const char *p = body->data, *end = body->data + body->len;
-    for (const char *s = p; s && s + 4 < end; s++) {
-        s = memmem(s, (size_t)(end - s), "\"id\"", 4);
-        if (!s)
+    const char *end = body->data + body->len;
+    for (const char *s = body->data; (s = memchr(s, '"', (size_t)(end - s))) != NULL; s++) {
+        const char *ve = memchr(s + 1, '"', (size_t)(end - s - 1));
+        if (!ve)
             break;
-        const char *v = s + 4;
-        while (v < end && (*v == ' ' || *v == '\t' || *v == '\r' || *v == '\n' || *v == ':'))
-            v++;
-        if (v >= end || *v != '"')
-            continue;
-        const char *ve = memchr(v + 1, '"', (size_t)(end - v - 1));
-        if (!ve || ve - v - 1 > 256)
+        if (ve - s - 1 == 0 || ve - s - 1 > 256)
             continue;
         char key[512];
-        int n = snprintf(key, sizeof key, "%s:chat:%.*s", MODEL, (int)(ve - v - 1), v + 1);
+        int n = snprintf(key, sizeof key, "%s:chat:%.*s", MODEL, (int)(ve - s - 1), s + 1);
         buf_reset(rec);
         if (store_get(G.app.store, key, (size_t)n, clock_wall_s(), rec) == STORE_OK)
             return 1;
