@@ -236,7 +236,7 @@ async function oneChat(conn, stream, drop) {
         await checkSigned(proxy.port, id, signedText(body, r.body));
         break;
       } catch (e) {
-        const refused = /: 503 |connection closed|ECONNRESET|timeout/.test(e.message);
+        const refused = /: 503\b|connection closed|ECONNRESET|timeout/.test(e.message);
         if (!refused || tries >= 40 || !during(['fd'], Date.now(), Date.now())) throw e;
         await sleep(250);
       }
