@@ -12,6 +12,7 @@
 #   make fuzz-build       the libFuzzer targets into build-fuzz/ (clang-14, ASan + UBSan)
 #   make fuzz-replay      runs every target once over its corpus tests/fuzz/corpus/<target>/
 #   make fuzz             scripts/run-fuzz: fuzzes each target for FUZZ_SECONDS (default 30)
+#   make soak             tests/soak/soak.mjs: chaos and load for SOAK_SECONDS (default 300)
 #   make format-check     clang-format check of the files listed in FORMAT_FILES
 
 CC ?= cc
@@ -69,7 +70,7 @@ PROGRAMS := $(BUILD)/vllm-proxy $(BUILD)/mock-vllm $(BUILD)/fake-dstack-agent $(
             $(if $(wildcard src/verify/main.c),$(BUILD)/vllm-proxy-verify)
 
 .PHONY: all clean test unit unit-san tsan integration demo fuzz fuzz-build fuzz-replay bench deps \
-        format-check
+        format-check soak
 all: $(PROGRAMS)
 
 # Keep the object files of the unit tests and the tools (intermediate files of chained rules).
@@ -207,6 +208,14 @@ fuzz:
 
 bench: all
 	bench/run
+
+# Soak and chaos (docs/RELIABILITY.md): mixed load while the engine, Redis and the dstack agent
+# are killed and stalled, clients drop mid-stream and the proxy is pushed to its descriptor
+# limit. scripts/run-tests runs it for 60 s (VP_SKIP_SOAK=1 skips that).
+SOAK_SECONDS ?= 300
+soak: all
+	@[ -d tests/integration/node_modules ] || (cd tests/integration && npm ci --no-audit --no-fund --loglevel=error)
+	SOAK_SECONDS=$(SOAK_SECONDS) node tests/soak/soak.mjs
 
 # ---- formatting ------------------------------------------------------------------------------
 # .clang-format describes the house style, but the tree is not mass-reformatted: several people

@@ -217,6 +217,15 @@ static int ucb_headers_complete(llhttp_t *p)
     c->interim = p->status_code >= 100 && p->status_code < 200;
     if (c->interim)
         return 0;
+    /* No status digits (llhttp reads "HTTP/1.1 \r\n" as 0), 101, 600-999: nothing to relay. */
+    if (p->status_code < 200 || p->status_code > 599)
+        return HPE_USER;
+    /* A 204 or 304 has no body, but llhttp reads a framed one: the relay would sign bytes the
+     * client never gets (the server sends none). */
+    if ((p->status_code == 204 || p->status_code == 304) &&
+        ((p->flags & (F_CHUNKED | F_TRANSFER_ENCODING)) ||
+         ((p->flags & F_CONTENT_LENGTH) && p->content_length > 0)))
+        return HPE_USER;
     /* A Content-Length past INT64_MAX would read as one of the UPSTREAM_CL_* codes. */
     if ((p->flags & F_CONTENT_LENGTH) && p->content_length > (uint64_t)INT64_MAX)
         return HPE_USER;
