@@ -40,6 +40,33 @@
       "End-to-end encryption is not supported by this server yet; the request was not forwarded") \
     X(E2EE_V2_NOT_SUPPORTED, 400, "e2ee_invalid_version", NULL,                                 \
       "E2EE v2 is not supported by this service; the request was not forwarded")               \
+    /* end-to-end encryption (proxy/e2ee.h; ../shared/docs/e2ee-formats.md §5.3, §6.2) */       \
+    X(E2EE_HEADER_MISSING, 400, "e2ee_header_missing", NULL,                                    \
+      "X-Signing-Algo, X-Client-Pub-Key and X-Model-Pub-Key are required together (and "        \
+      "X-E2EE-Nonce with X-E2EE-Timestamp for version 2); the request was not forwarded")       \
+    X(E2EE_INVALID_SIGNING_ALGO, 400, "e2ee_invalid_signing_algo", NULL,                        \
+      "X-Signing-Algo must be 'ecdsa' or 'ed25519'; the request was not forwarded")             \
+    X(E2EE_INVALID_PUBLIC_KEY, 400, "e2ee_invalid_public_key", NULL,                            \
+      "X-Client-Pub-Key is not a valid public key for the signing algorithm; the request was "  \
+      "not forwarded")                                                                          \
+    X(E2EE_MODEL_KEY_MISMATCH, 400, "e2ee_model_key_mismatch", NULL,                            \
+      "X-Model-Pub-Key does not match this server's signing public key; the request was not "   \
+      "forwarded")                                                                              \
+    X(E2EE_INVALID_VERSION, 400, "e2ee_invalid_version", NULL, "X-E2EE-Version must be 1 or "   \
+      "2; the request was not forwarded")                                                       \
+    X(E2EE_INVALID_NONCE, 400, "e2ee_invalid_nonce", NULL,                                      \
+      "X-E2EE-Nonce must be 16 to 256 characters; the request was not forwarded")               \
+    X(E2EE_REPLAY_DETECTED, 400, "e2ee_replay_detected", NULL,                                  \
+      "this nonce and timestamp were already used; the request was not forwarded")              \
+    X(E2EE_INVALID_TIMESTAMP, 400, "e2ee_invalid_timestamp", NULL,                              \
+      "X-E2EE-Timestamp must be an integer within 300 seconds of the server's time; the "       \
+      "request was not forwarded")                                                              \
+    X(E2EE_DECRYPTION_FAILED, 400, "e2ee_decryption_failed", NULL,                              \
+      "an encrypted field could not be decrypted; the request was not forwarded")               \
+    X(E2EE_INVALID_REQUEST, 400, "invalid_e2ee_request", NULL,                                  \
+      "Encrypted message content must be non-empty hex; the request was not forwarded")         \
+    X(E2EE_RESPONSE_FAILED, 502, "server_error", NULL,                                          \
+      "the engine's answer could not be encrypted; nothing of it was sent")                     \
     /* the proxy's own failures */                                                              \
     X(RECORD_CORRUPT, 500, "server_error", NULL, "stored signature record is corrupt")          \
     X(OUT_OF_MEMORY, 503, "server_error", NULL, "out of memory")                                \

@@ -12,6 +12,8 @@
 #include "core/hex.h"
 #include "core/log.h"
 #include "core/sha.h"
+#include "proxy/e2ee.h"
+#include "proxy/e2ee_sess.h"
 #include "proxy/idscan.h"
 #include "proxy/respond.h"
 #include "proxy/sse.h"
@@ -34,6 +36,9 @@ enum {
     RF_FINALIZED = 1u << 2,    /* the signature decision was taken */
     RF_PARSE_FAILED = 1u << 3, /* the event stream was malformed */
     RF_EOF_FRAMED = 1u << 4,   /* the engine's body ends with its close */
+    RF_E2EE = 1u << 5,         /* the answer goes through the E2EE encryptor (proxy/e2ee.h) */
+    RF_E2EE_ENDED = 1u << 6,   /* the encryptor has had the whole answer */
+    RF_E2EE_FAILED = 1u << 7,  /* it could not encrypt: nothing more is sent, the client is cut */
 };
 /* relay.done: the sides that have let go; the relay is released when both have. */
 enum { DONE_CLIENT = 1u << 0, DONE_ENGINE = 1u << 1, DONE_BOTH = DONE_CLIENT | DONE_ENGINE };
@@ -61,6 +66,8 @@ struct relay {
     char req_hash[SIG_HASH_HEX_LEN + 1];
     char rid[RID_MAX + 1]; /* the engine's request id, also sent back to the client */
     const char *chat_id;
+    struct e2ee_sess *e2ee;
+    char ctype[UPSTREAM_CTYPE_MAX + 1]; /* E2EE JSON answers: the head waits for the encrypted body */
 };
 
 static void relay_on_head(void *ud, int status, strv_t ctype, int64_t cl);
@@ -105,6 +112,11 @@ static void relay_put(relay_t *r)
 {
     app_worker_t *aw = r->aw;
     M_SUB(aw->m.streams_active, 1);
+    if (r->e2ee) { /* the forwarded body held the decrypted prompt */
+        e2ee_sess_free(r->e2ee);
+        r->e2ee = NULL;
+        e2ee_wipe_buf(&r->own_body);
+    }
     buf_free(&r->own_body);
     r->c = NULL;
     r->req = NULL;
@@ -200,8 +212,14 @@ int relay_start(app_worker_t *aw, conn_t *c, http_req_t *req, relay_req_t *rr)
 {
     buf_t own = rr->own_body;
     rr->own_body = (buf_t)BUF_INIT;
+    struct e2ee_sess *e2ee = rr->e2ee;
+    rr->e2ee = NULL;
     relay_t *r = relay_get(aw);
     if (!r) {
+        if (e2ee) {
+            e2ee_sess_free(e2ee);
+            e2ee_wipe_buf(&own);
+        }
         buf_free(&own);
         respond_error(aw, c, req, rr->route, APP_E_OUT_OF_MEMORY, NULL);
         return -1;
@@ -218,6 +236,7 @@ int relay_start(app_worker_t *aw, conn_t *c, http_req_t *req, relay_req_t *rr)
     r->up_seen = r->bytes_out = 0;
     r->chat_id = NULL;
     r->own_body = own;
+    r->e2ee = e2ee;
     strv_t body = own.data ? (strv_t){own.data, own.len} : rr->body;
     memcpy(r->req_hash, rr->req_hash, sizeof r->req_hash);
     make_rid(r->rid, req->x_request_id);
@@ -240,6 +259,18 @@ static int is_signed_ok(const relay_t *r)
     return r->kind == RELAY_SIGNED && r->up_status >= 200 && r->up_status < 300;
 }
 
+/* The head of an encrypted answer: the format's headers, chunked. */
+static void relay_e2ee_head(relay_t *r)
+{
+    if ((r->flags & RF_HEAD_SENT) || !r->c)
+        return;
+    char h[sizeof SSE_HEADERS + E2EE_HDRS_MAX + sizeof RID_HEADER + RID_MAX + 2];
+    snprintf(h, sizeof h, "%s%s" RID_HEADER "%s\r\n", (r->flags & RF_SSE) ? SSE_HEADERS : "",
+             e2ee_resp_headers(r->e2ee), r->rid);
+    r->flags |= RF_HEAD_SENT;
+    conn_start_response(r->c, r->up_status, r->ctype, h, -1);
+}
+
 static void relay_on_head(void *ud, int status, strv_t ctype, int64_t cl)
 {
     relay_t *r = ud;
@@ -260,6 +291,16 @@ static void relay_on_head(void *ud, int status, strv_t ctype, int64_t cl)
         sse_reset(&r->sse);
         idscan_init(&r->ids);
     }
+    if (r->e2ee && is_signed_ok(r)) {
+        /* Encrypted: the length changes (chunked); a JSON answer's head waits for its body. */
+        r->flags |= RF_E2EE;
+        e2ee_resp_begin(r->e2ee, (r->flags & RF_SSE) != 0);
+        memcpy(r->ctype, n ? ct : "application/json", (n ? n : sizeof "application/json" - 1) + 1);
+        if (r->flags & RF_SSE)
+            relay_e2ee_head(r);
+        cb_leave(r);
+        return;
+    }
     r->flags |= RF_HEAD_SENT;
     char extra[sizeof SSE_HEADERS + sizeof RID_HEADER + RID_MAX + 2];
     snprintf(extra, sizeof extra, "%s" RID_HEADER "%s\r\n", (r->flags & RF_SSE) ? SSE_HEADERS : "",
@@ -272,6 +313,8 @@ static void relay_on_head(void *ud, int status, strv_t ctype, int64_t cl)
 static const char *unsignable(relay_t *r, const char **id)
 {
     *id = NULL;
+    if (r->flags & RF_E2EE_FAILED)
+        return "the answer could not be encrypted";
     if (r->flags & RF_PARSE_FAILED)
         return "response could not be parsed";
     if (!(r->flags & RF_SSE)) {
@@ -320,23 +363,67 @@ static void relay_finalize(relay_t *r)
     }
 }
 
-static void relay_on_body(void *ud, const char *p, size_t n)
+/* Bytes for the client: hashed and scanned (signed answers), then written. */
+static void relay_account(relay_t *r, const char *p, size_t n)
 {
-    relay_t *r = ud;
-    cb_enter(r);
     if (is_signed_ok(r)) {
         sha_update(r->sha, p, n);
         if (!(r->flags & RF_SSE))
             idscan_feed(&r->ids, p, n);
         else if (!(r->flags & RF_PARSE_FAILED) && sse_feed(&r->sse, p, n) != 0)
             r->flags |= RF_PARSE_FAILED;
+    }
+}
+
+static void relay_write(relay_t *r, const char *p, size_t n)
+{
+    r->bytes_out += n;
+    if (r->c)
+        conn_write_body(r->c, p, n); /* corked: leaves with the rest of this read */
+}
+
+static void relay_e2ee_emit(void *ud, const char *p, size_t n)
+{
+    relay_t *r = ud;
+    relay_e2ee_head(r);
+    relay_account(r, p, n);
+    relay_write(r, p, n);
+}
+
+/* The engine's answer is complete: the encryptor emits what it held (a JSON answer). */
+static void relay_e2ee_end(relay_t *r)
+{
+    if (r->flags & (RF_E2EE_ENDED | RF_E2EE_FAILED))
+        return;
+    r->flags |= RF_E2EE_ENDED;
+    if (e2ee_resp_finish(r->e2ee, relay_e2ee_emit, r) != 0)
+        r->flags |= RF_E2EE_FAILED;
+}
+
+static void relay_on_body(void *ud, const char *p, size_t n)
+{
+    relay_t *r = ud;
+    cb_enter(r);
+    if (r->flags & RF_E2EE) {
+        /* Encrypted: nothing of the engine's bytes goes out as they are. */
+        if (!(r->flags & (RF_E2EE_FAILED | RF_E2EE_ENDED)) &&
+            e2ee_resp_feed(r->e2ee, p, n, relay_e2ee_emit, r) != 0)
+            r->flags |= RF_E2EE_FAILED;
+        r->up_seen += n;
+        if (r->up_cl >= 0 && r->up_seen == (uint64_t)r->up_cl) {
+            relay_e2ee_end(r);
+            relay_finalize(r);
+        }
+        cb_leave(r);
+        return;
+    }
+    relay_account(r, p, n);
+    if (is_signed_ok(r)) {
         r->up_seen += n;
         if (r->up_cl >= 0 && r->up_seen == (uint64_t)r->up_cl)
             relay_finalize(r);
     }
-    r->bytes_out += n;
-    if (r->c)
-        conn_write_body(r->c, p, n); /* corked: leaves with the rest of this read */
+    relay_write(r, p, n);
     cb_leave(r);
 }
 
@@ -388,9 +475,23 @@ static void relay_on_done(void *ud, int err, int status)
         conn_t *c = r->c;
         conn_set_owner(c, NULL); /* from here the relay finishes the response itself */
         r->c = NULL;
+        if (!err && (r->flags & RF_E2EE))
+            relay_e2ee_end(r);
         if (err)
             relay_engine_failed(r, c, err);
-        else {
+        else if (r->flags & RF_E2EE_FAILED) {
+            /* Never plaintext: an error if the client has nothing yet, else a cut. */
+            M_ADD(r->aw->m.signatures_skipped, 1);
+            LOG_WARN("the answer to %.*s could not be encrypted: %s", (int)r->req->path.n,
+                     r->req->path.p, (r->flags & RF_HEAD_SENT) ? "closing the client connection"
+                                                               : "answering 502");
+            if (!(r->flags & RF_HEAD_SENT))
+                respond_error(r->aw, c, r->req, r->route, APP_E_E2EE_RESPONSE_FAILED, NULL);
+            else {
+                respond_log(r->aw, r->req, r->route, r->up_status, r->up_status, r->bytes_out, NULL);
+                conn_abort(c);
+            }
+        } else {
             if (is_signed_ok(r))
                 relay_finalize(r);
             else if (r->kind == RELAY_SIGNED)

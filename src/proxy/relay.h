@@ -32,6 +32,8 @@ typedef struct relay_req {
     strv_t body;
     buf_t own_body;
     char req_hash[SIG_HASH_HEX_LEN + 1]; /* RELAY_SIGNED: the request half of the signed text */
+    struct e2ee_sess *e2ee; /* an E2EE request's response side (proxy/e2ee.h), moved into the
+                               relay like own_body (then wiped with it), or NULL */
 } relay_req_t;
 
 /* Starts the exchange; the relay then owns the response. On failure (out of memory) the

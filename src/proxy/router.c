@@ -12,6 +12,7 @@
 #include "core/log.h"
 #include "core/sha.h"
 #include "proxy/app.h"
+#include "proxy/e2ee.h"
 #include "proxy/metrics_route.h"
 #include "proxy/relay.h"
 #include "proxy/report_route.h"
@@ -150,6 +151,24 @@ static int request_hash(app_worker_t *aw, conn_t *c, http_req_t *req, int route,
     return 0;
 }
 
+/* An E2EE request (proxy/e2ee.h): the body to forward becomes the decrypted one. 0, or -1
+ * after the format's error answer (then nothing reaches the engine). */
+static int e2ee_rewrite(app_worker_t *aw, conn_t *c, http_req_t *req, int route, relay_req_t *rr)
+{
+    buf_t out = BUF_INIT;
+    app_error_t e;
+    char msg[E2EE_MSG_MAX];
+    strv_t in = rr->own_body.data ? (strv_t){rr->own_body.data, rr->own_body.len} : rr->body;
+    int rc = e2ee_request(aw->app, req, in, &out, &rr->e2ee, &e, msg);
+    buf_free(&rr->own_body);
+    if (rc != 0) {
+        respond_error(aw, c, req, route, e, msg[0] ? msg : NULL);
+        return -1;
+    }
+    rr->own_body = out;
+    return 0;
+}
+
 static void handle_completion(app_worker_t *aw, conn_t *c, http_req_t *req, int route)
 {
     reqjson_t rj;
@@ -171,6 +190,8 @@ static void handle_completion(app_worker_t *aw, conn_t *c, http_req_t *req, int 
         buf_free(&rr.own_body);
         return;
     }
+    if (req->e2ee_present && e2ee_rewrite(aw, c, req, route, &rr) != 0)
+        return;
     relay_start(aw, c, req, &rr);
 }
 
@@ -234,18 +255,6 @@ static int route_is_engine(int r)
     return r == ROUTE_CHAT || r == ROUTE_COMPLETIONS || r == ROUTE_MODELS || r == ROUTE_PASSTHROUGH;
 }
 
-/* Fail closed: no E2EE format is implemented yet, so a request carrying any E2EE header is
- * refused rather than relayed with its ciphertext as the prompt (issue 10). Without
- * X-Signing-Algo it can only be ACI E2EE v2 (../shared/docs/e2ee-formats.md §1.2). */
-static app_error_t e2ee_refusal(const http_req_t *req)
-{
-    return req->e2ee_present & (1u << HTTP_E2EE_SIGNING_ALGO) ||
-                   !(req->e2ee_present & ~((1u << HTTP_E2EE_ENCRYPTION_VERSION) |
-                                           (1u << HTTP_E2EE_ALL_FIELDS)))
-               ? APP_E_E2EE_NOT_SUPPORTED
-               : APP_E_E2EE_V2_NOT_SUPPORTED;
-}
-
 static void on_request(conn_t *c, http_req_t *req)
 {
     app_worker_t *aw = worker_user(conn_worker(c));
@@ -254,8 +263,11 @@ static void on_request(conn_t *c, http_req_t *req)
     int e = early_error(req, ok);
     if (e >= 0)
         respond_error(aw, c, req, route, (app_error_t)e, NULL);
-    else if (req->e2ee_present && route_is_engine(route))
-        respond_error(aw, c, req, route, e2ee_refusal(req), NULL);
+    else if (req->e2ee_present && route_is_engine(route) && route != ROUTE_CHAT)
+        /* Fail closed: E2EE is handled on chat completions only (proxy/e2ee.h), so elsewhere
+         * a request with E2EE headers is refused rather than relayed with its ciphertext as
+         * the prompt (issue 10). */
+        respond_error(aw, c, req, route, e2ee_route_refusal(req), NULL);
     else
         ROUTES[route](aw, c, req, route);
 }

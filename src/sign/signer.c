@@ -14,6 +14,7 @@
 
 #include "core/hex.h"
 #include "core/log.h"
+#include "e2ee/e2ee.h"
 #include "sign/keccak.h"
 
 struct signer_secrets {
@@ -279,4 +280,26 @@ int ed25519_verify_hex(const char *text, size_t n, const char *sig_hex, const ch
         hex_decode(pub, sizeof pub, pub_hex, 2 * sizeof pub) != (long)sizeof pub)
         return -1;
     return crypto_sign_verify_detached(sig, (const unsigned char *)text, n, pub) == 0 ? 0 : -1;
+}
+
+int signer_e2ee_open_hex(const signer_t *s, int cipher, const char *hex, size_t hex_n,
+                         const uint8_t *aad, size_t aad_len, uint8_t *out, size_t cap,
+                         size_t *out_len)
+{
+    if (!s || cipher < 0 || cipher >= E2EE_C_N)
+        return E2EE_ERR_INTERNAL;
+    e2ee_cipher_t c = (e2ee_cipher_t)cipher;
+    if (e2ee_cipher_curve_secp(c))
+        return e2ee_open_hex(c, 0, s->sec->ecdsa_sk, hex, hex_n, aad, aad_len, out, cap, out_len);
+    uint8_t x[32];
+    int rc = e2ee_ed25519_seed_to_x25519(x, s->sec->ed25519_sk);
+    if (rc == E2EE_OK)
+        rc = e2ee_open_hex(c, 0, x, hex, hex_n, aad, aad_len, out, cap, out_len);
+    sodium_memzero(x, sizeof x);
+    return rc;
+}
+
+int signer_x25519_pubkey(const signer_t *s, uint8_t out[32])
+{
+    return s && e2ee_ed25519_pub_to_x25519(out, s->ed25519_pub) == E2EE_OK ? 0 : -1;
 }

@@ -46,6 +46,18 @@ int signer_sign_ecdsa(const signer_t *s, const char *text, size_t n, char out[SI
 /* RFC 8032 Ed25519 over text[0..n): 128 lowercase hex, no 0x, NUL-terminated. 0 or -1. */
 int signer_sign_ed25519(const signer_t *s, const char *text, size_t n, char out[SIGNER_ED25519_SIG_LEN + 1]);
 
+/* End-to-end encryption (issue 10) with the signing keys, as the NEAR and Dstack formats state
+ * (../shared/docs/e2ee-formats.md §2): opens one hex field sealed to our key with cipher c
+ * (src/e2ee/e2ee.h) inside the signer, so that the secrets never leave guarded memory: the
+ * secp256k1 ciphers use the ECDSA secret, the X25519 ones the Ed25519 seed converted to X25519
+ * (§2.2; the converted secret lives on the stack for the call and is wiped). Arguments and
+ * results as e2ee_open_hex (legacy spellings: no "0x"); E2EE_OK or a negative e2ee_err_t. */
+int signer_e2ee_open_hex(const signer_t *s, int cipher, const char *hex, size_t hex_n,
+                         const uint8_t *aad, size_t aad_len, uint8_t *out, size_t cap,
+                         size_t *out_len);
+/* Our X25519 public key (the Ed25519 key converted, §2.2): 32 bytes. 0 or -1. */
+int signer_x25519_pubkey(const signer_t *s, uint8_t out[32]);
+
 /* Verification helpers (the verifier program and tests). */
 /* keccak256("\x19Ethereum Signed Message:\n" + decimal n + text). 0, or -1 on NULL text. */
 int eth_personal_digest(const char *text, size_t n, uint8_t out[32]);

@@ -1,4 +1,5 @@
-// End-to-end encryption (issue 10), step one: fail closed. A request that carries any E2EE
+// End-to-end encryption (issue 10): fail closed. The Dstack formats are handled on chat
+// completions (e2ee-dstack.test.mjs); everything else is refused as below. A request that carries any E2EE
 // header is refused with a 4xx in the OpenAI error shape on every engine route, and nothing
 // of it reaches the engine (the mock counts every request it receives). Before this, such a
 // request was relayed as plaintext: the engine got the ciphertext as the prompt.
@@ -20,7 +21,9 @@ const chatBody = { model: MODEL, messages: [{ role: 'user', content: 'aa'.repeat
 const ACI_TYPE = 'e2ee_invalid_version';
 const OTHER_TYPE = 'e2ee_not_supported';
 const HEADERS = [
-  ['X-Signing-Algo', 'ecdsa', OTHER_TYPE],
+  // on chat completions X-Signing-Algo is the Dstack family: the other headers are missing,
+  // an empty value is not an algorithm
+  ['X-Signing-Algo', 'ecdsa', 'e2ee_header_missing', 'e2ee_invalid_signing_algo'],
   ['X-Client-Pub-Key', 'ab'.repeat(32), ACI_TYPE],
   ['X-Model-Pub-Key', 'cd'.repeat(32), ACI_TYPE],
   ['X-E2EE-Version', '2', ACI_TYPE],
@@ -40,7 +43,7 @@ async function assertRefused(res, type) {
   return e;
 }
 
-for (const [name, value, type] of HEADERS) {
+for (const [name, value, type, emptyType = type] of HEADERS) {
   test(`${name} alone: refused (400 ${type}), nothing reaches the engine`, async () => {
     const before = await engineRequests();
     await assertRefused(await postJson(stack.port, '/v1/chat/completions', chatBody, { headers: { [name]: value } }), type);
@@ -48,7 +51,7 @@ for (const [name, value, type] of HEADERS) {
       { headers: { [name]: value } }), type);
     // The name in another case, and an empty value, are the header all the same.
     await assertRefused(await postJson(stack.port, '/v1/chat/completions', chatBody,
-      { headers: { [name.toLowerCase()]: '' } }), type);
+      { headers: { [name.toLowerCase()]: '' } }), emptyType);
     assert.equal(await engineRequests(), before, 'the engine received nothing');
   });
 }
@@ -73,7 +76,8 @@ test('a full client header set of each family is refused, keep-alive kept, plain
       'X-Encryption-Version': '2', 'X-Encrypt-All-Fields': 'true' }, OTHER_TYPE],
     // Dstack v2
     [{ 'X-Signing-Algo': 'ecdsa', 'X-Client-Pub-Key': 'ab'.repeat(64), 'X-Model-Pub-Key': 'cd'.repeat(64),
-      'X-E2EE-Version': '2', 'X-E2EE-Nonce': 'n1700000000abcd1234abcd', 'X-E2EE-Timestamp': '1700000000' }, OTHER_TYPE],
+      'X-E2EE-Version': '2', 'X-E2EE-Nonce': 'n1700000000abcd1234abcd', 'X-E2EE-Timestamp': '1700000000' },
+    'e2ee_invalid_public_key'],
     // ACI v2
     [{ 'X-E2EE-Version': '2', 'X-Client-Pub-Key': 'ab'.repeat(32), 'X-Model-Pub-Key': 'cd'.repeat(32),
       'X-E2EE-Nonce': '00'.repeat(32), 'X-E2EE-Timestamp': '1750000000' }, ACI_TYPE],

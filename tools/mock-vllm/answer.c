@@ -31,7 +31,7 @@ static struct word wjson[NWORDS];
 static json_tokener *tok;
 static uint64_t rng_s[2];
 static struct {
-    buf_t method, url, hdrs;
+    buf_t method, url, hdrs, body;
     char sha[65];
     size_t body_len;
     int set;
@@ -82,6 +82,7 @@ void answer_global_free(void)
     buf_free(&last.method);
     buf_free(&last.url);
     buf_free(&last.hdrs);
+    buf_free(&last.body);
 }
 
 void answer_free(struct answer *a)
@@ -253,6 +254,9 @@ static void record_last(struct conn *c, const char *method)
     put(&last.hdrs, c->hdrs.data ? c->hdrs.data : "", c->hdrs.len);
     sha256_hex(c->body.data ? c->body.data : "", c->body.len, last.sha);
     last.body_len = c->body.len;
+    buf_reset(&last.body);
+    if (g_cfg.record_body)
+        put(&last.body, c->body.data ? c->body.data : "", c->body.len);
     last.set = 1;
 }
 
@@ -297,6 +301,9 @@ static void send_last(struct conn *c)
     json_object_object_add(o, "headers", h);
     json_object_object_add(o, "body_sha256", json_object_new_string(last.sha));
     json_object_object_add(o, "body_len", json_object_new_int64((int64_t)last.body_len));
+    if (g_cfg.record_body)
+        json_object_object_add(o, "body", json_object_new_string_len(last.body.data ? last.body.data : "",
+                                                                     (int)last.body.len));
     size_t len;
     const char *txt = json_object_to_json_string_length(
         o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &len);

@@ -25,7 +25,7 @@ static void usage(FILE *f)
 {
     fputs("usage: mock-vllm [--listen HOST:PORT | --unix PATH] [--model NAME] [--tokens N]\n"
           "                 [--delay-us N] [--chunking normal|split|coalesce]\n"
-          "                 [--fault none|500|400|cut:K|stall|slow-headers:MS]\n"
+          "                 [--fault none|500|400|cut:K|stall|slow-headers:MS] [--record-body]\n"
           "\n"
           "An OpenAI-compatible vLLM stand-in that streams vLLM's exact bytes.\n"
           "  --listen HOST:PORT  TCP address (default 127.0.0.1:8001; port 0 picks one)\n"
@@ -38,6 +38,8 @@ static void usage(FILE *f)
           "  --fault F           500|400: error body; cut:K: close after K tokens without the\n"
           "                      chunked terminator; stall: headers and first event, then\n"
           "                      nothing; slow-headers:MS: headers only after MS ms\n"
+          "  --record-body       GET /mock/last also returns the last request's body (tests\n"
+          "                      of what the engine received; off: bodies are never kept)\n"
           "Per-request overrides in the JSON body: mock_fault, mock_chunking, mock_delay_us.\n"
           "GET /mock/stats, GET /mock/last, POST /mock/reset. See docs/CONTRACTS.md.\n",
           f);
@@ -112,6 +114,10 @@ static int parse_args(int argc, char **argv)
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
             usage(stdout);
             return 1;
+        }
+        if (strcmp(a, "--record-body") == 0) {
+            g_cfg.record_body = 1;
+            continue;
         }
         const char *v = NULL;
         const char *eq = strchr(a, '=');

@@ -32,6 +32,7 @@ struct mock_config {
     long delay_us;
     int chunking;
     struct fault fault;
+    int record_body; /* --record-body: /mock/last returns the last body */
 };
 
 struct mock_stats {

@@ -1,0 +1,64 @@
+/* End-to-end encryption in the relay (issue 10; ../shared/docs/e2ee-formats.md, "the formats
+ * document" below). The cryptography is src/e2ee/e2ee.h; the signing keys' side of it stays in
+ * the signer (signer_e2ee_open_hex). This module is the wiring:
+ *
+ *   request   e2ee_request: selects the format from the headers, checks them in the format's
+ *             order, decrypts the encrypted fields of the body into a rewritten body for the
+ *             engine and claims the replay nonce; any failure answers nothing to the engine.
+ *   response  e2ee_resp_*: the engine's answer, encrypted per the format before it reaches
+ *             the relay's hash and the client: a JSON answer once complete (bounded), an event
+ *             stream event by event as it arrives (never buffered whole).
+ *
+ * Enabled formats: the Dstack fork's v1 and v2 (§5, §6) on /v1/chat/completions. Every other
+ * E2EE request (NEAR v1 without X-Model-Pub-Key or with a NaCl box, NEAR v2, ACI v2, another
+ * route) is refused as before: fail closed.
+ *
+ * Plaintext (decrypted prompts, the engine's answer) lives only in json-c objects and buffers
+ * of this module, which are wiped before they are freed; the rewritten request body is the
+ * relay's own_body, wiped when the relay lets go of it (e2ee_wipe_buf).
+ *
+ * Threads: a session belongs to the request's worker loop; the replay cache is process-wide
+ * (one mutex, store/store.h) so that every worker sees every claim. */
+#ifndef VP_PROXY_E2EE_H
+#define VP_PROXY_E2EE_H
+
+#include <stddef.h>
+
+#include "core/buf.h"
+#include "http/server.h"
+#include "proxy/app.h"
+#include "proxy/errors.h"
+
+typedef struct e2ee_sess e2ee_sess_t;
+
+#define E2EE_MSG_MAX 200
+
+/* A request that carries E2EE headers (req->e2ee_present), route /v1/chat/completions, body
+ * = the bytes to forward (already inspected by reqjson). On success *out holds the rewritten
+ * body (plaintext: wipe with e2ee_wipe_buf) and *sess the response side's state (owned by the
+ * caller; e2ee_sess_free). On failure: -1, *err is the answer to send (msg, when non-empty,
+ * replaces the table's message), *out is wiped and empty. */
+int e2ee_request(const app_t *app, const http_req_t *req, strv_t body, buf_t *out,
+                 e2ee_sess_t **sess, app_error_t *err, char msg[E2EE_MSG_MAX]);
+/* The answer for an E2EE request on a route that has no E2EE format here. */
+app_error_t e2ee_route_refusal(const http_req_t *req);
+
+/* The response headers the format adds ("Name: value\r\n" lines). */
+const char *e2ee_resp_headers(const e2ee_sess_t *s);
+/* The engine's answer starts: sse = an event stream. */
+void e2ee_resp_begin(e2ee_sess_t *s, int sse);
+/* Output of the encryptor: the bytes to send (hash, then client). */
+typedef void e2ee_emit_fn(void *ud, const char *p, size_t n);
+/* Engine body bytes in; encrypted bytes out through emit (streams: every complete line; JSON:
+ * nothing until e2ee_resp_finish). 0, or -1 when the answer cannot be encrypted (not JSON, too
+ * large, a field that is not a string, out of memory): then nothing more may be sent. */
+int e2ee_resp_feed(e2ee_sess_t *s, const char *p, size_t n, e2ee_emit_fn *emit, void *ud);
+/* The engine's body ended: a JSON answer is encrypted and emitted whole; a stream's unfinished
+ * last line is dropped. 0 or -1 as above. */
+int e2ee_resp_finish(e2ee_sess_t *s, e2ee_emit_fn *emit, void *ud);
+/* Wipes and frees. NULL is a no-op. */
+void e2ee_sess_free(e2ee_sess_t *s);
+/* Wipes a buffer's bytes (its whole capacity) and frees it. */
+void e2ee_wipe_buf(buf_t *b);
+
+#endif

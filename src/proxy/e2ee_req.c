@@ -1,0 +1,440 @@
+/* The request side of end-to-end encryption (proxy/e2ee.h): format selection, header checks,
+ * field decryption into the rewritten body, replay claims. */
+#include <json-c/printbuf.h>
+#include <pthread.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/clock.h"
+#include "core/hex.h"
+#include "core/log.h"
+#include "proxy/e2ee.h"
+#include "proxy/e2ee_sess.h"
+#include "sign/signer.h"
+#include "store/store.h"
+
+#define REPLAY_WINDOW 300 /* seconds either side of now (Dstack: E2EE_REPLAY_WINDOW_SECONDS) */
+#define REPLAY_CAPACITY 200000u /* claims held; see docs/API.md */
+#define JSON_DEPTH 64
+
+/* ---- json-c helpers shared with the response side ---- */
+
+static void wipe_printbuf(struct printbuf *pb)
+{
+    if (pb && pb->buf && pb->size > 0)
+        sodium_memzero(pb->buf, (size_t)pb->size);
+}
+
+json_object *e2ee_json_parse(const char *p, size_t n)
+{
+    if (n > (size_t)INT32_MAX)
+        return NULL;
+    json_tokener *t = json_tokener_new_ex(JSON_DEPTH);
+    if (!t)
+        return NULL;
+    json_object *o = json_tokener_parse_ex(t, p, (int)n);
+    size_t end = o ? json_tokener_get_parse_end(t) : 0;
+    if (o && json_tokener_get_error(t) == json_tokener_success) {
+        for (; end < n; end++)
+            if (p[end] != ' ' && p[end] != '\t' && p[end] != '\r' && p[end] != '\n')
+                break;
+    }
+    if (!o || json_tokener_get_error(t) != json_tokener_success || end != n) {
+        if (o)
+            e2ee_json_wipe_put(o);
+        o = NULL;
+    }
+    wipe_printbuf(t->pb);
+    json_tokener_free(t);
+    return o;
+}
+
+static void wipe_tree(json_object *o)
+{
+    if (!o)
+        return;
+    switch (json_object_get_type(o)) {
+    case json_type_string: {
+        int n = json_object_get_string_len(o);
+        if (n > 0)
+            sodium_memzero((char *)(uintptr_t)json_object_get_string(o), (size_t)n);
+        break;
+    }
+    case json_type_array:
+        for (size_t i = 0; i < json_object_array_length(o); i++)
+            wipe_tree(json_object_array_get_idx(o, i));
+        break;
+    case json_type_object: {
+        json_object_object_foreach(o, k, v)
+        {
+            (void)k;
+            wipe_tree(v);
+        }
+        break;
+    }
+    default: break;
+    }
+}
+
+/* json-c keeps the last serialisation of a node in the node; re-serialising with a wipe is
+ * not possible through the API, so the serialisation is produced once, at the root, and the
+ * root's buffer wiped here (json_object_to_json_string_length returns it). */
+void e2ee_json_wipe_put(json_object *o)
+{
+    wipe_tree(o);
+    json_object_put(o);
+}
+
+int e2ee_json_append(buf_t *out, json_object *o)
+{
+    size_t n = 0;
+    const char *s = json_object_to_json_string_length(
+        o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &n);
+    if (!s)
+        return -1;
+    int rc = buf_append(out, s, n);
+    sodium_memzero((char *)(uintptr_t)s, n);
+    return rc;
+}
+
+const char *e2ee_json_str(json_object *parent, const char *key, size_t *n)
+{
+    json_object *v = NULL;
+    if (!parent || !json_object_object_get_ex(parent, key, &v)) {
+        *n = 0;
+        return "";
+    }
+    if (json_object_is_type(v, json_type_string)) {
+        *n = (size_t)json_object_get_string_len(v);
+        return json_object_get_string(v);
+    }
+    const char *s = json_object_to_json_string_length(v, JSON_C_TO_STRING_PLAIN, n);
+    return s ? s : "";
+}
+
+void e2ee_wipe_buf(buf_t *b)
+{
+    if (b->data && b->cap)
+        sodium_memzero(b->data, b->cap);
+    buf_free(b);
+}
+
+/* ---- the replay cache (Dstack v2, §6.2): one for the process ---- */
+
+static pthread_once_t g_replay_once = PTHREAD_ONCE_INIT;
+static store_t *g_replay;
+
+static void replay_init(void)
+{
+    /* A claim must outlive every time at which its timestamp is still accepted: up to two
+     * windows after the claim (a timestamp `window` in the future stays valid until
+     * ts + window). The Dstack fork keeps it one window. */
+    g_replay = store_new(REPLAY_CAPACITY, 2 * REPLAY_WINDOW);
+}
+
+/* 0 claimed, 1 already claimed, -1 cannot record. */
+static int replay_claim(const char *model, e2ee_algo_t a, int64_t ts, const char *nonce,
+                        size_t nonce_n)
+{
+    if (pthread_once(&g_replay_once, replay_init) != 0 || !g_replay)
+        return -1;
+    char key[STORE_MAX_KEY];
+    int n =
+        snprintf(key, sizeof key, "%s:e2ee_replay:%s:%lld:%.*s", model,
+                 a == E2EE_ALGO_ECDSA ? "ecdsa" : "ed25519", (long long)ts, (int)nonce_n, nonce);
+    if (n < 0 || (size_t)n >= sizeof key)
+        return -1;
+    int rc = store_put(g_replay, key, (size_t)n, "1", 1, clock_mono_s());
+    return rc == STORE_OK ? 0 : rc == STORE_EXISTS ? 1 : -1;
+}
+
+/* ---- selection and header checks ---- */
+
+static app_error_t err_of(int e2ee_err)
+{
+    switch (e2ee_err) {
+    case E2EE_ERR_HEADER_MISSING: return APP_E_E2EE_HEADER_MISSING;
+    case E2EE_ERR_SIGNING_ALGO: return APP_E_E2EE_INVALID_SIGNING_ALGO;
+    case E2EE_ERR_PUBLIC_KEY: return APP_E_E2EE_INVALID_PUBLIC_KEY;
+    case E2EE_ERR_MODEL_KEY_MISMATCH: return APP_E_E2EE_MODEL_KEY_MISMATCH;
+    case E2EE_ERR_VERSION: return APP_E_E2EE_INVALID_VERSION;
+    case E2EE_ERR_NONCE: return APP_E_E2EE_INVALID_NONCE;
+    case E2EE_ERR_TIMESTAMP: return APP_E_E2EE_INVALID_TIMESTAMP;
+    case E2EE_ERR_DECRYPT: return APP_E_E2EE_DECRYPTION_FAILED;
+    default: return APP_E_OUT_OF_MEMORY;
+    }
+}
+
+app_error_t e2ee_route_refusal(const http_req_t *req)
+{
+    /* Without X-Signing-Algo it can only be ACI E2EE v2 (formats document §1.2), which
+     * prescribes its answer for a service without v2. */
+    return req->e2ee_present & (1u << HTTP_E2EE_SIGNING_ALGO) ||
+                   !(req->e2ee_present &
+                     ~((1u << HTTP_E2EE_ENCRYPTION_VERSION) | (1u << HTTP_E2EE_ALL_FIELDS)))
+               ? APP_E_E2EE_NOT_SUPPORTED
+               : APP_E_E2EE_V2_NOT_SUPPORTED;
+}
+
+static void headers_of(const http_req_t *req, e2ee_headers_t *h)
+{
+    memset(h, 0, sizeof *h);
+    for (int i = 0; i < E2EE_H_N; i++) {
+        h->v[i] = (e2ee_span_t){req->e2ee[i].p ? req->e2ee[i].p : "", req->e2ee[i].n};
+        if (req->e2ee_present & (1u << i))
+            h->present |= 1u << i;
+    }
+}
+
+/* ---- decryption of the body ---- */
+
+typedef struct dctx {
+    const signer_t *signer;
+    e2ee_sess_t *s;
+    const char *model;
+    size_t model_n;
+    app_error_t err;
+} dctx_t;
+
+static int utf8_ok(const uint8_t *p, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        uint8_t c = p[i];
+        size_t k;
+        uint32_t cp;
+        if (c < 0x80) {
+            i++;
+            continue;
+        } else if ((c & 0xe0) == 0xc0)
+            k = 1, cp = c & 0x1fu;
+        else if ((c & 0xf0) == 0xe0)
+            k = 2, cp = c & 0x0fu;
+        else if ((c & 0xf8) == 0xf0)
+            k = 3, cp = c & 0x07u;
+        else
+            return 0;
+        if (i + k >= n)
+            return 0;
+        for (size_t j = 1; j <= k; j++) {
+            if ((p[i + j] & 0xc0) != 0x80)
+                return 0;
+            cp = (cp << 6) | (p[i + j] & 0x3fu);
+        }
+        if ((k == 1 && cp < 0x80) || (k == 2 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
+            (k == 3 && (cp < 0x10000 || cp > 0x10ffff)))
+            return 0;
+        i += k + 1;
+    }
+    return 1;
+}
+
+/* One encrypted string field → its plaintext as a new json-c value (a string, or the array it
+ * spells when restore_array and it parses as one). NULL with d->err set on failure. */
+static json_object *open_field(dctx_t *d, json_object *v, size_t m, long c, int restore_array)
+{
+    e2ee_sess_t *s = d->s;
+    const char *hex = json_object_get_string(v);
+    size_t hex_n = (size_t)json_object_get_string_len(v);
+    if (hex_n == 0 || hex_n % 2 || !hex_is_hex(hex, hex_n)) {
+        d->err = APP_E_E2EE_INVALID_REQUEST;
+        return NULL;
+    }
+    char aad[1024];
+    size_t aad_n = 0;
+    if (s->format == E2EE_F_DSTACK_V2 &&
+        e2ee_aad_dstack_req(aad, sizeof aad, &aad_n, s->algo, d->model, d->model_n, m, c, s->nonce,
+                            s->nonce_n, s->ts) != E2EE_OK) {
+        d->err = APP_E_E2EE_DECRYPTION_FAILED;
+        return NULL;
+    }
+    e2ee_cipher_t ci = e2ee_legacy_cipher(E2EE_F_DSTACK_V2, s->algo); /* Dstack: AES-GCM */
+    size_t cap = hex_n / 2 + 1, pn = 0;
+    uint8_t *pt = malloc(cap);
+    if (!pt) {
+        d->err = APP_E_OUT_OF_MEMORY;
+        return NULL;
+    }
+    int rc = signer_e2ee_open_hex(d->signer, (int)ci, hex, hex_n,
+                                  aad_n ? (const uint8_t *)aad : NULL, aad_n, pt, cap, &pn);
+    json_object *out = NULL;
+    if (rc != E2EE_OK || !utf8_ok(pt, pn)) {
+        d->err = APP_E_E2EE_DECRYPTION_FAILED;
+    } else {
+        size_t i = 0;
+        while (i < pn && (pt[i] == ' ' || pt[i] == '\t' || pt[i] == '\r' || pt[i] == '\n'))
+            i++;
+        if (restore_array && i < pn && pt[i] == '[') {
+            out = e2ee_json_parse((const char *)pt, pn);
+            if (out && !json_object_is_type(out, json_type_array)) {
+                e2ee_json_wipe_put(out);
+                out = NULL;
+            }
+        }
+        if (!out)
+            out = json_object_new_string_len((const char *)pt, (int)pn);
+        if (!out)
+            d->err = APP_E_OUT_OF_MEMORY;
+    }
+    sodium_memzero(pt, cap);
+    free(pt);
+    return out;
+}
+
+/* Replaces member key of parent with nv (parent keeps the old value's wipe). */
+static int replace_member(json_object *parent, const char *key, json_object *nv)
+{
+    json_object *old = NULL;
+    if (json_object_object_get_ex(parent, key, &old))
+        wipe_tree(old);
+    return json_object_object_add(parent, key, nv);
+}
+
+/* Dstack v1/v2 request fields (§5.2): messages[i].content, string or text parts. */
+static int decrypt_dstack(dctx_t *d, json_object *root)
+{
+    json_object *msgs = NULL;
+    if (!json_object_object_get_ex(root, "messages", &msgs) ||
+        !json_object_is_type(msgs, json_type_array))
+        return 0;
+    for (size_t m = 0; m < json_object_array_length(msgs); m++) {
+        json_object *msg = json_object_array_get_idx(msgs, m), *content = NULL;
+        if (!json_object_is_type(msg, json_type_object) ||
+            !json_object_object_get_ex(msg, "content", &content) || !content)
+            continue;
+        if (json_object_is_type(content, json_type_string)) {
+            json_object *nv = open_field(d, content, m, -1, 1);
+            if (!nv || replace_member(msg, "content", nv) != 0)
+                return -1;
+        } else if (json_object_is_type(content, json_type_array)) {
+            for (size_t c = 0; c < json_object_array_length(content); c++) {
+                json_object *part = json_object_array_get_idx(content, c), *type = NULL,
+                            *text = NULL;
+                if (!json_object_is_type(part, json_type_object) ||
+                    !json_object_object_get_ex(part, "type", &type) ||
+                    !json_object_is_type(type, json_type_string) ||
+                    strcmp(json_object_get_string(type), "text") != 0 ||
+                    !json_object_object_get_ex(part, "text", &text) ||
+                    !json_object_is_type(text, json_type_string))
+                    continue;
+                json_object *nv = open_field(d, text, m, (long)c, 0);
+                if (!nv || replace_member(part, "text", nv) != 0)
+                    return -1;
+            }
+        }
+    }
+    return 0;
+}
+
+int e2ee_request(const app_t *app, const http_req_t *req, strv_t body, buf_t *out,
+                 e2ee_sess_t **sess, app_error_t *err, char msg[E2EE_MSG_MAX])
+{
+    *sess = NULL;
+    msg[0] = '\0';
+    e2ee_headers_t h;
+    e2ee_sel_t sel;
+    headers_of(req, &h);
+    int rc = e2ee_select(&h, &sel);
+    if (rc == E2EE_OK && (sel.format == E2EE_F_ACI_V2 || sel.format == E2EE_F_NEAR_V2 ||
+                          (sel.format == E2EE_F_V1 && !sel.model_key_sent))) {
+        /* Formats not enabled yet: refused as before (fail closed). */
+        *err = e2ee_route_refusal(req);
+        return -1;
+    }
+    if (rc == E2EE_ERR_HEADER_MISSING && !(h.present & (1u << E2EE_H_SIGNING_ALGO))) {
+        *err = e2ee_route_refusal(req); /* ACI v2 incomplete: still ACI's refusal */
+        return -1;
+    }
+    if (rc == E2EE_OK && !sel.model_key_sent)
+        rc = E2EE_ERR_HEADER_MISSING; /* Dstack: all three headers */
+    if (rc != E2EE_OK) {
+        *err = err_of(rc);
+        return -1;
+    }
+    e2ee_sess_t *s = calloc(1, sizeof *s);
+    if (!s) {
+        *err = APP_E_OUT_OF_MEMORY;
+        return -1;
+    }
+    s->format = sel.format == E2EE_F_DSTACK_V2 ? E2EE_F_DSTACK_V2 : E2EE_F_V1;
+    s->algo = sel.algo;
+    s->version = s->format == E2EE_F_DSTACK_V2 ? 2 : 1;
+    s->cipher = e2ee_legacy_cipher(E2EE_F_DSTACK_V2, sel.algo);
+    const signer_t *sg = app->signer;
+    const char *model = app->cfg->model_name;
+    /* Order (§5.3): headers (client key, nonce, timestamp), model key, decrypt, replay claim. */
+    rc = e2ee_parse_client_key(s->cipher, 0, req->e2ee[HTTP_E2EE_CLIENT_PUB_KEY].p,
+                               req->e2ee[HTTP_E2EE_CLIENT_PUB_KEY].n, s->client, &s->client_n);
+    if (rc == E2EE_OK && s->format == E2EE_F_DSTACK_V2) {
+        strv_t nv = req->e2ee[HTTP_E2EE_NONCE], tv = req->e2ee[HTTP_E2EE_TIMESTAMP];
+        rc = nv.n <= E2EE_NONCE_MAX ? e2ee_check_nonce(E2EE_F_DSTACK_V2, nv.p, nv.n)
+                                    : E2EE_ERR_NONCE;
+        if (rc == E2EE_OK) {
+            memcpy(s->nonce, nv.p, nv.n);
+            s->nonce_n = nv.n;
+            rc = e2ee_parse_timestamp(E2EE_F_DSTACK_V2, tv.p, tv.n, (int64_t)clock_wall_s(),
+                                      REPLAY_WINDOW, &s->ts);
+        }
+    }
+    if (rc == E2EE_OK) {
+        uint8_t ours[E2EE_SECP_PUB_LEN];
+        size_t ours_n;
+        if (s->algo == E2EE_ALGO_ECDSA) {
+            ours[0] = 4;
+            memcpy(ours + 1, signer_ecdsa_pubkey(sg), SIGNER_ECDSA_PUB_LEN);
+            ours_n = 65;
+        } else {
+            memcpy(ours, signer_ed25519_pubkey(sg), 32);
+            ours_n = 32;
+        }
+        strv_t mk = req->e2ee[HTTP_E2EE_MODEL_PUB_KEY];
+        if (!e2ee_model_key_matches(s->cipher, 0, mk.p, mk.n, ours, ours_n))
+            rc = E2EE_ERR_MODEL_KEY_MISMATCH;
+    }
+    if (rc != E2EE_OK) {
+        *err = err_of(rc);
+        e2ee_sess_free(s);
+        return -1;
+    }
+    json_object *root = e2ee_json_parse(body.p ? body.p : "", body.n);
+    if (!root || !json_object_is_type(root, json_type_object)) {
+        if (root)
+            e2ee_json_wipe_put(root);
+        *err = APP_E_INVALID_JSON;
+        e2ee_sess_free(s);
+        return -1;
+    }
+    size_t model_n;
+    const char *bm = e2ee_json_str(root, "model", &model_n);
+    char *bmodel = strndup(bm, model_n);
+    dctx_t d = {sg, s, bmodel ? bmodel : "", bmodel ? model_n : 0, APP_E_OUT_OF_MEMORY};
+    int ok = bmodel && decrypt_dstack(&d, root) == 0;
+    free(bmodel);
+    if (ok && e2ee_json_append(out, root) != 0) {
+        d.err = APP_E_OUT_OF_MEMORY;
+        ok = 0;
+    }
+    e2ee_json_wipe_put(root);
+    if (ok && s->format == E2EE_F_DSTACK_V2) {
+        int c = replay_claim(model, s->algo, s->ts, s->nonce, s->nonce_n);
+        if (c != 0) {
+            ok = 0;
+            d.err = c > 0 ? APP_E_E2EE_REPLAY_DETECTED : APP_E_OUT_OF_MEMORY;
+        }
+    }
+    if (!ok) {
+        e2ee_wipe_buf(out);
+        *err = d.err;
+        e2ee_sess_free(s);
+        return -1;
+    }
+    snprintf(s->hdrs, sizeof s->hdrs,
+             "X-E2EE-Applied: true\r\nX-E2EE-Version: %d\r\nX-E2EE-Algo: %s\r\n", s->version,
+             s->algo == E2EE_ALGO_ECDSA ? "ecdsa" : "ed25519");
+    LOG_DEBUG("e2ee: Dstack v%d %s request decrypted", s->version,
+              s->algo == E2EE_ALGO_ECDSA ? "ecdsa" : "ed25519");
+    *sess = s;
+    return 0;
+}

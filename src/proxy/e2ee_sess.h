@@ -1,0 +1,45 @@
+/* The state one E2EE request carries from proxy/e2ee_req.c to proxy/e2ee_resp.c (private to
+ * the two; proxy/e2ee.h is the interface), and the json-c helpers both use to keep plaintext
+ * out of freed memory. */
+#ifndef VP_PROXY_E2EE_SESS_H
+#define VP_PROXY_E2EE_SESS_H
+
+#include <json-c/json.h>
+#include <stdint.h>
+
+#include "core/buf.h"
+#include "e2ee/e2ee.h"
+
+#define E2EE_NONCE_MAX 256 /* X-E2EE-Nonce bytes kept (Dstack v2: at least 16) */
+#define E2EE_HDRS_MAX 96
+
+struct e2ee_sess {
+    e2ee_format_t format;
+    e2ee_algo_t algo;
+    int version;          /* X-E2EE-Version answered: 1 or 2 */
+    e2ee_cipher_t cipher; /* the response cipher */
+    uint8_t client[E2EE_SECP_PUB_LEN];
+    size_t client_n; /* 32 (X25519) or 65 (secp256k1) */
+    char nonce[E2EE_NONCE_MAX + 1];
+    size_t nonce_n;
+    int64_t ts;
+    e2ee_key_t key; /* Dstack: one sending key per request (§5.1) */
+    int key_ready;
+    int sse, failed;
+    buf_t in; /* JSON: the engine's answer so far; SSE: the unfinished line */
+    char hdrs[E2EE_HDRS_MAX];
+};
+
+/* Parses p[0..n) as one JSON value (trailing whitespace allowed); the tokener's buffer is
+ * wiped before it is freed. NULL when it is not JSON. */
+json_object *e2ee_json_parse(const char *p, size_t n);
+/* Zeroes every string in the tree (values, not member names) and the tree's serialisation
+ * buffers, then releases it. */
+void e2ee_json_wipe_put(json_object *o);
+/* Compact serialisation (no slash escaping) appended to out; the json-c buffer is wiped. */
+int e2ee_json_append(buf_t *out, json_object *o);
+/* The value of a member as Python's str() would print it for the Dstack v2 AAD (§6.1): a
+ * string as is, a missing member as "", anything else as its JSON text. */
+const char *e2ee_json_str(json_object *parent, const char *key, size_t *n);
+
+#endif
