@@ -220,22 +220,17 @@ static int ucb_headers_complete(llhttp_t *p)
     /* No status digits (llhttp reads "HTTP/1.1 \r\n" as 0), 101, 600-999: nothing to relay. */
     if (p->status_code < 200 || p->status_code > 599)
         return HPE_USER;
-    /* A 204 or 304 has no body, but llhttp reads a framed one: the relay would sign bytes the
-     * client never gets (the server sends none). */
-    if ((p->status_code == 204 || p->status_code == 304) &&
-        ((p->flags & (F_CHUNKED | F_TRANSFER_ENCODING)) ||
-         ((p->flags & F_CONTENT_LENGTH) && p->content_length > 0)))
-        return HPE_USER;
     /* A Content-Length past INT64_MAX would read as one of the UPSTREAM_CL_* codes. */
     if ((p->flags & F_CONTENT_LENGTH) && p->content_length > (uint64_t)INT64_MAX)
         return HPE_USER;
     if (c->ctype_bad)
         return HPE_USER;
-    /* 204 and 304 end at the head (llhttp would read a Content-Length body of a 204). What
-     * follows on the connection is not a response: it is not reused. */
+    /* 204 and 304 end at the head (llhttp would read a framed body of a 204, and the relay would
+     * sign bytes the client never gets). What follows on the connection is not a response: it
+     * is not reused. */
     int headless = p->status_code == 204 || p->status_code == 304;
-    if (headless && (p->flags & (F_CHUNKED | F_CONTENT_LENGTH)) &&
-        ((p->flags & F_CHUNKED) || p->content_length > 0))
+    if (headless && ((p->flags & (F_CHUNKED | F_TRANSFER_ENCODING)) ||
+                     ((p->flags & F_CONTENT_LENGTH) && p->content_length > 0)))
         c->no_reuse = 1;
     ex->head_done = 1;
     int64_t cl = headless                           ? UPSTREAM_CL_NONE
