@@ -23,7 +23,13 @@
 #include "core/log.h"
 
 #define READ_BUF_SIZE (64 * 1024)
-#define PENDING_MAX (64 * 1024)
+/* Bytes of a pipelined next request parked while the current one is answered: past this the
+ * socket is not read (the kernel's buffer and TCP flow control hold the rest). While parking,
+ * reads are PARK_READ_SIZE at most, so a connection holds at most PENDING_MAX + PARK_READ_SIZE
+ * parked bytes, plus what the read that ended the request brought (a read that may start a
+ * request is at most the header limit: see on_alloc). */
+#define PENDING_MAX (8 * 1024)
+#define PARK_READ_SIZE (4 * 1024)
 #define WQ_HIGH (256 * 1024)
 #define WQ_LOW (64 * 1024)
 #define CORK_MAX (64 * 1024)
@@ -527,12 +533,21 @@ static void conn_process(conn_t *c, const char *data, size_t len)
     }
 }
 
+/* How much one read takes: a whole buffer while a body is read; while the request head is read
+ * no more than the header limit (what follows a complete small request, say a pipelined flood
+ * from a client without a token, is parked: it should cost a few KiB, not a full buffer); and
+ * little while the bytes are parked behind a request being answered. */
 static void on_alloc(uv_handle_t *h, size_t sz, uv_buf_t *b)
 {
     (void)sz;
     conn_t *c = h->data;
+    size_t n = READ_BUF_SIZE;
+    if (c->state == C_APP || CF(c, CF_RESUME_PENDING))
+        n = PARK_READ_SIZE;
+    else if ((c->state == C_IDLE || c->state == C_HEAD) && c->w->lim.max_header_bytes < n)
+        n = c->w->lim.max_header_bytes;
     b->base = c->w->rbuf;
-    b->len = READ_BUF_SIZE;
+    b->len = n;
 }
 
 static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
@@ -1091,6 +1106,7 @@ const char *conn_reject_detail(const conn_t *c) { return c->reject_detail; }
 
 int conn_response_started(const conn_t *c) { return CF(c, CF_RESP_STARTED); }
 size_t conn_write_queue_bytes(const conn_t *c) { return c->wq_bytes; }
+size_t conn_parked_bytes(const conn_t *c) { return c->pending.len; }
 int conn_should_pause_source(const conn_t *c) { return c->wq_bytes > WQ_HIGH; }
 void conn_set_owner(conn_t *c, conn_owner_t *o) { c->owner = o; }
 worker_t *conn_worker(const conn_t *c) { return c->w; }

@@ -145,6 +145,8 @@ const char *conn_reject_detail(const conn_t *c);
 void conn_abort(conn_t *c);
 int conn_response_started(const conn_t *c);
 size_t conn_write_queue_bytes(const conn_t *c);
+/* Bytes of a pipelined next request parked while this one is answered (bounded: see server.c). */
+size_t conn_parked_bytes(const conn_t *c);
 int conn_should_pause_source(const conn_t *c); /* over the high watermark */
 
 /* Registers (or with NULL, clears) the response's owner. */

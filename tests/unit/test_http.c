@@ -112,6 +112,7 @@ static void h_on_drain(conn_owner_t *o, conn_t *c);
 static const conn_owner_ops_t test_owner_ops = {"test", h_on_abort, h_on_drain};
 /* Holds a response without a timer (/hold, /big, /ups/hold). */
 static conn_owner_t hold_token = {&test_owner_ops};
+static conn_t *held_conn; /* the last /hold request's connection (loop thread only) */
 
 struct deferred {
     conn_owner_t owner; /* first: on_abort gets &d->owner */
@@ -226,6 +227,7 @@ static void h_on_request(conn_t *c, http_req_t *req)
         conn_flush(c);
         conn_end_response(c);
     } else if (path_is(req, "/hold")) {
+        held_conn = c;
         conn_set_owner(c, &hold_token);
     } else if (path_is(req, "/big")) {
         /* 8 MiB in one write: most of it queued; on_drain ends the response. */
@@ -885,6 +887,37 @@ static void test_chunked_stream(void **state)
     cli_send(fd, "GET /hello HTTP/1.1\r\nHost: a\r\n\r\n");
     expect_bytes(fd, HELLO_KA);
     expect_quiet(fd, 50);
+}
+
+static void read_parked(void *arg) { *(size_t *)arg = held_conn ? conn_parked_bytes(held_conn) : 0; }
+
+/* A pipelined flood behind a held request is parked only up to a few KiB (the header limit,
+ * then PENDING_MAX plus one small read); the rest stays in the kernel. It was a full 64 KiB read
+ * plus 64 KiB more, for any client, with or without a token. */
+static void test_pipelined_flood_is_bounded(void **state)
+{
+    (void)state;
+    http_limits_t l = default_limits();
+    start_server(&l);
+    int fd = cli_connect();
+    size_t flood = 100 * 1024;
+    char *buf = malloc(flood);
+    assert_non_null(buf);
+    const char *head = "GET /hold HTTP/1.1\r\nHost: a\r\n\r\n";
+    size_t hl = strlen(head);
+    memcpy(buf, head, hl);
+    memset(buf + hl, 'x', flood - hl);
+    cli_send_n(fd, buf, flood);
+    free(buf);
+    assert_int_equal(wait_for(&ev.requests, 1, WAIT_MS), 1);
+    usleep(200 * 1000); /* let the server read what it will */
+    size_t parked = 0;
+    on_loop(read_parked, &parked);
+    assert_true(parked > 0);
+    assert_true(parked <= l.max_header_bytes + 8 * 1024 + 4 * 1024);
+    /* The server no longer reads this socket (it notices the close once the held answer ends
+     * and reading resumes); the teardown closes it. */
+    cli_close(fd);
 }
 
 static void test_abort_when_client_leaves(void **state)
@@ -1612,6 +1645,7 @@ int main(void)
         cmocka_unit_test_teardown(test_descriptor_exhaustion, fd_teardown),
         cmocka_unit_test_teardown(test_max_connections, teardown),
         cmocka_unit_test(test_target_parse),
+        cmocka_unit_test_teardown(test_pipelined_flood_is_bounded, teardown),
         cmocka_unit_test_teardown(test_upstream_exchange_and_reuse, ups_teardown),
         cmocka_unit_test_teardown(test_upstream_not_kept, ups_teardown),
         cmocka_unit_test_teardown(test_upstream_connect_refused, ups_teardown),
