@@ -196,7 +196,18 @@ typedef struct dctx {
     const char *model;
     size_t model_n;
     app_error_t err;
+    char *msg;        /* E2EE_MSG_MAX: the answer's message, when set */
+    int dstack_parts; /* v1 with X-Model-Pub-Key: content arrays' text parts are Dstack's (§5.2) */
 } dctx_t;
+
+/* The error of a field; NEAR's message (§3.5) for every format but Dstack v2, whose answers
+ * keep the table's messages. */
+static void field_fail(dctx_t *d, app_error_t e, const char *m)
+{
+    d->err = e;
+    if (m && d->s->format != E2EE_F_DSTACK_V2)
+        snprintf(d->msg, E2EE_MSG_MAX, "%.160s; the request was not forwarded", m);
+}
 
 static int utf8_ok(const uint8_t *p, size_t n)
 {
@@ -231,56 +242,91 @@ static int utf8_ok(const uint8_t *p, size_t n)
     return 1;
 }
 
-/* One encrypted string field → its plaintext as a new json-c value (a string, or the array it
- * spells when restore_array and it parses as one). NULL with d->err set on failure. */
-static json_object *open_field(dctx_t *d, json_object *v, size_t m, long c, int restore_array)
+static int v1_trial(const e2ee_sess_t *s)
+{
+    return s->format == E2EE_F_V1 && s->algo == E2EE_ALGO_ED25519 && !s->cipher_fixed;
+}
+
+/* Opens one hex field inside the signer: the request's cipher, or for v1 ed25519 until the
+ * first field opened, trial decryption (§1.2 rule 5), which fixes the cipher for the rest. */
+static int open_bytes(dctx_t *d, const char *hex, size_t hex_n, const uint8_t *aad, size_t aad_n,
+                      uint8_t *pt, size_t cap, size_t *pn)
 {
     e2ee_sess_t *s = d->s;
+    if (v1_trial(s)) {
+        int used = 0;
+        int rc = signer_e2ee_open_v1_ed25519(d->signer, hex, hex_n, pt, cap, pn, &used);
+        if (rc == E2EE_OK) {
+            s->cipher_fixed = 1;
+            s->req_cipher = (e2ee_cipher_t)used;
+        }
+        return rc;
+    }
+    return signer_e2ee_open_hex(d->signer, (int)s->req_cipher, hex, hex_n, aad, aad_n, pt, cap,
+                                pn);
+}
+
+/* One encrypted string field → its plaintext as a new json-c value in *out (a string, or the
+ * array it spells when restore_array and it parses as one). lenient (NEAR's all-fields set,
+ * §3.4): a value that cannot be a sealed field (not hex, odd, shorter than the smallest blob)
+ * is left as it is; one that can must open. 0 replaced, 1 left, -1 failed (d->err set). */
+static int open_field(dctx_t *d, json_object *v, size_t m, long c, int restore_array, int lenient,
+                      json_object **out)
+{
+    e2ee_sess_t *s = d->s;
+    *out = NULL;
     const char *hex = json_object_get_string(v);
     size_t hex_n = (size_t)json_object_get_string_len(v);
-    if (hex_n == 0 || hex_n % 2 || !hex_is_hex(hex, hex_n)) {
-        d->err = APP_E_E2EE_INVALID_REQUEST;
-        return NULL;
+    int is_hex = hex_n > 0 && hex_n % 2 == 0 && hex_is_hex(hex, hex_n);
+    if (lenient) {
+        size_t min = 2 * e2ee_blob_len(v1_trial(s) ? E2EE_C_X25519_AESGCM : s->req_cipher, 0);
+        if (!is_hex || hex_n < min)
+            return 1;
+    }
+    if (!is_hex) {
+        field_fail(d, APP_E_E2EE_INVALID_REQUEST, "Encrypted field is not valid hex");
+        return -1;
     }
     char aad[1024];
     size_t aad_n = 0;
     if (s->format == E2EE_F_DSTACK_V2 &&
         e2ee_aad_dstack_req(aad, sizeof aad, &aad_n, s->algo, d->model, d->model_n, m, c, s->nonce,
                             s->nonce_n, s->ts) != E2EE_OK) {
-        d->err = APP_E_E2EE_DECRYPTION_FAILED;
-        return NULL;
+        field_fail(d, APP_E_E2EE_DECRYPTION_FAILED, "Decryption failed");
+        return -1;
     }
-    e2ee_cipher_t ci = e2ee_legacy_cipher(E2EE_F_DSTACK_V2, s->algo); /* Dstack: AES-GCM */
     size_t cap = hex_n / 2 + 1, pn = 0;
     uint8_t *pt = malloc(cap);
     if (!pt) {
         d->err = APP_E_OUT_OF_MEMORY;
-        return NULL;
+        return -1;
     }
-    int rc = signer_e2ee_open_hex(d->signer, (int)ci, hex, hex_n,
-                                  aad_n ? (const uint8_t *)aad : NULL, aad_n, pt, cap, &pn);
-    json_object *out = NULL;
-    if (rc != E2EE_OK || !utf8_ok(pt, pn)) {
-        d->err = APP_E_E2EE_DECRYPTION_FAILED;
+    int rc = open_bytes(d, hex, hex_n, aad_n ? (const uint8_t *)aad : NULL, aad_n, pt, cap, &pn);
+    json_object *o = NULL;
+    if (rc != E2EE_OK) {
+        field_fail(d, APP_E_E2EE_DECRYPTION_FAILED, "Decryption failed");
+    } else if (!utf8_ok(pt, pn)) {
+        field_fail(d, APP_E_E2EE_DECRYPTION_FAILED, "Decrypted content is not valid UTF-8");
     } else {
         size_t i = 0;
         while (i < pn && (pt[i] == ' ' || pt[i] == '\t' || pt[i] == '\r' || pt[i] == '\n'))
             i++;
         if (restore_array && i < pn && pt[i] == '[') {
-            out = e2ee_json_parse((const char *)pt, pn);
-            if (out && !json_object_is_type(out, json_type_array)) {
-                e2ee_json_wipe_put(out);
-                out = NULL;
+            o = e2ee_json_parse((const char *)pt, pn);
+            if (o && !json_object_is_type(o, json_type_array)) {
+                e2ee_json_wipe_put(o);
+                o = NULL;
             }
         }
-        if (!out)
-            out = json_object_new_string_len((const char *)pt, (int)pn);
-        if (!out)
+        if (!o)
+            o = json_object_new_string_len((const char *)pt, (int)pn);
+        if (!o)
             d->err = APP_E_OUT_OF_MEMORY;
     }
     sodium_memzero(pt, cap);
     free(pt);
-    return out;
+    *out = o;
+    return o ? 0 : -1;
 }
 
 /* Replaces member key of parent with nv (parent keeps the old value's wipe). */
@@ -292,40 +338,200 @@ static int replace_member(json_object *parent, const char *key, json_object *nv)
     return json_object_object_add(parent, key, nv);
 }
 
+static json_object *member(json_object *o, const char *key, json_type t)
+{
+    json_object *v = NULL;
+    if (!o || !json_object_is_type(o, json_type_object) || !json_object_object_get_ex(o, key, &v) ||
+        !json_object_is_type(v, t))
+        return NULL;
+    return v;
+}
+
 /* Dstack v1/v2 request fields (§5.2): messages[i].content, string or text parts. */
 static int decrypt_dstack(dctx_t *d, json_object *root)
 {
-    json_object *msgs = NULL;
-    if (!json_object_object_get_ex(root, "messages", &msgs) ||
-        !json_object_is_type(msgs, json_type_array))
-        return 0;
-    for (size_t m = 0; m < json_object_array_length(msgs); m++) {
-        json_object *msg = json_object_array_get_idx(msgs, m), *content = NULL;
+    json_object *msgs = member(root, "messages", json_type_array);
+    for (size_t m = 0; msgs && m < json_object_array_length(msgs); m++) {
+        json_object *msg = json_object_array_get_idx(msgs, m), *content = NULL, *nv = NULL;
         if (!json_object_is_type(msg, json_type_object) ||
             !json_object_object_get_ex(msg, "content", &content) || !content)
             continue;
         if (json_object_is_type(content, json_type_string)) {
-            json_object *nv = open_field(d, content, m, -1, 1);
-            if (!nv || replace_member(msg, "content", nv) != 0)
+            if (open_field(d, content, m, -1, 1, 0, &nv) != 0 ||
+                replace_member(msg, "content", nv) != 0)
                 return -1;
         } else if (json_object_is_type(content, json_type_array)) {
             for (size_t c = 0; c < json_object_array_length(content); c++) {
-                json_object *part = json_object_array_get_idx(content, c), *type = NULL,
-                            *text = NULL;
-                if (!json_object_is_type(part, json_type_object) ||
-                    !json_object_object_get_ex(part, "type", &type) ||
-                    !json_object_is_type(type, json_type_string) ||
-                    strcmp(json_object_get_string(type), "text") != 0 ||
-                    !json_object_object_get_ex(part, "text", &text) ||
-                    !json_object_is_type(text, json_type_string))
+                json_object *part = json_object_array_get_idx(content, c);
+                json_object *type = member(part, "type", json_type_string);
+                json_object *text = member(part, "text", json_type_string);
+                if (!type || strcmp(json_object_get_string(type), "text") != 0 || !text)
                     continue;
-                json_object *nv = open_field(d, text, m, (long)c, 0);
-                if (!nv || replace_member(part, "text", nv) != 0)
+                if (open_field(d, text, m, (long)c, 0, 0, &nv) != 0 ||
+                    replace_member(part, "text", nv) != 0)
                     return -1;
             }
         }
     }
     return 0;
+}
+
+/* One NEAR field: a non-empty string member of obj, decrypted in place (§3.4; the empty
+ * string is never encrypted). parse_object: a plaintext that is a JSON object replaces the
+ * string (tools[].function.parameters). */
+static int near_field(dctx_t *d, json_object *obj, const char *key, size_t m, int restore_array,
+                      int lenient, int parse_object)
+{
+    json_object *v = member(obj, key, json_type_string), *nv = NULL;
+    if (!v || json_object_get_string_len(v) == 0)
+        return 0;
+    int rc = open_field(d, v, m, -1, restore_array, lenient, &nv);
+    if (rc != 0)
+        return rc > 0 ? 0 : -1;
+    if (parse_object) {
+        json_object *o = e2ee_json_parse(json_object_get_string(nv),
+                                         (size_t)json_object_get_string_len(nv));
+        if (o && json_object_is_type(o, json_type_object)) {
+            e2ee_json_wipe_put(nv);
+            nv = o;
+        } else if (o) {
+            e2ee_json_wipe_put(o);
+        }
+    }
+    if (replace_member(obj, key, nv) != 0) {
+        d->err = APP_E_OUT_OF_MEMORY;
+        return -1;
+    }
+    return 0;
+}
+
+/* {arguments, name} of a function call object (all-fields, lenient). */
+static int near_call(dctx_t *d, json_object *fn, size_t m)
+{
+    return fn ? (near_field(d, fn, "arguments", m, 0, 1, 0) || near_field(d, fn, "name", m, 0, 1, 0)
+                     ? -1
+                     : 0)
+              : 0;
+}
+
+/* NEAR v1/v2 and the v1 family (§3.4): per message content (a string, restored when it spells
+ * an array; an array passes unencrypted, except that a v1 request with X-Model-Pub-Key may be
+ * a Dstack v1 client whose text parts are encrypted), reasoning_content, reasoning,
+ * audio.data; with all-fields the tool and function fields, leniently. */
+static int decrypt_near(dctx_t *d, json_object *root)
+{
+    int all = d->s->all_fields;
+    json_object *msgs = member(root, "messages", json_type_array);
+    for (size_t m = 0; msgs && m < json_object_array_length(msgs); m++) {
+        json_object *msg = json_object_array_get_idx(msgs, m), *nv = NULL;
+        if (!json_object_is_type(msg, json_type_object))
+            continue;
+        json_object *parts = member(msg, "content", json_type_array);
+        if (near_field(d, msg, "content", m, 1, 0, 0) != 0)
+            return -1;
+        for (size_t c = 0; d->dstack_parts && parts && c < json_object_array_length(parts); c++) {
+            json_object *part = json_object_array_get_idx(parts, c);
+            json_object *type = member(part, "type", json_type_string);
+            json_object *text = member(part, "text", json_type_string);
+            if (!type || strcmp(json_object_get_string(type), "text") != 0 || !text ||
+                json_object_get_string_len(text) == 0)
+                continue;
+            if (open_field(d, text, m, (long)c, 0, 0, &nv) != 0 ||
+                replace_member(part, "text", nv) != 0)
+                return -1;
+        }
+        if (near_field(d, msg, "reasoning_content", m, 0, 0, 0) != 0 ||
+            near_field(d, msg, "reasoning", m, 0, 0, 0) != 0 ||
+            near_field(d, member(msg, "audio", json_type_object), "data", m, 0, 0, 0) != 0)
+            return -1;
+        if (!all)
+            continue;
+        if (near_field(d, msg, "refusal", m, 0, 1, 0) != 0 ||
+            near_field(d, msg, "name", m, 0, 1, 0) != 0 ||
+            near_call(d, member(msg, "function_call", json_type_object), m) != 0)
+            return -1;
+        json_object *tcs = member(msg, "tool_calls", json_type_array);
+        for (size_t i = 0; tcs && i < json_object_array_length(tcs); i++)
+            if (near_call(d, member(json_object_array_get_idx(tcs, i), "function", json_type_object),
+                          m) != 0)
+                return -1;
+    }
+    if (!all)
+        return 0;
+    json_object *tools = member(root, "tools", json_type_array);
+    for (size_t i = 0; tools && i < json_object_array_length(tools); i++) {
+        json_object *fn = member(json_object_array_get_idx(tools, i), "function", json_type_object);
+        if (fn && (near_field(d, fn, "name", 0, 0, 1, 0) != 0 ||
+                   near_field(d, fn, "description", 0, 0, 1, 0) != 0 ||
+                   near_field(d, fn, "parameters", 0, 0, 1, 1) != 0))
+            return -1;
+    }
+    json_object *tc = member(member(root, "tool_choice", json_type_object), "function",
+                             json_type_object);
+    if (tc && near_field(d, tc, "name", 0, 0, 1, 0) != 0)
+        return -1;
+    json_object *fc = member(root, "function_call", json_type_object);
+    if (fc && near_field(d, fc, "name", 0, 0, 1, 0) != 0)
+        return -1;
+    return 0;
+}
+
+#define NEAR_BOTH "Both X-Signing-Algo and X-Client-Pub-Key headers must be present together"
+
+static void set_msg(char msg[E2EE_MSG_MAX], const char *m)
+{
+    snprintf(msg, E2EE_MSG_MAX, "%.160s; the request was not forwarded", m);
+}
+
+/* A header value for a message: at most 40 bytes, printable ASCII (others as '?'). */
+static void shown(char out[48], strv_t v)
+{
+    size_t n = v.n < 40 ? v.n : 40;
+    for (size_t i = 0; i < n; i++)
+        out[i] = v.p[i] >= 0x20 && v.p[i] < 0x7f ? v.p[i] : '?';
+    out[n] = '\0';
+}
+
+/* The selection errors with NEAR's messages (§3.5) where they apply to the v1 family and NEAR
+ * v2 too; Dstack v2's own pieces keep the table's messages. */
+static void select_msg(const http_req_t *req, int rc, char msg[E2EE_MSG_MAX])
+{
+    char v[48], m[E2EE_MSG_MAX];
+    if (rc == E2EE_ERR_HEADER_MISSING && !(req->e2ee_present & (1u << HTTP_E2EE_CLIENT_PUB_KEY))) {
+        set_msg(msg, NEAR_BOTH);
+    } else if (rc == E2EE_ERR_SIGNING_ALGO) {
+        shown(v, req->e2ee[HTTP_E2EE_SIGNING_ALGO]);
+        snprintf(m, sizeof m, "Invalid X-Signing-Algo: %s. Must be 'ecdsa' or 'ed25519'", v);
+        set_msg(msg, m);
+    } else if (rc == E2EE_ERR_VERSION && !(req->e2ee_present & (1u << HTTP_E2EE_VERSION))) {
+        shown(v, req->e2ee[HTTP_E2EE_ENCRYPTION_VERSION]);
+        snprintf(m, sizeof m, "Invalid X-Encryption-Version: %s. Must be 1 or 2", v);
+        set_msg(msg, m);
+    }
+}
+
+/* X-Client-Pub-Key with NEAR's messages (§3.5): not hex, the wrong length, or (checked here
+ * before anything is forwarded; the NEAR server finds it only when it encrypts the answer)
+ * not a point. */
+static int client_key(e2ee_sess_t *s, strv_t k, char msg[E2EE_MSG_MAX])
+{
+    e2ee_cipher_t kc = s->algo == E2EE_ALGO_ECDSA ? E2EE_C_SECP_AESGCM : E2EE_C_X25519_AESGCM;
+    int rc = e2ee_parse_client_key(kc, 0, k.p ? k.p : "", k.n, s->client, &s->client_n);
+    if (rc == E2EE_OK || s->format == E2EE_F_DSTACK_V2)
+        return rc;
+    char m[E2EE_MSG_MAX];
+    size_t len = k.n / 2;
+    if (k.n % 2 || !hex_is_hex(k.p ? k.p : "", k.n))
+        snprintf(m, sizeof m, "X-Client-Pub-Key must be valid hex");
+    else if (s->algo == E2EE_ALGO_ED25519 && len != 32)
+        snprintf(m, sizeof m, "Ed25519 client public key must be 32 bytes, got %zu", len);
+    else if (s->algo == E2EE_ALGO_ECDSA && len != 64 && len != 65)
+        snprintf(m, sizeof m, "ECDSA client public key must be 64 or 65 bytes, got %zu", len);
+    else
+        snprintf(m, sizeof m, "Invalid %s client public key: not a point of the curve",
+                 s->algo == E2EE_ALGO_ECDSA ? "ECDSA" : "Ed25519");
+    set_msg(msg, m);
+    return rc;
 }
 
 int e2ee_request(const app_t *app, const http_req_t *req, strv_t body, buf_t *out,
@@ -337,20 +543,21 @@ int e2ee_request(const app_t *app, const http_req_t *req, strv_t body, buf_t *ou
     e2ee_sel_t sel;
     headers_of(req, &h);
     int rc = e2ee_select(&h, &sel);
-    if (rc == E2EE_OK && (sel.format == E2EE_F_ACI_V2 || sel.format == E2EE_F_NEAR_V2 ||
-                          (sel.format == E2EE_F_V1 && !sel.model_key_sent))) {
-        /* Formats not enabled yet: refused as before (fail closed). */
-        *err = e2ee_route_refusal(req);
+    if (!(h.present & (1u << E2EE_H_SIGNING_ALGO))) {
+        if (!(h.present & ~((1u << E2EE_H_ENCRYPTION_VERSION) | (1u << E2EE_H_ALL_FIELDS)))) {
+            /* Only NEAR's own headers: NEAR needs X-Signing-Algo and X-Client-Pub-Key. The
+             * NEAR server would answer in plaintext; a client that sent them asked for
+             * encryption, so it is refused (fail closed). */
+            *err = APP_E_E2EE_HEADER_MISSING;
+            set_msg(msg, NEAR_BOTH);
+            return -1;
+        }
+        *err = e2ee_route_refusal(req); /* ACI E2EE v2: not enabled here */
         return -1;
     }
-    if (rc == E2EE_ERR_HEADER_MISSING && !(h.present & (1u << E2EE_H_SIGNING_ALGO))) {
-        *err = e2ee_route_refusal(req); /* ACI v2 incomplete: still ACI's refusal */
-        return -1;
-    }
-    if (rc == E2EE_OK && !sel.model_key_sent)
-        rc = E2EE_ERR_HEADER_MISSING; /* Dstack: all three headers */
     if (rc != E2EE_OK) {
         *err = err_of(rc);
+        select_msg(req, rc, msg);
         return -1;
     }
     e2ee_sess_t *s = calloc(1, sizeof *s);
@@ -358,15 +565,22 @@ int e2ee_request(const app_t *app, const http_req_t *req, strv_t body, buf_t *ou
         *err = APP_E_OUT_OF_MEMORY;
         return -1;
     }
-    s->format = sel.format == E2EE_F_DSTACK_V2 ? E2EE_F_DSTACK_V2 : E2EE_F_V1;
+    s->format = sel.format;
     s->algo = sel.algo;
+    s->all_fields = sel.all_fields;
     s->version = s->format == E2EE_F_DSTACK_V2 ? 2 : 1;
-    s->cipher = e2ee_legacy_cipher(E2EE_F_DSTACK_V2, sel.algo);
+    s->req_cipher = e2ee_legacy_cipher(s->format, s->algo); /* v1 ed25519: by trial */
+    /* NEAR for certain (§1.2): NEAR v2, or a v1 request that no Dstack client sends (without
+     * X-Model-Pub-Key, or with NEAR's X-Encrypt-All-Fields). Otherwise a v1 request is either
+     * family: ecdsa is the same bytes in both, ed25519 is told apart by trial decryption. */
+    int near_certain = s->format == E2EE_F_NEAR_V2 ||
+                       (s->format == E2EE_F_V1 &&
+                        (!sel.model_key_sent || (h.present & (1u << E2EE_H_ALL_FIELDS))));
     const signer_t *sg = app->signer;
     const char *model = app->cfg->model_name;
-    /* Order (§5.3): headers (client key, nonce, timestamp), model key, decrypt, replay claim. */
-    rc = e2ee_parse_client_key(s->cipher, 0, req->e2ee[HTTP_E2EE_CLIENT_PUB_KEY].p,
-                               req->e2ee[HTTP_E2EE_CLIENT_PUB_KEY].n, s->client, &s->client_n);
+    /* Order (§5.3): headers (client key, nonce, timestamp), model key, decrypt, replay claim.
+     * NEAR (§3.5) checks the client key, then decrypts. */
+    rc = client_key(s, req->e2ee[HTTP_E2EE_CLIENT_PUB_KEY], msg);
     if (rc == E2EE_OK && s->format == E2EE_F_DSTACK_V2) {
         strv_t nv = req->e2ee[HTTP_E2EE_NONCE], tv = req->e2ee[HTTP_E2EE_TIMESTAMP];
         rc = nv.n <= E2EE_NONCE_MAX ? e2ee_check_nonce(E2EE_F_DSTACK_V2, nv.p, nv.n)
@@ -378,7 +592,9 @@ int e2ee_request(const app_t *app, const http_req_t *req, strv_t body, buf_t *ou
                                       REPLAY_WINDOW, &s->ts);
         }
     }
-    if (rc == E2EE_OK) {
+    if (rc == E2EE_OK && sel.model_key_sent) {
+        /* Dstack requires it; NEAR ignores it, but when a NEAR client sends it, it names the
+         * key it encrypted to, so a mismatch is refused in every format (§1.2). */
         uint8_t ours[E2EE_SECP_PUB_LEN];
         size_t ours_n;
         if (s->algo == E2EE_ALGO_ECDSA) {
@@ -390,7 +606,9 @@ int e2ee_request(const app_t *app, const http_req_t *req, strv_t body, buf_t *ou
             ours_n = 32;
         }
         strv_t mk = req->e2ee[HTTP_E2EE_MODEL_PUB_KEY];
-        if (!e2ee_model_key_matches(s->cipher, 0, mk.p, mk.n, ours, ours_n))
+        if (!e2ee_model_key_matches(s->algo == E2EE_ALGO_ECDSA ? E2EE_C_SECP_AESGCM
+                                                               : E2EE_C_X25519_AESGCM,
+                                    0, mk.p, mk.n, ours, ours_n))
             rc = E2EE_ERR_MODEL_KEY_MISMATCH;
     }
     if (rc != E2EE_OK) {
@@ -409,8 +627,10 @@ int e2ee_request(const app_t *app, const http_req_t *req, strv_t body, buf_t *ou
     size_t model_n;
     const char *bm = e2ee_json_str(root, "model", &model_n);
     char *bmodel = strndup(bm, model_n);
-    dctx_t d = {sg, s, bmodel ? bmodel : "", bmodel ? model_n : 0, APP_E_OUT_OF_MEMORY};
-    int ok = bmodel && decrypt_dstack(&d, root) == 0;
+    dctx_t d = {sg, s, bmodel ? bmodel : "", bmodel ? model_n : 0, APP_E_OUT_OF_MEMORY, msg,
+                s->format == E2EE_F_V1 && !near_certain};
+    int ok = bmodel && (s->format == E2EE_F_DSTACK_V2 ? decrypt_dstack(&d, root)
+                                                      : decrypt_near(&d, root)) == 0;
     free(bmodel);
     if (ok && e2ee_json_append(out, root) != 0) {
         d.err = APP_E_OUT_OF_MEMORY;
@@ -430,10 +650,29 @@ int e2ee_request(const app_t *app, const http_req_t *req, strv_t body, buf_t *ou
         e2ee_sess_free(s);
         return -1;
     }
-    snprintf(s->hdrs, sizeof s->hdrs,
-             "X-E2EE-Applied: true\r\nX-E2EE-Version: %d\r\nX-E2EE-Algo: %s\r\n", s->version,
-             s->algo == E2EE_ALGO_ECDSA ? "ecdsa" : "ed25519");
-    LOG_DEBUG("e2ee: Dstack v%d %s request decrypted", s->version,
+    /* The answer's family and cipher (§1.2): the cipher the request used. */
+    if (s->format == E2EE_F_DSTACK_V2) {
+        s->cipher = s->req_cipher;
+    } else if (s->format == E2EE_F_NEAR_V2 || s->algo == E2EE_ALGO_ECDSA) {
+        s->cipher = s->req_cipher;
+        s->near = near_certain;
+    } else {
+        /* v1 ed25519: the trial's cipher; with no field to try, NEAR's published clients'
+         * XSalsa20 box (the NEAR server's XChaCha20 box is what those clients cannot open,
+         * §3.3), or Dstack v1's AES-GCM when X-Model-Pub-Key left both possible. */
+        s->cipher = s->cipher_fixed ? s->req_cipher
+                    : near_certain  ? E2EE_C_NACL_XSALSA
+                                    : E2EE_C_X25519_AESGCM;
+        s->near = s->cipher != E2EE_C_X25519_AESGCM;
+    }
+    if (!s->near)
+        snprintf(s->hdrs, sizeof s->hdrs,
+                 "X-E2EE-Applied: true\r\nX-E2EE-Version: %d\r\nX-E2EE-Algo: %s\r\n", s->version,
+                 s->algo == E2EE_ALGO_ECDSA ? "ecdsa" : "ed25519");
+    LOG_DEBUG("e2ee: %s %s request decrypted",
+              s->near ? (s->format == E2EE_F_NEAR_V2 ? "NEAR v2" : "NEAR v1")
+              : s->format == E2EE_F_DSTACK_V2 ? "Dstack v2"
+                                              : "v1 (Dstack-compatible)",
               s->algo == E2EE_ALGO_ECDSA ? "ecdsa" : "ed25519");
     *sess = s;
     return 0;

@@ -29,19 +29,50 @@ void e2ee_sess_free(e2ee_sess_t *s)
     free(s);
 }
 
-/* Replaces the string member `field` of obj with its ciphertext (hex), sealed with the
- * request's key (Dstack: one ephemeral key per request, a fresh nonce per field, §5.1). */
-static int seal_member(e2ee_sess_t *s, json_object *obj, const char *field, json_object *resp,
-                       size_t choice)
+/* Seals pt[0..pn) into a new json-c string of hex: NEAR (§3.1) with a fresh ephemeral key
+ * per field, the Dstack fork with the request's key (one ephemeral key per request, a fresh
+ * nonce per field, §5.1). NULL on failure. */
+static json_object *seal_new(e2ee_sess_t *s, const char *pt, size_t pn, const char *aad,
+                             size_t aad_n)
 {
-    json_object *v = NULL;
-    if (!json_object_object_get_ex(obj, field, &v) || !json_object_is_type(v, json_type_string))
-        return 0;
-    if (!s->key_ready) {
+    e2ee_key_t fresh;
+    const e2ee_key_t *k = &s->key;
+    if (s->near) {
+        if (e2ee_key_derive_send(&fresh, s->cipher, s->client, s->client_n, NULL) != E2EE_OK)
+            return NULL;
+        k = &fresh;
+    } else if (!s->key_ready) {
         if (e2ee_key_derive_send(&s->key, s->cipher, s->client, s->client_n, NULL) != E2EE_OK)
-            return -1;
+            return NULL;
         s->key_ready = 1;
     }
+    size_t cap = e2ee_hex_field_len(s->cipher, pn) + 1, hn = 0;
+    char *hex = malloc(cap);
+    json_object *nv = NULL;
+    if (hex && e2ee_seal_hex(k, aad_n ? (const uint8_t *)aad : NULL, aad_n, (const uint8_t *)pt,
+                             pn, hex, cap, &hn) == E2EE_OK)
+        nv = json_object_new_string_len(hex, (int)hn);
+    free(hex);
+    if (s->near)
+        e2ee_key_wipe(&fresh);
+    return nv;
+}
+
+/* Replaces the string member `field` of obj with its ciphertext (hex). NEAR leaves an empty
+ * string as it is (§3.1); the Dstack fork encrypts it too. as_json (NEAR's logprobs bytes): a
+ * value that is not a string is sealed as its compact JSON text. */
+static int seal_member(e2ee_sess_t *s, json_object *obj, const char *field, json_object *resp,
+                       size_t choice, int as_json)
+{
+    json_object *v = NULL;
+    if (!obj || !json_object_is_type(obj, json_type_object) ||
+        !json_object_object_get_ex(obj, field, &v) || !v)
+        return 0;
+    int str = json_object_is_type(v, json_type_string);
+    if (!str && !as_json)
+        return 0;
+    if (str && s->near && json_object_get_string_len(v) == 0)
+        return 0;
     char aad[1024];
     size_t aad_n = 0;
     if (s->format == E2EE_F_DSTACK_V2) {
@@ -56,43 +87,116 @@ static int seal_member(e2ee_sess_t *s, json_object *obj, const char *field, json
         if (rc != E2EE_OK)
             return -1;
     }
-    const char *pt = json_object_get_string(v);
-    size_t pn = (size_t)json_object_get_string_len(v);
-    size_t cap = e2ee_hex_field_len(s->cipher, pn) + 1, hn = 0;
-    char *hex = malloc(cap);
-    if (!hex)
-        return -1;
-    int rc = e2ee_seal_hex(&s->key, aad_n ? (const uint8_t *)aad : NULL, aad_n, (const uint8_t *)pt,
-                           pn, hex, cap, &hn);
-    json_object *nv = rc == E2EE_OK ? json_object_new_string_len(hex, (int)hn) : NULL;
-    free(hex);
+    const char *pt;
+    size_t pn;
+    if (str) {
+        pt = json_object_get_string(v);
+        pn = (size_t)json_object_get_string_len(v);
+    } else {
+        pt = json_object_to_json_string_length(v, JSON_C_TO_STRING_PLAIN |
+                                                      JSON_C_TO_STRING_NOSLASHESCAPE, &pn);
+        if (!pt)
+            return -1;
+    }
+    json_object *nv = seal_new(s, pt, pn, aad, aad_n);
     if (!nv)
         return -1;
     sodium_memzero((char *)(uintptr_t)pt, pn);
     return json_object_object_add(obj, field, nv);
 }
 
-/* The Dstack fields (§5.2) of every choice: message.{content,reasoning_content} (an empty
- * string is encrypted too) or, streamed, delta.{content,reasoning_content} (an empty content
- * is dropped). */
+static json_object *member(json_object *o, const char *key, json_type t)
+{
+    json_object *v = NULL;
+    if (!o || !json_object_is_type(o, json_type_object) || !json_object_object_get_ex(o, key, &v) ||
+        !json_object_is_type(v, t))
+        return NULL;
+    return v;
+}
+
+/* {arguments, name} of a function call object. */
+static int seal_call(e2ee_sess_t *s, json_object *fn, json_object *resp, size_t i)
+{
+    return seal_member(s, fn, "arguments", resp, i, 0) || seal_member(s, fn, "name", resp, i, 0)
+               ? -1
+               : 0;
+}
+
+/* NEAR's fields of one message or delta (§3.4): content (a string, or each part's text),
+ * reasoning_content, reasoning, audio.data; with all-fields refusal, tool_calls[].function
+ * and function_call. */
+static int seal_near_message(e2ee_sess_t *s, json_object *m, json_object *resp, size_t i)
+{
+    json_object *parts = member(m, "content", json_type_array);
+    for (size_t c = 0; parts && c < json_object_array_length(parts); c++)
+        if (seal_member(s, json_object_array_get_idx(parts, c), "text", resp, i, 0) != 0)
+            return -1;
+    if (seal_member(s, m, "content", resp, i, 0) != 0 ||
+        seal_member(s, m, "reasoning_content", resp, i, 0) != 0 ||
+        seal_member(s, m, "reasoning", resp, i, 0) != 0 ||
+        seal_member(s, member(m, "audio", json_type_object), "data", resp, i, 0) != 0)
+        return -1;
+    if (!s->all_fields)
+        return 0;
+    if (seal_member(s, m, "refusal", resp, i, 0) != 0 ||
+        seal_call(s, member(m, "function_call", json_type_object), resp, i) != 0)
+        return -1;
+    json_object *tcs = member(m, "tool_calls", json_type_array);
+    for (size_t t = 0; tcs && t < json_object_array_length(tcs); t++)
+        if (seal_call(s, member(json_object_array_get_idx(tcs, t), "function", json_type_object),
+                      resp, i) != 0)
+            return -1;
+    return 0;
+}
+
+/* All-fields: choices[i].logprobs.{content,refusal}[] token and bytes (the bytes array as its
+ * JSON text), and the same in each entry's top_logprobs[] (§3.4). */
+static int seal_logprob_list(e2ee_sess_t *s, json_object *list, json_object *resp, size_t i,
+                             int top)
+{
+    for (size_t k = 0; list && k < json_object_array_length(list); k++) {
+        json_object *e = json_object_array_get_idx(list, k);
+        if (seal_member(s, e, "token", resp, i, 0) != 0 ||
+            (member(e, "bytes", json_type_array) && seal_member(s, e, "bytes", resp, i, 1) != 0))
+            return -1;
+        if (top && seal_logprob_list(s, member(e, "top_logprobs", json_type_array), resp, i, 0))
+            return -1;
+    }
+    return 0;
+}
+
+/* The fields of every choice: message.* for a JSON answer, delta.* streamed. NEAR: §3.4.
+ * The Dstack fork (§5.2): content and reasoning_content (an empty string is encrypted too;
+ * streamed, an empty content is dropped); a v1 request that may come from a NEAR client
+ * (ecdsa with X-Model-Pub-Key is the same bytes in both) also gets NEAR's reasoning and
+ * audio.data encrypted rather than sent in clear. */
 static int seal_choices(e2ee_sess_t *s, json_object *resp)
 {
-    json_object *choices = NULL;
-    if (!json_object_is_type(resp, json_type_object) ||
-        !json_object_object_get_ex(resp, "choices", &choices) ||
-        !json_object_is_type(choices, json_type_array))
-        return 0;
+    json_object *choices = member(resp, "choices", json_type_array);
     const char *part = s->sse ? "delta" : "message";
-    for (size_t i = 0; i < json_object_array_length(choices); i++) {
-        json_object *ch = json_object_array_get_idx(choices, i), *m = NULL, *c = NULL;
-        if (!json_object_is_type(ch, json_type_object) ||
-            !json_object_object_get_ex(ch, part, &m) || !json_object_is_type(m, json_type_object))
+    for (size_t i = 0; choices && i < json_object_array_length(choices); i++) {
+        json_object *ch = json_object_array_get_idx(choices, i), *c = NULL;
+        json_object *m = member(ch, part, json_type_object);
+        if (s->near) {
+            json_object *lp = member(ch, "logprobs", json_type_object);
+            if ((m && seal_near_message(s, m, resp, i) != 0) ||
+                (s->all_fields && lp &&
+                 (seal_logprob_list(s, member(lp, "content", json_type_array), resp, i, 1) != 0 ||
+                  seal_logprob_list(s, member(lp, "refusal", json_type_array), resp, i, 1) != 0)))
+                return -1;
+            continue;
+        }
+        if (!m)
             continue;
         if (s->sse && json_object_object_get_ex(m, "content", &c) &&
             json_object_is_type(c, json_type_string) && json_object_get_string_len(c) == 0)
             json_object_object_del(m, "content");
-        if (seal_member(s, m, "content", resp, i) != 0 ||
-            seal_member(s, m, "reasoning_content", resp, i) != 0)
+        if (seal_member(s, m, "content", resp, i, 0) != 0 ||
+            seal_member(s, m, "reasoning_content", resp, i, 0) != 0)
+            return -1;
+        if (s->format == E2EE_F_V1 &&
+            (seal_member(s, m, "reasoning", resp, i, 0) != 0 ||
+             seal_member(s, member(m, "audio", json_type_object), "data", resp, i, 0) != 0))
             return -1;
     }
     return 0;

@@ -18,6 +18,11 @@ struct e2ee_sess {
     e2ee_algo_t algo;
     int version;          /* X-E2EE-Version answered: 1 or 2 */
     e2ee_cipher_t cipher; /* the response cipher */
+    e2ee_cipher_t req_cipher; /* the request fields' cipher (v1 ed25519: found by trial) */
+    int cipher_fixed;         /* v1 ed25519: a field opened, req_cipher is the one it used */
+    int near;                 /* NEAR's response rules (§3.4, §3.5): a fresh ephemeral key per
+                               * field, empty strings left as they are, no X-E2EE-* headers */
+    int all_fields;           /* NEAR: X-Encrypt-All-Fields: true */
     uint8_t client[E2EE_SECP_PUB_LEN];
     size_t client_n; /* 32 (X25519) or 65 (secp256k1) */
     char nonce[E2EE_NONCE_MAX + 1];

@@ -299,6 +299,21 @@ int signer_e2ee_open_hex(const signer_t *s, int cipher, const char *hex, size_t 
     return rc;
 }
 
+int signer_e2ee_open_v1_ed25519(const signer_t *s, const char *hex, size_t hex_n, uint8_t *out,
+                                size_t cap, size_t *out_len, int *used)
+{
+    if (!s)
+        return E2EE_ERR_INTERNAL;
+    uint8_t x[32];
+    e2ee_cipher_t c = E2EE_C_N;
+    int rc = e2ee_ed25519_seed_to_x25519(x, s->sec->ed25519_sk);
+    if (rc == E2EE_OK)
+        rc = e2ee_open_v1_ed25519(x, hex, hex_n, out, cap, out_len, &c);
+    sodium_memzero(x, sizeof x);
+    *used = (int)c;
+    return rc;
+}
+
 int signer_x25519_pubkey(const signer_t *s, uint8_t out[32])
 {
     return s && e2ee_ed25519_pub_to_x25519(out, s->ed25519_pub) == E2EE_OK ? 0 : -1;

@@ -55,6 +55,12 @@ int signer_sign_ed25519(const signer_t *s, const char *text, size_t n, char out[
 int signer_e2ee_open_hex(const signer_t *s, int cipher, const char *hex, size_t hex_n,
                          const uint8_t *aad, size_t aad_len, uint8_t *out, size_t cap,
                          size_t *out_len);
+/* The v1 family with ed25519 (NEAR v1 or Dstack v1, §1.2 rule 5): trial decryption of one hex
+ * field with the Ed25519 seed converted to X25519, in e2ee_open_v1_ed25519's order (XChaCha
+ * box, XSalsa box, AES-GCM); at most one opens. *used = the cipher that did (an e2ee_cipher_t).
+ * E2EE_OK or a negative e2ee_err_t. */
+int signer_e2ee_open_v1_ed25519(const signer_t *s, const char *hex, size_t hex_n, uint8_t *out,
+                                size_t cap, size_t *out_len, int *used);
 /* Our X25519 public key (the Ed25519 key converted, §2.2): 32 bytes. 0 or -1. */
 int signer_x25519_pubkey(const signer_t *s, uint8_t out[32]);
 

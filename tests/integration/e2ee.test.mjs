@@ -1,5 +1,5 @@
-// End-to-end encryption (issue 10): fail closed. The Dstack formats are handled on chat
-// completions (e2ee-dstack.test.mjs); everything else is refused as below. A request that carries any E2EE
+// End-to-end encryption (issue 10): fail closed. The Dstack and NEAR formats are handled on chat
+// completions (e2ee-dstack.test.mjs, e2ee-near.test.mjs); everything else is refused as below. A request that carries any E2EE
 // header is refused with a 4xx in the OpenAI error shape on every engine route, and nothing
 // of it reaches the engine (the mock counts every request it receives). Before this, such a
 // request was relayed as plaintext: the engine got the ciphertext as the prompt.
@@ -20,6 +20,9 @@ const chatBody = { model: MODEL, messages: [{ role: 'user', content: 'aa'.repeat
 // X-Signing-Algo, one of its six headers) gets ACI's own answer for a service without v2.
 const ACI_TYPE = 'e2ee_invalid_version';
 const OTHER_TYPE = 'e2ee_not_supported';
+// NEAR's own headers without X-Signing-Algo and X-Client-Pub-Key: NEAR needs both (the NEAR
+// server would answer in plaintext; here it is refused).
+const NEAR_TYPE = 'e2ee_header_missing';
 const HEADERS = [
   // on chat completions X-Signing-Algo is the Dstack family: the other headers are missing,
   // an empty value is not an algorithm
@@ -29,8 +32,8 @@ const HEADERS = [
   ['X-E2EE-Version', '2', ACI_TYPE],
   ['X-E2EE-Nonce', '00'.repeat(32), ACI_TYPE],
   ['X-E2EE-Timestamp', '1750000000', ACI_TYPE],
-  ['X-Encryption-Version', '2', OTHER_TYPE],
-  ['X-Encrypt-All-Fields', 'true', OTHER_TYPE],
+  ['X-Encryption-Version', '2', NEAR_TYPE],
+  ['X-Encrypt-All-Fields', 'true', NEAR_TYPE],
 ];
 
 async function engineRequests() {
@@ -71,9 +74,9 @@ test('every engine route refuses E2EE headers: completions, embeddings, tokenize
 test('a full client header set of each family is refused, keep-alive kept, plaintext still served', async () => {
   const before = await engineRequests();
   const sets = [
-    // NEAR v1/v2 clients (they send X-Model-Pub-Key too)
+    // NEAR v1/v2 clients (they send X-Model-Pub-Key too); abab… is not an Ed25519 point
     [{ 'X-Signing-Algo': 'ed25519', 'X-Client-Pub-Key': 'ab'.repeat(32), 'X-Model-Pub-Key': 'cd'.repeat(32),
-      'X-Encryption-Version': '2', 'X-Encrypt-All-Fields': 'true' }, OTHER_TYPE],
+      'X-Encryption-Version': '2', 'X-Encrypt-All-Fields': 'true' }, 'e2ee_invalid_public_key'],
     // Dstack v2
     [{ 'X-Signing-Algo': 'ecdsa', 'X-Client-Pub-Key': 'ab'.repeat(64), 'X-Model-Pub-Key': 'cd'.repeat(64),
       'X-E2EE-Version': '2', 'X-E2EE-Nonce': 'n1700000000abcd1234abcd', 'X-E2EE-Timestamp': '1700000000' },
