@@ -9,9 +9,10 @@
  *             the relay's hash and the client: a JSON answer once complete (bounded), an event
  *             stream event by event as it arrives (never buffered whole).
  *
- * Enabled formats: the Dstack fork's v1 and v2 (§5, §6) on /v1/chat/completions. Every other
- * E2EE request (NEAR v1 without X-Model-Pub-Key or with a NaCl box, NEAR v2, ACI v2, another
- * route) is refused as before: fail closed.
+ * Enabled formats: the Dstack fork's v1 and v2 (§5, §6) and NEAR v1 and v2 (§3, §4) on
+ * /v1/chat/completions; a v1 request that either family may have sent is told apart by trial
+ * decryption (ed25519) or answered so that both read it (ecdsa, the same bytes), §1.2. Every
+ * other E2EE request (ACI v2, another route) is refused: fail closed.
  *
  * Plaintext (decrypted prompts, the engine's answer) lives only in json-c objects and buffers
  * of this module, which are wiped before they are freed; the rewritten request body is the
