@@ -49,6 +49,13 @@ static void leaf_spki_sha256(CURL *c, char out[HEX_SIZE(32)])
 int vhttp_request(const char *method, const char *url, const char *token, const char *ctype,
                   const void *body, size_t n, long timeout_s, vhttp_resp_t *r)
 {
+    return vhttp_request_h(method, url, token, ctype, NULL, body, n, timeout_s, r);
+}
+
+int vhttp_request_h(const char *method, const char *url, const char *token, const char *ctype,
+                    const char *const *extra, const void *body, size_t n, long timeout_s,
+                    vhttp_resp_t *r)
+{
     static int inited;
     if (!inited) {
         curl_global_init(CURL_GLOBAL_DEFAULT);
@@ -71,6 +78,8 @@ int vhttp_request(const char *method, const char *url, const char *token, const 
         snprintf(ct, sizeof ct, "Content-Type: %s", ctype);
         hdr = curl_slist_append(hdr, ct);
     }
+    for (const char *const *h = extra; h && *h; h++)
+        hdr = curl_slist_append(hdr, *h);
     hdr = curl_slist_append(hdr, "Expect:");
     curl_easy_setopt(c, CURLOPT_URL, url);
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdr);

@@ -268,6 +268,12 @@ static void help(const char *cmd)
                "  --prompt TEXT             user message\n"
                "  --stream                  stream the answer (SSE)\n"
                "  --max-tokens N\n"
+               "  --e2ee FORMAT             end-to-end encrypt the round trip: dstack-v1, dstack-v2,\n"
+               "                            near-v1 or near-v2, to the attested key of\n"
+               "                            --signing-algo ecdsa|ed25519 (default ecdsa); checks that\n"
+               "                            the answer decrypts and no plaintext crossed the wire\n"
+               "  --signing-algo ecdsa|ed25519  with --e2ee: the key to encrypt to\n"
+               "  --signing-address A       with --e2ee: encrypt to this attested key\n"
                "%s%s%s",
                OPT_QUOTE, OPT_GPU, OPT_COMMON);
     } else if (strcmp(cmd, "signature") == 0) {
@@ -305,7 +311,7 @@ enum {
     O_ALLOW_TCB, O_MRTD, O_RTMR0, O_RTMR1, O_RTMR2, O_RTMR3, O_COMPOSE, O_POLICY, O_NO_GPU,
     O_NRAS, O_JWKS, O_NRAS_RESP, O_TOKEN, O_ALGO, O_ADDRESS_PICK, O_NONCE, O_TLS, O_SAVE_REP,
     O_MODEL, O_PROMPT, O_STREAM, O_MAXTOK, O_TEXT, O_SIG, O_ADDRESS, O_REQ, O_RESP, O_RD,
-    O_EVLOG, O_INFO, O_GPU_REPORT, O_GPU_CERTS, O_HELP, O_COLOR,
+    O_EVLOG, O_INFO, O_GPU_REPORT, O_GPU_CERTS, O_HELP, O_COLOR, O_E2EE,
 };
 
 static const struct option LONGOPTS[] = {
@@ -339,6 +345,7 @@ static const struct option LONGOPTS[] = {
     {"model", required_argument, 0, O_MODEL},
     {"prompt", required_argument, 0, O_PROMPT},
     {"stream", no_argument, 0, O_STREAM},
+    {"e2ee", required_argument, 0, O_E2EE},
     {"max-tokens", required_argument, 0, O_MAXTOK},
     {"text", required_argument, 0, O_TEXT},
     {"signature", required_argument, 0, O_SIG},
@@ -414,6 +421,13 @@ static int parse_opts(int argc, char **argv, const char *cmd, vopts_t *o)
         case O_MODEL: o->model = optarg; break;
         case O_PROMPT: o->prompt = optarg; break;
         case O_STREAM: o->stream = 1; break;
+        case O_E2EE: {
+            const char *bad = ve2ee_parse_format(optarg);
+            if (bad)
+                return usage_error(cmd, bad);
+            o->e2ee = optarg;
+            break;
+        }
         case O_MAXTOK: o->max_tokens = strtol(optarg, NULL, 10); break;
         case O_TEXT: o->text = optarg; break;
         case O_SIG: o->signature = optarg; break;

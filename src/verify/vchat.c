@@ -191,13 +191,26 @@ int cmd_chat(vctx_t *cx, vopts_t *o)
     if (!model)
         return 0;
     buf_t body = BUF_INIT;
-    build_body(&body, model, o->prompt ? o->prompt : "Say hello in one short sentence.", o->stream,
-               o->max_tokens);
+    const char *prompt = o->prompt ? o->prompt : "Say hello in one short sentence.";
+    const char *const *hdrs = NULL;
+    vhttp_resp_t r;
+    memset(&r, 0, sizeof r);
+    /* --e2ee: the key comes from a report verified first; nothing is sent if it fails. */
+    ve2ee_t *e2 = NULL;
+    if (o->e2ee) {
+        e2 = ve2ee_setup(cx, o);
+        if (!e2 || ve2ee_build_request(cx, e2, &body, model, prompt, o->stream, o->max_tokens,
+                                       &hdrs) != 0) {
+            free(model);
+            goto out;
+        }
+    } else {
+        build_body(&body, model, prompt, o->stream, o->max_tokens);
+    }
     free(model);
     char *u = vx_url_join(o->target, "/v1/chat/completions", NULL);
-    vhttp_resp_t r;
-    int rc = vhttp_request("POST", u, o->token, "application/json", body.data, body.len,
-                           o->timeout_s, &r);
+    int rc = vhttp_request_h("POST", u, o->token, "application/json", hdrs, body.data, body.len,
+                             o->timeout_s, &r);
     free(u);
     if (rc != 0 || r.status != 200) {
         if (rc != 0)
@@ -218,6 +231,8 @@ int cmd_chat(vctx_t *cx, vopts_t *o)
     check_addf(&cx->cl, "chat.request", CHK_PASS, "the chat completion succeeded", "HTTP 200",
                "%s, %zu bytes sent, %zu bytes received, id %s", o->stream ? "stream" : "JSON",
                body.len, r.body.len, chat_id);
+    if (e2)
+        ve2ee_check_response(cx, e2, &r.body, o->stream);
 
     static const char *const algos[2] = {"ecdsa", "ed25519"};
     for (int i = 0; i < 2; i++) {
@@ -228,11 +243,22 @@ int cmd_chat(vctx_t *cx, vopts_t *o)
             continue;
         const char *text = json_get_str(s, "text", NULL), *addr = json_get_str(s, "signing_address", NULL);
         snprintf(id, sizeof id, "chat.%s.text", algo);
-        check_add(&cx->cl, id, strcmp(text, want) == 0 ? CHK_PASS : CHK_FAIL,
+        int text_ok = strcmp(text, want) == 0;
+        check_add(&cx->cl, id, text_ok ? CHK_PASS : CHK_FAIL,
                   "signed text = sha256(bytes sent):sha256(bytes received)", want, text);
         snprintf(id, sizeof id, "chat.%s.signature", algo);
-        check_sig(cx, id, algo, text, strlen(text), json_get_str(s, "signature", NULL), addr);
-        if (addr) {
+        int sig_ok = check_sig(cx, id, algo, text, strlen(text), json_get_str(s, "signature", NULL),
+                               addr);
+        if (e2 && strcmp(algo, ve2ee_algo(e2)) == 0) {
+            /* This key's report was checked before encrypting to it: the signer must be it. */
+            const char *att = ve2ee_attested_address(e2);
+            int same = addr && strcasecmp(addr, att) == 0;
+            snprintf(id, sizeof id, "chat.%s.attested", algo);
+            check_add(&cx->cl, id, same ? CHK_PASS : CHK_FAIL,
+                      "the signer is the key whose report was verified and that we encrypted to",
+                      att, addr ? addr : "no signing_address");
+            ve2ee_check_signed(cx, e2, text_ok, sig_ok, same);
+        } else if (addr) {
             /* A fresh report for this key: the key is attested now. */
             vctx_t sub = {CHECKLIST_INIT, 0, ""};
             struct json_object *rep = NULL;
@@ -252,6 +278,7 @@ int cmd_chat(vctx_t *cx, vopts_t *o)
         json_object_put(s);
     }
 out:
+    ve2ee_free(e2);
     vhttp_resp_free(&r);
     buf_free(&body);
     return 0;

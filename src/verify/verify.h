@@ -43,6 +43,7 @@ typedef struct vopts {
     const char *report_data_hex, *event_log_file, *info_file;
     const char *gpu_report_file, *gpu_certs_file;
     const char *model, *prompt;
+    const char *e2ee;                   /* chat --e2ee FORMAT (dstack-v1, dstack-v2, near-v1, near-v2) */
     int stream;
     long max_tokens;
     const char *text, *signature, *address, *request_file, *response_file;
@@ -86,6 +87,10 @@ typedef struct vhttp_resp {
  * arrived (any status), -1 on a transport error (reason in r->err). Free r->body. */
 int vhttp_request(const char *method, const char *url, const char *token, const char *ctype,
                   const void *body, size_t n, long timeout_s, vhttp_resp_t *r);
+/* The same with extra request headers ("Name: value", a NULL-terminated list; may be NULL). */
+int vhttp_request_h(const char *method, const char *url, const char *token, const char *ctype,
+                    const char *const *extra, const void *body, size_t n, long timeout_s,
+                    vhttp_resp_t *r);
 void vhttp_resp_free(vhttp_resp_t *r);
 /* base (no trailing '/') + path; query appended with '?' or '&'. malloc'd. */
 char *vx_url_join(const char *base, const char *path, const char *query);
@@ -126,10 +131,37 @@ int cmd_quote(vctx_t *cx, vopts_t *o);
 int cmd_gpu(vctx_t *cx, vopts_t *o);
 int cmd_chat(vctx_t *cx, vopts_t *o);
 int cmd_signature(vctx_t *cx, vopts_t *o);
+
+/* ---- chat --e2ee (ve2ee.c) ---- */
+/* One encrypted round trip's state: the format, our key pair, the attested server key, the
+ * Dstack v2 nonce and timestamp, and what the answer decrypted to. Holds secrets: ve2ee_wipe. */
+typedef struct ve2ee ve2ee_t;
+/* Parses --e2ee (and --signing-algo, default ecdsa): NULL, or a usage error message. */
+const char *ve2ee_parse_format(const char *name);
+/* Fetches and checks a fresh report for the format's signing algorithm (lines merged under
+ * "<algo>."), takes the server key from the checked entry and makes our key pair (line
+ * e2ee.key). NULL when the report did not verify or the key is unusable: nothing is sent. */
+ve2ee_t *ve2ee_setup(vctx_t *cx, vopts_t *o);
+const char *ve2ee_algo(const ve2ee_t *e);
+const char *ve2ee_attested_address(const ve2ee_t *e);
+/* The request body with the prompt sealed (line e2ee.request.plaintext), and the E2EE request
+ * headers (a NULL-terminated list owned by e). 0, or -1 (line added). */
+int ve2ee_build_request(vctx_t *cx, ve2ee_t *e, buf_t *body, const char *model,
+                        const char *prompt, int stream, long max_tokens,
+                        const char *const **headers);
+/* Decrypts every encrypted field of the answer (e2ee.response.decrypt) and looks for the
+ * plaintext on the wire (e2ee.response.plaintext). */
+void ve2ee_check_response(vctx_t *cx, ve2ee_t *e, const buf_t *received, int stream);
+/* e2ee.signature: the attested key's signature covers the ciphertext exchanged. */
+void ve2ee_check_signed(vctx_t *cx, const ve2ee_t *e, int text_ok, int sig_ok, int attested_ok);
+void ve2ee_free(ve2ee_t *e);
 /* Checks one attestation report (parsed); used by `report` and `chat`. expect_address may be
  * NULL. */
 int vr_check_report(vctx_t *cx, const vopts_t *o, struct json_object *report,
                     const char *expect_address, const char *seen_spki);
+/* The attestation entry vr_check_report checks for address (NULL: the top level or the first
+ * entry): the object holding signing_address, signing_public_key and intel_quote. Borrowed. */
+struct json_object *vr_report_entry(struct json_object *report, const char *address);
 /* Fetches a report from base URL with a fresh nonce (stored in o->nonce). 0, or -1 (error line
  * added). *out: new reference. */
 int vr_fetch_report(vctx_t *cx, vopts_t *o, const char *url, const char *algo,

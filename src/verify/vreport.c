@@ -275,6 +275,11 @@ int vr_check_report(vctx_t *cx, const vopts_t *o, struct json_object *rep,
     return 0;
 }
 
+struct json_object *vr_report_entry(struct json_object *rep, const char *address)
+{
+    return pick_entry(rep, address);
+}
+
 int vr_fetch_report(vctx_t *cx, vopts_t *o, const char *url, const char *algo,
                     const char *address, struct json_object **out, char spki[HEX_SIZE(32)])
 {
