@@ -3,7 +3,10 @@
 // vllm-proxy (simulated attestation) on free loopback ports, fetches an attestation report
 // for a fresh nonce, streams a chat completion with the official openai SDK while capturing
 // the exact bytes sent and received, fetches both signatures and verifies them with ethers
-// and @noble against sha256(sent):sha256(received) and the attested signing identities.
+// and @noble against sha256(sent):sha256(received) and the attested signing identities, then
+// runs vllm-proxy-verify: a report, a signed chat, and one end-to-end encrypted round trip
+// (chat --e2ee dstack-v2 --stream: the prompt sealed to the attested key, the answer decrypted,
+// no plaintext on the wire, the signature over the ciphertext).
 // Exits 0 only if every check passed; always stops the child processes.
 
 import path from 'node:path';
@@ -163,13 +166,24 @@ try {
     ['7. vllm-proxy-verify chat --stream (exact bytes, both signatures, fresh report)',
       ['chat', `http://127.0.0.1:${port}`, '--token', TOKEN, '--allow-simulated', '--stream',
         '--model', MODEL, '--prompt', 'Say hello']],
+    ['8. vllm-proxy-verify chat --e2ee dstack-v2 --stream (encrypted to the attested key, no plaintext on the wire)',
+      ['chat', `http://127.0.0.1:${port}`, '--token', TOKEN, '--allow-simulated', '--stream',
+        '--model', MODEL, '--prompt', 'A secret question for the TEE only', '--e2ee', 'dstack-v2',
+        '--signing-algo', 'ed25519']],
   ]) {
     await step(label, async () => {
       if (!check('build/vllm-proxy-verify present', haveBinary('vllm-proxy-verify'))) return;
       const r = spawnSync(path.join(BUILD_DIR, 'vllm-proxy-verify'), args, { encoding: 'utf8', timeout: 60000 });
       for (const line of (r.stdout || '').split('\n').filter(Boolean)) console.log(dim('     ' + line));
       if (r.stderr) for (const line of r.stderr.split('\n').filter(Boolean)) console.log(dim('     ' + line));
-      check(`vllm-proxy-verify ${args[0]} exits 0 (every required check passed)`, r.status === 0, `exit ${r.status}`);
+      check(`vllm-proxy-verify ${args[0]}${args.includes('--e2ee') ? ' --e2ee' : ''} exits 0 (every required check passed)`,
+        r.status === 0, `exit ${r.status}`);
+      if (args.includes('--e2ee')) {
+        const line = (id) => (r.stdout || '').split('\n').find((l) => l.includes(` ${id} `)) ?? '';
+        for (const id of ['e2ee.key', 'e2ee.request.plaintext', 'e2ee.response.decrypt', 'e2ee.response.plaintext', 'e2ee.signature']) {
+          check(`${id} passed`, line(id).startsWith('[PASS]'));
+        }
+      }
     });
   }
 } catch (e) {
