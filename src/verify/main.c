@@ -556,6 +556,8 @@ int main(int argc, char **argv)
         return usage_error(cmd, "--report needs --certs");
     if (strcmp(cmd, "chat") == 0 && strncmp(o.target, "http", 4) != 0)
         return usage_error(cmd, "chat needs the proxy's URL");
+    if (o.e2ee && strcmp(cmd, "chat") != 0)
+        return usage_error(cmd, "--e2ee is an option of chat");
     policy_allow_tcb(&o);
 
     vctx_t cx = {CHECKLIST_INIT, 0, ""};

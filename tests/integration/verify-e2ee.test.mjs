@@ -161,11 +161,14 @@ describe('vllm-proxy-verify chat --e2ee', { skip: !haveVerify && 'build/vllm-pro
     assert.deepEqual(await stack.mock.stats(), before, 'mock-vllm got no request');
   });
 
-  test('usage: an unknown format and ACI v2 (not served yet) are usage errors (exit 2)', async () => {
+  test('usage: an unknown format, ACI v2 (not served yet) and --e2ee outside chat are usage errors (exit 2)', async () => {
     for (const f of ['bogus', 'aci-v2']) {
       const r = await verify(['chat', url(), '--token', TOKEN, '--e2ee', f]);
       expectExit(r, 2);
       assert.match(r.stderr, /--e2ee/);
     }
+    const r = await verify(['report', url(), '--token', TOKEN, '--e2ee', 'dstack-v2']);
+    expectExit(r, 2);
+    assert.match(r.stderr, /--e2ee is an option of chat/);
   });
 });
