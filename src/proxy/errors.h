@@ -36,8 +36,8 @@
       "include_tls_fingerprint=true needs TLS_CERT_PATH on this server")                        \
     X(SIGNING_ADDRESS_UNKNOWN, 404, "not_found", NULL, "Signing address not found on this server") \
     X(CHAT_ID_NOT_FOUND, 404, "not_found", NULL, "Chat id not found or expired")                \
-    /* end-to-end encryption is not implemented yet: fail closed (issue 10). ACI's clients    \
-     * (no X-Signing-Algo) get the answer ACI E2EE v2 prescribes for a service without v2. */  \
+    /* E2EE where no format is wired: fail closed (issue 10). E2EE_V2_NOT_SUPPORTED: ACI's   \
+     * answer for a service without v2 (an app without ACI keys, unit tests). */               \
     X(E2EE_NOT_SUPPORTED, 400, "e2ee_not_supported", NULL,                                      \
       "End-to-end encryption is not supported by this server yet; the request was not forwarded") \
     X(E2EE_V2_NOT_SUPPORTED, 400, "e2ee_invalid_version", NULL,                                 \
