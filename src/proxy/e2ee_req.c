@@ -332,7 +332,7 @@ static int open_field(dctx_t *d, json_object *v, size_t m, long c, int restore_a
                    "Encrypted field is not valid hex");
         return -1;
     }
-    char aad[1024];
+    char aad[4096]; /* the AAD carries the model name (ACI: JCS-escaped) */
     size_t aad_n = 0;
     if (s->format == E2EE_F_ACI_V2 &&
         e2ee_aad_aci(aad, sizeof aad, &aad_n, s->req_cipher, d->model, d->model_n, NULL, 0,

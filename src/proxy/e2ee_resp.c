@@ -190,7 +190,7 @@ static int seal_aci(e2ee_sess_t *s, json_object *obj, const char *key, json_obje
         id = json_object_get_string(idv);
         id_n = (size_t)json_object_get_string_len(idv);
     }
-    char aad[2048];
+    char aad[4096];
     size_t aad_n = 0;
     if (e2ee_aad_aci(aad, sizeof aad, &aad_n, s->cipher, s->model, s->model_n, id, id_n, path,
                      s->nonce, s->nonce_n, s->ts) != E2EE_OK)
