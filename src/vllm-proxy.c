@@ -202,6 +202,40 @@ static int start_signer(attest_provider_t *prov, char *err, size_t errlen)
     return 0;
 }
 
+/* ACI E2EE v2's keys (sign/aci_keys.h): one per suite, derived by the dstack KMS like the
+ * signing keys (GetKey <model>/aci-e2ee-v2-x25519-key and <model>/aci-e2ee-v2-secp256k1-key),
+ * random with any other provider. The keyset expires ACI_KEYSET_LIFETIME after start-up. */
+#define ACI_KEYSET_LIFETIME (30 * 86400)
+static int start_aci(attest_provider_t *prov, const uint8_t *spki, char *err, size_t errlen)
+{
+    int64_t not_after = (int64_t)clock_wall_s() + ACI_KEYSET_LIFETIME;
+    if (attest_provider_kind(prov) == ATTEST_DSTACK) {
+        uint8_t x[32], k1[32];
+        char e[400], path[2][300];
+        snprintf(path[0], sizeof path[0], "%s/aci-e2ee-v2-x25519-key", g_cfg.model_name);
+        snprintf(path[1], sizeof path[1], "%s/aci-e2ee-v2-secp256k1-key", g_cfg.model_name);
+        if (attest_provider_derive_key(prov, path[0], "secp256k1", x, e, sizeof e) != 0 ||
+            attest_provider_derive_key(prov, path[1], "secp256k1", k1, e, sizeof e) != 0) {
+            sodium_memzero(x, sizeof x);
+            snprintf(err, errlen, "ACI E2EE keys from the dstack KMS: %s", e);
+            return -1;
+        }
+        g_app.aci = aci_keys_from_secrets(x, k1, spki, not_after);
+        sodium_memzero(x, sizeof x);
+        sodium_memzero(k1, sizeof k1);
+        if (g_app.aci)
+            LOG_INFO("ACI E2EE v2 keys derived by the dstack KMS (GetKey %s, %s)", path[0], path[1]);
+    } else {
+        g_app.aci = aci_keys_new_random(spki, not_after);
+    }
+    if (!g_app.aci) {
+        snprintf(err, errlen, "cannot create the ACI E2EE keys");
+        return -1;
+    }
+    LOG_INFO("ACI keyset %s", aci_keys_digest(g_app.aci));
+    return 0;
+}
+
 /* The attestation provider (auto never falls back to simulated), the signing keys, GPU
  * evidence and the report service. 0, or -1 with err. */
 static int start_attestation(char *err, size_t errlen)
@@ -224,10 +258,14 @@ static int start_attestation(char *err, size_t errlen)
                                   .tls_spki_sha256 = g_cfg.tls_cert_path[0] ? spki : NULL};
     if (start_signer(prov, err, errlen) != 0 ||
         (g_cfg.tls_cert_path[0] && attest_tls_spki_sha256_file(g_cfg.tls_cert_path, spki, err, errlen) != 0) ||
-        start_gpu(attest_provider_kind(prov), &sc, err, errlen) != 0) {
+        start_gpu(attest_provider_kind(prov), &sc, err, errlen) != 0 ||
+        start_aci(prov, g_cfg.tls_cert_path[0] ? spki : NULL, err, errlen) != 0) {
         attest_provider_free(prov);
         return -1;
     }
+    sc.aci_keyset_json = aci_keys_keyset_json(g_app.aci);
+    sc.aci_keyset_digest = aci_keys_digest(g_app.aci);
+    sc.aci_e2ee_json = aci_keys_e2ee_json(g_app.aci);
     if (!(g_app.attest = attest_service_new(prov, g_app.signer, &sc))) {
         snprintf(err, errlen, "out of memory");
         attest_provider_free(prov);
@@ -415,6 +453,7 @@ static void shutdown_all(uv_loop_t *main_loop)
     gpu_source_free(g_gpu);
     store_free(g_app.store);
     signer_free(g_app.signer);
+    aci_keys_free(g_app.aci);
     free(g_threads);
     free(g_app.workers);
 }

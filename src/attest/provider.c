@@ -119,3 +119,13 @@ int attest_provider_derive_keys(attest_provider_t *p, const char *model_name, ui
     }
     return 0;
 }
+
+int attest_provider_derive_key(attest_provider_t *p, const char *path, const char *algorithm,
+                               uint8_t key[32], char *err, size_t errlen)
+{
+    if (!p->ops->derive_key) {
+        snprintf(err, errlen, "the %s provider has no KMS key derivation", attest_provider_mode(p));
+        return -1;
+    }
+    return p->ops->derive_key(p, path, algorithm, key, err, errlen);
+}

@@ -57,6 +57,11 @@ int attest_provider_collect(attest_provider_t *p, const uint8_t report_data[64],
 int attest_provider_derive_keys(attest_provider_t *p, const char *model_name, uint8_t ecdsa_sk[32],
                                 uint8_t ed25519_seed[32], char *err, size_t errlen);
 
+/* dstack only: one KMS key for a GetKey path (ACI's E2EE keys, sign/aci_keys.h). 0, or -1
+ * with err (also for providers without a KMS). */
+int attest_provider_derive_key(attest_provider_t *p, const char *path, const char *algorithm,
+                               uint8_t key[32], char *err, size_t errlen);
+
 /* GPU evidence collector (BLOCKING; same shape as gpu_evidence_collect): appends
  * {"nonce","evidence_list","arch"} JSON for nonce. 0, or -1 with err. */
 typedef int (*attest_gpu_fn)(void *ctx, const uint8_t nonce[32], buf_t *payload, char *err, size_t errlen);
@@ -67,6 +72,11 @@ typedef struct attest_service_config {
     attest_gpu_fn gpu;             /* NULL: the simulated GPU payload */
     void *gpu_ctx;
     const char *gpu_label;         /* static string emitted as gpu_evidence, or NULL */
+    /* ACI E2EE v2 (sign/aci_keys.h): the keyset's JCS text, its digest and its
+     * e2ee_public_keys array; borrowed (must outlive the service), NULL: no ACI. */
+    const char *aci_keyset_json;
+    const char *aci_keyset_digest;
+    const char *aci_e2ee_json;
 } attest_service_config_t;
 
 typedef struct attest_service attest_service_t;
@@ -104,6 +114,19 @@ enum { ATTEST_ADMIT_OK = 0, ATTEST_ADMIT_CLIENT_FULL = 1, ATTEST_ADMIT_FULL = 2 
 int attest_service_admit(attest_service_t *s, unsigned client, unsigned max_total,
                          unsigned max_per_client);
 void attest_service_release(attest_service_t *s, unsigned client);
+
+/* GET /v1/aci/attestation (spec/aci.md §3.2, §4.1; formats document §2.1): a quote over
+ * report_data = sha256({"keyset_digest":"<digest>","nonce":"<nonce_hex>"|null,
+ * "purpose":"aci.report_data.v1"}) zero-padded to 64 bytes, and the report around it:
+ * {api_version, workload_keyset_digest, attestation{tee_type, workload_keyset, report_data,
+ * source_provenance, evidence{quote, quote_report_data, event_log, vm_config, info,
+ * attestation_mode, [simulated]}}, service_capabilities}. nonce_hex: 64 lowercase hex or NULL
+ * (the unchallenged form). BLOCKS. 0, or -1 with err (also when the service has no ACI
+ * keyset). */
+int attest_service_aci(attest_service_t *s, const char *nonce_hex, buf_t *out, char *err,
+                       size_t errlen);
+/* The ACI report_data for a digest and a nonce (NULL: null), 64 bytes. */
+void attest_aci_report_data(const char *digest, const char *nonce_hex, uint8_t out[64]);
 
 /* Background refresh after want_refresh; does nothing if someone else already refreshed. */
 void attest_service_refresh(attest_service_t *s, int algo, int tls);

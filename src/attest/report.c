@@ -96,6 +96,10 @@ static int report_fields(const attest_identity_t *id, const char *nhex, const bu
         return -1;
     if (p->gpu_evidence && (buf_puts(b, ",\"gpu_evidence\":") || put_str(b, p->gpu_evidence)))
         return -1;
+    if (o && o->e2ee_keys_json && o->aci_keyset_digest &&
+        (buf_puts(b, ",\"e2ee_public_keys\":") || buf_puts(b, o->e2ee_keys_json) ||
+         buf_puts(b, ",\"aci_keyset_digest\":") || put_str(b, o->aci_keyset_digest)))
+        return -1;
     if (is_sim && buf_puts(b, ",\"simulated\":true"))
         return -1;
     return 0;

@@ -37,12 +37,16 @@ int attest_tls_spki_sha256_file(const char *pem_path, uint8_t out[32], char *err
 typedef struct attest_report_opts {
     const char *tls_fingerprint_hex; /* non-NULL: report_data used the TLS binding; emitted */
     const char *nonce_source;        /* "client" | "server" | NULL (field omitted) */
+    /* ACI E2EE v2's keys (sign/aci_keys.h): the e2ee_public_keys JSON array and the keyset
+     * digest, emitted as e2ee_public_keys and aci_keyset_digest; NULL: omitted. */
+    const char *e2ee_keys_json;
+    const char *aci_keyset_digest;
 } attest_report_opts_t;
 
 /* Appends the compact JSON body: signing_address, signing_algo, request_nonce, intel_quote,
  * nvidia_payload, info, quote, event_log, vm_config, signing_public_key,
  * [tls_cert_fingerprint], attestation_mode, [tappd_hash_algorithm, tappd_prefix],
- * [gpu_evidence],
+ * [gpu_evidence], [e2ee_public_keys, aci_keyset_digest],
  * [simulated:true], then all_attestations (one element: the same fields), then
  * [nonce_source]. 0, or -1 on a bad identity / ENOMEM (out unchanged). */
 int attest_report_build(const attest_identity_t *id, const uint8_t nonce[32], const attest_parts_t *p,

@@ -13,6 +13,7 @@
 #include "core/clock.h"
 #include "core/hex.h"
 #include "core/log.h"
+#include "core/sha.h"
 
 #define SERVICE_ERR_MAX 256 /* why a collection failed, kept for the callers that waited on it */
 #define NONCE_LEN 32
@@ -39,6 +40,7 @@ struct attest_service {
     attest_gpu_fn gpu;
     void *gpu_ctx;
     const char *gpu_label;
+    const char *aci_keyset, *aci_digest, *aci_e2ee; /* borrowed; NULL: no ACI */
     pthread_mutex_t lock;
     pthread_cond_t done;
     slot_t slots[2][2]; /* [algo][tls] */
@@ -63,6 +65,9 @@ attest_service_t *attest_service_new(attest_provider_t *p, const signer_t *signe
     s->gpu = c->gpu;
     s->gpu_ctx = c->gpu_ctx;
     s->gpu_label = c->gpu_label;
+    s->aci_keyset = c->aci_keyset_json;
+    s->aci_digest = c->aci_keyset_digest;
+    s->aci_e2ee = c->aci_e2ee_json;
     pthread_mutex_init(&s->lock, NULL);
     pthread_cond_init(&s->done, NULL);
     return s;
@@ -154,7 +159,9 @@ static int build(attest_service_t *s, int algo, int tls, const uint8_t nonce[32]
     parts.gpu_evidence = s->gpu_label;
     g.payload = (buf_t)BUF_INIT;
     attest_report_opts_t o = {.tls_fingerprint_hex = tls && s->has_tls ? s->spki_hex : NULL,
-                              .nonce_source = nonce_source};
+                              .nonce_source = nonce_source,
+                              .e2ee_keys_json = s->aci_e2ee,
+                              .aci_keyset_digest = s->aci_digest};
     if (attest_report_build(&id, nonce, &parts, &o, out) != 0) {
         snprintf(err, errlen, "report assembly failed (out of memory)");
         goto out;
@@ -315,4 +322,82 @@ void attest_service_refresh_cancelled(attest_service_t *s, int algo, int tls)
     pthread_mutex_lock(&s->lock);
     s->slots[algo & 1][tls && s->has_tls].refresh_queued = 0;
     pthread_mutex_unlock(&s->lock);
+}
+
+/* ---- ACI (spec/aci.md §3.2, §4.1) ---- */
+
+void attest_aci_report_data(const char *digest, const char *nonce_hex, uint8_t out[64])
+{
+    char st[256];
+    int n = nonce_hex ? snprintf(st, sizeof st,
+                                 "{\"keyset_digest\":\"%s\",\"nonce\":\"%s\","
+                                 "\"purpose\":\"aci.report_data.v1\"}",
+                                 digest, nonce_hex)
+                      : snprintf(st, sizeof st,
+                                 "{\"keyset_digest\":\"%s\",\"nonce\":null,"
+                                 "\"purpose\":\"aci.report_data.v1\"}",
+                                 digest);
+    memset(out, 0, 64);
+    if (n > 0 && (size_t)n < sizeof st)
+        sha256(st, (size_t)n, out);
+}
+
+int attest_service_aci(attest_service_t *s, const char *nonce_hex, buf_t *out, char *err,
+                       size_t errlen)
+{
+    if (!s->aci_keyset || !s->aci_digest) {
+        snprintf(err, errlen, "no ACI keyset");
+        return -1;
+    }
+    uint8_t rd[64];
+    attest_aci_report_data(s->aci_digest, nonce_hex, rd);
+    attest_parts_t parts = {0};
+    if (attest_provider_collect(s->p, rd, &parts, err, errlen) != 0) {
+        attest_parts_free(&parts);
+        return -1;
+    }
+    char rdhex[HEX_SIZE(64)];
+    buf_t qhex = BUF_INIT;
+    size_t start = out->len;
+    int rc = -1;
+    if (buf_reserve(&qhex, 2 * parts.quote.len + 1))
+        goto done;
+    hex_encode(qhex.data, (const uint8_t *)parts.quote.data, parts.quote.len);
+    qhex.len = 2 * parts.quote.len;
+    hex_encode(rdhex, rd, 64);
+    if (buf_puts(out, "{\"api_version\":\"aci/1\",\"workload_keyset_digest\":") ||
+        buf_json_str(out, s->aci_digest, strlen(s->aci_digest)) ||
+        buf_puts(out, ",\"attestation\":{\"tee_type\":\"tdx\",\"workload_keyset\":") ||
+        buf_puts(out, s->aci_keyset) ||
+        buf_printf(out, ",\"report_data\":\"%.64s\",", rdhex) ||
+        buf_puts(out, "\"source_provenance\":{\"repo_url\":null,\"repo_commit\":null,"
+                      "\"image_digest\":null,\"image_provenance\":null},"
+                      "\"evidence\":{\"quote\":\"") ||
+        buf_append(out, qhex.data, qhex.len) ||
+        buf_printf(out, "\",\"quote_report_data\":\"%s\",\"event_log\":", rdhex) ||
+        buf_json_str(out, parts.event_log.data ? parts.event_log.data : "", parts.event_log.len) ||
+        buf_puts(out, ",\"vm_config\":") ||
+        buf_json_str(out, parts.vm_config.data ? parts.vm_config.data : "", parts.vm_config.len) ||
+        buf_puts(out, ",\"info\":") ||
+        (parts.info.len ? buf_append(out, parts.info.data, parts.info.len) : buf_puts(out, "{}")) ||
+        buf_puts(out, ",\"attestation_mode\":") ||
+        buf_json_str(out, parts.mode, strlen(parts.mode)) ||
+        (!strcmp(parts.mode, "simulated") && buf_puts(out, ",\"simulated\":true")) ||
+        buf_printf(out, "}},\"service_capabilities\":{\"supported_e2ee_versions\":[\"2\"],"
+                        "\"serving\":\"direct\"},\"nonce\":") ||
+        (nonce_hex ? buf_json_str(out, nonce_hex, strlen(nonce_hex)) : buf_puts(out, "null")) ||
+        buf_puts(out, "}")) {
+        snprintf(err, errlen, "report assembly failed (out of memory)");
+        goto done;
+    }
+    rc = 0;
+done:
+    if (rc != 0) {
+        out->len = start;
+        if (out->cap > start)
+            out->data[start] = 0;
+    }
+    buf_free(&qhex);
+    attest_parts_free(&parts);
+    return rc;
 }

@@ -16,6 +16,7 @@
 #include "proxy/config.h"
 #include "proxy/metrics.h"
 #include "proxy/sigstore.h"
+#include "sign/aci_keys.h"
 #include "sign/signer.h"
 #include "store/redis.h"
 #include "store/store.h"
@@ -23,6 +24,7 @@
 typedef struct app {
     const config_t *cfg;
     signer_t *signer;
+    aci_keys_t *aci; /* ACI E2EE v2's keys and keyset; NULL: ACI v2 refused */
     store_t *store;
     attest_service_t *attest; /* quote provider, GPU evidence, report cache */
     upstream_target_t upstream;

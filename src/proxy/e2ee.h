@@ -9,10 +9,11 @@
  *             the relay's hash and the client: a JSON answer once complete (bounded), an event
  *             stream event by event as it arrives (never buffered whole).
  *
- * Enabled formats: the Dstack fork's v1 and v2 (§5, §6) and NEAR v1 and v2 (§3, §4) on
- * /v1/chat/completions; a v1 request that either family may have sent is told apart by trial
- * decryption (ed25519) or answered so that both read it (ecdsa, the same bytes), §1.2. Every
- * other E2EE request (ACI v2, another route) is refused: fail closed.
+ * Enabled formats: the Dstack fork's v1 and v2 (§5, §6), NEAR v1 and v2 (§3, §4) and ACI
+ * E2EE v2 (§7, with its own keys, sign/aci_keys.h) on /v1/chat/completions; a v1 request that
+ * either family may have sent is told apart by trial decryption (ed25519) or answered so that
+ * both read it (ecdsa, the same bytes), §1.2. Every other E2EE request (another route) is
+ * refused: fail closed.
  *
  * Plaintext (decrypted prompts, the engine's answer) lives only in json-c objects and buffers
  * of this module, which are wiped before they are freed; the rewritten request body is the

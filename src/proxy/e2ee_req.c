@@ -12,6 +12,8 @@
 #include "core/log.h"
 #include "proxy/e2ee.h"
 #include "proxy/e2ee_sess.h"
+#include "core/sha.h"
+#include "sign/aci_keys.h"
 #include "sign/signer.h"
 #include "store/store.h"
 
@@ -135,6 +137,38 @@ static void replay_init(void)
 }
 
 /* 0 claimed, 1 already claimed, -1 cannot record. */
+static int replay_put(const char *key, size_t n)
+{
+    if (pthread_once(&g_replay_once, replay_init) != 0 || !g_replay)
+        return -1;
+    int rc = store_put(g_replay, key, n, "1", 1, clock_mono_s());
+    return rc == STORE_OK ? 0 : rc == STORE_EXISTS ? 1 : -1;
+}
+
+/* ACI (§7.4): the tuple (client key, service key, nonce), keys normalised (secp256k1 as 65
+ * bytes), the nonce case-folded; hashed so that the key has a fixed length. */
+static int replay_claim_aci(const e2ee_sess_t *s, const uint8_t *svc, size_t svc_n)
+{
+    uint8_t in[2 + 2 * E2EE_SECP_PUB_LEN + E2EE_NONCE_MAX], h[SHA256_LEN];
+    char key[8 + SHA256_HEX_LEN + 1];
+    size_t n = 0;
+    if (s->client_n > E2EE_SECP_PUB_LEN || svc_n > E2EE_SECP_PUB_LEN || s->nonce_n > E2EE_NONCE_MAX)
+        return -1;
+    in[n++] = (uint8_t)s->client_n;
+    in[n++] = (uint8_t)svc_n;
+    memcpy(in + n, s->client, s->client_n);
+    n += s->client_n;
+    memcpy(in + n, svc, svc_n);
+    n += svc_n;
+    for (size_t i = 0; i < s->nonce_n; i++)
+        in[n++] = (uint8_t)(s->nonce[i] >= 'A' && s->nonce[i] <= 'F' ? s->nonce[i] + 32
+                                                                     : s->nonce[i]);
+    sha256(in, n, h);
+    memcpy(key, "aci:v2:", 7);
+    hex_encode(key + 7, h, sizeof h);
+    return replay_put(key, 7 + 2 * sizeof h);
+}
+
 static int replay_claim(const char *model, e2ee_algo_t a, int64_t ts, const char *nonce,
                         size_t nonce_n)
 {
@@ -170,12 +204,12 @@ static app_error_t err_of(int e2ee_err)
 app_error_t e2ee_route_refusal(const http_req_t *req)
 {
     /* Without X-Signing-Algo it can only be ACI E2EE v2 (formats document §1.2), which
-     * prescribes its answer for a service without v2. */
+     * defines no fields there: e2ee_unsupported_endpoint (§7.3). */
     return req->e2ee_present & (1u << HTTP_E2EE_SIGNING_ALGO) ||
                    !(req->e2ee_present &
                      ~((1u << HTTP_E2EE_ENCRYPTION_VERSION) | (1u << HTTP_E2EE_ALL_FIELDS)))
                ? APP_E_E2EE_NOT_SUPPORTED
-               : APP_E_E2EE_V2_NOT_SUPPORTED;
+               : APP_E_E2EE_UNSUPPORTED_ENDPOINT;
 }
 
 static void headers_of(const http_req_t *req, e2ee_headers_t *h)
@@ -198,6 +232,9 @@ typedef struct dctx {
     app_error_t err;
     char *msg;        /* E2EE_MSG_MAX: the answer's message, when set */
     int dstack_parts; /* v1 with X-Model-Pub-Key: content arrays' text parts are Dstack's (§5.2) */
+    const aci_keys_t *aci; /* ACI: the key holder */
+    const char *path;      /* ACI: the field path of the field being opened (AAD, §7.3) */
+    size_t opened;         /* ACI: fields opened (none: e2ee_decryption_failed) */
 } dctx_t;
 
 /* The error of a field; NEAR's message (§3.5) for every format but Dstack v2, whose answers
@@ -253,6 +290,8 @@ static int open_bytes(dctx_t *d, const char *hex, size_t hex_n, const uint8_t *a
                       uint8_t *pt, size_t cap, size_t *pn)
 {
     e2ee_sess_t *s = d->s;
+    if (s->format == E2EE_F_ACI_V2)
+        return aci_keys_open_hex(d->aci, (int)s->req_cipher, hex, hex_n, aad, aad_n, pt, cap, pn);
     if (v1_trial(s)) {
         int used = 0;
         int rc = signer_e2ee_open_v1_ed25519(d->signer, hex, hex_n, pt, cap, pn, &used);
@@ -277,18 +316,30 @@ static int open_field(dctx_t *d, json_object *v, size_t m, long c, int restore_a
     *out = NULL;
     const char *hex = json_object_get_string(v);
     size_t hex_n = (size_t)json_object_get_string_len(v);
-    int is_hex = hex_n > 0 && hex_n % 2 == 0 && hex_is_hex(hex, hex_n);
+    size_t skip = s->format == E2EE_F_ACI_V2 && hex_n >= 2 && hex[0] == '0' &&
+                          (hex[1] == 'x' || hex[1] == 'X')
+                      ? 2
+                      : 0; /* ACI: an optional 0x (§7.2) */
+    int is_hex = hex_n > skip && (hex_n - skip) % 2 == 0 && hex_is_hex(hex + skip, hex_n - skip);
     if (lenient) {
         size_t min = 2 * e2ee_blob_len(v1_trial(s) ? E2EE_C_X25519_AESGCM : s->req_cipher, 0);
         if (!is_hex || hex_n < min)
             return 1;
     }
     if (!is_hex) {
-        field_fail(d, APP_E_E2EE_INVALID_REQUEST, "Encrypted field is not valid hex");
+        field_fail(d, s->format == E2EE_F_ACI_V2 ? APP_E_E2EE_DECRYPTION_FAILED
+                                                 : APP_E_E2EE_INVALID_REQUEST,
+                   "Encrypted field is not valid hex");
         return -1;
     }
-    char aad[1024];
+    char aad[4096]; /* the AAD carries the model name (ACI: JCS-escaped) */
     size_t aad_n = 0;
+    if (s->format == E2EE_F_ACI_V2 &&
+        e2ee_aad_aci(aad, sizeof aad, &aad_n, s->req_cipher, d->model, d->model_n, NULL, 0,
+                     d->path, s->nonce, s->nonce_n, s->ts) != E2EE_OK) {
+        field_fail(d, APP_E_E2EE_DECRYPTION_FAILED, "Decryption failed");
+        return -1;
+    }
     if (s->format == E2EE_F_DSTACK_V2 &&
         e2ee_aad_dstack_req(aad, sizeof aad, &aad_n, s->algo, d->model, d->model_n, m, c, s->nonce,
                             s->nonce_n, s->ts) != E2EE_OK) {
@@ -534,6 +585,193 @@ static int client_key(e2ee_sess_t *s, strv_t k, char msg[E2EE_MSG_MAX])
     return rc;
 }
 
+/* ---- ACI E2EE v2 (formats document §7) ---- */
+
+/* One ACI field at path: a string member of obj, opened with the JCS AAD of its path and
+ * replaced by its plaintext (restore_array: a whole content that spells a JSON array becomes
+ * that array, §7.3). A present member that is not a string is left alone. */
+static int aci_field(dctx_t *d, json_object *obj, const char *key, const char *path,
+                     int restore_array)
+{
+    json_object *v = member(obj, key, json_type_string), *nv = NULL;
+    if (!v)
+        return 0;
+    d->path = path;
+    if (open_field(d, v, 0, -1, restore_array, 0, &nv) != 0)
+        return -1;
+    if (replace_member(obj, key, nv) != 0) {
+        d->err = APP_E_OUT_OF_MEMORY;
+        return -1;
+    }
+    d->opened++;
+    return 0;
+}
+
+/* Chat request fields (§7.3): messages.{m}.content (a string: the whole content), or per part
+ * messages.{m}.content.{c}.text, .image_url.url, .input_audio.data. */
+static int decrypt_aci(dctx_t *d, json_object *root)
+{
+    char path[96];
+    json_object *msgs = member(root, "messages", json_type_array);
+    for (size_t m = 0; msgs && m < json_object_array_length(msgs); m++) {
+        json_object *msg = json_object_array_get_idx(msgs, m);
+        json_object *parts = member(msg, "content", json_type_array);
+        snprintf(path, sizeof path, "messages.%zu.content", m);
+        /* a string content is the whole content (restored as an array when it spells one,
+         * and then not opened again); an array's parts are fields of their own */
+        if (aci_field(d, msg, "content", path, 1) != 0)
+            return -1;
+        for (size_t c = 0; parts && c < json_object_array_length(parts); c++) {
+            json_object *part = json_object_array_get_idx(parts, c);
+            snprintf(path, sizeof path, "messages.%zu.content.%zu.text", m, c);
+            if (aci_field(d, part, "text", path, 0) != 0)
+                return -1;
+            snprintf(path, sizeof path, "messages.%zu.content.%zu.image_url.url", m, c);
+            if (aci_field(d, member(part, "image_url", json_type_object), "url", path, 0) != 0)
+                return -1;
+            snprintf(path, sizeof path, "messages.%zu.content.%zu.input_audio.data", m, c);
+            if (aci_field(d, member(part, "input_audio", json_type_object), "data", path, 0) != 0)
+                return -1;
+        }
+    }
+    return 0;
+}
+
+/* ACI's own messages where the table's speak of the legacy formats. */
+static const char *aci_msg(int rc)
+{
+    switch (rc) {
+    case E2EE_ERR_HEADER_MISSING:
+        return "E2EE v2 needs X-E2EE-Version, X-Client-Pub-Key, X-Model-Pub-Key, X-E2EE-Nonce and "
+               "X-E2EE-Timestamp";
+    case E2EE_ERR_VERSION: return "X-E2EE-Version must be 2";
+    case E2EE_ERR_NONCE: return "X-E2EE-Nonce must be exactly 64 hex characters";
+    case E2EE_ERR_TIMESTAMP:
+        return "X-E2EE-Timestamp must be Unix seconds within 300 seconds of the server's time";
+    case E2EE_ERR_MODEL_KEY_MISMATCH:
+        return "X-Model-Pub-Key is not one of this service's attested E2EE v2 keys "
+               "(GET /v1/aci/attestation)";
+    case E2EE_ERR_PUBLIC_KEY:
+        return "X-Client-Pub-Key is not a valid public key for the selected suite";
+    default: return NULL;
+    }
+}
+
+static int aci_fail(int rc, app_error_t *err, char msg[E2EE_MSG_MAX], e2ee_sess_t *s)
+{
+    *err = err_of(rc);
+    const char *m = aci_msg(rc);
+    if (m)
+        set_msg(msg, m);
+    e2ee_sess_free(s);
+    return -1;
+}
+
+/* ACI E2EE v2 in the gateway's order (§7.4): presence and version, nonce, timestamp, key
+ * selection, client key, body JSON, model, replay claim, decryption. */
+static int aci_request(const app_t *app, const http_req_t *req, int sel_rc, strv_t body,
+                       buf_t *out, e2ee_sess_t **sess, app_error_t *err, char msg[E2EE_MSG_MAX])
+{
+    if (sel_rc == E2EE_OK && !app->aci) {
+        *err = APP_E_E2EE_V2_NOT_SUPPORTED;
+        return -1;
+    }
+    if (sel_rc != E2EE_OK)
+        return aci_fail(sel_rc, err, msg, NULL);
+    e2ee_sess_t *s = calloc(1, sizeof *s);
+    if (!s) {
+        *err = APP_E_OUT_OF_MEMORY;
+        return -1;
+    }
+    s->format = E2EE_F_ACI_V2;
+    s->version = 2;
+    strv_t nv = req->e2ee[HTTP_E2EE_NONCE], tv = req->e2ee[HTTP_E2EE_TIMESTAMP];
+    strv_t mk = req->e2ee[HTTP_E2EE_MODEL_PUB_KEY], ck = req->e2ee[HTTP_E2EE_CLIENT_PUB_KEY];
+    int rc = nv.n <= E2EE_NONCE_MAX ? e2ee_check_nonce(E2EE_F_ACI_V2, nv.p ? nv.p : "", nv.n)
+                                    : E2EE_ERR_NONCE;
+    if (rc != E2EE_OK)
+        return aci_fail(rc, err, msg, s);
+    memcpy(s->nonce, nv.p, nv.n);
+    s->nonce_n = nv.n;
+    rc = e2ee_parse_timestamp(E2EE_F_ACI_V2, tv.p ? tv.p : "", tv.n, (int64_t)clock_wall_s(),
+                              REPLAY_WINDOW, &s->ts);
+    if (rc != E2EE_OK)
+        return aci_fail(rc, err, msg, s);
+    static const e2ee_cipher_t suites[] = {E2EE_C_ACI_X25519, E2EE_C_ACI_SECP256K1};
+    const uint8_t *svc = NULL;
+    size_t svc_n = 0;
+    for (size_t i = 0; i < sizeof suites / sizeof *suites && !svc; i++) {
+        size_t n;
+        const uint8_t *ours = aci_keys_public(app->aci, (int)suites[i], &n);
+        if (ours && e2ee_model_key_matches(suites[i], 1, mk.p ? mk.p : "", mk.n, ours, n)) {
+            svc = ours;
+            svc_n = n;
+            s->cipher = s->req_cipher = suites[i];
+        }
+    }
+    if (!svc)
+        return aci_fail(E2EE_ERR_MODEL_KEY_MISMATCH, err, msg, s);
+    rc = e2ee_parse_client_key(s->cipher, 1, ck.p ? ck.p : "", ck.n, s->client, &s->client_n);
+    if (rc != E2EE_OK)
+        return aci_fail(E2EE_ERR_PUBLIC_KEY, err, msg, s);
+    json_object *root = e2ee_json_parse(body.p ? body.p : "", body.n);
+    if (!root || !json_object_is_type(root, json_type_object)) {
+        if (root)
+            e2ee_json_wipe_put(root);
+        *err = APP_E_INVALID_JSON;
+        e2ee_sess_free(s);
+        return -1;
+    }
+    json_object *model = member(root, "model", json_type_string);
+    if (!model) {
+        e2ee_json_wipe_put(root);
+        *err = APP_E_E2EE_INVALID_PAYLOAD_MODEL;
+        e2ee_sess_free(s);
+        return -1;
+    }
+    s->model_n = (size_t)json_object_get_string_len(model);
+    s->model = malloc(s->model_n + 1);
+    int c = s->model ? replay_claim_aci(s, svc, svc_n) : -1;
+    if (c != 0) {
+        e2ee_json_wipe_put(root);
+        *err = c > 0 ? APP_E_E2EE_REPLAY_DETECTED : APP_E_OUT_OF_MEMORY;
+        if (c > 0)
+            set_msg(msg, "this (client key, service key, nonce) was already used within the "
+                         "replay window");
+        e2ee_sess_free(s);
+        return -1;
+    }
+    memcpy(s->model, json_object_get_string(model), s->model_n);
+    s->model[s->model_n] = '\0';
+    dctx_t d = {app->signer, s, s->model, s->model_n, APP_E_OUT_OF_MEMORY, msg, 0,
+                app->aci, NULL, 0};
+    int ok = decrypt_aci(&d, root) == 0;
+    if (ok && d.opened == 0) {
+        ok = 0;
+        d.err = APP_E_E2EE_DECRYPTION_FAILED;
+        set_msg(msg, "an E2EE v2 request must carry at least one encrypted field");
+    }
+    if (ok && e2ee_json_append(out, root) != 0) {
+        d.err = APP_E_OUT_OF_MEMORY;
+        ok = 0;
+    }
+    e2ee_json_wipe_put(root);
+    if (!ok) {
+        e2ee_wipe_buf(out);
+        *err = d.err;
+        e2ee_sess_free(s);
+        return -1;
+    }
+    snprintf(s->hdrs, sizeof s->hdrs,
+             "X-E2EE-Applied: true\r\nX-E2EE-Version: 2\r\nX-E2EE-Algo: %s\r\n"
+             "X-ACI-Version: aci/1\r\nX-ACI-Keyset-Digest: %s\r\n",
+             e2ee_aci_suite_name(s->cipher), aci_keys_digest(app->aci));
+    LOG_DEBUG("e2ee: ACI v2 %s request decrypted (%zu fields)", e2ee_aci_suite_name(s->cipher),
+              d.opened);
+    *sess = s;
+    return 0;
+}
+
 int e2ee_request(const app_t *app, const http_req_t *req, strv_t body, buf_t *out,
                  e2ee_sess_t **sess, app_error_t *err, char msg[E2EE_MSG_MAX])
 {
@@ -552,8 +790,7 @@ int e2ee_request(const app_t *app, const http_req_t *req, strv_t body, buf_t *ou
             set_msg(msg, NEAR_BOTH);
             return -1;
         }
-        *err = e2ee_route_refusal(req); /* ACI E2EE v2: not enabled here */
-        return -1;
+        return aci_request(app, req, rc, body, out, sess, err, msg);
     }
     if (rc != E2EE_OK) {
         *err = err_of(rc);
@@ -628,7 +865,7 @@ int e2ee_request(const app_t *app, const http_req_t *req, strv_t body, buf_t *ou
     const char *bm = e2ee_json_str(root, "model", &model_n);
     char *bmodel = strndup(bm, model_n);
     dctx_t d = {sg, s, bmodel ? bmodel : "", bmodel ? model_n : 0, APP_E_OUT_OF_MEMORY, msg,
-                s->format == E2EE_F_V1 && !near_certain};
+                s->format == E2EE_F_V1 && !near_certain, NULL, NULL, 0};
     int ok = bmodel && (s->format == E2EE_F_DSTACK_V2 ? decrypt_dstack(&d, root)
                                                       : decrypt_near(&d, root)) == 0;
     free(bmodel);

@@ -1,6 +1,7 @@
 /* The response side of end-to-end encryption (proxy/e2ee.h): the engine's answer encrypted per
  * the format, a JSON answer once complete, an event stream line by line. */
 #include <sodium.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -25,6 +26,10 @@ void e2ee_sess_free(e2ee_sess_t *s)
         return;
     e2ee_wipe_buf(&s->in);
     e2ee_key_wipe(&s->key);
+    if (s->model) {
+        sodium_memzero(s->model, s->model_n);
+        free(s->model);
+    }
     sodium_memzero(s, sizeof *s);
     free(s);
 }
@@ -37,7 +42,8 @@ static json_object *seal_new(e2ee_sess_t *s, const char *pt, size_t pn, const ch
 {
     e2ee_key_t fresh;
     const e2ee_key_t *k = &s->key;
-    if (s->near) {
+    int fresh_key = s->near || s->format == E2EE_F_ACI_V2; /* §3.1, §7.2: per field */
+    if (fresh_key) {
         if (e2ee_key_derive_send(&fresh, s->cipher, s->client, s->client_n, NULL) != E2EE_OK)
             return NULL;
         k = &fresh;
@@ -53,7 +59,7 @@ static json_object *seal_new(e2ee_sess_t *s, const char *pt, size_t pn, const ch
                              pn, hex, cap, &hn) == E2EE_OK)
         nv = json_object_new_string_len(hex, (int)hn);
     free(hex);
-    if (s->near)
+    if (fresh_key)
         e2ee_key_wipe(&fresh);
     return nv;
 }
@@ -165,6 +171,72 @@ static int seal_logprob_list(e2ee_sess_t *s, json_object *list, json_object *res
     return 0;
 }
 
+/* ACI (§7.3): the string member key of obj sealed with the JCS AAD of path (the request's
+ * model, the response's id or "", nonce, ts); null or absent passes; any other non-string
+ * fails the answer rather than going out in clear. */
+static int seal_aci(e2ee_sess_t *s, json_object *obj, const char *key, json_object *resp,
+                    const char *path)
+{
+    json_object *v = NULL;
+    if (!obj || !json_object_is_type(obj, json_type_object) ||
+        !json_object_object_get_ex(obj, key, &v) || !v)
+        return 0;
+    if (!json_object_is_type(v, json_type_string))
+        return -1;
+    json_object *idv = NULL;
+    const char *id = "";
+    size_t id_n = 0;
+    if (json_object_object_get_ex(resp, "id", &idv) && json_object_is_type(idv, json_type_string)) {
+        id = json_object_get_string(idv);
+        id_n = (size_t)json_object_get_string_len(idv);
+    }
+    char aad[4096];
+    size_t aad_n = 0;
+    if (e2ee_aad_aci(aad, sizeof aad, &aad_n, s->cipher, s->model, s->model_n, id, id_n, path,
+                     s->nonce, s->nonce_n, s->ts) != E2EE_OK)
+        return -1;
+    const char *pt = json_object_get_string(v);
+    size_t pn = (size_t)json_object_get_string_len(v);
+    json_object *nv = seal_new(s, pt, pn, aad, aad_n);
+    if (!nv)
+        return -1;
+    sodium_memzero((char *)(uintptr_t)pt, pn);
+    return json_object_object_add(obj, key, nv);
+}
+
+/* ACI's fields of every choice (§7.3): buffered message.{content, reasoning,
+ * reasoning_content, audio.data}; streamed delta.{content, reasoning, reasoning_content}, an
+ * empty delta content dropped. The path's index is the choice's `index` member when present,
+ * else its position. */
+static int seal_choices_aci(e2ee_sess_t *s, json_object *resp)
+{
+    json_object *choices = member(resp, "choices", json_type_array);
+    const char *part = s->sse ? "delta" : "message";
+    char path[128];
+    for (size_t i = 0; choices && i < json_object_array_length(choices); i++) {
+        json_object *ch = json_object_array_get_idx(choices, i), *c = NULL;
+        json_object *m = member(ch, part, json_type_object), *ix = member(ch, "index", json_type_int);
+        if (!m)
+            continue;
+        long long idx = ix ? (long long)json_object_get_int64(ix) : (long long)i;
+        if (s->sse && json_object_object_get_ex(m, "content", &c) &&
+            json_object_is_type(c, json_type_string) && json_object_get_string_len(c) == 0)
+            json_object_object_del(m, "content");
+        static const char *const fields[] = {"content", "reasoning", "reasoning_content"};
+        for (size_t f = 0; f < sizeof fields / sizeof *fields; f++) {
+            snprintf(path, sizeof path, "choices.%lld.%s.%s", idx, part, fields[f]);
+            if (seal_aci(s, m, fields[f], resp, path) != 0)
+                return -1;
+        }
+        if (!s->sse) {
+            snprintf(path, sizeof path, "choices.%lld.message.audio.data", idx);
+            if (seal_aci(s, member(m, "audio", json_type_object), "data", resp, path) != 0)
+                return -1;
+        }
+    }
+    return 0;
+}
+
 /* The fields of every choice: message.* for a JSON answer, delta.* streamed. NEAR: §3.4.
  * The Dstack fork (§5.2): content and reasoning_content (an empty string is encrypted too;
  * streamed, an empty content is dropped); a v1 request that may come from a NEAR client
@@ -172,6 +244,8 @@ static int seal_logprob_list(e2ee_sess_t *s, json_object *list, json_object *res
  * audio.data encrypted rather than sent in clear. */
 static int seal_choices(e2ee_sess_t *s, json_object *resp)
 {
+    if (s->format == E2EE_F_ACI_V2)
+        return seal_choices_aci(s, resp);
     json_object *choices = member(resp, "choices", json_type_array);
     const char *part = s->sse ? "delta" : "message";
     for (size_t i = 0; choices && i < json_object_array_length(choices); i++) {

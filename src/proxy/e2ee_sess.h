@@ -11,7 +11,7 @@
 #include "e2ee/e2ee.h"
 
 #define E2EE_NONCE_MAX 256 /* X-E2EE-Nonce bytes kept (Dstack v2: at least 16) */
-#define E2EE_HDRS_MAX 96
+#define E2EE_HDRS_MAX 256
 
 struct e2ee_sess {
     e2ee_format_t format;
@@ -33,6 +33,8 @@ struct e2ee_sess {
     int sse, failed;
     buf_t in; /* JSON: the engine's answer so far; SSE: the unfinished line */
     char hdrs[E2EE_HDRS_MAX];
+    char *model; /* ACI: the request's model string (response AAD, §7.3); heap, wiped */
+    size_t model_n;
 };
 
 /* Parses p[0..n) as one JSON value (trailing whitespace allowed); the tokener's buffer is

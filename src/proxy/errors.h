@@ -28,14 +28,16 @@
       "Invalid signing algorithm. Must be 'ed25519' or 'ecdsa'")                                \
     X(INVALID_NONCE, 400, "invalid_request_error", "invalid_nonce",                             \
       "nonce must be exactly 64 hex characters (32 bytes)")                                     \
+    X(ACI_INVALID_NONCE, 400, "invalid_request_error", "invalid_nonce",                         \
+      "nonce must be exactly 64 lowercase hex characters (32 bytes)")                           \
     X(INVALID_TLS_FLAG, 400, "invalid_request_error", "invalid_include_tls_fingerprint",        \
       "include_tls_fingerprint must be true or false")                                          \
     X(TLS_UNAVAILABLE, 400, "invalid_request_error", "tls_fingerprint_unavailable",             \
       "include_tls_fingerprint=true needs TLS_CERT_PATH on this server")                        \
     X(SIGNING_ADDRESS_UNKNOWN, 404, "not_found", NULL, "Signing address not found on this server") \
     X(CHAT_ID_NOT_FOUND, 404, "not_found", NULL, "Chat id not found or expired")                \
-    /* end-to-end encryption is not implemented yet: fail closed (issue 10). ACI's clients    \
-     * (no X-Signing-Algo) get the answer ACI E2EE v2 prescribes for a service without v2. */  \
+    /* E2EE where no format is wired: fail closed (issue 10). E2EE_V2_NOT_SUPPORTED: ACI's   \
+     * answer for a service without v2 (an app without ACI keys, unit tests). */               \
     X(E2EE_NOT_SUPPORTED, 400, "e2ee_not_supported", NULL,                                      \
       "End-to-end encryption is not supported by this server yet; the request was not forwarded") \
     X(E2EE_V2_NOT_SUPPORTED, 400, "e2ee_invalid_version", NULL,                                 \
@@ -65,6 +67,11 @@
       "an encrypted field could not be decrypted; the request was not forwarded")               \
     X(E2EE_INVALID_REQUEST, 400, "invalid_e2ee_request", NULL,                                  \
       "Encrypted message content must be non-empty hex; the request was not forwarded")         \
+    /* ACI E2EE v2 (formats document §7.4; spec/e2ee-v2.md §9) */                               \
+    X(E2EE_INVALID_PAYLOAD_MODEL, 400, "e2ee_invalid_payload_model", NULL,                      \
+      "the request's top-level model must be a string; the request was not forwarded")          \
+    X(E2EE_UNSUPPORTED_ENDPOINT, 400, "e2ee_unsupported_endpoint", NULL,                        \
+      "E2EE v2 is supported on /v1/chat/completions only; the request was not forwarded")       \
     X(E2EE_RESPONSE_FAILED, 502, "server_error", NULL,                                          \
       "the engine's answer could not be encrypted; nothing of it was sent")                     \
     /* the proxy's own failures */                                                              \

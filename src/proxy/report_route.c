@@ -40,6 +40,8 @@ typedef struct report_job {
     int server_nonce;   /* no client nonce: served from the cache */
     int want_refresh;   /* the cached entry is past half its TTL */
     int refresh_only;   /* a background refresh, no connection */
+    int aci;            /* GET /v1/aci/attestation (nonce_hex, or the unchallenged form) */
+    char nonce_hex[NONCE_HEX_LEN + 1];
     int admitted;       /* counted by attest_service_admit for token `client` */
     unsigned client;
     uint8_t nonce[32];
@@ -66,6 +68,11 @@ static void report_work(uv_work_t *w)
     attest_service_t *s = j->aw->app->attest;
     if (j->refresh_only) {
         attest_service_refresh(s, j->algo, j->tls);
+        return;
+    }
+    if (j->aci) {
+        j->rc = attest_service_aci(s, j->nonce_hex[0] ? j->nonce_hex : NULL, &j->out, j->err,
+                                   sizeof j->err);
         return;
     }
     if (j->server_nonce)
@@ -236,6 +243,39 @@ void report_route(app_worker_t *aw, conn_t *c, http_req_t *req)
     j->c = c;
     j->req = req;
     j->algo = algo;
+    j->work.data = j;
+    admit_and_queue(j, aw, c, req);
+}
+
+/* GET /v1/aci/attestation?nonce= (spec/aci.md §4; formats document §2.1): the nonce is
+ * exactly 64 lowercase hex digits or absent (the unchallenged form); anything else is 400
+ * invalid_request_error. Every report is a fresh collection, admitted like a client-nonce
+ * report. */
+void aci_attestation_route(app_worker_t *aw, conn_t *c, http_req_t *req)
+{
+    report_job_t *j = calloc(1, sizeof *j);
+    if (!j) {
+        respond_error(aw, c, req, ROUTE_REPORT, APP_E_OUT_OF_MEMORY, NULL);
+        return;
+    }
+    char v[PARAM_MAX];
+    long n = query_get(req->query, "nonce", v, sizeof v);
+    if (n != QUERY_ABSENT) {
+        int ok = n == NONCE_HEX_LEN;
+        for (long i = 0; ok && i < n; i++)
+            ok = (v[i] >= '0' && v[i] <= '9') || (v[i] >= 'a' && v[i] <= 'f');
+        if (!ok) {
+            refuse(j, aw, c, req, APP_E_ACI_INVALID_NONCE);
+            return;
+        }
+        memcpy(j->nonce_hex, v, NONCE_HEX_LEN);
+        j->nonce_hex[NONCE_HEX_LEN] = '\0';
+    }
+    j->aci = 1;
+    j->owner.ops = &REPORT_JOB_OPS;
+    j->aw = aw;
+    j->c = c;
+    j->req = req;
     j->work.data = j;
     admit_and_queue(j, aw, c, req);
 }

@@ -10,5 +10,7 @@
 /* Answers the request, now (bad parameters) or when the pool job is done (the connection's
  * owner meanwhile). */
 void report_route(app_worker_t *aw, conn_t *c, http_req_t *req);
+/* GET /v1/aci/attestation?nonce= (the same pool, admission and metrics route). */
+void aci_attestation_route(app_worker_t *aw, conn_t *c, http_req_t *req);
 
 #endif

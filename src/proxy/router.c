@@ -54,6 +54,7 @@ static int route_of(http_req_t *req, int *method_ok)
     else if (strv_eq(p, "/v1/completions")) r = ROUTE_COMPLETIONS, *method_ok = post;
     else if (strv_prefix(p, "/v1/signature/") && p.n > STRLIT("/v1/signature/").n) r = ROUTE_SIGNATURE, *method_ok = get;
     else if (strv_eq(p, "/v1/attestation/report")) r = ROUTE_REPORT, *method_ok = get;
+    else if (strv_eq(p, "/v1/aci/attestation")) r = ROUTE_REPORT, *method_ok = get;
     else if (strv_eq(p, "/v1/models")) r = ROUTE_MODELS, *method_ok = get;
     else if (strv_eq(p, "/v1/metrics")) r = ROUTE_METRICS, *method_ok = get;
     else if (strv_eq(p, "/v1/embeddings") || strv_eq(p, "/v1/tokenize") ||
@@ -230,7 +231,10 @@ static void handle_signature(app_worker_t *aw, conn_t *c, http_req_t *req, int r
 static void handle_report(app_worker_t *aw, conn_t *c, http_req_t *req, int route)
 {
     (void)route;
-    report_route(aw, c, req);
+    if (strv_eq(req->path, "/v1/aci/attestation"))
+        aci_attestation_route(aw, c, req);
+    else
+        report_route(aw, c, req);
 }
 
 static void handle_metrics(app_worker_t *aw, conn_t *c, http_req_t *req, int route)

@@ -16,6 +16,8 @@ import path from 'node:path';
 import { binary, haveBinary, startMock, startProxy, tmpDir, sleep, cleanExitProblems, MODEL, TOKEN } from './lib/harness.mjs';
 import { getPath, postJson, jsonOf, sseJson } from './lib/http.mjs';
 import { assertOpenAIError } from './lib/common.mjs';
+import { x25519 } from '@noble/curves/ed25519.js';
+import { secp256k1 } from '@noble/curves/secp256k1.js';
 import { ethers, ed25519, expectedReportData, parseQuote, randomNonce, bytesToHex } from './lib/verify.mjs';
 
 const SEED_A = '11'.repeat(32);
@@ -145,6 +147,22 @@ test('signing keys come from GetKey: equal to HMAC(seed, "{MODEL_NAME}/…-signi
   assert.equal(a.ecdsa, ethers.computeAddress('0x' + ecdsaKey.toString('hex')), 'ECDSA address of the KMS key');
   const edSeed = kmsKey(SEED_A, `${MODEL}/ed25519-signing-key`);
   assert.equal(a.ed25519, bytesToHex(ed25519.getPublicKey(new Uint8Array(edSeed))), 'Ed25519 key of the KMS seed');
+});
+
+test('ACI E2EE v2 keys come from GetKey too: HMAC(seed, "{MODEL_NAME}/aci-e2ee-v2-…-key"), bound into the dstack quote', { skip }, async () => {
+  const nonce = randomNonce();
+  const r = await getPath(proxy.port, `/v1/aci/attestation?nonce=${nonce}`);
+  assert.equal(r.status, 200, r.body.toString().slice(0, 300));
+  const j = jsonOf(r);
+  const keys = j.attestation.workload_keyset.e2ee_public_keys;
+  const x = kmsKey(SEED_A, `${MODEL}/aci-e2ee-v2-x25519-key`);
+  const k1 = kmsKey(SEED_A, `${MODEL}/aci-e2ee-v2-secp256k1-key`);
+  assert.equal(keys[0].public_key, bytesToHex(x25519.getPublicKey(new Uint8Array(x))), 'X25519 key of the KMS secret');
+  assert.equal(keys[1].public_key, bytesToHex(secp256k1.getPublicKey(new Uint8Array(k1), false)), 'secp256k1 key of the KMS secret');
+  assert.equal(j.attestation.evidence.attestation_mode, 'dstack');
+  const st = `{"keyset_digest":"${j.workload_keyset_digest}","nonce":"${nonce}","purpose":"aci.report_data.v1"}`;
+  const rd = crypto.createHash('sha256').update(st).digest('hex');
+  assert.equal(parseQuote(j.attestation.evidence.quote).reportData.toString('hex'), rd + '00'.repeat(32));
 });
 
 test('a nonce-less report comes from the cache: same bytes, fast, no agent call; the verifier accepts it', { skip }, async () => {

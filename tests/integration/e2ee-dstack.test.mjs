@@ -243,12 +243,12 @@ test('every Dstack error type, nothing forwarded', async () => {
   for (let i = 0; i < 6; i++) await refused(H({}), good, 'e2ee_replay_detected');
 });
 
-test('other E2EE requests stay refused: ACI v2, other routes (NEAR: e2ee-near.test.mjs)', async () => {
+test('ACI v2 headers are not Dstack v2 (ACI: e2ee-aci.test.mjs); other routes refused (NEAR: e2ee-near.test.mjs)', async () => {
   const serverHex = await serverKey('ed25519');
   const ck = clientKeys('ed25519');
   const body = { model: MODEL, messages: [{ role: 'user', content: seal('ed25519', serverHex, 'hi', null) }] };
   await refused({ 'X-E2EE-Version': '2', 'X-Client-Pub-Key': 'ab'.repeat(32), 'X-Model-Pub-Key': 'cd'.repeat(32),
-    'X-E2EE-Nonce': '00'.repeat(32), 'X-E2EE-Timestamp': String(Math.floor(Date.now() / 1000)) }, body, 'e2ee_invalid_version');
+    'X-E2EE-Nonce': '00'.repeat(32), 'X-E2EE-Timestamp': String(Math.floor(Date.now() / 1000)) }, body, 'e2ee_model_key_mismatch');
   const before = await engineRequests();
   const r = await postJson(stack.port, '/v1/completions', { model: MODEL, prompt: seal('ed25519', serverHex, 'hi', null) },
     { headers: e2eeHeaders(ck, serverHex, null) });

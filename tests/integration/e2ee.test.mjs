@@ -17,8 +17,10 @@ after(async () => { await stopAndCheck(stack); });
 const chatBody = { model: MODEL, messages: [{ role: 'user', content: 'aa'.repeat(40) }], max_tokens: 2 };
 
 // Each E2EE header with a value a client of some format would send. The ACI family (no
-// X-Signing-Algo, one of its six headers) gets ACI's own answer for a service without v2.
-const ACI_TYPE = 'e2ee_invalid_version';
+// X-Signing-Algo, one of its six headers) is ACI E2EE v2 with headers missing on chat
+// completions (e2ee-aci.test.mjs), and e2ee_unsupported_endpoint on the other routes.
+const ACI_TYPE = 'e2ee_header_missing';
+const ACI_ROUTE_TYPE = 'e2ee_unsupported_endpoint';
 const OTHER_TYPE = 'e2ee_not_supported';
 // NEAR's own headers without X-Signing-Algo and X-Client-Pub-Key: NEAR needs both (the NEAR
 // server would answer in plaintext; here it is refused).
@@ -67,7 +69,7 @@ test('every engine route refuses E2EE headers: completions, embeddings, tokenize
     ['/v1/detokenize', { model: MODEL, tokens: [1] }], ['/v1/rerank', { model: MODEL, query: 'q', documents: ['d'] }],
     ['/v1/score', { model: MODEL, text_1: 'a', text_2: 'b' }]])
     await assertRefused(await postJson(stack.port, route, body, h), OTHER_TYPE);
-  await assertRefused(await getPath(stack.port, '/v1/models', { token: null, headers: { 'X-E2EE-Version': '2' } }), ACI_TYPE);
+  await assertRefused(await getPath(stack.port, '/v1/models', { token: null, headers: { 'X-E2EE-Version': '2' } }), ACI_ROUTE_TYPE);
   assert.equal(await engineRequests(), before, 'the engine received nothing');
 });
 
@@ -81,9 +83,9 @@ test('a full client header set of each family is refused, keep-alive kept, plain
     [{ 'X-Signing-Algo': 'ecdsa', 'X-Client-Pub-Key': 'ab'.repeat(64), 'X-Model-Pub-Key': 'cd'.repeat(64),
       'X-E2EE-Version': '2', 'X-E2EE-Nonce': 'n1700000000abcd1234abcd', 'X-E2EE-Timestamp': '1700000000' },
     'e2ee_invalid_public_key'],
-    // ACI v2
+    // ACI v2 (a timestamp of 2025: checked before the keys, §7.4)
     [{ 'X-E2EE-Version': '2', 'X-Client-Pub-Key': 'ab'.repeat(32), 'X-Model-Pub-Key': 'cd'.repeat(32),
-      'X-E2EE-Nonce': '00'.repeat(32), 'X-E2EE-Timestamp': '1750000000' }, ACI_TYPE],
+      'X-E2EE-Nonce': '00'.repeat(32), 'X-E2EE-Timestamp': '1750000000' }, 'e2ee_invalid_timestamp'],
   ];
   for (const [headers, type] of sets)
     await assertRefused(await postJson(stack.port, '/v1/chat/completions', chatBody, { headers }), type);

@@ -1,0 +1,316 @@
+// ACI E2EE v2 end to end (issue 10; ../shared/docs/e2ee-formats.md §7, §2.1, and
+// Dstack-TEE/private-ai-gateway spec/e2ee-v2.md and spec/aci.md §3-§4, read through the search
+// tool). The client here is written from those documents with crypto that is not ours
+// (@noble/curves, @noble/hashes, @noble/ciphers): it fetches the keyset from
+// GET /v1/aci/attestation, checks that the (simulated) quote's report_data binds the keyset
+// digest and its nonce, encrypts to the keyset's key of each suite with the JCS AAD, and
+// decrypts the answer. The recording mock engine (--record-body) proves the engine got the
+// plaintext; the client checks it got only ciphertext, and that the signature covers it.
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { x25519 } from '@noble/curves/ed25519.js';
+import { secp256k1 } from '@noble/curves/secp256k1.js';
+import { hkdf } from '@noble/hashes/hkdf.js';
+import { sha256 } from '@noble/hashes/sha2.js';
+import { bytesToHex, hexToBytes, utf8ToBytes, concatBytes } from '@noble/hashes/utils.js';
+import { gcm } from '@noble/ciphers/aes.js';
+import { startStack, MODEL } from './lib/harness.mjs';
+import { postJson, getPath, jsonOf, sseData, sseJson } from './lib/http.mjs';
+import { assertOpenAIError, checkSigned, signedText, stopAndCheck } from './lib/common.mjs';
+import { parseQuote } from './lib/verify.mjs';
+
+let stack;
+before(async () => {
+  stack = await startStack({ mock: { args: ['--record-body'] }, proxy: { args: ['--workers', '2'] } });
+});
+after(async () => { await stopAndCheck(stack); });
+
+// ---- the client, from the documents ----
+
+const X25519 = 'x25519-aes-256-gcm-hkdf-sha256';
+const SECP = 'secp256k1-aes-256-gcm-hkdf-sha256';
+const INFO = { [X25519]: 'aci.e2ee.v2.x25519', [SECP]: 'aci.e2ee.v2.secp256k1' };
+const dec = new TextDecoder('utf-8', { fatal: true });
+const HEX = /^[0-9a-f]+$/;
+
+// RFC 8785 for the values used here (strings, integers, null, arrays, objects): members
+// sorted by name, no whitespace; JSON.stringify escapes strings as JCS does.
+function jcs(v) {
+  if (v === null || typeof v !== 'object') return JSON.stringify(v);
+  if (Array.isArray(v)) return `[${v.map(jcs).join(',')}]`;
+  return `{${Object.keys(v).sort().map((k) => `${JSON.stringify(k)}:${jcs(v[k])}`).join(',')}}`;
+}
+const sha256hex = (s) => bytesToHex(sha256(typeof s === 'string' ? utf8ToBytes(s) : s));
+
+// spec/aci.md §3.2: report_data = sha256(statement), zero-padded to 64 bytes in the quote.
+const statement = (digest, nonce) =>
+  `{"keyset_digest":"${digest}","nonce":${nonce === null ? 'null' : `"${nonce}"`},"purpose":"aci.report_data.v1"}`;
+
+async function attestation(nonce) {
+  const r = await getPath(stack.port, `/v1/aci/attestation${nonce === null ? '' : `?nonce=${nonce}`}`);
+  assert.equal(r.status, 200, r.body.toString().slice(0, 300));
+  const j = jsonOf(r);
+  assert.equal(j.api_version, 'aci/1');
+  const ks = j.attestation.workload_keyset;
+  const digest = `sha256:${sha256hex(jcs(ks))}`;
+  assert.equal(j.workload_keyset_digest, digest, 'the digest is over the JCS form of the keyset');
+  const rd = sha256hex(statement(digest, nonce));
+  assert.equal(j.attestation.report_data, rd);
+  const q = parseQuote(j.attestation.evidence.quote);
+  assert.equal(q.reportData.toString('hex'), rd + '00'.repeat(32), 'the quote binds the keyset digest and the nonce');
+  assert.deepEqual(j.service_capabilities.supported_e2ee_versions, ['2']);
+  return { digest, keys: ks.e2ee_public_keys };
+}
+
+let attested;
+async function serviceKey(algo) {
+  if (!attested) attested = await attestation(bytesToHex(randomBytes(32)));
+  const k = attested.keys.find((e) => e.algo === algo);
+  assert.ok(k, `the keyset has a ${algo} key`);
+  return k.public_key;
+}
+
+function clientKeys(algo) {
+  if (algo === X25519) {
+    const sk = x25519.utils.randomSecretKey();
+    return { algo, sk, header: bytesToHex(x25519.getPublicKey(sk)) };
+  }
+  const sk = secp256k1.utils.randomSecretKey();
+  return { algo, sk, header: bytesToHex(secp256k1.getPublicKey(sk, false)) };
+}
+
+const reqAad = (algo, model, field, nonce, ts) =>
+  utf8ToBytes(jcs({ purpose: 'aci.e2ee.request.v2', algo, model, field, nonce, ts }));
+const respAad = (algo, model, id, field, nonce, ts) =>
+  utf8ToBytes(jcs({ purpose: 'aci.e2ee.response.v2', algo, model, id, field, nonce, ts }));
+
+function shared(algo, sk, pub) {
+  return algo === X25519 ? x25519.getSharedSecret(sk, pub) : secp256k1.getSharedSecret(sk, pub, true).slice(1);
+}
+
+// §7.2: eph ‖ nonce(12) ‖ ct ‖ tag, a fresh ephemeral key per field
+function seal(algo, serviceHex, text, aad) {
+  const esk = algo === X25519 ? x25519.utils.randomSecretKey() : secp256k1.utils.randomSecretKey();
+  const eph = algo === X25519 ? x25519.getPublicKey(esk) : secp256k1.getPublicKey(esk, false);
+  const key = hkdf(sha256, shared(algo, esk, hexToBytes(serviceHex)), undefined, utf8ToBytes(INFO[algo]), 32);
+  const nonce = randomBytes(12);
+  return bytesToHex(concatBytes(eph, nonce, gcm(key, nonce, aad).encrypt(utf8ToBytes(text))));
+}
+
+function open(ck, hex, aad) {
+  const b = hexToBytes(hex);
+  const el = ck.algo === X25519 ? 32 : 65;
+  const key = hkdf(sha256, shared(ck.algo, ck.sk, b.slice(0, el)), undefined, utf8ToBytes(INFO[ck.algo]), 32);
+  return dec.decode(gcm(key, b.slice(el, el + 12), aad).decrypt(b.slice(el + 12)));
+}
+
+const IMAGE_URL = 'data:image/png;base64,iVBORw0KGgo=';
+const PLAIN = [
+  { role: 'system', content: 'You are a careful assistant. "quotes" \\ and ünïcödé 🙂' },
+  { role: 'user', content: [{ type: 'text', text: 'what is in this image?' }, { type: 'image_url', image_url: { url: IMAGE_URL } }] },
+  { role: 'user', content: [{ type: 'text', text: 'second part, encrypted alone' }, { type: 'image_url', image_url: { url: IMAGE_URL } }] },
+];
+
+function encryptMessages(algo, serviceHex, v, model = MODEL) {
+  const a = (field) => reqAad(algo, model, field, v.nonce, v.ts);
+  return [
+    { role: 'system', content: seal(algo, serviceHex, PLAIN[0].content, a('messages.0.content')) },
+    // a whole content array, compact-serialized and encrypted as one string (§7.3)
+    { role: 'user', content: seal(algo, serviceHex, JSON.stringify(PLAIN[1].content), a('messages.1.content')) },
+    // each part's field on its own
+    { role: 'user', content: [
+      { type: 'text', text: seal(algo, serviceHex, PLAIN[2].content[0].text, a('messages.2.content.0.text')) },
+      { type: 'image_url', image_url: { url: seal(algo, serviceHex, IMAGE_URL, a('messages.2.content.1.image_url.url')) } }] },
+  ];
+}
+
+const fresh = () => ({ nonce: bytesToHex(randomBytes(32)), ts: Math.floor(Date.now() / 1000) });
+const aciHeaders = (ck, serviceHex, v) => ({ 'X-E2EE-Version': '2', 'X-Client-Pub-Key': ck.header,
+  'X-Model-Pub-Key': serviceHex, 'X-E2EE-Nonce': v.nonce, 'X-E2EE-Timestamp': String(v.ts) });
+
+async function engineRequests() { return (await stack.mock.stats()).requests; }
+async function engineBody() { return JSON.parse((await stack.mock.last()).body); }
+
+async function plainAnswer(stream) {
+  const body = { model: MODEL, messages: PLAIN, max_tokens: 6, ...(stream ? { stream: true, stream_options: { include_usage: true } } : {}) };
+  const r = await postJson(stack.port, '/v1/chat/completions', body);
+  assert.equal(r.status, 200);
+  if (!stream) return jsonOf(r).choices[0].message.content;
+  return sseJson(r.body).filter((e) => e.choices.length).map((e) => e.choices[0].delta.content ?? '').join('');
+}
+
+// ---- attestation ----
+
+test('GET /v1/aci/attestation: the keyset, its digest bound into the quote with the nonce; unchallenged form; the report lists the keys', async () => {
+  const nonce = bytesToHex(randomBytes(32));
+  const a = await attestation(nonce);
+  assert.deepEqual(a.keys.map((k) => k.algo), [X25519, SECP]);
+  assert.match(a.keys[0].public_key, /^[0-9a-f]{64}$/);
+  assert.match(a.keys[1].public_key, /^04[0-9a-f]{128}$/);
+  assert.ok(new Set(a.keys.map((k) => k.key_id)).size === 2);
+  const u = await attestation(null); // nonce null: the unchallenged statement
+  assert.equal(u.digest, a.digest, 'one keyset for the process');
+  for (const bad of ['AB'.repeat(32), 'ab'.repeat(31), 'zz'.repeat(32), '0x' + 'ab'.repeat(31)]) {
+    const r = await getPath(stack.port, `/v1/aci/attestation?nonce=${bad}`);
+    assertOpenAIError(r, 400, { type: 'invalid_request_error' });
+  }
+  // The existing report lists the E2EE keys and the keyset digest too.
+  const rep = jsonOf(await getPath(stack.port, `/v1/attestation/report?nonce=${nonce}`));
+  assert.deepEqual(rep.e2ee_public_keys, a.keys);
+  assert.equal(rep.aci_keyset_digest, a.digest);
+  // Keys are per role: no E2EE key is a signing key.
+  for (const k of a.keys) assert.ok(!k.public_key.includes(rep.signing_public_key));
+});
+
+// ---- round trips ----
+
+for (const algo of [X25519, SECP]) {
+  for (const stream of [false, true]) {
+    test(`ACI v2 ${algo.split('-')[0]} ${stream ? 'stream' : 'non-stream'}: engine gets plaintext, client gets ciphertext, signature over the bytes sent`, async () => {
+      const serviceHex = await serviceKey(algo);
+      const ck = clientKeys(algo);
+      const v = fresh();
+      const body = { model: MODEL, messages: encryptMessages(algo, serviceHex, v), max_tokens: 6,
+        ...(stream ? { stream: true, stream_options: { include_usage: true }, mock_chunking: 'split' } : {}) };
+      // secp256k1: the client key in its 64-byte spelling and the service key with 0x (§7.2)
+      const h = aciHeaders(algo === SECP ? { ...ck, header: ck.header.slice(2) } : ck,
+        algo === SECP ? '0x' + serviceHex : serviceHex, v);
+      const r = await postJson(stack.port, '/v1/chat/completions', body, { headers: h });
+      assert.equal(r.status, 200, r.body.toString());
+      assert.equal(r.headers['x-e2ee-applied'], 'true');
+      assert.equal(r.headers['x-e2ee-version'], '2');
+      assert.equal(r.headers['x-e2ee-algo'], algo);
+      assert.equal(r.headers['x-aci-version'], 'aci/1');
+      assert.equal(r.headers['x-aci-keyset-digest'], attested.digest);
+
+      const got = await engineBody();
+      assert.deepEqual(got.messages, PLAIN, 'the engine got the decrypted, restored messages');
+      assert.equal(got.model, MODEL);
+      assert.ok(!r.requestBody.toString().includes('careful assistant'), 'the wire request is ciphertext');
+
+      const expected = await plainAnswer(stream);
+      let id, text = '';
+      if (!stream) {
+        const j = jsonOf(r);
+        id = j.id;
+        const c = j.choices[0].message.content;
+        assert.match(c, HEX, 'content is ciphertext on the wire');
+        text = open(ck, c, respAad(algo, MODEL, j.id, 'choices.0.message.content', v.nonce, v.ts));
+        assert.ok(!r.body.toString().includes(expected), 'no plaintext on the wire');
+      } else {
+        const data = sseData(r.body);
+        assert.equal(data.at(-1), '[DONE]');
+        const events = sseJson(r.body);
+        assert.equal(events.filter((e) => e.choices.length === 0).length, 1, 'the usage chunk is passed on');
+        const seen = new Set();
+        for (const e of events.filter((ev) => ev.choices.length)) {
+          id = e.id;
+          const d = e.choices[0].delta;
+          if (d.content === undefined) continue; // an empty delta content is dropped
+          assert.match(d.content, HEX, 'each delta is ciphertext');
+          assert.ok(!seen.has(d.content.slice(0, 64)), 'a fresh ephemeral key per field');
+          seen.add(d.content.slice(0, 64));
+          text += open(ck, d.content, respAad(algo, MODEL, e.id, `choices.${e.choices[0].index}.delta.content`, v.nonce, v.ts));
+        }
+      }
+      assert.equal(text, expected, 'the decrypted answer is the engine\'s');
+      await checkSigned(stack.port, id, signedText(r.requestBody, r.body));
+    });
+  }
+}
+
+test('ACI v2: every choice encrypted with its own path; the response AAD uses the request model', async () => {
+  const serviceHex = await serviceKey(X25519);
+  const ck = clientKeys(X25519);
+  const v = fresh();
+  const body = { model: MODEL, messages: [{ role: 'user', content: seal(X25519, serviceHex, 'hi', reqAad(X25519, MODEL, 'messages.0.content', v.nonce, v.ts)) }], max_tokens: 3, n: 2 };
+  const r = await postJson(stack.port, '/v1/chat/completions', body, { headers: aciHeaders(ck, serviceHex, v) });
+  assert.equal(r.status, 200, r.body.toString());
+  const j = jsonOf(r);
+  assert.equal(j.choices.length, 2);
+  for (const c of j.choices) {
+    const field = `choices.${c.index}.message.content`;
+    assert.ok(open(ck, c.message.content, respAad(X25519, MODEL, j.id, field, v.nonce, v.ts)).length > 0);
+    assert.throws(() => open(ck, c.message.content, respAad(X25519, MODEL, j.id, 'choices.9.message.content', v.nonce, v.ts)));
+  }
+  assert.notEqual(j.choices[0].message.content.slice(0, 64), j.choices[1].message.content.slice(0, 64));
+});
+
+// ---- errors: each type, in the gateway's order, nothing forwarded ----
+
+async function refused(headers, body, type, path = '/v1/chat/completions') {
+  const before = await engineRequests();
+  const r = await postJson(stack.port, path, body, { headers });
+  const e = assertOpenAIError(r, 400, { type });
+  assert.match(e.message, /not forwarded/);
+  assert.equal(await engineRequests(), before, `nothing reached the engine (${type})`);
+}
+
+test('every ACI error type, in the gateway order, nothing forwarded; a tampered request consumes its nonce', async () => {
+  const serviceHex = await serviceKey(X25519);
+  const secpHex = await serviceKey(SECP);
+  const ck = clientKeys(X25519);
+  const v = fresh();
+  const good = { model: MODEL, messages: encryptMessages(X25519, serviceHex, v), max_tokens: 2 };
+  const H = (o = {}) => ({ ...aciHeaders(ck, serviceHex, v), ...o });
+  const drop = (name) => { const h = H(); delete h[name]; return h; };
+  const other = bytesToHex(x25519.getPublicKey(x25519.utils.randomSecretKey()));
+
+  for (const n of ['X-E2EE-Version', 'X-Client-Pub-Key', 'X-Model-Pub-Key', 'X-E2EE-Nonce', 'X-E2EE-Timestamp'])
+    await refused(drop(n), good, 'e2ee_header_missing');
+  await refused(H({ 'X-E2EE-Version': '1' }), good, 'e2ee_invalid_version');
+  await refused(H({ 'X-E2EE-Version': '3', 'X-E2EE-Nonce': 'short' }), good, 'e2ee_invalid_version');
+  await refused(H({ 'X-E2EE-Nonce': 'ab'.repeat(31) }), good, 'e2ee_invalid_nonce');
+  await refused(H({ 'X-E2EE-Nonce': '0x' + 'ab'.repeat(31) }), good, 'e2ee_invalid_nonce');
+  await refused(H({ 'X-E2EE-Nonce': 'zz'.repeat(32), 'X-E2EE-Timestamp': 'soon' }), good, 'e2ee_invalid_nonce');
+  await refused(H({ 'X-E2EE-Timestamp': 'soon' }), good, 'e2ee_invalid_timestamp');
+  await refused(H({ 'X-E2EE-Timestamp': String(v.ts - 301), 'X-Model-Pub-Key': other }), good, 'e2ee_invalid_timestamp');
+  await refused(H({ 'X-Model-Pub-Key': other, 'X-Client-Pub-Key': 'zz' }), good, 'e2ee_model_key_mismatch');
+  await refused(H({ 'X-Model-Pub-Key': bytesToHex(randomBytes(65)) }), good, 'e2ee_model_key_mismatch');
+  await refused(H({ 'X-Client-Pub-Key': 'ab'.repeat(33) }), good, 'e2ee_invalid_public_key');
+  await refused(H({ 'X-Client-Pub-Key': 'zz'.repeat(32) }), good, 'e2ee_invalid_public_key');
+  // the secp256k1 suite: a client key that is not a point of the curve
+  await refused(H({ 'X-Model-Pub-Key': secpHex, 'X-Client-Pub-Key': '04' + 'ab'.repeat(64) }), good, 'e2ee_invalid_public_key');
+  await refused(H(), { ...good, model: undefined }, 'e2ee_invalid_payload_model');
+  await refused(H(), { ...good, model: 7 }, 'e2ee_invalid_payload_model');
+  // the ACI v2 headers on an endpoint without v2 fields here
+  await refused(H(), { model: MODEL, prompt: 'x' }, 'e2ee_unsupported_endpoint', '/v1/completions');
+  // none of the above consumed the nonce; a request that fails decryption does (§7.4) ...
+  const flip = structuredClone(good);
+  const c0 = flip.messages[0].content;
+  flip.messages[0].content = c0.slice(0, -2) + (c0.slice(-2) === '00' ? '01' : '00');
+  await refused(H(), flip, 'e2ee_decryption_failed');
+  await refused(H(), good, 'e2ee_replay_detected');
+  // ... each of these with a nonce of its own
+  const again = (o, b, t) => { const w = fresh(); return refused(H({ 'X-E2EE-Nonce': w.nonce, ...o }), b, t); };
+  await again({}, good, 'e2ee_decryption_failed'); // the AAD names another nonce
+  await again({}, { ...good, messages: [{ role: 'user', content: 'hello in clear' }] }, 'e2ee_decryption_failed');
+  await again({}, { ...good, messages: [] }, 'e2ee_decryption_failed'); // no encrypted field
+  await again({}, { ...good, messages: encryptMessages(X25519, serviceHex, v, 'another-model') }, 'e2ee_decryption_failed');
+  const partTampered = structuredClone(good);
+  partTampered.messages[2].content[1].image_url.url = partTampered.messages[2].content[0].text; // moved field
+  await again({}, partTampered, 'e2ee_decryption_failed');
+});
+
+test('replay: a used (client key, service key, nonce) is refused on every worker, the nonce case-folded', async () => {
+  const serviceHex = await serviceKey(SECP);
+  const ck = clientKeys(SECP);
+  const v = fresh();
+  const good = { model: MODEL, messages: encryptMessages(SECP, serviceHex, v), max_tokens: 2 };
+  const ok = await postJson(stack.port, '/v1/chat/completions', good, { headers: aciHeaders(ck, serviceHex, v) });
+  assert.equal(ok.status, 200, ok.body.toString());
+  // fresh connections, spread over both workers; the 64-byte client key and the 128-hex
+  // service key spell the same keys
+  for (let i = 0; i < 6; i++) {
+    const h = aciHeaders(i % 2 ? { ...ck, header: ck.header.slice(2) } : ck, i % 3 ? serviceHex : serviceHex.slice(2), v);
+    await refused(h, good, 'e2ee_replay_detected');
+  }
+  // the nonce in upper case is the same nonce (its AAD differs, but the claim comes first)
+  await refused(aciHeaders(ck, serviceHex, { ...v, nonce: v.nonce.toUpperCase() }), good, 'e2ee_replay_detected');
+  // another client key with the same nonce is another tuple
+  const ck2 = clientKeys(SECP);
+  const r2 = await postJson(stack.port, '/v1/chat/completions', good, { headers: aciHeaders(ck2, serviceHex, v) });
+  assert.equal(r2.status, 200, r2.body.toString());
+});
