@@ -189,7 +189,12 @@ $(FUZZ_BUILD)/libvp.a: $(FUZZ_LIB_OBJS) $(FUZZ_LLHTTP_OBJS)
 	rm -f $@ && ar rcs $@ $^
 
 $(FUZZ_BINS): $(FUZZ_BUILD)/%: $(FUZZ_BUILD)/obj/tests/fuzz/%.o $(FUZZ_BUILD)/libvp.a
-	$(FUZZ_CC) -fsanitize=fuzzer $(FUZZ_SAN) $(filter %.o %.a,$^) $(PKG_LIBS) -pthread -lm -o $@
+	$(FUZZ_CC) -fsanitize=fuzzer $(FUZZ_SAN) $(FUZZ_LDEXTRA) $(filter %.o %.a,$^) $(PKG_LIBS) -pthread -lm -o $@
+
+# The E2EE request target runs on the harness's clocks (Dstack v2's timestamp window, the
+# replay cache's expiry): see tests/fuzz/fuzz_e2ee_req.c.
+$(FUZZ_BUILD)/fuzz_e2ee_req: FUZZ_LDEXTRA := -Wl,--wrap=clock_wall_s -Wl,--wrap=clock_mono_s \
+    -Wl,--wrap=json_object_to_json_string_length
 
 fuzz-build: $(FUZZ_BINS)
 
