@@ -195,6 +195,8 @@ $(FUZZ_BINS): $(FUZZ_BUILD)/%: $(FUZZ_BUILD)/obj/tests/fuzz/%.o $(FUZZ_BUILD)/li
 # replay cache's expiry): see tests/fuzz/fuzz_e2ee_req.c.
 $(FUZZ_BUILD)/fuzz_e2ee_req: FUZZ_LDEXTRA := -Wl,--wrap=clock_wall_s -Wl,--wrap=clock_mono_s \
     -Wl,--wrap=json_object_to_json_string_length
+$(FUZZ_BUILD)/fuzz_e2ee_resp: FUZZ_LDEXTRA := -Wl,--wrap=buf_append -Wl,--wrap=json_tokener_parse_ex \
+    -Wl,--wrap=json_object_to_json_string_length
 
 fuzz-build: $(FUZZ_BINS)
 

@@ -23,8 +23,9 @@
  *  - a refusal is one of the E2EE / JSON 4xx answers (never a 5xx but out of memory), with a
  *    NUL-terminated message, no session and an empty, released output buffer;
  *  - an accepted request yields a session and a rewritten body that is one JSON object (json-c
- *    strict) in which no string opens under the server's keys with any legacy cipher (no AAD,
- *    and for Dstack v2 with the AAD of its message position): no ciphertext field is left;
+ *    strict) in which no string at a position the format decrypts opens under the server's
+ *    keys with any legacy cipher (no AAD, and for Dstack v2 with the AAD of its message
+ *    position): no ciphertext field is left;
  *  - a Dstack v2 request accepted once is refused the second time as a replay;
  *  - plaintext is never freed unwiped: while e2ee_request runs, every block freed (or left
  *    behind by realloc) is searched for the seeds' plaintext marker, unless the input carries
@@ -209,52 +210,89 @@ static int is_hex_blob(const char *s, size_t n)
     return 1;
 }
 
-/* m, c: the message / content part index of this value for the Dstack v2 AAD (-1 unknown). */
-static void no_ciphertext(json_object *o, const v2ctx_t *v2, long m, long c, const char *path)
+/* One position the format decrypts: a string there must not open (m, c: the AAD's message
+ * and part index for Dstack v2). */
+static void not_sealed(json_object *o, const char *key, const v2ctx_t *v2, long m, long c)
 {
-    switch (json_object_get_type(o)) {
-    case json_type_string: {
-        const char *s = json_object_get_string(o);
-        size_t n = (size_t)json_object_get_string_len(o);
-        if (!is_hex_blob(s, n))
-            return;
-        CHECK(!opens(s, n, NULL, 0), "a ciphertext is left in the rewritten body at %s", path);
-        if (v2->on && m >= 0) {
-            char aad[1024];
-            size_t an = 0;
-            if (e2ee_aad_dstack_req(aad, sizeof aad, &an, v2->algo, v2->model, v2->model_n,
-                                    (size_t)m, c, v2->nonce, v2->nonce_n, v2->ts) == E2EE_OK)
-                CHECK(!opens(s, n, (const uint8_t *)aad, an),
-                      "a Dstack v2 ciphertext is left in the rewritten body at %s", path);
-        }
+    json_object *v = NULL;
+    if (!o || !json_object_is_type(o, json_type_object) || !json_object_object_get_ex(o, key, &v) ||
+        !json_object_is_type(v, json_type_string))
         return;
-    }
-    case json_type_array:
-        for (size_t i = 0; i < json_object_array_length(o); i++) {
-            long mi = m, ci = c;
-            if (strcmp(path, "messages") == 0)
-                mi = (long)i;
-            else if (m >= 0 && c < 0)
-                ci = (long)i;
-            no_ciphertext(json_object_array_get_idx(o, i), v2, mi, ci,
-                          strcmp(path, "messages") == 0 ? "message" : path);
-        }
+    const char *s = json_object_get_string(v);
+    size_t n = (size_t)json_object_get_string_len(v);
+    if (!is_hex_blob(s, n))
         return;
-    case json_type_object: {
-        json_object_object_foreach(o, k, v)
-        {
-            /* the AAD positions: messages[m].content (c = -1), content[c].text */
-            if (strcmp(path, "root") == 0 && strcmp(k, "messages") == 0)
-                no_ciphertext(v, v2, -1, -1, "messages");
-            else if (strcmp(path, "message") == 0)
-                no_ciphertext(v, v2, m, -1, k);
-            else
-                no_ciphertext(v, v2, m, c, strcmp(path, "content") == 0 ? "part" : k);
+    CHECK(!opens(s, n, NULL, 0), "a ciphertext is left in the rewritten body at %s (m %ld c %ld)",
+          key, m, c);
+    if (v2->on && m >= 0) {
+        char aad[1024];
+        size_t an = 0;
+        if (e2ee_aad_dstack_req(aad, sizeof aad, &an, v2->algo, v2->model, v2->model_n, (size_t)m,
+                                c, v2->nonce, v2->nonce_n, v2->ts) == E2EE_OK)
+            CHECK(!opens(s, n, (const uint8_t *)aad, an),
+                  "a Dstack v2 ciphertext is left in the rewritten body at %s (m %ld c %ld)", key,
+                  m, c);
+    }
+}
+
+static json_object *obj_at(json_object *o, const char *key, json_type t)
+{
+    json_object *v = NULL;
+    if (!o || !json_object_is_type(o, json_type_object) || !json_object_object_get_ex(o, key, &v) ||
+        !json_object_is_type(v, t))
+        return NULL;
+    return v;
+}
+
+/* The positions each format decrypts (formats document §3.4, §5.2): Dstack, messages[m].content
+ * and its text parts; NEAR, content, reasoning_content, reasoning, audio.data (text parts when
+ * a v1 request may be Dstack's), and with all-fields the tool and function fields. A ciphertext
+ * elsewhere is the client's own business and is forwarded as it came. */
+static void no_ciphertext(json_object *root, const v2ctx_t *v2, int dstack, int parts, int all)
+{
+    json_object *msgs = obj_at(root, "messages", json_type_array);
+    for (size_t i = 0; msgs && i < json_object_array_length(msgs); i++) {
+        json_object *m = json_object_array_get_idx(msgs, i);
+        long mi = (long)i;
+        not_sealed(m, "content", v2, mi, -1);
+        json_object *arr = obj_at(m, "content", json_type_array);
+        for (size_t c = 0; (dstack || parts) && arr && c < json_object_array_length(arr); c++) {
+            json_object *part = json_object_array_get_idx(arr, c);
+            json_object *type = obj_at(part, "type", json_type_string);
+            if (type && strcmp(json_object_get_string(type), "text") == 0)
+                not_sealed(part, "text", v2, mi, (long)c);
         }
+        if (dstack)
+            continue;
+        not_sealed(m, "reasoning_content", v2, mi, -1);
+        not_sealed(m, "reasoning", v2, mi, -1);
+        not_sealed(obj_at(m, "audio", json_type_object), "data", v2, mi, -1);
+        if (!all)
+            continue;
+        not_sealed(m, "refusal", v2, mi, -1);
+        not_sealed(m, "name", v2, mi, -1);
+        json_object *fc = obj_at(m, "function_call", json_type_object);
+        not_sealed(fc, "arguments", v2, mi, -1);
+        not_sealed(fc, "name", v2, mi, -1);
+        json_object *tcs = obj_at(m, "tool_calls", json_type_array);
+        for (size_t t = 0; tcs && t < json_object_array_length(tcs); t++) {
+            json_object *fn = obj_at(json_object_array_get_idx(tcs, t), "function", json_type_object);
+            not_sealed(fn, "arguments", v2, mi, -1);
+            not_sealed(fn, "name", v2, mi, -1);
+        }
+    }
+    if (dstack || !all)
         return;
+    json_object *tools = obj_at(root, "tools", json_type_array);
+    for (size_t t = 0; tools && t < json_object_array_length(tools); t++) {
+        json_object *fn = obj_at(json_object_array_get_idx(tools, t), "function", json_type_object);
+        not_sealed(fn, "name", v2, -1, -1);
+        not_sealed(fn, "description", v2, -1, -1);
+        not_sealed(fn, "parameters", v2, -1, -1);
     }
-    default: return;
-    }
+    not_sealed(obj_at(obj_at(root, "tool_choice", json_type_object), "function", json_type_object),
+               "name", v2, -1, -1);
+    not_sealed(obj_at(root, "function_call", json_type_object), "name", v2, -1, -1);
 }
 
 /* ---- one input ---- */
@@ -367,7 +405,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         v2.nonce_n = sess->nonce_n;
         v2.ts = sess->ts;
     }
-    no_ciphertext(root, &v2, -1, -1, "root");
+    /* text parts are decrypted for Dstack, and for a v1 request that may be Dstack's (with
+     * X-Model-Pub-Key, without X-Encrypt-All-Fields) */
+    int parts = sess->format == E2EE_F_V1 &&
+                (req.e2ee_present & (1u << HTTP_E2EE_MODEL_PUB_KEY)) &&
+                !(req.e2ee_present & (1u << HTTP_E2EE_ALL_FIELDS));
+    no_ciphertext(root, &v2, sess->format == E2EE_F_DSTACK_V2, parts, sess->all_fields);
     json_object_put(root);
     int dstack_v2 = sess->format == E2EE_F_DSTACK_V2;
     e2ee_sess_free(sess);
