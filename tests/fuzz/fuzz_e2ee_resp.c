@@ -28,9 +28,12 @@
  *  - bounded memory: between feeds the session holds exactly the unfinished line (SSE), or
  *    the answer so far (JSON);
  *  - plaintext is never freed unwiped while the encryptor runs (a free hook looks for the
- *    seeds' marker), unless the input carries the marker in clear; json-c's and buf_t's
- *    growth by realloc is a known leak (reported) counted apart unless
- *    FUZZ_E2EE_STRICT_WIPE=1. FUZZ_E2EE_NO_WIPE_CHECK=1 turns the check off. */
+ *    seeds' marker), when the input carries the marker only in string values (the module
+ *    wipes every value it parsed, sealed or not, but not member names). Two known leaks
+ *    (reported) are counted apart unless FUZZ_E2EE_STRICT_WIPE=1: growth by realloc (json-c's
+ *    printbufs, buf_t) and a failed parse's values freed by json_tokener_free; the corpus
+ *    files known_* reproduce them (FUZZ_E2EE_STRICT_WIPE=1 build-fuzz/fuzz_e2ee_resp FILE).
+ *    FUZZ_E2EE_NO_WIPE_CHECK=1 turns the check off. */
 #include "fuzz.h"
 #include <json-c/json.h>
 #include <sanitizer/allocator_interface.h>
@@ -89,7 +92,7 @@ static void dump(void)
 /* ---- the wipe check ---- */
 
 /* KNOWN (reported): growth by realloc leaves copies of the plaintext in freed blocks:
- * src/proxy/e2ee_resp.c:243,257 (buf_append of the unfinished line / the JSON answer so far,
+ * src/proxy/e2ee_resp.c:257,267,273 (buf_append of the JSON answer so far / the unfinished line,
  * src/core/buf.c:19 realloc), json-c's tokener and serialiser printbufs (e2ee_json_parse,
  * e2ee_json_append). The link wraps buf_append, json_tokener_parse_ex and
  * json_object_to_json_string_length so that the hook can tell those from new ones. */
@@ -108,6 +111,17 @@ KNOWN_WRAP(struct json_object *, json_tokener_parse_ex,
            (struct json_tokener * t, const char *p, int n), (t, p, n))
 KNOWN_WRAP(const char *, json_object_to_json_string_length,
            (struct json_object * o, int flags, size_t *len), (o, flags, len))
+/* KNOWN (reported, src/proxy/e2ee_req.c:50, e2ee_json_parse): when a parse fails (a cut or
+ * malformed event, an answer that is not JSON), the values parsed so far are still on the
+ * tokener's stack and json_tokener_free releases them unwiped. */
+void __real_json_tokener_free(struct json_tokener *t);
+void __wrap_json_tokener_free(struct json_tokener *t);
+void __wrap_json_tokener_free(struct json_tokener *t)
+{
+    G.in_known++;
+    __real_json_tokener_free(t);
+    G.in_known--;
+}
 
 static void free_hook(const volatile void *p)
 {
@@ -132,10 +146,12 @@ static void free_hook(const volatile void *p)
     G.watching = 1;
 }
 
+/* Every new block starts zeroed, so that a block freed later holds only what was written
+ * into it, never stale bytes of an earlier (already reported) one. */
 static void malloc_hook(const volatile void *p, size_t n)
 {
-    (void)p;
-    (void)n;
+    if (p && n)
+        memset((void *)(uintptr_t)p, 0, n);
 }
 
 static void setup_once(void)
@@ -225,12 +241,16 @@ static json_object *member(json_object *o, const char *k, json_type t)
     return v;
 }
 
-static json_object *parse_strict(const char *p, size_t n)
+/* strict: json-c's strict mode (the engine's side: a document json-c reads only leniently,
+ * such as 0e or a single-quoted string, is not compared; the module re-spells it). */
+static json_object *parse_json(const char *p, size_t n, int strict)
 {
     if (n > (size_t)INT32_MAX)
         return NULL;
     json_tokener *t = json_tokener_new_ex(64);
     CHECK(t != NULL, "tokener");
+    if (strict)
+        json_tokener_set_flags(t, JSON_TOKENER_STRICT);
     /* with a space after it: json-c takes a number at the very end of its input as unfinished */
     char *cp = malloc(n + 1);
     CHECK(cp != NULL, "malloc");
@@ -327,7 +347,7 @@ static void expect_sealed(vctx_t *v, json_object *io, json_object *oo, const cha
     }
     json_object *back;
     if (as_json) {
-        back = parse_strict((const char *)pt, pn);
+        back = parse_json((const char *)pt, pn, 0);
         CHECK(back && json_object_equal(back, iv), "%s: the JSON text does not match", field);
     } else {
         CHECK(pn == (size_t)json_object_get_string_len(iv) &&
@@ -422,16 +442,17 @@ static void expect_doc(vctx_t *v, json_object *in, json_object *out)
                           member(om, "audio", json_type_object), "data", i, 0);
         }
     }
-    CHECK(json_object_equal(in, out), "the output differs from the engine's answer beyond the "
-                                      "sealed fields");
+    CHECK(json_object_equal(in, out),
+          "the output differs from the engine's answer beyond the sealed fields:\n  engine %s",
+          json_object_to_json_string_ext(in, JSON_C_TO_STRING_PLAIN));
 }
 
 /* One output document against one engine document (p: the engine's JSON text, q: ours). */
 static void check_doc(vctx_t *v, const char *p, size_t n, const char *q, size_t qn)
 {
-    json_object *out = parse_strict(q, qn);
+    json_object *out = parse_json(q, qn, 0);
     CHECK(out != NULL, "the output is not one JSON value: %.*s", (int)(qn < 200 ? qn : 200), q);
-    json_object *in = parse_strict(p, n);
+    json_object *in = parse_json(p, n, 1);
     if (!in) { /* a document the module's parser takes and json-c's strict mode does not */
         json_object_put(out);
         return;
@@ -503,6 +524,26 @@ static char *unescaped(const char *p, size_t n, size_t *on)
     return o;
 }
 
+/* Whether every marker of the (unescaped) input sits in a string value (its opening quote
+ * after ':' or '['): the module wipes every value it parsed, not member names. */
+static int marker_in_values_only(const char *u, size_t un)
+{
+    for (const char *m = u; (m = memmem(m, un - (size_t)(m - u), MARKER, sizeof MARKER - 1));
+         m++) {
+        const char *q = m;
+        while (q > u && q[-1] != '"')
+            q--;
+        if (q == u)
+            return 0;
+        q--; /* the opening quote */
+        while (q > u && (q[-1] == ' ' || q[-1] == '\t' || q[-1] == '\r' || q[-1] == '\n'))
+            q--;
+        if (q == u || (q[-1] != ':' && q[-1] != '['))
+            return 0;
+    }
+    return 1;
+}
+
 /* ---- one input ---- */
 
 static void emit(void *ud, const char *p, size_t n)
@@ -532,7 +573,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     G.unwiped = 0;
     size_t un = 0;
     char *ubody = unescaped(body, n, &un);
-    int watch = G.wipe_check && memmem(ubody, un, MARKER, sizeof MARKER - 1) != NULL;
+    int watch = G.wipe_check && memmem(ubody, un, MARKER, sizeof MARKER - 1) != NULL &&
+                marker_in_values_only(ubody, un);
     G.watching = watch;
 
     /* the pieces */
@@ -624,10 +666,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 (data[0] & 15u) % (unsigned)NCASES, all, sse, rc, frc, K.out.len, v.npts,
                 G.known);
     /* no plaintext: an encrypted text not also in clear in the input is not in the output */
-    size_t marker_enc = 0;
     for (size_t k = 0; k < v.npts; k++) {
         const char *pt = v.pts[k];
-        marker_enc += count(pt, strlen(pt), MARKER, sizeof MARKER - 1);
         if (!plain_word(pt))
             continue;
         size_t in_enc = 0;
@@ -637,8 +677,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             CHECK(count(K.out.data ? K.out.data : "", K.out.len, pt, strlen(pt)) == 0,
                   "plaintext \"%s\" in the output", pt);
     }
-    /* the wipe check counts only when the marker occurs in the input in sealed fields only */
-    if (watch && marker_enc == count(ubody, un, MARKER, sizeof MARKER - 1))
+    if (watch)
         CHECK(!G.unwiped, "plaintext freed without being wiped");
 
     free(ubody);
