@@ -3,7 +3,7 @@
  * SECONDS, every prompt encrypted per FORMAT with vllm-proxy's own E2EE code (src/e2ee,
  * build/libvp.a), every answer's content field checked to be ciphertext and a sample of them
  * opened with the client's key. C rather than node: a NEAR answer costs the client one ECDH
- * per token to open, which @noble in node would do some 50 times slower than the proxy seals
+ * per token to open, which @noble (pure JavaScript) would do far slower than the proxy seals
  * it; here opening costs what sealing costs, and only one field in VERIFY_EVERY is opened
  * (every field of each connection's first answer).
  *
