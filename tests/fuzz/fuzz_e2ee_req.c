@@ -33,6 +33,7 @@
 #include "fuzz.h"
 #include <json-c/json.h>
 #include <sanitizer/allocator_interface.h>
+#include <sanitizer/asan_interface.h>
 #include <sanitizer/common_interface_defs.h>
 #include <sodium.h>
 #include <stdint.h>
@@ -138,9 +139,13 @@ static const char *const HNAMES[HTTP_E2EE_N] = {
 
 /* ---- the wipe check: a free hook that looks for the marker in every block released ---- */
 
+static int tracked(const void *p);
+static const uint8_t *g_cur;
+static size_t g_cur_n;
+
 static void free_hook(const volatile void *p)
 {
-    if (!G.watching || !p)
+    if (!G.watching || !p || !tracked((const void *)(uintptr_t)p))
         return;
     size_t n = __sanitizer_get_allocated_size((const void *)(uintptr_t)p);
     if (n >= sizeof MARKER - 1 &&
@@ -158,16 +163,58 @@ static void free_hook(const volatile void *p)
         fwrite((const void *)(uintptr_t)p, 1, n < 512 ? n : 512, stderr);
         fputc('\n', stderr);
         __sanitizer_print_stack_trace();
+        if (getenv("FUZZ_E2EE_DESCRIBE")) {
+            __asan_describe_address((void *)(uintptr_t)p);
+            FILE *df = fopen(getenv("FUZZ_E2EE_DESCRIBE"), "wb");
+            if (df) {
+                fwrite(g_cur, 1, g_cur_n, df);
+                fclose(df);
+            }
+        }
         G.watching = 1;
     }
 }
 
 /* Every new block starts zeroed, so that a block freed later holds only what was written
- * into it, never stale bytes of an earlier (already reported) one. */
+ * into it; and only blocks allocated while the module runs are searched when freed (a set of
+ * pointers, one generation per input), never blocks of earlier inputs or of the harness. */
+#define TRACK_SLOTS (1u << 18)
+static struct {
+    const void *p;
+    unsigned gen;
+} g_track[TRACK_SLOTS];
+static unsigned g_gen = 1;
+
+static size_t track_slot(const void *p)
+{
+    return (size_t)(((uintptr_t)p >> 4) * 0x9e3779b97f4a7c15ull >> 46) & (TRACK_SLOTS - 1);
+}
+
 static void malloc_hook(const volatile void *p, size_t n)
 {
-    if (p && n)
+    if (!p)
+        return;
+    if (n)
         memset((void *)(uintptr_t)p, 0, n);
+    if (!G.watching)
+        return;
+    for (size_t i = track_slot((const void *)(uintptr_t)p), k = 0; k < 64; i = (i + 1) & (TRACK_SLOTS - 1), k++)
+        if (g_track[i].gen != g_gen) {
+            g_track[i].p = (const void *)(uintptr_t)p;
+            g_track[i].gen = g_gen;
+            return;
+        }
+}
+
+static int tracked(const void *p)
+{
+    for (size_t i = track_slot(p), k = 0; k < 64; i = (i + 1) & (TRACK_SLOTS - 1), k++) {
+        if (g_track[i].gen != g_gen)
+            return 0;
+        if (g_track[i].p == p)
+            return 1;
+    }
+    return 0;
 }
 
 static void setup_once(void)
@@ -383,6 +430,9 @@ static int run_once(const http_req_t *req, strv_t body, app_error_t *err, buf_t 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     setup_once();
+    g_gen++;
+    g_cur = data;
+    g_cur_n = size;
     if (size < 1 || size > (256u << 10))
         return 0;
     g_wall = (double)(T0 + 4 * (int8_t)data[0]);
@@ -447,6 +497,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     }
     CHECK(sess != NULL, "accepted without a session");
+    if (getenv("FUZZ_E2EE_DEBUG"))
+        fprintf(stderr, "fuzz_e2ee_req: rewritten: %.*s\n", (int)out.len, out.data);
     CHECK(out.len > 0, "accepted with an empty body");
     const char *rh = e2ee_resp_headers(sess);
     CHECK(rh != NULL && strlen(rh) < E2EE_HDRS_MAX, "response headers");
@@ -489,7 +541,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         buf_t out2 = BUF_INIT;
         e2ee_sess_t *s2 = NULL;
         app_error_t e2 = APP_E_N;
+        G.wipe_check = watch;
         rc = run_once(&req, body, &e2, &out2, &s2, msg);
+        G.wipe_check = save;
+        CHECK(!G.unwiped, "plaintext freed without being wiped (the replay)");
         CHECK(rc == -1 && e2 == APP_E_E2EE_REPLAY_DETECTED && s2 == NULL && out2.len == 0,
               "a Dstack v2 request accepted twice (rc %d, error %d)", rc, (int)e2);
     }

@@ -38,6 +38,7 @@
 #include <json-c/json.h>
 #include <sanitizer/allocator_interface.h>
 #include <sanitizer/common_interface_defs.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -123,9 +124,11 @@ void __wrap_json_tokener_free(struct json_tokener *t)
     G.in_known--;
 }
 
+static int tracked(const void *p);
+
 static void free_hook(const volatile void *p)
 {
-    if (!G.watching || !p)
+    if (!G.watching || !p || !tracked((const void *)(uintptr_t)p))
         return;
     size_t n = __sanitizer_get_allocated_size((const void *)(uintptr_t)p);
     if (n < sizeof MARKER - 1 ||
@@ -147,11 +150,45 @@ static void free_hook(const volatile void *p)
 }
 
 /* Every new block starts zeroed, so that a block freed later holds only what was written
- * into it, never stale bytes of an earlier (already reported) one. */
+ * into it; and only blocks allocated while the module runs are searched when freed (a set of
+ * pointers, one generation per input), never blocks of earlier inputs or of the harness. */
+#define TRACK_SLOTS (1u << 18)
+static struct {
+    const void *p;
+    unsigned gen;
+} g_track[TRACK_SLOTS];
+static unsigned g_gen = 1;
+
+static size_t track_slot(const void *p)
+{
+    return (size_t)(((uintptr_t)p >> 4) * 0x9e3779b97f4a7c15ull >> 46) & (TRACK_SLOTS - 1);
+}
+
 static void malloc_hook(const volatile void *p, size_t n)
 {
-    if (p && n)
+    if (!p)
+        return;
+    if (n)
         memset((void *)(uintptr_t)p, 0, n);
+    if (!G.watching)
+        return;
+    for (size_t i = track_slot((const void *)(uintptr_t)p), k = 0; k < 64; i = (i + 1) & (TRACK_SLOTS - 1), k++)
+        if (g_track[i].gen != g_gen) {
+            g_track[i].p = (const void *)(uintptr_t)p;
+            g_track[i].gen = g_gen;
+            return;
+        }
+}
+
+static int tracked(const void *p)
+{
+    for (size_t i = track_slot(p), k = 0; k < 64; i = (i + 1) & (TRACK_SLOTS - 1), k++) {
+        if (g_track[i].gen != g_gen)
+            return 0;
+        if (g_track[i].p == p)
+            return 1;
+    }
+    return 0;
 }
 
 static void setup_once(void)
@@ -524,24 +561,47 @@ static char *unescaped(const char *p, size_t n, size_t *on)
     return o;
 }
 
-/* Whether every marker of the (unescaped) input sits in a string value (its opening quote
- * after ':' or '['): the module wipes every value it parsed, not member names. */
-static int marker_in_values_only(const char *u, size_t un)
+/* Whether every marker of the input sits in a string value: the module wipes every value it
+ * parsed, not member names. Conservative: the marker spelled literally (not through escapes),
+ * inside a string whose opening quote follows ':' or '[' and whose closing quote is followed
+ * by ',', '}' or ']' (quotes preceded by an odd run of backslashes are escaped). */
+static int quote_at(const char *u, const char *q)
 {
-    for (const char *m = u; (m = memmem(m, un - (size_t)(m - u), MARKER, sizeof MARKER - 1));
-         m++) {
+    size_t bs = 0;
+    while (q - (ptrdiff_t)bs - 1 >= u && q[-(ptrdiff_t)bs - 1] == '\\')
+        bs++;
+    return *q == '"' && bs % 2 == 0;
+}
+
+static int ws(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; }
+
+static int marker_in_values_only(const char *u, size_t un, size_t unescaped_count)
+{
+    size_t raw = 0;
+    const char *end = u + un;
+    for (const char *m = u; (m = memmem(m, (size_t)(end - m), MARKER, sizeof MARKER - 1)); m++) {
+        raw++;
         const char *q = m;
-        while (q > u && q[-1] != '"')
+        while (q > u && !quote_at(u, q - 1))
             q--;
         if (q == u)
             return 0;
         q--; /* the opening quote */
-        while (q > u && (q[-1] == ' ' || q[-1] == '\t' || q[-1] == '\r' || q[-1] == '\n'))
+        while (q > u && ws(q[-1]))
             q--;
         if (q == u || (q[-1] != ':' && q[-1] != '['))
             return 0;
+        const char *c = m + sizeof MARKER - 1;
+        while (c < end && !quote_at(u, c))
+            c++;
+        if (c == end)
+            return 0;
+        for (c++; c < end && ws(*c); c++)
+            ;
+        if (c == end || (*c != ',' && *c != '}' && *c != ']'))
+            return 0;
     }
-    return 1;
+    return raw == unescaped_count;
 }
 
 /* ---- one input ---- */
@@ -558,6 +618,7 @@ static int is_sp(char c) { return c == ' ' || c == '\t'; }
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     setup_once();
+    g_gen++;
     if (size < 2 || size > (1u << 20))
         return 0;
     const fcase_t *c = &CASES[(data[0] & 15u) % NCASES];
@@ -573,8 +634,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     G.unwiped = 0;
     size_t un = 0;
     char *ubody = unescaped(body, n, &un);
-    int watch = G.wipe_check && memmem(ubody, un, MARKER, sizeof MARKER - 1) != NULL &&
-                marker_in_values_only(ubody, un);
+    size_t umarks = count(ubody, un, MARKER, sizeof MARKER - 1);
+    int watch = G.wipe_check && umarks > 0 && marker_in_values_only(body, n, umarks);
     G.watching = watch;
 
     /* the pieces */
