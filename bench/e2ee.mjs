@@ -184,7 +184,7 @@ async function main() {
   }
   // preflight: one connection per format, every field opened
   for (const [fmt] of [['plain'], ...FORMATS]) {
-    const r = await result(client(fmt, 1, 0.3, 1));
+    const r = await result(client(fmt, 1, 0.3, 1)); // one connection: every field of its first answer
     if (r.errors || r.tokens === 0) throw new Error(`preflight ${fmt}: ${r.error || 'no tokens'} (${JSON.stringify(r)})`);
     log(`preflight ${fmt}: ${r.answers} answers, ${r.tokens} tokens, ${r.opened} fields opened`);
   }
@@ -238,7 +238,11 @@ async function main() {
   const pa = alone.rs[0], pm = mixed.rs[0], el = mixed.rs[1];
   lines.push(`plaintext ${mixConc} streams alone:                 ${f(pa.tokens_per_s)} tok/s, p50 ${f(pa.p50_ms, 1)} ms, p99 ${f(pa.p99_ms, 1)} ms; proxy ${f((alone.cpu_s * 1e6) / pa.tokens, 3)} us/token`);
   lines.push(`plaintext ${mixConc} streams beside ${mixConc} ${LOAD_FORMAT}: ${f(pm.tokens_per_s)} tok/s, p50 ${f(pm.p50_ms, 1)} ms, p99 ${f(pm.p99_ms, 1)} ms (the encrypted load: ${f(el.tokens_per_s)} tok/s, p50 ${f(el.p50_ms, 1)} ms)`);
-  lines.push(`  plaintext p50 with / without the encrypted load: ${f(pm.p50_ms / pa.p50_ms, 2)}; tokens/s: ${f(pm.tokens_per_s / pa.tokens_per_s, 2)}`);
+  const slow = pm.p50_ms / pa.p50_ms;
+  // the issue: encrypted requests must not slow plaintext ones on the same proxy; read as the
+  // attestation benchmark reads "no stream slowed": p50 with / without <= 1.10
+  lines.push(`  plaintext p50 with / without the encrypted load: ${f(slow, 2)} (target <= 1.10: ${Number.isFinite(slow) ? (slow <= 1.1 ? 'MET' : 'NOT MET') : 'n/a'}); tokens/s with / without: ${f(pm.tokens_per_s / pa.tokens_per_s, 2)}`);
+  if (!(slow <= 1.1)) allMet = false;
   lines.push(sep);
   if (P) {
     lines.push('primitives alone (bench/e2ee_prims, src/e2ee, CPU us): derive = fresh key pair + ECDH + KDF; seal16 = AEAD of a 16-byte field + hex');
@@ -248,7 +252,7 @@ async function main() {
   const header = [
     `vllm-proxy E2EE benchmark  ${date}  (${((Date.now() - t0) / 1000).toFixed(0)} s)`,
     `machine: ${NCPU} x ${os.cpus()[0].model.trim()}, Linux ${os.release()}; vllm-proxy --workers ${WORKERS}; pinning (BENCH_PIN=${PIN}): ${pin}`,
-    `each run ${SECONDS} s (BENCH_SECONDS); streams of ${TOKENS} tokens; client bench/e2ee_client opens every field of each connection's first answer, then 1 in ${VERIFY_EVERY}`,
+    `each run ${SECONDS} s (BENCH_SECONDS); streams of ${TOKENS} tokens; client bench/e2ee_client opens every field of one answer, then the first of each answer and 1 in ${VERIFY_EVERY}`,
     `proxy us/token = proxy utime+stime (/proc) / content tokens received; mandatory = derive + seal16 (NEAR: a fresh ephemeral key per field) or seal16 (Dstack: one key per request)`,
     `target: <= 1.25 x mandatory + 2 us (NEAR), <= 3 us (Dstack), issue 10 item 8`,
   ].join('\n');

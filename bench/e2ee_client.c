@@ -4,8 +4,9 @@
  * build/libvp.a), every answer's content field checked to be ciphertext and a sample of them
  * opened with the client's key. C rather than node: a NEAR answer costs the client one ECDH
  * per token to open, which @noble (pure JavaScript) would do far slower than the proxy seals
- * it; here opening costs what sealing costs, and only one field in VERIFY_EVERY is opened
- * (every field of each connection's first answer).
+ * it; here opening costs what sealing costs, and only a sample is opened: every field of the
+ * first answer on the first connection, then the first field of each answer and one field in
+ * VERIFY_EVERY (every field is checked to be hex).
  *
  * usage: e2ee_client PORT FORMAT CONC SECONDS TOKEN MODEL ECDSA_PUB_HEX ED25519_PUB_HEX
  *                    [MAX_TOKENS=512] [VERIFY_EVERY=32]
@@ -216,7 +217,7 @@ static int on_line(worker_t *w, answer_t *a, const char *p, size_t n, int *done)
         return -1;
     }
     a->fields++;
-    if (!a->first && (G.verify_every <= 0 || a->fields % G.verify_every != 0))
+    if (!a->first && a->fields != 1 && (G.verify_every <= 0 || a->fields % G.verify_every != 0))
         return 0;
     char aad[1024];
     size_t an = 0;
@@ -322,7 +323,7 @@ static int one(worker_t *w, conn_t *c, unsigned long seq, double *ms)
     }
     consume(c, hl);
     /* chunks → lines */
-    answer_t a = {.first = seq == 0, .nonce = nonce, .ts = ts};
+    answer_t a = {.first = seq == 0 && w->id == 0, .nonce = nonce, .ts = ts};
     char *body = NULL;
     size_t blen = 0, bcap = 0;
     int done = 0, end = 0, rc = 0;
