@@ -11,6 +11,7 @@
 #   make tsan             unit tests and integration suite against build-tsan/
 #   make fuzz-build       the libFuzzer targets into build-fuzz/ (clang-14, ASan + UBSan)
 #   make fuzz-replay      runs every target once over its corpus tests/fuzz/corpus/<target>/
+#   make bench-e2ee       bench/e2ee-run: encrypted streams per E2EE format (docs/PERFORMANCE.md)
 #   make fuzz             scripts/run-fuzz: fuzzes each target for FUZZ_SECONDS (default 30)
 #   make soak             tests/soak/soak.mjs: chaos and load for SOAK_SECONDS (default 300)
 #   make format-check     clang-format check of the files listed in FORMAT_FILES
@@ -69,7 +70,7 @@ UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRCS))
 PROGRAMS := $(BUILD)/vllm-proxy $(BUILD)/mock-vllm $(BUILD)/fake-dstack-agent $(BUILD)/e2ee-tool \
             $(if $(wildcard src/verify/main.c),$(BUILD)/vllm-proxy-verify)
 
-.PHONY: all clean test unit unit-san tsan integration demo fuzz fuzz-build fuzz-replay bench deps \
+.PHONY: all clean test unit unit-san tsan integration demo fuzz fuzz-build fuzz-replay bench bench-e2ee deps \
         format-check soak
 all: $(PROGRAMS)
 
@@ -189,7 +190,16 @@ $(FUZZ_BUILD)/libvp.a: $(FUZZ_LIB_OBJS) $(FUZZ_LLHTTP_OBJS)
 	rm -f $@ && ar rcs $@ $^
 
 $(FUZZ_BINS): $(FUZZ_BUILD)/%: $(FUZZ_BUILD)/obj/tests/fuzz/%.o $(FUZZ_BUILD)/libvp.a
-	$(FUZZ_CC) -fsanitize=fuzzer $(FUZZ_SAN) $(filter %.o %.a,$^) $(PKG_LIBS) -pthread -lm -o $@
+	$(FUZZ_CC) -fsanitize=fuzzer $(FUZZ_SAN) $(FUZZ_LDEXTRA) $(filter %.o %.a,$^) $(PKG_LIBS) -pthread -lm -o $@
+
+# The E2EE request target runs on the harness's clocks (Dstack v2's timestamp window, the
+# replay cache's expiry): see tests/fuzz/fuzz_e2ee_req.c.
+$(FUZZ_BUILD)/fuzz_e2ee_req: FUZZ_LDEXTRA := -Wl,--wrap=clock_wall_s -Wl,--wrap=clock_mono_s \
+    -Wl,--wrap=json_object_to_json_string_length -Wl,--wrap=json_tokener_parse_ex \
+    -Wl,--wrap=json_tokener_free
+# The E2EE targets tell the known plaintext leaks (reported) from new ones by wrapping the calls.
+$(FUZZ_BUILD)/fuzz_e2ee_resp: FUZZ_LDEXTRA := -Wl,--wrap=buf_append -Wl,--wrap=json_tokener_parse_ex \
+    -Wl,--wrap=json_object_to_json_string_length -Wl,--wrap=json_tokener_free
 
 fuzz-build: $(FUZZ_BINS)
 
@@ -208,6 +218,9 @@ fuzz:
 
 bench: all
 	bench/run
+
+bench-e2ee: all
+	bench/e2ee-run
 
 # Soak and chaos (docs/RELIABILITY.md): mixed load while the engine, Redis and the dstack agent
 # are killed and stalled, clients drop mid-stream and the proxy is pushed to its descriptor
