@@ -130,10 +130,10 @@ void e2ee_json_wipe_put(json_object *o)
     json_object_put(o);
 }
 
-/* A JSON string literal, escaped as json-c escapes with JSON_C_TO_STRING_NOSLASHESCAPE
- * (json_escape_str: \b \f \n \r \t \" \\ short, other bytes below 0x20 as \u00xx, the rest
- * as they are), so that the output is byte for byte json-c's. */
-static int ser_str(buf_t *out, const char *s, size_t n)
+/* A JSON string literal, escaped as json-c's json_escape_str escapes (\b \f \n \r \t \" \\
+ * short, / as \/ unless JSON_C_TO_STRING_NOSLASHESCAPE, other bytes below 0x20 as \u00xx, the
+ * rest as they are), so that the output is byte for byte json-c's. */
+static int ser_str(buf_t *out, const char *s, size_t n, int slash)
 {
     static const char hexd[] = "0123456789abcdef";
     if (buf_append_wiped(out, "\"", 1) != 0)
@@ -151,6 +151,11 @@ static int ser_str(buf_t *out, const char *s, size_t n)
         case '\t': esc[1] = 't'; break;
         case '"': esc[1] = '"'; break;
         case '\\': esc[1] = '\\'; break;
+        case '/':
+            if (!slash)
+                continue;
+            esc[1] = '/';
+            break;
         default:
             if (c >= 0x20)
                 continue;
@@ -168,12 +173,13 @@ static int ser_str(buf_t *out, const char *s, size_t n)
                : -1;
 }
 
-/* Compact JSON (json-c's JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE spelling),
+/* Compact JSON (json-c's JSON_C_TO_STRING_PLAIN spelling; slash: / escaped, else as with
+ * JSON_C_TO_STRING_NOSLASHESCAPE),
  * written here rather than by json-c: json-c's serialiser grows its printbuf by realloc and
  * keeps the text in the node, leaving copies of the strings in freed memory. Numbers are
  * json-c's own text for them (a parsed double keeps its original spelling), wiped after the
  * copy. */
-static int ser(buf_t *out, json_object *o)
+static int ser(buf_t *out, json_object *o, int slash)
 {
     switch (json_object_get_type(o)) {
     case json_type_null: return buf_append_wiped(out, "null", 4);
@@ -192,13 +198,14 @@ static int ser(buf_t *out, json_object *o)
         return rc;
     }
     case json_type_string:
-        return ser_str(out, json_object_get_string(o), (size_t)json_object_get_string_len(o));
+        return ser_str(out, json_object_get_string(o), (size_t)json_object_get_string_len(o),
+                       slash);
     case json_type_array: {
         if (buf_append_wiped(out, "[", 1) != 0)
             return -1;
         for (size_t i = 0; i < json_object_array_length(o); i++)
             if ((i && buf_append_wiped(out, ",", 1) != 0) ||
-                ser(out, json_object_array_get_idx(o, i)) != 0)
+                ser(out, json_object_array_get_idx(o, i), slash) != 0)
                 return -1;
         return buf_append_wiped(out, "]", 1);
     }
@@ -209,8 +216,8 @@ static int ser(buf_t *out, json_object *o)
         json_object_object_foreach(o, k, v)
         {
             if ((!first && buf_append_wiped(out, ",", 1) != 0) ||
-                ser_str(out, k, strlen(k)) != 0 || buf_append_wiped(out, ":", 1) != 0 ||
-                ser(out, v) != 0)
+                ser_str(out, k, strlen(k), slash) != 0 || buf_append_wiped(out, ":", 1) != 0 ||
+                ser(out, v, slash) != 0)
                 return -1;
             first = 0;
         }
@@ -222,7 +229,7 @@ static int ser(buf_t *out, json_object *o)
 
 int e2ee_json_append(buf_t *out, json_object *o)
 {
-    return ser(out, o);
+    return ser(out, o, 0);
 }
 
 const char *e2ee_json_str(json_object *parent, const char *key, buf_t *tmp, size_t *n)
@@ -237,7 +244,8 @@ const char *e2ee_json_str(json_object *parent, const char *key, buf_t *tmp, size
         return json_object_get_string(v);
     }
     size_t at = tmp->len;
-    if (e2ee_json_append(tmp, v) != 0 || !tmp->data) {
+    /* json-c's PLAIN spelling, slashes escaped, as this AAD has always been built */
+    if (ser(tmp, v, 1) != 0 || !tmp->data) {
         *n = 0;
         return NULL;
     }

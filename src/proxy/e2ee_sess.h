@@ -48,7 +48,8 @@ void e2ee_json_wipe_put(json_object *o);
 int e2ee_json_append(buf_t *out, json_object *o);
 /* The value of a member as Python's str() would print it for the Dstack v2 AAD (§6.1): a
  * string as is (the node's own text), a missing member as "", anything else as its JSON text
- * appended to tmp (the caller wipes it: e2ee_wipe_buf). NULL when out of memory. */
+ * (json-c's PLAIN spelling, / escaped) appended to tmp (the caller wipes it: e2ee_wipe_buf).
+ * NULL when out of memory. */
 const char *e2ee_json_str(json_object *parent, const char *key, buf_t *tmp, size_t *n);
 
 #endif

@@ -287,15 +287,15 @@ static void test_json_parse_edges(void **state)
     memset(deep + 100, ']', 100);
     assert_null(e2ee_json_parse(deep, sizeof deep));
     /* e2ee_json_str: a non-string member's JSON text in the caller's buffer */
-    static const char doc2[] = "{\"m\":[\"a\",1],\"s\":\"t\"}";
+    static const char doc2[] = "{\"m\":[\"a/\",1],\"s\":\"t\"}";
     o = e2ee_json_parse(doc2, sizeof doc2 - 1);
     assert_non_null(o);
     buf_t tmp = BUF_INIT;
     size_t n = 0;
     const char *v = e2ee_json_str(o, "m", &tmp, &n);
     assert_non_null(v);
-    assert_int_equal(n, 7);
-    assert_memory_equal(v, "[\"a\",1]", 7);
+    assert_int_equal(n, 9); /* json-c's PLAIN spelling, as before: / escaped */
+    assert_memory_equal(v, "[\"a\\/\",1]", 9);
     v = e2ee_json_str(o, "s", &tmp, &n);
     assert_int_equal(n, 1);
     assert_memory_equal(v, "t", 1);
