@@ -68,6 +68,21 @@ static int presize_printbuf(struct printbuf *pb, size_t n)
     return 0;
 }
 
+/* A member name repeated in one object: json-c keeps the last value and releases the earlier
+ * one unwiped inside the parse. The input is fed in pieces that end just after each ':', so
+ * that between pieces a member name just read is on the stack (the object's level, the value
+ * not yet begun) and an earlier value under the same name can be wiped before it is replaced. */
+static void wipe_replaced_member(json_tokener *t)
+{
+    if (!t->stack || t->depth < 0 || t->depth >= t->max_depth)
+        return;
+    struct json_tokener_srec *r = &t->stack[t->depth];
+    json_object *old = NULL;
+    if (r->obj_field_name && r->current && json_object_is_type(r->current, json_type_object) &&
+        json_object_object_get_ex(r->current, r->obj_field_name, &old))
+        wipe_tree(old);
+}
+
 json_object *e2ee_json_parse(const char *p, size_t n)
 {
     if (n > (size_t)INT32_MAX - 8)
@@ -79,14 +94,27 @@ json_object *e2ee_json_parse(const char *p, size_t n)
         json_tokener_free(t);
         return NULL;
     }
-    json_object *o = json_tokener_parse_ex(t, p, (int)n);
-    size_t end = o ? json_tokener_get_parse_end(t) : 0;
-    if (o && json_tokener_get_error(t) == json_tokener_success) {
+    json_object *o = NULL;
+    size_t at = 0, end = 0;
+    enum json_tokener_error err = json_tokener_continue;
+    do {
+        const char *colon = memchr(p + at, ':', n - at);
+        size_t piece = colon ? (size_t)(colon - (p + at)) + 1 : n - at;
+        o = json_tokener_parse_ex(t, p + at, (int)piece);
+        err = json_tokener_get_error(t);
+        if (o || err != json_tokener_continue) {
+            end = at + json_tokener_get_parse_end(t);
+            break;
+        }
+        wipe_replaced_member(t);
+        at += piece;
+    } while (at < n);
+    if (o && err == json_tokener_success) {
         for (; end < n; end++)
             if (p[end] != ' ' && p[end] != '\t' && p[end] != '\r' && p[end] != '\n')
                 break;
     }
-    if (!o || json_tokener_get_error(t) != json_tokener_success || end != n) {
+    if (!o || err != json_tokener_success || end != n) {
         if (o)
             e2ee_json_wipe_put(o);
         o = NULL;

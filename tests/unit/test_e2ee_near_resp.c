@@ -286,6 +286,17 @@ static void test_json_parse_edges(void **state)
     memset(deep, '[', 100);
     memset(deep + 100, ']', 100);
     assert_null(e2ee_json_parse(deep, sizeof deep));
+    /* fed in pieces that end after each ':' (inside strings too): the same document; a
+     * repeated member name keeps the last value, as json-c does */
+    static const char doc1[] = "{\"a:b\":\"c:d\",\"n\":{\"x\":[1,{\"y\":\":\"}]},\"a\":\"x\","
+                               "\"a\":{\"q\":\"r\"},\"a\":\"last\"}";
+    o = e2ee_json_parse(doc1, sizeof doc1 - 1);
+    assert_non_null(o);
+    buf_t ser = BUF_INIT;
+    assert_int_equal(e2ee_json_append(&ser, o), 0);
+    assert_string_equal(ser.data, "{\"a:b\":\"c:d\",\"n\":{\"x\":[1,{\"y\":\":\"}]},\"a\":\"last\"}");
+    e2ee_wipe_buf(&ser);
+    e2ee_json_wipe_put(o);
     /* e2ee_json_str: a non-string member's JSON text in the caller's buffer */
     static const char doc2[] = "{\"m\":[\"a/\",1],\"s\":\"t\"}";
     o = e2ee_json_parse(doc2, sizeof doc2 - 1);
