@@ -1,21 +1,34 @@
 /* Growable byte buffer with a few formatting helpers used to build JSON and HTTP heads. */
 #include "core/buf.h"
 
+#include <sodium.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-int buf_reserve(buf_t *b, size_t extra)
+/* The capacity buf_reserve grows to for extra more bytes (and the NUL); 0 when none is
+ * needed, SIZE_MAX when it overflows. */
+static size_t grow_cap(const buf_t *b, size_t extra)
 {
     if (extra > SIZE_MAX - b->len - 1)
-        return -1;
+        return SIZE_MAX;
     size_t need = b->len + extra + 1;
     if (need <= b->cap)
         return 0;
     size_t cap = b->cap ? b->cap : 64;
     while (cap < need)
         cap = cap > SIZE_MAX / 2 ? need : cap * 2;
+    return cap;
+}
+
+int buf_reserve(buf_t *b, size_t extra)
+{
+    size_t cap = grow_cap(b, extra);
+    if (cap == 0)
+        return 0;
+    if (cap == SIZE_MAX)
+        return -1;
     char *p = realloc(b->data, cap);
     if (!p)
         return -1;
@@ -27,6 +40,38 @@ int buf_reserve(buf_t *b, size_t extra)
 int buf_append(buf_t *b, const void *p, size_t n)
 {
     if (buf_reserve(b, n) != 0)
+        return -1;
+    if (n)
+        memcpy(b->data + b->len, p, n);
+    b->len += n;
+    b->data[b->len] = '\0';
+    return 0;
+}
+
+int buf_reserve_wiped(buf_t *b, size_t extra)
+{
+    size_t cap = grow_cap(b, extra);
+    if (cap == 0)
+        return 0;
+    if (cap == SIZE_MAX)
+        return -1;
+    char *p = malloc(cap);
+    if (!p)
+        return -1;
+    if (b->data) {
+        memcpy(p, b->data, b->len);
+        sodium_memzero(b->data, b->cap);
+        free(b->data);
+    }
+    p[b->len] = '\0';
+    b->data = p;
+    b->cap = cap;
+    return 0;
+}
+
+int buf_append_wiped(buf_t *b, const void *p, size_t n)
+{
+    if (buf_reserve_wiped(b, n) != 0)
         return -1;
     if (n)
         memcpy(b->data + b->len, p, n);

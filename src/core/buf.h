@@ -16,6 +16,11 @@ typedef struct buf {
 int buf_reserve(buf_t *b, size_t extra);             /* 0, or -1 on ENOMEM */
 int buf_append(buf_t *b, const void *p, size_t n);   /* 0, or -1 on ENOMEM */
 int buf_puts(buf_t *b, const char *s);
+/* As buf_reserve / buf_append, for a buffer that holds secrets: growth mallocs the larger
+ * block, copies, zeroes the whole old block and frees it, so no copy is left in freed memory
+ * (realloc would leave one). Slower; buf_append stays the hot path. */
+int buf_reserve_wiped(buf_t *b, size_t extra);       /* 0, or -1 on ENOMEM */
+int buf_append_wiped(buf_t *b, const void *p, size_t n);
 int buf_printf(buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Appends s as a JSON string literal (quotes included), escaping as RFC 8259 requires. */
 int buf_json_str(buf_t *b, const char *s, size_t n);

@@ -247,6 +247,21 @@ int e2ee_key_derive_send(e2ee_key_t *k, e2ee_cipher_t c, const uint8_t *peer, si
     return rc;
 }
 
+/* The AES-256-GCM implementation, fetched once: EVP_aes_256_gcm() in EVP_CipherInit_ex makes
+ * OpenSSL 3 look the algorithm up in its provider store (under a lock) on every field. A
+ * fetched EVP_CIPHER is immutable and may be shared by threads; it is kept for the process. */
+static pthread_once_t g_gcm_once = PTHREAD_ONCE_INIT;
+static EVP_CIPHER *g_gcm;
+
+static void gcm_init(void) { g_gcm = EVP_CIPHER_fetch(NULL, "AES-256-GCM", NULL); }
+
+static const EVP_CIPHER *gcm_cipher(void)
+{
+    if (pthread_once(&g_gcm_once, gcm_init) != 0 || !g_gcm)
+        return EVP_aes_256_gcm(); /* the implicit fetch, as before */
+    return g_gcm;
+}
+
 /* AES-256-GCM, ct ‖ tag. enc: 1 seal, 0 open (tag checked by OpenSSL in constant time). */
 static int aes_gcm(int enc, const uint8_t key[32], const uint8_t nonce[12], const uint8_t *aad,
                    size_t aad_len, const uint8_t *in, size_t n, uint8_t *out, uint8_t tag[16])
@@ -255,7 +270,7 @@ static int aes_gcm(int enc, const uint8_t key[32], const uint8_t nonce[12], cons
     int ok = 0, len = 0;
     if (!ctx || n > INT32_MAX || aad_len > INT32_MAX)
         goto done;
-    if (EVP_CipherInit_ex(ctx, EVP_aes_256_gcm(), NULL, NULL, NULL, enc) != 1 ||
+    if (EVP_CipherInit_ex(ctx, gcm_cipher(), NULL, NULL, NULL, enc) != 1 ||
         EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_IVLEN, 12, NULL) != 1 ||
         EVP_CipherInit_ex(ctx, NULL, NULL, key, nonce, enc) != 1)
         goto done;

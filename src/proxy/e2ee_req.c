@@ -1,5 +1,6 @@
 /* The request side of end-to-end encryption (proxy/e2ee.h): format selection, header checks,
  * field decryption into the rewritten body, replay claims. */
+#include <json-c/json_tokener.h>
 #include <json-c/printbuf.h>
 #include <pthread.h>
 #include <sodium.h>
@@ -29,25 +30,96 @@ static void wipe_printbuf(struct printbuf *pb)
         sodium_memzero(pb->buf, (size_t)pb->size);
 }
 
+static void wipe_tree(json_object *o);
+
+/* json-c 0.16's tokener (json_tokener.h declares the struct): a failed or unfinished parse
+ * leaves the values read so far on its stack (stack[0..depth].current, plus a member name
+ * not yet added), and json_tokener_free releases them as they are; they are wiped first. */
+static void wipe_tokener_stack(json_tokener *t)
+{
+    for (int i = 0; t->stack && i <= t->depth && i < t->max_depth; i++) {
+        wipe_tree(t->stack[i].current);
+        if (t->stack[i].obj_field_name)
+            sodium_memzero(t->stack[i].obj_field_name, strlen(t->stack[i].obj_field_name));
+    }
+}
+
+/* The tokener gathers each string (and number) token in its printbuf, which json-c grows by
+ * realloc from 32 bytes, leaving the shorter copies behind. A token never takes more bytes
+ * there than it takes in the input (an escape shortens, \uXXXX gives at most 3 bytes for 6,
+ * a surrogate pair 4 for 12, a replacement character 3 for 6), so a printbuf of n + 8 bytes
+ * never grows (printbuf_memappend grows when size <= bpos + len + 1). */
+static int presize_printbuf(struct printbuf *pb, size_t n)
+{
+    if (!pb || n > (size_t)INT32_MAX - 8)
+        return -1;
+    size_t cap = n + 8;
+    if (pb->size > 0 && (size_t)pb->size >= cap)
+        return 0;
+    char *nb = malloc(cap);
+    if (!nb)
+        return -1;
+    memcpy(nb, pb->buf, (size_t)pb->bpos); /* empty on a new tokener */
+    nb[pb->bpos] = '\0';
+    wipe_printbuf(pb);
+    free(pb->buf);
+    pb->buf = nb;
+    pb->size = (int)cap;
+    return 0;
+}
+
+/* A member name repeated in one object: json-c keeps the last value and releases the earlier
+ * one unwiped inside the parse. The input is fed in pieces that end just after each ':', so
+ * that between pieces a member name just read is on the stack (the object's level, the value
+ * not yet begun) and an earlier value under the same name can be wiped before it is replaced. */
+static void wipe_replaced_member(json_tokener *t)
+{
+    if (!t->stack || t->depth < 0 || t->depth >= t->max_depth)
+        return;
+    struct json_tokener_srec *r = &t->stack[t->depth];
+    json_object *old = NULL;
+    if (r->obj_field_name && r->current && json_object_is_type(r->current, json_type_object) &&
+        json_object_object_get_ex(r->current, r->obj_field_name, &old))
+        wipe_tree(old);
+}
+
 json_object *e2ee_json_parse(const char *p, size_t n)
 {
-    if (n > (size_t)INT32_MAX)
+    if (n > (size_t)INT32_MAX - 8)
         return NULL;
     json_tokener *t = json_tokener_new_ex(JSON_DEPTH);
     if (!t)
         return NULL;
-    json_object *o = json_tokener_parse_ex(t, p, (int)n);
-    size_t end = o ? json_tokener_get_parse_end(t) : 0;
-    if (o && json_tokener_get_error(t) == json_tokener_success) {
+    if (presize_printbuf(t->pb, n) != 0) {
+        json_tokener_free(t);
+        return NULL;
+    }
+    json_object *o = NULL;
+    size_t at = 0, end = 0;
+    enum json_tokener_error err = json_tokener_continue;
+    do {
+        const char *colon = memchr(p + at, ':', n - at);
+        size_t piece = colon ? (size_t)(colon - (p + at)) + 1 : n - at;
+        o = json_tokener_parse_ex(t, p + at, (int)piece);
+        err = json_tokener_get_error(t);
+        if (o || err != json_tokener_continue) {
+            end = at + json_tokener_get_parse_end(t);
+            break;
+        }
+        wipe_replaced_member(t);
+        at += piece;
+    } while (at < n);
+    if (o && err == json_tokener_success) {
         for (; end < n; end++)
             if (p[end] != ' ' && p[end] != '\t' && p[end] != '\r' && p[end] != '\n')
                 break;
     }
-    if (!o || json_tokener_get_error(t) != json_tokener_success || end != n) {
+    if (!o || err != json_tokener_success || end != n) {
         if (o)
             e2ee_json_wipe_put(o);
         o = NULL;
     }
+    wipe_tokener_stack(t);
     wipe_printbuf(t->pb);
     json_tokener_free(t);
     return o;
@@ -80,28 +152,115 @@ static void wipe_tree(json_object *o)
     }
 }
 
-/* json-c keeps the last serialisation of a node in the node; re-serialising with a wipe is
- * not possible through the API, so the serialisation is produced once, at the root, and the
- * root's buffer wiped here (json_object_to_json_string_length returns it). */
 void e2ee_json_wipe_put(json_object *o)
 {
     wipe_tree(o);
     json_object_put(o);
 }
 
-int e2ee_json_append(buf_t *out, json_object *o)
+/* A JSON string literal, escaped as json-c's json_escape_str escapes (\b \f \n \r \t \" \\
+ * short, / as \/ unless JSON_C_TO_STRING_NOSLASHESCAPE, other bytes below 0x20 as \u00xx, the
+ * rest as they are), so that the output is byte for byte json-c's. */
+static int ser_str(buf_t *out, const char *s, size_t n, int slash)
 {
-    size_t n = 0;
-    const char *s = json_object_to_json_string_length(
-        o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &n);
-    if (!s)
+    static const char hexd[] = "0123456789abcdef";
+    if (buf_append_wiped(out, "\"", 1) != 0)
         return -1;
-    int rc = buf_append(out, s, n);
-    sodium_memzero((char *)(uintptr_t)s, n);
-    return rc;
+    size_t start = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        char esc[6] = {'\\', 0, 0, 0, 0, 0};
+        size_t en = 2;
+        switch (c) {
+        case '\b': esc[1] = 'b'; break;
+        case '\f': esc[1] = 'f'; break;
+        case '\n': esc[1] = 'n'; break;
+        case '\r': esc[1] = 'r'; break;
+        case '\t': esc[1] = 't'; break;
+        case '"': esc[1] = '"'; break;
+        case '\\': esc[1] = '\\'; break;
+        case '/':
+            if (!slash)
+                continue;
+            esc[1] = '/';
+            break;
+        default:
+            if (c >= 0x20)
+                continue;
+            memcpy(esc, "\\u00", 4);
+            esc[4] = hexd[c >> 4];
+            esc[5] = hexd[c & 15];
+            en = 6;
+        }
+        if (buf_append_wiped(out, s + start, i - start) != 0 || buf_append_wiped(out, esc, en) != 0)
+            return -1;
+        start = i + 1;
+    }
+    return buf_append_wiped(out, s + start, n - start) == 0 && buf_append_wiped(out, "\"", 1) == 0
+               ? 0
+               : -1;
 }
 
-const char *e2ee_json_str(json_object *parent, const char *key, size_t *n)
+/* Compact JSON (json-c's JSON_C_TO_STRING_PLAIN spelling; slash: / escaped, else as with
+ * JSON_C_TO_STRING_NOSLASHESCAPE),
+ * written here rather than by json-c: json-c's serialiser grows its printbuf by realloc and
+ * keeps the text in the node, leaving copies of the strings in freed memory. Numbers are
+ * json-c's own text for them (a parsed double keeps its original spelling), wiped after the
+ * copy. */
+static int ser(buf_t *out, json_object *o, int slash)
+{
+    switch (json_object_get_type(o)) {
+    case json_type_null: return buf_append_wiped(out, "null", 4);
+    case json_type_boolean:
+        return json_object_get_boolean(o) ? buf_append_wiped(out, "true", 4)
+                                          : buf_append_wiped(out, "false", 5);
+    case json_type_int:
+    case json_type_double: {
+        size_t n = 0;
+        const char *t = json_object_to_json_string_length(
+            o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &n);
+        if (!t)
+            return -1;
+        int rc = buf_append_wiped(out, t, n);
+        sodium_memzero((char *)(uintptr_t)t, n);
+        return rc;
+    }
+    case json_type_string:
+        return ser_str(out, json_object_get_string(o), (size_t)json_object_get_string_len(o),
+                       slash);
+    case json_type_array: {
+        if (buf_append_wiped(out, "[", 1) != 0)
+            return -1;
+        for (size_t i = 0; i < json_object_array_length(o); i++)
+            if ((i && buf_append_wiped(out, ",", 1) != 0) ||
+                ser(out, json_object_array_get_idx(o, i), slash) != 0)
+                return -1;
+        return buf_append_wiped(out, "]", 1);
+    }
+    case json_type_object: {
+        if (buf_append_wiped(out, "{", 1) != 0)
+            return -1;
+        int first = 1;
+        json_object_object_foreach(o, k, v)
+        {
+            if ((!first && buf_append_wiped(out, ",", 1) != 0) ||
+                ser_str(out, k, strlen(k), slash) != 0 || buf_append_wiped(out, ":", 1) != 0 ||
+                ser(out, v, slash) != 0)
+                return -1;
+            first = 0;
+        }
+        return buf_append_wiped(out, "}", 1);
+    }
+    }
+    return -1;
+}
+
+int e2ee_json_append(buf_t *out, json_object *o)
+{
+    return ser(out, o, 0);
+}
+
+const char *e2ee_json_str(json_object *parent, const char *key, buf_t *tmp, size_t *n)
 {
     json_object *v = NULL;
     if (!parent || !json_object_object_get_ex(parent, key, &v)) {
@@ -112,8 +271,14 @@ const char *e2ee_json_str(json_object *parent, const char *key, size_t *n)
         *n = (size_t)json_object_get_string_len(v);
         return json_object_get_string(v);
     }
-    const char *s = json_object_to_json_string_length(v, JSON_C_TO_STRING_PLAIN, n);
-    return s ? s : "";
+    size_t at = tmp->len;
+    /* json-c's PLAIN spelling, slashes escaped, as this AAD has always been built */
+    if (ser(tmp, v, 1) != 0 || !tmp->data) {
+        *n = 0;
+        return NULL;
+    }
+    *n = tmp->len - at;
+    return tmp->data + at;
 }
 
 void e2ee_wipe_buf(buf_t *b)
@@ -862,8 +1027,10 @@ int e2ee_request(const app_t *app, const http_req_t *req, strv_t body, buf_t *ou
         return -1;
     }
     size_t model_n;
-    const char *bm = e2ee_json_str(root, "model", &model_n);
-    char *bmodel = strndup(bm, model_n);
+    buf_t mtmp = BUF_INIT;
+    const char *bm = e2ee_json_str(root, "model", &mtmp, &model_n);
+    char *bmodel = bm ? strndup(bm, model_n) : NULL;
+    e2ee_wipe_buf(&mtmp);
     dctx_t d = {sg, s, bmodel ? bmodel : "", bmodel ? model_n : 0, APP_E_OUT_OF_MEMORY, msg,
                 s->format == E2EE_F_V1 && !near_certain, NULL, NULL, 0};
     int ok = bmodel && (s->format == E2EE_F_DSTACK_V2 ? decrypt_dstack(&d, root)

@@ -83,32 +83,42 @@ static int seal_member(e2ee_sess_t *s, json_object *obj, const char *field, json
     size_t aad_n = 0;
     if (s->format == E2EE_F_DSTACK_V2) {
         size_t mn, in;
-        const char *m = e2ee_json_str(resp, "model", &mn);
-        char *mc = strndup(m, mn);
-        const char *id = e2ee_json_str(resp, "id", &in);
-        int rc = mc ? e2ee_aad_dstack_resp(aad, sizeof aad, &aad_n, s->algo, mc, mn, id, in, choice,
-                                           field, s->nonce, s->nonce_n, s->ts)
-                    : E2EE_ERR_INTERNAL;
+        buf_t mt = BUF_INIT, it = BUF_INIT;
+        const char *m = e2ee_json_str(resp, "model", &mt, &mn);
+        char *mc = m ? strndup(m, mn) : NULL;
+        const char *id = e2ee_json_str(resp, "id", &it, &in);
+        int rc = mc && id ? e2ee_aad_dstack_resp(aad, sizeof aad, &aad_n, s->algo, mc, mn, id, in,
+                                                 choice, field, s->nonce, s->nonce_n, s->ts)
+                          : E2EE_ERR_INTERNAL;
         free(mc);
+        e2ee_wipe_buf(&mt);
+        e2ee_wipe_buf(&it);
         if (rc != E2EE_OK)
             return -1;
     }
     const char *pt;
     size_t pn;
+    buf_t text = BUF_INIT; /* a value that is not a string: its JSON text */
     if (str) {
         pt = json_object_get_string(v);
         pn = (size_t)json_object_get_string_len(v);
     } else {
-        pt = json_object_to_json_string_length(v, JSON_C_TO_STRING_PLAIN |
-                                                      JSON_C_TO_STRING_NOSLASHESCAPE, &pn);
-        if (!pt)
+        if (e2ee_json_append(&text, v) != 0 || !text.data) {
+            e2ee_wipe_buf(&text);
             return -1;
+        }
+        pt = text.data;
+        pn = text.len;
     }
     json_object *nv = seal_new(s, pt, pn, aad, aad_n);
+    e2ee_wipe_buf(&text);
     if (!nv)
         return -1;
-    sodium_memzero((char *)(uintptr_t)pt, pn);
-    return json_object_object_add(obj, field, nv);
+    /* the value replaced (a string, or the logprobs array with its strings) is wiped */
+    json_object_get(v);
+    int rc = json_object_object_add(obj, field, nv);
+    e2ee_json_wipe_put(v);
+    return rc;
 }
 
 static json_object *member(json_object *o, const char *key, json_type t)
@@ -285,7 +295,8 @@ static int seal_emit(e2ee_sess_t *s, const char *p, size_t n, const char *prefix
         return -1;
     buf_t out = BUF_INIT;
     int rc =
-        seal_choices(s, o) == 0 && buf_puts(&out, prefix) == 0 && e2ee_json_append(&out, o) == 0
+        seal_choices(s, o) == 0 && buf_append_wiped(&out, prefix, strlen(prefix)) == 0 &&
+                e2ee_json_append(&out, o) == 0
             ? 0
             : -1;
     e2ee_json_wipe_put(o);
@@ -328,7 +339,7 @@ int e2ee_resp_feed(e2ee_sess_t *s, const char *p, size_t n, e2ee_emit_fn *emit, 
     if (s->failed)
         return -1;
     if (!s->sse) {
-        if (s->in.len + n > RESP_JSON_MAX || buf_append(&s->in, p, n) != 0)
+        if (s->in.len + n > RESP_JSON_MAX || buf_append_wiped(&s->in, p, n) != 0)
             return s->failed = 1, -1;
         return 0;
     }
@@ -338,13 +349,13 @@ int e2ee_resp_feed(e2ee_sess_t *s, const char *p, size_t n, e2ee_emit_fn *emit, 
         if (s->in.len + take > SSE_LINE_MAX)
             return s->failed = 1, -1;
         if (!nl) {
-            if (buf_append(&s->in, p, take) != 0)
+            if (buf_append_wiped(&s->in, p, take) != 0)
                 return s->failed = 1, -1;
         } else if (s->in.len == 0) {
             if (sse_line(s, p, take, emit, ud) != 0)
                 return s->failed = 1, -1;
         } else {
-            if (buf_append(&s->in, p, take) != 0 ||
+            if (buf_append_wiped(&s->in, p, take) != 0 ||
                 sse_line(s, s->in.data, s->in.len, emit, ud) != 0)
                 return s->failed = 1, -1;
             sodium_memzero(s->in.data, s->in.len);

@@ -37,16 +37,19 @@ struct e2ee_sess {
     size_t model_n;
 };
 
-/* Parses p[0..n) as one JSON value (trailing whitespace allowed); the tokener's buffer is
- * wiped before it is freed. NULL when it is not JSON. */
+/* Parses p[0..n) as one JSON value (trailing whitespace allowed). NULL when it is not JSON.
+ * Nothing read is left in freed memory: the tokener's buffer is sized once and wiped, and on
+ * a failed parse the values read so far are wiped before the tokener releases them. */
 json_object *e2ee_json_parse(const char *p, size_t n);
-/* Zeroes every string in the tree (values, not member names) and the tree's serialisation
- * buffers, then releases it. */
+/* Zeroes every string in the tree (values, not member names), then releases it. */
 void e2ee_json_wipe_put(json_object *o);
-/* Compact serialisation (no slash escaping) appended to out; the json-c buffer is wiped. */
+/* Compact serialisation (json-c's PLAIN | NOSLASHESCAPE spelling) appended to out, written
+ * here (not by json-c's printbufs); out grows with buf_reserve_wiped. */
 int e2ee_json_append(buf_t *out, json_object *o);
 /* The value of a member as Python's str() would print it for the Dstack v2 AAD (§6.1): a
- * string as is, a missing member as "", anything else as its JSON text. */
-const char *e2ee_json_str(json_object *parent, const char *key, size_t *n);
+ * string as is (the node's own text), a missing member as "", anything else as its JSON text
+ * (json-c's PLAIN spelling, / escaped) appended to tmp (the caller wipes it: e2ee_wipe_buf).
+ * NULL when out of memory. */
+const char *e2ee_json_str(json_object *parent, const char *key, buf_t *tmp, size_t *n);
 
 #endif

@@ -29,10 +29,10 @@
  *    the answer so far (JSON);
  *  - plaintext is never freed unwiped while the encryptor runs (a free hook looks for the
  *    seeds' marker), when the input carries the marker only in string values (the module
- *    wipes every value it parsed, sealed or not, but not member names). Two known leaks
- *    (reported) are counted apart unless FUZZ_E2EE_STRICT_WIPE=1: growth by realloc (json-c's
- *    printbufs, buf_t) and a failed parse's values freed by json_tokener_free; the corpus
- *    files known_* reproduce them (FUZZ_E2EE_STRICT_WIPE=1 build-fuzz/fuzz_e2ee_resp FILE).
+ *    wipes every value it parsed, sealed or not, but not member names). No exemption: the
+ *    corpus files known_cut_json / known_cut_array are the two leaks this check once found
+ *    (growth by realloc of json-c's printbufs and buf_t; a failed parse's values freed by
+ *    json_tokener_free), fixed since, and replayed as regressions.
  *    FUZZ_E2EE_NO_WIPE_CHECK=1 turns the check off. */
 #include "fuzz.h"
 #include <json-c/json.h>
@@ -71,9 +71,8 @@ static const uint8_t CLIENT_SK[32] = {0x31, 0x41, 0x59, 0x26, 0x53, 0x58, 0x97, 
                                       0x51, 0x05, 0x82, 0x09, 0x74, 0x94, 0x45, 0x92};
 
 static struct {
-    int init, wipe_check, strict_wipe;
-    volatile int watching, in_known, unwiped;
-    unsigned long known;
+    int init, wipe_check;
+    volatile int watching, unwiped;
 } G;
 
 /* Per input. */
@@ -92,38 +91,6 @@ static void dump(void)
 
 /* ---- the wipe check ---- */
 
-/* KNOWN (reported): growth by realloc leaves copies of the plaintext in freed blocks:
- * src/proxy/e2ee_resp.c:257,267,273 (buf_append of the JSON answer so far / the unfinished line,
- * src/core/buf.c:19 realloc), json-c's tokener and serialiser printbufs (e2ee_json_parse,
- * e2ee_json_append). The link wraps buf_append, json_tokener_parse_ex and
- * json_object_to_json_string_length so that the hook can tell those from new ones. */
-#define KNOWN_WRAP(ret, name, params, args)                                                   \
-    ret __real_##name params;                                                                 \
-    ret __wrap_##name params;                                                                 \
-    ret __wrap_##name params                                                                  \
-    {                                                                                         \
-        G.in_known++;                                                                         \
-        ret r = __real_##name args;                                                           \
-        G.in_known--;                                                                         \
-        return r;                                                                             \
-    }
-KNOWN_WRAP(int, buf_append, (buf_t * b, const void *p, size_t n), (b, p, n))
-KNOWN_WRAP(struct json_object *, json_tokener_parse_ex,
-           (struct json_tokener * t, const char *p, int n), (t, p, n))
-KNOWN_WRAP(const char *, json_object_to_json_string_length,
-           (struct json_object * o, int flags, size_t *len), (o, flags, len))
-/* KNOWN (reported, src/proxy/e2ee_req.c:50, e2ee_json_parse): when a parse fails (a cut or
- * malformed event, an answer that is not JSON), the values parsed so far are still on the
- * tokener's stack and json_tokener_free releases them unwiped. */
-void __real_json_tokener_free(struct json_tokener *t);
-void __wrap_json_tokener_free(struct json_tokener *t);
-void __wrap_json_tokener_free(struct json_tokener *t)
-{
-    G.in_known++;
-    __real_json_tokener_free(t);
-    G.in_known--;
-}
-
 static int tracked(const void *p);
 
 static void free_hook(const volatile void *p)
@@ -134,12 +101,6 @@ static void free_hook(const volatile void *p)
     if (n < sizeof MARKER - 1 ||
         !memmem((const void *)(uintptr_t)p, n, MARKER, sizeof MARKER - 1))
         return;
-    if (G.in_known && !G.strict_wipe) {
-        if (G.known++ == 0)
-            fprintf(stderr, "fuzz_e2ee_resp: known: a buffer grown by realloc freed plaintext "
-                            "unwiped; not counted\n");
-        return;
-    }
     G.watching = 0;
     G.unwiped++;
     fprintf(stderr, "fuzz_e2ee_resp: a freed block of %zu bytes holds plaintext:\n", n);
@@ -197,9 +158,8 @@ static void setup_once(void)
         return;
     G.init = 1;
     log_set_level(LOG_LVL_OFF);
-    const char *nw = getenv("FUZZ_E2EE_NO_WIPE_CHECK"), *sw = getenv("FUZZ_E2EE_STRICT_WIPE");
+    const char *nw = getenv("FUZZ_E2EE_NO_WIPE_CHECK");
     G.wipe_check = !(nw && nw[0] == '1');
-    G.strict_wipe = sw && sw[0] == '1';
     if (G.wipe_check)
         __sanitizer_install_malloc_and_free_hooks(malloc_hook, free_hook);
 }
@@ -293,7 +253,7 @@ static json_object *parse_json(const char *p, size_t n, int strict)
     CHECK(cp != NULL, "malloc");
     memcpy(cp, p, n);
     cp[n] = ' ';
-    json_object *o = __real_json_tokener_parse_ex(t, cp, (int)n + 1);
+    json_object *o = json_tokener_parse_ex(t, cp, (int)n + 1);
     p = cp;
     n++;
     size_t end = o ? json_tokener_get_parse_end(t) : 0;
@@ -348,13 +308,17 @@ static void expect_sealed(vctx_t *v, json_object *io, json_object *oo, const cha
     size_t an = 0;
     if (v->c->format == E2EE_F_DSTACK_V2) {
         size_t mn, in;
-        const char *m = e2ee_json_str(v->resp_in, "model", &mn);
-        char *mc = strndup(m, mn);
-        const char *id = e2ee_json_str(v->resp_in, "id", &in);
-        CHECK(mc && e2ee_aad_dstack_resp(aad, sizeof aad, &an, v->c->algo, mc, mn, id, in, choice,
-                                         field, NONCE, sizeof NONCE - 1, TS) == E2EE_OK,
+        buf_t mt = BUF_INIT, it = BUF_INIT;
+        const char *m = e2ee_json_str(v->resp_in, "model", &mt, &mn);
+        char *mc = m ? strndup(m, mn) : NULL;
+        const char *id = e2ee_json_str(v->resp_in, "id", &it, &in);
+        CHECK(mc && id &&
+                  e2ee_aad_dstack_resp(aad, sizeof aad, &an, v->c->algo, mc, mn, id, in, choice,
+                                       field, NONCE, sizeof NONCE - 1, TS) == E2EE_OK,
               "aad");
         free(mc);
+        buf_free(&mt);
+        buf_free(&it);
     }
     size_t cap = hn / 2 + 1, pn = 0;
     uint8_t *pt = malloc(cap);
@@ -609,7 +573,7 @@ static int marker_in_values_only(const char *u, size_t un, size_t unescaped_coun
 static void emit(void *ud, const char *p, size_t n)
 {
     G.watching = 0;
-    CHECK(__real_buf_append(ud, p, n) == 0, "append");
+    CHECK(buf_append(ud, p, n) == 0, "append");
     G.watching = G.wipe_check;
 }
 
@@ -723,9 +687,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     if (getenv("FUZZ_E2EE_DEBUG"))
         fprintf(stderr, "fuzz_e2ee_resp: case %u all %d sse %d: feed %d finish %d, %zu bytes "
-                        "out, %zu fields opened, %lu known leaks\n",
-                (data[0] & 15u) % (unsigned)NCASES, all, sse, rc, frc, K.out.len, v.npts,
-                G.known);
+                        "out, %zu fields opened\n",
+                (data[0] & 15u) % (unsigned)NCASES, all, sse, rc, frc, K.out.len, v.npts);
     /* no plaintext: an encrypted text not also in clear in the input is not in the output */
     for (size_t k = 0; k < v.npts; k++) {
         const char *pt = v.pts[k];

@@ -272,6 +272,38 @@ static void json_of_at(AT_PARAMS, const char *s, size_t n, char *out, size_t cap
 }
 #define json_of(...) json_of_at(AT_HERE, __VA_ARGS__)
 
+/* buf_append_wiped: the same bytes as buf_append; growth moves to a new block (the old one
+ * zeroed and freed) and a failed reserve leaves the buffer as it was. */
+static void test_buf_append_wiped(void **state)
+{
+    (void)state;
+    buf_t b = BUF_INIT, r = BUF_INIT;
+    assert_int_equal(buf_append_wiped(&b, "", 0), 0);
+    assert_non_null(b.data);
+    assert_string_equal(b.data, "");
+    for (int i = 0; i < 5000; i++) {
+        char piece[16];
+        int n = snprintf(piece, sizeof piece, "%d,", i);
+        assert_int_equal(buf_append_wiped(&b, piece, (size_t)n), 0);
+        assert_int_equal(buf_append(&r, piece, (size_t)n), 0);
+        assert_true(b.len < b.cap);
+        assert_int_equal(b.data[b.len], '\0');
+    }
+    assert_int_equal(b.len, r.len);
+    assert_memory_equal(b.data, r.data, r.len);
+    size_t cap = b.cap;
+    char *data = b.data;
+    assert_int_equal(buf_reserve_wiped(&b, SIZE_MAX), -1);
+    assert_int_equal(buf_append_wiped(&b, "x", SIZE_MAX - 2), -1);
+    assert_int_equal(b.cap, cap);
+    assert_ptr_equal(b.data, data);
+    assert_int_equal(b.len, r.len);
+    assert_int_equal(buf_reserve_wiped(&b, 0), 0);
+    assert_ptr_equal(b.data, data);
+    buf_free(&b);
+    buf_free(&r);
+}
+
 static void test_buf_json_str(void **state)
 {
     (void)state;
@@ -599,6 +631,7 @@ int main(void)
         cmocka_unit_test(test_buf_append_printf),
         cmocka_unit_test(test_buf_reserve_overflow),
         cmocka_unit_test(test_buf_json_str),
+        cmocka_unit_test(test_buf_append_wiped),
         cmocka_unit_test(test_sha_vectors),
         cmocka_unit_test(test_sha_incremental),
         cmocka_unit_test(test_log_level_parse),

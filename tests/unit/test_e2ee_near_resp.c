@@ -216,6 +216,106 @@ static void test_stream_not_json_fails(void **st)
     e2ee_sess_free(s);
 }
 
+/* e2ee_json_append writes JSON itself (json-c's printbufs leave copies behind): byte for byte
+ * json-c's PLAIN | NOSLASHESCAPE spelling, escapes, numbers and nesting included. */
+static void test_json_append_matches_json_c(void **state)
+{
+    (void)state;
+    static const char *const docs[] = {
+        "{}",
+        "[]",
+        "{\"a\":1,\"b\":-2.50,\"c\":1e3,\"d\":true,\"e\":false,\"f\":null,\"g\":[1,[],{}]}",
+        "{\"s\":\"q\\\" b\\\\ / \\b\\f\\n\\r\\t \\u0001\\u001f \\u007f \\u00e9 \\ud83d\\ude00\"}",
+        "{\"k\\\"ey\\n\":\"v\",\"n\":[null,0,-0,18446744073709551615,9223372036854775807]}",
+        "[\"\\u0000x\",1.000000000000000000000000000000000000001,{\"deep\":[[[[\"x\"]]]]}]",
+        "\"just a string\"",
+        "12 ", /* json-c takes a number at the very end as unfinished */
+    };
+    for (size_t i = 0; i < sizeof docs / sizeof docs[0]; i++) {
+        json_object *o = e2ee_json_parse(docs[i], strlen(docs[i]));
+        if (!o)
+            fail_msg("not parsed: %s", docs[i]);
+        buf_t out = BUF_INIT;
+        assert_int_equal(buf_append_wiped(&out, "data: ", 6), 0);
+        assert_int_equal(e2ee_json_append(&out, o), 0);
+        json_object *o2 = e2ee_json_parse(docs[i], strlen(docs[i]));
+        size_t n = 0;
+        const char *want = json_object_to_json_string_length(
+            o2, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &n);
+        assert_int_equal(out.len, 6 + n);
+        assert_memory_equal(out.data + 6, want, n);
+        e2ee_wipe_buf(&out);
+        json_object_put(o2);
+        e2ee_json_wipe_put(o);
+    }
+    /* a long string: growth through several blocks */
+    size_t big = 100000;
+    char *doc = malloc(big + 3);
+    assert_non_null(doc);
+    doc[0] = '"';
+    for (size_t i = 1; i <= big; i++)
+        doc[i] = (char)('a' + i % 26);
+    doc[big + 1] = '"';
+    doc[big + 2] = '\0';
+    json_object *o = e2ee_json_parse(doc, big + 2);
+    assert_non_null(o);
+    buf_t out = BUF_INIT;
+    assert_int_equal(e2ee_json_append(&out, o), 0);
+    assert_int_equal(out.len, big + 2);
+    assert_memory_equal(out.data, doc, big + 2);
+    e2ee_wipe_buf(&out);
+    e2ee_json_wipe_put(o);
+    free(doc);
+}
+
+/* e2ee_json_parse: cut and malformed documents (the tokener's stack is wiped and released),
+ * trailing whitespace, depth. */
+static void test_json_parse_edges(void **state)
+{
+    (void)state;
+    static const char *const bad[] = {
+        "", " ", "[", "[{\"type\":\"text\",\"text\":\"cut", "{\"a\":[1,2,{\"b\":\"x\"", "{\"a\":1}x",
+        "[1,]x", "\"abc", "{\"a\":\"\\u12\"}", "nul",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        assert_null(e2ee_json_parse(bad[i], strlen(bad[i])));
+    json_object *o = e2ee_json_parse("{\"a\":[\"x\"]} \r\n\t", 15);
+    assert_non_null(o);
+    e2ee_json_wipe_put(o);
+    char deep[200];
+    memset(deep, '[', 100);
+    memset(deep + 100, ']', 100);
+    assert_null(e2ee_json_parse(deep, sizeof deep));
+    /* fed in pieces that end after each ':' (inside strings too): the same document; a
+     * repeated member name keeps the last value, as json-c does */
+    static const char doc1[] = "{\"a:b\":\"c:d\",\"n\":{\"x\":[1,{\"y\":\":\"}]},\"a\":\"x\","
+                               "\"a\":{\"q\":\"r\"},\"a\":\"last\"}";
+    o = e2ee_json_parse(doc1, sizeof doc1 - 1);
+    assert_non_null(o);
+    buf_t ser = BUF_INIT;
+    assert_int_equal(e2ee_json_append(&ser, o), 0);
+    assert_string_equal(ser.data, "{\"a:b\":\"c:d\",\"n\":{\"x\":[1,{\"y\":\":\"}]},\"a\":\"last\"}");
+    e2ee_wipe_buf(&ser);
+    e2ee_json_wipe_put(o);
+    /* e2ee_json_str: a non-string member's JSON text in the caller's buffer */
+    static const char doc2[] = "{\"m\":[\"a/\",1],\"s\":\"t\"}";
+    o = e2ee_json_parse(doc2, sizeof doc2 - 1);
+    assert_non_null(o);
+    buf_t tmp = BUF_INIT;
+    size_t n = 0;
+    const char *v = e2ee_json_str(o, "m", &tmp, &n);
+    assert_non_null(v);
+    assert_int_equal(n, 9); /* json-c's PLAIN spelling, as before: / escaped */
+    assert_memory_equal(v, "[\"a\\/\",1]", 9);
+    v = e2ee_json_str(o, "s", &tmp, &n);
+    assert_int_equal(n, 1);
+    assert_memory_equal(v, "t", 1);
+    v = e2ee_json_str(o, "absent", &tmp, &n);
+    assert_int_equal(n, 0);
+    e2ee_wipe_buf(&tmp);
+    e2ee_json_wipe_put(o);
+}
+
 int main(void)
 {
     if (sodium_init() < 0)
@@ -225,6 +325,8 @@ int main(void)
         cmocka_unit_test(test_buffered_without_all_fields),
         cmocka_unit_test(test_stream_in_pieces),
         cmocka_unit_test(test_stream_not_json_fails),
+        cmocka_unit_test(test_json_append_matches_json_c),
+        cmocka_unit_test(test_json_parse_edges),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
