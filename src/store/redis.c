@@ -19,7 +19,7 @@
 #define RS_BACKOFF_MAX_MS 2000u
 #define RS_MAX_KEY 512u
 
-enum { CMD_HANDSHAKE, CMD_PING_READY, CMD_GET, CMD_SET };
+enum { CMD_HANDSHAKE, CMD_PING_READY, CMD_GET, CMD_SET, CMD_CLAIM };
 
 typedef struct rs_cmd {
     struct rs_cmd *prev, *next; /* outstanding commands, in send order */
@@ -28,6 +28,7 @@ typedef struct rs_cmd {
     int probe;                  /* the one command let through a half-open breaker */
     uint64_t sent;              /* uv_now() when sent */
     rstore_get_cb cb;
+    rstore_claim_cb claim_cb;
     void *ud;
     size_t klen;
     char key[];                 /* CMD_SET: for the collision warning */
@@ -73,8 +74,10 @@ static void rs_trip(rstore_t *r, const char *why)
     r->open_until = uv_now(r->loop) + RSTORE_BREAKER_MS;
     r->probing = 0;
     if (!__atomic_exchange_n(&g_outage, 1, __ATOMIC_ACQ_REL))
-        LOG_WARN("Redis %s:%d unavailable (%s): signatures are stored in and served from memory "
-                 "only until it answers again (retried in the background, breaker %u s)",
+        LOG_WARN("Redis %s:%d unavailable (%s): signatures are stored in and served from memory, and "
+                 "E2EE replay claims are checked in this replica's memory only (other replicas "
+                 "are not protected), until it answers again (retried in the background, "
+                 "breaker %u s)",
                  r->host, r->port, why, RSTORE_BREAKER_MS / 1000);
     else
         LOG_DEBUG("redis w=%d: %s", r->worker, why);
@@ -462,6 +465,55 @@ int rstore_set_nx(rstore_t *r, const char *key, size_t klen, const char *val, si
     if (c) {
         c->probe = u == 2;
         if (rs_send(r, c, rs_on_set, 6, argv, lens) == 0)
+            return 0;
+    }
+    if (u == 2)
+        r->probing = 0;
+    return -1;
+}
+
+static void rs_on_claim(redisAsyncContext *ac, void *reply, void *priv)
+{
+    (void)ac;
+    rs_cmd_t *c = priv;
+    rstore_t *r = c->r;
+    redisReply *rep = reply;
+    rs_unlink(r, c);
+    int rc = RSTORE_ERR;
+    if (!rep) {
+        if (c->probe)
+            rs_trip(r, "probe lost with the connection");
+    } else if (rep->type == REDIS_REPLY_ERROR) {
+        char why[200];
+        snprintf(why, sizeof why, "SET NX (claim): %.*s", (int)(rep->len > 150 ? 150 : rep->len),
+                 rep->str ? rep->str : "");
+        rs_trip(r, why);
+    } else {
+        if (c->probe)
+            rs_recovered(r);
+        rc = rep->type == REDIS_REPLY_NIL ? RSTORE_EXISTS : RSTORE_CLAIMED;
+    }
+    c->claim_cb(c->ud, rc);
+    free(c);
+    rs_maybe_free(r);
+}
+
+int rstore_claim(rstore_t *r, const char *key, size_t klen, unsigned ttl_s, rstore_claim_cb cb,
+                 void *ud)
+{
+    int u = r ? rs_usable(r) : 0;
+    if (!u)
+        return -1;
+    char ttl[16];
+    int tn = snprintf(ttl, sizeof ttl, "%u", ttl_s ? ttl_s : 1);
+    rs_cmd_t *c = rs_cmd_new(r, CMD_CLAIM, NULL, 0);
+    const char *argv[] = {"SET", key, "1", "NX", "EX", ttl};
+    size_t lens[] = {3, klen, 1, 2, 2, (size_t)tn};
+    if (c) {
+        c->claim_cb = cb;
+        c->ud = ud;
+        c->probe = u == 2;
+        if (rs_send(r, c, rs_on_claim, 6, argv, lens) == 0)
             return 0;
     }
     if (u == 2)

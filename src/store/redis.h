@@ -23,7 +23,9 @@
 enum {
     RSTORE_OK = 0,        /* get: the value is in (val, len); len may be 0 (empty string) */
     RSTORE_NOT_FOUND = 1, /* get: no such key */
-    RSTORE_ERR = -1,      /* get: error reply, timeout, connection lost or shut down */
+    RSTORE_ERR = -1,      /* get, claim: error reply, timeout, connection lost or shut down */
+    RSTORE_CLAIMED = 0,   /* claim: the key was set by this call */
+    RSTORE_EXISTS = 1,    /* claim: the key was already there (someone claimed it first) */
 };
 
 typedef struct rstore rstore_t;
@@ -57,5 +59,13 @@ int rstore_get(rstore_t *r, const char *key, size_t klen, rstore_get_cb cb, void
 /* SET key val NX EX ttl, fire-and-forget. An existing key is left alone and logged as a
  * collision. Returns 0 when sent, -1 when skipped (Redis not usable now). */
 int rstore_set_nx(rstore_t *r, const char *key, size_t klen, const char *val, size_t vlen);
+
+/* SET key "1" NX EX ttl_s, answered: cb gets RSTORE_CLAIMED (set now), RSTORE_EXISTS (already
+ * there) or RSTORE_ERR (error reply, timeout, connection lost, shut down; the breaker then
+ * opens as for a GET). Same contract as rstore_get: 0 when sent (cb called exactly once,
+ * later, from the loop), -1 when Redis is not usable now (cb never called). */
+typedef void (*rstore_claim_cb)(void *ud, int rc);
+int rstore_claim(rstore_t *r, const char *key, size_t klen, unsigned ttl_s, rstore_claim_cb cb,
+                 void *ud);
 
 #endif
