@@ -42,6 +42,12 @@ typedef struct e2ee_sess e2ee_sess_t;
  * replaces the table's message), *out is wiped and empty. */
 int e2ee_request(const app_t *app, const http_req_t *req, strv_t body, buf_t *out,
                  e2ee_sess_t **sess, app_error_t *err, char msg[E2EE_MSG_MAX]);
+/* The key under which a request accepted by e2ee_request must also be claimed in Redis
+ * (SET NX EX E2EE_REPLAY_TTL_S) before it is forwarded: "{MODEL_NAME}:e2ee-replay:<format>:
+ * <sha256 hex of the claim tuple>". NULL when the format has no replay protection. */
+const char *e2ee_replay_key(const e2ee_sess_t *s, size_t *n);
+/* How long a claim is kept: two timestamp windows (see replay_init in e2ee_req.c). */
+#define E2EE_REPLAY_TTL_S 600u
 /* The answer for an E2EE request on a route that has no E2EE format here. */
 app_error_t e2ee_route_refusal(const http_req_t *req);
 

@@ -20,6 +20,7 @@
 
 #define REPLAY_WINDOW 300 /* seconds either side of now (Dstack: E2EE_REPLAY_WINDOW_SECONDS) */
 #define REPLAY_CAPACITY 200000u /* claims held; see docs/API.md */
+_Static_assert(E2EE_REPLAY_TTL_S == 2 * REPLAY_WINDOW, "the Redis claim lives as long as the memory one");
 #define JSON_DEPTH 64
 
 /* ---- json-c helpers shared with the response side ---- */
@@ -310,9 +311,27 @@ static int replay_put(const char *key, size_t n)
     return rc == STORE_OK ? 0 : rc == STORE_EXISTS ? 1 : -1;
 }
 
+/* The Redis key of a claim: the tuple's digest under the model and the format. */
+static void replay_remote_key(e2ee_sess_t *s, const char *model, const char *fmt,
+                              const uint8_t h[SHA256_LEN])
+{
+    char hx[SHA256_HEX_LEN + 1];
+    hex_encode(hx, h, SHA256_LEN);
+    hx[SHA256_HEX_LEN] = '\0';
+    int n = snprintf(s->replay_key, sizeof s->replay_key, "%s:e2ee-replay:%s:%s", model, fmt, hx);
+    s->replay_key_n = n > 0 && (size_t)n < sizeof s->replay_key ? (size_t)n : 0;
+}
+
+const char *e2ee_replay_key(const e2ee_sess_t *s, size_t *n)
+{
+    *n = s ? s->replay_key_n : 0;
+    return *n ? s->replay_key : NULL;
+}
+
 /* ACI (§7.4): the tuple (client key, service key, nonce), keys normalised (secp256k1 as 65
  * bytes), the nonce case-folded; hashed so that the key has a fixed length. */
-static int replay_claim_aci(const e2ee_sess_t *s, const uint8_t *svc, size_t svc_n)
+static int replay_claim_aci(e2ee_sess_t *s, const char *model, const uint8_t *svc,
+                            size_t svc_n)
 {
     uint8_t in[2 + 2 * E2EE_SECP_PUB_LEN + E2EE_NONCE_MAX], h[SHA256_LEN];
     char key[8 + SHA256_HEX_LEN + 1];
@@ -331,11 +350,12 @@ static int replay_claim_aci(const e2ee_sess_t *s, const uint8_t *svc, size_t svc
     sha256(in, n, h);
     memcpy(key, "aci:v2:", 7);
     hex_encode(key + 7, h, sizeof h);
+    replay_remote_key(s, model, "aci-v2", h);
     return replay_put(key, 7 + 2 * sizeof h);
 }
 
-static int replay_claim(const char *model, e2ee_algo_t a, int64_t ts, const char *nonce,
-                        size_t nonce_n)
+static int replay_claim(e2ee_sess_t *s, const char *model, e2ee_algo_t a, int64_t ts,
+                        const char *nonce, size_t nonce_n)
 {
     if (pthread_once(&g_replay_once, replay_init) != 0 || !g_replay)
         return -1;
@@ -345,6 +365,11 @@ static int replay_claim(const char *model, e2ee_algo_t a, int64_t ts, const char
                  a == E2EE_ALGO_ECDSA ? "ecdsa" : "ed25519", (long long)ts, (int)nonce_n, nonce);
     if (n < 0 || (size_t)n >= sizeof key)
         return -1;
+    /* Redis: sha256 of the tuple after the model (algo, timestamp, nonce). */
+    size_t ml = strlen(model);
+    uint8_t h[SHA256_LEN];
+    sha256(key + ml + 1, (size_t)n - ml - 1, h);
+    replay_remote_key(s, model, "dstack-v2", h);
     int rc = store_put(g_replay, key, (size_t)n, "1", 1, clock_mono_s());
     return rc == STORE_OK ? 0 : rc == STORE_EXISTS ? 1 : -1;
 }
@@ -896,7 +921,7 @@ static int aci_request(const app_t *app, const http_req_t *req, int sel_rc, strv
     }
     s->model_n = (size_t)json_object_get_string_len(model);
     s->model = malloc(s->model_n + 1);
-    int c = s->model ? replay_claim_aci(s, svc, svc_n) : -1;
+    int c = s->model ? replay_claim_aci(s, app->cfg->model_name, svc, svc_n) : -1;
     if (c != 0) {
         e2ee_json_wipe_put(root);
         *err = c > 0 ? APP_E_E2EE_REPLAY_DETECTED : APP_E_OUT_OF_MEMORY;
@@ -1042,7 +1067,7 @@ int e2ee_request(const app_t *app, const http_req_t *req, strv_t body, buf_t *ou
     }
     e2ee_json_wipe_put(root);
     if (ok && s->format == E2EE_F_DSTACK_V2) {
-        int c = replay_claim(model, s->algo, s->ts, s->nonce, s->nonce_n);
+        int c = replay_claim(s, model, s->algo, s->ts, s->nonce, s->nonce_n);
         if (c != 0) {
             ok = 0;
             d.err = c > 0 ? APP_E_E2EE_REPLAY_DETECTED : APP_E_OUT_OF_MEMORY;

@@ -12,6 +12,7 @@
 
 #define E2EE_NONCE_MAX 256 /* X-E2EE-Nonce bytes kept (Dstack v2: at least 16) */
 #define E2EE_HDRS_MAX 256
+#define E2EE_REPLAY_KEY_MAX 320 /* model (< 256) + ":e2ee-replay:dstack-v2:" + 64 hex */
 
 struct e2ee_sess {
     e2ee_format_t format;
@@ -35,6 +36,9 @@ struct e2ee_sess {
     char hdrs[E2EE_HDRS_MAX];
     char *model; /* ACI: the request's model string (response AAD, §7.3); heap, wiped */
     size_t model_n;
+    /* The Redis claim that goes with the memory one (Dstack v2, ACI v2): "" when none. */
+    char replay_key[E2EE_REPLAY_KEY_MAX];
+    size_t replay_key_n;
 };
 
 /* Parses p[0..n) as one JSON value (trailing whitespace allowed). NULL when it is not JSON.

@@ -152,8 +152,59 @@ static int request_hash(app_worker_t *aw, conn_t *c, http_req_t *req, int route,
     return 0;
 }
 
-/* An E2EE request (proxy/e2ee.h): the body to forward becomes the decrypted one. 0, or -1
- * after the format's error answer (then nothing reaches the engine). */
+/* A Redis replay claim in flight (Dstack v2, ACI v2 with REDIS_HOST): the request is held by
+ * this owner until SET NX answers. The claim's callback always runs and frees the job; when
+ * the client goes away first, on_abort only forgets the connection. */
+typedef struct replay_job {
+    conn_owner_t owner;
+    app_worker_t *aw;
+    conn_t *c;
+    http_req_t *req;
+    relay_req_t rr;
+} replay_job_t;
+
+static void replay_job_on_abort(conn_owner_t *o, conn_t *c)
+{
+    (void)c;
+    ((replay_job_t *)o)->c = NULL;
+}
+
+static const conn_owner_ops_t REPLAY_JOB_OPS = {"e2ee-replay", replay_job_on_abort, NULL};
+
+static void replay_job_drop(replay_job_t *j)
+{
+    e2ee_wipe_buf(&j->rr.own_body);
+    e2ee_sess_free(j->rr.e2ee);
+    j->rr.e2ee = NULL;
+}
+
+/* Redis down or slow: this replica's memory claim already stands, so the request goes on
+ * (the same fallback as the signature store; redis.c logs the outage once). */
+static void on_replay_claim(void *ud, int rc)
+{
+    replay_job_t *j = ud;
+    if (!j->c) {
+        replay_job_drop(j);
+        free(j);
+        return;
+    }
+    conn_set_owner(j->c, NULL);
+    if (rc == RSTORE_EXISTS) {
+        replay_job_drop(j);
+        respond_error(j->aw, j->c, j->req, j->rr.route, APP_E_E2EE_REPLAY_DETECTED,
+                      "this request was already used within the replay window (claimed on "
+                      "another replica)");
+    } else {
+        if (rc != RSTORE_CLAIMED)
+            LOG_DEBUG("e2ee: Redis replay claim failed; this replica's memory claim stands");
+        relay_start(j->aw, j->c, j->req, &j->rr);
+    }
+    free(j);
+}
+
+/* An E2EE request (proxy/e2ee.h): the body to forward becomes the decrypted one. 0 (forward
+ * now), 1 (held until the Redis replay claim answers; the callback forwards or refuses), or
+ * -1 after the format's error answer (then nothing reaches the engine). */
 static int e2ee_rewrite(app_worker_t *aw, conn_t *c, http_req_t *req, int route, relay_req_t *rr)
 {
     buf_t out = BUF_INIT;
@@ -167,7 +218,23 @@ static int e2ee_rewrite(app_worker_t *aw, conn_t *c, http_req_t *req, int route,
         return -1;
     }
     rr->own_body = out;
-    return 0;
+    size_t kn;
+    const char *key = e2ee_replay_key(rr->e2ee, &kn);
+    if (!key || !aw->redis)
+        return 0;
+    replay_job_t *j = malloc(sizeof *j);
+    if (!j)
+        return 0; /* the memory claim stands */
+    *j = (replay_job_t){{&REPLAY_JOB_OPS}, aw, c, req, *rr};
+    conn_set_owner(c, &j->owner);
+    if (rstore_claim(aw->redis, key, kn, E2EE_REPLAY_TTL_S, on_replay_claim, j) == 0) {
+        rr->own_body = (buf_t)BUF_INIT;
+        rr->e2ee = NULL;
+        return 1;
+    }
+    conn_set_owner(c, NULL);
+    free(j);
+    return 0; /* Redis not usable now (breaker open): the memory claim stands */
 }
 
 static void handle_completion(app_worker_t *aw, conn_t *c, http_req_t *req, int route)
@@ -192,7 +259,7 @@ static void handle_completion(app_worker_t *aw, conn_t *c, http_req_t *req, int 
         return;
     }
     if (req->e2ee_present && e2ee_rewrite(aw, c, req, route, &rr) != 0)
-        return;
+        return; /* answered, or held by the Redis replay claim */
     relay_start(aw, c, req, &rr);
 }
 
