@@ -20,7 +20,8 @@
  * relay's own_body, wiped when the relay lets go of it (e2ee_wipe_buf).
  *
  * Threads: a session belongs to the request's worker loop; the replay cache is process-wide
- * (one mutex, store/store.h) so that every worker sees every claim. */
+ * (one mutex, store/store.h) so that every worker sees every claim. Across replicas the claim
+ * is repeated in Redis by the caller (e2ee_replay_key; proxy/router.c). */
 #ifndef VP_PROXY_E2EE_H
 #define VP_PROXY_E2EE_H
 

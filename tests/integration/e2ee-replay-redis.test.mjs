@@ -2,12 +2,14 @@
 // KMS-derived keys (one fake-dstack-agent seed), each in front of its own recording mock
 // engine, share one redis-server. A Dstack v2 request accepted by proxy A is claimed in Redis
 // (SET NX EX 600 under {MODEL_NAME}:e2ee-replay:dstack-v2:<sha256>), so the same bytes
-// replayed to proxy B are refused with e2ee_replay_detected and nothing reaches B's engine.
+// replayed to proxy B are refused with e2ee_replay_detected and nothing reaches B's engine;
+// the same for ACI E2EE v2 (aci-v2 claims). A client that leaves while the claim is in flight
+// is not forwarded, and its claim stands.
 // With Redis gone, B falls back to its own memory (the outage is logged once): a fresh request
 // still works, and a replay to the same replica is still refused. docs/API.md (E2EE replay).
 //
-// The client is the independent one of e2ee-dstack.test.mjs (@noble crypto, from
-// ../shared/docs/e2ee-formats.md §5.1 and §6.1), reduced to what a request needs.
+// The clients are the independent ones of e2ee-dstack.test.mjs and e2ee-aci.test.mjs (@noble
+// crypto, from ../shared/docs/e2ee-formats.md §5.1, §6.1, §7), reduced to what a request needs.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -15,6 +17,7 @@ import { spawn, spawnSync, execFileSync } from 'node:child_process';
 import http from 'node:http';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
+import { x25519 } from '@noble/curves/ed25519.js';
 import { secp256k1 } from '@noble/curves/secp256k1.js';
 import { hkdf } from '@noble/hashes/hkdf.js';
 import { sha256 } from '@noble/hashes/sha2.js';
@@ -118,6 +121,35 @@ function v2Request(serverHex) {
   return { body, headers };
 }
 
+// ---- the ACI E2EE v2 client (x25519 suite), from e2ee-aci.test.mjs (spec/e2ee-v2.md) ----
+
+const ACI_X25519 = 'x25519-aes-256-gcm-hkdf-sha256';
+function jcs(v) {
+  if (v === null || typeof v !== 'object') return JSON.stringify(v);
+  if (Array.isArray(v)) return `[${v.map(jcs).join(',')}]`;
+  return `{${Object.keys(v).sort().map((k) => `${JSON.stringify(k)}:${jcs(v[k])}`).join(',')}}`;
+}
+
+async function aciKey(port) {
+  const r = await getPath(port, `/v1/aci/attestation?nonce=${bytesToHex(randomBytes(32))}`);
+  assert.equal(r.status, 200, r.body.toString().slice(0, 300));
+  return jsonOf(r).attestation.workload_keyset.e2ee_public_keys.find((e) => e.algo === ACI_X25519).public_key;
+}
+
+function aciRequest(serviceHex) {
+  const nonce = bytesToHex(randomBytes(32));
+  const ts = Math.floor(Date.now() / 1000);
+  const aad = utf8ToBytes(jcs({ purpose: 'aci.e2ee.request.v2', algo: ACI_X25519, model: MODEL, field: 'messages.0.content', nonce, ts }));
+  const esk = x25519.utils.randomSecretKey();
+  const key = hkdf(sha256, x25519.getSharedSecret(esk, hexToBytes(serviceHex)), undefined, utf8ToBytes('aci.e2ee.v2.x25519'), 32);
+  const iv = randomBytes(12);
+  const content = bytesToHex(concatBytes(x25519.getPublicKey(esk), iv, gcm(key, iv, aad).encrypt(utf8ToBytes('an ACI prompt'))));
+  const body = { model: MODEL, messages: [{ role: 'user', content }], max_tokens: 2 };
+  const headers = { 'X-E2EE-Version': '2', 'X-Client-Pub-Key': bytesToHex(x25519.getPublicKey(x25519.utils.randomSecretKey())),
+    'X-Model-Pub-Key': serviceHex, 'X-E2EE-Nonce': nonce, 'X-E2EE-Timestamp': String(ts) };
+  return { body, headers };
+}
+
 const engineRequests = async (m) => (await m.stats()).requests;
 const replayKeys = () => cli('KEYS', `${MODEL}:e2ee-replay:*`).split('\n').filter(Boolean);
 
@@ -180,6 +212,19 @@ test('a Dstack v2 request accepted by proxy A and replayed to proxy B is refused
   assert.equal(r.status, 200, r.body.toString().slice(0, 300));
   assertOpenAIError(await postJson(A.port, '/v1/chat/completions', fresh.body, { headers: fresh.headers }), 400,
     { type: 'e2ee_replay_detected' });
+});
+
+test('an ACI v2 request accepted by proxy A and replayed to proxy B is refused, nothing reaches B\'s engine', { skip }, async () => {
+  const serviceHex = await aciKey(A.port);
+  assert.equal(await aciKey(B.port), serviceHex, 'both replicas have the KMS-derived ACI key');
+  const { body, headers } = aciRequest(serviceHex);
+  const ok = await postJson(A.port, '/v1/chat/completions', body, { headers });
+  assert.equal(ok.status, 200, ok.body.toString().slice(0, 300));
+  assert.equal(JSON.parse((await mockA.last()).body).messages[0].content, 'an ACI prompt');
+  assert.ok(replayKeys().some((k) => new RegExp(`^${MODEL}:e2ee-replay:aci-v2:[0-9a-f]{64}$`).test(k)), 'the ACI claim in Redis');
+  const before = await engineRequests(mockB);
+  assertOpenAIError(await postJson(B.port, '/v1/chat/completions', body, { headers }), 400, { type: 'e2ee_replay_detected' });
+  assert.equal(await engineRequests(mockB), before, 'nothing of the replay reached B\'s engine');
 });
 
 test('a client that leaves while the claim is in flight: nothing is forwarded, the proxy carries on', { skip }, async () => {
