@@ -37,9 +37,10 @@ int buf_reserve(buf_t *b, size_t extra)
     return 0;
 }
 
-int buf_append(buf_t *b, const void *p, size_t n)
+/* Appends after reserving with grow (buf_reserve or buf_reserve_wiped). */
+static int append_with(buf_t *b, const void *p, size_t n, int (*grow)(buf_t *, size_t))
 {
-    if (buf_reserve(b, n) != 0)
+    if (grow(b, n) != 0)
         return -1;
     if (n)
         memcpy(b->data + b->len, p, n);
@@ -47,6 +48,8 @@ int buf_append(buf_t *b, const void *p, size_t n)
     b->data[b->len] = '\0';
     return 0;
 }
+
+int buf_append(buf_t *b, const void *p, size_t n) { return append_with(b, p, n, buf_reserve); }
 
 int buf_reserve_wiped(buf_t *b, size_t extra)
 {
@@ -71,13 +74,7 @@ int buf_reserve_wiped(buf_t *b, size_t extra)
 
 int buf_append_wiped(buf_t *b, const void *p, size_t n)
 {
-    if (buf_reserve_wiped(b, n) != 0)
-        return -1;
-    if (n)
-        memcpy(b->data + b->len, p, n);
-    b->len += n;
-    b->data[b->len] = '\0';
-    return 0;
+    return append_with(b, p, n, buf_reserve_wiped);
 }
 
 int buf_puts(buf_t *b, const char *s) { return buf_append(b, s, strlen(s)); }

@@ -375,6 +375,42 @@ static int rs_usable(rstore_t *r)
     return 2;
 }
 
+/* The common part of every reply: a lost connection (NULL) or a Redis error trips the breaker
+ * (what names the command in the log); a reply to the breaker's probe closes it. 1 when rep is
+ * a usable reply. */
+static int rs_reply_ok(rstore_t *r, rs_cmd_t *c, const redisReply *rep, const char *what)
+{
+    if (!rep) {
+        if (c->probe)
+            rs_trip(r, "probe lost with the connection");
+        return 0;
+    }
+    if (rep->type == REDIS_REPLY_ERROR) {
+        char why[200];
+        snprintf(why, sizeof why, "%s: %.*s", what, (int)(rep->len > 150 ? 150 : rep->len),
+                 rep->str ? rep->str : "");
+        rs_trip(r, why);
+        return 0;
+    }
+    if (c->probe)
+        rs_recovered(r);
+    return 1;
+}
+
+/* Sends c (already filled) when Redis is usable as u said; on failure releases the probe. */
+static int rs_submit(rstore_t *r, int u, rs_cmd_t *c, redisCallbackFn *fn, int argc,
+                     const char **argv, const size_t *lens)
+{
+    if (c) {
+        c->probe = u == 2;
+        if (rs_send(r, c, fn, argc, argv, lens) == 0)
+            return 0;
+    }
+    if (u == 2)
+        r->probing = 0;
+    return -1;
+}
+
 static void rs_on_get(redisAsyncContext *ac, void *reply, void *priv)
 {
     (void)ac;
@@ -383,18 +419,8 @@ static void rs_on_get(redisAsyncContext *ac, void *reply, void *priv)
     redisReply *rep = reply;
     rs_unlink(r, c);
     int rc = RSTORE_ERR;
-    if (!rep) {
-        if (c->probe)
-            rs_trip(r, "probe lost with the connection");
-    } else if (rep->type == REDIS_REPLY_ERROR) {
-        char why[200];
-        snprintf(why, sizeof why, "GET: %.*s", (int)(rep->len > 150 ? 150 : rep->len), rep->str ? rep->str : "");
-        rs_trip(r, why);
-    } else {
-        if (c->probe)
-            rs_recovered(r);
+    if (rs_reply_ok(r, c, rep, "GET"))
         rc = rep->type == REDIS_REPLY_STRING ? RSTORE_OK : RSTORE_NOT_FOUND;
-    }
     if (rc == RSTORE_OK)
         c->cb(c->ud, rc, rep->str, rep->len);
     else
@@ -414,13 +440,8 @@ int rstore_get(rstore_t *r, const char *key, size_t klen, rstore_get_cb cb, void
     if (c) {
         c->cb = cb;
         c->ud = ud;
-        c->probe = u == 2;
-        if (rs_send(r, c, rs_on_get, 2, argv, lens) == 0)
-            return 0;
     }
-    if (u == 2)
-        r->probing = 0;
-    return -1;
+    return rs_submit(r, u, c, rs_on_get, 2, argv, lens);
 }
 
 static void rs_on_set(redisAsyncContext *ac, void *reply, void *priv)
@@ -430,17 +451,9 @@ static void rs_on_set(redisAsyncContext *ac, void *reply, void *priv)
     rstore_t *r = c->r;
     redisReply *rep = reply;
     rs_unlink(r, c);
-    if (!rep) {
-        if (c->probe)
-            rs_trip(r, "probe lost with the connection");
+    if (!rep)
         LOG_DEBUG("redis w=%d: SET %.*s lost with the connection", r->worker, (int)c->klen, c->key);
-    } else if (rep->type == REDIS_REPLY_ERROR) {
-        char why[200];
-        snprintf(why, sizeof why, "SET: %.*s", (int)(rep->len > 150 ? 150 : rep->len), rep->str ? rep->str : "");
-        rs_trip(r, why);
-    } else {
-        if (c->probe)
-            rs_recovered(r);
+    if (rs_reply_ok(r, c, rep, "SET")) {
         if (rep->type == REDIS_REPLY_NIL)
             LOG_WARN("signature record %.*s already in Redis (another replica or an earlier answer "
                      "with the same id): kept the first, not overwritten",
@@ -462,14 +475,7 @@ int rstore_set_nx(rstore_t *r, const char *key, size_t klen, const char *val, si
     rs_cmd_t *c = rs_cmd_new(r, CMD_SET, key, kl);
     const char *argv[] = {"SET", key, val, "NX", "EX", r->ttl_str};
     size_t lens[] = {3, klen, vlen, 2, 2, strlen(r->ttl_str)};
-    if (c) {
-        c->probe = u == 2;
-        if (rs_send(r, c, rs_on_set, 6, argv, lens) == 0)
-            return 0;
-    }
-    if (u == 2)
-        r->probing = 0;
-    return -1;
+    return rs_submit(r, u, c, rs_on_set, 6, argv, lens);
 }
 
 static void rs_on_claim(redisAsyncContext *ac, void *reply, void *priv)
@@ -480,19 +486,8 @@ static void rs_on_claim(redisAsyncContext *ac, void *reply, void *priv)
     redisReply *rep = reply;
     rs_unlink(r, c);
     int rc = RSTORE_ERR;
-    if (!rep) {
-        if (c->probe)
-            rs_trip(r, "probe lost with the connection");
-    } else if (rep->type == REDIS_REPLY_ERROR) {
-        char why[200];
-        snprintf(why, sizeof why, "SET NX (claim): %.*s", (int)(rep->len > 150 ? 150 : rep->len),
-                 rep->str ? rep->str : "");
-        rs_trip(r, why);
-    } else {
-        if (c->probe)
-            rs_recovered(r);
+    if (rs_reply_ok(r, c, rep, "SET NX (claim)"))
         rc = rep->type == REDIS_REPLY_NIL ? RSTORE_EXISTS : RSTORE_CLAIMED;
-    }
     c->claim_cb(c->ud, rc);
     free(c);
     rs_maybe_free(r);
@@ -512,13 +507,8 @@ int rstore_claim(rstore_t *r, const char *key, size_t klen, unsigned ttl_s, rsto
     if (c) {
         c->claim_cb = cb;
         c->ud = ud;
-        c->probe = u == 2;
-        if (rs_send(r, c, rs_on_claim, 6, argv, lens) == 0)
-            return 0;
     }
-    if (u == 2)
-        r->probing = 0;
-    return -1;
+    return rs_submit(r, u, c, rs_on_claim, 6, argv, lens);
 }
 
 /* ---- life cycle ---- */
