@@ -25,6 +25,7 @@ void e2ee_sess_free(e2ee_sess_t *s)
     if (!s)
         return;
     e2ee_wipe_buf(&s->in);
+    buf_free(&s->hex);
     e2ee_key_wipe(&s->key);
     if (s->model) {
         sodium_memzero(s->model, s->model_n);
@@ -53,12 +54,12 @@ static json_object *seal_new(e2ee_sess_t *s, const char *pt, size_t pn, const ch
         s->key_ready = 1;
     }
     size_t cap = e2ee_hex_field_len(s->cipher, pn) + 1, hn = 0;
-    char *hex = malloc(cap);
     json_object *nv = NULL;
-    if (hex && e2ee_seal_hex(k, aad_n ? (const uint8_t *)aad : NULL, aad_n, (const uint8_t *)pt,
-                             pn, hex, cap, &hn) == E2EE_OK)
-        nv = json_object_new_string_len(hex, (int)hn);
-    free(hex);
+    buf_reset(&s->hex); /* one scratch per session: no allocation per field once it has grown */
+    if (buf_reserve(&s->hex, cap) == 0 &&
+        e2ee_seal_hex(k, aad_n ? (const uint8_t *)aad : NULL, aad_n, (const uint8_t *)pt, pn,
+                      s->hex.data, cap, &hn) == E2EE_OK)
+        nv = json_object_new_string_len(s->hex.data, (int)hn);
     if (fresh_key)
         e2ee_key_wipe(&fresh);
     return nv;

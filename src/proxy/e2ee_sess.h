@@ -33,6 +33,7 @@ struct e2ee_sess {
     int key_ready;
     int sse, failed;
     buf_t in; /* JSON: the engine's answer so far; SSE: the unfinished line */
+    buf_t hex; /* scratch for one sealed field (ciphertext, not wiped), reused per field */
     char hdrs[E2EE_HDRS_MAX];
     char *model; /* ACI: the request's model string (response AAD, §7.3); heap, wiped */
     size_t model_n;
