@@ -191,6 +191,17 @@ static void refuse(report_job_t *j, app_worker_t *aw, conn_t *c, http_req_t *req
     respond_error(aw, c, req, ROUTE_REPORT, e, NULL);
 }
 
+/* The job becomes the connection's owner and goes to admission (then the thread pool). */
+static void start_job(report_job_t *j, app_worker_t *aw, conn_t *c, http_req_t *req)
+{
+    j->owner.ops = &REPORT_JOB_OPS;
+    j->aw = aw;
+    j->c = c;
+    j->req = req;
+    j->work.data = j;
+    admit_and_queue(j, aw, c, req);
+}
+
 void report_route(app_worker_t *aw, conn_t *c, http_req_t *req)
 {
     int algo = query_signing_algo(req->query);
@@ -238,13 +249,8 @@ void report_route(app_worker_t *aw, conn_t *c, http_req_t *req)
         free(j);
         return;
     }
-    j->owner.ops = &REPORT_JOB_OPS;
-    j->aw = aw;
-    j->c = c;
-    j->req = req;
     j->algo = algo;
-    j->work.data = j;
-    admit_and_queue(j, aw, c, req);
+    start_job(j, aw, c, req);
 }
 
 /* GET /v1/aci/attestation?nonce= (spec/aci.md §4; formats document §2.1): the nonce is
@@ -272,10 +278,5 @@ void aci_attestation_route(app_worker_t *aw, conn_t *c, http_req_t *req)
         j->nonce_hex[NONCE_HEX_LEN] = '\0';
     }
     j->aci = 1;
-    j->owner.ops = &REPORT_JOB_OPS;
-    j->aw = aw;
-    j->c = c;
-    j->req = req;
-    j->work.data = j;
-    admit_and_queue(j, aw, c, req);
+    start_job(j, aw, c, req);
 }
