@@ -30,6 +30,7 @@
  *  - plaintext is never freed unwiped: while e2ee_request runs, every block freed (or left
  *    behind by realloc) is searched for the seeds' plaintext marker, unless the input carries
  *    the marker in clear. FUZZ_E2EE_NO_WIPE_CHECK=1 turns this check off. */
+#include "alloc_watch.h"
 #include "fuzz.h"
 #include <json-c/json.h>
 #include <sanitizer/allocator_interface.h>
@@ -87,7 +88,6 @@ static struct {
     uint8_t x_secret[32]; /* the server's X25519 secret (for the harness's own opens) */
     int wipe_check;
     /* the free hook */
-    volatile int watching;
     volatile int unwiped;
 } G;
 
@@ -97,19 +97,18 @@ static const char *const HNAMES[HTTP_E2EE_N] = {
 
 /* ---- the wipe check: a free hook that looks for the marker in every block released ---- */
 
-static int tracked(const void *p);
 static const uint8_t *g_cur;
 static size_t g_cur_n;
 
 static void free_hook(const volatile void *p)
 {
-    if (!G.watching || !p || !tracked((const void *)(uintptr_t)p))
+    if (!watch_on || !p || !watch_tracked((const void *)(uintptr_t)p))
         return;
     size_t n = __sanitizer_get_allocated_size((const void *)(uintptr_t)p);
     if (n >= sizeof MARKER - 1 &&
         memmem((const void *)(uintptr_t)p, n, MARKER, sizeof MARKER - 1) != NULL) {
         G.unwiped++;
-        G.watching = 0;
+        watch_on = 0;
         fprintf(stderr, "fuzz_e2ee_req: a freed block of %zu bytes holds plaintext:\n", n);
         fwrite((const void *)(uintptr_t)p, 1, n < 512 ? n : 512, stderr);
         fputc('\n', stderr);
@@ -122,50 +121,8 @@ static void free_hook(const volatile void *p)
                 fclose(df);
             }
         }
-        G.watching = 1;
+        watch_on = 1;
     }
-}
-
-/* Every new block starts zeroed, so that a block freed later holds only what was written
- * into it; and only blocks allocated while the module runs are searched when freed (a set of
- * pointers, one generation per input), never blocks of earlier inputs or of the harness. */
-#define TRACK_SLOTS (1u << 18)
-static struct {
-    const void *p;
-    unsigned gen;
-} g_track[TRACK_SLOTS];
-static unsigned g_gen = 1;
-
-static size_t track_slot(const void *p)
-{
-    return (size_t)(((uintptr_t)p >> 4) * 0x9e3779b97f4a7c15ull >> 46) & (TRACK_SLOTS - 1);
-}
-
-static void malloc_hook(const volatile void *p, size_t n)
-{
-    if (!p)
-        return;
-    if (n)
-        memset((void *)(uintptr_t)p, 0, n);
-    if (!G.watching)
-        return;
-    for (size_t i = track_slot((const void *)(uintptr_t)p), k = 0; k < 64; i = (i + 1) & (TRACK_SLOTS - 1), k++)
-        if (g_track[i].gen != g_gen) {
-            g_track[i].p = (const void *)(uintptr_t)p;
-            g_track[i].gen = g_gen;
-            return;
-        }
-}
-
-static int tracked(const void *p)
-{
-    for (size_t i = track_slot(p), k = 0; k < 64; i = (i + 1) & (TRACK_SLOTS - 1), k++) {
-        if (g_track[i].gen != g_gen)
-            return 0;
-        if (g_track[i].p == p)
-            return 1;
-    }
-    return 0;
 }
 
 static void setup_once(void)
@@ -184,7 +141,7 @@ static void setup_once(void)
     const char *nw = getenv("FUZZ_E2EE_NO_WIPE_CHECK");
     G.wipe_check = !(nw && nw[0] == '1');
     if (G.wipe_check)
-        __sanitizer_install_malloc_and_free_hooks(malloc_hook, free_hook);
+        __sanitizer_install_malloc_and_free_hooks(watch_malloc_hook, free_hook);
 }
 
 /* ---- the harness's own opens: no ciphertext left in the rewritten body ---- */
@@ -370,16 +327,16 @@ static int has_marker(const uint8_t *p, size_t n)
 static int run_once(const http_req_t *req, strv_t body, app_error_t *err, buf_t *out,
                     e2ee_sess_t **sess, char msg[E2EE_MSG_MAX])
 {
-    G.watching = G.wipe_check;
+    watch_on = G.wipe_check;
     int rc = e2ee_request(&G.app, req, body, out, sess, err, msg);
-    G.watching = 0;
+    watch_on = 0;
     return rc;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     setup_once();
-    g_gen++;
+    watch_next_input();
     g_cur = data;
     g_cur_n = size;
     if (size < 1 || size > (256u << 10))

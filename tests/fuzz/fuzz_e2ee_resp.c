@@ -34,6 +34,7 @@
  *    (growth by realloc of json-c's printbufs and buf_t; a failed parse's values freed by
  *    json_tokener_free), fixed since, and replayed as regressions.
  *    FUZZ_E2EE_NO_WIPE_CHECK=1 turns the check off. */
+#include "alloc_watch.h"
 #include "fuzz.h"
 #include <json-c/json.h>
 #include <sanitizer/allocator_interface.h>
@@ -72,7 +73,7 @@ static const uint8_t CLIENT_SK[32] = {0x31, 0x41, 0x59, 0x26, 0x53, 0x58, 0x97, 
 
 static struct {
     int init, wipe_check;
-    volatile int watching, unwiped;
+    volatile int unwiped;
 } G;
 
 /* Per input. */
@@ -91,65 +92,22 @@ static void dump(void)
 
 /* ---- the wipe check ---- */
 
-static int tracked(const void *p);
 
 static void free_hook(const volatile void *p)
 {
-    if (!G.watching || !p || !tracked((const void *)(uintptr_t)p))
+    if (!watch_on || !p || !watch_tracked((const void *)(uintptr_t)p))
         return;
     size_t n = __sanitizer_get_allocated_size((const void *)(uintptr_t)p);
     if (n < sizeof MARKER - 1 ||
         !memmem((const void *)(uintptr_t)p, n, MARKER, sizeof MARKER - 1))
         return;
-    G.watching = 0;
+    watch_on = 0;
     G.unwiped++;
     fprintf(stderr, "fuzz_e2ee_resp: a freed block of %zu bytes holds plaintext:\n", n);
     fwrite((const void *)(uintptr_t)p, 1, n < 512 ? n : 512, stderr);
     fputc('\n', stderr);
     __sanitizer_print_stack_trace();
-    G.watching = 1;
-}
-
-/* Every new block starts zeroed, so that a block freed later holds only what was written
- * into it; and only blocks allocated while the module runs are searched when freed (a set of
- * pointers, one generation per input), never blocks of earlier inputs or of the harness. */
-#define TRACK_SLOTS (1u << 18)
-static struct {
-    const void *p;
-    unsigned gen;
-} g_track[TRACK_SLOTS];
-static unsigned g_gen = 1;
-
-static size_t track_slot(const void *p)
-{
-    return (size_t)(((uintptr_t)p >> 4) * 0x9e3779b97f4a7c15ull >> 46) & (TRACK_SLOTS - 1);
-}
-
-static void malloc_hook(const volatile void *p, size_t n)
-{
-    if (!p)
-        return;
-    if (n)
-        memset((void *)(uintptr_t)p, 0, n);
-    if (!G.watching)
-        return;
-    for (size_t i = track_slot((const void *)(uintptr_t)p), k = 0; k < 64; i = (i + 1) & (TRACK_SLOTS - 1), k++)
-        if (g_track[i].gen != g_gen) {
-            g_track[i].p = (const void *)(uintptr_t)p;
-            g_track[i].gen = g_gen;
-            return;
-        }
-}
-
-static int tracked(const void *p)
-{
-    for (size_t i = track_slot(p), k = 0; k < 64; i = (i + 1) & (TRACK_SLOTS - 1), k++) {
-        if (g_track[i].gen != g_gen)
-            return 0;
-        if (g_track[i].p == p)
-            return 1;
-    }
-    return 0;
+    watch_on = 1;
 }
 
 static void setup_once(void)
@@ -161,7 +119,7 @@ static void setup_once(void)
     const char *nw = getenv("FUZZ_E2EE_NO_WIPE_CHECK");
     G.wipe_check = !(nw && nw[0] == '1');
     if (G.wipe_check)
-        __sanitizer_install_malloc_and_free_hooks(malloc_hook, free_hook);
+        __sanitizer_install_malloc_and_free_hooks(watch_malloc_hook, free_hook);
 }
 
 /* ---- the session ---- */
@@ -572,9 +530,10 @@ static int marker_in_values_only(const char *u, size_t un, size_t unescaped_coun
 
 static void emit(void *ud, const char *p, size_t n)
 {
-    G.watching = 0;
+    int was = watch_on; /* the harness's own buffer is not watched; the input's setting stays */
+    watch_on = 0;
     CHECK(buf_append(ud, p, n) == 0, "append");
-    G.watching = G.wipe_check;
+    watch_on = was;
 }
 
 static int is_sp(char c) { return c == ' ' || c == '\t'; }
@@ -582,7 +541,7 @@ static int is_sp(char c) { return c == ' ' || c == '\t'; }
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     setup_once();
-    g_gen++;
+    watch_next_input();
     if (size < 2 || size > (1u << 20))
         return 0;
     const fcase_t *c = &CASES[(data[0] & 15u) % NCASES];
@@ -600,7 +559,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     char *ubody = unescaped(body, n, &un);
     size_t umarks = count(ubody, un, MARKER, sizeof MARKER - 1);
     int watch = G.wipe_check && umarks > 0 && marker_in_values_only(body, n, umarks);
-    G.watching = watch;
+    watch_on = watch;
 
     /* the pieces */
     size_t pieces = 1 + (seed >> 29), off = 0, last_nl = 0;
@@ -627,7 +586,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (rc == 0 && off < n)
         rc = e2ee_resp_feed(K.s, body + off, n - off, emit, &K.out);
     int frc = e2ee_resp_finish(K.s, emit, &K.out);
-    G.watching = 0;
+    watch_on = 0;
     if (rc != 0)
         CHECK(frc == -1, "finish after a refusal answered %d", frc);
     CHECK(rc == 0 || rc == -1, "rc %d", rc);

@@ -1,0 +1,61 @@
+/* Allocation tracking for the fuzz targets that check that plaintext is wiped before it is
+ * freed (fuzz_e2ee_req.c, fuzz_e2ee_resp.c). Every new block starts zeroed, so that a block
+ * freed later holds only what was written into it; and only blocks allocated while watch_on
+ * is set are searched when freed (a set of pointers, one generation per input), never blocks
+ * of earlier inputs or of the harness. The target installs watch_malloc_hook with its own free
+ * hook (__sanitizer_install_malloc_and_free_hooks) and asks watch_tracked there. Single thread. */
+#ifndef VP_TESTS_FUZZ_ALLOC_WATCH_H
+#define VP_TESTS_FUZZ_ALLOC_WATCH_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#define TRACK_SLOTS (1u << 18)
+#define TRACK_PROBES 64
+
+static volatile int watch_on; /* track new blocks and search freed ones */
+static struct {
+    const void *p;
+    unsigned gen;
+} g_track[TRACK_SLOTS];
+static unsigned g_gen = 1;
+
+static size_t track_slot(const void *p)
+{
+    return (size_t)(((uintptr_t)p >> 4) * 0x9e3779b97f4a7c15ull >> 46) & (TRACK_SLOTS - 1);
+}
+
+static void watch_malloc_hook(const volatile void *p, size_t n)
+{
+    if (!p)
+        return;
+    if (n)
+        memset((void *)(uintptr_t)p, 0, n);
+    if (!watch_on)
+        return;
+    for (size_t i = track_slot((const void *)(uintptr_t)p), k = 0; k < TRACK_PROBES;
+         i = (i + 1) & (TRACK_SLOTS - 1), k++)
+        if (g_track[i].gen != g_gen) {
+            g_track[i].p = (const void *)(uintptr_t)p;
+            g_track[i].gen = g_gen;
+            return;
+        }
+}
+
+/* The block was allocated while watching during this input. */
+static int watch_tracked(const void *p)
+{
+    for (size_t i = track_slot(p), k = 0; k < TRACK_PROBES; i = (i + 1) & (TRACK_SLOTS - 1), k++) {
+        if (g_track[i].gen != g_gen)
+            return 0;
+        if (g_track[i].p == p)
+            return 1;
+    }
+    return 0;
+}
+
+/* Forget the blocks of the previous input. */
+static void watch_next_input(void) { g_gen++; }
+
+#endif
