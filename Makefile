@@ -149,6 +149,12 @@ integration: all
 test: all
 	scripts/run-tests
 
+# The README's first command: installs what is missing, builds, runs the whole flow.
+demo:
+	scripts/install-deps
+	$(MAKE) all
+	node scripts/demo.mjs
+
 # ThreadSanitizer: the unit tests and the integration suite against build-tsan/. Reports go to
 # build-tsan/tsan.<pid> files (the suites capture the programs' stderr), and any such file fails
 # the target. tests/tsan.supp says what is suppressed and why. deploy.test.mjs is left out: it
