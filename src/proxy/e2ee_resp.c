@@ -25,6 +25,8 @@ void e2ee_sess_free(e2ee_sess_t *s)
     if (!s)
         return;
     e2ee_wipe_buf(&s->in);
+    e2ee_wipe_buf(&s->plain);
+    e2ee_wipe_buf(&s->line);
     buf_free(&s->hex);
     e2ee_key_wipe(&s->key);
     if (s->model) {
@@ -35,34 +37,43 @@ void e2ee_sess_free(e2ee_sess_t *s)
     free(s);
 }
 
-/* Seals pt[0..pn) into a new json-c string of hex: NEAR (§3.1) with a fresh ephemeral key
- * per field, the Dstack fork with the request's key (one ephemeral key per request, a fresh
- * nonce per field, §5.1). NULL on failure. */
-static json_object *seal_new(e2ee_sess_t *s, const char *pt, size_t pn, const char *aad,
-                             size_t aad_n)
+int e2ee_seal_append(e2ee_sess_t *s, const char *pt, size_t pn, const char *aad, size_t aad_n,
+                     buf_t *out)
 {
     e2ee_key_t fresh;
     const e2ee_key_t *k = &s->key;
     int fresh_key = s->near || s->format == E2EE_F_ACI_V2; /* §3.1, §7.2: per field */
     if (fresh_key) {
         if (e2ee_key_derive_send(&fresh, s->cipher, s->client, s->client_n, NULL) != E2EE_OK)
-            return NULL;
+            return -1;
         k = &fresh;
     } else if (!s->key_ready) {
         if (e2ee_key_derive_send(&s->key, s->cipher, s->client, s->client_n, NULL) != E2EE_OK)
-            return NULL;
+            return -1;
         s->key_ready = 1;
     }
     size_t cap = e2ee_hex_field_len(s->cipher, pn) + 1, hn = 0;
-    json_object *nv = NULL;
-    buf_reset(&s->hex); /* one scratch per session: no allocation per field once it has grown */
-    if (buf_reserve(&s->hex, cap) == 0 &&
-        e2ee_seal_hex(k, aad_n ? (const uint8_t *)aad : NULL, aad_n, (const uint8_t *)pt, pn,
-                      s->hex.data, cap, &hn) == E2EE_OK)
-        nv = json_object_new_string_len(s->hex.data, (int)hn);
+    int rc = buf_reserve_wiped(out, cap) == 0 &&
+                     e2ee_seal_hex(k, aad_n ? (const uint8_t *)aad : NULL, aad_n,
+                                   (const uint8_t *)pt, pn, out->data + out->len, cap, &hn) ==
+                         E2EE_OK
+                 ? 0
+                 : -1;
+    if (rc == 0)
+        out->len += hn;
     if (fresh_key)
         e2ee_key_wipe(&fresh);
-    return nv;
+    return rc;
+}
+
+/* Seals pt[0..pn) into a new json-c string of hex (e2ee_seal_append). NULL on failure. */
+static json_object *seal_new(e2ee_sess_t *s, const char *pt, size_t pn, const char *aad,
+                             size_t aad_n)
+{
+    buf_reset(&s->hex); /* one scratch per session: no allocation per field once it has grown */
+    if (e2ee_seal_append(s, pt, pn, aad, aad_n, &s->hex) != 0)
+        return NULL;
+    return json_object_new_string_len(s->hex.data, (int)s->hex.len);
 }
 
 /* Replaces the string member `field` of obj with its ciphertext (hex). NEAR leaves an empty
@@ -329,6 +340,18 @@ static int sse_line(e2ee_sess_t *s, const char *p, size_t n, e2ee_emit_fn *emit,
         emit(ud, p, n);
         return 0;
     }
+    /* the fast path (proxy/e2ee_event.c): the event rewritten in place, in one emit */
+    buf_reset(&s->line);
+    int fast = buf_append_wiped(&s->line, "data: ", 6) == 0 ? e2ee_event_fast(s, p + v, vn, &s->line)
+                                                            : -1;
+    if (fast == 1 && buf_append_wiped(&s->line, p + body, n - body) == 0) {
+        emit(ud, s->line.data, s->line.len);
+        sodium_memzero(s->line.data, s->line.len);
+        return 0;
+    }
+    sodium_memzero(s->line.data, s->line.len);
+    if (fast < 0)
+        return -1;
     if (seal_emit(s, p + v, vn, "data: ", emit, ud) != 0)
         return -1;
     emit(ud, p + body, n - body);

@@ -34,6 +34,8 @@ struct e2ee_sess {
     int sse, failed;
     buf_t in; /* JSON: the engine's answer so far; SSE: the unfinished line */
     buf_t hex; /* scratch for one sealed field (ciphertext, not wiped), reused per field */
+    buf_t plain; /* scratch: a streamed field's decoded text (e2ee_event.c), wiped after use */
+    buf_t line;  /* scratch: one rewritten event line (e2ee_event.c), wiped after use */
     char hdrs[E2EE_HDRS_MAX];
     char *model; /* ACI: the request's model string (response AAD, §7.3); heap, wiped */
     size_t model_n;
@@ -56,5 +58,16 @@ int e2ee_json_append(buf_t *out, json_object *o);
  * (json-c's PLAIN spelling, / escaped) appended to tmp (the caller wipes it: e2ee_wipe_buf).
  * NULL when out of memory. */
 const char *e2ee_json_str(json_object *parent, const char *key, buf_t *tmp, size_t *n);
+
+/* Seals pt[0..pn) per the session's format and appends its hex to out (wiped growth): NEAR
+ * (§3.1) and ACI (§7.2) with a fresh ephemeral key per field, the Dstack fork with the
+ * request's key (one ephemeral key per request, a fresh nonce per field, §5.1). aad_n 0: no
+ * AAD. 0, or -1 on failure. */
+int e2ee_seal_append(struct e2ee_sess *s, const char *pt, size_t pn, const char *aad, size_t aad_n,
+                     buf_t *out);
+/* The fast path of one streamed chat event's JSON text p[0..n) (proxy/e2ee_event.c): 1 and
+ * the event with its sealed fields appended to out; 0 when it declines (the caller takes the
+ * general json-c path; out may hold a partial append to truncate); -1 on a failure to seal. */
+int e2ee_event_fast(struct e2ee_sess *s, const char *p, size_t n, buf_t *out);
 
 #endif
