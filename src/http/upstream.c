@@ -31,6 +31,7 @@ struct upstream_req {
     void *ud;
     uint64_t deadline_ms;
     int retried, got_bytes, head_done, complete, paused, connect_failed;
+    int wipe_reads; /* upstream_wipe_reads: zero each read once parsed */
 };
 
 struct uconn {
@@ -438,7 +439,10 @@ static void on_uread(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
         ex->got_bytes = 1;
         arm(c, 0); /* from now on only the total deadline applies */
     }
+    int wipe = ex->wipe_reads;
     llhttp_errno_t e = llhttp_execute(&c->parser, b->base, (size_t)n);
+    if (wipe) /* parsed and delivered: nothing keeps a pointer into the read buffer */
+        explicit_bzero(b->base, (size_t)n);
     if (c->ex != ex)
         return; /* cancelled from a callback */
     if (e == HPE_PAUSED && ex->complete) {
@@ -635,6 +639,8 @@ void upstream_cancel(upstream_req_t *ex)
     }
     ex_free(ex);
 }
+
+void upstream_wipe_reads(upstream_req_t *ex) { ex->wipe_reads = 1; }
 
 void upstream_pause(upstream_req_t *ex)
 {

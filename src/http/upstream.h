@@ -72,6 +72,9 @@ upstream_req_t *upstream_send(upstream_pool_t *p, const char *method, strv_t pat
                               const char *extra_headers, const void *body, size_t len,
                               const upstream_cbs_t *cbs, void *ud);
 void upstream_cancel(upstream_req_t *r);
+/* From now on every read of this exchange is zeroed in the worker's read buffer once parsed:
+ * an E2EE answer arrives from the engine in plaintext (proxy/e2ee.h). */
+void upstream_wipe_reads(upstream_req_t *r);
 void upstream_pause(upstream_req_t *r);
 void upstream_resume(upstream_req_t *r);
 

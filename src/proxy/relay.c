@@ -245,6 +245,8 @@ int relay_start(app_worker_t *aw, conn_t *c, http_req_t *req, relay_req_t *rr)
     conn_cork(c);
     r->up = upstream_send(aw->pool, rr->method, rr->path, rr->query, hdrs, body.p, body.n,
                           &RELAY_CBS, r);
+    if (r->up && r->e2ee)
+        upstream_wipe_reads(r->up); /* the engine's answer is plaintext */
     if (!r->up) {
         conn_set_owner(c, NULL);
         respond_error(aw, c, req, r->route, APP_E_OUT_OF_MEMORY, NULL);

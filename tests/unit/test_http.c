@@ -1412,6 +1412,46 @@ static int ups_teardown(void **state)
     return teardown(state);
 }
 
+/* upstream_wipe_reads: once an exchange is marked, the engine's bytes do not stay in the
+ * worker's read buffer after they were parsed (an E2EE answer arrives in plaintext); an
+ * unmarked exchange leaves them, which is what makes this check able to fail. */
+static int echo_left;
+static void do_send_wiped(void *arg)
+{
+    do_send(arg);
+    struct send_args *a = arg;
+    if (a->req && a->extra && strstr(a->extra, "X-Wipe"))
+        upstream_wipe_reads(a->req);
+}
+static void do_scan_read_buf(void *arg)
+{
+    size_t len;
+    const char *b = worker_read_buf(wk, &len);
+    echo_left = memmem(b, len, (const char *)arg, strlen(arg)) != NULL;
+}
+
+static void test_upstream_wipe_reads(void **state)
+{
+    (void)state;
+    http_limits_t l = default_limits();
+    start_server(&l);
+    ups_setup_target(port);
+    static const char body[] = "{\"secret\":\"Zq7-PLAINTEXT\"}";
+    for (int wipe = 0; wipe < 2; wipe++) {
+        struct ups_res r = {0};
+        struct send_args a = {"POST", "/echo/w", NULL, wipe ? "X-Wipe: 1\r\n" : "X-Keep: 1\r\n",
+                              body, sizeof body - 1, &r, NULL};
+        on_loop(do_send_wiped, &a);
+        assert_non_null(a.req);
+        assert_int_equal(wait_for(&r.done, 1, WAIT_MS), 1);
+        snapshot();
+        assert_int_equal(S(r).err, UPS_OK);
+        assert_non_null(memmem(S(r).body, S(r).body_len, "Zq7-PLAINTEXT", 13)); /* delivered */
+        on_loop(do_scan_read_buf, "/echo/w{\"secret\":\"Zq7-PLAINTEXT");
+        assert_int_equal(echo_left, !wipe);
+    }
+}
+
 static void test_upstream_exchange_and_reuse(void **state)
 {
     (void)state;
@@ -1647,6 +1687,7 @@ int main(void)
         cmocka_unit_test(test_target_parse),
         cmocka_unit_test_teardown(test_pipelined_flood_is_bounded, teardown),
         cmocka_unit_test_teardown(test_upstream_exchange_and_reuse, ups_teardown),
+        cmocka_unit_test_teardown(test_upstream_wipe_reads, ups_teardown),
         cmocka_unit_test_teardown(test_upstream_not_kept, ups_teardown),
         cmocka_unit_test_teardown(test_upstream_connect_refused, ups_teardown),
         cmocka_unit_test_teardown(test_upstream_cancel_mid_response, ups_teardown),
