@@ -68,6 +68,11 @@ function checkReport(r, algo, nonce) {
   assert.equal(mine.request_nonce, r.request_nonce);
   assert.equal(mine.intel_quote, r.intel_quote);
   assert.equal(mine.signing_algo, algo);
+  // NEAR's layout: nearai-cloud-verifier's chat clients read the key from model_attestations[]
+  assert.ok(Array.isArray(r.model_attestations) && r.model_attestations.length === 1);
+  assert.equal(r.model_attestations[0].signing_public_key, r.signing_public_key);
+  assert.equal(r.model_attestations[0].signing_address, r.signing_address);
+  assert.equal(r.model_attestations[0].intel_quote, r.intel_quote);
 }
 
 for (const algo of ['ecdsa', 'ed25519']) {

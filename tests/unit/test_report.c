@@ -79,12 +79,12 @@ static void test_golden_dstack(void **state)
     attest_report_opts_t o = {.nonce_source = "client"};
     check_golden(&p, &o,
                  "{" FIELDS(",\"attestation_mode\":\"dstack\"") ",\"all_attestations\":[{" FIELDS(
-                     ",\"attestation_mode\":\"dstack\"") "}],\"nonce_source\":\"client\"}");
+                     ",\"attestation_mode\":\"dstack\"") "}],\"model_attestations\":[{" FIELDS(",\"attestation_mode\":\"dstack\"") "}],\"nonce_source\":\"client\"}");
     /* with a GPU label, no nonce_source */
     p.gpu_evidence = "canned";
     check_golden(&p, NULL,
                  "{" FIELDS(",\"attestation_mode\":\"dstack\",\"gpu_evidence\":\"canned\"") ",\"all_attestations\":[{" FIELDS(
-                     ",\"attestation_mode\":\"dstack\",\"gpu_evidence\":\"canned\"") "}]}");
+                     ",\"attestation_mode\":\"dstack\",\"gpu_evidence\":\"canned\"") "}],\"model_attestations\":[{" FIELDS(",\"attestation_mode\":\"dstack\",\"gpu_evidence\":\"canned\"") "}]}");
     attest_parts_free(&p);
 }
 
@@ -96,13 +96,13 @@ static void test_golden_tappd_tls_sim_tsm(void **state)
     snprintf(p.tappd_hash_algorithm, sizeof p.tappd_hash_algorithm, "raw");
     attest_report_opts_t o = {.tls_fingerprint_hex = "ffee", .nonce_source = "server"};
 #define TAPPD_TAIL ",\"tls_cert_fingerprint\":\"ffee\",\"attestation_mode\":\"tappd\",\"tappd_hash_algorithm\":\"raw\",\"tappd_prefix\":\"\""
-    check_golden(&p, &o, "{" FIELDS(TAPPD_TAIL) ",\"all_attestations\":[{" FIELDS(TAPPD_TAIL) "}],\"nonce_source\":\"server\"}");
+    check_golden(&p, &o, "{" FIELDS(TAPPD_TAIL) ",\"all_attestations\":[{" FIELDS(TAPPD_TAIL) "}],\"model_attestations\":[{" FIELDS(TAPPD_TAIL) "}],\"nonce_source\":\"server\"}");
     attest_parts_free(&p);
 
     fill(&p, "simulated");
     check_golden(&p, NULL,
                  "{" FIELDS(",\"attestation_mode\":\"simulated\",\"simulated\":true") ",\"all_attestations\":[{" FIELDS(
-                     ",\"attestation_mode\":\"simulated\",\"simulated\":true") "}]}");
+                     ",\"attestation_mode\":\"simulated\",\"simulated\":true") "}],\"model_attestations\":[{" FIELDS(",\"attestation_mode\":\"simulated\",\"simulated\":true") "}]}");
     attest_parts_free(&p);
 
     /* tsm: no agent, so no info / event log / vm_config: {} and "" */
