@@ -15,6 +15,8 @@
  * may keep the first); a sealed string with a \u escape of a surrogate or a raw control
  * character; a sealed member whose value needs more than a string (NEAR's content parts,
  * audio); an id or model that is not a plain string (the AAD takes their decoded text);
+ * a member carrying text the general path must judge (tool calls, refusal, audio, log-
+ * probabilities, token ids: taken only when null, tool calls also when []);
  * NEAR's all-fields mode; a bare CR in the event (whitespace to JSON, a line end to SSE);
  * more choices or fields than its fixed tables hold. */
 #include <sodium.h>
@@ -178,6 +180,20 @@ static int literal(ev_t *x, const char *w)
     return EV_OK;
 }
 
+/* [] with optional whitespace: 1 and passed over, else 0 and nothing consumed. */
+static int empty_array(ev_t *x)
+{
+    size_t save = x->i;
+    if (x->i < x->n && x->p[x->i] == '[') {
+        x->i++;
+        ws(x);
+        if (x->i < x->n && x->p[x->i] == ']')
+            return x->i++, 1;
+    }
+    x->i = save;
+    return 0;
+}
+
 /* Any value, validated and passed over. */
 static int skip(ev_t *x, int depth)
 {
@@ -256,10 +272,13 @@ static int rule(const e2ee_sess_t *s, int field, int empty)
 {
     if (s->near)
         return empty ? 0 : 1;
-    if (field == EV_REASONING && s->format != E2EE_F_V1 && s->format != E2EE_F_ACI_V2)
-        return 0;
     return field == EV_CONTENT && empty ? 2 : 1;
 }
+
+/* A member that must be null (or absent) for the fast path: text this format may leave
+ * unsealed, which the general path refuses to send (e2ee_resp.c, in_clear), or sealed
+ * only by the general path (audio). Taken when null; anything else declines. */
+static int must_be_null(ev_t *x) { return literal(x, "null"); }
 
 /* The delta object of choice slot ch. */
 static int delta(ev_t *x, const e2ee_sess_t *s, int ch)
@@ -322,8 +341,12 @@ static int delta(ev_t *x, const e2ee_sess_t *s, int ch)
                  * and the others leave; the general path knows each */
                 return EV_NO;
             }
-        } else if (is(name, len, "audio")) {
-            if (literal(x, "null") != EV_OK) /* audio.data is sealed by NEAR and v1 */
+        } else if (is(name, len, "audio") || is(name, len, "refusal") ||
+                   is(name, len, "function_call")) {
+            if (must_be_null(x) != EV_OK)
+                return EV_NO;
+        } else if (is(name, len, "tool_calls")) {
+            if (must_be_null(x) != EV_OK && !empty_array(x))
                 return EV_NO;
         } else if (skip(x, 3) != EV_OK) {
             return EV_NO;
@@ -373,6 +396,9 @@ static int choice(ev_t *x, const e2ee_sess_t *s, size_t pos)
             x->choice[ch].index = strtoll(tmp, NULL, 10);
         } else if (is(name, len, "message")) {
             return EV_NO; /* an event with a message: the general path */
+        } else if (is(name, len, "logprobs") || is(name, len, "token_ids")) {
+            if (must_be_null(x) != EV_OK)
+                return EV_NO;
         } else if (skip(x, 2) != EV_OK) {
             return EV_NO;
         }
@@ -453,6 +479,9 @@ static int event(ev_t *x, const e2ee_sess_t *s)
                             ws(x);
                         }
                 }
+            } else if (is(name, len, "prompt_logprobs") || is(name, len, "prompt_token_ids")) {
+                if (must_be_null(x) != EV_OK)
+                    return EV_NO;
             } else if (skip(x, 1) != EV_OK) {
                 return EV_NO;
             }

@@ -857,6 +857,50 @@ static int aci_fail(int rc, app_error_t *err, char msg[E2EE_MSG_MAX], e2ee_sess_
     return -1;
 }
 
+/* A request whose answer would carry generated text that its format does not encrypt
+ * (token log-probabilities, token ids, tool or function calls): refused before anything is
+ * forwarded, with the reason in msg. NEAR's all-fields mode encrypts log-probabilities and
+ * calls (§3.4); no format encrypts prompt log-probabilities or token ids. 1 when refused. */
+static int asks_for_clear_output(const e2ee_sess_t *s, json_object *root, char msg[E2EE_MSG_MAX])
+{
+    /* NEAR's all-fields header (the response check, e2ee_resp.c, catches a request that
+     * turns out not to be answered by NEAR's rules) */
+    int sealed_extra =
+        s->all_fields && (s->format == E2EE_F_V1 || s->format == E2EE_F_NEAR_V2);
+    json_object *v = NULL;
+    if (json_object_object_get_ex(root, "prompt_logprobs", &v) && v) {
+        set_msg(msg, "prompt_logprobs would be returned in clear: no E2EE format encrypts it");
+        return 1;
+    }
+    if (json_object_object_get_ex(root, "return_token_ids", &v) && json_object_get_boolean(v)) {
+        set_msg(msg, "return_token_ids would return the tokens in clear: no E2EE format "
+                     "encrypts them");
+        return 1;
+    }
+    if (sealed_extra)
+        return 0;
+    json_object *tl = NULL;
+    if ((json_object_object_get_ex(root, "logprobs", &v) && json_object_get_boolean(v)) ||
+        (json_object_object_get_ex(root, "top_logprobs", &tl) && json_object_get_int64(tl) > 0)) {
+        set_msg(msg, "logprobs would be returned in clear: this E2EE format does not encrypt "
+                     "them (NEAR encrypts them with X-Encrypt-All-Fields: true)");
+        return 1;
+    }
+    json_object *tc = NULL;
+    int none = json_object_object_get_ex(root, "tool_choice", &tc) &&
+               json_object_is_type(tc, json_type_string) &&
+               strcmp(json_object_get_string(tc), "none") == 0;
+    static const char *const calls[] = {"tools", "functions"};
+    for (size_t i = 0; i < 2 && !none; i++)
+        if (json_object_object_get_ex(root, calls[i], &v) &&
+            json_object_is_type(v, json_type_array) && json_object_array_length(v) > 0) {
+            set_msg(msg, "tool calls would be returned in clear: this E2EE format does not "
+                         "encrypt them (NEAR encrypts them with X-Encrypt-All-Fields: true)");
+            return 1;
+        }
+    return 0;
+}
+
 /* ACI E2EE v2 in the gateway's order (§7.4): presence and version, nonce, timestamp, key
  * selection, client key, body JSON, model, replay claim, decryption. */
 static int aci_request(const app_t *app, const http_req_t *req, int sel_rc, strv_t body,
@@ -916,6 +960,12 @@ static int aci_request(const app_t *app, const http_req_t *req, int sel_rc, strv
     if (!model) {
         e2ee_json_wipe_put(root);
         *err = APP_E_E2EE_INVALID_PAYLOAD_MODEL;
+        e2ee_sess_free(s);
+        return -1;
+    }
+    if (asks_for_clear_output(s, root, msg)) {
+        e2ee_json_wipe_put(root);
+        *err = APP_E_E2EE_UNSUPPORTED_FIELD;
         e2ee_sess_free(s);
         return -1;
     }
@@ -1048,6 +1098,12 @@ int e2ee_request(const app_t *app, const http_req_t *req, strv_t body, buf_t *ou
         if (root)
             e2ee_json_wipe_put(root);
         *err = APP_E_INVALID_JSON;
+        e2ee_sess_free(s);
+        return -1;
+    }
+    if (asks_for_clear_output(s, root, msg)) {
+        e2ee_json_wipe_put(root);
+        *err = APP_E_E2EE_UNSUPPORTED_FIELD;
         e2ee_sess_free(s);
         return -1;
     }

@@ -288,12 +288,54 @@ static int seal_choices(e2ee_sess_t *s, json_object *resp)
             json_object_is_type(c, json_type_string) && json_object_get_string_len(c) == 0)
             json_object_object_del(m, "content");
         if (seal_member(s, m, "content", resp, i, 0) != 0 ||
-            seal_member(s, m, "reasoning_content", resp, i, 0) != 0)
+            seal_member(s, m, "reasoning_content", resp, i, 0) != 0 ||
+            seal_member(s, m, "reasoning", resp, i, 0) != 0)
             return -1;
         if (s->format == E2EE_F_V1 &&
-            (seal_member(s, m, "reasoning", resp, i, 0) != 0 ||
-             seal_member(s, member(m, "audio", json_type_object), "data", resp, i, 0) != 0))
+            seal_member(s, member(m, "audio", json_type_object), "data", resp, i, 0) != 0)
             return -1;
+    }
+    return 0;
+}
+
+/* Carries text: not absent, null, "" or []. */
+static int carries(json_object *o, const char *key)
+{
+    json_object *v = NULL;
+    if (!o || !json_object_is_type(o, json_type_object) || !json_object_object_get_ex(o, key, &v) ||
+        !v)
+        return 0;
+    if (json_object_is_type(v, json_type_string))
+        return json_object_get_string_len(v) > 0;
+    if (json_object_is_type(v, json_type_array))
+        return json_object_array_length(v) > 0;
+    return 1;
+}
+
+/* After sealing: 1 when the answer still carries generated text that the format did not
+ * encrypt (a field the format leaves alone: the Dstack fork's tool calls and log-probabilities,
+ * NEAR's without all-fields, token ids anywhere, a message in a stream). The answer then fails
+ * rather than going out in clear; the request side (e2ee_req.c) refuses what asks for them. */
+static int in_clear(const e2ee_sess_t *s, json_object *resp)
+{
+    if (carries(resp, "prompt_logprobs") || carries(resp, "prompt_token_ids"))
+        return 1;
+    int sealed_extra = s->near && s->all_fields; /* §3.4 */
+    int sealed_audio = s->near || s->format == E2EE_F_V1 || (s->format == E2EE_F_ACI_V2 && !s->sse);
+    const char *part = s->sse ? "delta" : "message", *other = s->sse ? "message" : "delta";
+    json_object *choices = member(resp, "choices", json_type_array);
+    for (size_t i = 0; choices && i < json_object_array_length(choices); i++) {
+        json_object *ch = json_object_array_get_idx(choices, i);
+        if (carries(ch, "token_ids") || carries(ch, other))
+            return 1;
+        if (!sealed_extra && carries(ch, "logprobs"))
+            return 1;
+        json_object *m = member(ch, part, json_type_object);
+        if (!sealed_extra && (carries(m, "tool_calls") || carries(m, "function_call") ||
+                              carries(m, "refusal")))
+            return 1;
+        if (!sealed_audio && carries(m, "audio"))
+            return 1;
     }
     return 0;
 }
@@ -307,7 +349,8 @@ static int seal_emit(e2ee_sess_t *s, const char *p, size_t n, const char *prefix
         return -1;
     buf_t out = BUF_INIT;
     int rc =
-        seal_choices(s, o) == 0 && buf_append_wiped(&out, prefix, strlen(prefix)) == 0 &&
+        seal_choices(s, o) == 0 && !in_clear(s, o) &&
+                buf_append_wiped(&out, prefix, strlen(prefix)) == 0 &&
                 e2ee_json_append(&out, o) == 0
             ? 0
             : -1;

@@ -72,6 +72,10 @@
       "the request's top-level model must be a string; the request was not forwarded")          \
     X(E2EE_UNSUPPORTED_ENDPOINT, 400, "e2ee_unsupported_endpoint", NULL,                        \
       "E2EE v2 is supported on /v1/chat/completions only; the request was not forwarded")       \
+    /* a request whose answer would carry generated text the format does not encrypt */       \
+    X(E2EE_UNSUPPORTED_FIELD, 400, "e2ee_unsupported_field", NULL,                              \
+      "this request asks for output that its E2EE format does not encrypt and that would be "   \
+      "returned in clear; the request was not forwarded")                                       \
     X(E2EE_RESPONSE_FAILED, 502, "server_error", NULL,                                          \
       "the engine's answer could not be encrypted; nothing of it was sent")                     \
     /* the proxy's own failures */                                                              \

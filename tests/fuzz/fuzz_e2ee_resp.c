@@ -341,8 +341,45 @@ static void expect_logprobs(vctx_t *v, json_object *il, json_object *ol, size_t 
 
 /* Checks the sealed fields of out against in (the engine's) and puts the engine's values
  * back into out, so that out must then equal in. */
+/* Carries text: present and not null, "" or []. */
+static int carries(json_object *o, const char *key)
+{
+    json_object *x = NULL;
+    if (!o || !json_object_is_type(o, json_type_object) || !json_object_object_get_ex(o, key, &x) ||
+        !x)
+        return 0;
+    if (json_object_is_type(x, json_type_string))
+        return json_object_get_string_len(x) > 0;
+    if (json_object_is_type(x, json_type_array))
+        return json_object_array_length(x) > 0;
+    return 1;
+}
+
+/* An answer that went out never carries generated text the format left unsealed: tool calls,
+ * refusal and log-probabilities (unless NEAR's all-fields sealed them), token ids, audio
+ * where the format does not seal its data, the other part (a message in a stream). */
+static void expect_nothing_clear(vctx_t *v, json_object *in)
+{
+    const char *part = v->sse ? "delta" : "message", *other = v->sse ? "message" : "delta";
+    CHECK(!carries(in, "prompt_logprobs") && !carries(in, "prompt_token_ids"),
+          "prompt log-probabilities or token ids went out");
+    json_object *ich = member(in, "choices", json_type_array);
+    for (size_t i = 0; ich && i < json_object_array_length(ich); i++) {
+        json_object *ic = json_object_array_get_idx(ich, i);
+        json_object *im = member(ic, part, json_type_object);
+        CHECK(!carries(ic, "token_ids") && !carries(ic, other), "token ids or %s went out", other);
+        if (!v->all)
+            CHECK(!carries(ic, "logprobs") && !carries(im, "tool_calls") &&
+                      !carries(im, "function_call") && !carries(im, "refusal"),
+                  "logprobs, a call or a refusal went out unsealed");
+        if (!v->c->near && v->c->format != E2EE_F_V1)
+            CHECK(!carries(im, "audio"), "audio went out unsealed");
+    }
+}
+
 static void expect_doc(vctx_t *v, json_object *in, json_object *out)
 {
+    expect_nothing_clear(v, in);
     const char *part = v->sse ? "delta" : "message";
     json_object *ich = member(in, "choices", json_type_array);
     json_object *och = member(out, "choices", json_type_array);
@@ -395,11 +432,11 @@ static void expect_doc(vctx_t *v, json_object *in, json_object *out)
         }
         expect_sealed(v, im, om, "content", i, 0);
         expect_sealed(v, im, om, "reasoning_content", i, 0);
-        if (v->c->format == E2EE_F_V1) {
-            expect_sealed(v, im, om, "reasoning", i, 0);
+        /* the fork leaves reasoning in clear (§5.2); we seal it in both versions */
+        expect_sealed(v, im, om, "reasoning", i, 0);
+        if (v->c->format == E2EE_F_V1)
             expect_sealed(v, member(im, "audio", json_type_object),
                           member(om, "audio", json_type_object), "data", i, 0);
-        }
     }
     CHECK(json_object_equal(in, out),
           "the output differs from the engine's answer beyond the sealed fields:\n  engine %s",

@@ -233,6 +233,12 @@ test('every Dstack error type, nothing forwarded', async () => {
   lastPart.messages[2].content[0].text = 'abcd';
   await refused(H({}), lastPart, 'e2ee_decryption_failed');
   await refused(H({}), { ...good, messages: [{ role: 'user', content: 'hello in clear' }] }, 'invalid_e2ee_request');
+  // Output the fork would send in clear (it encrypts only content and reasoning_content):
+  // refused up front, before the nonce is claimed.
+  for (const extra of [{ logprobs: true }, { top_logprobs: 3 }, { prompt_logprobs: 0 }, { return_token_ids: true },
+    { tools: [{ type: 'function', function: { name: 'f', parameters: {} } }] }]) {
+    await refused(H({}), { ...good, ...extra }, 'e2ee_unsupported_field');
+  }
   await refused(e2eeHeaders(ck, edHex, null, { 'X-Signing-Algo': 'ed25519', 'X-Client-Pub-Key': clientKeys('ed25519').header }),
     { ...good, messages: [{ role: 'user', content: seal('ecdsa', serverHex, 'wrong curve', null) }] }, 'e2ee_decryption_failed');
 

@@ -253,11 +253,29 @@ test('NEAR X-Encrypt-All-Fields: tools, tool calls and names decrypted (lenientl
   assert.ok(open(ck, 2, c).length > 0);
   await checkSigned(stack.port, jsonOf(r).id, signedText(r.requestBody, r.body));
 
-  // Without the header those fields are not NEAR's: they reach the engine as sent.
+  // Without the header NEAR leaves tool calls unencrypted (the NEAR server answers them in
+  // clear): refused before anything reaches the engine, unless tool_choice is "none".
+  const before = await engineRequests();
   const r2 = await postJson(stack.port, '/v1/chat/completions', { ...body, messages: body.messages.slice(0, 1).map((m) => ({ ...m, name: 'bob' })) },
     { headers: nearHeaders(ck, serverHex, 2) });
-  assert.equal(r2.status, 200, r2.body.toString());
+  assert.equal(r2.status, 400, r2.body.toString());
+  assert.equal(jsonOf(r2).error.type, 'e2ee_unsupported_field');
+  assert.equal(await engineRequests(), before, 'nothing reached the engine');
+  const r3 = await postJson(stack.port, '/v1/chat/completions', { ...body, tool_choice: 'none', messages: body.messages.slice(0, 1).map((m) => ({ ...m, name: 'bob' })) },
+    { headers: nearHeaders(ck, serverHex, 2) });
+  assert.equal(r3.status, 200, r3.body.toString());
   assert.deepEqual((await engineBody()).tools, body.tools, 'tools untouched without X-Encrypt-All-Fields');
+  // logprobs likewise; with X-Encrypt-All-Fields they are encrypted, so they are served
+  for (const extra of [{ logprobs: true }, { logprobs: true, top_logprobs: 2 }, { prompt_logprobs: 1 }, { return_token_ids: true }]) {
+    const r4 = await postJson(stack.port, '/v1/chat/completions', { model: body.model, messages: body.messages.slice(0, 1), ...extra },
+      { headers: nearHeaders(ck, serverHex, 2) });
+    assert.equal(r4.status, 400, JSON.stringify(extra));
+    assert.equal(jsonOf(r4).error.type, 'e2ee_unsupported_field');
+  }
+  assert.equal(await engineRequests(), before + 1, 'only the tool_choice "none" request reached the engine');
+  const r5 = await postJson(stack.port, '/v1/chat/completions', { model: body.model, messages: body.messages.slice(0, 1), logprobs: true },
+    { headers: nearHeaders(ck, serverHex, 2, { extra: { 'X-Encrypt-All-Fields': 'true' } }) });
+  assert.equal(r5.status, 200, r5.body.toString());
 });
 
 test('NEAR v1 ed25519: the cipher of the answer is the request\'s (trial decryption, §1.2)', async () => {

@@ -279,7 +279,7 @@ static void test_gpu_payload(void **state)
 static const char *report_keys[] = {
     "signing_address", "signing_algo", "request_nonce", "intel_quote", "nvidia_payload",
     "info", "quote", "event_log", "vm_config", "signing_public_key", "attestation_mode",
-    "simulated", "all_attestations"};
+    "simulated", "all_attestations", "model_attestations"};
 
 static void check_report_object_at(AT_PARAMS, struct json_object *o, const attest_identity_t *id,
                                 const uint8_t nonce[32], size_t nkeys)
@@ -339,7 +339,7 @@ static void run_report_at(AT_PARAMS, const attest_identity_t *id, const uint8_t 
     at_assert_int_equal(attest_report_json(sim, id, nonce, &out), 0);
     struct json_object *o = parse_text(out.data, out.len), *all;
     at_assert_non_null(o);
-    check_report_object_at(AT_PASS, o, id, nonce, 13);
+    check_report_object_at(AT_PASS, o, id, nonce, 14);
     at_assert_true(json_object_object_get_ex(o, "all_attestations", &all));
     at_assert_true(json_object_is_type(all, json_type_array));
     at_assert_int_equal(json_object_array_length(all), 1);
@@ -349,7 +349,13 @@ static void run_report_at(AT_PARAMS, const attest_identity_t *id, const uint8_t 
     struct json_object *copy = NULL;
     at_assert_int_equal(json_object_deep_copy(o, &copy, NULL), 0);
     json_object_object_del(copy, "all_attestations");
+    json_object_object_del(copy, "model_attestations");
     at_assert_true(json_object_equal(copy, inner));
+    /* model_attestations (NEAR's layout) holds the same entry */
+    struct json_object *model = NULL;
+    at_assert_true(json_object_object_get_ex(o, "model_attestations", &model));
+    at_assert_int_equal(json_object_array_length(model), 1);
+    at_assert_true(json_object_equal(json_object_array_get_idx(model, 0), inner));
     json_object_put(copy);
     json_object_put(o);
     buf_free(&out);

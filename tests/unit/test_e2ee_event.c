@@ -127,9 +127,14 @@ static void test_dstack_v2_aad(void **st)
                      E2EE_OK);
     char *pt = open_at(s, out, "\"reasoning_content\":\"", aad, an);
     assert_string_equal(pt, "why");
-    /* v2 leaves reasoning in clear (formats document §5.2) */
-    assert_non_null(strstr(out, "\"reasoning\":\"r\""));
     free(pt);
+    /* the fork leaves reasoning in clear (formats document §5.2); we seal it, field name
+     * "reasoning" in the AAD, rather than send generated text in clear */
+    assert_int_equal(e2ee_aad_dstack_resp(aad, sizeof aad, &an, s->algo, "mm", 2, "c-2", 3, 1,
+                                          "reasoning", NONCE, sizeof NONCE - 1, TS),
+                     E2EE_OK);
+    pt = open_at(s, out, "\"reasoning\":\"", aad, an);
+    assert_string_equal(pt, "r");
     free(out);
     e2ee_sess_free(s);
 }
@@ -190,6 +195,11 @@ static void test_declines(void **st)
         "{\"choices\":[{\"delta\":{\"content\":\"a\tb\"}}]}",               /* raw control */
         "{\"choices\":[{\"delta\":{\"content\":[{\"type\":\"text\"}]}}]}",  /* parts */
         "{\"choices\":[{\"delta\":{\"audio\":{\"data\":\"QQ==\"}}}]}",      /* audio */
+        "{\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":0}]}}]}",     /* tool calls */
+        "{\"choices\":[{\"delta\":{\"refusal\":\"no\"}}]}",               /* refusal */
+        "{\"choices\":[{\"delta\":{},\"logprobs\":{\"content\":[]}}]}",    /* logprobs */
+        "{\"choices\":[{\"delta\":{},\"token_ids\":[1]}]}",               /* token ids */
+        "{\"prompt_token_ids\":[1],\"choices\":[]}",                        /* prompt ids */
         "{\"id\":7,\"choices\":[{\"delta\":{\"content\":\"x\"}}]}",          /* id not a string */
         "{\"model\":\"a\\/b\",\"choices\":[]}",                             /* escaped model */
         "{\"choices\":[{\"message\":{\"content\":\"x\"}}]}",                /* a message */

@@ -144,21 +144,50 @@ static void test_buffered_all_fields(void **st)
 static void test_buffered_without_all_fields(void **st)
 {
     (void)st;
+    /* NEAR's narrow set (§3.4) leaves refusal, tool calls and logprobs alone: the NEAR server
+     * sends them in clear; here such an answer fails whole, nothing of it is sent */
     e2ee_sess_t *s = near_sess(E2EE_C_NACL_XSALSA, 0);
     buf_t out = BUF_INIT;
     e2ee_resp_begin(s, 0);
     assert_int_equal(e2ee_resp_feed(s, ANSWER, sizeof ANSWER - 1, emit, &out), 0);
-    assert_int_equal(e2ee_resp_finish(s, emit, &out), 0);
-    json_object *o = json_tokener_parse(buf_cstr(&out));
-    assert_non_null(o);
-    expect_sealed(E2EE_C_NACL_XSALSA, o, "choices.0.message.content", "hello");
-    expect_sealed(E2EE_C_NACL_XSALSA, o, "choices.0.message.reasoning", "r");
-    /* NEAR's narrow set (§3.4): tool calls and logprobs as the engine sent them */
-    assert_string_equal(json_object_get_string(at(o, "choices.0.message.refusal")), "no");
-    assert_string_equal(
-        json_object_get_string(at(o, "choices.0.message.tool_calls.0.function.name")), "get");
-    assert_string_equal(json_object_get_string(at(o, "choices.0.logprobs.content.0.token")), "hel");
-    json_object_put(o);
+    assert_int_equal(e2ee_resp_finish(s, emit, &out), -1);
+    assert_int_equal(out.len, 0);
+    e2ee_sess_free(s);
+    /* each carrier alone is enough; without them the narrow set is sealed */
+    static const char *const carriers[] = {
+        "\"refusal\":\"no\"", "\"tool_calls\":[{\"function\":{\"name\":\"get\"}}]",
+        "\"function_call\":{\"name\":\"get\"}", NULL};
+    for (int k = 0; k < 4; k++) {
+        char answer[512];
+        snprintf(answer, sizeof answer,
+                 "{\"id\":\"c\",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\","
+                 "\"content\":\"hello\",\"reasoning\":\"r\",\"tool_calls\":[],\"refusal\":null%s%s}%s}]}",
+                 carriers[k] ? "," : "", carriers[k] ? carriers[k] : "",
+                 k == 3 ? ",\"logprobs\":null" : "");
+        s = near_sess(E2EE_C_NACL_XSALSA, 0);
+        e2ee_resp_begin(s, 0);
+        assert_int_equal(e2ee_resp_feed(s, answer, strlen(answer), emit, &out), 0);
+        assert_int_equal(e2ee_resp_finish(s, emit, &out), carriers[k] ? -1 : 0);
+        if (!carriers[k]) {
+            json_object *o = json_tokener_parse(buf_cstr(&out));
+            assert_non_null(o);
+            expect_sealed(E2EE_C_NACL_XSALSA, o, "choices.0.message.content", "hello");
+            expect_sealed(E2EE_C_NACL_XSALSA, o, "choices.0.message.reasoning", "r");
+            json_object_put(o);
+        } else {
+            assert_int_equal(out.len, 0);
+        }
+        buf_reset(&out);
+        e2ee_sess_free(s);
+    }
+    /* logprobs alone */
+    static const char LP[] = "{\"choices\":[{\"message\":{\"content\":\"x\"},\"logprobs\":"
+                             "{\"content\":[{\"token\":\"x\"}]}}]}";
+    s = near_sess(E2EE_C_NACL_XSALSA, 0);
+    e2ee_resp_begin(s, 0);
+    assert_int_equal(e2ee_resp_feed(s, LP, sizeof LP - 1, emit, &out), 0);
+    assert_int_equal(e2ee_resp_finish(s, emit, &out), -1);
+    assert_int_equal(out.len, 0);
     buf_free(&out);
     e2ee_sess_free(s);
 }
