@@ -71,7 +71,8 @@
     X(E2EE_INVALID_PAYLOAD_MODEL, 400, "e2ee_invalid_payload_model", NULL,                      \
       "the request's top-level model must be a string; the request was not forwarded")          \
     X(E2EE_UNSUPPORTED_ENDPOINT, 400, "e2ee_unsupported_endpoint", NULL,                        \
-      "E2EE v2 is supported on /v1/chat/completions only; the request was not forwarded")       \
+      "E2EE v2 is supported on /v1/chat/completions, /v1/completions and /v1/embeddings only; " \
+      "the request was not forwarded")                                                          \
     X(E2EE_RESPONSE_FAILED, 502, "server_error", NULL,                                          \
       "the engine's answer could not be encrypted; nothing of it was sent")                     \
     /* the proxy's own failures */                                                              \
