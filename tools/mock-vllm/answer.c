@@ -952,7 +952,9 @@ static void aux_route(struct conn *c, const char *path)
         for (size_t i = 0; i < k; i++) {
             json_object *d = json_object_is_type(docs, json_type_array)
                                  ? json_object_array_get_idx(docs, i) : docs;
-            const char *s = d && json_object_is_type(d, json_type_string) ? json_object_get_string(d) : "";
+            json_object *dt = d && json_object_is_type(d, json_type_object) ? get(d, "text") : d;
+            /* a document is a string or {"text": ...} (vLLM answers the text either way) */
+            const char *s = dt && json_object_is_type(dt, json_type_string) ? json_object_get_string(dt) : "";
             buf_printf(&b, "%s{\"index\":%zu,\"document\":{\"text\":", i ? "," : "", i);
             if (buf_json_str(&b, s, strlen(s)) != 0)
                 abort();
