@@ -12,8 +12,10 @@
  * Enabled formats: the Dstack fork's v1 and v2 (§5, §6), NEAR v1 and v2 (§3, §4) and ACI
  * E2EE v2 (§7, with its own keys, sign/aci_keys.h) on /v1/chat/completions; a v1 request that
  * either family may have sent is told apart by trial decryption (ed25519) or answered so that
- * both read it (ecdsa, the same bytes), §1.2. Every other E2EE request (another route) is
- * refused: fail closed.
+ * both read it (ecdsa, the same bytes), §1.2. On the other routes with fields (enum e2ee_route:
+ * completions, embeddings; NEAR also rerank and score; §3.4, §7.3) NEAR and ACI are handled and
+ * the Dstack fork keeps its chat-only refusal (§5.2). Every other E2EE request (another route)
+ * is refused: fail closed.
  *
  * Plaintext (decrypted prompts, the engine's answer) lives only in json-c objects and buffers
  * of this module, which are wiped before they are freed; the rewritten request body is the
@@ -36,7 +38,18 @@ typedef struct e2ee_sess e2ee_sess_t;
 
 #define E2EE_MSG_MAX 200
 
-/* A request that carries E2EE headers (req->e2ee_present), route /v1/chat/completions, body
+/* The routes with E2EE fields (the formats document §3.4, §7.3); the request's path decides. */
+enum e2ee_route {
+    E2EE_ROUTE_CHAT,        /* /v1/chat/completions: every format */
+    E2EE_ROUTE_COMPLETIONS, /* /v1/completions: prompt / choices[].text (NEAR, ACI) */
+    E2EE_ROUTE_EMBEDDINGS,  /* /v1/embeddings: input / data[].embedding (NEAR, ACI) */
+    E2EE_ROUTE_RERANK,      /* /v1/rerank: query, documents / results[].document.text (NEAR) */
+    E2EE_ROUTE_SCORE,       /* /v1/score: text_1, text_2 / data[].score (NEAR) */
+};
+/* The route of a path, or -1 for one where no format defines fields (refused: fail closed). */
+int e2ee_route_of(strv_t path);
+
+/* A request that carries E2EE headers (req->e2ee_present), on a route e2ee_route_of knows, body
  * = the bytes to forward (already inspected by reqjson). On success *out holds the rewritten
  * body (plaintext: wipe with e2ee_wipe_buf) and *sess the response side's state (owned by the
  * caller; e2ee_sess_free). On failure: -1, *err is the answer to send (msg, when non-empty,
@@ -49,7 +62,7 @@ int e2ee_request(const app_t *app, const http_req_t *req, strv_t body, buf_t *ou
 const char *e2ee_replay_key(const e2ee_sess_t *s, size_t *n);
 /* How long a claim is kept: two timestamp windows (see replay_init in e2ee_req.c). */
 #define E2EE_REPLAY_TTL_S 600u
-/* The answer for an E2EE request on a route that has no E2EE format here. */
+/* The answer for an E2EE request on a route where e2ee_route_of is -1. */
 app_error_t e2ee_route_refusal(const http_req_t *req);
 
 /* The response headers the format adds ("Name: value\r\n" lines). */

@@ -8,7 +8,8 @@
  * strings (and of the top-level id and model the AAD needs), then copied with those spans
  * replaced by their ciphertext: every other byte goes out as the engine sent it.
  *
- * It handles the common shape and declines (returns 0) everything else, which then takes the
+ * It handles chat completion events only (a completions event's text is the general path's)
+ * and their common shape, and declines (returns 0) everything else, which then takes the
  * general json-c path in e2ee_resp.c: so its answer is never a guess. It declines on anything
  * that is not strict JSON; a member name with an escape (a client's parser would unescape
  * "cont\u0065nt"); a repeated member among those it looks at (json-c keeps the last, a client
@@ -548,8 +549,8 @@ int e2ee_event_fast(e2ee_sess_t *s, const char *p, size_t n, buf_t *out)
 {
     /* a bare CR inside the line ends a line for an SSE parser: the general path, which
      * prints the event compact, takes it */
-    if (s->all_fields || memchr(p, '\r', n))
-        return 0;
+    if (s->route != E2EE_ROUTE_CHAT || s->all_fields || memchr(p, '\r', n))
+        return 0; /* completions' choices[].text and the rest: the general path */
     ev_t x;
     x.p = p;
     x.n = n;

@@ -402,6 +402,22 @@ app_error_t e2ee_route_refusal(const http_req_t *req)
                : APP_E_E2EE_UNSUPPORTED_ENDPOINT;
 }
 
+int e2ee_route_of(strv_t path)
+{
+    static const struct {
+        const char *path;
+        int route;
+    } R[] = {{"/v1/chat/completions", E2EE_ROUTE_CHAT},
+             {"/v1/completions", E2EE_ROUTE_COMPLETIONS},
+             {"/v1/embeddings", E2EE_ROUTE_EMBEDDINGS},
+             {"/v1/rerank", E2EE_ROUTE_RERANK},
+             {"/v1/score", E2EE_ROUTE_SCORE}};
+    for (size_t i = 0; i < sizeof R / sizeof *R; i++)
+        if (path.n == strlen(R[i].path) && memcmp(path.p, R[i].path, path.n) == 0)
+            return R[i].route;
+    return -1;
+}
+
 static void headers_of(const http_req_t *req, e2ee_headers_t *h)
 {
     memset(h, 0, sizeof *h);
@@ -717,6 +733,101 @@ static int decrypt_near(dctx_t *d, json_object *root)
     return 0;
 }
 
+/* ---- the other routes' request fields (§3.4, §7.3) ---- */
+
+static void set_msg(char msg[E2EE_MSG_MAX], const char *m);
+
+/* Replaces element i of arr with nv (the old value wiped first). */
+static int replace_elem(dctx_t *d, json_object *arr, size_t i, json_object *nv)
+{
+    wipe_tree(json_object_array_get_idx(arr, i));
+    if (json_object_array_put_idx(arr, i, nv) != 0) {
+        e2ee_json_wipe_put(nv);
+        d->err = APP_E_OUT_OF_MEMORY;
+        return -1;
+    }
+    return 0;
+}
+
+/* NEAR: obj[key] as a string, or each string element of an array (completions `prompt`,
+ * embeddings `input`, score `text_1` / `text_2`), decrypted strictly (a field that does not
+ * open fails the request); the empty string and elements that are not strings (token ids)
+ * pass, as NEAR passes them. */
+static int near_str_or_list(dctx_t *d, json_object *obj, const char *key)
+{
+    json_object *arr = member(obj, key, json_type_array);
+    if (!arr)
+        return near_field(d, obj, key, 0, 0, 0, 0);
+    for (size_t i = 0; i < json_object_array_length(arr); i++) {
+        json_object *v = json_object_array_get_idx(arr, i), *nv = NULL;
+        if (!json_object_is_type(v, json_type_string) || json_object_get_string_len(v) == 0)
+            continue;
+        if (open_field(d, v, 0, -1, 0, 0, &nv) != 0 || replace_elem(d, arr, i, nv) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* NEAR's fields of the routes other than chat (§3.4): completions `prompt`, embeddings
+ * `input`, rerank `query` and `documents[]` (a string or its `.text`), score `text_1` and
+ * `text_2`. */
+static int decrypt_near_route(dctx_t *d, json_object *root, int route)
+{
+    switch (route) {
+    case E2EE_ROUTE_COMPLETIONS: return near_str_or_list(d, root, "prompt");
+    case E2EE_ROUTE_EMBEDDINGS: return near_str_or_list(d, root, "input");
+    case E2EE_ROUTE_SCORE:
+        return near_str_or_list(d, root, "text_1") || near_str_or_list(d, root, "text_2") ? -1 : 0;
+    case E2EE_ROUTE_RERANK: {
+        if (near_field(d, root, "query", 0, 0, 0, 0) != 0)
+            return -1;
+        json_object *docs = member(root, "documents", json_type_array);
+        for (size_t i = 0; docs && i < json_object_array_length(docs); i++) {
+            json_object *v = json_object_array_get_idx(docs, i), *nv = NULL;
+            if (json_object_is_type(v, json_type_object)) {
+                if (near_field(d, v, "text", 0, 0, 0, 0) != 0)
+                    return -1;
+            } else if (json_object_is_type(v, json_type_string) &&
+                       json_object_get_string_len(v) > 0) {
+                if (open_field(d, v, 0, -1, 0, 0, &nv) != 0 || replace_elem(d, docs, i, nv) != 0)
+                    return -1;
+            }
+        }
+        return 0;
+    }
+    default: return -1;
+    }
+}
+
+/* Members of a request that the engine answers with text no format encrypts: the completions
+ * route's logprobs (token strings) and vLLM's prompt_logprobs. A request asking for them is
+ * refused rather than answered partly in clear. The member's name, or NULL. */
+static const char *clear_answer_member(json_object *root, int route)
+{
+    static const char *const names[] = {"logprobs", "prompt_logprobs"};
+    if (route != E2EE_ROUTE_COMPLETIONS)
+        return NULL;
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
+        json_object *v = NULL;
+        if (json_object_object_get_ex(root, names[i], &v) && v &&
+            !(json_object_is_type(v, json_type_boolean) && !json_object_get_boolean(v)))
+            return names[i];
+    }
+    return NULL;
+}
+
+static void clear_answer_refusal(const char *name, app_error_t *err, char msg[E2EE_MSG_MAX])
+{
+    char m[E2EE_MSG_MAX];
+    *err = APP_E_E2EE_INVALID_REQUEST;
+    snprintf(m, sizeof m, "%s would be answered in clear: not supported with E2EE on /v1/completions",
+             name);
+    set_msg(msg, m);
+}
+
+/* The Dstack fork's answer on every route but chat completions (§5.2). */
+#define DSTACK_CHAT_ONLY "E2EE is only supported on /v1/chat/completions"
+
 #define NEAR_BOTH "Both X-Signing-Algo and X-Client-Pub-Key headers must be present together"
 
 static void set_msg(char msg[E2EE_MSG_MAX], const char *m)
@@ -827,6 +938,28 @@ static int decrypt_aci(dctx_t *d, json_object *root)
     return 0;
 }
 
+/* ACI on completions and embeddings (§7.3): `prompt` / `input` as a string (path `prompt`),
+ * or each string element of an array (path `prompt.{i}`); other elements pass. */
+static int decrypt_aci_route(dctx_t *d, json_object *root, int route)
+{
+    const char *key = route == E2EE_ROUTE_COMPLETIONS ? "prompt" : "input";
+    char path[48];
+    json_object *arr = member(root, key, json_type_array);
+    if (!arr)
+        return aci_field(d, root, key, key, 0);
+    for (size_t i = 0; i < json_object_array_length(arr); i++) {
+        json_object *v = json_object_array_get_idx(arr, i), *nv = NULL;
+        if (!json_object_is_type(v, json_type_string))
+            continue;
+        snprintf(path, sizeof path, "%s.%zu", key, i);
+        d->path = path;
+        if (open_field(d, v, 0, -1, 0, 0, &nv) != 0 || replace_elem(d, arr, i, nv) != 0)
+            return -1;
+        d->opened++;
+    }
+    return 0;
+}
+
 /* ACI's own messages where the table's speak of the legacy formats. */
 static const char *aci_msg(int rc)
 {
@@ -903,9 +1036,16 @@ static int asks_for_clear_output(const e2ee_sess_t *s, json_object *root, char m
 
 /* ACI E2EE v2 in the gateway's order (§7.4): presence and version, nonce, timestamp, key
  * selection, client key, body JSON, model, replay claim, decryption. */
-static int aci_request(const app_t *app, const http_req_t *req, int sel_rc, strv_t body,
-                       buf_t *out, e2ee_sess_t **sess, app_error_t *err, char msg[E2EE_MSG_MAX])
+static int aci_request(const app_t *app, const http_req_t *req, int route, int sel_rc,
+                       strv_t body, buf_t *out, e2ee_sess_t **sess, app_error_t *err,
+                       char msg[E2EE_MSG_MAX])
 {
+    if (route != E2EE_ROUTE_CHAT && route != E2EE_ROUTE_COMPLETIONS &&
+        route != E2EE_ROUTE_EMBEDDINGS) {
+        /* §7.3: ACI defines no fields there (the gateway answers before the headers) */
+        *err = APP_E_E2EE_UNSUPPORTED_ENDPOINT;
+        return -1;
+    }
     if (sel_rc == E2EE_OK && !app->aci) {
         *err = APP_E_E2EE_V2_NOT_SUPPORTED;
         return -1;
@@ -919,6 +1059,7 @@ static int aci_request(const app_t *app, const http_req_t *req, int sel_rc, strv
     }
     s->format = E2EE_F_ACI_V2;
     s->version = 2;
+    s->route = route;
     strv_t nv = req->e2ee[HTTP_E2EE_NONCE], tv = req->e2ee[HTTP_E2EE_TIMESTAMP];
     strv_t mk = req->e2ee[HTTP_E2EE_MODEL_PUB_KEY], ck = req->e2ee[HTTP_E2EE_CLIENT_PUB_KEY];
     int rc = nv.n <= E2EE_NONCE_MAX ? e2ee_check_nonce(E2EE_F_ACI_V2, nv.p ? nv.p : "", nv.n)
@@ -957,9 +1098,13 @@ static int aci_request(const app_t *app, const http_req_t *req, int sel_rc, strv
         return -1;
     }
     json_object *model = member(root, "model", json_type_string);
-    if (!model) {
+    const char *clear = clear_answer_member(root, route);
+    if (!model || clear) {
         e2ee_json_wipe_put(root);
-        *err = APP_E_E2EE_INVALID_PAYLOAD_MODEL;
+        if (clear)
+            clear_answer_refusal(clear, err, msg);
+        else
+            *err = APP_E_E2EE_INVALID_PAYLOAD_MODEL;
         e2ee_sess_free(s);
         return -1;
     }
@@ -985,7 +1130,7 @@ static int aci_request(const app_t *app, const http_req_t *req, int sel_rc, strv
     s->model[s->model_n] = '\0';
     dctx_t d = {app->signer, s, s->model, s->model_n, APP_E_OUT_OF_MEMORY, msg, 0,
                 app->aci, NULL, 0};
-    int ok = decrypt_aci(&d, root) == 0;
+    int ok = (route == E2EE_ROUTE_CHAT ? decrypt_aci(&d, root) : decrypt_aci_route(&d, root, route)) == 0;
     if (ok && d.opened == 0) {
         ok = 0;
         d.err = APP_E_E2EE_DECRYPTION_FAILED;
@@ -1017,9 +1162,21 @@ int e2ee_request(const app_t *app, const http_req_t *req, strv_t body, buf_t *ou
 {
     *sess = NULL;
     msg[0] = '\0';
+    int route = e2ee_route_of(req->path);
+    if (route < 0) {
+        *err = e2ee_route_refusal(req);
+        return -1;
+    }
     e2ee_headers_t h;
     e2ee_sel_t sel;
     headers_of(req, &h);
+    if (route != E2EE_ROUTE_CHAT && (h.present & (1u << E2EE_H_SIGNING_ALGO)) &&
+        (h.present & ((1u << E2EE_H_VERSION) | (1u << E2EE_H_NONCE) | (1u << E2EE_H_TIMESTAMP)))) {
+        /* the Dstack fork's own headers: it encrypts chat completions only (§5.2) */
+        *err = APP_E_E2EE_INVALID_REQUEST;
+        set_msg(msg, DSTACK_CHAT_ONLY);
+        return -1;
+    }
     int rc = e2ee_select(&h, &sel);
     if (!(h.present & (1u << E2EE_H_SIGNING_ALGO))) {
         if (!(h.present & ~((1u << E2EE_H_ENCRYPTION_VERSION) | (1u << E2EE_H_ALL_FIELDS)))) {
@@ -1030,7 +1187,7 @@ int e2ee_request(const app_t *app, const http_req_t *req, strv_t body, buf_t *ou
             set_msg(msg, NEAR_BOTH);
             return -1;
         }
-        return aci_request(app, req, rc, body, out, sess, err, msg);
+        return aci_request(app, req, route, rc, body, out, sess, err, msg);
     }
     if (rc != E2EE_OK) {
         *err = err_of(rc);
@@ -1042,15 +1199,18 @@ int e2ee_request(const app_t *app, const http_req_t *req, strv_t body, buf_t *ou
         *err = APP_E_OUT_OF_MEMORY;
         return -1;
     }
+    s->route = route;
     s->format = sel.format;
     s->algo = sel.algo;
     s->all_fields = sel.all_fields;
     s->version = s->format == E2EE_F_DSTACK_V2 ? 2 : 1;
     s->req_cipher = e2ee_legacy_cipher(s->format, s->algo); /* v1 ed25519: by trial */
     /* NEAR for certain (§1.2): NEAR v2, or a v1 request that no Dstack client sends (without
-     * X-Model-Pub-Key, or with NEAR's X-Encrypt-All-Fields). Otherwise a v1 request is either
-     * family: ecdsa is the same bytes in both, ed25519 is told apart by trial decryption. */
-    int near_certain = s->format == E2EE_F_NEAR_V2 ||
+     * X-Model-Pub-Key, or with NEAR's X-Encrypt-All-Fields), or any v1 request on a route
+     * other than chat (the fork has no fields there; an ed25519 field that opens with its
+     * AES-GCM is refused below). Otherwise a v1 request is either family: ecdsa is the same
+     * bytes in both, ed25519 is told apart by trial decryption. */
+    int near_certain = s->format == E2EE_F_NEAR_V2 || route != E2EE_ROUTE_CHAT ||
                        (s->format == E2EE_F_V1 &&
                         (!sel.model_key_sent || (h.present & (1u << E2EE_H_ALL_FIELDS))));
     const signer_t *sg = app->signer;
@@ -1114,9 +1274,22 @@ int e2ee_request(const app_t *app, const http_req_t *req, strv_t body, buf_t *ou
     e2ee_wipe_buf(&mtmp);
     dctx_t d = {sg, s, bmodel ? bmodel : "", bmodel ? model_n : 0, APP_E_OUT_OF_MEMORY, msg,
                 s->format == E2EE_F_V1 && !near_certain, NULL, NULL, 0};
-    int ok = bmodel && (s->format == E2EE_F_DSTACK_V2 ? decrypt_dstack(&d, root)
-                                                      : decrypt_near(&d, root)) == 0;
+    const char *clear = clear_answer_member(root, route);
+    int ok = bmodel && !clear &&
+             (route != E2EE_ROUTE_CHAT          ? decrypt_near_route(&d, root, route)
+              : s->format == E2EE_F_DSTACK_V2 ? decrypt_dstack(&d, root)
+                                              : decrypt_near(&d, root)) == 0;
     free(bmodel);
+    if (clear)
+        clear_answer_refusal(clear, &d.err, msg);
+    else if (ok && route != E2EE_ROUTE_CHAT && s->cipher_fixed &&
+             s->req_cipher == E2EE_C_X25519_AESGCM) {
+        /* a v1 ed25519 field that opened with AES-GCM is the Dstack fork's (§5.1), which
+         * encrypts chat completions only (§5.2) */
+        ok = 0;
+        d.err = APP_E_E2EE_INVALID_REQUEST;
+        set_msg(msg, DSTACK_CHAT_ONLY);
+    }
     if (ok && e2ee_json_append(out, root) != 0) {
         d.err = APP_E_OUT_OF_MEMORY;
         ok = 0;

@@ -259,6 +259,124 @@ static int seal_choices_aci(e2ee_sess_t *s, json_object *resp)
     return 0;
 }
 
+/* ---- the routes other than chat (§3.4, §7.3): NEAR and ACI only (the Dstack fork is refused
+ * there by e2ee_request), so every field gets a fresh ephemeral key ---- */
+
+/* obj[key] sealed on a route other than chat: a string as it is, or (json) the compact JSON
+ * text of whatever value is there (embeddings: an array of floats, or vLLM's base64 string;
+ * score: a number). NEAR: no AAD, the empty string left as it is (§3.1); ACI: the JCS AAD of
+ * path with the response's id, a present empty string sealed too. Absent or null passes; any
+ * other value where a string is expected fails the answer rather than going out in clear. */
+static int seal_route_field(e2ee_sess_t *s, json_object *obj, const char *key, json_object *resp,
+                            const char *path, int json)
+{
+    json_object *v = NULL;
+    if (!obj || !json_object_is_type(obj, json_type_object) ||
+        !json_object_object_get_ex(obj, key, &v) || !v)
+        return 0;
+    int str = json_object_is_type(v, json_type_string);
+    if (!str && !json)
+        return -1;
+    if (str && !json && s->near && json_object_get_string_len(v) == 0)
+        return 0;
+    char aad[4096];
+    size_t aad_n = 0;
+    if (s->format == E2EE_F_ACI_V2) {
+        json_object *idv = member(resp, "id", json_type_string);
+        if (e2ee_aad_aci(aad, sizeof aad, &aad_n, s->cipher, s->model, s->model_n,
+                         idv ? json_object_get_string(idv) : "",
+                         idv ? (size_t)json_object_get_string_len(idv) : 0, path, s->nonce,
+                         s->nonce_n, s->ts) != E2EE_OK)
+            return -1;
+    }
+    buf_t text = BUF_INIT;
+    const char *pt = str ? json_object_get_string(v) : NULL;
+    size_t pn = str ? (size_t)json_object_get_string_len(v) : 0;
+    if (json) {
+        if (e2ee_json_append(&text, v) != 0 || !text.data) {
+            e2ee_wipe_buf(&text);
+            return -1;
+        }
+        pt = text.data;
+        pn = text.len;
+    }
+    json_object *nv = seal_new(s, pt, pn, aad, aad_n);
+    e2ee_wipe_buf(&text);
+    if (!nv)
+        return -1;
+    json_object_get(v);
+    int rc = json_object_object_add(obj, key, nv);
+    e2ee_json_wipe_put(v); /* the value replaced, wiped */
+    return rc;
+}
+
+/* The index of entry i of choices / data / results in a field path (§7.3): its `index`
+ * member when present, else its position. */
+static long long entry_index(json_object *e, size_t i)
+{
+    json_object *ix = member(e, "index", json_type_int);
+    return ix ? (long long)json_object_get_int64(ix) : (long long)i;
+}
+
+/* /v1/completions, JSON or each event: choices[i].text (`choices.{i}.text`). A choice with
+ * logprobs (token strings no format encrypts) fails the answer; e2ee_request refuses the
+ * requests that ask for them. */
+static int seal_completions(e2ee_sess_t *s, json_object *resp)
+{
+    json_object *choices = member(resp, "choices", json_type_array);
+    char path[64];
+    for (size_t i = 0; choices && i < json_object_array_length(choices); i++) {
+        json_object *ch = json_object_array_get_idx(choices, i), *lp = NULL;
+        if ((json_object_object_get_ex(ch, "logprobs", &lp) && lp) ||
+            (json_object_object_get_ex(ch, "prompt_logprobs", &lp) && lp))
+            return -1;
+        snprintf(path, sizeof path, "choices.%lld.text", entry_index(ch, i));
+        if (seal_route_field(s, ch, "text", resp, path, 0) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* /v1/embeddings (JSON only): data[i].embedding as its compact JSON text
+ * (`data.{i}.embedding`); with encoding_format=base64 the value is a string, sealed as its
+ * JSON text (quoted) all the same. /v1/score (NEAR): data[i].score as its JSON text. */
+static int seal_data(e2ee_sess_t *s, json_object *resp, const char *key)
+{
+    json_object *data = member(resp, "data", json_type_array);
+    char path[64];
+    for (size_t i = 0; data && i < json_object_array_length(data); i++) {
+        json_object *e = json_object_array_get_idx(data, i);
+        snprintf(path, sizeof path, "data.%lld.%s", entry_index(e, i), key);
+        if (seal_route_field(s, e, key, resp, path, 1) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* /v1/rerank (NEAR): results[i].document.text. */
+static int seal_rerank(e2ee_sess_t *s, json_object *resp)
+{
+    json_object *res = member(resp, "results", json_type_array);
+    for (size_t i = 0; res && i < json_object_array_length(res); i++) {
+        json_object *doc = member(json_object_array_get_idx(res, i), "document", json_type_object);
+        if (seal_route_field(s, doc, "text", resp, "", 0) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* The answer of a route other than chat, by the session's route. */
+static int seal_route(e2ee_sess_t *s, json_object *resp)
+{
+    switch (s->route) {
+    case E2EE_ROUTE_COMPLETIONS: return seal_completions(s, resp);
+    case E2EE_ROUTE_EMBEDDINGS: return s->sse ? -1 : seal_data(s, resp, "embedding");
+    case E2EE_ROUTE_SCORE: return seal_data(s, resp, "score");
+    case E2EE_ROUTE_RERANK: return seal_rerank(s, resp);
+    default: return -1;
+    }
+}
+
 /* The fields of every choice: message.* for a JSON answer, delta.* streamed. NEAR: §3.4.
  * The Dstack fork (§5.2): content and reasoning_content (an empty string is encrypted too;
  * streamed, an empty content is dropped); a v1 request that may come from a NEAR client
@@ -266,6 +384,8 @@ static int seal_choices_aci(e2ee_sess_t *s, json_object *resp)
  * audio.data encrypted rather than sent in clear. */
 static int seal_choices(e2ee_sess_t *s, json_object *resp)
 {
+    if (s->route != E2EE_ROUTE_CHAT)
+        return seal_route(s, resp);
     if (s->format == E2EE_F_ACI_V2)
         return seal_choices_aci(s, resp);
     json_object *choices = member(resp, "choices", json_type_array);

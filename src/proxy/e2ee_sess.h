@@ -15,6 +15,7 @@
 #define E2EE_REPLAY_KEY_MAX 320 /* model (< 256) + ":e2ee-replay:dstack-v2:" + 64 hex */
 
 struct e2ee_sess {
+    int route; /* enum e2ee_route (proxy/e2ee.h): which fields each side handles */
     e2ee_format_t format;
     e2ee_algo_t algo;
     int version;          /* X-E2EE-Version answered: 1 or 2 */

@@ -71,7 +71,8 @@
     X(E2EE_INVALID_PAYLOAD_MODEL, 400, "e2ee_invalid_payload_model", NULL,                      \
       "the request's top-level model must be a string; the request was not forwarded")          \
     X(E2EE_UNSUPPORTED_ENDPOINT, 400, "e2ee_unsupported_endpoint", NULL,                        \
-      "E2EE v2 is supported on /v1/chat/completions only; the request was not forwarded")       \
+      "E2EE v2 is supported on /v1/chat/completions, /v1/completions and /v1/embeddings only; " \
+      "the request was not forwarded")                                                          \
     /* a request whose answer would carry generated text the format does not encrypt */       \
     X(E2EE_UNSUPPORTED_FIELD, 400, "e2ee_unsupported_field", NULL,                              \
       "this request asks for output that its E2EE format does not encrypt and that would be "   \

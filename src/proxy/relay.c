@@ -261,6 +261,13 @@ static int is_signed_ok(const relay_t *r)
     return r->kind == RELAY_SIGNED && r->up_status >= 200 && r->up_status < 300;
 }
 
+/* An E2EE request's 2xx answer goes through the encryptor, signed route or not (embeddings,
+ * rerank and score are relayed unsigned, but encrypted all the same). */
+static int is_e2ee_ok(const relay_t *r)
+{
+    return r->e2ee && r->up_status >= 200 && r->up_status < 300;
+}
+
 /* The head of an encrypted answer: the format's headers, chunked. */
 static void relay_e2ee_head(relay_t *r)
 {
@@ -293,7 +300,7 @@ static void relay_on_head(void *ud, int status, strv_t ctype, int64_t cl)
         sse_reset(&r->sse);
         idscan_init(&r->ids);
     }
-    if (r->e2ee && is_signed_ok(r)) {
+    if (is_e2ee_ok(r)) {
         /* Encrypted: the length changes (chunked); a JSON answer's head waits for its body. */
         r->flags |= RF_E2EE;
         e2ee_resp_begin(r->e2ee, (r->flags & RF_SSE) != 0);
@@ -414,7 +421,8 @@ static void relay_on_body(void *ud, const char *p, size_t n)
         r->up_seen += n;
         if (r->up_cl >= 0 && r->up_seen == (uint64_t)r->up_cl) {
             relay_e2ee_end(r);
-            relay_finalize(r);
+            if (is_signed_ok(r))
+                relay_finalize(r);
         }
         cb_leave(r);
         return;
@@ -483,7 +491,8 @@ static void relay_on_done(void *ud, int err, int status)
             relay_engine_failed(r, c, err);
         else if (r->flags & RF_E2EE_FAILED) {
             /* Never plaintext: an error if the client has nothing yet, else a cut. */
-            M_ADD(r->aw->m.signatures_skipped, 1);
+            if (r->kind == RELAY_SIGNED)
+                M_ADD(r->aw->m.signatures_skipped, 1);
             LOG_WARN("the answer to %.*s could not be encrypted: %s", (int)r->req->path.n,
                      r->req->path.p, (r->flags & RF_HEAD_SENT) ? "closing the client connection"
                                                                : "answering 502");

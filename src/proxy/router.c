@@ -273,6 +273,10 @@ static void handle_passthrough(app_worker_t *aw, conn_t *c, http_req_t *req, int
         rr.path = STRLIT("/tokenize");
     else if (strv_eq(rr.path, "/v1/detokenize"))
         rr.path = STRLIT("/detokenize");
+    /* E2EE on embeddings, rerank, score (on_request refused the other routes): decrypted into
+     * own_body, the answer encrypted by the relay; relayed unsigned like their plaintext. */
+    if (req->e2ee_present && e2ee_rewrite(aw, c, req, route, &rr) != 0)
+        return;
     relay_start(aw, c, req, &rr);
 }
 
@@ -334,10 +338,11 @@ static void on_request(conn_t *c, http_req_t *req)
     int e = early_error(req, ok);
     if (e >= 0)
         respond_error(aw, c, req, route, (app_error_t)e, NULL);
-    else if (req->e2ee_present && route_is_engine(route) && route != ROUTE_CHAT)
-        /* Fail closed: E2EE is handled on chat completions only (proxy/e2ee.h), so elsewhere
-         * a request with E2EE headers is refused rather than relayed with its ciphertext as
-         * the prompt (issue 10). */
+    else if (req->e2ee_present && route_is_engine(route) && e2ee_route_of(req->path) < 0)
+        /* Fail closed: E2EE is handled on the routes whose fields a format defines
+         * (proxy/e2ee.h: chat, completions, embeddings, rerank, score), so elsewhere a request
+         * with E2EE headers is refused rather than relayed with its ciphertext as the prompt
+         * (issue 10). */
         respond_error(aw, c, req, route, e2ee_route_refusal(req), NULL);
     else
         ROUTES[route](aw, c, req, route);

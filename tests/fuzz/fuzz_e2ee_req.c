@@ -10,8 +10,10 @@
  * ed25519), then libFuzzer mutates them.
  *
  * Input: byte 0 = the wall clock's offset from T0 (signed, x 4 s: Dstack v2's window), then
- * header lines "Name: value\n" (the eight E2EE headers, any case; other lines ignored) up to
- * an empty line, then the body.
+ * header lines "Name: value\n" (the eight E2EE headers, any case, and X-Fuzz-Path: the
+ * request's path, /v1/chat/completions when absent; other lines ignored) up to an empty line,
+ * then the body. Seeds cover the other routes too (completions, embeddings, rerank, score,
+ * §3.4; the Dstack fork refused there, §5.2).
  *
  * The clocks are the harness's (the link wraps clock_wall_s and clock_mono_s): the wall clock
  * is T0 + offset, so that a seed's X-E2EE-Timestamp (inside its AAD) stays in the window; the
@@ -25,7 +27,8 @@
  *  - an accepted request yields a session and a rewritten body that is one JSON object (json-c
  *    strict) in which no string at a position the format decrypts opens under the server's
  *    keys with any legacy cipher (no AAD, and for Dstack v2 with the AAD of its message
- *    position): no ciphertext field is left;
+ *    position): no ciphertext field is left (on the other routes: prompt, input, query,
+ *    documents[] or their .text, text_1, text_2, strings or string elements);
  *  - a Dstack v2 request accepted once is refused the second time as a replay;
  *  - plaintext is never freed unwiped: while e2ee_request runs, every block freed (or left
  *    behind by realloc) is searched for the seeds' plaintext marker, unless the input carries
@@ -272,6 +275,49 @@ static void no_ciphertext(json_object *root, const v2ctx_t *v2, int dstack, int 
     not_sealed(obj_at(root, "function_call", json_type_object), "name", v2, -1, -1);
 }
 
+/* One string value (an array element) that must not open. */
+static void not_sealed_elem(json_object *v, const char *key)
+{
+    if (!json_object_is_type(v, json_type_string))
+        return;
+    const char *s = json_object_get_string(v);
+    size_t n = (size_t)json_object_get_string_len(v);
+    if (is_hex_blob(s, n))
+        CHECK(!opens(s, n, NULL, 0), "a ciphertext is left in the rewritten body in %s[]", key);
+}
+
+/* The other routes (§3.4): obj[key] as a string, or each element of an array (docs: an
+ * element's .text too). */
+static void no_ciphertext_list(json_object *obj, const char *key, int docs)
+{
+    const v2ctx_t none = {0};
+    not_sealed(obj, key, &none, -1, -1);
+    json_object *arr = obj_at(obj, key, json_type_array);
+    for (size_t i = 0; arr && i < json_object_array_length(arr); i++) {
+        json_object *e = json_object_array_get_idx(arr, i);
+        not_sealed_elem(e, key);
+        if (docs)
+            not_sealed(e, "text", &none, -1, -1);
+    }
+}
+
+static void no_ciphertext_route(json_object *root, int route)
+{
+    switch (route) {
+    case E2EE_ROUTE_COMPLETIONS: no_ciphertext_list(root, "prompt", 0); break;
+    case E2EE_ROUTE_EMBEDDINGS: no_ciphertext_list(root, "input", 0); break;
+    case E2EE_ROUTE_RERANK:
+        no_ciphertext_list(root, "query", 0);
+        no_ciphertext_list(root, "documents", 1);
+        break;
+    case E2EE_ROUTE_SCORE:
+        no_ciphertext_list(root, "text_1", 0);
+        no_ciphertext_list(root, "text_2", 0);
+        break;
+    default: break;
+    }
+}
+
 /* ---- one input ---- */
 
 
@@ -356,7 +402,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             break;
         }
         const char *colon = memchr(p, ':', (size_t)(le - p));
-        if (colon) {
+        if (colon && (size_t)(colon - p) == 11 && strncasecmp(p, "X-Fuzz-Path", 11) == 0) {
+            const char *v = colon + 1;
+            while (v < le && (*v == ' ' || *v == '\t'))
+                v++;
+            req.path = (strv_t){v, (size_t)(le - v)};
+        } else if (colon) {
             for (int i = 0; i < HTTP_E2EE_N; i++) {
                 size_t hn = strlen(HNAMES[i]);
                 if ((size_t)(colon - p) == hn && strncasecmp(p, HNAMES[i], hn) == 0) {
@@ -440,7 +491,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int parts = sess->format == E2EE_F_V1 &&
                 (req.e2ee_present & (1u << HTTP_E2EE_MODEL_PUB_KEY)) &&
                 !(req.e2ee_present & (1u << HTTP_E2EE_ALL_FIELDS));
-    no_ciphertext(root, &v2, sess->format == E2EE_F_DSTACK_V2, parts, sess->all_fields);
+    CHECK(sess->route == e2ee_route_of(req.path), "the session's route %d is not the path's",
+          sess->route);
+    if (sess->route == E2EE_ROUTE_CHAT)
+        no_ciphertext(root, &v2, sess->format == E2EE_F_DSTACK_V2, parts, sess->all_fields);
+    else {
+        CHECK(sess->format != E2EE_F_DSTACK_V2 && sess->near,
+              "the Dstack fork accepted on route %d (it is chat only, §5.2)", sess->route);
+        no_ciphertext_route(root, sess->route);
+    }
     json_object_put(root);
     int dstack_v2 = sess->format == E2EE_F_DSTACK_V2;
     e2ee_sess_free(sess);
@@ -611,6 +670,54 @@ static void gen(const char *dir)
                  MODEL, f1);
         write_seed(dir, "known_cut_array", h, b);
         free(f1);
+    }
+    { /* the other routes (§3.4): NEAR only; a Dstack v2 header set there is refused */
+        e2ee_cipher_t cx = E2EE_C_X25519_XCHACHA, cs = E2EE_C_SECP_AESGCM, cb = E2EE_C_NACL_XSALSA;
+        char *p1 = seal_field(cx, P1, NULL), *p2 = seal_field(cx, P2, NULL);
+        snprintf(h, sizeof h, "X-Fuzz-Path: /v1/completions\nX-Signing-Algo: ed25519\n"
+                              "X-Client-Pub-Key: %s\nX-Encryption-Version: 2\n", ced);
+        snprintf(b, sizeof b, "{\"model\":\"%s\",\"prompt\":[%s,\"\",[1,2,3],%s],\"n\":2}", MODEL,
+                 p1, p2);
+        write_seed(dir, "near_v2_completions", h, b);
+        free(p1), free(p2);
+        char *e1 = seal_field(cs, P1, NULL);
+        snprintf(h, sizeof h, "X-Fuzz-Path: /v1/completions\nX-Signing-Algo: ecdsa\n"
+                              "X-Client-Pub-Key: %s\nX-Model-Pub-Key: %s\n", csecp, msecp);
+        snprintf(b, sizeof b, "{\"model\":\"%s\",\"prompt\":%s,\"stream\":true}", MODEL, e1);
+        write_seed(dir, "near_v1_ecdsa_completions", h, b);
+        snprintf(h, sizeof h, "X-Fuzz-Path: /v1/embeddings\nX-Signing-Algo: ecdsa\n"
+                              "X-Client-Pub-Key: %s\n", csecp);
+        snprintf(b, sizeof b, "{\"model\":\"%s\",\"input\":[%s,7],\"encoding_format\":\"base64\"}",
+                 MODEL, e1);
+        write_seed(dir, "near_v1_ecdsa_embeddings", h, b);
+        free(e1);
+        char *q = seal_field(cb, "query " MARKER, NULL), *d1 = seal_field(cb, "doc " MARKER, NULL);
+        char *d2 = seal_field(cb, P2, NULL);
+        snprintf(h, sizeof h, "X-Fuzz-Path: /v1/rerank\nX-Signing-Algo: ed25519\n"
+                              "X-Client-Pub-Key: %s\nX-Model-Pub-Key: %s\n", ced, med);
+        snprintf(b, sizeof b, "{\"model\":\"%s\",\"query\":%s,\"documents\":[%s,{\"text\":%s}]}",
+                 MODEL, q, d1, d2);
+        write_seed(dir, "near_v1_xsalsa_rerank", h, b);
+        free(q), free(d1), free(d2);
+        char *t1 = seal_field(cx, P1, NULL), *t2 = seal_field(cx, P2, NULL);
+        snprintf(h, sizeof h, "X-Fuzz-Path: /v1/score\nX-Signing-Algo: ed25519\n"
+                              "X-Client-Pub-Key: %s\nX-Encryption-Version: 2\n", ced);
+        snprintf(b, sizeof b, "{\"model\":\"%s\",\"text_1\":%s,\"text_2\":[%s,%s]}", MODEL, t1,
+                 t1, t2);
+        write_seed(dir, "near_v2_score", h, b);
+        free(t1), free(t2);
+        char *ag = seal_field(E2EE_C_X25519_AESGCM, P1, NULL);
+        snprintf(h, sizeof h, "X-Fuzz-Path: /v1/embeddings\nX-Signing-Algo: ed25519\n"
+                              "X-Client-Pub-Key: %s\nX-Model-Pub-Key: %s\n", ced, med);
+        snprintf(b, sizeof b, "{\"model\":\"%s\",\"input\":%s}", MODEL, ag);
+        write_seed(dir, "dstack_v1_embeddings_refused", h, b);
+        snprintf(h, sizeof h, "X-Fuzz-Path: /v1/completions\nX-Signing-Algo: ed25519\n"
+                              "X-Client-Pub-Key: %s\nX-Model-Pub-Key: %s\nX-E2EE-Version: 2\n"
+                              "X-E2EE-Nonce: fuzz-nonce-0123456789abcdef\nX-E2EE-Timestamp: %lld\n",
+                 ced, med, (long long)T0);
+        snprintf(b, sizeof b, "{\"model\":\"%s\",\"prompt\":%s}", MODEL, ag);
+        write_seed(dir, "dstack_v2_completions_refused", h, b);
+        free(ag);
     }
     for (int v = 1; v <= 2; v++) {
         for (int ed = 0; ed <= 1; ed++) {

@@ -4,7 +4,9 @@
  *
  * Input: byte 0 = the case: bits 0-3 the format (mod 9: NEAR v1 ecdsa / XSalsa box / XChaCha
  * box, NEAR v2 ecdsa / ed25519, Dstack v1 ecdsa / ed25519, Dstack v2 ecdsa / ed25519), bit 4
- * NEAR's X-Encrypt-All-Fields, bit 5 an event stream (else a JSON answer); byte 1 = the seed of
+ * NEAR's X-Encrypt-All-Fields, bit 5 an event stream (else a JSON answer), bits 6-7 the route
+ * (chat, completions, embeddings, rerank; on the last three only NEAR's five cases, mod 5, as
+ * e2ee_request refuses the Dstack fork there); byte 1 = the seed of
  * the split points (up to 8 pieces); the rest = the engine's body. The session is built as
  * e2ee_request leaves it (tests/unit/test_e2ee_near_resp.c does the same), to a fixed client
  * key.
@@ -20,7 +22,9 @@
  *    at all;
  *  - every field the format encrypts is a lowercase-hex string that opens with the client's
  *    key (Dstack v2: with the AAD of its choice and field) to exactly the engine's text (the
- *    logprobs bytes: to the array's JSON); with that replaced, the output equals the engine's
+ *    logprobs bytes: to the array's JSON; completions choices[].text; embeddings
+ *    data[].embedding, any value, to its JSON; rerank results[].document.text, §3.4); with
+ *    that replaced, the output equals the engine's
  *    JSON (nothing else changed; Dstack's streamed empty content dropped). NEAR: a fresh
  *    ephemeral key per field; Dstack: one per request;
  *  - no plaintext: an encrypted text (6 bytes or more of [A-Za-z0-9 ]) that the input does
@@ -144,10 +148,11 @@ static const fcase_t CASES[] = {
 };
 #define NCASES (sizeof CASES / sizeof CASES[0])
 
-static e2ee_sess_t *new_sess(const fcase_t *c, int all_fields)
+static e2ee_sess_t *new_sess(const fcase_t *c, int all_fields, int route)
 {
     e2ee_sess_t *s = calloc(1, sizeof *s);
     CHECK(s != NULL, "calloc");
+    s->route = route;
     s->format = c->format;
     s->algo = c->algo;
     s->version = c->format == E2EE_F_DSTACK_V2 ? 2 : 1;
@@ -174,7 +179,7 @@ static e2ee_sess_t *new_sess(const fcase_t *c, int all_fields)
 
 typedef struct vctx {
     const fcase_t *c;
-    int sse, all;
+    int sse, all, route;
     const e2ee_sess_t *s;
     json_object *resp_in; /* the engine's document (model, id for the AAD) */
     /* Dstack: the request's one ephemeral key (hex of its first bytes) */
@@ -250,9 +255,11 @@ static void expect_sealed(vctx_t *v, json_object *io, json_object *oo, const cha
         !json_object_object_get_ex(io, field, &iv) || !iv)
         return;
     int str = json_object_is_type(iv, json_type_string);
-    if (as_json ? !json_object_is_type(iv, json_type_array) : !str)
+    /* as_json 2 (embeddings): any value but null, sealed as its JSON text */
+    if (as_json == 2 ? json_object_is_type(iv, json_type_null)
+                     : as_json ? !json_object_is_type(iv, json_type_array) : !str)
         return;
-    if (str && v->c->near && json_object_get_string_len(iv) == 0)
+    if (str && !as_json && v->c->near && json_object_get_string_len(iv) == 0)
         return; /* NEAR leaves the empty string */
     CHECK(oo && json_object_object_get_ex(oo, field, &ov) && ov &&
               json_object_is_type(ov, json_type_string),
@@ -377,9 +384,37 @@ static void expect_nothing_clear(vctx_t *v, json_object *in)
     }
 }
 
+/* The routes other than chat (NEAR, §3.4): completions choices[].text, embeddings
+ * data[].embedding (as JSON), rerank results[].document.text. */
+static void expect_route(vctx_t *v, json_object *in, json_object *out)
+{
+    static const char *const arrays[] = {"", "choices", "data", "results"};
+    json_object *ia = member(in, arrays[v->route], json_type_array);
+    json_object *oa = member(out, arrays[v->route], json_type_array);
+    for (size_t i = 0; ia && oa && i < json_object_array_length(ia) && i < json_object_array_length(oa);
+         i++) {
+        json_object *ie = json_object_array_get_idx(ia, i), *oe = json_object_array_get_idx(oa, i);
+        if (v->route == E2EE_ROUTE_COMPLETIONS)
+            expect_sealed(v, ie, oe, "text", i, 0);
+        else if (v->route == E2EE_ROUTE_EMBEDDINGS)
+            expect_sealed(v, ie, oe, "embedding", i, 2);
+        else
+            expect_sealed(v, member(ie, "document", json_type_object),
+                          member(oe, "document", json_type_object), "text", i, 0);
+    }
+    CHECK(json_object_equal(in, out),
+          "the output differs from the engine's answer beyond the sealed fields (route %d):\n  "
+          "engine %s",
+          v->route, json_object_to_json_string_ext(in, JSON_C_TO_STRING_PLAIN));
+}
+
 static void expect_doc(vctx_t *v, json_object *in, json_object *out)
 {
     expect_nothing_clear(v, in);
+    if (v->route != E2EE_ROUTE_CHAT) {
+        expect_route(v, in, out);
+        return;
+    }
     const char *part = v->sse ? "delta" : "message";
     json_object *ich = member(in, "choices", json_type_array);
     json_object *och = member(out, "choices", json_type_array);
@@ -581,7 +616,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     watch_next_input();
     if (size < 2 || size > (1u << 20))
         return 0;
-    const fcase_t *c = &CASES[(data[0] & 15u) % NCASES];
+    int route = (data[0] >> 6) & 3; /* enum e2ee_route: chat, completions, embeddings, rerank */
+    /* off chat only NEAR (the first five cases): e2ee_request refuses the Dstack fork there */
+    const fcase_t *c = &CASES[(data[0] & 15u) % (route == E2EE_ROUTE_CHAT ? NCASES : 5)];
     int all = (data[0] >> 4) & 1, sse = (data[0] >> 5) & 1;
     uint32_t seed = data[1] * 2654435761u + 1;
     const char *body = (const char *)data + 2;
@@ -589,7 +626,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     /* the marker in clear anywhere but an encrypted field: decided below, after the fact */
     K.out = (buf_t)BUF_INIT;
-    K.s = new_sess(c, all);
+    K.s = new_sess(c, all, route);
     e2ee_resp_begin(K.s, sse);
     G.unwiped = 0;
     size_t un = 0;
@@ -628,7 +665,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         CHECK(frc == -1, "finish after a refusal answered %d", frc);
     CHECK(rc == 0 || rc == -1, "rc %d", rc);
 
-    vctx_t v = {.c = c, .sse = sse, .all = c->near && all, .s = K.s};
+    vctx_t v = {.c = c, .sse = sse, .all = c->near && all, .route = route, .s = K.s};
     if (!sse) {
         if (rc != 0 || frc != 0) {
             CHECK(K.out.len == 0, "a refused JSON answer emitted %zu bytes", K.out.len);

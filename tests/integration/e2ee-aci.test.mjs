@@ -11,15 +11,11 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { x25519 } from '@noble/curves/ed25519.js';
-import { secp256k1 } from '@noble/curves/secp256k1.js';
-import { hkdf } from '@noble/hashes/hkdf.js';
-import { sha256 } from '@noble/hashes/sha2.js';
-import { bytesToHex, hexToBytes, utf8ToBytes, concatBytes } from '@noble/hashes/utils.js';
-import { gcm } from '@noble/ciphers/aes.js';
+import { bytesToHex } from '@noble/hashes/utils.js';
 import { startStack, MODEL } from './lib/harness.mjs';
 import { postJson, getPath, jsonOf, sseData, sseJson } from './lib/http.mjs';
 import { assertOpenAIError, checkSigned, signedText, stopAndCheck } from './lib/common.mjs';
-import { parseQuote } from './lib/verify.mjs';
+import { X25519, SECP, attestation, clientKeys, reqAad, respAad, seal, open, fresh, aciHeaders } from './lib/aci-client.mjs';
 
 let stack;
 before(async () => {
@@ -27,83 +23,16 @@ before(async () => {
 });
 after(async () => { await stopAndCheck(stack); });
 
-// ---- the client, from the documents ----
+// ---- the client, from the documents (lib/aci-client.mjs) ----
 
-const X25519 = 'x25519-aes-256-gcm-hkdf-sha256';
-const SECP = 'secp256k1-aes-256-gcm-hkdf-sha256';
-const INFO = { [X25519]: 'aci.e2ee.v2.x25519', [SECP]: 'aci.e2ee.v2.secp256k1' };
-const dec = new TextDecoder('utf-8', { fatal: true });
 const HEX = /^[0-9a-f]+$/;
-
-// RFC 8785 for the values used here (strings, integers, null, arrays, objects): members
-// sorted by name, no whitespace; JSON.stringify escapes strings as JCS does.
-function jcs(v) {
-  if (v === null || typeof v !== 'object') return JSON.stringify(v);
-  if (Array.isArray(v)) return `[${v.map(jcs).join(',')}]`;
-  return `{${Object.keys(v).sort().map((k) => `${JSON.stringify(k)}:${jcs(v[k])}`).join(',')}}`;
-}
-const sha256hex = (s) => bytesToHex(sha256(typeof s === 'string' ? utf8ToBytes(s) : s));
-
-// spec/aci.md §3.2: report_data = sha256(statement), zero-padded to 64 bytes in the quote.
-const statement = (digest, nonce) =>
-  `{"keyset_digest":"${digest}","nonce":${nonce === null ? 'null' : `"${nonce}"`},"purpose":"aci.report_data.v1"}`;
-
-async function attestation(nonce) {
-  const r = await getPath(stack.port, `/v1/aci/attestation${nonce === null ? '' : `?nonce=${nonce}`}`);
-  assert.equal(r.status, 200, r.body.toString().slice(0, 300));
-  const j = jsonOf(r);
-  assert.equal(j.api_version, 'aci/1');
-  const ks = j.attestation.workload_keyset;
-  const digest = `sha256:${sha256hex(jcs(ks))}`;
-  assert.equal(j.workload_keyset_digest, digest, 'the digest is over the JCS form of the keyset');
-  const rd = sha256hex(statement(digest, nonce));
-  assert.equal(j.attestation.report_data, rd);
-  const q = parseQuote(j.attestation.evidence.quote);
-  assert.equal(q.reportData.toString('hex'), rd + '00'.repeat(32), 'the quote binds the keyset digest and the nonce');
-  assert.deepEqual(j.service_capabilities.supported_e2ee_versions, ['2']);
-  return { digest, keys: ks.e2ee_public_keys };
-}
 
 let attested;
 async function serviceKey(algo) {
-  if (!attested) attested = await attestation(bytesToHex(randomBytes(32)));
+  if (!attested) attested = await attestation(stack.port, bytesToHex(randomBytes(32)));
   const k = attested.keys.find((e) => e.algo === algo);
   assert.ok(k, `the keyset has a ${algo} key`);
   return k.public_key;
-}
-
-function clientKeys(algo) {
-  if (algo === X25519) {
-    const sk = x25519.utils.randomSecretKey();
-    return { algo, sk, header: bytesToHex(x25519.getPublicKey(sk)) };
-  }
-  const sk = secp256k1.utils.randomSecretKey();
-  return { algo, sk, header: bytesToHex(secp256k1.getPublicKey(sk, false)) };
-}
-
-const reqAad = (algo, model, field, nonce, ts) =>
-  utf8ToBytes(jcs({ purpose: 'aci.e2ee.request.v2', algo, model, field, nonce, ts }));
-const respAad = (algo, model, id, field, nonce, ts) =>
-  utf8ToBytes(jcs({ purpose: 'aci.e2ee.response.v2', algo, model, id, field, nonce, ts }));
-
-function shared(algo, sk, pub) {
-  return algo === X25519 ? x25519.getSharedSecret(sk, pub) : secp256k1.getSharedSecret(sk, pub, true).slice(1);
-}
-
-// §7.2: eph ‖ nonce(12) ‖ ct ‖ tag, a fresh ephemeral key per field
-function seal(algo, serviceHex, text, aad) {
-  const esk = algo === X25519 ? x25519.utils.randomSecretKey() : secp256k1.utils.randomSecretKey();
-  const eph = algo === X25519 ? x25519.getPublicKey(esk) : secp256k1.getPublicKey(esk, false);
-  const key = hkdf(sha256, shared(algo, esk, hexToBytes(serviceHex)), undefined, utf8ToBytes(INFO[algo]), 32);
-  const nonce = randomBytes(12);
-  return bytesToHex(concatBytes(eph, nonce, gcm(key, nonce, aad).encrypt(utf8ToBytes(text))));
-}
-
-function open(ck, hex, aad) {
-  const b = hexToBytes(hex);
-  const el = ck.algo === X25519 ? 32 : 65;
-  const key = hkdf(sha256, shared(ck.algo, ck.sk, b.slice(0, el)), undefined, utf8ToBytes(INFO[ck.algo]), 32);
-  return dec.decode(gcm(key, b.slice(el, el + 12), aad).decrypt(b.slice(el + 12)));
 }
 
 const IMAGE_URL = 'data:image/png;base64,iVBORw0KGgo=';
@@ -126,10 +55,6 @@ function encryptMessages(algo, serviceHex, v, model = MODEL) {
   ];
 }
 
-const fresh = () => ({ nonce: bytesToHex(randomBytes(32)), ts: Math.floor(Date.now() / 1000) });
-const aciHeaders = (ck, serviceHex, v) => ({ 'X-E2EE-Version': '2', 'X-Client-Pub-Key': ck.header,
-  'X-Model-Pub-Key': serviceHex, 'X-E2EE-Nonce': v.nonce, 'X-E2EE-Timestamp': String(v.ts) });
-
 async function engineRequests() { return (await stack.mock.stats()).requests; }
 async function engineBody() { return JSON.parse((await stack.mock.last()).body); }
 
@@ -145,12 +70,12 @@ async function plainAnswer(stream) {
 
 test('GET /v1/aci/attestation: the keyset, its digest bound into the quote with the nonce; unchallenged form; the report lists the keys', async () => {
   const nonce = bytesToHex(randomBytes(32));
-  const a = await attestation(nonce);
+  const a = await attestation(stack.port, nonce);
   assert.deepEqual(a.keys.map((k) => k.algo), [X25519, SECP]);
   assert.match(a.keys[0].public_key, /^[0-9a-f]{64}$/);
   assert.match(a.keys[1].public_key, /^04[0-9a-f]{128}$/);
   assert.ok(new Set(a.keys.map((k) => k.key_id)).size === 2);
-  const u = await attestation(null); // nonce null: the unchallenged statement
+  const u = await attestation(stack.port, null); // nonce null: the unchallenged statement
   assert.equal(u.digest, a.digest, 'one keyset for the process');
   for (const bad of ['AB'.repeat(32), 'ab'.repeat(31), 'zz'.repeat(32), '0x' + 'ab'.repeat(31)]) {
     const r = await getPath(stack.port, `/v1/aci/attestation?nonce=${bad}`);
@@ -275,8 +200,8 @@ test('every ACI error type, in the gateway order, nothing forwarded; a tampered 
   await refused(H({ 'X-Model-Pub-Key': secpHex, 'X-Client-Pub-Key': '04' + 'ab'.repeat(64) }), good, 'e2ee_invalid_public_key');
   await refused(H(), { ...good, model: undefined }, 'e2ee_invalid_payload_model');
   await refused(H(), { ...good, model: 7 }, 'e2ee_invalid_payload_model');
-  // the ACI v2 headers on an endpoint without v2 fields here
-  await refused(H(), { model: MODEL, prompt: 'x' }, 'e2ee_unsupported_endpoint', '/v1/completions');
+  // the ACI v2 headers on an endpoint without v2 fields (§7.3)
+  await refused(H(), { model: MODEL, query: 'q', documents: ['d'] }, 'e2ee_unsupported_endpoint', '/v1/rerank');
   // none of the above consumed the nonce; a request that fails decryption does (§7.4) ...
   const flip = structuredClone(good);
   const c0 = flip.messages[0].content;

@@ -249,7 +249,7 @@ test('every Dstack error type, nothing forwarded', async () => {
   for (let i = 0; i < 6; i++) await refused(H({}), good, 'e2ee_replay_detected');
 });
 
-test('ACI v2 headers are not Dstack v2 (ACI: e2ee-aci.test.mjs); other routes refused (NEAR: e2ee-near.test.mjs)', async () => {
+test('ACI v2 headers are not Dstack v2 (ACI: e2ee-aci.test.mjs); the fork\'s chat-only rule on other routes (e2ee-routes.test.mjs)', async () => {
   const serverHex = await serverKey('ed25519');
   const ck = clientKeys('ed25519');
   const body = { model: MODEL, messages: [{ role: 'user', content: seal('ed25519', serverHex, 'hi', null) }] };
@@ -258,7 +258,9 @@ test('ACI v2 headers are not Dstack v2 (ACI: e2ee-aci.test.mjs); other routes re
   const before = await engineRequests();
   const r = await postJson(stack.port, '/v1/completions', { model: MODEL, prompt: seal('ed25519', serverHex, 'hi', null) },
     { headers: e2eeHeaders(ck, serverHex, null) });
-  assertOpenAIError(r, 400, { type: 'e2ee_not_supported' });
+  // a Dstack v1 ed25519 field (AES-GCM, found by trial) on completions: the fork's refusal (§5.2)
+  const e = assertOpenAIError(r, 400, { type: 'invalid_e2ee_request' });
+  assert.match(e.message, /^E2EE is only supported on \/v1\/chat\/completions/);
   assert.equal(await engineRequests(), before);
 });
 

@@ -10,9 +10,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import nacl from 'tweetnacl';
 import { ed25519, x25519 } from '@noble/curves/ed25519.js';
-import { secp256k1 } from '@noble/curves/secp256k1.js';
 import { hkdf } from '@noble/hashes/hkdf.js';
 import { sha256 } from '@noble/hashes/sha2.js';
 import { bytesToHex, hexToBytes, utf8ToBytes, concatBytes } from '@noble/hashes/utils.js';
@@ -21,6 +19,7 @@ import { xchacha20poly1305 } from '@noble/ciphers/chacha.js';
 import { startStack, MODEL } from './lib/harness.mjs';
 import { postJson, getPath, jsonOf, sseData, sseJson } from './lib/http.mjs';
 import { assertOpenAIError, checkSigned, signedText, stopAndCheck } from './lib/common.mjs';
+import { serverKey as nearServerKey, clientKeys, seal, open, ephOf, nearHeaders } from './lib/near-client.mjs';
 
 let stack;
 before(async () => {
@@ -28,69 +27,12 @@ before(async () => {
 });
 after(async () => { await stopAndCheck(stack); });
 
-// ---- the NEAR client, from the document ----
+// ---- the NEAR client, from the document (lib/near-client.mjs) ----
 
 const dec = new TextDecoder('utf-8', { fatal: true });
 
-async function serverKey(algo) {
-  const r = await getPath(stack.port, `/v1/attestation/report?signing_algo=${algo}&nonce=${'ef'.repeat(32)}`);
-  assert.equal(r.status, 200);
-  return jsonOf(r).signing_public_key; // ecdsa: 128 hex x‖y; ed25519: 64 hex
-}
+async function serverKey(algo) { return nearServerKey(stack.port, algo); }
 
-// The client's key pair: secp256k1 (header 04‖x‖y) or Ed25519 (header = the Ed25519 public
-// key; answers are sealed to its X25519 form, §3.3).
-function clientKeys(algo) {
-  if (algo === 'ecdsa') {
-    const sk = secp256k1.utils.randomSecretKey();
-    return { algo, sk, header: bytesToHex(secp256k1.getPublicKey(sk, false)) };
-  }
-  const seed = ed25519.utils.randomSecretKey();
-  return { algo, sk: ed25519.utils.toMontgomerySecret(seed), header: bytesToHex(ed25519.getPublicKey(seed)) };
-}
-
-// One field to the server (a fresh ephemeral key and nonce per field, §3.1).
-function seal(algo, version, serverHex, text) {
-  const pt = utf8ToBytes(text);
-  if (algo === 'ecdsa') { // §3.2: eph(65) ‖ nonce(12) ‖ AES-256-GCM ct ‖ tag
-    const esk = secp256k1.utils.randomSecretKey();
-    const shared = secp256k1.getSharedSecret(esk, hexToBytes('04' + serverHex), true).slice(1);
-    const key = hkdf(sha256, shared, undefined, utf8ToBytes('ecdsa_encryption'), 32);
-    const nonce = randomBytes(12);
-    return bytesToHex(concatBytes(secp256k1.getPublicKey(esk, false), nonce, gcm(key, nonce).encrypt(pt)));
-  }
-  const serverX = ed25519.utils.toMontgomery(hexToBytes(serverHex));
-  if (version === 1) { // §3.3: eph(32) ‖ nonce(24) ‖ NaCl box (tag ‖ ct), as tweetnacl writes it
-    const eph = nacl.box.keyPair();
-    const nonce = nacl.randomBytes(24);
-    return bytesToHex(concatBytes(eph.publicKey, nonce, nacl.box(pt, nonce, serverX, eph.secretKey)));
-  }
-  // §4: eph(32) ‖ nonce(24) ‖ XChaCha20-Poly1305 ct ‖ tag, key = HKDF(X25519, "ed25519_encryption")
-  const esk = x25519.utils.randomSecretKey();
-  const key = hkdf(sha256, x25519.getSharedSecret(esk, serverX), undefined, utf8ToBytes('ed25519_encryption'), 32);
-  const nonce = randomBytes(24);
-  return bytesToHex(concatBytes(x25519.getPublicKey(esk), nonce, xchacha20poly1305(key, nonce).encrypt(pt)));
-}
-
-// One field from the server, with the cipher the request used (§1.2).
-function open(ck, version, hex) {
-  const b = hexToBytes(hex);
-  if (ck.algo === 'ecdsa') {
-    const shared = secp256k1.getSharedSecret(ck.sk, b.slice(0, 65), true).slice(1);
-    const key = hkdf(sha256, shared, undefined, utf8ToBytes('ecdsa_encryption'), 32);
-    return dec.decode(gcm(key, b.slice(65, 77)).decrypt(b.slice(77)));
-  }
-  const eph = b.slice(0, 32), nonce = b.slice(32, 56), box = b.slice(56);
-  if (version === 1) {
-    const pt = nacl.box.open(box, nonce, eph, ck.sk);
-    assert.ok(pt, 'the NaCl box opens with tweetnacl');
-    return dec.decode(pt);
-  }
-  const key = hkdf(sha256, x25519.getSharedSecret(ck.sk, eph), undefined, utf8ToBytes('ed25519_encryption'), 32);
-  return dec.decode(xchacha20poly1305(key, nonce).decrypt(box));
-}
-
-const ephOf = (algo, hex) => hex.slice(0, algo === 'ecdsa' ? 130 : 64);
 
 // The plaintext conversation: strings, a vision message whose parts array travels as one
 // encrypted string (restored as an array, §3.4), an assistant turn with reasoning_content.
@@ -112,13 +54,6 @@ function encryptMessages(algo, version, serverHex) {
   ];
 }
 
-// What NEAR's Python/TS clients send: X-Model-Pub-Key too (§1.2 rule 5).
-function nearHeaders(ck, serverHex, version, { modelKey = true, extra = {} } = {}) {
-  const h = { 'X-Signing-Algo': ck.algo, 'X-Client-Pub-Key': ck.header };
-  if (modelKey) h['X-Model-Pub-Key'] = serverHex;
-  if (version === 2) h['X-Encryption-Version'] = '2';
-  return { ...h, ...extra };
-}
 
 async function engineRequests() { return (await stack.mock.stats()).requests; }
 async function engineBody() { return JSON.parse((await stack.mock.last()).body); }
@@ -357,9 +292,10 @@ test('every NEAR error, with NEAR\'s message and the E2EE error type; nothing fo
   // all-fields is lenient only for values that cannot be ciphertext: a blob-shaped one must open
   await refused(H({ 'X-Encrypt-All-Fields': 'true' }), { ...good, tools: [{ type: 'function', function: { name: 'ab'.repeat(80) } }] },
     'e2ee_decryption_failed');
-  // NEAR on a route other than chat completions: refused
+  // NEAR on a route where no format defines fields: refused (completions, embeddings, rerank,
+  // score: e2ee-routes.test.mjs)
   const before = await engineRequests();
-  assertOpenAIError(await postJson(stack.port, '/v1/completions', { model: MODEL, prompt: c0 }, { headers: H() }), 400, { type: 'e2ee_not_supported' });
+  assertOpenAIError(await postJson(stack.port, '/v1/tokenize', { model: MODEL, prompt: c0 }, { headers: H() }), 400, { type: 'e2ee_not_supported' });
   assert.equal(await engineRequests(), before);
 
   const ok = await postJson(stack.port, '/v1/chat/completions', good, { headers: H() });

@@ -1,5 +1,6 @@
 // End-to-end encryption (issue 10): fail closed. The Dstack and NEAR formats are handled on chat
-// completions (e2ee-dstack.test.mjs, e2ee-near.test.mjs); everything else is refused as below. A request that carries any E2EE
+// completions (e2ee-dstack.test.mjs, e2ee-near.test.mjs), NEAR and ACI on completions,
+// embeddings (and NEAR on rerank, score: e2ee-routes.test.mjs); everything else is refused as below. A request that carries any E2EE
 // header is refused with a 4xx in the OpenAI error shape on every engine route, and nothing
 // of it reaches the engine (the mock counts every request it receives). Before this, such a
 // request was relayed as plaintext: the engine got the ciphertext as the prompt.
@@ -61,14 +62,18 @@ for (const [name, value, type, emptyType = type] of HEADERS) {
   });
 }
 
-test('every engine route refuses E2EE headers: completions, embeddings, tokenize, rerank, score, models', async () => {
+test('the engine routes without E2EE fields refuse E2EE headers: tokenize, detokenize, models', async () => {
   const before = await engineRequests();
   const h = { headers: { 'X-Signing-Algo': 'ed25519', 'X-Client-Pub-Key': 'ab'.repeat(32) } };
-  for (const [route, body] of [['/v1/completions', { model: MODEL, prompt: 'ab' }],
-    ['/v1/embeddings', { model: MODEL, input: 'ab' }], ['/v1/tokenize', { model: MODEL, prompt: 'ab' }],
-    ['/v1/detokenize', { model: MODEL, tokens: [1] }], ['/v1/rerank', { model: MODEL, query: 'q', documents: ['d'] }],
-    ['/v1/score', { model: MODEL, text_1: 'a', text_2: 'b' }]])
+  for (const [route, body] of [['/v1/tokenize', { model: MODEL, prompt: 'ab' }],
+    ['/v1/detokenize', { model: MODEL, tokens: [1] }]])
     await assertRefused(await postJson(stack.port, route, body, h), OTHER_TYPE);
+  // completions, embeddings, rerank and score take the E2EE path (e2ee-routes.test.mjs):
+  // with this key (not a point) the request is refused there, before the engine
+  for (const [route, body] of [['/v1/completions', { model: MODEL, prompt: 'ab' }],
+    ['/v1/embeddings', { model: MODEL, input: 'ab' }], ['/v1/rerank', { model: MODEL, query: 'q', documents: ['d'] }],
+    ['/v1/score', { model: MODEL, text_1: 'a', text_2: 'b' }]])
+    await assertRefused(await postJson(stack.port, route, body, h), 'e2ee_invalid_public_key');
   await assertRefused(await getPath(stack.port, '/v1/models', { token: null, headers: { 'X-E2EE-Version': '2' } }), ACI_ROUTE_TYPE);
   assert.equal(await engineRequests(), before, 'the engine received nothing');
 });

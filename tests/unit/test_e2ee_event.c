@@ -225,6 +225,9 @@ static void test_declines(void **st)
     deep[n++] = '}';
     deep[n] = 0;
     assert_true(declines(s, deep));
+    /* a completions event: its choices[].text is the general path's */
+    s->route = E2EE_ROUTE_COMPLETIONS;
+    assert_true(declines(s, "{\"choices\":[{\"index\":0,\"text\":\"x\"}]}"));
     e2ee_sess_free(s);
     s = sess(E2EE_F_V1, E2EE_C_SECP_AESGCM, 1);
     s->all_fields = 1; /* NEAR's all-fields mode: tool calls, logprobs */

@@ -882,22 +882,39 @@ static void aux_route(struct conn *c, const char *path)
     buf_t b = BUF_INIT;
     long now = (long)time(NULL);
     if (strcmp(path, "/v1/embeddings") == 0) {
-        json_object *in = get(o, "input");
+        json_object *in = get(o, "input"), *ef = get(o, "encoding_format");
         size_t k = items(in);
         long pt = count_prompt_tokens(text_len(in));
+        /* vLLM: encoding_format "base64" answers each embedding as the base64 of its
+         * little-endian float32 values, a string */
+        int b64 = ef && json_object_is_type(ef, json_type_string) &&
+                  strcmp(json_object_get_string(ef), "base64") == 0;
         PUTS(&b, "{");
         put_id(&b, "embd-");
         buf_printf(&b, ",\"object\":\"list\",\"created\":%ld,", now);
         put_model(&b, o);
         PUTS(&b, ",\"data\":[");
         for (size_t i = 0; i < k; i++) {
-            buf_printf(&b, "%s{\"index\":%zu,\"object\":\"embedding\",\"embedding\":[", i ? "," : "", i);
+            buf_printf(&b, "%s{\"index\":%zu,\"object\":\"embedding\",\"embedding\":%s", i ? "," : "",
+                       i, b64 ? "\"" : "[");
+            uint8_t raw[8 * 4];
             for (int d = 0; d < 8; d++) {
+                double x = (double)((int)((i * 31 + (size_t)d * 17) % 200) - 100) / 100.0;
+                if (b64) {
+                    float f = (float)x;
+                    memcpy(raw + 4 * d, &f, 4); /* x86/arm: little-endian */
+                    continue;
+                }
                 if (d)
                     PUTS(&b, ",");
-                put_float(&b, (double)((int)((i * 31 + (size_t)d * 17) % 200) - 100) / 100.0);
+                put_float(&b, x);
             }
-            PUTS(&b, "]}");
+            if (b64) {
+                char t[48]; /* b64_encoded_len(32) = 44, + NUL */
+                b64_encode(t, raw, sizeof raw);
+                put(&b, t, strlen(t));
+            }
+            put(&b, b64 ? "\"}" : "]}", 2);
         }
         buf_printf(&b, "],\"usage\":{\"prompt_tokens\":%ld,\"total_tokens\":%ld,"
                        "\"completion_tokens\":0,\"prompt_tokens_details\":null}}", pt, pt);
@@ -935,7 +952,9 @@ static void aux_route(struct conn *c, const char *path)
         for (size_t i = 0; i < k; i++) {
             json_object *d = json_object_is_type(docs, json_type_array)
                                  ? json_object_array_get_idx(docs, i) : docs;
-            const char *s = d && json_object_is_type(d, json_type_string) ? json_object_get_string(d) : "";
+            json_object *dt = d && json_object_is_type(d, json_type_object) ? get(d, "text") : d;
+            /* a document is a string or {"text": ...} (vLLM answers the text either way) */
+            const char *s = dt && json_object_is_type(dt, json_type_string) ? json_object_get_string(dt) : "";
             buf_printf(&b, "%s{\"index\":%zu,\"document\":{\"text\":", i ? "," : "", i);
             if (buf_json_str(&b, s, strlen(s)) != 0)
                 abort();
