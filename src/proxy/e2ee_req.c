@@ -819,7 +819,7 @@ static const char *clear_answer_member(json_object *root, int route)
 static void clear_answer_refusal(const char *name, app_error_t *err, char msg[E2EE_MSG_MAX])
 {
     char m[E2EE_MSG_MAX];
-    *err = APP_E_E2EE_INVALID_REQUEST;
+    *err = APP_E_E2EE_UNSUPPORTED_FIELD;
     snprintf(m, sizeof m, "%s would be answered in clear: not supported with E2EE on /v1/completions",
              name);
     set_msg(msg, m);

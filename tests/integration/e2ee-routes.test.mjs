@@ -330,7 +330,7 @@ test('completions asking for logprobs are refused (token strings would be answer
   const ck = near.clientKeys('ecdsa');
   const prompt = near.seal('ecdsa', 2, serverHex, 'hello');
   for (const extra of [{ logprobs: 1 }, { logprobs: 0 }, { prompt_logprobs: 1 }])
-    await refused('/v1/completions', near.nearHeaders(ck, serverHex, 2), { model: MODEL, prompt, ...extra }, 'invalid_e2ee_request', /in clear/);
+    await refused('/v1/completions', near.nearHeaders(ck, serverHex, 2), { model: MODEL, prompt, ...extra }, 'e2ee_unsupported_field', /in clear/);
   const ok = await postJson(stack.port, '/v1/completions', { model: MODEL, prompt, logprobs: null, max_tokens: 2 },
     { headers: near.nearHeaders(ck, serverHex, 2) });
   assert.equal(ok.status, 200, 'logprobs: null asks for none');
@@ -338,5 +338,5 @@ test('completions asking for logprobs are refused (token strings would be answer
   const v = aci.fresh();
   await refused('/v1/completions', aci.aciHeaders(aci.clientKeys(aci.X25519), serviceHex, v),
     { model: MODEL, prompt: aci.seal(aci.X25519, serviceHex, 'x', aci.reqAad(aci.X25519, MODEL, 'prompt', v.nonce, v.ts)), logprobs: 2 },
-    'invalid_e2ee_request');
+    'e2ee_unsupported_field');
 });
