@@ -17,6 +17,7 @@
 #include "core/fdlimit.h"
 #include "core/log.h"
 #include "proxy/app.h"
+#include "proxy/e2ee.h"
 #include "proxy/relay.h"
 #include "proxy/router.h"
 
@@ -204,11 +205,11 @@ static int start_signer(attest_provider_t *prov, char *err, size_t errlen)
 
 /* ACI E2EE v2's keys (sign/aci_keys.h): one per suite, derived by the dstack KMS like the
  * signing keys (GetKey <model>/aci-e2ee-v2-x25519-key and <model>/aci-e2ee-v2-secp256k1-key),
- * random with any other provider. The keyset expires ACI_KEYSET_LIFETIME after start-up. */
-#define ACI_KEYSET_LIFETIME (30 * 86400)
+ * random with any other provider. The keyset is valid ACI_KEYSET_TTL from its issue and is
+ * re-issued (same keys, new not_after and digest) at half-life, so it never expires in use. */
 static int start_aci(attest_provider_t *prov, const uint8_t *spki, char *err, size_t errlen)
 {
-    int64_t not_after = (int64_t)clock_wall_s() + ACI_KEYSET_LIFETIME;
+    int64_t not_after = (int64_t)clock_wall_s() + (int64_t)g_cfg.aci_keyset_ttl;
     if (attest_provider_kind(prov) == ATTEST_DSTACK) {
         uint8_t x[32], k1[32];
         char e[400], path[2][300];
@@ -232,7 +233,10 @@ static int start_aci(attest_provider_t *prov, const uint8_t *spki, char *err, si
         snprintf(err, errlen, "cannot create the ACI E2EE keys");
         return -1;
     }
-    LOG_INFO("ACI keyset %s", aci_keys_digest(g_app.aci));
+    aci_keys_set_lifetime(g_app.aci, (int64_t)g_cfg.aci_keyset_ttl);
+    char digest[ACI_DIGEST_LEN + 1];
+    aci_keys_current(g_app.aci, (int64_t)clock_wall_s(), digest, NULL, NULL);
+    LOG_INFO("ACI keyset %s (valid %u s, renewed at half-life)", digest, g_cfg.aci_keyset_ttl);
     return 0;
 }
 
@@ -263,9 +267,7 @@ static int start_attestation(char *err, size_t errlen)
         attest_provider_free(prov);
         return -1;
     }
-    sc.aci_keyset_json = aci_keys_keyset_json(g_app.aci);
-    sc.aci_keyset_digest = aci_keys_digest(g_app.aci);
-    sc.aci_e2ee_json = aci_keys_e2ee_json(g_app.aci);
+    sc.aci = g_app.aci;
     if (!(g_app.attest = attest_service_new(prov, g_app.signer, &sc))) {
         snprintf(err, errlen, "out of memory");
         attest_provider_free(prov);
@@ -371,6 +373,7 @@ static int start(char *err, size_t errlen)
 {
     g_app.cfg = &g_cfg;
     g_app.start_time = clock_wall_s();
+    e2ee_replay_configure(g_cfg.e2ee_replay_window); /* before any worker */
     if (start_upstream(err, errlen) != 0)
         return 2;
     g_app.store = store_new(g_cfg.cache_capacity, g_cfg.cache_ttl);

@@ -25,6 +25,7 @@
 #include "attest/report.h"
 #include "attest/sim.h"
 #include "core/buf.h"
+#include "sign/aci_keys.h"
 #include "sign/signer.h"
 
 typedef enum attest_kind { ATTEST_SIMULATED, ATTEST_DSTACK, ATTEST_TAPPD, ATTEST_TSM } attest_kind_t;
@@ -72,11 +73,10 @@ typedef struct attest_service_config {
     attest_gpu_fn gpu;             /* NULL: the simulated GPU payload */
     void *gpu_ctx;
     const char *gpu_label;         /* static string emitted as gpu_evidence, or NULL */
-    /* ACI E2EE v2 (sign/aci_keys.h): the keyset's JCS text, its digest and its
-     * e2ee_public_keys array; borrowed (must outlive the service), NULL: no ACI. */
-    const char *aci_keyset_json;
-    const char *aci_keyset_digest;
-    const char *aci_e2ee_json;
+    /* ACI E2EE v2's keys and keyset (sign/aci_keys.h), read with aci_keys_current for each
+     * report (so a renewed keyset is the one bound); borrowed (must outlive the service),
+     * NULL: no ACI. */
+    aci_keys_t *aci;
 } attest_service_config_t;
 
 typedef struct attest_service attest_service_t;

@@ -40,7 +40,7 @@ struct attest_service {
     attest_gpu_fn gpu;
     void *gpu_ctx;
     const char *gpu_label;
-    const char *aci_keyset, *aci_digest, *aci_e2ee; /* borrowed; NULL: no ACI */
+    aci_keys_t *aci; /* borrowed; NULL: no ACI */
     pthread_mutex_t lock;
     pthread_cond_t done;
     slot_t slots[2][2]; /* [algo][tls] */
@@ -65,9 +65,7 @@ attest_service_t *attest_service_new(attest_provider_t *p, const signer_t *signe
     s->gpu = c->gpu;
     s->gpu_ctx = c->gpu_ctx;
     s->gpu_label = c->gpu_label;
-    s->aci_keyset = c->aci_keyset_json;
-    s->aci_digest = c->aci_keyset_digest;
-    s->aci_e2ee = c->aci_e2ee_json;
+    s->aci = c->aci;
     pthread_mutex_init(&s->lock, NULL);
     pthread_cond_init(&s->done, NULL);
     return s;
@@ -158,10 +156,15 @@ static int build(attest_service_t *s, int algo, int tls, const uint8_t nonce[32]
     parts.nvidia_payload = g.payload; /* rc 1 (no GPU): stays empty */
     parts.gpu_evidence = s->gpu_label;
     g.payload = (buf_t)BUF_INIT;
+    /* The keyset digest current now (a cached report may outlive a renewal by at most
+     * ATTESTATION_CACHE_TTL; the keyset it names stays unexpired for half its lifetime). */
+    char aci_digest[ACI_DIGEST_LEN + 1];
+    int have_aci = s->aci && aci_keys_current(s->aci, (int64_t)clock_wall_s(), aci_digest,
+                                              NULL, NULL) == 0;
     attest_report_opts_t o = {.tls_fingerprint_hex = tls && s->has_tls ? s->spki_hex : NULL,
                               .nonce_source = nonce_source,
-                              .e2ee_keys_json = s->aci_e2ee,
-                              .aci_keyset_digest = s->aci_digest};
+                              .e2ee_keys_json = have_aci ? aci_keys_e2ee_json(s->aci) : NULL,
+                              .aci_keyset_digest = have_aci ? aci_digest : NULL};
     if (attest_report_build(&id, nonce, &parts, &o, out) != 0) {
         snprintf(err, errlen, "report assembly failed (out of memory)");
         goto out;
@@ -345,15 +348,21 @@ void attest_aci_report_data(const char *digest, const char *nonce_hex, uint8_t o
 int attest_service_aci(attest_service_t *s, const char *nonce_hex, buf_t *out, char *err,
                        size_t errlen)
 {
-    if (!s->aci_keyset || !s->aci_digest) {
-        snprintf(err, errlen, "no ACI keyset");
+    /* The keyset in force now (renewed here when due), copied: the quote binds this one. */
+    char digest[ACI_DIGEST_LEN + 1];
+    buf_t keyset = BUF_INIT;
+    if (!s->aci ||
+        aci_keys_current(s->aci, (int64_t)clock_wall_s(), digest, &keyset, NULL) != 0) {
+        buf_free(&keyset);
+        snprintf(err, errlen, "%s", s->aci ? "out of memory" : "no ACI keyset");
         return -1;
     }
     uint8_t rd[64];
-    attest_aci_report_data(s->aci_digest, nonce_hex, rd);
+    attest_aci_report_data(digest, nonce_hex, rd);
     attest_parts_t parts = {0};
     if (attest_provider_collect(s->p, rd, &parts, err, errlen) != 0) {
         attest_parts_free(&parts);
+        buf_free(&keyset);
         return -1;
     }
     char rdhex[HEX_SIZE(64)];
@@ -366,9 +375,9 @@ int attest_service_aci(attest_service_t *s, const char *nonce_hex, buf_t *out, c
     qhex.len = 2 * parts.quote.len;
     hex_encode(rdhex, rd, 64);
     if (buf_puts(out, "{\"api_version\":\"aci/1\",\"workload_keyset_digest\":") ||
-        buf_json_str(out, s->aci_digest, strlen(s->aci_digest)) ||
+        buf_json_str(out, digest, strlen(digest)) ||
         buf_puts(out, ",\"attestation\":{\"tee_type\":\"tdx\",\"workload_keyset\":") ||
-        buf_puts(out, s->aci_keyset) ||
+        buf_append(out, keyset.data, keyset.len) ||
         buf_printf(out, ",\"report_data\":\"%.64s\",", rdhex) ||
         buf_puts(out, "\"source_provenance\":{\"repo_url\":null,\"repo_commit\":null,"
                       "\"image_digest\":null,\"image_provenance\":null},"
@@ -398,6 +407,7 @@ done:
             out->data[start] = 0;
     }
     buf_free(&qhex);
+    buf_free(&keyset);
     attest_parts_free(&parts);
     return rc;
 }

@@ -161,6 +161,7 @@ enum {
     E2EE_H_TIMESTAMP,
     E2EE_H_ENCRYPTION_VERSION,
     E2EE_H_ALL_FIELDS,
+    E2EE_H_TOOL_CALLS, /* X-Encrypt-Tool-Calls: an alias of X-Encrypt-All-Fields (§0) */
     E2EE_H_N
 };
 typedef struct e2ee_span {
@@ -175,7 +176,8 @@ typedef struct e2ee_headers {
 typedef struct e2ee_sel {
     e2ee_format_t format;
     e2ee_algo_t algo;   /* legacy formats (not ACI) */
-    int all_fields;     /* NEAR: X-Encrypt-All-Fields: true (any case) */
+    int all_fields;     /* NEAR: X-Encrypt-All-Fields: true (any case), or its alias
+                         * X-Encrypt-Tool-Calls: true or 1 (§0) */
     int model_key_sent; /* X-Model-Pub-Key present: for E2EE_F_V1 Dstack v1 stays possible */
 } e2ee_sel_t;
 

@@ -99,7 +99,11 @@ int e2ee_select(const e2ee_headers_t *h, e2ee_sel_t *out)
         return E2EE_ERR_SIGNING_ALGO;
     if (!HAS(h, E2EE_H_CLIENT_PUB_KEY))
         return E2EE_ERR_HEADER_MISSING;
-    out->all_fields = span_ieq(trim(h->v[E2EE_H_ALL_FIELDS]), "true");
+    /* NEAR's all-fields switch; one NEAR version names it X-Encrypt-Tool-Calls and takes
+     * `1` or `true` (formats document §0, §12): either turns it on. */
+    e2ee_span_t tc = trim(h->v[E2EE_H_TOOL_CALLS]);
+    out->all_fields = span_ieq(trim(h->v[E2EE_H_ALL_FIELDS]), "true") ||
+                      (HAS(h, E2EE_H_TOOL_CALLS) && (span_ieq(tc, "true") || span_eq(tc, "1")));
     e2ee_span_t ver = trim(h->v[E2EE_H_VERSION]);
     if (HAS(h, E2EE_H_VERSION) && !span_eq(ver, "1") && !span_eq(ver, "2"))
         return E2EE_ERR_VERSION;

@@ -302,7 +302,8 @@ static int cb_header_field_complete(llhttp_t *p)
         [H_E2EE + HTTP_E2EE_NONCE] = "x-e2ee-nonce",
         [H_E2EE + HTTP_E2EE_TIMESTAMP] = "x-e2ee-timestamp",
         [H_E2EE + HTTP_E2EE_ENCRYPTION_VERSION] = "x-encryption-version",
-        [H_E2EE + HTTP_E2EE_ALL_FIELDS] = "x-encrypt-all-fields"};
+        [H_E2EE + HTTP_E2EE_ALL_FIELDS] = "x-encrypt-all-fields",
+        [H_E2EE + HTTP_E2EE_TOOL_CALLS] = "x-encrypt-tool-calls"};
     conn_t *c = p->data;
     if (c->state != C_HEAD)
         return 0;

@@ -53,6 +53,7 @@ enum http_e2ee_hdr {
     HTTP_E2EE_TIMESTAMP,          /* X-E2EE-Timestamp */
     HTTP_E2EE_ENCRYPTION_VERSION, /* X-Encryption-Version */
     HTTP_E2EE_ALL_FIELDS,         /* X-Encrypt-All-Fields */
+    HTTP_E2EE_TOOL_CALLS,         /* X-Encrypt-Tool-Calls (one NEAR version's all-fields name) */
     HTTP_E2EE_N
 };
 

@@ -118,6 +118,12 @@ static const config_setting_t SETTINGS[] = {
      "Redis database, SELECTed on connect"},
     {"--redis-timeout-ms", "REDIS_TIMEOUT_MS", CFG_UINT, FIELD(redis_timeout_ms), 0, 1, 60000, NULL,
      0, "100", NULL, "Redis connect and reply timeout in ms; then memory for 10 s"},
+    {"--e2ee-replay-window", "E2EE_REPLAY_WINDOW", CFG_UINT, FIELD(e2ee_replay_window), 0, 30,
+     3600, NULL, 0, "300", NULL,
+     "seconds an E2EE v2 timestamp may be from now (Dstack v2, ACI v2); replay claims are kept twice as long"},
+    {"--aci-keyset-ttl", "ACI_KEYSET_TTL", CFG_UINT, FIELD(aci_keyset_ttl), 0, 600, 86400 * 366,
+     NULL, 0, "2592000", NULL,
+     "seconds an ACI keyset is valid (not_after = issue + this); renewed, same keys, at half-life"},
 };
 #define NSETTINGS (sizeof SETTINGS / sizeof SETTINGS[0])
 

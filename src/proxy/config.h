@@ -73,6 +73,8 @@ typedef struct config {
     char redis_password[256];                    /* "" = no AUTH */
     int redis_db;
     unsigned redis_timeout_ms;                   /* connect and reply time */
+    unsigned e2ee_replay_window;                 /* seconds either side of now (E2EE v2) */
+    unsigned aci_keyset_ttl;                     /* seconds an ACI keyset is valid */
 } config_t;
 
 /* How a setting's text becomes its field. */

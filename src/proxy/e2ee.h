@@ -57,13 +57,31 @@ int e2ee_route_of(strv_t path);
 int e2ee_request(const app_t *app, const http_req_t *req, strv_t body, buf_t *out,
                  e2ee_sess_t **sess, app_error_t *err, char msg[E2EE_MSG_MAX]);
 /* The key under which a request accepted by e2ee_request must also be claimed in Redis
- * (SET NX EX E2EE_REPLAY_TTL_S) before it is forwarded: "{MODEL_NAME}:e2ee-replay:<format>:
+ * (SET NX EX e2ee_replay_ttl()) before it is forwarded: "{MODEL_NAME}:e2ee-replay:<format>:
  * <sha256 hex of the claim tuple>". NULL when the format has no replay protection. */
 const char *e2ee_replay_key(const e2ee_sess_t *s, size_t *n);
-/* How long a claim is kept: two timestamp windows (see replay_init in e2ee_req.c). */
-#define E2EE_REPLAY_TTL_S 600u
+/* The replay window (E2EE_REPLAY_WINDOW: seconds an X-E2EE-Timestamp may be from now; Dstack
+ * v2 and ACI v2). Set once at start-up, before any worker runs (default
+ * E2EE_REPLAY_WINDOW_DEFAULT, what unit-test apps get). */
+#define E2EE_REPLAY_WINDOW_DEFAULT 300u
+void e2ee_replay_configure(unsigned window_s);
+unsigned e2ee_replay_window(void);
+/* How long a claim is kept, in memory and in Redis: two windows (see replay_init). */
+unsigned e2ee_replay_ttl(void);
 /* The answer for an E2EE request on a route where e2ee_route_of is -1. */
 app_error_t e2ee_route_refusal(const http_req_t *req);
+/* Whether a request speaks ACI E2EE v2 (formats document §1.2 rule 2: an E2EE header other
+ * than NEAR's own switches, without X-Signing-Algo), valid or not: its every answer carries
+ * ACI's in-band hints (aci.md §7, formats document §9). */
+int e2ee_req_is_aci(const http_req_t *req);
+/* ACI's in-band hints, "X-ACI-Version: aci/1\r\nX-ACI-Keyset-Digest: sha256:<hex>\r\n" for
+ * the keyset in force (renewed when due), into out (cap >= E2EE_ACI_HINTS_MAX); "" when the
+ * app has no ACI keys. */
+#define E2EE_ACI_HINTS_MAX 128
+void e2ee_aci_hints(const app_t *app, char *out, size_t cap);
+/* The ACI hint lines of an accepted ACI session ("" for other formats): for an answer that is
+ * not encrypted (the engine's error, passed on as it is). */
+const char *e2ee_sess_hints(const e2ee_sess_t *s);
 
 /* The response headers the format adds ("Name: value\r\n" lines). */
 const char *e2ee_resp_headers(const e2ee_sess_t *s);

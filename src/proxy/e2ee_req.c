@@ -18,9 +18,7 @@
 #include "sign/signer.h"
 #include "store/store.h"
 
-#define REPLAY_WINDOW 300 /* seconds either side of now (Dstack: E2EE_REPLAY_WINDOW_SECONDS) */
 #define REPLAY_CAPACITY 200000u /* claims held; see docs/API.md */
-_Static_assert(E2EE_REPLAY_TTL_S == 2 * REPLAY_WINDOW, "the Redis claim lives as long as the memory one");
 #define JSON_DEPTH 64
 
 /* ---- json-c helpers shared with the response side ---- */
@@ -293,13 +291,25 @@ void e2ee_wipe_buf(buf_t *b)
 
 static pthread_once_t g_replay_once = PTHREAD_ONCE_INIT;
 static store_t *g_replay;
+/* E2EE_REPLAY_WINDOW (Dstack: E2EE_REPLAY_WINDOW_SECONDS): written once before the workers
+ * start (e2ee_replay_configure), read-only after. */
+static unsigned g_window = E2EE_REPLAY_WINDOW_DEFAULT;
+
+void e2ee_replay_configure(unsigned window_s)
+{
+    if (window_s)
+        g_window = window_s;
+}
+
+unsigned e2ee_replay_window(void) { return g_window; }
+unsigned e2ee_replay_ttl(void) { return 2 * g_window; }
 
 static void replay_init(void)
 {
     /* A claim must outlive every time at which its timestamp is still accepted: up to two
      * windows after the claim (a timestamp `window` in the future stays valid until
      * ts + window). The Dstack fork keeps it one window. */
-    g_replay = store_new(REPLAY_CAPACITY, 2 * REPLAY_WINDOW);
+    g_replay = store_new(REPLAY_CAPACITY, e2ee_replay_ttl());
 }
 
 /* 0 claimed, 1 already claimed, -1 cannot record. */
@@ -391,15 +401,41 @@ static app_error_t err_of(int e2ee_err)
     }
 }
 
+/* NEAR's own headers, which alone select no format (§1.1). */
+#define NEAR_SWITCHES                                                                          \
+    ((1u << HTTP_E2EE_ENCRYPTION_VERSION) | (1u << HTTP_E2EE_ALL_FIELDS) |                     \
+     (1u << HTTP_E2EE_TOOL_CALLS))
+_Static_assert((int)E2EE_H_TOOL_CALLS == (int)HTTP_E2EE_TOOL_CALLS && (int)E2EE_H_N == (int)HTTP_E2EE_N,
+               "e2ee/e2ee.h and http/server.h list the headers in one order");
+
+int e2ee_req_is_aci(const http_req_t *req)
+{
+    return !(req->e2ee_present & (1u << HTTP_E2EE_SIGNING_ALGO)) &&
+           (req->e2ee_present & ~NEAR_SWITCHES);
+}
+
 app_error_t e2ee_route_refusal(const http_req_t *req)
 {
     /* Without X-Signing-Algo it can only be ACI E2EE v2 (formats document §1.2), which
      * defines no fields there: e2ee_unsupported_endpoint (§7.3). */
-    return req->e2ee_present & (1u << HTTP_E2EE_SIGNING_ALGO) ||
-                   !(req->e2ee_present &
-                     ~((1u << HTTP_E2EE_ENCRYPTION_VERSION) | (1u << HTTP_E2EE_ALL_FIELDS)))
-               ? APP_E_E2EE_NOT_SUPPORTED
-               : APP_E_E2EE_UNSUPPORTED_ENDPOINT;
+    return e2ee_req_is_aci(req) ? APP_E_E2EE_UNSUPPORTED_ENDPOINT : APP_E_E2EE_NOT_SUPPORTED;
+}
+
+void e2ee_aci_hints(const app_t *app, char *out, size_t cap)
+{
+    char dg[ACI_DIGEST_LEN + 1];
+    if (cap)
+        out[0] = '\0';
+    if (!app->aci)
+        return;
+    aci_keys_current(app->aci, (int64_t)clock_wall_s(), dg, NULL, NULL);
+    snprintf(out, cap, "X-ACI-Version: aci/1\r\nX-ACI-Keyset-Digest: %s\r\n", dg);
+}
+
+const char *e2ee_sess_hints(const e2ee_sess_t *s)
+{
+    const char *h = s && s->format == E2EE_F_ACI_V2 ? strstr(s->hdrs, "X-ACI-Version:") : NULL;
+    return h ? h : "";
 }
 
 int e2ee_route_of(strv_t path)
@@ -969,8 +1005,7 @@ static const char *aci_msg(int rc)
                "X-E2EE-Timestamp";
     case E2EE_ERR_VERSION: return "X-E2EE-Version must be 2";
     case E2EE_ERR_NONCE: return "X-E2EE-Nonce must be exactly 64 hex characters";
-    case E2EE_ERR_TIMESTAMP:
-        return "X-E2EE-Timestamp must be Unix seconds within 300 seconds of the server's time";
+    case E2EE_ERR_TIMESTAMP: return "X-E2EE-Timestamp must be Unix seconds within the replay window";
     case E2EE_ERR_MODEL_KEY_MISMATCH:
         return "X-Model-Pub-Key is not one of this service's attested E2EE v2 keys "
                "(GET /v1/aci/attestation)";
@@ -984,7 +1019,12 @@ static int aci_fail(int rc, app_error_t *err, char msg[E2EE_MSG_MAX], e2ee_sess_
 {
     *err = err_of(rc);
     const char *m = aci_msg(rc);
-    if (m)
+    if (rc == E2EE_ERR_TIMESTAMP)
+        snprintf(msg, E2EE_MSG_MAX,
+                 "X-E2EE-Timestamp must be Unix seconds within %u seconds of the server's time; "
+                 "the request was not forwarded",
+                 g_window);
+    else if (m)
         set_msg(msg, m);
     e2ee_sess_free(s);
     return -1;
@@ -1069,7 +1109,7 @@ static int aci_request(const app_t *app, const http_req_t *req, int route, int s
     memcpy(s->nonce, nv.p, nv.n);
     s->nonce_n = nv.n;
     rc = e2ee_parse_timestamp(E2EE_F_ACI_V2, tv.p ? tv.p : "", tv.n, (int64_t)clock_wall_s(),
-                              REPLAY_WINDOW, &s->ts);
+                              (int64_t)g_window, &s->ts);
     if (rc != E2EE_OK)
         return aci_fail(rc, err, msg, s);
     static const e2ee_cipher_t suites[] = {E2EE_C_ACI_X25519, E2EE_C_ACI_SECP256K1};
@@ -1147,10 +1187,11 @@ static int aci_request(const app_t *app, const http_req_t *req, int route, int s
         e2ee_sess_free(s);
         return -1;
     }
+    char hints[E2EE_ACI_HINTS_MAX];
+    e2ee_aci_hints(app, hints, sizeof hints);
     snprintf(s->hdrs, sizeof s->hdrs,
-             "X-E2EE-Applied: true\r\nX-E2EE-Version: 2\r\nX-E2EE-Algo: %s\r\n"
-             "X-ACI-Version: aci/1\r\nX-ACI-Keyset-Digest: %s\r\n",
-             e2ee_aci_suite_name(s->cipher), aci_keys_digest(app->aci));
+             "X-E2EE-Applied: true\r\nX-E2EE-Version: 2\r\nX-E2EE-Algo: %s\r\n%s",
+             e2ee_aci_suite_name(s->cipher), hints);
     LOG_DEBUG("e2ee: ACI v2 %s request decrypted (%zu fields)", e2ee_aci_suite_name(s->cipher),
               d.opened);
     *sess = s;
@@ -1179,7 +1220,7 @@ int e2ee_request(const app_t *app, const http_req_t *req, strv_t body, buf_t *ou
     }
     int rc = e2ee_select(&h, &sel);
     if (!(h.present & (1u << E2EE_H_SIGNING_ALGO))) {
-        if (!(h.present & ~((1u << E2EE_H_ENCRYPTION_VERSION) | (1u << E2EE_H_ALL_FIELDS)))) {
+        if (!(h.present & ~NEAR_SWITCHES)) {
             /* Only NEAR's own headers: NEAR needs X-Signing-Algo and X-Client-Pub-Key. The
              * NEAR server would answer in plaintext; a client that sent them asked for
              * encryption, so it is refused (fail closed). */
@@ -1212,7 +1253,8 @@ int e2ee_request(const app_t *app, const http_req_t *req, strv_t body, buf_t *ou
      * bytes in both, ed25519 is told apart by trial decryption. */
     int near_certain = s->format == E2EE_F_NEAR_V2 || route != E2EE_ROUTE_CHAT ||
                        (s->format == E2EE_F_V1 &&
-                        (!sel.model_key_sent || (h.present & (1u << E2EE_H_ALL_FIELDS))));
+                        (!sel.model_key_sent || (h.present & ((1u << E2EE_H_ALL_FIELDS) |
+                                                              (1u << E2EE_H_TOOL_CALLS)))));
     const signer_t *sg = app->signer;
     const char *model = app->cfg->model_name;
     /* Order (§5.3): headers (client key, nonce, timestamp), model key, decrypt, replay claim.
@@ -1226,7 +1268,7 @@ int e2ee_request(const app_t *app, const http_req_t *req, strv_t body, buf_t *ou
             memcpy(s->nonce, nv.p, nv.n);
             s->nonce_n = nv.n;
             rc = e2ee_parse_timestamp(E2EE_F_DSTACK_V2, tv.p, tv.n, (int64_t)clock_wall_s(),
-                                      REPLAY_WINDOW, &s->ts);
+                                      (int64_t)g_window, &s->ts);
         }
     }
     if (rc == E2EE_OK && sel.model_key_sent) {

@@ -311,9 +311,10 @@ static void relay_on_head(void *ud, int status, strv_t ctype, int64_t cl)
         return;
     }
     r->flags |= RF_HEAD_SENT;
-    char extra[sizeof SSE_HEADERS + sizeof RID_HEADER + RID_MAX + 2];
-    snprintf(extra, sizeof extra, "%s" RID_HEADER "%s\r\n", (r->flags & RF_SSE) ? SSE_HEADERS : "",
-             r->rid);
+    /* An ACI request's answer carries ACI's hints even when it is the engine's error. */
+    char extra[sizeof SSE_HEADERS + E2EE_HDRS_MAX + sizeof RID_HEADER + RID_MAX + 2];
+    snprintf(extra, sizeof extra, "%s%s" RID_HEADER "%s\r\n",
+             (r->flags & RF_SSE) ? SSE_HEADERS : "", e2ee_sess_hints(r->e2ee), r->rid);
     conn_start_response(r->c, status, n ? ct : NULL, extra, r->up_cl);
     cb_leave(r);
 }

@@ -8,6 +8,7 @@
 #include "core/buf.h"
 #include "core/clock.h"
 #include "core/log.h"
+#include "proxy/e2ee.h"
 
 #define LOG_PATH_MAX 200 /* bytes of the path in a log line */
 
@@ -19,7 +20,18 @@ static const app_error_info_t ERRORS[APP_E_N] = {
 
 const app_error_info_t *app_error_info(app_error_t e) { return &ERRORS[e]; }
 
-void respond_error_unlogged(conn_t *c, app_error_t e, const char *message)
+/* ACI's in-band hints (formats document §9: "every response, errors included") on every answer
+ * to an ACI v2 request and to GET /v1/aci/attestation; nothing for anyone else. */
+static void aci_hints(app_worker_t *aw, const http_req_t *req, char out[E2EE_ACI_HINTS_MAX])
+{
+    out[0] = '\0';
+    static const char aci_path[] = "/v1/aci/attestation";
+    if (e2ee_req_is_aci(req) || (req->path.n == sizeof aci_path - 1 && req->path.p &&
+                                 memcmp(req->path.p, aci_path, sizeof aci_path - 1) == 0))
+        e2ee_aci_hints(aw->app, out, E2EE_ACI_HINTS_MAX);
+}
+
+static void error_answer(conn_t *c, app_error_t e, const char *message, const char *hints)
 {
     const app_error_info_t *x = app_error_info(e);
     if (!message)
@@ -35,12 +47,19 @@ void respond_error_unlogged(conn_t *c, app_error_t e, const char *message)
     else
         buf_puts(&b, "null");
     buf_puts(&b, "}}");
-    const char *extra = x->status == 401 ? "WWW-Authenticate: Bearer\r\n" : NULL;
+    char extra[sizeof "WWW-Authenticate: Bearer\r\n" + E2EE_ACI_HINTS_MAX];
+    snprintf(extra, sizeof extra, "%s%s", x->status == 401 ? "WWW-Authenticate: Bearer\r\n" : "",
+             hints);
     if (b.len) /* a buffer that could not grow answers with an empty body, never a wrong one */
-        conn_respond(c, x->status, "application/json", extra, b.data, b.len);
+        conn_respond(c, x->status, "application/json", extra[0] ? extra : NULL, b.data, b.len);
     else
-        conn_respond(c, x->status, "application/json", extra, "", 0);
+        conn_respond(c, x->status, "application/json", extra[0] ? extra : NULL, "", 0);
     buf_free(&b);
+}
+
+void respond_error_unlogged(conn_t *c, app_error_t e, const char *message)
+{
+    error_answer(c, e, message, "");
 }
 
 void respond_log(app_worker_t *aw, const http_req_t *req, int route, int status, int upstream_status,
@@ -72,13 +91,17 @@ void respond_log(app_worker_t *aw, const http_req_t *req, int route, int status,
 void respond_json(app_worker_t *aw, conn_t *c, http_req_t *req, int route, int status,
                   const char *json, size_t len)
 {
-    respond_log(aw, req, route, status, 0, len, NULL); /* before: responding resets req */
-    conn_respond(c, status, "application/json", NULL, json, len);
+    char hints[E2EE_ACI_HINTS_MAX];
+    aci_hints(aw, req, hints); /* before: responding resets req */
+    respond_log(aw, req, route, status, 0, len, NULL);
+    conn_respond(c, status, "application/json", hints[0] ? hints : NULL, json, len);
 }
 
 void respond_error(app_worker_t *aw, conn_t *c, http_req_t *req, int route, app_error_t e,
                    const char *message)
 {
+    char hints[E2EE_ACI_HINTS_MAX];
+    aci_hints(aw, req, hints); /* before: responding resets req */
     respond_log(aw, req, route, app_error_info(e)->status, 0, 0, NULL);
-    respond_error_unlogged(c, e, message);
+    error_answer(c, e, message, hints);
 }

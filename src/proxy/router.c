@@ -227,7 +227,7 @@ static int e2ee_rewrite(app_worker_t *aw, conn_t *c, http_req_t *req, int route,
         return 0; /* the memory claim stands */
     *j = (replay_job_t){{&REPLAY_JOB_OPS}, aw, c, req, *rr};
     conn_set_owner(c, &j->owner);
-    if (rstore_claim(aw->redis, key, kn, E2EE_REPLAY_TTL_S, on_replay_claim, j) == 0) {
+    if (rstore_claim(aw->redis, key, kn, e2ee_replay_ttl(), on_replay_claim, j) == 0) {
         rr->own_body = (buf_t)BUF_INIT;
         rr->e2ee = NULL;
         return 1;

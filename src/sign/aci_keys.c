@@ -1,6 +1,7 @@
 /* ACI E2EE v2 key holder (sign/aci_keys.h). */
 #include "sign/aci_keys.h"
 
+#include <pthread.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,8 +22,13 @@ struct aci_keys {
     struct aci_secrets *sec; /* sodium_malloc'd, read-only after creation */
     uint8_t x_pub[E2EE_X25519_LEN];
     uint8_t secp_pub[E2EE_SECP_PUB_LEN];
+    uint8_t spki[32];
+    int has_spki;
+    char *e2ee; /* immutable after creation */
+    int64_t lifetime; /* 0: not_after fixed; else renewed at half-life (aci_keys_current) */
+    pthread_mutex_t lock; /* guards the three below */
+    int64_t not_after;
     char *keyset;
-    char *e2ee;
     char digest[ACI_DIGEST_LEN + 1];
 };
 
@@ -47,9 +53,9 @@ static int put_entry(buf_t *b, const char *algo, const char *short_name, const u
                       algo, short_name, h, hex);
 }
 
-static int build_keyset(aci_keys_t *k, const uint8_t *tls_spki, int64_t not_after)
+static int build_e2ee(aci_keys_t *k)
 {
-    buf_t e = BUF_INIT, ks = BUF_INIT;
+    buf_t e = BUF_INIT;
     /* JCS: array order is kept; member names sorted (algo < key_id < public_key). */
     int rc = buf_puts(&e, "[") ||
              put_entry(&e, e2ee_aci_suite_name(E2EE_C_ACI_X25519), "x25519", k->x_pub,
@@ -58,28 +64,39 @@ static int build_keyset(aci_keys_t *k, const uint8_t *tls_spki, int64_t not_afte
              put_entry(&e, e2ee_aci_suite_name(E2EE_C_ACI_SECP256K1), "secp256k1", k->secp_pub,
                        sizeof k->secp_pub) ||
              buf_puts(&e, "]");
-    if (!rc)
-        rc = buf_puts(&ks, "{\"e2ee_public_keys\":") || buf_append(&ks, e.data, e.len) ||
+    if (rc) {
+        buf_free(&e);
+        return -1;
+    }
+    k->e2ee = e.data; /* buf_t data is NUL-terminated, heap-owned */
+    return 0;
+}
+
+/* The keyset's JCS text for not_after, and its digest (caller holds the lock or owns k). */
+static int build_keyset(aci_keys_t *k, int64_t not_after)
+{
+    buf_t ks = BUF_INIT;
+    int rc = buf_puts(&ks, "{\"e2ee_public_keys\":") || buf_puts(&ks, k->e2ee) ||
              buf_printf(&ks, ",\"not_after\":%lld,\"receipt_signing_keys\":[],\"subject\":null,"
                              "\"tls_public_keys\":[",
                         (long long)not_after);
-    if (!rc && tls_spki) {
+    if (!rc && k->has_spki) {
         char sh[65];
-        hex_encode(sh, tls_spki, 32);
+        hex_encode(sh, k->spki, 32);
         rc = buf_printf(&ks, "{\"spki_sha256\":\"%s\"}", sh);
     }
     if (!rc)
         rc = buf_puts(&ks, "]}");
     if (rc) {
-        buf_free(&e);
         buf_free(&ks);
         return -1;
     }
     char h[SHA256_HEX_LEN + 1];
     sha256_hex(ks.data, ks.len, h);
     snprintf(k->digest, sizeof k->digest, "sha256:%s", h);
-    k->keyset = ks.data; /* buf_t data is NUL-terminated, heap-owned */
-    k->e2ee = e.data;
+    free(k->keyset);
+    k->keyset = ks.data;
+    k->not_after = not_after;
     return 0;
 }
 
@@ -99,9 +116,15 @@ aci_keys_t *aci_keys_from_secrets(const uint8_t x25519_sk[32], const uint8_t sec
     memcpy(sec->x25519_sk, x25519_sk, 32);
     memcpy(sec->secp_sk, secp_sk, 32);
     k->sec = sec;
+    pthread_mutex_init(&k->lock, NULL);
+    if (tls_spki) {
+        memcpy(k->spki, tls_spki, 32);
+        k->has_spki = 1;
+    }
     if (e2ee_x25519_public(k->x_pub, sec->x25519_sk) != E2EE_OK ||
         e2ee_secp_public(k->secp_pub, sec->secp_sk) != E2EE_OK ||
-        sodium_mprotect_readonly(sec) != 0 || build_keyset(k, tls_spki, not_after) != 0) {
+        sodium_mprotect_readonly(sec) != 0 || build_e2ee(k) != 0 ||
+        build_keyset(k, not_after) != 0) {
         aci_keys_free(k);
         return NULL;
     }
@@ -133,11 +156,36 @@ void aci_keys_free(aci_keys_t *k)
     secrets_free(k->sec);
     free(k->keyset);
     free(k->e2ee);
+    pthread_mutex_destroy(&k->lock);
     free(k);
 }
 
-const char *aci_keys_keyset_json(const aci_keys_t *k) { return k->keyset; }
-const char *aci_keys_digest(const aci_keys_t *k) { return k->digest; }
+void aci_keys_set_lifetime(aci_keys_t *k, int64_t lifetime_s)
+{
+    k->lifetime = lifetime_s > 0 ? lifetime_s : 0;
+}
+
+int aci_keys_current(aci_keys_t *k, int64_t now, char digest[ACI_DIGEST_LEN + 1], buf_t *keyset,
+                     int64_t *not_after)
+{
+    pthread_mutex_lock(&k->lock);
+    int rc = 0;
+    /* Renewed at half-life: a served keyset always has at least half its lifetime left, so a
+     * digest a client verified stays unexpired for that long after it is last served. The
+     * keys are the same; only not_after, and so the digest, change (spec/aci.md §3.1). */
+    if (k->lifetime && now >= k->not_after - k->lifetime / 2 &&
+        build_keyset(k, now + k->lifetime) != 0)
+        rc = -1; /* out of memory: the old keyset stays */
+    if (digest)
+        memcpy(digest, k->digest, sizeof k->digest);
+    if (keyset && buf_puts(keyset, k->keyset) != 0)
+        rc = -1;
+    if (not_after)
+        *not_after = k->not_after;
+    pthread_mutex_unlock(&k->lock);
+    return rc;
+}
+
 const char *aci_keys_e2ee_json(const aci_keys_t *k) { return k->e2ee; }
 
 const uint8_t *aci_keys_public(const aci_keys_t *k, int cipher, size_t *n)

@@ -7,12 +7,24 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "core/hex.h"
 #include "core/sha.h"
 #include "verify/verify.h"
 
 #define VHTTP_MAX_BODY (64u << 20)
+
+/* Response header lines, kept whole ("Name: value\r\n"); a redirect's or a 100's are kept
+ * too, and vhttp_header reads the last block. */
+static size_t on_header(char *p, size_t sz, size_t nm, void *ud)
+{
+    buf_t *b = ud;
+    size_t n = sz * nm;
+    if (b->len + n > (1u << 20) || buf_append(b, p, n) != 0)
+        return 0;
+    return n;
+}
 
 static size_t on_body(char *p, size_t sz, size_t nm, void *ud)
 {
@@ -90,6 +102,8 @@ int vhttp_request_h(const char *method, const char *url, const char *token, cons
     curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &r->body);
+    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(c, CURLOPT_HEADERDATA, &r->headers);
     curl_easy_setopt(c, CURLOPT_CERTINFO, 1L);
     /* Keep the body bytes as sent: no Accept-Encoding, so nothing is decompressed. */
     if (strcmp(method, "POST") == 0) {
@@ -115,6 +129,42 @@ int vhttp_request_h(const char *method, const char *url, const char *token, cons
 void vhttp_resp_free(vhttp_resp_t *r)
 {
     buf_free(&r->body);
+    buf_free(&r->headers);
+}
+
+int vhttp_header(const vhttp_resp_t *r, const char *name, char *out, size_t cap)
+{
+    size_t nl = strlen(name);
+    const char *p = r->headers.data ? r->headers.data : "", *end = p + r->headers.len;
+    int found = 0;
+    if (cap)
+        out[0] = 0;
+    while (p < end) {
+        const char *eol = memchr(p, '\n', (size_t)(end - p));
+        size_t ln = eol ? (size_t)(eol - p) : (size_t)(end - p);
+        if (ln && p[ln - 1] == '\r')
+            ln--;
+        if (ln >= 5 && strncmp(p, "HTTP/", 5) == 0) { /* a new block: forget the last one's */
+            found = 0;
+            if (cap)
+                out[0] = 0;
+        }
+        else if (ln > nl && p[nl] == ':' && strncasecmp(p, name, nl) == 0) {
+            const char *v = p + nl + 1, *ve = p + ln;
+            while (v < ve && (*v == ' ' || *v == '\t'))
+                v++;
+            while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
+                ve--;
+            if (cap) {
+                size_t vn = (size_t)(ve - v) < cap - 1 ? (size_t)(ve - v) : cap - 1;
+                memcpy(out, v, vn);
+                out[vn] = 0;
+            }
+            found = 1;
+        }
+        p += eol ? (size_t)(eol - p) + 1 : (size_t)(end - p);
+    }
+    return found;
 }
 
 char *vx_url_join(const char *base, const char *path, const char *query)

@@ -270,9 +270,13 @@ static void help(const char *cmd)
                "  --max-tokens N\n"
                "  --e2ee FORMAT             end-to-end encrypt the round trip: dstack-v1, dstack-v2,\n"
                "                            near-v1 or near-v2, to the attested key of\n"
-               "                            --signing-algo ecdsa|ed25519 (default ecdsa); checks that\n"
-               "                            the answer decrypts and no plaintext crossed the wire\n"
-               "  --signing-algo ecdsa|ed25519  with --e2ee: the key to encrypt to\n"
+               "                            --signing-algo ecdsa|ed25519 (default ecdsa); or aci-v2,\n"
+               "                            to the key of --e2ee-suite in the keyset of\n"
+               "                            /v1/aci/attestation (checked first: digest, quote, nonce);\n"
+               "                            checks that the answer decrypts and no plaintext crossed\n"
+               "                            the wire\n"
+               "  --e2ee-suite x25519|secp256k1  with --e2ee aci-v2: the suite (default x25519)\n"
+               "  --signing-algo ecdsa|ed25519  with --e2ee (not aci-v2): the key to encrypt to\n"
                "  --signing-address A       with --e2ee: encrypt to this attested key\n"
                "%s%s%s",
                OPT_QUOTE, OPT_GPU, OPT_COMMON);
@@ -311,7 +315,7 @@ enum {
     O_ALLOW_TCB, O_MRTD, O_RTMR0, O_RTMR1, O_RTMR2, O_RTMR3, O_COMPOSE, O_POLICY, O_NO_GPU,
     O_NRAS, O_JWKS, O_NRAS_RESP, O_TOKEN, O_ALGO, O_ADDRESS_PICK, O_NONCE, O_TLS, O_SAVE_REP,
     O_MODEL, O_PROMPT, O_STREAM, O_MAXTOK, O_TEXT, O_SIG, O_ADDRESS, O_REQ, O_RESP, O_RD,
-    O_EVLOG, O_INFO, O_GPU_REPORT, O_GPU_CERTS, O_HELP, O_COLOR, O_E2EE,
+    O_EVLOG, O_INFO, O_GPU_REPORT, O_GPU_CERTS, O_HELP, O_COLOR, O_E2EE, O_E2EE_SUITE,
 };
 
 static const struct option LONGOPTS[] = {
@@ -346,6 +350,7 @@ static const struct option LONGOPTS[] = {
     {"prompt", required_argument, 0, O_PROMPT},
     {"stream", no_argument, 0, O_STREAM},
     {"e2ee", required_argument, 0, O_E2EE},
+    {"e2ee-suite", required_argument, 0, O_E2EE_SUITE},
     {"max-tokens", required_argument, 0, O_MAXTOK},
     {"text", required_argument, 0, O_TEXT},
     {"signature", required_argument, 0, O_SIG},
@@ -426,6 +431,13 @@ static int parse_opts(int argc, char **argv, const char *cmd, vopts_t *o)
             if (bad)
                 return usage_error(cmd, bad);
             o->e2ee = optarg;
+            break;
+        }
+        case O_E2EE_SUITE: {
+            const char *bad = ve2ee_parse_suite(optarg);
+            if (bad)
+                return usage_error(cmd, bad);
+            o->e2ee_suite = optarg;
             break;
         }
         case O_MAXTOK: o->max_tokens = strtol(optarg, NULL, 10); break;
@@ -558,6 +570,11 @@ int main(int argc, char **argv)
         return usage_error(cmd, "chat needs the proxy's URL");
     if (o.e2ee && strcmp(cmd, "chat") != 0)
         return usage_error(cmd, "--e2ee is an option of chat");
+    if (o.e2ee_suite && !ve2ee_is_aci(o.e2ee))
+        return usage_error(cmd, "--e2ee-suite goes with --e2ee aci-v2");
+    if (ve2ee_is_aci(o.e2ee) && strcmp(cmd, "chat") == 0 && o.algo)
+        return usage_error(cmd, "--signing-algo does not apply to --e2ee aci-v2 (its keys are not "
+                                "signing keys): use --e2ee-suite x25519|secp256k1");
     policy_allow_tcb(&o);
 
     vctx_t cx = {CHECKLIST_INIT, 0, ""};

@@ -231,8 +231,13 @@ int cmd_chat(vctx_t *cx, vopts_t *o)
     check_addf(&cx->cl, "chat.request", CHK_PASS, "the chat completion succeeded", "HTTP 200",
                "%s, %zu bytes sent, %zu bytes received, id %s", o->stream ? "stream" : "JSON",
                body.len, r.body.len, chat_id);
-    if (e2)
+    if (e2) {
+        ve2ee_check_headers(cx, e2, &r);
         ve2ee_check_response(cx, e2, &r.body, o->stream);
+    }
+    /* ACI: its E2EE keys are not signing keys; the signing keys are attested by their own
+     * fresh reports below, and one of them must have signed the ciphertext. */
+    int aci_signed = 0;
 
     static const char *const algos[2] = {"ecdsa", "ed25519"};
     for (int i = 0; i < 2; i++) {
@@ -249,7 +254,7 @@ int cmd_chat(vctx_t *cx, vopts_t *o)
         snprintf(id, sizeof id, "chat.%s.signature", algo);
         int sig_ok = check_sig(cx, id, algo, text, strlen(text), json_get_str(s, "signature", NULL),
                                addr);
-        if (e2 && strcmp(algo, ve2ee_algo(e2)) == 0) {
+        if (e2 && ve2ee_algo(e2) && strcmp(algo, ve2ee_algo(e2)) == 0) {
             /* This key's report was checked before encrypting to it: the signer must be it. */
             const char *att = ve2ee_attested_address(e2);
             int same = addr && strcasecmp(addr, att) == 0;
@@ -264,9 +269,13 @@ int cmd_chat(vctx_t *cx, vopts_t *o)
             struct json_object *rep = NULL;
             char spki[HEX_SIZE(32)] = "", prefix[32];
             o->have_nonce = 0;
-            if (vr_fetch_report(&sub, o, o->target, algo, addr, &rep, spki) == 0)
+            int fetched = vr_fetch_report(&sub, o, o->target, algo, addr, &rep, spki) == 0;
+            if (fetched)
                 vr_check_report(&sub, o, rep, addr, spki);
             json_object_put(rep);
+            if (e2 && fetched && text_ok && sig_ok && !sub.error &&
+                check_count(&sub.cl, CHK_FAIL) == 0)
+                aci_signed = 1;
             snprintf(prefix, sizeof prefix, "%s.", algo);
             if (sub.error && !cx->error) {
                 cx->error = 1;
@@ -277,6 +286,12 @@ int cmd_chat(vctx_t *cx, vopts_t *o)
         }
         json_object_put(s);
     }
+    if (e2 && !ve2ee_algo(e2))
+        check_add(&cx->cl, "e2ee.signature", aci_signed ? CHK_PASS : CHK_FAIL,
+                  "a signing key attested by a fresh report signed the ciphertext exchanged "
+                  "(text = sha256(bytes sent):sha256(bytes received))",
+                  "chat.<algo>.text, chat.<algo>.signature and <algo>.* all passed",
+                  aci_signed ? "yes" : "no signing key passed all three");
 out:
     ve2ee_free(e2);
     vhttp_resp_free(&r);

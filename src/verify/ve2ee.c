@@ -10,9 +10,10 @@
  * `chat` then cover those same ciphertext bytes.
  *
  * Formats (a row of FORMATS each): the Dstack fork's v1 and v2 (§5, §6) and NEAR's v1 and v2
- * (§3, §4), with the signing keys (ecdsa: secp256k1, ed25519: its X25519 form). ACI E2EE v2
- * (§7) would be one more row whose key comes from /v1/aci/attestation's keyset instead of
- * signing_public_key, with ACI's AAD; it is refused until the proxy serves it. */
+ * (§3, §4), with the signing keys (ecdsa: secp256k1, ed25519: its X25519 form); ACI E2EE v2
+ * (§7), whose key is not a signing key: it comes from the keyset of /v1/aci/attestation,
+ * checked first by vaci.c (keyset digest bound into the quote with our nonce), in the suite
+ * --e2ee-suite names (x25519 by default), with ACI's JCS AAD both ways. */
 #include <json-c/json.h>
 #include <sodium.h>
 #include <stdio.h>
@@ -24,7 +25,7 @@
 #include "e2ee/e2ee.h"
 #include "verify/verify.h"
 
-enum { FAM_DSTACK, FAM_NEAR };
+enum { FAM_DSTACK, FAM_NEAR, FAM_ACI };
 
 typedef struct vformat {
     const char *name;
@@ -41,6 +42,8 @@ static const vformat_t FORMATS[] = {
      * answers with the cipher the request used (docs/API.md). */
     {"near-v1", FAM_NEAR, 1, E2EE_C_SECP_AESGCM, E2EE_C_NACL_XSALSA},
     {"near-v2", FAM_NEAR, 2, E2EE_C_SECP_AESGCM, E2EE_C_X25519_XCHACHA},
+    /* ACI: the suite (--e2ee-suite), not a signing algorithm, picks the cipher. */
+    {"aci-v2", FAM_ACI, 2, E2EE_C_ACI_SECP256K1, E2EE_C_ACI_X25519},
 };
 #define NFORMATS (sizeof FORMATS / sizeof FORMATS[0])
 
@@ -50,13 +53,14 @@ struct ve2ee {
     const char *algo_name;
     e2ee_cipher_t cipher;
     uint8_t secret[32];              /* ours: secp256k1 scalar or X25519 secret */
-    char client_pub[HEX_SIZE(64)];   /* X-Client-Pub-Key: ecdsa x‖y, or the Ed25519 key */
+    char client_pub[HEX_SIZE(65)];   /* X-Client-Pub-Key: ecdsa x‖y, the Ed25519 key, ACI's key */
     uint8_t server[E2EE_SECP_PUB_LEN];
     size_t server_len;
-    char model_pub[HEX_SIZE(65)];    /* signing_public_key as the report gives it */
+    char model_pub[140];             /* signing_public_key (ACI: the keyset's key) as served */
     char address[160];               /* the attested signing address */
     char model[256];
-    char nonce[HEX_SIZE(16)];        /* Dstack v2 */
+    char nonce[HEX_SIZE(32)];        /* Dstack v2 (32 hex), ACI (64 hex) */
+    char digest[80];                 /* ACI: the keyset digest verified */
     int64_t ts;
     char hdr[8][300];
     const char *hdrp[9];
@@ -75,13 +79,36 @@ const char *ve2ee_parse_format(const char *name)
 {
     if (find_format(name))
         return NULL;
-    if (strcmp(name, "aci-v2") == 0)
-        return "--e2ee aci-v2: ACI E2EE v2 is not served by vllm-proxy yet (dstack-v1, dstack-v2, "
-               "near-v1, near-v2)";
-    return "--e2ee: dstack-v1, dstack-v2, near-v1 or near-v2";
+    return "--e2ee: dstack-v1, dstack-v2, near-v1, near-v2 or aci-v2";
 }
 
-const char *ve2ee_algo(const ve2ee_t *e) { return e->algo_name; }
+int ve2ee_is_aci(const char *format)
+{
+    const vformat_t *f = format ? find_format(format) : NULL;
+    return f && f->family == FAM_ACI;
+}
+
+/* --e2ee-suite: the short names, or the suite names of the keyset (§7.2). */
+static const char *suite_of(const char *name, e2ee_cipher_t *c)
+{
+    if (!name || !strcmp(name, "x25519") || !strcmp(name, e2ee_aci_suite_name(E2EE_C_ACI_X25519))) {
+        *c = E2EE_C_ACI_X25519;
+        return "x25519";
+    }
+    if (!strcmp(name, "secp256k1") || !strcmp(name, e2ee_aci_suite_name(E2EE_C_ACI_SECP256K1))) {
+        *c = E2EE_C_ACI_SECP256K1;
+        return "secp256k1";
+    }
+    return NULL;
+}
+
+const char *ve2ee_parse_suite(const char *name)
+{
+    e2ee_cipher_t c;
+    return suite_of(name, &c) ? NULL : "--e2ee-suite: x25519 or secp256k1";
+}
+
+const char *ve2ee_algo(const ve2ee_t *e) { return e->f->family == FAM_ACI ? NULL : e->algo_name; }
 const char *ve2ee_attested_address(const ve2ee_t *e) { return e->address; }
 
 void ve2ee_free(ve2ee_t *e)
@@ -96,6 +123,19 @@ void ve2ee_free(ve2ee_t *e)
  * Ed25519 key pair whose X25519 form opens the answer (§2.2). */
 static int make_client_key(ve2ee_t *e)
 {
+    if (e->f->family == FAM_ACI) { /* a key of the suite's curve; the header spells it whole */
+        uint8_t pub[E2EE_SECP_PUB_LEN];
+        for (int tries = 0; tries < 8; tries++) {
+            randombytes_buf(e->secret, 32);
+            int rc = e->cipher == E2EE_C_ACI_X25519 ? e2ee_x25519_public(pub, e->secret)
+                                                    : e2ee_secp_public(pub, e->secret);
+            if (rc == E2EE_OK) {
+                hex_encode(e->client_pub, pub, e->cipher == E2EE_C_ACI_X25519 ? 32 : 65);
+                return 0;
+            }
+        }
+        return -1;
+    }
     if (e->algo == E2EE_ALGO_ECDSA) {
         uint8_t pub[E2EE_SECP_PUB_LEN];
         for (int tries = 0; tries < 8; tries++) {
@@ -138,6 +178,60 @@ static int server_key(ve2ee_t *e, const char *hexkey, char *why, size_t whylen)
     return 0;
 }
 
+/* ACI: the keyset of a freshly verified /v1/aci/attestation report (vaci.c, lines "aci.*");
+ * the prompt is sealed only if every one of those lines passed. */
+static ve2ee_t *aci_setup(vctx_t *cx, vopts_t *o, ve2ee_t *e)
+{
+    const char *suite = e2ee_aci_suite_name(e->cipher);
+    vctx_t sub = {CHECKLIST_INIT, 0, ""};
+    va_keyset_t ks;
+    int fetched = va_fetch_keyset(&sub, o, suite, &ks) == 0;
+    size_t failed = check_count(&sub.cl, CHK_FAIL);
+    if (sub.error && !cx->error) {
+        cx->error = 1;
+        snprintf(cx->errmsg, sizeof cx->errmsg, "%s", sub.errmsg);
+    }
+    vx_merge_prefixed(&cx->cl, &sub.cl, "aci.");
+    check_free(&sub.cl);
+    static const char what[] = "the request is encrypted to the attested ACI key (the keyset "
+                               "whose digest the quote just bound to our nonce), with a client "
+                               "key made for it";
+    uint8_t b[E2EE_SECP_PUB_LEN];
+    long n = fetched && ks.public_key[0] ? vx_hex(ks.public_key, b, sizeof b) : -1;
+    int ok = 0;
+    if (!fetched)
+        check_add(&cx->cl, "e2ee.key", CHK_FAIL, what, "a verified ACI report", "no report: nothing sent");
+    else if (failed)
+        check_addf(&cx->cl, "e2ee.key", CHK_FAIL, what, "a verified ACI report",
+                   "the ACI report failed %zu check(s): the prompt was not sent", failed);
+    else if (e->cipher == E2EE_C_ACI_X25519 && n != 32)
+        check_add(&cx->cl, "e2ee.key", CHK_FAIL, what, "64 hex (X25519)", ks.public_key);
+    else if (e->cipher == E2EE_C_ACI_SECP256K1 &&
+             (n < 0 || e2ee_parse_secp_pub(e->server, b, (size_t)n) != E2EE_OK))
+        check_add(&cx->cl, "e2ee.key", CHK_FAIL, what, "a secp256k1 point", ks.public_key);
+    else if (make_client_key(e) != 0)
+        check_add(&cx->cl, "e2ee.key", CHK_FAIL, what, "a client key pair", "key generation failed");
+    else {
+        if (e->cipher == E2EE_C_ACI_X25519) {
+            memcpy(e->server, b, 32);
+            e->server_len = 32;
+        } else {
+            e->server_len = E2EE_SECP_PUB_LEN;
+        }
+        snprintf(e->model_pub, sizeof e->model_pub, "%s", ks.public_key);
+        snprintf(e->digest, sizeof e->digest, "%s", ks.digest);
+        check_addf(&cx->cl, "e2ee.key", CHK_PASS, what, ks.digest,
+                   "aci-v2 %s, key %s %.16s…, keyset %.23s…, client key %.16s…", e->algo_name,
+                   ks.key_id, ks.public_key, ks.digest, e->client_pub);
+        ok = 1;
+    }
+    if (!ok) {
+        ve2ee_free(e);
+        return NULL;
+    }
+    return e;
+}
+
 ve2ee_t *ve2ee_setup(vctx_t *cx, vopts_t *o)
 {
     ve2ee_t *e = calloc(1, sizeof *e);
@@ -147,6 +241,10 @@ ve2ee_t *ve2ee_setup(vctx_t *cx, vopts_t *o)
         return NULL;
     }
     e->f = find_format(o->e2ee);
+    if (e->f->family == FAM_ACI) {
+        e->algo_name = suite_of(o->e2ee_suite, &e->cipher);
+        return aci_setup(cx, o, e);
+    }
     e->algo_name = o->algo ? o->algo : "ecdsa";
     e->algo = strcmp(e->algo_name, "ed25519") == 0 ? E2EE_ALGO_ED25519 : E2EE_ALGO_ECDSA;
     e->cipher = e->algo == E2EE_ALGO_ECDSA ? e->f->ecdsa : e->f->ed25519;
@@ -235,6 +333,18 @@ int ve2ee_build_request(vctx_t *cx, ve2ee_t *e, buf_t *body, const char *model,
             vx_error(cx, "e2ee.request", "the request AAD", "model name too long");
             return -1;
         }
+    } else if (e->f->family == FAM_ACI) {
+        /* §7.4: a fresh 32-byte nonce as 64 hex, Unix seconds; §7.3: the JCS request AAD of
+         * the one field sealed, messages.0.content. */
+        uint8_t nb[32];
+        randombytes_buf(nb, sizeof nb);
+        hex_encode(e->nonce, nb, sizeof nb);
+        e->ts = (int64_t)time(NULL);
+        if (e2ee_aad_aci(aad, sizeof aad, &aad_len, e->cipher, model, strlen(model), NULL, 0,
+                         "messages.0.content", e->nonce, strlen(e->nonce), e->ts) != E2EE_OK) {
+            vx_error(cx, "e2ee.request", "the request AAD", "model name too long or not UTF-8");
+            return -1;
+        }
     }
     char *sealed = malloc(hn + 1);
     e2ee_key_t k;
@@ -261,8 +371,17 @@ int ve2ee_build_request(vctx_t *cx, ve2ee_t *e, buf_t *body, const char *model,
     free(sealed);
 
     size_t h = 0;
-    snprintf(e->hdr[h++], sizeof e->hdr[0], "X-Signing-Algo: %s", e->algo_name);
-    snprintf(e->hdr[h++], sizeof e->hdr[0], "X-Client-Pub-Key: %s", e->client_pub);
+    if (e->f->family == FAM_ACI) {
+        /* §7.1: the five headers, never X-Signing-Algo. */
+        snprintf(e->hdr[h++], sizeof e->hdr[0], "X-E2EE-Version: 2");
+        snprintf(e->hdr[h++], sizeof e->hdr[0], "X-Client-Pub-Key: %s", e->client_pub);
+        snprintf(e->hdr[h++], sizeof e->hdr[0], "X-Model-Pub-Key: %s", e->model_pub);
+        snprintf(e->hdr[h++], sizeof e->hdr[0], "X-E2EE-Nonce: %s", e->nonce);
+        snprintf(e->hdr[h++], sizeof e->hdr[0], "X-E2EE-Timestamp: %lld", (long long)e->ts);
+    } else {
+        snprintf(e->hdr[h++], sizeof e->hdr[0], "X-Signing-Algo: %s", e->algo_name);
+        snprintf(e->hdr[h++], sizeof e->hdr[0], "X-Client-Pub-Key: %s", e->client_pub);
+    }
     if (e->f->family == FAM_DSTACK) {
         snprintf(e->hdr[h++], sizeof e->hdr[0], "X-Model-Pub-Key: %s", e->model_pub);
         if (e->f->version == 2) {
@@ -295,10 +414,11 @@ typedef struct vtally {
     buf_t fields;        /* every decrypted field, NUL-separated, for the wire search */
 } vtally_t;
 
-/* One field (message.content etc.) of an answer object `obj` (the JSON body or an event). */
+/* One field (message.content etc.) of an answer object `obj` (the JSON body or an event).
+ * path: ACI's AAD field path of it (§7.3), e.g. "choices.0.message.content". */
 static void open_field(ve2ee_t *e, struct json_object *obj, struct json_object *holder,
-                       size_t choice, const char *field, const char *where, int is_content,
-                       vtally_t *t)
+                       size_t choice, const char *field, const char *where, const char *path,
+                       int is_content, vtally_t *t)
 {
     struct json_object *v;
     if (!json_object_object_get_ex(holder, field, &v) || json_object_is_type(v, json_type_null))
@@ -322,11 +442,18 @@ static void open_field(ve2ee_t *e, struct json_object *obj, struct json_object *
                                  id ? id : "", id ? strlen(id) : 0, choice, field, e->nonce,
                                  strlen(e->nonce), e->ts) != E2EE_OK)
             aad_len = 0;
+    } else if (e->f->family == FAM_ACI) {
+        /* model: the request's, byte for byte (§7.3); id: the answer's, or "". */
+        const char *id = json_get_str(obj, "id", NULL);
+        if (e2ee_aad_aci(aad, sizeof aad, &aad_len, e->cipher, e->model, strlen(e->model),
+                         id ? id : "", id ? strlen(id) : 0, path, e->nonce, strlen(e->nonce),
+                         e->ts) != E2EE_OK)
+            aad_len = 0;
     }
     size_t cap = n / 2 + 1, pl = 0;
     uint8_t *pt = malloc(cap);
-    int rc = pt ? e2ee_open_hex(e->cipher, 0, e->secret, s, n, (const uint8_t *)aad, aad_len, pt,
-                                cap, &pl)
+    int rc = pt ? e2ee_open_hex(e->cipher, e->f->family == FAM_ACI, e->secret, s, n,
+                                (const uint8_t *)aad, aad_len, pt, cap, &pl)
                 : E2EE_ERR_INTERNAL;
     if (rc != E2EE_OK) {
         if (!t->bad++)
@@ -350,15 +477,28 @@ static void open_object(ve2ee_t *e, struct json_object *obj, const char *part, v
     if (!json_object_object_get_ex(obj, "choices", &ch) || !json_object_is_type(ch, json_type_array))
         return;
     for (size_t i = 0; i < json_object_array_length(ch); i++) {
-        struct json_object *c = json_object_array_get_idx(ch, i), *h;
+        struct json_object *c = json_object_array_get_idx(ch, i), *h, *ix;
         if (!json_object_object_get_ex(c, part, &h) || !json_object_is_type(h, json_type_object))
             continue;
-        char where[64];
+        /* ACI paths use the choice's index member when present, else the position (§7.3). */
+        long long k = (long long)i;
+        if (json_object_object_get_ex(c, "index", &ix) && json_object_is_type(ix, json_type_int))
+            k = (long long)json_object_get_int64(ix);
+        char where[64], path[96];
         snprintf(where, sizeof where, "choices[%zu].%s", i, part);
-        open_field(e, obj, h, i, "content", where, 1, t);
-        open_field(e, obj, h, i, "reasoning_content", where, 0, t);
-        if (e->f->family == FAM_NEAR)
-            open_field(e, obj, h, i, "reasoning", where, 0, t);
+#define PATH(f) (snprintf(path, sizeof path, "choices.%lld.%s.%s", k, part, f), path)
+        open_field(e, obj, h, i, "content", where, PATH("content"), 1, t);
+        open_field(e, obj, h, i, "reasoning_content", where, PATH("reasoning_content"), 0, t);
+        if (e->f->family == FAM_NEAR || e->f->family == FAM_ACI)
+            open_field(e, obj, h, i, "reasoning", where, PATH("reasoning"), 0, t);
+        struct json_object *au;
+        if (e->f->family == FAM_ACI && json_object_object_get_ex(h, "audio", &au) &&
+            json_object_is_type(au, json_type_object)) {
+            char aw[80];
+            snprintf(aw, sizeof aw, "%s.audio", where);
+            open_field(e, obj, au, i, "data", aw, PATH("audio.data"), 0, t);
+        }
+#undef PATH
     }
 }
 
@@ -451,6 +591,30 @@ void ve2ee_check_response(vctx_t *cx, ve2ee_t *e, const buf_t *received, int str
         sodium_memzero(t.fields.data, t.fields.len);
     buf_free(&t.completion);
     buf_free(&t.fields);
+}
+
+void ve2ee_check_headers(vctx_t *cx, const ve2ee_t *e, const vhttp_resp_t *r)
+{
+    if (e->f->family != FAM_ACI)
+        return;
+    /* §7.1 and aci.md §7 call these unauthenticated hints: what they say is checked, but a
+     * missing one is a warning (the decrypted fields are the proof); a keyset digest other
+     * than the one just verified means the keyset changed (re-verify), also a warning. */
+    char ap[16], ver[16], algo[80], av[32], dg[96];
+    int has_ap = vhttp_header(r, "X-E2EE-Applied", ap, sizeof ap);
+    int has_ver = vhttp_header(r, "X-E2EE-Version", ver, sizeof ver);
+    int has_algo = vhttp_header(r, "X-E2EE-Algo", algo, sizeof algo);
+    int has_av = vhttp_header(r, "X-ACI-Version", av, sizeof av);
+    int has_dg = vhttp_header(r, "X-ACI-Keyset-Digest", dg, sizeof dg);
+    const char *suite = e2ee_aci_suite_name(e->cipher);
+    int ok = has_ap && !strcmp(ap, "true") && has_ver && !strcmp(ver, "2") && has_algo &&
+             !strcmp(algo, suite) && has_av && !strcmp(av, "aci/1") && has_dg &&
+             !strcmp(dg, e->digest);
+    check_addf(&cx->cl, "e2ee.response.headers", ok ? CHK_PASS : CHK_WARN,
+               "the answer's hints name ACI v2, our suite and the keyset just verified",
+               e->digest, "X-E2EE-Applied %s, X-E2EE-Version %s, X-E2EE-Algo %s, X-ACI-Version %s, "
+               "X-ACI-Keyset-Digest %s", has_ap ? ap : "absent", has_ver ? ver : "absent",
+               has_algo ? algo : "absent", has_av ? av : "absent", has_dg ? dg : "absent");
 }
 
 void ve2ee_check_signed(vctx_t *cx, const ve2ee_t *e, int text_ok, int sig_ok, int attested_ok)

@@ -43,7 +43,8 @@ typedef struct vopts {
     const char *report_data_hex, *event_log_file, *info_file;
     const char *gpu_report_file, *gpu_certs_file;
     const char *model, *prompt;
-    const char *e2ee;                   /* chat --e2ee FORMAT (dstack-v1, dstack-v2, near-v1, near-v2) */
+    const char *e2ee;                   /* chat --e2ee FORMAT (dstack-v1, dstack-v2, near-v1, near-v2, aci-v2) */
+    const char *e2ee_suite;             /* chat --e2ee aci-v2 --e2ee-suite x25519|secp256k1 */
     int stream;
     long max_tokens;
     const char *text, *signature, *address, *request_file, *response_file;
@@ -80,6 +81,7 @@ int vx_parse_time(const char *s, time_t *out);
 typedef struct vhttp_resp {
     long status;
     buf_t body;             /* the de-chunked body bytes exactly as received */
+    buf_t headers;          /* the response header lines as received */
     char spki_sha256[HEX_SIZE(32)];   /* https only: sha256 of the server leaf's SPKI, else "" */
     char err[256];
 } vhttp_resp_t;
@@ -92,6 +94,9 @@ int vhttp_request_h(const char *method, const char *url, const char *token, cons
                     const char *const *extra, const void *body, size_t n, long timeout_s,
                     vhttp_resp_t *r);
 void vhttp_resp_free(vhttp_resp_t *r);
+/* The last response header block's value of header `name` (any case, trimmed) into out
+ * (truncated to cap - 1). 1 when present, 0 when not. */
+int vhttp_header(const vhttp_resp_t *r, const char *name, char *out, size_t cap);
 /* base (no trailing '/') + path; query appended with '?' or '&'. malloc'd. */
 char *vx_url_join(const char *base, const char *path, const char *query);
 
@@ -132,16 +137,37 @@ int cmd_gpu(vctx_t *cx, vopts_t *o);
 int cmd_chat(vctx_t *cx, vopts_t *o);
 int cmd_signature(vctx_t *cx, vopts_t *o);
 
+/* ---- chat --e2ee aci-v2: the ACI attestation report (vaci.c) ---- */
+typedef struct va_keyset {
+    char digest[80];      /* "sha256:<hex>" computed here from the parsed keyset */
+    char public_key[140]; /* the suite's e2ee_public_keys[].public_key, as served */
+    char key_id[80];
+} va_keyset_t;
+/* GET /v1/aci/attestation?nonce=<fresh> and every check of its keyset and quote (lines
+ * without a prefix: fetch, format, nonce, keyset_digest, keyset.not_after, report_data, mode,
+ * tdx.*, dstack.*, pin.*, tls, keyset.e2ee_key; the caller merges them under "aci."). out
+ * holds the suite's key only if the report named one; whether to use it is the caller's
+ * decision from the FAIL count. 0, or -1 when the report could not be fetched or parsed. */
+int va_fetch_keyset(vctx_t *cx, vopts_t *o, const char *suite, va_keyset_t *out);
+/* RFC 8785 (JCS) of a parsed JSON value (integers only, no other numbers). 0 or -1. */
+int va_jcs(struct json_object *o, buf_t *out);
+
 /* ---- chat --e2ee (ve2ee.c) ---- */
 /* One encrypted round trip's state: the format, our key pair, the attested server key, the
  * Dstack v2 nonce and timestamp, and what the answer decrypted to. Holds secrets: ve2ee_wipe. */
 typedef struct ve2ee ve2ee_t;
 /* Parses --e2ee (and --signing-algo, default ecdsa): NULL, or a usage error message. */
 const char *ve2ee_parse_format(const char *name);
+/* Parses --e2ee-suite (aci-v2 only): x25519 or secp256k1 (or the full suite names). NULL, or
+ * a usage error message. */
+const char *ve2ee_parse_suite(const char *name);
+/* Whether --e2ee names ACI E2EE v2 (its keys are not signing keys). */
+int ve2ee_is_aci(const char *format);
 /* Fetches and checks a fresh report for the format's signing algorithm (lines merged under
  * "<algo>."), takes the server key from the checked entry and makes our key pair (line
  * e2ee.key). NULL when the report did not verify or the key is unusable: nothing is sent. */
 ve2ee_t *ve2ee_setup(vctx_t *cx, vopts_t *o);
+/* The signing algorithm whose key the request was sealed to; NULL for ACI (its own keys). */
 const char *ve2ee_algo(const ve2ee_t *e);
 const char *ve2ee_attested_address(const ve2ee_t *e);
 /* The request body with the prompt sealed (line e2ee.request.plaintext), and the E2EE request
@@ -152,6 +178,9 @@ int ve2ee_build_request(vctx_t *cx, ve2ee_t *e, buf_t *body, const char *model,
 /* Decrypts every encrypted field of the answer (e2ee.response.decrypt) and looks for the
  * plaintext on the wire (e2ee.response.plaintext). */
 void ve2ee_check_response(vctx_t *cx, ve2ee_t *e, const buf_t *received, int stream);
+/* ACI: the response headers (e2ee.response.headers: X-E2EE-*, X-ACI-Version and
+ * X-ACI-Keyset-Digest naming the keyset just verified). A no-op for the other formats. */
+void ve2ee_check_headers(vctx_t *cx, const ve2ee_t *e, const vhttp_resp_t *r);
 /* e2ee.signature: the attested key's signature covers the ciphertext exchanged. */
 void ve2ee_check_signed(vctx_t *cx, const ve2ee_t *e, int text_ok, int sig_ok, int attested_ok);
 void ve2ee_free(ve2ee_t *e);

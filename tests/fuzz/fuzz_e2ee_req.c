@@ -96,7 +96,8 @@ static struct {
 
 static const char *const HNAMES[HTTP_E2EE_N] = {
     "X-Signing-Algo", "X-Client-Pub-Key", "X-Model-Pub-Key", "X-E2EE-Version",
-    "X-E2EE-Nonce",   "X-E2EE-Timestamp", "X-Encryption-Version", "X-Encrypt-All-Fields"};
+    "X-E2EE-Nonce",   "X-E2EE-Timestamp", "X-Encryption-Version", "X-Encrypt-All-Fields",
+    "X-Encrypt-Tool-Calls"};
 
 /* ---- the wipe check: a free hook that looks for the marker in every block released ---- */
 
@@ -487,10 +488,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         v2.ts = sess->ts;
     }
     /* text parts are decrypted for Dstack, and for a v1 request that may be Dstack's (with
-     * X-Model-Pub-Key, without X-Encrypt-All-Fields) */
+     * X-Model-Pub-Key, without X-Encrypt-All-Fields or its alias X-Encrypt-Tool-Calls) */
     int parts = sess->format == E2EE_F_V1 &&
                 (req.e2ee_present & (1u << HTTP_E2EE_MODEL_PUB_KEY)) &&
-                !(req.e2ee_present & (1u << HTTP_E2EE_ALL_FIELDS));
+                !(req.e2ee_present & ((1u << HTTP_E2EE_ALL_FIELDS) | (1u << HTTP_E2EE_TOOL_CALLS)));
     CHECK(sess->route == e2ee_route_of(req.path), "the session's route %d is not the path's",
           sess->route);
     if (sess->route == E2EE_ROUTE_CHAT)

@@ -11,6 +11,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { x25519 } from '@noble/curves/ed25519.js';
+import { secp256k1 } from '@noble/curves/secp256k1.js';
 import { bytesToHex } from '@noble/hashes/utils.js';
 import { startStack, MODEL } from './lib/harness.mjs';
 import { postJson, getPath, jsonOf, sseData, sseJson } from './lib/http.mjs';
@@ -26,6 +27,16 @@ after(async () => { await stopAndCheck(stack); });
 // ---- the client, from the documents (lib/aci-client.mjs) ----
 
 const HEX = /^[0-9a-f]+$/;
+
+// ACI's in-band hints: on every answer to an ACI request, naming the keyset served.
+function expectHints(r, what) {
+  assert.equal(r.headers['x-aci-version'], 'aci/1', `${what}: X-ACI-Version`);
+  assert.match(r.headers['x-aci-keyset-digest'] ?? '', /^sha256:[0-9a-f]{64}$/, `${what}: X-ACI-Keyset-Digest`);
+  if (attested) assert.equal(r.headers['x-aci-keyset-digest'], attested.digest, `${what}: the attested keyset`);
+}
+function expectNoHints(r, what) {
+  for (const h of ['x-aci-version', 'x-aci-keyset-digest']) assert.equal(r.headers[h], undefined, `${what}: no ${h}`);
+}
 
 let attested;
 async function serviceKey(algo) {
@@ -170,6 +181,7 @@ async function refused(headers, body, type, path = '/v1/chat/completions') {
   const r = await postJson(stack.port, path, body, { headers });
   const e = assertOpenAIError(r, 400, { type });
   assert.match(e.message, /not forwarded/);
+  expectHints(r, type);
   assert.equal(await engineRequests(), before, `nothing reached the engine (${type})`);
 }
 
@@ -238,4 +250,91 @@ test('replay: a used (client key, service key, nonce) is refused on every worker
   const ck2 = clientKeys(SECP);
   const r2 = await postJson(stack.port, '/v1/chat/completions', good, { headers: aciHeaders(ck2, serviceHex, v) });
   assert.equal(r2.status, 200, r2.body.toString());
+});
+
+// ---- ACI's in-band hints (formats document §9): every answer to an ACI request, none elsewhere ----
+
+test('X-ACI-Version and X-ACI-Keyset-Digest: on ACI answers of every kind (attestation errors, 401, engine errors), never on anyone else\'s', async () => {
+  const serviceHex = await serviceKey(X25519);
+  const ck = clientKeys(X25519);
+  // the attestation route's own errors
+  const bad = await getPath(stack.port, '/v1/aci/attestation?nonce=zz');
+  assertOpenAIError(bad, 400, { type: 'invalid_request_error' });
+  expectHints(bad, 'attestation 400');
+  const unauth = await getPath(stack.port, '/v1/aci/attestation', { token: 'wrong' });
+  assert.equal(unauth.status, 401);
+  expectHints(unauth, 'attestation 401');
+  // an ACI request with a wrong token
+  const v0 = fresh();
+  const body0 = { model: MODEL, messages: [{ role: 'user', content: seal(X25519, serviceHex, 'hi', reqAad(X25519, MODEL, 'messages.0.content', v0.nonce, v0.ts)) }] };
+  const r401 = await postJson(stack.port, '/v1/chat/completions', body0, { token: 'wrong', headers: aciHeaders(ck, serviceHex, v0) });
+  assert.equal(r401.status, 401);
+  expectHints(r401, 'ACI request 401');
+  // the engine's own error, passed on as it is (not encrypted), keeps the hints
+  const v = fresh();
+  const body = { model: MODEL, mock_fault: '500', messages: [{ role: 'user', content: seal(X25519, serviceHex, 'hi', reqAad(X25519, MODEL, 'messages.0.content', v.nonce, v.ts)) }] };
+  const r = await postJson(stack.port, '/v1/chat/completions', body, { headers: aciHeaders(ck, serviceHex, v) });
+  assert.equal(r.status, 500, r.body.toString());
+  assert.equal(r.headers['x-e2ee-applied'], undefined, 'nothing was encrypted');
+  expectHints(r, 'engine 500');
+  // a bad JSON body is refused before the E2EE checks: still an ACI request
+  const rj = await postJson(stack.port, '/v1/chat/completions', '{"model":', { headers: aciHeaders(ck, serviceHex, fresh()) });
+  assertOpenAIError(rj, 400, { type: 'invalid_request_error' });
+  expectHints(rj, 'invalid JSON');
+
+  // nobody else sees anything new: plain OpenAI answers and errors, the legacy report, the
+  // other formats' refusals, NEAR's own switches alone
+  const plain = await postJson(stack.port, '/v1/chat/completions', { model: MODEL, messages: [{ role: 'user', content: 'hi' }], max_tokens: 2 });
+  assert.equal(plain.status, 200);
+  expectNoHints(plain, 'plain chat');
+  const plainStream = await postJson(stack.port, '/v1/chat/completions', { model: MODEL, stream: true, messages: [{ role: 'user', content: 'hi' }], max_tokens: 2 });
+  assert.equal(plainStream.status, 200);
+  expectNoHints(plainStream, 'plain stream');
+  expectNoHints(await postJson(stack.port, '/v1/chat/completions', '{"model":'), 'plain invalid JSON');
+  expectNoHints(await postJson(stack.port, '/v1/chat/completions', { model: MODEL, mock_fault: '500', messages: [] }), 'plain engine error');
+  expectNoHints(await getPath(stack.port, '/v1/models'), 'models');
+  expectNoHints(await getPath(stack.port, `/v1/attestation/report?nonce=${bytesToHex(randomBytes(32))}`), 'legacy report');
+  expectNoHints(await getPath(stack.port, '/v1/attestation/report', { token: 'wrong' }), 'legacy report 401');
+  const dstack = await postJson(stack.port, '/v1/chat/completions', body0, { headers: { 'X-Signing-Algo': 'ecdsa', 'X-Client-Pub-Key': 'zz' } });
+  assert.equal(dstack.status, 400);
+  expectNoHints(dstack, 'a legacy-format refusal');
+  const near = await postJson(stack.port, '/v1/chat/completions', body0, { headers: { 'X-Encryption-Version': '2' } });
+  assertOpenAIError(near, 400, { type: 'e2ee_header_missing' });
+  expectNoHints(near, 'NEAR switches alone');
+});
+
+// ---- settings: E2EE_REPLAY_WINDOW and ACI_KEYSET_TTL ----
+
+test('E2EE_REPLAY_WINDOW=30 refuses a timestamp 100 s old that the default (300) accepts; ACI_KEYSET_TTL sets not_after', async () => {
+  const short = await startStack({ mock: { args: ['--record-body'] }, proxy: { env: { E2EE_REPLAY_WINDOW: '30', ACI_KEYSET_TTL: '3600' } } });
+  try {
+    const a = await attestation(short.port, bytesToHex(randomBytes(32)));
+    const now = Math.floor(Date.now() / 1000);
+    assert.ok(Math.abs(a.notAfter - (now + 3600)) <= 5, `not_after ${a.notAfter} = start + ACI_KEYSET_TTL`);
+    const dflt = await attestation(stack.port, bytesToHex(randomBytes(32)));
+    assert.ok(dflt.notAfter - now > 29 * 86400 && dflt.notAfter - now <= 30 * 86400, 'the default keyset lives 30 days');
+    for (const [port, keys, window] of [[short.port, a.keys, 30], [stack.port, dflt.keys, 300]]) {
+      const serviceHex = keys.find((k) => k.algo === X25519).public_key;
+      for (const age of [100, 29]) {
+        const ck = clientKeys(X25519);
+        const v = { nonce: bytesToHex(randomBytes(32)), ts: Math.floor(Date.now() / 1000) - age };
+        const body = { model: MODEL, max_tokens: 2, messages: [{ role: 'user', content: seal(X25519, serviceHex, 'hi', reqAad(X25519, MODEL, 'messages.0.content', v.nonce, v.ts)) }] };
+        const r = await postJson(port, '/v1/chat/completions', body, { headers: aciHeaders(ck, serviceHex, v) });
+        if (age > window) {
+          const e = assertOpenAIError(r, 400, { type: 'e2ee_invalid_timestamp' });
+          assert.match(e.message, new RegExp(`within ${window} seconds`));
+        } else {
+          assert.equal(r.status, 200, `window ${window}, ${age} s old: ${r.body}`);
+        }
+      }
+      // Dstack v2 uses the same window
+      const ts = Math.floor(Date.now() / 1000) - 100;
+      const rd = await postJson(port, '/v1/chat/completions', { model: MODEL, messages: [{ role: 'user', content: 'ab'.repeat(60) }] },
+        { headers: { 'X-Signing-Algo': 'ecdsa', 'X-Client-Pub-Key': bytesToHex(secp256k1.getPublicKey(secp256k1.utils.randomSecretKey(), false)),
+          'X-Model-Pub-Key': '04' + '00'.repeat(64), 'X-E2EE-Version': '2', 'X-E2EE-Nonce': bytesToHex(randomBytes(16)), 'X-E2EE-Timestamp': String(ts) } });
+      assertOpenAIError(rd, 400, { type: window < 100 ? 'e2ee_invalid_timestamp' : 'e2ee_model_key_mismatch' });
+    }
+  } finally {
+    await stopAndCheck(short);
+  }
 });

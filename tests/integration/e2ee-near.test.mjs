@@ -213,6 +213,51 @@ test('NEAR X-Encrypt-All-Fields: tools, tool calls and names decrypted (lenientl
   assert.equal(r5.status, 200, r5.body.toString());
 });
 
+test('NEAR X-Encrypt-Tool-Calls (1 or true): an alias of X-Encrypt-All-Fields; tool calls decrypted, another value is not the switch', async () => {
+  for (const [algo, version] of [['ed25519', 2], ['ecdsa', 1]]) {
+    const serverHex = await serverKey(algo);
+    const ck = clientKeys(algo);
+    const s = (t) => seal(algo, version, serverHex, t);
+    const body = {
+      model: MODEL, max_tokens: 4,
+      messages: [
+        { role: 'user', content: s('weather in Paris?') },
+        { role: 'assistant', content: '', tool_calls: [{ id: 'call_1', type: 'function',
+          function: { name: s('get_weather'), arguments: s('{"city":"Paris"}') } }] },
+        { role: 'tool', tool_call_id: 'call_1', content: s('18 C, sunny') },
+      ],
+      tools: [{ type: 'function', function: { name: s('get_weather'), description: s('current weather') } }],
+    };
+    for (const value of ['1', 'true', 'TRUE']) {
+      const r = await postJson(stack.port, '/v1/chat/completions', body,
+        { headers: nearHeaders(ck, serverHex, version, { extra: { 'X-Encrypt-Tool-Calls': value } }) });
+      assert.equal(r.status, 200, r.body.toString());
+      const got = await engineBody();
+      assert.deepEqual(got.messages[1].tool_calls, [{ id: 'call_1', type: 'function', function: { name: 'get_weather', arguments: '{"city":"Paris"}' } }],
+        `${algo} v${version} X-Encrypt-Tool-Calls: ${value}: the tool call's sealed fields were opened`);
+      assert.deepEqual(got.tools, [{ type: 'function', function: { name: 'get_weather', description: 'current weather' } }]);
+      const c = jsonOf(r).choices[0].message.content;
+      assert.match(c, HEX);
+      assert.ok(open(ck, version, c).length > 0);
+    }
+    // `0` is not the switch: the tool call's fields are not NEAR's, they pass as sent (ciphertext
+    // the client chose to send; only message content is sealed without the switch) ...
+    const r0 = await postJson(stack.port, '/v1/chat/completions', { ...body, tool_choice: 'none' },
+      { headers: nearHeaders(ck, serverHex, version, { extra: { 'X-Encrypt-Tool-Calls': '0' } }) });
+    assert.equal(r0.status, 200, r0.body.toString());
+    assert.deepEqual((await engineBody()).messages[1].tool_calls, body.messages[1].tool_calls);
+    // ... and tools without the switch would have their calls answered in clear: refused
+    const r1 = await postJson(stack.port, '/v1/chat/completions', body,
+      { headers: nearHeaders(ck, serverHex, version, { extra: { 'X-Encrypt-Tool-Calls': '0' } }) });
+    assertOpenAIError(r1, 400, { type: 'e2ee_unsupported_field' });
+  }
+  // alone (without X-Signing-Algo and X-Client-Pub-Key) it selects nothing: refused, as NEAR's own headers are
+  const r = await postJson(stack.port, '/v1/chat/completions', { model: MODEL, messages: [{ role: 'user', content: 'hi' }] },
+    { headers: { 'X-Encrypt-Tool-Calls': 'true' } });
+  assertOpenAIError(r, 400, { type: 'e2ee_header_missing' });
+  assert.equal(r.headers['x-aci-version'], undefined, 'not an ACI request');
+});
+
 test('NEAR v1 ed25519: the cipher of the answer is the request\'s (trial decryption, §1.2)', async () => {
   // The same headers, a Dstack v1 AES-GCM field: answered with AES-GCM and Dstack's headers.
   const serverHex = await serverKey('ed25519');

@@ -2,17 +2,21 @@
  * JCS bytes and digest for fixed keys, expected values computed outside this code (Python's
  * json.dumps(sort_keys=True, separators=(',',':')) and hashlib, with the public keys of the
  * formats document §10.1 and §10.2); a field sealed to each suite's key opens only with its
- * AAD; random keys differ. */
+ * AAD; random keys differ; a keyset with a lifetime is re-issued (same keys, new not_after and
+ * digest) once past half its life, and never without one. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <stdio.h>
 #include <string.h>
 
 #include "attest/provider.h"
+#include "core/buf.h"
 #include "core/hex.h"
+#include "core/sha.h"
 #include "e2ee/e2ee.h"
 #include "sign/aci_keys.h"
 
@@ -39,13 +43,82 @@ static aci_keys_t *fixed(void)
     return k;
 }
 
+/* The keyset in force at `now` (renewed when due). */
+static void current(aci_keys_t *k, int64_t now, char dg[ACI_DIGEST_LEN + 1], buf_t *ks,
+                    int64_t *na)
+{
+    ks->len = 0;
+    assert_int_equal(aci_keys_current(k, now, dg, ks, na), 0);
+}
+
 static void test_keyset_bytes_and_digest(void **st)
 {
     (void)st;
     aci_keys_t *k = fixed();
-    assert_string_equal(aci_keys_keyset_json(k), KEYSET);
-    assert_string_equal(aci_keys_digest(k), DIGEST);
+    char dg[ACI_DIGEST_LEN + 1];
+    buf_t ks = BUF_INIT;
+    int64_t na = 0;
+    current(k, 1700000000, dg, &ks, &na);
+    assert_string_equal(ks.data, KEYSET);
+    assert_string_equal(dg, DIGEST);
+    assert_int_equal(na, 1790000000);
     assert_non_null(strstr(KEYSET, aci_keys_e2ee_json(k)));
+    /* without a lifetime not_after stays, even past it (the caller decides) */
+    current(k, 1800000000, dg, &ks, &na);
+    assert_string_equal(ks.data, KEYSET);
+    assert_int_equal(na, 1790000000);
+    buf_free(&ks);
+    aci_keys_free(k);
+}
+
+/* The keyset with another not_after, and its digest, computed from KEYSET here. */
+static void expected(long long not_after, buf_t *ks, char dg[ACI_DIGEST_LEN + 1])
+{
+    const char *at = strstr(KEYSET, "\"not_after\":1790000000");
+    assert_non_null(at);
+    ks->len = 0;
+    size_t pre = (size_t)(at - KEYSET), tag = strlen("\"not_after\":1790000000");
+    assert_int_equal(buf_append(ks, KEYSET, pre), 0);
+    assert_int_equal(buf_printf(ks, "\"not_after\":%lld", not_after), 0);
+    assert_int_equal(buf_puts(ks, KEYSET + pre + tag), 0);
+    char h[SHA256_HEX_LEN + 1];
+    sha256_hex(ks->data, ks->len, h);
+    snprintf(dg, ACI_DIGEST_LEN + 1, "sha256:%s", h);
+}
+
+static void test_keyset_renewed_at_half_life(void **st)
+{
+    (void)st;
+    aci_keys_t *k = fixed(); /* not_after 1790000000 */
+    aci_keys_set_lifetime(k, 100000);
+    char dg[ACI_DIGEST_LEN + 1], want_dg[ACI_DIGEST_LEN + 1];
+    buf_t ks = BUF_INIT, want = BUF_INIT;
+    int64_t na = 0;
+    /* more than half the lifetime left: unchanged */
+    current(k, 1790000000 - 50001, dg, &ks, &na);
+    assert_string_equal(dg, DIGEST);
+    assert_int_equal(na, 1790000000);
+    /* half left: re-issued for now + lifetime, same keys */
+    int64_t now = 1790000000 - 50000;
+    current(k, now, dg, &ks, &na);
+    assert_int_equal(na, now + 100000);
+    expected(now + 100000, &want, want_dg);
+    assert_string_equal(ks.data, want.data);
+    assert_string_equal(dg, want_dg);
+    assert_string_not_equal(dg, DIGEST);
+    /* stable until the new half-life, then again; a proxy that slept past the expiry gets a
+     * keyset valid from now, never the expired one */
+    current(k, now + 49999, dg, &ks, &na);
+    assert_string_equal(dg, want_dg);
+    current(k, now + 10 * 100000, dg, &ks, &na);
+    assert_int_equal(na, now + 11 * 100000);
+    expected(now + 11 * 100000, &want, want_dg);
+    assert_string_equal(dg, want_dg);
+    /* the keys did not change: the e2ee_public_keys text is the one of the first keyset */
+    assert_non_null(strstr(KEYSET, aci_keys_e2ee_json(k)));
+    assert_non_null(strstr(ks.data, aci_keys_e2ee_json(k)));
+    buf_free(&ks);
+    buf_free(&want);
     aci_keys_free(k);
 }
 
@@ -113,8 +186,13 @@ static void test_random_keys_differ(void **st)
     aci_keys_t *a = aci_keys_new_random(NULL, 1790000000), *b = aci_keys_new_random(NULL, 1790000000);
     assert_non_null(a);
     assert_non_null(b);
-    assert_string_not_equal(aci_keys_digest(a), aci_keys_digest(b));
-    assert_non_null(strstr(aci_keys_keyset_json(a), "\"tls_public_keys\":[]}"));
+    char da[ACI_DIGEST_LEN + 1], db[ACI_DIGEST_LEN + 1];
+    buf_t ks = BUF_INIT;
+    current(a, 1700000000, da, &ks, NULL);
+    assert_non_null(strstr(ks.data, "\"tls_public_keys\":[]}"));
+    current(b, 1700000000, db, &ks, NULL);
+    assert_string_not_equal(da, db);
+    buf_free(&ks);
     aci_keys_free(a);
     aci_keys_free(b);
     aci_keys_free(NULL);
@@ -131,6 +209,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_keyset_bytes_and_digest),
+        cmocka_unit_test(test_keyset_renewed_at_half_life),
         cmocka_unit_test(test_report_data),
         cmocka_unit_test(test_open_each_suite),
         cmocka_unit_test(test_random_keys_differ),

@@ -569,6 +569,25 @@ static void test_select(void **state)
     assert_int_equal(e2ee_select(&h, &s), E2EE_OK);
     assert_true(s.all_fields);
     assert_false(s.model_key_sent);
+    /* X-Encrypt-Tool-Calls: an alias (one NEAR version's name, formats document §0): `true`
+     * any case or `1` turns all-fields on; another value, or the header absent, does not */
+    static const struct {
+        const char *v;
+        int on;
+    } alias[] = {{"true", 1}, {" True ", 1}, {"1", 1}, {"0", 0}, {"false", 0}, {"yes", 0}, {"", 0}};
+    for (size_t i = 0; i < sizeof alias / sizeof *alias; i++) {
+        e2ee_headers_t t = {0};
+        t.v[0] = (e2ee_span_t){"ecdsa", 5};
+        t.v[1] = (e2ee_span_t){"k", 1};
+        t.v[E2EE_H_TOOL_CALLS] = (e2ee_span_t){alias[i].v, strlen(alias[i].v)};
+        t.present = 1u | 2u | 1u << E2EE_H_TOOL_CALLS;
+        assert_int_equal(e2ee_select(&t, &s), E2EE_OK);
+        if (s.all_fields != alias[i].on)
+            fail_msg("X-Encrypt-Tool-Calls: %s: all_fields %d", alias[i].v, s.all_fields);
+        t.present &= ~(1u << E2EE_H_TOOL_CALLS); /* the value alone counts for nothing */
+        assert_int_equal(e2ee_select(&t, &s), E2EE_OK);
+        assert_false(s.all_fields);
+    }
     assert_int_equal(e2ee_legacy_cipher(E2EE_F_NEAR_V2, E2EE_ALGO_ED25519), E2EE_C_X25519_XCHACHA);
     assert_int_equal(e2ee_legacy_cipher(E2EE_F_NEAR_V2, E2EE_ALGO_ECDSA), E2EE_C_SECP_AESGCM);
     assert_int_equal(e2ee_legacy_cipher(E2EE_F_DSTACK_V2, E2EE_ALGO_ED25519), E2EE_C_X25519_AESGCM);

@@ -37,6 +37,9 @@ export const statement = (digest, nonce) =>
 export async function attestation(port, nonce) {
   const r = await getPath(port, `/v1/aci/attestation${nonce === null ? '' : `?nonce=${nonce}`}`);
   assert.equal(r.status, 200, r.body.toString().slice(0, 300));
+  // in-band hints (formats document §9) on the attestation answer itself
+  assert.equal(r.headers['x-aci-version'], 'aci/1');
+  assert.equal(r.headers['x-aci-keyset-digest'], jsonOf(r).workload_keyset_digest);
   const j = jsonOf(r);
   assert.equal(j.api_version, 'aci/1');
   const ks = j.attestation.workload_keyset;
@@ -47,7 +50,7 @@ export async function attestation(port, nonce) {
   const q = parseQuote(j.attestation.evidence.quote);
   assert.equal(q.reportData.toString('hex'), rd + '00'.repeat(32), 'the quote binds the keyset digest and the nonce');
   assert.deepEqual(j.service_capabilities.supported_e2ee_versions, ['2']);
-  return { digest, keys: ks.e2ee_public_keys };
+  return { digest, keys: ks.e2ee_public_keys, notAfter: ks.not_after };
 }
 
 export function clientKeys(algo) {
