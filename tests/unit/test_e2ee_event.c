@@ -135,6 +135,7 @@ static void test_dstack_v2_aad(void **st)
                      E2EE_OK);
     pt = open_at(s, out, "\"reasoning\":\"", aad, an);
     assert_string_equal(pt, "r");
+    free(pt);
     free(out);
     e2ee_sess_free(s);
 }
