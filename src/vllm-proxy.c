@@ -323,6 +323,10 @@ static int start_worker(int i, const http_limits_t *lim, char *err, size_t errle
     if (!t->aw.w)
         return -1;
     t->aw.pool = upstream_pool_new(&t->loop, &g_app.upstream, t->aw.w);
+    if (g_app.e2ee_pool && !(t->aw.e2ee_port = e2ee_port_new(g_app.e2ee_pool, &t->loop))) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
     if (g_cfg.redis_host[0]) {
         /* One connection per loop; it connects (and reconnects) in the background. */
         rstore_config_t rc = {.host = g_cfg.redis_host, .port = g_cfg.redis_port,
@@ -387,6 +391,12 @@ static int start(char *err, size_t errlen)
             snprintf(err, errlen, "cannot create signing keys");
         return 1;
     }
+    /* The crypto threads sealing NEAR and ACI v2 answers (a fresh key per field) off the
+     * loops: E2EE is always on for chat completions, so they are always started. */
+    g_app.e2ee_pool = e2ee_pool_new((unsigned)g_cfg.e2ee_threads, g_cfg.e2ee_thread_nice, 0, err,
+                                    errlen);
+    if (!g_app.e2ee_pool)
+        return 1;
     return start_workers(err, errlen) != 0 ? 1 : 0;
 }
 
@@ -418,6 +428,8 @@ static void banner(void)
     LOG_INFO("signing address (ed25519): %s", signer_ed25519_pubkey_hex(g_app.signer));
     LOG_INFO("model %s, signature store %zu records for %u s, %d token(s), %d trusted for X-Request-Hash",
              g_cfg.model_name, g_cfg.cache_capacity, g_cfg.cache_ttl, g_cfg.ntokens, g_cfg.ntrusted);
+    LOG_INFO("E2EE: %d crypto thread(s) at nice +%d seal NEAR and ACI v2 answers", g_cfg.e2ee_threads,
+             g_cfg.e2ee_thread_nice);
     if (g_cfg.redis_host[0])
         LOG_INFO("signature store: memory, written through to Redis %s:%d db %d (timeout %u ms)%s",
                  g_cfg.redis_host, g_cfg.redis_port, g_cfg.redis_db, g_cfg.redis_timeout_ms,
@@ -434,14 +446,20 @@ static void run(uv_loop_t *main_loop)
         uv_thread_join(&g_threads[i].thread);
 }
 
-/* Every worker thread is gone: finish their loops here (pending closes, pool jobs), then free
- * what start() made. */
+/* Every worker thread is gone: stop the crypto threads (a sealing job still queued comes back
+ * to its worker's port, not run), finish the workers' loops here (those completions, pending
+ * closes, pool jobs), then free what start() made. */
 static void shutdown_all(uv_loop_t *main_loop)
 {
+    e2ee_pool_free(g_app.e2ee_pool);
+    g_app.e2ee_pool = NULL;
     for (int i = 0; i < g_cfg.workers; i++) {
         uv_close((uv_handle_t *)&g_threads[i].ctl, NULL);
         uv_close((uv_handle_t *)&g_threads[i].grace, NULL);
+        e2ee_port_close(g_threads[i].aw.e2ee_port); /* relays waiting for a job let go */
+        g_threads[i].aw.e2ee_port = NULL;
         uv_run(&g_threads[i].loop, UV_RUN_DEFAULT);
+        relay_free_list(&g_threads[i].aw);
         worker_free(g_threads[i].aw.w);
         buf_free(&g_threads[i].aw.scratch);
         uv_loop_close(&g_threads[i].loop);

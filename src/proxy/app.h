@@ -14,6 +14,7 @@
 #include "http/server.h"
 #include "http/upstream.h"
 #include "proxy/config.h"
+#include "proxy/e2ee_pool.h"
 #include "proxy/metrics.h"
 #include "proxy/sigstore.h"
 #include "sign/aci_keys.h"
@@ -28,6 +29,7 @@ typedef struct app {
     store_t *store;
     attest_service_t *attest; /* quote provider, GPU evidence, report cache */
     upstream_target_t upstream;
+    e2ee_pool_t *e2ee_pool;   /* the crypto threads sealing NEAR / ACI answers; NULL: inline */
     struct app_worker **workers;
     int nworkers;
     double start_time;
@@ -44,6 +46,7 @@ typedef struct app_worker {
     unsigned nfree_relays;
     buf_t scratch; /* upstream header lines, rebuilt per request */
     rstore_t *redis; /* this loop's Redis connection; NULL when REDIS_HOST is unset */
+    e2ee_port_t *e2ee_port; /* this loop's port to app->e2ee_pool; NULL: sealing inline */
 } app_worker_t;
 
 /* The signature records as seen from this worker (its Redis connection). */

@@ -48,6 +48,10 @@ static const config_setting_t SETTINGS[] = {
      offsetof(config_t, ntrusted), 0, 0, NULL, 0, NULL, NULL, "tokens whose callers may set X-Request-Hash"},
     {"--workers", "WORKERS", CFG_INT, FIELD(workers), 0, 1, 256, NULL, 0, NULL,
      "CPU count (at most 64)", "event-loop threads"},
+    {"--e2ee-threads", "E2EE_THREADS", CFG_INT, FIELD(e2ee_threads), 0, 1, 64, NULL, 0, NULL,
+     "CPU count (at most 16)", "crypto threads sealing NEAR and ACI answers off the event loops"},
+    {"--e2ee-thread-nice", "E2EE_THREAD_NICE", CFG_INT, FIELD(e2ee_thread_nice), 0, 0, 19, NULL, 0,
+     "10", NULL, "nice increment of the crypto threads, so the event loops win the CPU (0 = none)"},
     {"--attestation", "ATTESTATION", CFG_ENUM, FIELD(attestation), 0, 0, 0, ATTEST_NAMES, 0, "auto",
      NULL, "auto|dstack|tappd|tsm|simulated (auto: dstack, tappd, then configfs-tsm, never simulated)"},
     {NULL, "DEV", CFG_DEV, FIELD(attestation), 0, 0, 0, NULL, 0, NULL, NULL,
@@ -364,7 +368,7 @@ static int set_value(config_t *c, const config_setting_t *s, const char *v, char
     return -1;
 }
 
-/* Every field zero, then each row's default; WORKERS depends on the machine. */
+/* Every field zero, then each row's default; WORKERS and E2EE_THREADS depend on the machine. */
 static int set_defaults(config_t *c, char *err, size_t errlen)
 {
     memset(c, 0, sizeof *c);
@@ -373,6 +377,7 @@ static int set_defaults(config_t *c, char *err, size_t errlen)
             return -1;
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     c->workers = ncpu > 0 ? (int)(ncpu > 64 ? 64 : ncpu) : 1;
+    c->e2ee_threads = ncpu > 0 ? (int)(ncpu > 16 ? 16 : ncpu) : 1;
     return 0;
 }
 

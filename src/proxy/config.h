@@ -44,6 +44,8 @@ typedef struct config {
     int ntrusted;
     uint8_t trusted_hash[CFG_MAX_TOKENS][32];    /* tokens allowed to send X-Request-Hash */
     int workers;
+    int e2ee_threads;                            /* crypto threads (proxy/e2ee_pool.h) */
+    int e2ee_thread_nice;                        /* their nice increment; 0 = none */
     enum attest_mode attestation;
     int gpu_no_hw_mode;
     char dstack_endpoint[512];                   /* DSTACK_SIMULATOR_ENDPOINT ("" = probe sockets) */

@@ -85,6 +85,12 @@ const char *e2ee_sess_hints(const e2ee_sess_t *s);
 
 /* The response headers the format adds ("Name: value\r\n" lines). */
 const char *e2ee_resp_headers(const e2ee_sess_t *s);
+/* 1 when the format seals every field with a fresh ephemeral key (NEAR, ACI v2: one key
+ * generation and ECDH per field, tens of microseconds each), so that the relay runs the
+ * sealing on the crypto threads (proxy/e2ee_pool.h); 0 for the Dstack formats (one key per
+ * request, a microsecond per field: sealed inline). The session's calls below are sequential
+ * either way: one thread at a time, handed over through the pool's locks. */
+int e2ee_resp_per_field_keys(const e2ee_sess_t *s);
 /* The engine's answer starts: sse = an event stream. */
 void e2ee_resp_begin(e2ee_sess_t *s, int sse);
 /* Output of the encryptor: the bytes to send (hash, then client). */

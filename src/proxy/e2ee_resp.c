@@ -13,6 +13,8 @@
 
 const char *e2ee_resp_headers(const e2ee_sess_t *s) { return s->hdrs; }
 
+int e2ee_resp_per_field_keys(const e2ee_sess_t *s) { return s->near || s->format == E2EE_F_ACI_V2; }
+
 void e2ee_resp_begin(e2ee_sess_t *s, int sse)
 {
     s->sse = sse;

@@ -79,6 +79,8 @@
       "returned in clear; the request was not forwarded")                                       \
     X(E2EE_RESPONSE_FAILED, 502, "server_error", NULL,                                          \
       "the engine's answer could not be encrypted; nothing of it was sent")                     \
+    X(E2EE_BUSY, 503, "server_overloaded", "e2ee_busy",                                         \
+      "too many encrypted answers waiting for the crypto threads; retry later")                \
     /* the proxy's own failures */                                                              \
     X(RECORD_CORRUPT, 500, "server_error", NULL, "stored signature record is corrupt")          \
     X(OUT_OF_MEMORY, 503, "server_error", NULL, "out of memory")                                \

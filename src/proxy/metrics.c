@@ -98,6 +98,23 @@ void metrics_render(app_t *a, buf_t *o)
                (unsigned long long)s.signatures_skipped, store_count(a->store),
                (unsigned long long)s.reports, (unsigned long long)s.streams_active,
                (unsigned long long)s.bytes_in, (unsigned long long)s.bytes_out, a->nworkers);
+    /* The E2EE crypto threads (process-wide; proxy/e2ee_pool.h). */
+    e2ee_pool_stats_t ps;
+    e2ee_pool_stats(a->e2ee_pool, &ps);
+    buf_printf(o, "# HELP vllm_proxy_e2ee_threads Crypto threads sealing NEAR and ACI v2 answers.\n"
+                  "# TYPE vllm_proxy_e2ee_threads gauge\n"
+                  "vllm_proxy_e2ee_threads %u\n"
+                  "# HELP vllm_proxy_e2ee_queue_depth Sealing jobs waiting for a crypto thread.\n"
+                  "# TYPE vllm_proxy_e2ee_queue_depth gauge\n"
+                  "vllm_proxy_e2ee_queue_depth %llu\n"
+                  "# HELP vllm_proxy_e2ee_jobs_total Sealing jobs run on the crypto threads.\n"
+                  "# TYPE vllm_proxy_e2ee_jobs_total counter\n"
+                  "vllm_proxy_e2ee_jobs_total %llu\n"
+                  "# HELP vllm_proxy_e2ee_jobs_rejected_total Sealing jobs refused, queue full (503).\n"
+                  "# TYPE vllm_proxy_e2ee_jobs_rejected_total counter\n"
+                  "vllm_proxy_e2ee_jobs_rejected_total %llu\n",
+               ps.threads, (unsigned long long)ps.queued, (unsigned long long)ps.completed,
+               (unsigned long long)ps.rejected);
     /* Accept-time counters of the http server (process-wide, not per worker). */
     buf_printf(o, "# HELP vllm_proxy_connections_open Client connections open now.\n"
                   "# TYPE vllm_proxy_connections_open gauge\n"

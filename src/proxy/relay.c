@@ -1,6 +1,16 @@
 /* The relay (proxy/relay.h). Nothing here grows with the response: bytes are hashed and
  * written through (the connection is corked so that one engine read leaves in one write);
- * relays are recycled per worker. */
+ * relays are recycled per worker.
+ *
+ * E2EE answers whose format seals every field with a fresh ephemeral key (NEAR, ACI v2:
+ * e2ee_resp_per_field_keys) are sealed on the crypto threads (proxy/e2ee_pool.h), not on the
+ * loop: the engine's bytes are appended to the relay's pending input (plaintext, wiped), and
+ * one job at a time per relay feeds them to the session on a crypto thread into the job's
+ * output; when the job is back the loop writes that output (hashed, scanned, then written, as
+ * inline) and submits what was pending meanwhile. The session's state (the unfinished SSE
+ * line) is sequential, so one relay never has two jobs in flight. Reading from the engine
+ * pauses while the pending input is over E2EE_PEND_MAX. A relay is released only when no job
+ * of it is in flight; a job that comes back for a client that left is wiped and dropped. */
 #include "proxy/relay.h"
 
 #include <sodium.h>
@@ -13,6 +23,7 @@
 #include "core/log.h"
 #include "core/sha.h"
 #include "proxy/e2ee.h"
+#include "proxy/e2ee_pool.h"
 #include "proxy/e2ee_sess.h"
 #include "proxy/idscan.h"
 #include "proxy/respond.h"
@@ -28,6 +39,8 @@
 #define RID_TRACE_MAX 64 /* bytes of the client's X-Request-Id kept as a prefix */
 #define RID_MAX (RID_TRACE_MAX + 1 + 2 * RID_RANDOM_BYTES)
 #define RID_HEADER "X-Request-Id: "
+/* Offloaded E2EE: engine bytes pending beyond this pause reading from the engine. */
+#define E2EE_PEND_MAX (64u << 10)
 
 /* relay.flags */
 enum {
@@ -39,11 +52,28 @@ enum {
     RF_E2EE = 1u << 5,         /* the answer goes through the E2EE encryptor (proxy/e2ee.h) */
     RF_E2EE_ENDED = 1u << 6,   /* the encryptor has had the whole answer */
     RF_E2EE_FAILED = 1u << 7,  /* it could not encrypt: nothing more is sent, the client is cut */
+    RF_OFFLOAD = 1u << 8,      /* E2EE sealed on the crypto threads (proxy/e2ee_pool.h) */
+    RF_IN_ENDED = 1u << 9,     /* offloaded: the engine's body is complete (pending + finish) */
+    RF_ENGINE_DONE = 1u << 10, /* offloaded: the exchange ended well; the client's end waits */
+    RF_CLIENT_SLOW = 1u << 11, /* the client's write queue is over its high watermark */
+    RF_PAUSED = 1u << 12,      /* reading from the engine is paused (slow client, pending) */
+    RF_E2EE_BUSY = 1u << 13,   /* offloaded: the crypto threads' queue was full (503) */
 };
 /* relay.done: the sides that have let go; the relay is released when both have. */
 enum { DONE_CLIENT = 1u << 0, DONE_ENGINE = 1u << 1, DONE_BOTH = DONE_CLIENT | DONE_ENGINE };
 
 typedef struct relay relay_t;
+
+/* One sealing job (offloaded E2EE): in = the engine bytes it feeds, out = what the session
+ * emitted (both wiped after use; their memory is kept for the relay's next job). */
+typedef struct relay_job {
+    e2ee_job_t base;
+    relay_t *r;
+    struct e2ee_sess *sess;
+    buf_t in, out;
+    int finish; /* then e2ee_resp_finish: the engine's body is complete */
+    int rc;
+} relay_job_t;
 
 struct relay {
     conn_owner_t owner; /* the client connection's owner interface */
@@ -68,6 +98,9 @@ struct relay {
     const char *chat_id;
     struct e2ee_sess *e2ee;
     char ctype[UPSTREAM_CTYPE_MAX + 1]; /* E2EE JSON answers: the head waits for the encrypted body */
+    buf_t pend;      /* offloaded E2EE: engine bytes not yet handed to a job (plaintext, wiped) */
+    relay_job_t job; /* offloaded E2EE: the one job of this relay */
+    int job_busy;    /* the job is in the pool: the relay is not released before it is back */
 };
 
 static void relay_on_head(void *ud, int status, strv_t ctype, int64_t cl);
@@ -79,6 +112,9 @@ static const upstream_cbs_t RELAY_CBS = {relay_on_head, relay_on_body, relay_on_
 static void relay_on_abort(conn_owner_t *o, conn_t *c);
 static void relay_on_drain(conn_owner_t *o, conn_t *c);
 static const conn_owner_ops_t RELAY_OPS = {"relay", relay_on_abort, relay_on_drain};
+
+static void relay_job_work(e2ee_job_t *j);
+static void relay_job_done(e2ee_job_t *j);
 
 static void relay_destroy(relay_t *r)
 {
@@ -99,6 +135,9 @@ static relay_t *relay_get(app_worker_t *aw)
     if (!r)
         return NULL;
     r->owner.ops = &RELAY_OPS;
+    r->job.base.work = relay_job_work;
+    r->job.base.done = relay_job_done;
+    r->job.r = r;
     r->sha = sha256_new();
     if (!r->sha) {
         free(r);
@@ -116,6 +155,10 @@ static void relay_put(relay_t *r)
         e2ee_sess_free(r->e2ee);
         r->e2ee = NULL;
         e2ee_wipe_buf(&r->own_body);
+        e2ee_wipe_buf(&r->pend); /* offloaded sealing: its buffers (empty, wiped, or unused) */
+        e2ee_wipe_buf(&r->job.in);
+        e2ee_wipe_buf(&r->job.out);
+        r->job.sess = NULL;
     }
     buf_free(&r->own_body);
     r->c = NULL;
@@ -130,12 +173,12 @@ static void relay_put(relay_t *r)
     relay_destroy(r);
 }
 
-/* One side let go; the relay goes back to the free list once both have and no engine
- * callback is on the stack. */
+/* One side let go; the relay goes back to the free list once both have, no engine callback
+ * is on the stack and no sealing job of it is in flight. */
 static void relay_release(relay_t *r, unsigned side)
 {
     r->done |= side;
-    if (r->done == DONE_BOTH && r->in_cb == 0)
+    if (r->done == DONE_BOTH && r->in_cb == 0 && !r->job_busy)
         relay_put(r);
 }
 
@@ -231,6 +274,7 @@ int relay_start(app_worker_t *aw, conn_t *c, http_req_t *req, relay_req_t *rr)
     r->route = rr->route;
     r->kind = rr->kind;
     r->flags = r->done = r->in_cb = 0;
+    r->job_busy = 0;
     r->up_status = 0;
     r->up_cl = -1;
     r->up_seen = r->bytes_out = 0;
@@ -303,6 +347,8 @@ static void relay_on_head(void *ud, int status, strv_t ctype, int64_t cl)
     if (is_e2ee_ok(r)) {
         /* Encrypted: the length changes (chunked); a JSON answer's head waits for its body. */
         r->flags |= RF_E2EE;
+        if (r->aw->e2ee_port && e2ee_resp_per_field_keys(r->e2ee))
+            r->flags |= RF_OFFLOAD; /* a fresh key per field: sealed on the crypto threads */
         e2ee_resp_begin(r->e2ee, (r->flags & RF_SSE) != 0);
         memcpy(r->ctype, n ? ct : "application/json", (n ? n : sizeof "application/json" - 1) + 1);
         if (r->flags & RF_SSE)
@@ -410,10 +456,188 @@ static void relay_e2ee_end(relay_t *r)
         r->flags |= RF_E2EE_FAILED;
 }
 
+/* Reading from the engine pauses while the client is slow or, offloaded, while too much
+ * engine input waits for the crypto threads; it resumes when neither holds. */
+static void relay_update_pause(relay_t *r)
+{
+    if (!r->up)
+        return;
+    int want = (r->flags & RF_CLIENT_SLOW) || r->pend.len > E2EE_PEND_MAX;
+    if (want && !(r->flags & RF_PAUSED)) {
+        r->flags |= RF_PAUSED;
+        upstream_pause(r->up);
+    } else if (!want && (r->flags & RF_PAUSED)) {
+        r->flags &= ~(unsigned)RF_PAUSED;
+        upstream_resume(r->up);
+    }
+}
+
+/* What one engine read (or one sealing job) wrote leaves in one write; then backpressure. */
+static void relay_flush(relay_t *r)
+{
+    if (r->c && conn_flush(r->c) == 0 && r->c && conn_should_pause_source(r->c))
+        r->flags |= RF_CLIENT_SLOW;
+}
+
+/* The engine's answer ended well and the client is still there: sign, then end the response;
+ * or, when the answer could not be encrypted, never plaintext: an error if the client has
+ * nothing yet, else a cut. */
+static void relay_client_end(relay_t *r)
+{
+    conn_t *c = r->c;
+    conn_set_owner(c, NULL); /* from here the relay finishes the response itself */
+    r->c = NULL;
+    if (r->flags & RF_E2EE_FAILED) {
+        int busy = (r->flags & RF_E2EE_BUSY) != 0;
+        if (r->kind == RELAY_SIGNED)
+            M_ADD(r->aw->m.signatures_skipped, 1);
+        /* A head still corked (nothing of it left yet) is taken back for the error answer. */
+        if ((r->flags & RF_HEAD_SENT) && conn_retract_response(c) == 0)
+            r->flags &= ~(unsigned)RF_HEAD_SENT;
+        LOG_WARN("the answer to %.*s %s: %s", (int)r->req->path.n, r->req->path.p,
+                 busy ? "found the E2EE crypto threads' queue full" : "could not be encrypted",
+                 (r->flags & RF_HEAD_SENT) ? "closing the client connection"
+                 : busy                    ? "answering 503"
+                                           : "answering 502");
+        if (!(r->flags & RF_HEAD_SENT))
+            respond_error(r->aw, c, r->req, r->route,
+                          busy ? APP_E_E2EE_BUSY : APP_E_E2EE_RESPONSE_FAILED, NULL);
+        else {
+            respond_log(r->aw, r->req, r->route, r->up_status, r->up_status, r->bytes_out, NULL);
+            conn_abort(c);
+        }
+    } else {
+        if (is_signed_ok(r))
+            relay_finalize(r);
+        else if (r->kind == RELAY_SIGNED)
+            M_ADD(r->aw->m.signatures_skipped, 1);
+        respond_log(r->aw, r->req, r->route, r->up_status, r->up_status, r->bytes_out, r->chat_id);
+        conn_end_response(c);
+    }
+    relay_release(r, DONE_CLIENT);
+}
+
+/* Offloaded sealing failed (the job's encryption, or a full queue): fail closed at once. The
+ * engine exchange is cancelled (the engine stops generating) and the client gets an error or
+ * a cut, never plaintext. */
+static void relay_e2ee_fail(relay_t *r, int busy)
+{
+    r->flags |= RF_E2EE_FAILED | (busy ? RF_E2EE_BUSY : 0u);
+    e2ee_wipe_buf(&r->pend);
+    if (r->up) {
+        upstream_cancel(r->up); /* a cancelled exchange calls nothing back */
+        r->up = NULL;
+        r->done |= DONE_ENGINE;
+    }
+    if (r->c)
+        relay_client_end(r);
+}
+
+/* Offloaded: hands the pending input (and, once the engine's body is complete, the finish) to
+ * the crypto threads when no job is in flight; when everything is sealed and the engine's
+ * exchange has ended, ends the client's response. */
+static void relay_pump(relay_t *r)
+{
+    if (r->job_busy || !r->c || (r->flags & RF_E2EE_FAILED))
+        return;
+    if (r->flags & RF_E2EE_ENDED) {
+        if (r->flags & RF_ENGINE_DONE)
+            relay_client_end(r);
+        return;
+    }
+    int fin = (r->flags & RF_IN_ENDED) != 0;
+    if (r->pend.len == 0 && !fin)
+        return;
+    relay_job_t *j = &r->job;
+    buf_t t = j->in; /* empty: wiped when the last job came back */
+    j->in = r->pend;
+    r->pend = t;
+    j->sess = r->e2ee;
+    j->finish = fin;
+    j->rc = 0;
+    if (e2ee_port_submit(r->aw->e2ee_port, &j->base) != 0) {
+        sodium_memzero(j->in.data, j->in.len);
+        buf_reset(&j->in);
+        relay_e2ee_fail(r, 1);
+        return;
+    }
+    r->job_busy = 1;
+    relay_update_pause(r);
+}
+
+/* On a crypto thread: the session is this job's alone until it is back on the loop. */
+static void relay_job_emit(void *ud, const char *p, size_t n)
+{
+    relay_job_t *j = ud;
+    if (buf_append_wiped(&j->out, p, n) != 0)
+        j->rc = -1;
+}
+
+static void relay_job_work(e2ee_job_t *b)
+{
+    relay_job_t *j = (relay_job_t *)b;
+    if (j->in.len && e2ee_resp_feed(j->sess, j->in.data, j->in.len, relay_job_emit, j) != 0)
+        j->rc = -1;
+    if (j->rc == 0 && j->finish && e2ee_resp_finish(j->sess, relay_job_emit, j) != 0)
+        j->rc = -1;
+    sodium_memzero(j->in.data, j->in.len);
+    buf_reset(&j->in);
+}
+
+/* Back on the loop: the job's output goes to the client in order (hashed, scanned, written),
+ * then the next pending input is submitted; a job for a client that left is dropped. */
+static void relay_job_done(e2ee_job_t *b)
+{
+    relay_job_t *j = (relay_job_t *)b;
+    relay_t *r = j->r;
+    r->job_busy = 0;
+    cb_enter(r);
+    if (!b->ran) { /* cancelled at shutdown: its input was never consumed */
+        sodium_memzero(j->in.data, j->in.len);
+        buf_reset(&j->in);
+        j->rc = -1;
+    }
+    int ok = j->rc == 0;
+    if (r->c && !(r->flags & RF_E2EE_FAILED) && ok) {
+        if (j->out.len)
+            relay_e2ee_emit(r, j->out.data, j->out.len);
+        if (j->finish) {
+            r->flags |= RF_E2EE_ENDED;
+            if (is_signed_ok(r))
+                relay_finalize(r); /* before the client can see the end */
+        }
+    }
+    /* The output is the job's again before the next job can be submitted. */
+    sodium_memzero(j->out.data, j->out.len);
+    buf_reset(&j->out);
+    if (r->c && !(r->flags & RF_E2EE_FAILED)) {
+        if (!ok) {
+            relay_e2ee_fail(r, 0);
+        } else {
+            relay_flush(r);
+            relay_pump(r);
+            relay_update_pause(r);
+        }
+    }
+    cb_leave(r);
+}
+
 static void relay_on_body(void *ud, const char *p, size_t n)
 {
     relay_t *r = ud;
     cb_enter(r);
+    if (r->flags & RF_OFFLOAD) {
+        /* Sealed on the crypto threads: kept (wiped later) until the next job takes it. */
+        if (!(r->flags & (RF_E2EE_FAILED | RF_IN_ENDED)) && r->c) {
+            r->up_seen += n;
+            if (buf_append_wiped(&r->pend, p, n) != 0)
+                relay_e2ee_fail(r, 0);
+            else if (r->up_cl >= 0 && r->up_seen == (uint64_t)r->up_cl)
+                r->flags |= RF_IN_ENDED;
+        }
+        cb_leave(r);
+        return;
+    }
     if (r->flags & RF_E2EE) {
         /* Encrypted: nothing of the engine's bytes goes out as they are. */
         if (!(r->flags & (RF_E2EE_FAILED | RF_E2EE_ENDED)) &&
@@ -438,13 +662,16 @@ static void relay_on_body(void *ud, const char *p, size_t n)
     cb_leave(r);
 }
 
-/* Everything one engine read produced goes out in one write; then backpressure. */
+/* Everything one engine read produced goes out in one write (offloaded: what it brought is
+ * handed to the crypto threads); then backpressure. */
 static void relay_on_read_done(void *ud)
 {
     relay_t *r = ud;
     cb_enter(r);
-    if (r->c && conn_flush(r->c) == 0 && r->up && conn_should_pause_source(r->c))
-        upstream_pause(r->up);
+    relay_flush(r);
+    if (r->flags & RF_OFFLOAD)
+        relay_pump(r);
+    relay_update_pause(r);
     cb_leave(r);
 }
 
@@ -483,35 +710,22 @@ static void relay_on_done(void *ud, int err, int status)
     r->up = NULL;
     relay_release(r, DONE_ENGINE);
     if (r->c) {
-        conn_t *c = r->c;
-        conn_set_owner(c, NULL); /* from here the relay finishes the response itself */
-        r->c = NULL;
-        if (!err && (r->flags & RF_E2EE))
-            relay_e2ee_end(r);
-        if (err)
+        if (err) {
+            conn_t *c = r->c;
+            conn_set_owner(c, NULL); /* from here the relay finishes the response itself */
+            r->c = NULL;
+            e2ee_wipe_buf(&r->pend); /* offloaded: a job in flight is dropped when back */
             relay_engine_failed(r, c, err);
-        else if (r->flags & RF_E2EE_FAILED) {
-            /* Never plaintext: an error if the client has nothing yet, else a cut. */
-            if (r->kind == RELAY_SIGNED)
-                M_ADD(r->aw->m.signatures_skipped, 1);
-            LOG_WARN("the answer to %.*s could not be encrypted: %s", (int)r->req->path.n,
-                     r->req->path.p, (r->flags & RF_HEAD_SENT) ? "closing the client connection"
-                                                               : "answering 502");
-            if (!(r->flags & RF_HEAD_SENT))
-                respond_error(r->aw, c, r->req, r->route, APP_E_E2EE_RESPONSE_FAILED, NULL);
-            else {
-                respond_log(r->aw, r->req, r->route, r->up_status, r->up_status, r->bytes_out, NULL);
-                conn_abort(c);
-            }
+            relay_release(r, DONE_CLIENT);
+        } else if (r->flags & RF_OFFLOAD) {
+            /* The end waits for the sealing of what is pending, then of the finish. */
+            r->flags |= RF_IN_ENDED | RF_ENGINE_DONE;
+            relay_pump(r);
         } else {
-            if (is_signed_ok(r))
-                relay_finalize(r);
-            else if (r->kind == RELAY_SIGNED)
-                M_ADD(r->aw->m.signatures_skipped, 1);
-            respond_log(r->aw, r->req, r->route, r->up_status, r->up_status, r->bytes_out, r->chat_id);
-            conn_end_response(c);
+            if (r->flags & RF_E2EE)
+                relay_e2ee_end(r); /* a JSON answer is emitted whole now */
+            relay_client_end(r);
         }
-        relay_release(r, DONE_CLIENT);
     }
     cb_leave(r);
 }
@@ -526,6 +740,8 @@ static void relay_on_abort(conn_owner_t *o, conn_t *c)
         r->up = NULL;
         r->done |= DONE_ENGINE; /* a cancelled exchange calls nothing back */
     }
+    if (r->flags & RF_OFFLOAD)
+        e2ee_wipe_buf(&r->pend); /* a job in flight is wiped and dropped when it is back */
     if (r->kind == RELAY_SIGNED && !r->chat_id)
         M_ADD(r->aw->m.signatures_skipped, 1);
     respond_log(r->aw, r->req, r->route, 0, r->up_status, r->bytes_out, NULL);
@@ -536,6 +752,6 @@ static void relay_on_drain(conn_owner_t *o, conn_t *c)
 {
     (void)c;
     relay_t *r = (relay_t *)o;
-    if (r->up)
-        upstream_resume(r->up);
+    r->flags &= ~(unsigned)RF_CLIENT_SLOW;
+    relay_update_pause(r);
 }

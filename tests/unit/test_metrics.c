@@ -197,9 +197,15 @@ static void test_summed_across_workers(void **state)
     a->reports = 6;
     b->reports = 0;
 
+    char perr[200];
+    f.app.e2ee_pool = e2ee_pool_new(3, 0, 0, perr, sizeof perr);
+    assert_non_null(f.app.e2ee_pool);
+
     buf_t o = BUF_INIT;
     buf_puts(&o, "prefix\n"); /* appends, does not reset */
     metrics_render(&f.app, &o);
+    e2ee_pool_free(f.app.e2ee_pool);
+    f.app.e2ee_pool = NULL;
     assert_int_equal(strncmp(o.data, "prefix\n", 7), 0);
     const char *t = o.data + 7;
     int samples = check_exposition(t);
@@ -260,9 +266,15 @@ static void test_summed_across_workers(void **state)
     ASSERT_LINE(t, "# TYPE vllm_proxy_connections_refused_total counter");
     ASSERT_LINE(t, "vllm_proxy_connections_refused_total{reason=\"file_descriptors\"} 0");
     ASSERT_LINE(t, "vllm_proxy_connections_refused_total{reason=\"max_connections\"} 0");
-    /* 7 requests + 2 durations + 4 upstream kinds + 5 rejection causes + 9 scalars + 3
-     * connection series */
-    assert_int_equal(samples, 30);
+    /* the E2EE crypto threads (process-wide): the fixture's pool, nothing run */
+    ASSERT_LINE(t, "# TYPE vllm_proxy_e2ee_queue_depth gauge");
+    ASSERT_LINE(t, "vllm_proxy_e2ee_threads 3");
+    ASSERT_LINE(t, "vllm_proxy_e2ee_queue_depth 0");
+    ASSERT_LINE(t, "# TYPE vllm_proxy_e2ee_jobs_total counter");
+    ASSERT_LINE(t, "vllm_proxy_e2ee_jobs_total 0");
+    /* 7 requests + 2 durations + 4 upstream kinds + 5 rejection causes + 9 scalars + 4 E2EE
+     * pool series + 3 connection series */
+    assert_int_equal(samples, 34);
     buf_free(&o);
     store_free(s);
 }
@@ -289,15 +301,17 @@ static void test_all_zero(void **state)
     ASSERT_LINE(o.data, "vllm_proxy_streams_active 0");
     ASSERT_LINE(o.data, "vllm_proxy_workers 2");
     ASSERT_LINE(o.data, "vllm_proxy_requests_rejected_total{reason=\"malformed\"} 0");
-    assert_int_equal(samples, 4 + 5 + 9 + 3);
+    ASSERT_LINE(o.data, "vllm_proxy_e2ee_threads 0"); /* an app without crypto threads */
+    ASSERT_LINE(o.data, "vllm_proxy_e2ee_jobs_rejected_total 0");
+    assert_int_equal(samples, 4 + 5 + 9 + 4 + 3);
     /* every family is described exactly once */
     size_t helps = 0, types = 0;
     for (const char *p = o.data; (p = strstr(p, "# HELP ")) != NULL; p++)
         helps++;
     for (const char *p = o.data; (p = strstr(p, "# TYPE ")) != NULL; p++)
         types++;
-    assert_int_equal(helps, 15); /* 4 labelled families + 9 scalars + 2 connection families */
-    assert_int_equal(types, 15);
+    assert_int_equal(helps, 19); /* 4 labelled families + 9 scalars + 4 E2EE + 2 connection families */
+    assert_int_equal(types, 19);
     buf_free(&o);
 
     /* one worker only: nothing from the absent worker is read */
