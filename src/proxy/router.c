@@ -3,6 +3,7 @@
 #include "proxy/router.h"
 
 #include <llhttp.h>
+#include <stddef.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <string.h>
@@ -202,22 +203,19 @@ static void on_replay_claim(void *ud, int rc)
     free(j);
 }
 
-/* An E2EE request (proxy/e2ee.h): the body to forward becomes the decrypted one. 0 (forward
- * now), 1 (held until the Redis replay claim answers; the callback forwards or refuses), or
- * -1 after the format's error answer (then nothing reaches the engine). */
-static int e2ee_rewrite(app_worker_t *aw, conn_t *c, http_req_t *req, int route, relay_req_t *rr)
+/* After e2ee_request (rc, its output and error): answers the error, or takes the decrypted
+ * body and starts the Redis replay claim. 0 (forward now), 1 (held by the claim), -1 (answered). */
+static int e2ee_decrypted(app_worker_t *aw, conn_t *c, http_req_t *req, int route, relay_req_t *rr,
+                          int rc, buf_t *out, app_error_t e, const char *msg)
 {
-    buf_t out = BUF_INIT;
-    app_error_t e;
-    char msg[E2EE_MSG_MAX];
-    strv_t in = rr->own_body.data ? (strv_t){rr->own_body.data, rr->own_body.len} : rr->body;
-    int rc = e2ee_request(aw->app, req, in, &out, &rr->e2ee, &e, msg);
     buf_free(&rr->own_body);
     if (rc != 0) {
+        e2ee_wipe_buf(out);
         respond_error(aw, c, req, route, e, msg[0] ? msg : NULL);
         return -1;
     }
-    rr->own_body = out;
+    rr->own_body = *out;
+    *out = (buf_t)BUF_INIT;
     size_t kn;
     const char *key = e2ee_replay_key(rr->e2ee, &kn);
     if (!key || !aw->redis)
@@ -235,6 +233,145 @@ static int e2ee_rewrite(app_worker_t *aw, conn_t *c, http_req_t *req, int route,
     conn_set_owner(c, NULL);
     free(j);
     return 0; /* Redis not usable now (breaker open): the memory claim stands */
+}
+
+/* A body above this many bytes is decrypted on the E2EE crypto threads (e2ee_pool.h): NEAR and
+ * ACI spend one ECDH per encrypted field (~50-70 us), so a body of a few hundred fields would
+ * hold the loop for milliseconds; below it the handoff costs more than it saves. */
+#define E2EE_DECRYPT_INLINE_MAX (8u << 10)
+
+/* A request being decrypted on a crypto thread. The thread reads only what the job owns (a
+ * copy of the body and of the E2EE headers and path), so a client that leaves does not pull
+ * anything from under it: on_abort only forgets the connection, and done frees the job. */
+typedef struct decrypt_job {
+    e2ee_job_t base;
+    conn_owner_t owner;
+    app_worker_t *aw;
+    conn_t *c;
+    http_req_t *req; /* the connection's: used on the loop only */
+    http_req_t copy; /* e2ee[], e2ee_present, path: into text */
+    buf_t text, body;
+    int route, rc;
+    relay_req_t rr;
+    buf_t out;
+    e2ee_sess_t *sess;
+    app_error_t e;
+    char msg[E2EE_MSG_MAX];
+} decrypt_job_t;
+
+static void decrypt_job_on_abort(conn_owner_t *o, conn_t *c)
+{
+    (void)c;
+    ((decrypt_job_t *)((char *)o - offsetof(decrypt_job_t, owner)))->c = NULL;
+}
+
+static const conn_owner_ops_t DECRYPT_JOB_OPS = {"e2ee-decrypt", decrypt_job_on_abort, NULL};
+
+static void decrypt_job_work(e2ee_job_t *b)
+{
+    decrypt_job_t *j = (decrypt_job_t *)b;
+    j->msg[0] = '\0';
+    j->rc = e2ee_request(j->aw->app, &j->copy, (strv_t){j->body.data, j->body.len}, &j->out,
+                         &j->sess, &j->e, j->msg);
+}
+
+static void decrypt_job_free(decrypt_job_t *j)
+{
+    e2ee_wipe_buf(&j->out);
+    e2ee_sess_free(j->sess);
+    buf_free(&j->body);
+    buf_free(&j->text);
+    free(j);
+}
+
+static void decrypt_job_done(e2ee_job_t *b)
+{
+    decrypt_job_t *j = (decrypt_job_t *)b;
+    if (!j->c) { /* the client left: nothing is forwarded */
+        decrypt_job_free(j);
+        return;
+    }
+    conn_set_owner(j->c, NULL);
+    if (!b->ran) { /* shutting down */
+        j->rc = -1;
+        j->e = APP_E_E2EE_BUSY;
+        j->msg[0] = '\0';
+    }
+    j->rr.e2ee = j->rc == 0 ? j->sess : NULL;
+    if (j->rc == 0)
+        j->sess = NULL;
+    if (e2ee_decrypted(j->aw, j->c, j->req, j->route, &j->rr, j->rc, &j->out, j->e, j->msg) == 0)
+        relay_start(j->aw, j->c, j->req, &j->rr);
+    else
+        e2ee_sess_free(j->rr.e2ee), j->rr.e2ee = NULL;
+    j->rr.e2ee = NULL;
+    j->rr.own_body = (buf_t)BUF_INIT;
+    decrypt_job_free(j);
+}
+
+/* Queues the decryption of a large body: 1 (held until done), 0 (not queued: do it inline),
+ * -1 (answered: the queue is full). */
+static int decrypt_offload(app_worker_t *aw, conn_t *c, http_req_t *req, int route,
+                           relay_req_t *rr, strv_t in)
+{
+    decrypt_job_t *j = calloc(1, sizeof *j);
+    if (!j)
+        return 0;
+    j->base.work = decrypt_job_work;
+    j->base.done = decrypt_job_done;
+    j->owner.ops = &DECRYPT_JOB_OPS;
+    j->aw = aw;
+    j->c = c;
+    j->req = req;
+    j->route = route;
+    size_t tn = req->path.n;
+    for (int i = 0; i < HTTP_E2EE_N; i++)
+        tn += req->e2ee[i].n;
+    if (buf_reserve(&j->text, tn + 1) != 0 || buf_append(&j->body, in.p ? in.p : "", in.n) != 0) {
+        decrypt_job_free(j);
+        return 0;
+    }
+    j->copy.e2ee_present = req->e2ee_present;
+    for (int i = 0; i < HTTP_E2EE_N; i++) {
+        j->copy.e2ee[i] = (strv_t){req->e2ee[i].p ? j->text.data + j->text.len : NULL,
+                                   req->e2ee[i].n};
+        if (req->e2ee[i].n)
+            (void)buf_append(&j->text, req->e2ee[i].p, req->e2ee[i].n); /* reserved */
+    }
+    j->copy.path = (strv_t){j->text.data + j->text.len, req->path.n};
+    (void)buf_append(&j->text, req->path.p, req->path.n);
+    j->rr = *rr;
+    conn_set_owner(c, &j->owner);
+    if (e2ee_port_submit(aw->e2ee_port, &j->base) != 0) {
+        conn_set_owner(c, NULL);
+        j->rr.own_body = (buf_t)BUF_INIT;
+        decrypt_job_free(j);
+        respond_error(aw, c, req, route, APP_E_E2EE_BUSY, NULL);
+        buf_free(&rr->own_body);
+        return -1;
+    }
+    rr->own_body = (buf_t)BUF_INIT; /* the job's rr has it */
+    return 1;
+}
+
+/* An E2EE request (proxy/e2ee.h): the body to forward becomes the decrypted one. 0 (forward
+ * now), 1 (held: decrypting on a crypto thread, or until the Redis replay claim answers; the
+ * callback forwards or refuses), or -1 after the format's error answer (then nothing reaches
+ * the engine). */
+static int e2ee_rewrite(app_worker_t *aw, conn_t *c, http_req_t *req, int route, relay_req_t *rr)
+{
+    strv_t in = rr->own_body.data ? (strv_t){rr->own_body.data, rr->own_body.len} : rr->body;
+    if (aw->e2ee_port && in.n > E2EE_DECRYPT_INLINE_MAX) {
+        int q = decrypt_offload(aw, c, req, route, rr, in);
+        if (q != 0)
+            return q;
+    }
+    buf_t out = BUF_INIT;
+    app_error_t e;
+    char msg[E2EE_MSG_MAX];
+    msg[0] = '\0';
+    int rc = e2ee_request(aw->app, req, in, &out, &rr->e2ee, &e, msg);
+    return e2ee_decrypted(aw, c, req, route, rr, rc, &out, e, msg);
 }
 
 static void handle_completion(app_worker_t *aw, conn_t *c, http_req_t *req, int route)

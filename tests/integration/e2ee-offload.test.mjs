@@ -173,3 +173,50 @@ test('clients that leave with sealing jobs in flight: the proxy stays healthy', 
   assert.ok(done > 0, 'vllm_proxy_e2ee_jobs_total counts the sealing jobs');
   assert.match(text, /^vllm_proxy_e2ee_queue_depth \d+$/m);
 });
+
+test('a request body over 8 KiB is decrypted on the crypto threads: the engine gets every message in clear, in order', async () => {
+  const rec = await startStack({ mock: { args: ['--record-body'] }, proxy: { args: ['--workers', '1'] } });
+  try {
+    const r0 = await getPath(rec.port, `/v1/attestation/report?signing_algo=ecdsa&nonce=${'ab'.repeat(32)}`);
+    const key = jsonOf(r0).signing_public_key;
+    const sealTo = (text) => {
+      const esk = secp256k1.utils.randomSecretKey();
+      const shared = secp256k1.getSharedSecret(esk, hexToBytes('04' + key), true).slice(1);
+      const k = hkdf(sha256, shared, undefined, utf8ToBytes('ecdsa_encryption'), 32);
+      const nonce = randomBytes(12);
+      return bytesToHex(concatBytes(secp256k1.getPublicKey(esk, false), nonce, gcm(k, nonce).encrypt(utf8ToBytes(text))));
+    };
+    const plain = Array.from({ length: 150 }, (_, i) => ({ role: i % 2 ? 'assistant' : 'user', content: `message ${i}: ${'x'.repeat(i % 7)}` }));
+    const sk = secp256k1.utils.randomSecretKey();
+    const headers = { 'X-Signing-Algo': 'ecdsa', 'X-Client-Pub-Key': bytesToHex(secp256k1.getPublicKey(sk, false)), 'X-Encryption-Version': '2' };
+    const body = { model: MODEL, max_tokens: 4, messages: plain.map((m) => ({ ...m, content: sealTo(m.content) })) };
+    assert.ok(JSON.stringify(body).length > 8192, 'the body is above the inline limit');
+    const r = await postJson(rec.port, '/v1/chat/completions', body, { headers });
+    assert.equal(r.status, 200, r.body.toString());
+    const got = JSON.parse((await rec.mock.last()).body);
+    assert.deepEqual(got.messages, plain, 'the engine got the decrypted messages in order');
+    assert.ok(!r.body.toString().includes('message 1'), 'no plaintext in the answer');
+    await checkSigned(rec.port, jsonOf(r).id, signedText(r.requestBody, r.body));
+    // a field that does not open fails the whole request, from the thread as inline
+    const bad = structuredClone(body);
+    bad.messages[149].content = bad.messages[149].content.slice(0, -2) + (bad.messages[149].content.endsWith('00') ? '01' : '00');
+    const before = (await rec.mock.stats()).requests;
+    const rb = await postJson(rec.port, '/v1/chat/completions', bad, { headers });
+    assert.equal(rb.status, 400, rb.body.toString());
+    assert.equal(jsonOf(rb).error.type, 'e2ee_decryption_failed');
+    assert.equal((await rec.mock.stats()).requests, before, 'nothing reached the engine');
+    // clients that leave while their body is being decrypted
+    for (let i = 0; i < 6; i++) {
+      const c = new RawConn(rec.port);
+      c.request({ method: 'POST', path: '/v1/chat/completions',
+        headers: { 'Content-Type': 'application/json', Authorization: 'Bearer test_token', ...headers },
+        body: Buffer.from(JSON.stringify(body)) }).catch(() => {});
+      await sleep(i);
+      c.destroy();
+    }
+    const again = await postJson(rec.port, '/v1/chat/completions', body, { headers });
+    assert.equal(again.status, 200, 'the proxy carries on');
+  } finally {
+    await stopAndCheck(rec);
+  }
+});
