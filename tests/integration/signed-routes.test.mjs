@@ -205,6 +205,18 @@ test('an engine error is relayed as it is: no X-Signature-Id, nothing signed', a
   assert.equal((await fetchSignature(stack.port, `img-${r.headers['x-request-id']}`)).status, 404);
 });
 
+test('E2EE headers on the image and audio routes are refused, nothing forwarded', async () => {
+  const before = (await stack.mock.stats()).requests;
+  let r = await postJson(stack.port, '/v1/images/generations', { model: MODEL, prompt: 'x' },
+    { headers: { 'X-Signing-Algo': 'ecdsa', 'X-Client-Pub-Key': 'ab'.repeat(64) } });
+  assertOpenAIError(r, 400, { type: 'e2ee_not_supported' });
+  const body = multipart([{ name: 'file', value: 'abc', filename: 'a.wav' }], 'b0und');
+  r = await postMultipart(stack.port, '/v1/audio/transcriptions', body, 'multipart/form-data; boundary=b0und',
+    { headers: { 'X-E2EE-Version': '2' } });
+  assertOpenAIError(r, 400, { type: 'e2ee_unsupported_endpoint' });
+  assert.equal((await stack.mock.stats()).requests, before);
+});
+
 /* ---- a scripted engine: chunked answers, odd ids ---- */
 
 function scriptedEngine(answer) {
