@@ -7,9 +7,13 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
+import { execFile } from 'node:child_process';
+import fs from 'node:fs';
 import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
 
-import { MODEL, startStack, startProxy, cleanExitProblems } from './lib/harness.mjs';
+import { MODEL, startStack, startProxy, cleanExitProblems, binary, haveBinary } from './lib/harness.mjs';
 import { postJson, rawRequest, jsonOf } from './lib/http.mjs';
 import { assertOpenAIError, checkSigned, signedText, fetchSignature, stopAndCheck, attestedAddresses } from './lib/common.mjs';
 import { sha256hex } from './lib/verify.mjs';
@@ -136,6 +140,36 @@ test('/v1/audio/transcriptions (multipart, chunked upload): {"text":...}, signed
   assert.equal(j.usage.type, 'duration');
   const id = await assertSignedAnswer(r);
   assert.equal(id, `trans-${r.headers['x-request-id']}`);
+});
+
+test('vllm-proxy-verify signature checks a multipart record against the saved request and response files', async (t) => {
+  if (!haveBinary('vllm-proxy-verify')) return t.skip('vllm-proxy-verify not built');
+  const boundary = 'v3rify';
+  const body = multipart([{ name: 'file', value: crypto.randomBytes(5000), filename: 'a.wav' }, { name: 'model', value: MODEL }], boundary);
+  const r = await postMultipart(stack.port, '/v1/audio/transcriptions', body, `multipart/form-data; boundary=${boundary}`);
+  assert.equal(r.status, 200);
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vp-signed-'));
+  try {
+    const reqF = path.join(dir, 'req.bin'), respF = path.join(dir, 'resp.bin');
+    fs.writeFileSync(reqF, body);
+    fs.writeFileSync(respF, r.body);
+    const run = (args) => new Promise((res) => execFile(binary('vllm-proxy-verify'), [...args, '--json'], { timeout: 60000 },
+      (e, out) => res({ code: e ? e.code : 0, out })));
+    for (const algo of ['ecdsa', 'ed25519']) {
+      const rec = jsonOf(await fetchSignature(stack.port, r.headers['x-signature-id'], algo));
+      const base = ['signature', '--text', rec.text, '--signature', rec.signature, '--address', rec.signing_address, '--algo', algo];
+      let v = await run([...base, '--request', reqF, '--response', respF]);
+      assert.equal(v.code, 0, v.out);
+      const changed = Buffer.from(body);
+      changed[100] ^= 1;
+      fs.writeFileSync(reqF, changed);
+      v = await run([...base, '--request', reqF, '--response', respF]);
+      assert.equal(v.code, 1, `a changed request byte fails: ${v.out}`);
+      fs.writeFileSync(reqF, body);
+    }
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test('the multipart limits are separate, enforced on Content-Length and while reading: 413 in the OpenAI shape', async () => {
