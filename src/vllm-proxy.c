@@ -353,6 +353,9 @@ static int start_workers(char *err, size_t errlen)
         .max_header_bytes = g_cfg.max_header_size,
         .max_headers = g_cfg.max_headers,
         .max_body = g_cfg.max_request_size,
+        .max_body_any = g_cfg.max_image_request_size > g_cfg.max_audio_request_size
+                            ? g_cfg.max_image_request_size
+                            : g_cfg.max_audio_request_size,
         .header_timeout_ms = g_cfg.header_timeout_ms,
         .body_timeout_ms = g_cfg.body_timeout_ms,
         .idle_timeout_ms = g_cfg.idle_timeout_ms,

@@ -377,6 +377,20 @@ static int conn_send_continue(conn_t *c, llhttp_t *p)
     return r;
 }
 
+/* The largest body any request may have (a route's own limit included). */
+static uint64_t body_ceiling(const http_limits_t *l)
+{
+    return l->max_body_any > l->max_body ? l->max_body_any : l->max_body;
+}
+
+/* The current request's body limit: its route's, once on_headers set one, else max_body. */
+static uint64_t body_limit(const conn_t *c)
+{
+    uint64_t l = c->req.body_limit ? c->req.body_limit : c->w->lim.max_body;
+    uint64_t cap = body_ceiling(&c->w->lim);
+    return l < cap ? l : cap;
+}
+
 static int cb_headers_complete(llhttp_t *p)
 {
     conn_t *c = p->data;
@@ -403,7 +417,7 @@ static int cb_headers_complete(llhttp_t *p)
     r->content_length = r->has_content_length ? p->content_length : 0;
     r->has_body = (p->flags & F_CHUNKED) || r->content_length > 0;
     r->keep_alive = llhttp_should_keep_alive(p);
-    if (r->has_content_length && r->content_length > c->w->lim.max_body) {
+    if (r->has_content_length && r->content_length > body_ceiling(&c->w->lim)) {
         c->reject = HTTP_REJECT_BODY_TOO_LARGE;
         return HPE_USER;
     }
@@ -426,6 +440,11 @@ static int cb_headers_complete(llhttp_t *p)
     }
     if (c->state == C_CLOSING)
         return HPE_USER;
+    /* The route's own limit (req->body_limit), known only now. */
+    if (r->has_content_length && r->content_length > body_limit(c)) {
+        c->reject = HTTP_REJECT_BODY_TOO_LARGE;
+        return HPE_USER;
+    }
     if (conn_send_continue(c, p) != 0)
         return HPE_USER;
     if (use == HTTP_BODY_DISCARD)
@@ -440,7 +459,7 @@ static int cb_body(llhttp_t *p, const char *at, size_t len)
 {
     conn_t *c = p->data;
     c->body_seen += len;
-    if (c->body_seen > c->w->lim.max_body) {
+    if (c->body_seen > body_limit(c)) {
         c->reject = HTTP_REJECT_BODY_TOO_LARGE;
         return HPE_USER;
     }

@@ -32,7 +32,9 @@ typedef struct strv {
 typedef struct http_limits {
     size_t max_header_bytes;   /* request line + all headers */
     unsigned max_headers;
-    size_t max_body;
+    size_t max_body;           /* a request's body limit unless on_headers sets req->body_limit */
+    size_t max_body_any;       /* the largest body_limit on_headers may set; a Content-Length
+                                * above it is refused before on_headers (0 = max_body) */
     unsigned header_timeout_ms;
     unsigned body_timeout_ms;
     unsigned idle_timeout_ms;
@@ -71,6 +73,9 @@ typedef struct http_req {
     buf_t body;
     uint64_t start_ns;
     int app_route, app_auth; /* scratch for the application, zeroed per request */
+    uint64_t body_limit;     /* on_headers may set this request's body limit (at most
+                              * max_body_any; 0 = max_body): 413 beyond, checked against
+                              * Content-Length at once and while a chunked body is read */
 } http_req_t;
 
 /* Requests the server refuses by itself, before the application saw them whole. */

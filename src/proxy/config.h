@@ -63,6 +63,8 @@ typedef struct config {
     unsigned cache_ttl;
     size_t cache_capacity;
     size_t max_request_size;
+    size_t max_image_request_size;               /* /v1/images/{generations,edits} */
+    size_t max_audio_request_size;               /* /v1/audio/transcriptions */
     size_t max_header_size;
     unsigned max_headers;
     unsigned header_timeout_ms, body_timeout_ms, idle_timeout_ms;

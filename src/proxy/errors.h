@@ -22,6 +22,8 @@
     X(AUTH_INVALID, 401, "authentication_error", "invalid_api_key", "Invalid token")            \
     /* request bodies and parameters */                                                         \
     X(INVALID_JSON, 400, "invalid_request_error", "invalid_json", "invalid JSON")               \
+    X(INVALID_MULTIPART, 400, "invalid_request_error", "invalid_multipart",                    \
+      "the body must be multipart/form-data with a boundary")                                   \
     X(INVALID_REQUEST_HASH, 400, "invalid_request_error", "invalid_request_hash",              \
       "X-Request-Hash must be 64 hex characters")                                               \
     X(INVALID_SIGNING_ALGO, 400, "invalid_signing_algo", NULL,                                  \

@@ -5,7 +5,7 @@
 
 const char *const route_names[ROUTE_N] = {
     "root", "version", "chat_completions", "completions", "signature", "attestation_report",
-    "models", "metrics", "passthrough", "other",
+    "models", "metrics", "passthrough", "inference", "other",
 };
 
 const char *const reject_names[HTTP_REJECT_N] = {

@@ -58,6 +58,8 @@ enum {
     RF_CLIENT_SLOW = 1u << 11, /* the client's write queue is over its high watermark */
     RF_PAUSED = 1u << 12,      /* reading from the engine is paused (slow client, pending) */
     RF_E2EE_BUSY = 1u << 13,   /* offloaded: the crypto threads' queue was full (503) */
+    RF_ANNOUNCE = 1u << 14,     /* the record's id goes out in X-Signature-Id (id_prefix routes) */
+    RF_HOLD = 1u << 15,        /* the head (and r->hold) wait until that id is known */
 };
 /* relay.done: the sides that have let go; the relay is released when both have. */
 enum { DONE_CLIENT = 1u << 0, DONE_ENGINE = 1u << 1, DONE_BOTH = DONE_CLIENT | DONE_ENGINE };
@@ -101,6 +103,9 @@ struct relay {
     buf_t pend;      /* offloaded E2EE: engine bytes not yet handed to a job (plaintext, wiped) */
     relay_job_t job; /* offloaded E2EE: the one job of this relay */
     int job_busy;    /* the job is in the pool: the relay is not released before it is back */
+    const char *id_prefix;              /* relay_req_t.id_prefix */
+    buf_t hold;                         /* RF_HOLD: body bytes not yet sent (<= RELAY_HOLD_MAX + a read) */
+    char sig_id[SIG_ID_MAX + 1];        /* RF_ANNOUNCE: the record's id, "" until chosen */
 };
 
 static void relay_on_head(void *ud, int status, strv_t ctype, int64_t cl);
@@ -118,6 +123,7 @@ static void relay_job_done(e2ee_job_t *j);
 
 static void relay_destroy(relay_t *r)
 {
+    buf_free(&r->hold);
     sha_free(r->sha);
     sse_free(&r->sse);
     free(r);
@@ -161,6 +167,7 @@ static void relay_put(relay_t *r)
         r->job.sess = NULL;
     }
     buf_free(&r->own_body);
+    buf_free(&r->hold); /* up to 64 KiB, and only on some routes: not kept for the next one */
     r->c = NULL;
     r->req = NULL;
     r->up = NULL;
@@ -279,6 +286,8 @@ int relay_start(app_worker_t *aw, conn_t *c, http_req_t *req, relay_req_t *rr)
     r->up_cl = -1;
     r->up_seen = r->bytes_out = 0;
     r->chat_id = NULL;
+    r->id_prefix = rr->id_prefix;
+    r->sig_id[0] = '\0';
     r->own_body = own;
     r->e2ee = e2ee;
     strv_t body = own.data ? (strv_t){own.data, own.len} : rr->body;
@@ -356,6 +365,14 @@ static void relay_on_head(void *ud, int status, strv_t ctype, int64_t cl)
         cb_leave(r);
         return;
     }
+    if (r->id_prefix && is_signed_ok(r) && status != 204 && !(r->flags & RF_EOF_FRAMED)) {
+        /* The record's id goes in the head: it waits until the id is known (relay_announce). */
+        r->flags |= RF_ANNOUNCE | RF_HOLD;
+        memcpy(r->ctype, ct, n + 1);
+        buf_reset(&r->hold);
+        cb_leave(r);
+        return;
+    }
     r->flags |= RF_HEAD_SENT;
     /* An ACI request's answer carries ACI's hints even when it is the engine's error. */
     char extra[sizeof SSE_HEADERS + E2EE_HDRS_MAX + sizeof RID_HEADER + RID_MAX + 2];
@@ -363,6 +380,56 @@ static void relay_on_head(void *ud, int status, strv_t ctype, int64_t cl)
              (r->flags & RF_SSE) ? SSE_HEADERS : "", e2ee_sess_hints(r->e2ee), r->rid);
     conn_start_response(r->c, status, n ? ct : NULL, extra, r->up_cl);
     cb_leave(r);
+}
+
+/* An id the client can be given in a header as it is: visible ASCII only. */
+static int header_safe(const char *id)
+{
+    for (; *id; id++)
+        if ((unsigned char)*id < 0x21 || (unsigned char)*id > 0x7e)
+            return 0;
+    return 1;
+}
+
+/* RF_ANNOUNCE: the id now known, if any (the engine's), else NULL. */
+static const char *answer_id(const relay_t *r)
+{
+    return (r->flags & RF_SSE) ? sse_chat_id(&r->sse) : idscan_id(&r->ids);
+}
+
+/* RF_ANNOUNCE: fixes the record's id once: the engine's, when the scan has it and it can go
+ * in a header, else id_prefix "-" the engine's request id (random, the proxy's). */
+static void relay_pick_id(relay_t *r)
+{
+    if (r->sig_id[0])
+        return;
+    const char *e = answer_id(r);
+    if (e && header_safe(e) && strlen(e) <= SIG_ID_MAX)
+        memcpy(r->sig_id, e, strlen(e) + 1);
+    else
+        snprintf(r->sig_id, sizeof r->sig_id, "%s-%s", r->id_prefix, r->rid);
+}
+
+/* RF_HOLD: the id is chosen, the head goes out with it in X-Signature-Id, then the bytes
+ * held back. */
+static void relay_announce(relay_t *r, conn_t *c)
+{
+    if (!(r->flags & RF_HOLD))
+        return;
+    r->flags &= ~(unsigned)RF_HOLD;
+    r->flags |= RF_HEAD_SENT;
+    relay_pick_id(r);
+    char extra[sizeof SSE_HEADERS + sizeof RID_HEADER + RID_MAX + sizeof SIGNATURE_ID_HEADER +
+               SIG_ID_MAX + 8];
+    snprintf(extra, sizeof extra, "%s" RID_HEADER "%s\r\n" SIGNATURE_ID_HEADER ": %s\r\n",
+             (r->flags & RF_SSE) ? SSE_HEADERS : "", r->rid, r->sig_id);
+    r->bytes_out += r->hold.len;
+    if (c) {
+        conn_start_response(c, r->up_status, r->ctype[0] ? r->ctype : NULL, extra, r->up_cl);
+        if (r->hold.len)
+            conn_write_body(c, r->hold.data, r->hold.len);
+    }
+    buf_reset(&r->hold);
 }
 
 /* Why a complete answer gets no signature, or NULL (then *id is the chat id). */
@@ -373,15 +440,25 @@ static const char *unsignable(relay_t *r, const char **id)
         return "the answer could not be encrypted";
     if (r->flags & RF_PARSE_FAILED)
         return "response could not be parsed";
+    if (r->id_prefix && !(r->flags & RF_ANNOUNCE))
+        return "no id announced (an answer without a body, or delimited by the engine's close)";
     if (!(r->flags & RF_SSE)) {
         if (r->flags & RF_EOF_FRAMED)
             return "engine body delimited by its close: a cut cannot be told from the end";
+        if (r->flags & RF_ANNOUNCE) {
+            relay_pick_id(r);
+            return *id = r->sig_id, NULL;
+        }
         return (*id = idscan_id(&r->ids)) ? NULL : "no id in the response";
     }
     if (sse_finish(&r->sse) != 0)
         return "event stream malformed";
     if (!sse_done_seen(&r->sse))
         return "stream ended without [DONE]";
+    if (r->flags & RF_ANNOUNCE) {
+        relay_pick_id(r);
+        return *id = r->sig_id, NULL;
+    }
     return (*id = sse_chat_id(&r->sse)) ? NULL : "no id in the stream";
 }
 
@@ -511,6 +588,7 @@ static void relay_client_end(relay_t *r)
             relay_finalize(r);
         else if (r->kind == RELAY_SIGNED)
             M_ADD(r->aw->m.signatures_skipped, 1);
+        relay_announce(r, c); /* a held head and body, after the record was stored */
         respond_log(r->aw, r->req, r->route, r->up_status, r->up_status, r->bytes_out, r->chat_id);
         conn_end_response(c);
     }
@@ -653,11 +731,25 @@ static void relay_on_body(void *ud, const char *p, size_t n)
         return;
     }
     relay_account(r, p, n);
+    int complete = 0;
     if (is_signed_ok(r)) {
         r->up_seen += n;
-        if (r->up_cl >= 0 && r->up_seen == (uint64_t)r->up_cl)
-            relay_finalize(r);
+        complete = r->up_cl >= 0 && r->up_seen == (uint64_t)r->up_cl;
     }
+    if (r->flags & RF_HOLD) {
+        /* Held until the id is known; out of memory: the id is chosen now. */
+        int stored = buf_append(&r->hold, p, n) == 0;
+        if (complete)
+            relay_finalize(r); /* the record is stored before the client sees the end */
+        if (complete || !stored || answer_id(r) || r->hold.len >= RELAY_HOLD_MAX)
+            relay_announce(r, r->c);
+        if (!stored)
+            relay_write(r, p, n);
+        cb_leave(r);
+        return;
+    }
+    if (complete)
+        relay_finalize(r);
     relay_write(r, p, n);
     cb_leave(r);
 }

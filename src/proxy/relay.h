@@ -3,6 +3,14 @@
  * and, only for a complete answer, signs "reqhash:resphash" and stores the record before the
  * client can see the end of the body.
  *
+ * Routes whose answer may carry no id (relay_req_t.id_prefix set: embeddings, rerank, score,
+ * images, transcriptions) announce the record's id in the response header X-Signature-Id.
+ * The head is held back (with at most RELAY_HOLD_MAX bytes of the body) until the id is
+ * known: the engine's top-level "id" (an event stream's first id) once the scan has it whole,
+ * else, when the body ends or RELAY_HOLD_MAX bytes came without one, id_prefix "-" the
+ * engine's request id (the proxy's random X-Request-Id). An engine id that is not a plain
+ * header value (visible ASCII) is not announced; the proxy's is used instead.
+ *
  * Threads: the worker's loop thread. Ownership: a relay holds the client connection (as its
  * owner) and one engine exchange; it is released, back to the worker's free list, only when
  * both sides have let go: the engine's exchange ended (done, failed or cancelled) and the
@@ -16,7 +24,8 @@
 #include "proxy/sigstore.h"
 
 enum relay_kind {
-    RELAY_SIGNED, /* completions: hashed, id found, signed when complete */
+    RELAY_SIGNED, /* completions and the other inference routes: hashed, id found, signed
+                     when complete */
     RELAY_PASS,   /* other engine routes: relayed as they are */
 };
 
@@ -34,7 +43,13 @@ typedef struct relay_req {
     char req_hash[SIG_HASH_HEX_LEN + 1]; /* RELAY_SIGNED: the request half of the signed text */
     struct e2ee_sess *e2ee; /* an E2EE request's response side (proxy/e2ee.h), moved into the
                                relay like own_body (then wiped with it), or NULL */
+    const char *id_prefix;  /* RELAY_SIGNED: NULL (the id must come from the answer, as for
+                               completions), or the prefix of an id the proxy makes when the
+                               answer has none; then the id goes out in X-Signature-Id */
 } relay_req_t;
+
+#define RELAY_HOLD_MAX (64 * 1024) /* body bytes held back while an announced id is unknown */
+#define SIGNATURE_ID_HEADER "X-Signature-Id"
 
 /* Starts the exchange; the relay then owns the response. On failure (out of memory) the
  * client has been answered 503 and -1 is returned. */

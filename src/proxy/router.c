@@ -15,6 +15,7 @@
 #include "proxy/app.h"
 #include "proxy/e2ee.h"
 #include "proxy/metrics_route.h"
+#include "proxy/multipart.h"
 #include "proxy/relay.h"
 #include "proxy/report_route.h"
 #include "proxy/reqjson.h"
@@ -43,6 +44,49 @@ static int strv_prefix(strv_t v, const char *s)
 
 /* ---- routing and auth ---- */
 
+/* The engine routes besides completions, with how each is forwarded and signed. A signed one
+ * is relayed byte for byte, hashed over the bytes received and sent, and its record's id is
+ * announced in X-Signature-Id (proxy/relay.h): the engine's top-level "id" or, when the answer
+ * has none, id_prefix "-" the engine's request id. tokenize and detokenize are not signed
+ * (docs/API.md says why). */
+enum aux_body { AUX_JSON, AUX_MULTIPART };
+enum aux_limit { AUX_LIMIT_DEFAULT, AUX_LIMIT_IMAGE, AUX_LIMIT_AUDIO };
+typedef struct aux_route {
+    const char *path, *engine_path;
+    const char *id_prefix; /* NULL: relayed unsigned */
+    enum aux_body body;
+    enum aux_limit limit;
+} aux_route_t;
+
+static const aux_route_t AUX_ROUTES[] = {
+    {"/v1/embeddings", "/v1/embeddings", "emb", AUX_JSON, AUX_LIMIT_DEFAULT},
+    {"/v1/rerank", "/v1/rerank", "rerank", AUX_JSON, AUX_LIMIT_DEFAULT},
+    {"/v1/score", "/v1/score", "score", AUX_JSON, AUX_LIMIT_DEFAULT},
+    {"/v1/images/generations", "/v1/images/generations", "img", AUX_JSON, AUX_LIMIT_IMAGE},
+    {"/v1/images/edits", "/v1/images/edits", "img", AUX_MULTIPART, AUX_LIMIT_IMAGE},
+    {"/v1/audio/transcriptions", "/v1/audio/transcriptions", "trans", AUX_MULTIPART,
+     AUX_LIMIT_AUDIO},
+    {"/v1/tokenize", "/tokenize", NULL, AUX_JSON, AUX_LIMIT_DEFAULT},
+    {"/v1/detokenize", "/detokenize", NULL, AUX_JSON, AUX_LIMIT_DEFAULT},
+};
+#define N_AUX_ROUTES (sizeof AUX_ROUTES / sizeof AUX_ROUTES[0])
+
+static const aux_route_t *aux_route_of(strv_t p)
+{
+    for (size_t i = 0; i < N_AUX_ROUTES; i++)
+        if (strv_eq(p, AUX_ROUTES[i].path))
+            return &AUX_ROUTES[i];
+    return NULL;
+}
+
+/* The body limit of an aux route's request (0: the server's, VLLM_PROXY_MAX_REQUEST_SIZE). */
+static uint64_t aux_body_limit(const config_t *cfg, const aux_route_t *a)
+{
+    return a->limit == AUX_LIMIT_IMAGE   ? cfg->max_image_request_size
+           : a->limit == AUX_LIMIT_AUDIO ? cfg->max_audio_request_size
+                                         : 0;
+}
+
 static int route_of(http_req_t *req, int *method_ok)
 {
     strv_t p = req->path;
@@ -58,16 +102,18 @@ static int route_of(http_req_t *req, int *method_ok)
     else if (strv_eq(p, "/v1/aci/attestation")) r = ROUTE_REPORT, *method_ok = get;
     else if (strv_eq(p, "/v1/models")) r = ROUTE_MODELS, *method_ok = get;
     else if (strv_eq(p, "/v1/metrics")) r = ROUTE_METRICS, *method_ok = get;
-    else if (strv_eq(p, "/v1/embeddings") || strv_eq(p, "/v1/tokenize") ||
-             strv_eq(p, "/v1/detokenize") || strv_eq(p, "/v1/rerank") || strv_eq(p, "/v1/score"))
-        r = ROUTE_PASSTHROUGH, *method_ok = post;
+    else {
+        const aux_route_t *a = aux_route_of(p);
+        if (a)
+            r = a->id_prefix ? ROUTE_INFERENCE : ROUTE_PASSTHROUGH, *method_ok = post;
+    }
     return r;
 }
 
 static int route_needs_auth(int r)
 {
     return r == ROUTE_CHAT || r == ROUTE_COMPLETIONS || r == ROUTE_SIGNATURE ||
-           r == ROUTE_REPORT || r == ROUTE_PASSTHROUGH;
+           r == ROUTE_REPORT || r == ROUTE_PASSTHROUGH || r == ROUTE_INFERENCE;
 }
 
 static int token_in(const uint8_t h[SHA256_LEN], const uint8_t (*set)[SHA256_LEN], int n)
@@ -117,6 +163,9 @@ static int on_headers(conn_t *c, http_req_t *req)
                                                      : AUTH_NONE;
     if (!req->has_body)
         return HTTP_BODY_READ;
+    const aux_route_t *a = req->app_route == ROUTE_INFERENCE ? aux_route_of(req->path) : NULL;
+    if (a)
+        req->body_limit = aux_body_limit(aw->app->cfg, a); /* the server enforces it */
     int e = early_error(req, ok);
     if (e >= 0) {
         respond_error(aw, c, req, req->app_route, (app_error_t)e, NULL);
@@ -406,14 +455,62 @@ static void handle_passthrough(app_worker_t *aw, conn_t *c, http_req_t *req, int
                       .method = req->method == HTTP_GET ? "GET" : "POST", .path = req->path,
                       .query = req->query, .body = {req->body.data, req->body.len},
                       .own_body = BUF_INIT};
-    if (strv_eq(rr.path, "/v1/tokenize"))
-        rr.path = STRLIT("/tokenize");
-    else if (strv_eq(rr.path, "/v1/detokenize"))
-        rr.path = STRLIT("/detokenize");
-    /* E2EE on embeddings, rerank, score (on_request refused the other routes): decrypted into
-     * own_body, the answer encrypted by the relay; relayed unsigned like their plaintext. */
-    if (req->e2ee_present && e2ee_rewrite(aw, c, req, route, &rr) != 0)
+    const aux_route_t *a = aux_route_of(req->path);
+    if (a)
+        rr.path = (strv_t){a->engine_path, strlen(a->engine_path)};
+    relay_start(aw, c, req, &rr);
+}
+
+/* The other inference routes (AUX_ROUTES with an id_prefix): the body is checked (strict
+ * JSON, or multipart/form-data framing) but forwarded exactly as received, and the answer is
+ * signed as a completion's is, over the bytes received and sent. */
+static void handle_inference(app_worker_t *aw, conn_t *c, http_req_t *req, int route)
+{
+    const aux_route_t *a = aux_route_of(req->path);
+    const char *body = req->body.data ? req->body.data : "";
+    relay_req_t rr = {.route = route, .kind = RELAY_SIGNED, .method = "POST",
+                      .path = {a->engine_path, strlen(a->engine_path)}, .query = req->query,
+                      .body = {req->body.data, req->body.len}, .own_body = BUF_INIT,
+                      .id_prefix = a->id_prefix};
+    if (a->body == AUX_MULTIPART) {
+        const char *b, *why = NULL;
+        size_t bn;
+        if (multipart_boundary(req->content_type.p, req->content_type.n, &b, &bn) != 0) {
+            respond_error(aw, c, req, route, APP_E_INVALID_MULTIPART,
+                          "Content-Type must be multipart/form-data with a boundary (1 to 70 "
+                          "characters RFC 2046 allows)");
+            return;
+        }
+        if (multipart_check(body, req->body.len, b, bn, &why) != 0) {
+            char msg[REQJSON_ERR_MAX];
+            snprintf(msg, sizeof msg, "invalid multipart/form-data body: %s", why);
+            respond_error(aw, c, req, route, APP_E_INVALID_MULTIPART, msg);
+            return;
+        }
+    } else {
+        reqjson_t rj;
+        char err[REQJSON_ERR_MAX];
+        int rc = reqjson_inspect(body, req->body.len, &rj, NULL, err, sizeof err);
+        if (rc != 0) {
+            respond_error(aw, c, req, route,
+                          rc == REQJSON_NOMEM ? APP_E_OUT_OF_MEMORY : APP_E_INVALID_JSON,
+                          rc == REQJSON_NOMEM ? NULL : err);
+            return;
+        }
+    }
+    if (request_hash(aw, c, req, route, rr.req_hash) != 0)
         return;
+    /* E2EE on embeddings, rerank, score (on_request refused it on the other routes): the body
+     * decrypted into own_body, the answer encrypted by the relay. Signed under the engine's id
+     * in the (clear) body, as a completion is: no X-Signature-Id, whose head cannot wait for
+     * an id the encryptor has not emitted yet. */
+    if (req->e2ee_present) {
+        rr.id_prefix = NULL;
+        if (e2ee_rewrite(aw, c, req, route, &rr) != 0)
+            return;
+        relay_start(aw, c, req, &rr);
+        return;
+    }
     relay_start(aw, c, req, &rr);
 }
 
@@ -458,13 +555,15 @@ static route_fn *const ROUTES[ROUTE_N] = {
     [ROUTE_CHAT] = handle_completion,     [ROUTE_COMPLETIONS] = handle_completion,
     [ROUTE_SIGNATURE] = handle_signature, [ROUTE_REPORT] = handle_report,
     [ROUTE_MODELS] = handle_passthrough,  [ROUTE_PASSTHROUGH] = handle_passthrough,
-    [ROUTE_METRICS] = handle_metrics,     [ROUTE_OTHER] = NULL,
+    [ROUTE_METRICS] = handle_metrics,     [ROUTE_INFERENCE] = handle_inference,
+    [ROUTE_OTHER] = NULL,
 };
 
 /* The routes whose requests reach the engine. */
 static int route_is_engine(int r)
 {
-    return r == ROUTE_CHAT || r == ROUTE_COMPLETIONS || r == ROUTE_MODELS || r == ROUTE_PASSTHROUGH;
+    return r == ROUTE_CHAT || r == ROUTE_COMPLETIONS || r == ROUTE_MODELS ||
+           r == ROUTE_PASSTHROUGH || r == ROUTE_INFERENCE;
 }
 
 static void on_request(conn_t *c, http_req_t *req)

@@ -125,6 +125,9 @@ for (const { algo, version } of NEAR_CASES) {
         assert.equal(d.index, i);
       }
       assert.ok(!r.body.toString().includes(JSON.stringify(want[0].embedding).slice(1, 12)), 'no embedding values in clear');
+      // signed (issue 11) under the engine's id in the body, over the ciphertext both ways
+      assert.ok(j.id, 'the answer has an id');
+      await checkSigned(stack.port, j.id, signedText(r.requestBody, r.body));
     }
     // a single string input, and an empty string (never encrypted) passes
     const r1 = await postJson(stack.port, '/v1/embeddings', { model: MODEL, input: near.seal(algo, version, serverHex, INPUTS[0]) },

@@ -1035,7 +1035,8 @@ static void send_stats(struct conn *c)
 
 static const char *const post_routes[] = {
     "/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/tokenize", "/detokenize",
-    "/v1/rerank", "/rerank", "/v1/score", "/score",
+    "/v1/rerank", "/rerank", "/v1/score", "/score", "/v1/images/generations", "/v1/images/edits",
+    "/v1/audio/transcriptions",
 };
 static const char *const get_routes[] = {"/v1/models", "/metrics", "/health"};
 
@@ -1084,6 +1085,8 @@ void answer_request(struct conn *c)
         completion(c, 1);
     } else if (strcmp(path, "/v1/completions") == 0) {
         completion(c, 0);
+    } else if (post && media_route(c, path)) {
+        /* answered */
     } else if (post) {
         aux_route(c, path);
     } else if (strcmp(path, "/v1/models") == 0) {

@@ -1,7 +1,7 @@
 /* mock-vllm: an OpenAI-compatible engine stand-in that answers with vLLM's exact bytes, for
  * tests and benchmarks. One libuv loop, one thread; everything here belongs to that thread.
  * main.c: flags, listener, signals. conn.c: HTTP/1.1 connections and the write path.
- * answer.c: routes and the generated answers. */
+ * answer.c: routes and the generated answers. media.c: the image and audio routes. */
 #ifndef MOCK_VLLM_MOCK_H
 #define MOCK_VLLM_MOCK_H
 
@@ -126,6 +126,10 @@ void answer_timer(struct conn *c);
 void answer_free(struct answer *a);
 void send_simple(struct conn *c, int status, const char *ctype, const char *body, size_t len);
 void send_error(struct conn *c, int status, const char *msg);
+
+/* media.c: /v1/images/generations, /v1/images/edits, /v1/audio/transcriptions. 1 when path
+ * is one of them (then answered), else 0. */
+int media_route(struct conn *c, const char *path);
 
 /* Appends or dies: a test tool that ran out of memory has nothing sensible left to do. */
 static inline void put(buf_t *b, const void *p, size_t n)
