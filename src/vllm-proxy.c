@@ -157,7 +157,8 @@ static int start_gpu(attest_kind_t kind, attest_service_config_t *sc, char *err,
     gpu_config_t gc = {.mode = gpu_module_mode(gm),
                        .nvml_path = g_cfg.nvml_library_path,
                        .allow_cc_off = g_cfg.gpu_allow_cc_off,
-                       .timeout_ms = g_cfg.gpu_evidence_timeout_ms};
+                       .timeout_ms = g_cfg.gpu_evidence_timeout_ms,
+                       .nonce_retries = g_cfg.gpu_nonce_retries};
     char e[400];
     if (!(g_gpu = gpu_source_new(&gc, e, sizeof e))) {
         snprintf(err, errlen, "GPU evidence (%s): %s", config_gpu_evidence_name(gm), e);

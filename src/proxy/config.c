@@ -108,6 +108,8 @@ static const config_setting_t SETTINGS[] = {
      "0", NULL, "1 = serve evidence from GPUs with CC off / devtools (development only)"},
     {"--gpu-evidence-timeout", "GPU_EVIDENCE_TIMEOUT", CFG_SECONDS, FIELD(gpu_evidence_timeout_ms), 0,
      1, WEEK, NULL, 0, NULL, "`30`", "seconds one GPU evidence collection may take"},
+    {"--gpu-nonce-retries", "GPU_NONCE_RETRIES", CFG_UINT, FIELD(gpu_nonce_retries), 0, 0, 10, NULL,
+     0, "3", NULL, "collections repeated when a GPU report carries another request's nonce (then 503)"},
     {"--redis-host", "REDIS_HOST", CFG_STR, FIELD(redis_host), 0, 0, 0, NULL, 0, NULL, NULL,
      "Redis shared by replicas for signatures: host name, IP or /unix/socket (unset: memory only)"},
     {"--redis-port", "REDIS_PORT", CFG_INT, FIELD(redis_port), 0, 1, 65535, NULL, 0, "6379", NULL,

@@ -58,6 +58,7 @@ typedef struct config {
     char nvml_library_path[512];                 /* "" = libnvidia-ml.so.1 */
     int gpu_allow_cc_off;
     unsigned gpu_evidence_timeout_ms;            /* 0 = the gpu module's default */
+    unsigned gpu_nonce_retries;                  /* repeated collections on a foreign nonce */
     unsigned cache_ttl;
     size_t cache_capacity;
     size_t max_request_size;

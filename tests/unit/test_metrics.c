@@ -260,9 +260,14 @@ static void test_summed_across_workers(void **state)
     ASSERT_LINE(t, "# TYPE vllm_proxy_connections_refused_total counter");
     ASSERT_LINE(t, "vllm_proxy_connections_refused_total{reason=\"file_descriptors\"} 0");
     ASSERT_LINE(t, "vllm_proxy_connections_refused_total{reason=\"max_connections\"} 0");
+    /* GPU evidence nonce retries (process-wide; no GPU source in this process) */
+    ASSERT_LINE(t, "# TYPE vllm_proxy_gpu_evidence_nonce_retries_total counter");
+    ASSERT_LINE(t, "vllm_proxy_gpu_evidence_nonce_retries_total 0");
+    ASSERT_LINE(t, "# TYPE vllm_proxy_gpu_evidence_nonce_failures_total counter");
+    ASSERT_LINE(t, "vllm_proxy_gpu_evidence_nonce_failures_total 0");
     /* 7 requests + 2 durations + 4 upstream kinds + 5 rejection causes + 9 scalars + 3
-     * connection series */
-    assert_int_equal(samples, 30);
+     * connection series + 2 GPU evidence counters */
+    assert_int_equal(samples, 32);
     buf_free(&o);
     store_free(s);
 }
@@ -289,15 +294,16 @@ static void test_all_zero(void **state)
     ASSERT_LINE(o.data, "vllm_proxy_streams_active 0");
     ASSERT_LINE(o.data, "vllm_proxy_workers 2");
     ASSERT_LINE(o.data, "vllm_proxy_requests_rejected_total{reason=\"malformed\"} 0");
-    assert_int_equal(samples, 4 + 5 + 9 + 3);
+    assert_int_equal(samples, 4 + 5 + 9 + 3 + 2);
     /* every family is described exactly once */
     size_t helps = 0, types = 0;
     for (const char *p = o.data; (p = strstr(p, "# HELP ")) != NULL; p++)
         helps++;
     for (const char *p = o.data; (p = strstr(p, "# TYPE ")) != NULL; p++)
         types++;
-    assert_int_equal(helps, 15); /* 4 labelled families + 9 scalars + 2 connection families */
-    assert_int_equal(types, 15);
+    /* 4 labelled families + 9 scalars + 2 connection families + 2 GPU counters */
+    assert_int_equal(helps, 17);
+    assert_int_equal(types, 17);
     buf_free(&o);
 
     /* one worker only: nothing from the absent worker is read */
