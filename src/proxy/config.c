@@ -46,6 +46,9 @@ static const config_setting_t SETTINGS[] = {
      NULL, NULL, "comma-separated bearer tokens accepted from clients (unset: authenticated routes answer 401)"},
     {"--trusted-hash-tokens", "TRUSTED_REQUEST_HASH_TOKENS", CFG_TOKENS, FIELD(trusted_hash),
      offsetof(config_t, ntrusted), 0, 0, NULL, 0, NULL, NULL, "tokens whose callers may set X-Request-Hash"},
+    {"--cache-salt-secret", "CACHE_SALT_SECRET", CFG_STR, FIELD(cache_salt_secret), 0, 0, 0, NULL,
+     CFG_ONE_LINE, NULL, NULL,
+     "32+ characters: strip client cache_salt, inject HMAC(secret, token) (unset: off)"},
     {"--workers", "WORKERS", CFG_INT, FIELD(workers), 0, 1, 256, NULL, 0, NULL,
      "CPU count (at most 64)", "event-loop threads"},
     {"--attestation", "ATTESTATION", CFG_ENUM, FIELD(attestation), 0, 0, 0, ATTEST_NAMES, 0, "auto",
@@ -450,7 +453,14 @@ int config_load(config_t *c, int argc, char **argv, char *err, size_t errlen)
     int rc = load_flags(c, argc, argv, err, errlen);
     if (rc != CFG_OK)
         return rc;
-    return check_required(c, err, errlen) != 0 ? CFG_ERROR : CFG_OK;
+    if (check_required(c, err, errlen) != 0)
+        return CFG_ERROR;
+    if (c->cache_salt_secret[0] && strlen(c->cache_salt_secret) < CFG_CACHE_SALT_SECRET_MIN) {
+        snprintf(err, errlen, "CACHE_SALT_SECRET: at least %d characters (a secret an attacker cannot guess)",
+                 CFG_CACHE_SALT_SECRET_MIN);
+        return CFG_ERROR;
+    }
+    return CFG_OK;
 }
 
 const char *config_version(void) { return VP_VERSION; }

@@ -12,6 +12,7 @@
 #include <stdio.h>
 
 #define CFG_MAX_TOKENS 64
+#define CFG_CACHE_SALT_SECRET_MIN 32 /* characters of CACHE_SALT_SECRET, when set */
 
 /* ATTESTATION: which quote provider; auto never picks simulated. */
 enum attest_mode {
@@ -43,6 +44,7 @@ typedef struct config {
     uint8_t token_hash[CFG_MAX_TOKENS][32];      /* sha256 of each accepted bearer token */
     int ntrusted;
     uint8_t trusted_hash[CFG_MAX_TOKENS][32];    /* tokens allowed to send X-Request-Hash */
+    char cache_salt_secret[256];                 /* "" = client cache_salt passes untouched */
     int workers;
     enum attest_mode attestation;
     int gpu_no_hw_mode;
