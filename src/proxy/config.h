@@ -56,6 +56,7 @@ typedef struct config {
     unsigned report_max_pending;                 /* client report collections per process; 0 = no cap */
     unsigned report_max_pending_per_token;       /* the same per bearer token; 0 = no cap */
     char tls_cert_path[512];                     /* "" = no TLS binding offered */
+    unsigned tls_cert_check_interval;            /* seconds; 0 = no timer */
     enum gpu_evidence_mode gpu_evidence;
     char nvml_library_path[512];                 /* "" = libnvidia-ml.so.1 */
     int gpu_allow_cc_off;

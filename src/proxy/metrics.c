@@ -119,4 +119,16 @@ void metrics_render(app_t *a, buf_t *o)
                   "# TYPE vllm_proxy_gpu_evidence_nonce_failures_total counter\n"
                   "vllm_proxy_gpu_evidence_nonce_failures_total %llu\n",
                gpu_nonce_retries_total(), gpu_nonce_failures_total());
+    unsigned long long reloads = 0, failures = 0;
+    if (a->attest)
+        attest_service_tls_counts(a->attest, &reloads, &failures);
+    buf_printf(o, "# HELP vllm_proxy_tls_cert_reloads_total Times a changed TLS_CERT_PATH gave "
+                  "reports a new key (cached TLS-bound reports dropped).\n"
+                  "# TYPE vllm_proxy_tls_cert_reloads_total counter\n"
+                  "vllm_proxy_tls_cert_reloads_total %llu\n"
+                  "# HELP vllm_proxy_tls_cert_errors_total Looks at a changed TLS_CERT_PATH that "
+                  "could not be opened or parsed (the last good key stays).\n"
+                  "# TYPE vllm_proxy_tls_cert_errors_total counter\n"
+                  "vllm_proxy_tls_cert_errors_total %llu\n",
+               reloads, failures);
 }
