@@ -89,16 +89,12 @@ attest_service_t *attest_service_new(attest_provider_t *p, const signer_t *signe
         s->has_tls = 1;
         memcpy(s->spki, c->tls_spki_sha256, sizeof s->spki);
         hex_encode(s->spki_hex, s->spki, sizeof s->spki);
-        if (c->tls_cert_path && c->tls_cert_path[0]) {
-            struct stat st;
-            if (!(s->tls_path = strdup(c->tls_cert_path))) {
-                pthread_mutex_destroy(&s->tls_check_lock);
-                free(s);
-                return NULL;
-            }
-            /* The version the caller read; a later change is seen by the first check. */
-            if (stat(s->tls_path, &st) == 0)
-                s->tls_ident = (file_ident_t){st.st_dev, st.st_ino, st.st_size, st.st_mtim, st.st_ctim};
+        /* tls_ident stays zero: the first check reads the file again, so a version that
+         * replaced the one the caller parsed in the meantime is not mistaken for it. */
+        if (c->tls_cert_path && c->tls_cert_path[0] && !(s->tls_path = strdup(c->tls_cert_path))) {
+            pthread_mutex_destroy(&s->tls_check_lock);
+            free(s);
+            return NULL;
         }
     }
     s->gpu = c->gpu;
