@@ -36,6 +36,9 @@ static worker_thread_t *g_threads;
 static uv_async_t g_worker_exit;
 static uv_signal_t g_sigterm, g_sigint;
 static uv_timer_t g_sweep;
+static uv_timer_t g_tls_timer; /* TLS_CERT_PATH rotation check (a pool job per tick) */
+static uv_work_t g_tls_work;
+static int g_tls_busy;
 static int g_signals;
 static int g_exited;
 static int g_nexited;
@@ -96,6 +99,7 @@ static void on_worker_exit(uv_async_t *a)
     uv_close((uv_handle_t *)&g_sigterm, NULL);
     uv_close((uv_handle_t *)&g_sigint, NULL);
     uv_close((uv_handle_t *)&g_sweep, NULL);
+    uv_close((uv_handle_t *)&g_tls_timer, NULL);
     uv_close((uv_handle_t *)&g_worker_exit, NULL);
 }
 
@@ -158,7 +162,8 @@ static int start_gpu(attest_kind_t kind, attest_service_config_t *sc, char *err,
     gpu_config_t gc = {.mode = gpu_module_mode(gm),
                        .nvml_path = g_cfg.nvml_library_path,
                        .allow_cc_off = g_cfg.gpu_allow_cc_off,
-                       .timeout_ms = g_cfg.gpu_evidence_timeout_ms};
+                       .timeout_ms = g_cfg.gpu_evidence_timeout_ms,
+                       .nonce_retries = g_cfg.gpu_nonce_retries};
     char e[400];
     if (!(g_gpu = gpu_source_new(&gc, e, sizeof e))) {
         snprintf(err, errlen, "GPU evidence (%s): %s", config_gpu_evidence_name(gm), e);
@@ -259,7 +264,8 @@ static int start_attestation(char *err, size_t errlen)
     }
     uint8_t spki[32];
     attest_service_config_t sc = {.cache_ttl_s = g_cfg.attestation_cache_ttl,
-                                  .tls_spki_sha256 = g_cfg.tls_cert_path[0] ? spki : NULL};
+                                  .tls_spki_sha256 = g_cfg.tls_cert_path[0] ? spki : NULL,
+                                  .tls_cert_path = g_cfg.tls_cert_path};
     if (start_signer(prov, err, errlen) != 0 ||
         (g_cfg.tls_cert_path[0] && attest_tls_spki_sha256_file(g_cfg.tls_cert_path, spki, err, errlen) != 0) ||
         start_gpu(attest_provider_kind(prov), &sc, err, errlen) != 0 ||
@@ -280,6 +286,29 @@ static void on_sweep(uv_timer_t *t)
 {
     (void)t;
     store_expire(g_app.store, clock_wall_s());
+}
+
+/* TLS_CERT_PATH rotation: the file is looked at on the thread pool (open, fstat, a parse
+ * only when it changed), never on a loop; one look at a time. */
+static void tls_check_work(uv_work_t *w)
+{
+    (void)w;
+    attest_service_tls_check(g_app.attest);
+}
+
+static void tls_check_done(uv_work_t *w, int status)
+{
+    (void)w, (void)status;
+    g_tls_busy = 0;
+}
+
+static void on_tls_timer(uv_timer_t *t)
+{
+    if (g_tls_busy)
+        return;
+    g_tls_busy = 1;
+    if (uv_queue_work(t->loop, &g_tls_work, tls_check_work, tls_check_done) != 0)
+        g_tls_busy = 0;
 }
 
 /* Process-wide settings, before anything is started. */
@@ -413,6 +442,11 @@ static void start_main_loop(uv_loop_t *main_loop)
     uv_signal_start(&g_sigint, on_signal, SIGINT);
     uv_timer_init(main_loop, &g_sweep);
     uv_timer_start(&g_sweep, on_sweep, 30000, 30000);
+    uv_timer_init(main_loop, &g_tls_timer);
+    if (g_cfg.tls_cert_path[0] && g_cfg.tls_cert_check_interval) {
+        uint64_t ms = (uint64_t)g_cfg.tls_cert_check_interval * 1000;
+        uv_timer_start(&g_tls_timer, on_tls_timer, ms, ms);
+    }
 }
 
 /* The start-up log lines: where it listens, the engine, attestation, keys, store. */

@@ -119,6 +119,7 @@ typedef struct gpu_job {
     unsigned count;       /* probe: GPUs seen */
     char cc_note[160];    /* probe: CC state in words, or why it is refused */
     int cc_refused;
+    int nonce_mismatch;   /* collect: a GPU's report carried another nonce */
     buf_t items;          /* collect: evidence_list items */
     const char *arch;     /* collect: payload arch */
     char err[256];
@@ -128,6 +129,7 @@ struct gpu_source {
     int mode; /* resolved: GPU_MODE_NVML | CANNED | NONE */
     int allow_cc_off;
     unsigned timeout_ms;
+    unsigned nonce_retries;
     /* nvml */
     nvml_lib_t lib;
     int nvml_inited;      /* touched by the helper thread only, then by free after join */
@@ -147,6 +149,8 @@ static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 /* Set from submission until the helper finishes the NVML work, even when the submitter gave
  * up: one NVML collection at a time, process-wide. */
 static int g_busy;
+/* gpu_nonce_retries_total, gpu_nonce_failures_total (relaxed atomics) */
+static unsigned long long g_nonce_retries, g_nonce_failures;
 
 static void gate_init(void)
 {
@@ -324,6 +328,7 @@ static void run_collect(gpu_source_t *g, gpu_job_t *j)
         }
         if (memcmp(rep->attestationReport + SPDM_NONCE_OFFSET, j->nonce, NONCE_LEN) != 0) {
             snprintf(err, errlen, "GPU %u: attestation report does not carry the request nonce", i);
+            j->nonce_mismatch = 1;
             goto out;
         }
         if (append_item(&j->items, i == 0, rep->attestationReport, rep->attestationReportSize,
@@ -500,6 +505,8 @@ gpu_source_t *gpu_source_new(const gpu_config_t *cfg, char *err, size_t errlen)
     }
     g->allow_cc_off = cfg->allow_cc_off;
     g->timeout_ms = cfg->timeout_ms ? cfg->timeout_ms : GPU_DEFAULT_TIMEOUT_MS;
+    g->nonce_retries = cfg->nonce_retries > GPU_MAX_NONCE_RETRIES ? GPU_MAX_NONCE_RETRIES
+                                                                  : cfg->nonce_retries;
     g->mode = cfg->mode;
 
     switch (cfg->mode) {
@@ -630,9 +637,31 @@ int gpu_evidence_collect(gpu_source_t *g, const uint8_t nonce[32], buf_t *payloa
         }
         return 0;
     }
-    gpu_job_t *j = submit(g, JOB_COLLECT, nonce, err, errlen);
-    if (!j)
-        return -1;
+    gpu_job_t *j;
+    unsigned backoff = GPU_RETRY_FIRST_MS;
+    for (unsigned attempt = 0;; attempt++) {
+        if (!(j = submit(g, JOB_COLLECT, nonce, err, errlen)))
+            return -1;
+        if (j->rc == 0 || !j->nonce_mismatch)
+            break;
+        if (attempt >= g->nonce_retries) {
+            __atomic_fetch_add(&g_nonce_failures, 1, __ATOMIC_RELAXED);
+            if (g->nonce_retries) {
+                size_t l = strlen(j->err);
+                snprintf(j->err + l, sizeof j->err - l, " (after %u retries)", g->nonce_retries);
+            }
+            break;
+        }
+        /* Another process's NVML request answered ours: collect everything again. */
+        __atomic_fetch_add(&g_nonce_retries, 1, __ATOMIC_RELAXED);
+        LOG_WARN("gpu: %s (another process using NVML?); collecting again in %u ms (retry %u of %u)",
+                 j->err, backoff, attempt + 1, g->nonce_retries);
+        job_release(j);
+        struct timespec ts = {(time_t)(backoff / 1000), (long)(backoff % 1000) * 1000000L};
+        while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+            ;
+        backoff = backoff * 2 > GPU_RETRY_MAX_MS ? GPU_RETRY_MAX_MS : backoff * 2;
+    }
     int rc = j->rc;
     if (rc == 0 && payload_append(payload_json, nonce, &j->items, j->arch)) {
         snprintf(err, errlen, "out of memory");
@@ -643,6 +672,16 @@ int gpu_evidence_collect(gpu_source_t *g, const uint8_t nonce[32], buf_t *payloa
     }
     job_release(j);
     return rc;
+}
+
+unsigned long long gpu_nonce_retries_total(void)
+{
+    return __atomic_load_n(&g_nonce_retries, __ATOMIC_RELAXED);
+}
+
+unsigned long long gpu_nonce_failures_total(void)
+{
+    return __atomic_load_n(&g_nonce_failures, __ATOMIC_RELAXED);
 }
 
 void gpu_source_free(gpu_source_t *g)

@@ -26,7 +26,13 @@ typedef struct gpu_config {
     const char *nvml_path;  /* NULL/"" = libnvidia-ml.so.1 through the dlopen search path */
     int allow_cc_off;       /* accept evidence while CC is off or in devtools mode */
     unsigned timeout_ms;    /* per collection (all GPUs); 0 = GPU_DEFAULT_TIMEOUT_MS */
+    unsigned nonce_retries; /* collections repeated when a GPU's report carries another nonce */
 } gpu_config_t;
+
+/* Backoff before the first repeated collection; doubled each time, at most GPU_RETRY_MAX_MS. */
+#define GPU_RETRY_FIRST_MS 50u
+#define GPU_RETRY_MAX_MS 1000u
+#define GPU_MAX_NONCE_RETRIES 10u
 
 typedef struct gpu_source gpu_source_t;
 
@@ -49,9 +55,21 @@ int gpu_source_is_canned(const gpu_source_t *g);
 /* BLOCKING. Appends the payload JSON text for this nonce to payload_json. Returns 0; 1 with
  * nothing appended in mode none; -1 with a cause in err suitable for a 503 message (NVML
  * failure, GPU CC off, timeout, busy with a stalled call). payload_json is left as it was on
- * failure. */
+ * failure.
+ *
+ * Every GPU's SPDM report must carry the request nonce. When another process on the host
+ * drives NVML at the same time, a report can come back with that process's nonce: then the
+ * whole collection (every GPU) is repeated, at most nonce_retries times, after a backoff of
+ * GPU_RETRY_FIRST_MS doubling up to GPU_RETRY_MAX_MS; each repetition is counted in
+ * gpu_nonce_retries_total() and a collection that still fails in
+ * gpu_nonce_failures_total(). */
 int gpu_evidence_collect(gpu_source_t *g, const uint8_t nonce[32], buf_t *payload_json, char *err,
                          size_t errlen);
+
+/* Process-wide counters (all sources, since start): collections repeated because a report
+ * carried another nonce, and collections that failed for that reason after every retry. */
+unsigned long long gpu_nonce_retries_total(void);
+unsigned long long gpu_nonce_failures_total(void);
 
 /* Releases the source. If its helper thread is still stuck inside NVML, the thread is
  * detached and releases NVML and the source itself when the call returns. */

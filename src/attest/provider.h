@@ -70,6 +70,8 @@ typedef int (*attest_gpu_fn)(void *ctx, const uint8_t nonce[32], buf_t *payload,
 typedef struct attest_service_config {
     unsigned cache_ttl_s;          /* server-nonce report cache; 0 disables it */
     const uint8_t *tls_spki_sha256;/* 32 bytes (copied), or NULL: no TLS binding offered */
+    const char *tls_cert_path;     /* the file tls_spki_sha256 came from (copied), re-read by
+                                    * attest_service_tls_check; NULL: the SPKI never changes */
     attest_gpu_fn gpu;             /* NULL: the simulated GPU payload */
     void *gpu_ctx;
     const char *gpu_label;         /* static string emitted as gpu_evidence, or NULL */
@@ -87,6 +89,21 @@ attest_service_t *attest_service_new(attest_provider_t *p, const signer_t *signe
 void attest_service_free(attest_service_t *s);
 attest_provider_t *attest_service_provider(attest_service_t *s);
 int attest_service_has_tls(const attest_service_t *s);
+
+/* TLS_CERT_PATH rotation. BLOCKS briefly (open, fstat; the PEM parsed only when the file
+ * changed): call it on the thread pool, never on a loop. When the file's identity (device,
+ * inode, size, mtime, ctime) differs from the version last read, it is parsed; a new SPKI
+ * replaces the old one at once, every cached TLS-bound report is dropped, and a collection
+ * that started with the old one is not cached. A file that cannot be opened or parsed keeps
+ * the last good SPKI and logs one error (until it parses again). Every TLS-bound collection
+ * calls it before it takes the SPKI; the server also calls it on a timer
+ * (TLS_CERT_CHECK_INTERVAL). 0, or -1 when the file is unusable (the old key stays). */
+int attest_service_tls_check(attest_service_t *s);
+/* Changes of SPKI seen and failed checks so far (any thread). */
+void attest_service_tls_counts(attest_service_t *s, unsigned long long *reloads,
+                               unsigned long long *failures);
+/* The SPKI sha256 reports bind now, 64 hex ("" without TLS) (any thread). */
+void attest_service_tls_current(attest_service_t *s, char hex[65]);
 
 /* algo: 0 ecdsa, 1 ed25519; tls: 1 = TLS binding (only when has_tls). */
 

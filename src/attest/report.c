@@ -34,6 +34,22 @@ void attest_report_data_tls(const uint8_t *id, size_t idlen, const uint8_t spki_
     memcpy(out + 32, nonce, 32);
 }
 
+int attest_tls_spki_sha256_stream(FILE *f, const char *name, uint8_t out[32], char *err, size_t errlen)
+{
+    X509 *x = PEM_read_X509(f, NULL, NULL, NULL);
+    unsigned char *der = NULL;
+    int n = x ? i2d_X509_PUBKEY(X509_get_X509_PUBKEY(x), &der) : -1;
+    X509_free(x);
+    ERR_clear_error();
+    if (n <= 0) {
+        snprintf(err, errlen, "TLS_CERT_PATH: %s holds no PEM certificate", name);
+        return -1;
+    }
+    sha256(der, (size_t)n, out);
+    OPENSSL_free(der);
+    return 0;
+}
+
 int attest_tls_spki_sha256_file(const char *pem_path, uint8_t out[32], char *err, size_t errlen)
 {
     FILE *f = fopen(pem_path, "r");
@@ -41,19 +57,9 @@ int attest_tls_spki_sha256_file(const char *pem_path, uint8_t out[32], char *err
         snprintf(err, errlen, "TLS_CERT_PATH: cannot open %s", pem_path);
         return -1;
     }
-    X509 *x = PEM_read_X509(f, NULL, NULL, NULL);
+    int rc = attest_tls_spki_sha256_stream(f, pem_path, out, err, errlen);
     fclose(f);
-    unsigned char *der = NULL;
-    int n = x ? i2d_X509_PUBKEY(X509_get_X509_PUBKEY(x), &der) : -1;
-    X509_free(x);
-    ERR_clear_error();
-    if (n <= 0) {
-        snprintf(err, errlen, "TLS_CERT_PATH: %s holds no PEM certificate", pem_path);
-        return -1;
-    }
-    sha256(der, (size_t)n, out);
-    OPENSSL_free(der);
-    return 0;
+    return rc;
 }
 
 int attest_identity_ok(const attest_identity_t *id)

@@ -4,6 +4,7 @@
 #ifndef VP_ATTEST_REPORT_H
 #define VP_ATTEST_REPORT_H
 #include <stddef.h>
+#include <stdio.h>
 #include <stdint.h>
 
 #include "attest/attest.h"
@@ -32,6 +33,8 @@ void attest_report_data_tls(const uint8_t *id, size_t idlen, const uint8_t spki_
 /* sha256 of the SubjectPublicKeyInfo DER of the first certificate in a PEM file.
  * 0, or -1 with err. */
 int attest_tls_spki_sha256_file(const char *pem_path, uint8_t out[32], char *err, size_t errlen);
+/* The same from an open file (name for the message). */
+int attest_tls_spki_sha256_stream(FILE *f, const char *name, uint8_t out[32], char *err, size_t errlen);
 
 /* Options of one report. */
 typedef struct attest_report_opts {

@@ -2,11 +2,13 @@
  * quote, the report assembled, the server-nonce report cache with its single-flight and
  * background refresh (and a look-up that never waits, for the loop), and the admission count
  * of the collections clients cause. */
+#include <errno.h>
 #include <pthread.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "attest/provider.h"
@@ -20,6 +22,25 @@
 #define SPKI_HASH_LEN 32    /* sha256 of the TLS certificate's SubjectPublicKeyInfo */
 #define ECDSA_ID_LEN 20     /* the Ethereum address bytes */
 #define ED25519_ID_LEN 32   /* the public key */
+#define TLS_CERT_MAX (1u << 20) /* a TLS_CERT_PATH file larger than this is refused, not read */
+#define TLS_COLLECT_TRIES 3 /* a cached TLS report is re-collected when the key changed meanwhile */
+
+/* What identifies one version of TLS_CERT_PATH: certbot and dstack-ingress replace the file by
+ * rename (a new inode), an editor or cp rewrites it in place (a new mtime/ctime/size). */
+typedef struct file_ident {
+    dev_t dev;
+    ino_t ino;
+    off_t size;
+    struct timespec mtime, ctime;
+} file_ident_t;
+
+/* The TLS binding a collection uses: copied under the lock when the collection starts. */
+typedef struct tls_snap {
+    int on;
+    unsigned gen;
+    uint8_t spki[SPKI_HASH_LEN];
+    char spki_hex[HEX_SIZE(SPKI_HASH_LEN)];
+} tls_snap_t;
 
 typedef struct slot {
     buf_t body;         /* pre-serialised report */
@@ -35,8 +56,14 @@ struct attest_service {
     const signer_t *signer;
     unsigned ttl;
     int has_tls;
-    uint8_t spki[SPKI_HASH_LEN];
-    char spki_hex[HEX_SIZE(SPKI_HASH_LEN)];
+    uint8_t spki[SPKI_HASH_LEN];          /* under lock */
+    char spki_hex[HEX_SIZE(SPKI_HASH_LEN)]; /* under lock */
+    unsigned tls_gen;                     /* under lock: bumped when the SPKI changes */
+    char *tls_path;                       /* NULL: the SPKI is fixed */
+    pthread_mutex_t tls_check_lock;       /* one file check at a time; guards what follows */
+    file_ident_t tls_ident;               /* the file version last looked at */
+    int tls_file_err;                     /* the last check failed (logged once per failure) */
+    unsigned long long tls_reloads, tls_failures; /* relaxed atomics */
     attest_gpu_fn gpu;
     void *gpu_ctx;
     const char *gpu_label;
@@ -57,10 +84,18 @@ attest_service_t *attest_service_new(attest_provider_t *p, const signer_t *signe
     s->p = p;
     s->signer = signer;
     s->ttl = c->cache_ttl_s;
+    pthread_mutex_init(&s->tls_check_lock, NULL);
     if (c->tls_spki_sha256) {
         s->has_tls = 1;
         memcpy(s->spki, c->tls_spki_sha256, sizeof s->spki);
         hex_encode(s->spki_hex, s->spki, sizeof s->spki);
+        /* tls_ident stays zero: the first check reads the file again, so a version that
+         * replaced the one the caller parsed in the meantime is not mistaken for it. */
+        if (c->tls_cert_path && c->tls_cert_path[0] && !(s->tls_path = strdup(c->tls_cert_path))) {
+            pthread_mutex_destroy(&s->tls_check_lock);
+            free(s);
+            return NULL;
+        }
     }
     s->gpu = c->gpu;
     s->gpu_ctx = c->gpu_ctx;
@@ -80,12 +115,123 @@ void attest_service_free(attest_service_t *s)
             buf_free(&s->slots[a][t].body);
     pthread_mutex_destroy(&s->lock);
     pthread_cond_destroy(&s->done);
+    pthread_mutex_destroy(&s->tls_check_lock);
+    free(s->tls_path);
     attest_provider_free(s->p);
     free(s);
 }
 
 attest_provider_t *attest_service_provider(attest_service_t *s) { return s->p; }
 int attest_service_has_tls(const attest_service_t *s) { return s->has_tls; }
+
+static int ident_eq(const file_ident_t *a, const file_ident_t *b)
+{
+    return a->dev == b->dev && a->ino == b->ino && a->size == b->size &&
+           a->mtime.tv_sec == b->mtime.tv_sec && a->mtime.tv_nsec == b->mtime.tv_nsec &&
+           a->ctime.tv_sec == b->ctime.tv_sec && a->ctime.tv_nsec == b->ctime.tv_nsec;
+}
+
+/* A new SPKI: every cached TLS-bound report is dropped now, and collections that started
+ * under the old one see tls_gen move and are not cached (collect_locked). */
+static void tls_install(attest_service_t *s, const uint8_t spki[SPKI_HASH_LEN])
+{
+    char old[HEX_SIZE(SPKI_HASH_LEN)];
+    pthread_mutex_lock(&s->lock);
+    int changed = memcmp(spki, s->spki, SPKI_HASH_LEN) != 0;
+    if (changed) {
+        memcpy(old, s->spki_hex, sizeof old);
+        memcpy(s->spki, spki, SPKI_HASH_LEN);
+        hex_encode(s->spki_hex, s->spki, SPKI_HASH_LEN);
+        s->tls_gen++;
+        for (int a = 0; a < 2; a++) {
+            slot_t *sl = &s->slots[a][1];
+            buf_free(&sl->body);
+            sl->made_at = 0;
+        }
+    }
+    pthread_mutex_unlock(&s->lock);
+    if (changed) {
+        __atomic_fetch_add(&s->tls_reloads, 1, __ATOMIC_RELAXED);
+        char now[HEX_SIZE(SPKI_HASH_LEN)];
+        hex_encode(now, spki, SPKI_HASH_LEN);
+        LOG_INFO("TLS_CERT_PATH %s changed: reports now bind SPKI sha256 %s (was %s); cached TLS-bound "
+                 "reports dropped", s->tls_path, now, old);
+    }
+}
+
+int attest_service_tls_check(attest_service_t *s)
+{
+    if (!s->tls_path)
+        return 0;
+    int rc = 0;
+    char err[600] = "";
+    pthread_mutex_lock(&s->tls_check_lock);
+    FILE *f = fopen(s->tls_path, "r");
+    struct stat st;
+    if (!f || fstat(fileno(f), &st) != 0) {
+        snprintf(err, sizeof err, "cannot open %s: %s", s->tls_path, strerror(errno));
+        s->tls_ident = (file_ident_t){0}; /* whatever appears next is read */
+        rc = -1;
+    } else {
+        file_ident_t id = {st.st_dev, st.st_ino, st.st_size, st.st_mtim, st.st_ctim};
+        if (ident_eq(&id, &s->tls_ident) && !s->tls_file_err) {
+            rc = 0; /* the version already in use */
+        } else if (ident_eq(&id, &s->tls_ident)) {
+            rc = -2; /* the same bad version: logged already */
+        } else {
+            uint8_t spki[SPKI_HASH_LEN];
+            s->tls_ident = id;
+            if (!S_ISREG(st.st_mode) || st.st_size <= 0 || (unsigned long long)st.st_size > TLS_CERT_MAX) {
+                snprintf(err, sizeof err, "%s is not a regular file of 1..%u bytes", s->tls_path,
+                         TLS_CERT_MAX);
+                rc = -1;
+            } else if (attest_tls_spki_sha256_stream(f, s->tls_path, spki, err, sizeof err) != 0) {
+                rc = -1;
+            } else {
+                if (s->tls_file_err)
+                    LOG_INFO("TLS_CERT_PATH %s parses again", s->tls_path);
+                s->tls_file_err = 0;
+                tls_install(s, spki);
+            }
+        }
+    }
+    if (f)
+        fclose(f);
+    if (rc == -1) {
+        __atomic_fetch_add(&s->tls_failures, 1, __ATOMIC_RELAXED);
+        if (!s->tls_file_err)
+            LOG_ERROR("TLS_CERT_PATH: %s; keeping the last good certificate's key (SPKI sha256 %.16s...) "
+                      "until the file parses", err, s->spki_hex);
+        s->tls_file_err = 1;
+    }
+    pthread_mutex_unlock(&s->tls_check_lock);
+    return rc < 0 ? -1 : 0;
+}
+
+void attest_service_tls_counts(attest_service_t *s, unsigned long long *reloads,
+                               unsigned long long *failures)
+{
+    *reloads = __atomic_load_n(&s->tls_reloads, __ATOMIC_RELAXED);
+    *failures = __atomic_load_n(&s->tls_failures, __ATOMIC_RELAXED);
+}
+
+void attest_service_tls_current(attest_service_t *s, char hex[65])
+{
+    pthread_mutex_lock(&s->lock);
+    memcpy(hex, s->has_tls ? s->spki_hex : "", s->has_tls ? HEX_SIZE(SPKI_HASH_LEN) : 1);
+    pthread_mutex_unlock(&s->lock);
+}
+
+/* The binding for a collection that starts now (caller holds s->lock). */
+static void tls_snapshot_locked(const attest_service_t *s, int tls, tls_snap_t *t)
+{
+    t->on = tls && s->has_tls;
+    t->gen = s->tls_gen;
+    if (t->on) {
+        memcpy(t->spki, s->spki, sizeof t->spki);
+        memcpy(t->spki_hex, s->spki_hex, sizeof t->spki_hex);
+    }
+}
 
 static void identity(const signer_t *sg, int algo, attest_identity_t *id)
 {
@@ -119,9 +265,10 @@ static void *gpu_thread(void *arg)
     return NULL;
 }
 
-/* One full collection: quote and GPU evidence in parallel, then the JSON. */
-static int build(attest_service_t *s, int algo, int tls, const uint8_t nonce[32], const char *nonce_source,
-                 buf_t *out, char *err, size_t errlen)
+/* One full collection: quote and GPU evidence in parallel, then the JSON. tls: the binding
+ * snapshot taken when the collection started. */
+static int build(attest_service_t *s, int algo, const tls_snap_t *tls, const uint8_t nonce[32],
+                 const char *nonce_source, buf_t *out, char *err, size_t errlen)
 {
     attest_identity_t id;
     uint8_t rd[64];
@@ -130,8 +277,8 @@ static int build(attest_service_t *s, int algo, int tls, const uint8_t nonce[32]
     pthread_t th;
     int threaded = 0, rc = -1;
     identity(s->signer, algo, &id);
-    if (tls && s->has_tls)
-        attest_report_data_tls(id.id_bytes, id.id_len, s->spki, nonce, rd);
+    if (tls->on)
+        attest_report_data_tls(id.id_bytes, id.id_len, tls->spki, nonce, rd);
     else
         attest_report_data(id.id_bytes, id.id_len, nonce, rd);
     if (s->gpu) {
@@ -161,7 +308,7 @@ static int build(attest_service_t *s, int algo, int tls, const uint8_t nonce[32]
     char aci_digest[ACI_DIGEST_LEN + 1];
     int have_aci = s->aci && aci_keys_current(s->aci, (int64_t)clock_wall_s(), aci_digest,
                                               NULL, NULL) == 0;
-    attest_report_opts_t o = {.tls_fingerprint_hex = tls && s->has_tls ? s->spki_hex : NULL,
+    attest_report_opts_t o = {.tls_fingerprint_hex = tls->on ? tls->spki_hex : NULL,
                               .nonce_source = nonce_source,
                               .e2ee_keys_json = have_aci ? aci_keys_e2ee_json(s->aci) : NULL,
                               .aci_keyset_digest = have_aci ? aci_digest : NULL};
@@ -179,20 +326,47 @@ out:
 int attest_service_fresh(attest_service_t *s, int algo, int tls, const uint8_t nonce[32], buf_t *out,
                          char *err, size_t errlen)
 {
-    return build(s, algo & 1, tls && s->has_tls, nonce, "client", out, err, errlen);
+    tls_snap_t t;
+    if (tls && s->has_tls)
+        attest_service_tls_check(s); /* the file as it is now; a bad file keeps the last key */
+    pthread_mutex_lock(&s->lock);
+    tls_snapshot_locked(s, tls, &t);
+    pthread_mutex_unlock(&s->lock);
+    return build(s, algo & 1, &t, nonce, "client", out, err, errlen);
 }
 
 /* Collects into slot sl (caller holds the lock and has set sl->collecting). Returns with
- * the lock held. */
+ * the lock held. A TLS-bound collection looks at TLS_CERT_PATH first, and one during which
+ * the key changed is collected again (TLS_COLLECT_TRIES in all) and never cached with the
+ * old key. */
 static int collect_locked(attest_service_t *s, slot_t *sl, int algo, int tls)
 {
     uint8_t nonce[NONCE_LEN];
     buf_t body = BUF_INIT;
     char e[SERVICE_ERR_MAX] = "";
-    randombytes_buf(nonce, sizeof nonce);
-    pthread_mutex_unlock(&s->lock);
-    int rc = build(s, algo, tls, nonce, "server", &body, e, sizeof e);
-    pthread_mutex_lock(&s->lock);
+    int rc = -1, stale = 0;
+    for (int tries = 0; tries < TLS_COLLECT_TRIES; tries++) {
+        tls_snap_t t;
+        if (tls) {
+            pthread_mutex_unlock(&s->lock);
+            attest_service_tls_check(s);
+            pthread_mutex_lock(&s->lock);
+        }
+        tls_snapshot_locked(s, tls, &t);
+        randombytes_buf(nonce, sizeof nonce);
+        pthread_mutex_unlock(&s->lock);
+        buf_free(&body);
+        rc = build(s, algo, &t, nonce, "server", &body, e, sizeof e);
+        pthread_mutex_lock(&s->lock);
+        stale = rc == 0 && t.on && t.gen != s->tls_gen;
+        if (!stale)
+            break;
+    }
+    if (stale) {
+        rc = -1;
+        snprintf(e, sizeof e, "the TLS certificate changed during %d collections in a row",
+                 TLS_COLLECT_TRIES);
+    }
     if (rc == 0) {
         buf_free(&sl->body);
         sl->body = body;
@@ -271,8 +445,14 @@ int attest_service_cached(attest_service_t *s, int algo, int tls, buf_t *out, in
     tls = tls && s->has_tls;
     if (s->ttl == 0) {
         uint8_t nonce[NONCE_LEN];
+        tls_snap_t t;
         randombytes_buf(nonce, sizeof nonce);
-        return build(s, algo, tls, nonce, "server", out, err, errlen);
+        if (tls)
+            attest_service_tls_check(s);
+        pthread_mutex_lock(&s->lock);
+        tls_snapshot_locked(s, tls, &t);
+        pthread_mutex_unlock(&s->lock);
+        return build(s, algo, &t, nonce, "server", out, err, errlen);
     }
     slot_t *sl = &s->slots[algo][tls];
     int rc = -1, waited = 0;

@@ -46,6 +46,9 @@ static const config_setting_t SETTINGS[] = {
      NULL, NULL, "comma-separated bearer tokens accepted from clients (unset: authenticated routes answer 401)"},
     {"--trusted-hash-tokens", "TRUSTED_REQUEST_HASH_TOKENS", CFG_TOKENS, FIELD(trusted_hash),
      offsetof(config_t, ntrusted), 0, 0, NULL, 0, NULL, NULL, "tokens whose callers may set X-Request-Hash"},
+    {"--cache-salt-secret", "CACHE_SALT_SECRET", CFG_STR, FIELD(cache_salt_secret), 0, 0, 0, NULL,
+     CFG_ONE_LINE, NULL, NULL,
+     "32+ characters: strip client cache_salt, inject HMAC(secret, token) (unset: off)"},
     {"--workers", "WORKERS", CFG_INT, FIELD(workers), 0, 1, 256, NULL, 0, NULL,
      "CPU count (at most 64)", "event-loop threads"},
     {"--e2ee-threads", "E2EE_THREADS", CFG_INT, FIELD(e2ee_threads), 0, 1, 64, NULL, 0, NULL,
@@ -109,7 +112,10 @@ static const config_setting_t SETTINGS[] = {
      FIELD(report_max_pending_per_token), 0, 0, 100000, NULL, 0, "16", NULL,
      "the same per bearer token; 429 beyond (0 = no cap)"},
     {"--tls-cert", "TLS_CERT_PATH", CFG_STR, FIELD(tls_cert_path), 0, 0, 0, NULL, 0, NULL, NULL,
-     "PEM certificate served in front of the proxy; enables include_tls_fingerprint=true"},
+     "PEM certificate served in front of the proxy; enables include_tls_fingerprint=true / version=2"},
+    {"--tls-cert-check-interval", "TLS_CERT_CHECK_INTERVAL", CFG_UINT, FIELD(tls_cert_check_interval), 0,
+     0, 3600, NULL, 0, "1", NULL,
+     "seconds between looks at TLS_CERT_PATH for a replaced certificate (0 = only on TLS-bound collections)"},
     {"--gpu-evidence", "GPU_EVIDENCE", CFG_ENUM, FIELD(gpu_evidence), 0, 0, 0, GPU_NAMES, 0, NULL,
      "`simulated` with simulated attestation, else `auto`", "auto|nvml|canned|none|simulated"},
     {"--nvml-library", "NVML_LIBRARY_PATH", CFG_STR, FIELD(nvml_library_path), 0, 0, 0, NULL, 0, NULL,
@@ -118,6 +124,8 @@ static const config_setting_t SETTINGS[] = {
      "0", NULL, "1 = serve evidence from GPUs with CC off / devtools (development only)"},
     {"--gpu-evidence-timeout", "GPU_EVIDENCE_TIMEOUT", CFG_SECONDS, FIELD(gpu_evidence_timeout_ms), 0,
      1, WEEK, NULL, 0, NULL, "`30`", "seconds one GPU evidence collection may take"},
+    {"--gpu-nonce-retries", "GPU_NONCE_RETRIES", CFG_UINT, FIELD(gpu_nonce_retries), 0, 0, 10, NULL,
+     0, "3", NULL, "collections repeated when a GPU report carries another request's nonce (then 503)"},
     {"--redis-host", "REDIS_HOST", CFG_STR, FIELD(redis_host), 0, 0, 0, NULL, 0, NULL, NULL,
      "Redis shared by replicas for signatures: host name, IP or /unix/socket (unset: memory only)"},
     {"--redis-port", "REDIS_PORT", CFG_INT, FIELD(redis_port), 0, 1, 65535, NULL, 0, "6379", NULL,
@@ -465,7 +473,14 @@ int config_load(config_t *c, int argc, char **argv, char *err, size_t errlen)
     int rc = load_flags(c, argc, argv, err, errlen);
     if (rc != CFG_OK)
         return rc;
-    return check_required(c, err, errlen) != 0 ? CFG_ERROR : CFG_OK;
+    if (check_required(c, err, errlen) != 0)
+        return CFG_ERROR;
+    if (c->cache_salt_secret[0] && strlen(c->cache_salt_secret) < CFG_CACHE_SALT_SECRET_MIN) {
+        snprintf(err, errlen, "CACHE_SALT_SECRET: at least %d characters (a secret an attacker cannot guess)",
+                 CFG_CACHE_SALT_SECRET_MIN);
+        return CFG_ERROR;
+    }
+    return CFG_OK;
 }
 
 const char *config_version(void) { return VP_VERSION; }

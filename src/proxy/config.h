@@ -12,6 +12,7 @@
 #include <stdio.h>
 
 #define CFG_MAX_TOKENS 64
+#define CFG_CACHE_SALT_SECRET_MIN 32 /* characters of CACHE_SALT_SECRET, when set */
 
 /* ATTESTATION: which quote provider; auto never picks simulated. */
 enum attest_mode {
@@ -43,6 +44,7 @@ typedef struct config {
     uint8_t token_hash[CFG_MAX_TOKENS][32];      /* sha256 of each accepted bearer token */
     int ntrusted;
     uint8_t trusted_hash[CFG_MAX_TOKENS][32];    /* tokens allowed to send X-Request-Hash */
+    char cache_salt_secret[256];                 /* "" = client cache_salt passes untouched */
     int workers;
     int e2ee_threads;                            /* crypto threads (proxy/e2ee_pool.h) */
     int e2ee_thread_nice;                        /* their nice increment; 0 = none */
@@ -56,10 +58,12 @@ typedef struct config {
     unsigned report_max_pending;                 /* client report collections per process; 0 = no cap */
     unsigned report_max_pending_per_token;       /* the same per bearer token; 0 = no cap */
     char tls_cert_path[512];                     /* "" = no TLS binding offered */
+    unsigned tls_cert_check_interval;            /* seconds; 0 = no timer */
     enum gpu_evidence_mode gpu_evidence;
     char nvml_library_path[512];                 /* "" = libnvidia-ml.so.1 */
     int gpu_allow_cc_off;
     unsigned gpu_evidence_timeout_ms;            /* 0 = the gpu module's default */
+    unsigned gpu_nonce_retries;                  /* repeated collections on a foreign nonce */
     unsigned cache_ttl;
     size_t cache_capacity;
     size_t max_request_size;

@@ -36,6 +36,8 @@
       "include_tls_fingerprint must be true or false")                                          \
     X(TLS_UNAVAILABLE, 400, "invalid_request_error", "tls_fingerprint_unavailable",             \
       "include_tls_fingerprint=true needs TLS_CERT_PATH on this server")                        \
+    X(INVALID_REPORT_VERSION, 400, "invalid_request_error", "invalid_version",                  \
+      "version must be 1 or 2 (2: report_data binds the TLS certificate's key)")               \
     X(SIGNING_ADDRESS_UNKNOWN, 404, "not_found", NULL, "Signing address not found on this server") \
     X(CHAT_ID_NOT_FOUND, 404, "not_found", NULL, "Chat id not found or expired")                \
     /* E2EE where no format is wired: fail closed (issue 10). E2EE_V2_NOT_SUPPORTED: ACI's   \

@@ -1,6 +1,7 @@
 /* Prometheus text exposition of the per-worker counters, summed at read time. */
 #include "proxy/metrics.h"
 
+#include "attest/gpu.h"
 #include "proxy/app.h"
 
 const char *const route_names[ROUTE_N] = {
@@ -125,4 +126,26 @@ void metrics_render(app_t *a, buf_t *o)
                   "vllm_proxy_connections_refused_total{reason=\"max_connections\"} %llu\n",
                http_conns_open(), (unsigned long long)http_conns_refused(HTTP_REFUSED_FDS),
                (unsigned long long)http_conns_refused(HTTP_REFUSED_CAP));
+    /* GPU evidence (process-wide, attest/gpu.h). */
+    buf_printf(o, "# HELP vllm_proxy_gpu_evidence_nonce_retries_total GPU evidence collections "
+                  "repeated because a GPU report carried another request's nonce.\n"
+                  "# TYPE vllm_proxy_gpu_evidence_nonce_retries_total counter\n"
+                  "vllm_proxy_gpu_evidence_nonce_retries_total %llu\n"
+                  "# HELP vllm_proxy_gpu_evidence_nonce_failures_total GPU evidence collections "
+                  "that still carried another nonce after every retry (answered 503).\n"
+                  "# TYPE vllm_proxy_gpu_evidence_nonce_failures_total counter\n"
+                  "vllm_proxy_gpu_evidence_nonce_failures_total %llu\n",
+               gpu_nonce_retries_total(), gpu_nonce_failures_total());
+    unsigned long long reloads = 0, failures = 0;
+    if (a->attest)
+        attest_service_tls_counts(a->attest, &reloads, &failures);
+    buf_printf(o, "# HELP vllm_proxy_tls_cert_reloads_total Times a changed TLS_CERT_PATH gave "
+                  "reports a new key (cached TLS-bound reports dropped).\n"
+                  "# TYPE vllm_proxy_tls_cert_reloads_total counter\n"
+                  "vllm_proxy_tls_cert_reloads_total %llu\n"
+                  "# HELP vllm_proxy_tls_cert_errors_total Looks at a changed TLS_CERT_PATH that "
+                  "could not be opened or parsed (the last good key stays).\n"
+                  "# TYPE vllm_proxy_tls_cert_errors_total counter\n"
+                  "vllm_proxy_tls_cert_errors_total %llu\n",
+               reloads, failures);
 }

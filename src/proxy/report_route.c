@@ -232,18 +232,44 @@ void report_route(app_worker_t *aw, conn_t *c, http_req_t *req)
             return;
         }
     }
+    int tls_flag = -1; /* include_tls_fingerprint: absent, 0 or 1 */
     n = query_get(req->query, "include_tls_fingerprint", v, sizeof v);
     if (n != QUERY_ABSENT) {
         if (n == 4 && !strcasecmp(v, "true"))
-            j->tls = 1;
-        else if (n < 0 || !(n == 5 && !strcasecmp(v, "false"))) {
+            tls_flag = 1;
+        else if (n == 5 && !strcasecmp(v, "false"))
+            tls_flag = 0;
+        else {
             refuse(j, aw, c, req, APP_E_INVALID_TLS_FLAG);
             return;
         }
-        if (j->tls && !attest_service_has_tls(aw->app->attest)) {
-            refuse(j, aw, c, req, APP_E_TLS_UNAVAILABLE);
+    }
+    /* version=2: what Phala's gateway asks the Phala fork for; an alias of
+     * include_tls_fingerprint=true (report_data[0:32] = sha256(address || SPKI sha256), and
+     * the report carries tls_cert_fingerprint). version=1 is today's report. */
+    int v2 = 0;
+    n = query_get(req->query, "version", v, sizeof v);
+    if (n != QUERY_ABSENT) {
+        if (n == 1 && (v[0] == '1' || v[0] == '2'))
+            v2 = v[0] == '2';
+        else {
+            refuse(j, aw, c, req, APP_E_INVALID_REPORT_VERSION);
             return;
         }
+    }
+    if (v2 && tls_flag == 0) {
+        free(j);
+        respond_error(aw, c, req, ROUTE_REPORT, APP_E_INVALID_TLS_FLAG,
+                      "include_tls_fingerprint=false contradicts version=2, which binds the TLS key");
+        return;
+    }
+    j->tls = v2 || tls_flag == 1;
+    /* Never a silently unbound report: a binding asked for without a certificate is a 400. */
+    if (j->tls && !attest_service_has_tls(aw->app->attest)) {
+        free(j);
+        respond_error(aw, c, req, ROUTE_REPORT, APP_E_TLS_UNAVAILABLE,
+                      v2 ? "version=2 (TLS binding) needs TLS_CERT_PATH on this server" : NULL);
+        return;
     }
     if (j->server_nonce && answer_cached(aw, c, req, algo, j->tls)) {
         free(j);

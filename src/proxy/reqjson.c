@@ -1,7 +1,8 @@
 /* Strict single-pass JSON scanner for completion request bodies. Recursive descent bounded
  * by REQJSON_MAX_DEPTH; each value reports its type and byte span to its container, which is
- * all the caller-visible facts need. The tool_calls rewrite is produced on the fly by copying
- * the bytes between removed spans, so it costs nothing when nothing is removed. */
+ * all the caller-visible facts need. The tool_calls rewrite (and the cache_salt one) is produced
+ * on the fly by copying the bytes between removed spans, so it costs nothing when nothing is
+ * removed. */
 #include "proxy/reqjson.h"
 
 #include <stdint.h>
@@ -35,6 +36,7 @@ typedef struct scan {
     buf_t *rw;
     size_t copied;  /* body bytes before this offset are already in rw (or removed) */
     int enomem;
+    const char *salt; /* reqjson_opts_t.cache_salt */
 } scan_t;
 
 static int fail_at(scan_t *s, size_t pos, const char *msg)
@@ -252,7 +254,6 @@ static int parse_literal(scan_t *s, val_t *v, const char *word, int type)
 /* Removes body[from..to) from the forwarded body. Spans arrive in increasing order. */
 static void remove_span(scan_t *s, size_t from, size_t to)
 {
-    s->out->n_stripped++;
     if (!s->rw)
         return;
     if (buf_append(s->rw, s->p + s->copied, from - s->copied) != 0)
@@ -260,9 +261,24 @@ static void remove_span(scan_t *s, size_t from, size_t to)
     s->copied = to;
 }
 
+/* Writes the injected cache_salt member before body[at] (the top-level object's '}'). */
+static void insert_salt(scan_t *s, size_t at, int after_member)
+{
+    if (!s->rw)
+        return;
+    if (buf_append(s->rw, s->p + s->copied, at - s->copied) != 0 ||
+        buf_puts(s->rw, after_member ? ",\"cache_salt\":\"" : "\"cache_salt\":\"") != 0 ||
+        buf_puts(s->rw, s->salt) != 0 || buf_puts(s->rw, "\"") != 0)
+        s->enomem = 1;
+    s->copied = at;
+    s->out->salt_injected = 1;
+}
+
 static int parse_value(scan_t *s, int depth, int role, val_t *v);
 
-enum key_kind { K_OTHER, K_STREAM, K_MODEL, K_MESSAGES, K_SOPTS, K_TOOL_CALLS, K_INCLUDE_USAGE };
+enum key_kind {
+    K_OTHER, K_STREAM, K_MODEL, K_MESSAGES, K_SOPTS, K_TOOL_CALLS, K_INCLUDE_USAGE, K_CACHE_SALT
+};
 
 static int classify_key(const scan_t *s, int role, const val_t *key)
 {
@@ -276,6 +292,8 @@ static int classify_key(const scan_t *s, int role, const val_t *key)
             return K_MESSAGES;
         if (key_is(s, key, "stream_options"))
             return K_SOPTS;
+        if (s->salt && key_is(s, key, "cache_salt"))
+            return K_CACHE_SALT;
         return K_OTHER;
     case R_MESSAGE:
         return key_is(s, key, "tool_calls") ? K_TOOL_CALLS : K_OTHER;
@@ -324,6 +342,8 @@ static int parse_object(scan_t *s, int depth, int role, val_t *v)
     s->pos++;
     skip_ws(s);
     if (s->pos < s->len && s->p[s->pos] == '}') {
+        if (role == R_TOP && s->salt)
+            insert_salt(s, s->pos, 0);
         s->pos++;
         v->end = s->pos;
         return 0;
@@ -357,7 +377,12 @@ static int parse_object(scan_t *s, int depth, int role, val_t *v)
         if (parse_value(s, depth, child, &val) != 0)
             return -1;
         record_member(s, kind, &val);
-        if (kind == K_TOOL_CALLS && val.type == J_ARR && val.nelem == 0) {
+        int drop = kind == K_CACHE_SALT || (kind == K_TOOL_CALLS && val.type == J_ARR && val.nelem == 0);
+        if (drop) {
+            if (kind == K_CACHE_SALT)
+                s->out->n_salts++;
+            else
+                s->out->n_stripped++;
             if (kept_any) {
                 remove_span(s, last_comma, val.end);
             } else {
@@ -386,6 +411,8 @@ static int parse_object(scan_t *s, int depth, int role, val_t *v)
             return fail_at(s, s->pos, "expected ',' or '}'");
         if (pending)
             remove_span(s, pending_from, pending_to);
+        if (role == R_TOP && s->salt)
+            insert_salt(s, s->pos, kept_any);
         s->pos++;
         v->end = s->pos;
         return 0;
@@ -468,11 +495,17 @@ static int report(char *err, size_t errlen, const char *msg)
 int reqjson_inspect(const char *body, size_t len, reqjson_t *out, buf_t *rewritten,
                     char *err, size_t errlen)
 {
+    return reqjson_inspect_opts(body, len, NULL, out, rewritten, err, errlen);
+}
+
+int reqjson_inspect_opts(const char *body, size_t len, const reqjson_opts_t *opts, reqjson_t *out,
+                         buf_t *rewritten, char *err, size_t errlen)
+{
     if (errlen)
         err[0] = '\0';
     memset(out, 0, sizeof(*out));
     scan_t s = {.p = (const unsigned char *)(body ? body : ""), .len = body ? len : 0,
-                .out = out, .rw = rewritten};
+                .out = out, .rw = rewritten, .salt = opts ? opts->cache_salt : NULL};
     size_t rw_len0 = rewritten ? rewritten->len : 0;
     val_t top;
     int rc = 0;
@@ -501,7 +534,7 @@ int reqjson_inspect(const char *body, size_t len, reqjson_t *out, buf_t *rewritt
         rc = report(err, errlen, "body must be a JSON object");
     else if (s.stream_bad)
         rc = report(err, errlen, "'stream' must be a boolean");
-    if (rc == 0 && out->n_stripped && rewritten) {
+    if (rc == 0 && (out->n_stripped || out->n_salts || out->salt_injected) && rewritten) {
         if (buf_append(rewritten, s.p + s.copied, s.len - s.copied) != 0) {
             report(err, errlen, "out of memory");
             rc = REQJSON_NOMEM;
@@ -516,6 +549,7 @@ int reqjson_inspect(const char *body, size_t len, reqjson_t *out, buf_t *rewritt
                 rewritten->data[rw_len0] = '\0';
         }
         out->rewritten = 0;
+        out->salt_injected = 0;
     }
     return rc;
 }

@@ -25,6 +25,8 @@ typedef struct reqjson {
     size_t model_len;     /*   the quotes, escapes NOT decoded */
     int model_escaped;    /* the raw model bytes contain a backslash escape */
     size_t n_stripped;    /* "tool_calls": [] members removed from top-level "messages" */
+    size_t n_salts;       /* top-level "cache_salt" members removed (opts->cache_salt set) */
+    int salt_injected;    /* opts->cache_salt was written into the forwarded body */
     int rewritten;        /* 1 when *rewritten received the body to forward instead of body */
 } reqjson_t;
 
@@ -44,5 +46,19 @@ typedef struct reqjson {
  * n_stripped reports the members). On failure, *rewritten is restored to its length on entry. */
 int reqjson_inspect(const char *body, size_t len, reqjson_t *out, buf_t *rewritten,
                     char *err, size_t errlen);
+
+/* Rewrites reqjson_inspect may add (CACHE_SALT_SECRET, docs/CONFIG.md). */
+typedef struct reqjson_opts {
+    /* Non-NULL: every top-level "cache_salt" member of the body (any value, duplicates
+     * included) is removed like an empty tool_calls, and "cache_salt":"<cache_salt>" is
+     * written as the last member of the top-level object (after a comma when a member stays
+     * before it); the forwarded body then always goes to *rewritten. The text is copied as
+     * it is: the caller gives characters that need no JSON escaping. */
+    const char *cache_salt;
+} reqjson_opts_t;
+
+/* reqjson_inspect with opts (NULL: the same as reqjson_inspect). */
+int reqjson_inspect_opts(const char *body, size_t len, const reqjson_opts_t *opts, reqjson_t *out,
+                         buf_t *rewritten, char *err, size_t errlen);
 
 #endif

@@ -27,6 +27,10 @@
 #define STRLIT(s) ((strv_t){(s), sizeof(s) - 1})
 #define REQJSON_ERR_MAX 200
 #define VERSION_JSON_MAX 200
+#define CACHE_SALT_SIZE 44 /* 43 base64url characters of an HMAC-SHA256 and the NUL */
+_Static_assert(CACHE_SALT_SIZE == sodium_base64_ENCODED_LEN(crypto_auth_hmacsha256_BYTES,
+                                                            sodium_base64_VARIANT_URLSAFE_NO_PADDING),
+               "CACHE_SALT_SIZE");
 
 enum { AUTH_NONE = 0, AUTH_OK = 1, AUTH_TRUSTED = 2, AUTH_MISSING = -1, AUTH_BAD = -2 };
 
@@ -423,15 +427,37 @@ static int e2ee_rewrite(app_worker_t *aw, conn_t *c, http_req_t *req, int route,
     return e2ee_decrypted(aw, c, req, route, rr, rc, &out, e, msg);
 }
 
+/* Prefix-cache isolation (CACHE_SALT_SECRET): the engine's cache_salt for this caller,
+ * base64url without padding (43 characters: vLLM accepts at most 128 and none of '@', '/',
+ * '\\', NUL) of HMAC-SHA256(key = the secret, message = the bearer token as sent). */
+static void cache_salt_for(const config_t *cfg, strv_t authorization, char out[CACHE_SALT_SIZE])
+{
+    unsigned char mac[crypto_auth_hmacsha256_BYTES];
+    crypto_auth_hmacsha256_state st;
+    strv_t tok = {authorization.p + BEARER_LEN, authorization.n - BEARER_LEN}; /* authenticated */
+    crypto_auth_hmacsha256_init(&st, (const unsigned char *)cfg->cache_salt_secret,
+                                strlen(cfg->cache_salt_secret));
+    crypto_auth_hmacsha256_update(&st, (const unsigned char *)tok.p, tok.n);
+    crypto_auth_hmacsha256_final(&st, mac);
+    sodium_bin2base64(out, CACHE_SALT_SIZE, mac, sizeof mac, sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+    sodium_memzero(&st, sizeof st);
+    sodium_memzero(mac, sizeof mac);
+}
+
 static void handle_completion(app_worker_t *aw, conn_t *c, http_req_t *req, int route)
 {
     reqjson_t rj;
     relay_req_t rr = {.route = route, .kind = RELAY_SIGNED, .method = "POST", .path = req->path,
                       .query = STRLIT(""), .body = {req->body.data, req->body.len},
                       .own_body = BUF_INIT};
-    char err[REQJSON_ERR_MAX];
-    int rc = reqjson_inspect(req->body.data ? req->body.data : "", req->body.len, &rj,
-                             &rr.own_body, err, sizeof err);
+    char err[REQJSON_ERR_MAX], salt[CACHE_SALT_SIZE];
+    reqjson_opts_t opts = {0};
+    if (aw->app->cfg->cache_salt_secret[0]) {
+        cache_salt_for(aw->app->cfg, req->authorization, salt);
+        opts.cache_salt = salt;
+    }
+    int rc = reqjson_inspect_opts(req->body.data ? req->body.data : "", req->body.len, &opts, &rj,
+                                  &rr.own_body, err, sizeof err);
     if (rc != 0) {
         buf_free(&rr.own_body);
         respond_error(aw, c, req, route, rc == REQJSON_NOMEM ? APP_E_OUT_OF_MEMORY : APP_E_INVALID_JSON,

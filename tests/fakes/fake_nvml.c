@@ -18,6 +18,9 @@
  *   FAKE_NVML_CERTS=f            PEM chain file; defaults: nvtrust's canned Hopper sample under
  *                                $VP_TEST_VECTORS (default tests/vectors)/nvidia/nvtrust/
  *   FAKE_NVML_KEEP_NONCE=1       do not write the caller's nonce into the report (NVML does)
+ *   FAKE_NVML_FOREIGN_NONCE=N    the first N reports (counted in fake_nvml_counters()->foreign;
+ *                                tests may zero it) carry another request's nonce, as when
+ *                                another process on the host drives NVML at the same time
  *   FAKE_NVML_REPORT_SIZE=N, FAKE_NVML_CERT_SIZE=N   lie about the returned sizes
  *
  * fake_nvml_counters() exposes init/shutdown/report call counts to tests. */
@@ -42,6 +45,7 @@ struct fake_nvml_counters {
     int init, shutdown, reports, certs;
     int inflight, max_inflight; /* concurrent calls into any entry point */
     int stalls;                 /* stalls so far (FAKE_NVML_STALL_COUNT); tests may zero it */
+    int foreign;                /* reports answered with another nonce (FAKE_NVML_FOREIGN_NONCE) */
 };
 static struct fake_nvml_counters counters;
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
@@ -355,6 +359,15 @@ EXPORT nvmlReturn_t nvmlDeviceGetConfComputeGpuAttestationReport(
     /* The SPDM GET_MEASUREMENTS request carries the caller's nonce at bytes 4..35. */
     if (!env_long("FAKE_NVML_KEEP_NONCE", 0))
         memcpy(r->attestationReport + 4, r->nonce, sizeof(r->nonce));
+    long foreign = env_long("FAKE_NVML_FOREIGN_NONCE", 0);
+    pthread_mutex_lock(&mu);
+    int other = counters.foreign < foreign;
+    if (other)
+        counters.foreign++;
+    pthread_mutex_unlock(&mu);
+    if (other) /* another caller's nonce: ours with every byte changed */
+        for (size_t i = 0; i < sizeof(r->nonce); i++)
+            r->attestationReport[4 + i] = (unsigned char)(r->nonce[i] ^ 0x5a);
     r->attestationReportSize = (unsigned)env_long("FAKE_NVML_REPORT_SIZE", (long)rl);
     r->isCecAttestationReportPresent = 0;
     r->cecAttestationReportSize = 0;

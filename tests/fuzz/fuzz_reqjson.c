@@ -108,6 +108,27 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (rw.len >= size)
             abort();
     }
+    /* cache_salt injection (CACHE_SALT_SECRET): json-c's view of the result is the stripped
+     * original with one cache_salt, ours; doing it again changes nothing. */
+    static const char SALT[] = "fuzz-salt_0123456789ABCDEFGHIJKLMNOPQRSTUVW";
+    reqjson_opts_t opts = {.cache_salt = SALT};
+    buf_t rs = BUF_INIT, rs2 = BUF_INIT;
+    reqjson_t os, os2;
+    if (reqjson_inspect_opts(p, size, &opts, &os, &rs, err, sizeof(err)) != 0 || !os.rewritten ||
+        !os.salt_injected || os.n_stripped != o.n_stripped)
+        abort();
+    json_object *sj = parse_jc(rs.data, rs.len);
+    json_object_object_del(orig, "cache_salt");
+    json_object_object_add(orig, "cache_salt", json_object_new_string(SALT));
+    if (!sj || !json_object_equal(sj, orig))
+        abort();
+    if (reqjson_inspect_opts(rs.data, rs.len, &opts, &os2, &rs2, err, sizeof(err)) != 0 ||
+        os2.n_salts != 1 || os2.n_stripped != 0 || rs2.len != rs.len ||
+        memcmp(rs2.data, rs.data, rs.len) != 0)
+        abort();
+    json_object_put(sj);
+    buf_free(&rs);
+    buf_free(&rs2);
     json_object_put(orig);
     buf_free(&rw);
     return 0;

@@ -329,6 +329,10 @@ static void test_invalid_numbers(void **state)
     env_error("ATTESTATION", "SIMULATED");
     env_error("GPU_EVIDENCE", "always");
     env_error("VLLM_API_KEY", "a\r\nX-Injected: 1");
+    env_error("GPU_NONCE_RETRIES", "11");
+    env_error("CACHE_SALT_SECRET", "0123456789abcdef0123456789abcde"); /* 31 characters */
+    env_error("CACHE_SALT_SECRET", "0123456789abcdef0123456789abcdef\n");
+    expect_error(ARGS("--cache-salt-secret", "short"), "CACHE_SALT_SECRET");
     /* the same checks through flags name the variable too */
     expect_error(ARGS("--workers", "0"), "WORKERS");
     expect_error(ARGS("--cache-ttl=abc"), "CHAT_CACHE_EXPIRATION");
@@ -343,6 +347,13 @@ static void test_invalid_numbers(void **state)
     assert_int_equal(cfg.workers, 256);
     assert_int_equal(cfg.max_headers, 1000);
     assert_int_equal(cfg.max_header_size, 1048576);
+    setenv("CACHE_SALT_SECRET", "0123456789abcdef0123456789abcdef", 1);
+    setenv("GPU_NONCE_RETRIES", "10", 1);
+    assert_int_equal(load(NULL), CFG_OK);
+    assert_string_equal(cfg.cache_salt_secret, "0123456789abcdef0123456789abcdef");
+    assert_int_equal(cfg.gpu_nonce_retries, 10);
+    unsetenv("CACHE_SALT_SECRET");
+    unsetenv("GPU_NONCE_RETRIES");
 }
 
 static void test_unknown_and_incomplete_flags(void **state)

@@ -27,6 +27,7 @@ struct fake_nvml_counters {
     int init, shutdown, reports, certs;
     int inflight, max_inflight;
     int stalls;
+    int foreign;
 };
 
 static char fake_path[4096];
@@ -39,7 +40,7 @@ static const char *FAKE_VARS[] = {"FAKE_NVML_DEVICES", "FAKE_NVML_CC", "FAKE_NVM
                                   "FAKE_NVML_STALL_CALL", "FAKE_NVML_STALL_COUNT",
                                   "FAKE_NVML_EVIDENCE_JSON", "FAKE_NVML_REPORT", "FAKE_NVML_CERTS",
                                   "FAKE_NVML_KEEP_NONCE", "FAKE_NVML_REPORT_SIZE",
-                                  "FAKE_NVML_CERT_SIZE", NULL};
+                                  "FAKE_NVML_CERT_SIZE", "FAKE_NVML_FOREIGN_NONCE", NULL};
 
 static void env_reset(void)
 {
@@ -79,10 +80,16 @@ static char *b64(const void *p, size_t n)
     return o;
 }
 
+static gpu_source_t *new_src_retries(int mode, unsigned timeout_ms, int allow, unsigned retries,
+                                     char *err, size_t errlen)
+{
+    gpu_config_t c = {mode, fake_path, allow, timeout_ms, retries};
+    return gpu_source_new(&c, err, errlen);
+}
+
 static gpu_source_t *new_src(int mode, unsigned timeout_ms, int allow, char *err, size_t errlen)
 {
-    gpu_config_t c = {mode, fake_path, allow, timeout_ms};
-    return gpu_source_new(&c, err, errlen);
+    return new_src_retries(mode, timeout_ms, allow, 0, err, errlen);
 }
 
 static void nonce_fill(uint8_t n[32], uint8_t seed)
@@ -319,7 +326,7 @@ static void test_nvml_missing(void **state)
 {
     (void)state;
     char err[256] = "";
-    gpu_config_t c = {GPU_MODE_NVML, "/nonexistent/libnvidia-ml.so.1", 0, 1000};
+    gpu_config_t c = {GPU_MODE_NVML, "/nonexistent/libnvidia-ml.so.1", 0, 1000, 0};
     assert_null(gpu_source_new(&c, err, sizeof(err)));
     assert_non_null(strstr(err, "cannot load NVML"));
     c.mode = GPU_MODE_AUTO;
@@ -464,6 +471,90 @@ static void test_bad_lengths_and_nonce(void **state)
         assert_int_equal(b.len, 0);
         gpu_source_free(g);
     }
+    env_reset();
+}
+
+/* Another process's nonce in a report (NVML shared by several processes on the host): the
+ * whole collection is repeated with backoff until every GPU's report carries the request
+ * nonce, each repetition counted; past the bound it fails naming the cause. */
+static void test_foreign_nonce_retry(void **state)
+{
+    (void)state;
+    env_reset();
+    char err[256] = "";
+    uint8_t n[32];
+    nonce_fill(n, 12);
+    setenv("FAKE_NVML_DEVICES", "2", 1);
+    gpu_source_t *g = new_src_retries(GPU_MODE_NVML, 5000, 0, 3, err, sizeof(err));
+    assert_non_null(g);
+
+    /* Two foreign answers (GPU 0 of the first collection, GPU 0 of the second): the third
+     * collection succeeds after 50 + 100 ms of backoff. */
+    setenv("FAKE_NVML_FOREIGN_NONCE", "2", 1);
+    ctr->foreign = 0;
+    unsigned long long r0 = gpu_nonce_retries_total(), f0 = gpu_nonce_failures_total();
+    int reports0 = ctr->reports;
+    buf_t b = BUF_INIT;
+    double t0 = now_ms();
+    assert_int_equal(gpu_evidence_collect(g, n, &b, err, sizeof(err)), 0);
+    double took = now_ms() - t0;
+    assert_int_equal(ctr->foreign, 2);
+    assert_int_equal(gpu_nonce_retries_total() - r0, 2);
+    assert_int_equal(gpu_nonce_failures_total() - f0, 0);
+    assert_int_equal(ctr->reports - reports0, 1 + 1 + 2); /* GPU 0, GPU 0, GPUs 0 and 1 */
+    if (took < GPU_RETRY_FIRST_MS * 3 - 5)
+        fail_msg("two retries took %.1f ms, less than the backoff", took);
+    json_object *root, *list = parse_payload(&b, &root, n, "HOPPER");
+    assert_int_equal(json_object_array_length(list), 2);
+    for (size_t i = 0; i < 2; i++) {
+        json_object *e;
+        assert_true(json_object_object_get_ex(json_object_array_get_idx(list, i), "evidence", &e));
+        uint8_t rep[8192];
+        long rl = b64_decode(rep, sizeof(rep), json_object_get_string(e),
+                             strlen(json_object_get_string(e)));
+        assert_true(rl > 36);
+        assert_memory_equal(rep + 4, n, 32); /* every GPU's report carries our nonce */
+    }
+    json_object_put(root);
+    buf_free(&b);
+
+    /* More foreign answers than retries: 503 material, nothing appended, one failure. */
+    setenv("FAKE_NVML_FOREIGN_NONCE", "100", 1);
+    ctr->foreign = 0;
+    r0 = gpu_nonce_retries_total();
+    f0 = gpu_nonce_failures_total();
+    assert_int_equal(gpu_evidence_collect(g, n, &b, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "does not carry the request nonce"));
+    assert_non_null(strstr(err, "after 3 retries"));
+    assert_int_equal(b.len, 0);
+    assert_int_equal(ctr->foreign, 4); /* the first try and three retries */
+    assert_int_equal(gpu_nonce_retries_total() - r0, 3);
+    assert_int_equal(gpu_nonce_failures_total() - f0, 1);
+    gpu_source_free(g);
+
+    /* No retries configured: the first foreign answer fails the collection. */
+    g = new_src_retries(GPU_MODE_NVML, 5000, 0, 0, err, sizeof(err));
+    assert_non_null(g);
+    ctr->foreign = 0;
+    r0 = gpu_nonce_retries_total();
+    assert_int_equal(gpu_evidence_collect(g, n, &b, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "does not carry the request nonce"));
+    assert_null(strstr(err, "retries"));
+    assert_int_equal(ctr->foreign, 1);
+    assert_int_equal(gpu_nonce_retries_total(), r0);
+
+    /* Other failures are not retried. */
+    gpu_source_free(g);
+    g = new_src_retries(GPU_MODE_NVML, 5000, 0, 3, err, sizeof(err));
+    assert_non_null(g);
+    unsetenv("FAKE_NVML_FOREIGN_NONCE");
+    setenv("FAKE_NVML_FAIL", "nvmlDeviceGetConfComputeGpuAttestationReport", 1);
+    r0 = gpu_nonce_retries_total();
+    assert_int_equal(gpu_evidence_collect(g, n, &b, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "nvmlDeviceGetConfComputeGpuAttestationReport"));
+    assert_int_equal(gpu_nonce_retries_total(), r0);
+    gpu_source_free(g);
+    buf_free(&b);
     env_reset();
 }
 
@@ -652,6 +743,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_call_fails),
         cmocka_unit_test(test_cc_off),
         cmocka_unit_test(test_bad_lengths_and_nonce),
+        cmocka_unit_test(test_foreign_nonce_retry),
         cmocka_unit_test(test_malformed_chain),
         cmocka_unit_test(test_stall),
         cmocka_unit_test(test_free_while_stuck),

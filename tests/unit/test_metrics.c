@@ -272,9 +272,17 @@ static void test_summed_across_workers(void **state)
     ASSERT_LINE(t, "vllm_proxy_e2ee_queue_depth 0");
     ASSERT_LINE(t, "# TYPE vllm_proxy_e2ee_jobs_total counter");
     ASSERT_LINE(t, "vllm_proxy_e2ee_jobs_total 0");
+    /* GPU evidence nonce retries (process-wide; no GPU source in this process) */
+    ASSERT_LINE(t, "# TYPE vllm_proxy_gpu_evidence_nonce_retries_total counter");
+    ASSERT_LINE(t, "vllm_proxy_gpu_evidence_nonce_retries_total 0");
+    ASSERT_LINE(t, "# TYPE vllm_proxy_gpu_evidence_nonce_failures_total counter");
+    ASSERT_LINE(t, "vllm_proxy_gpu_evidence_nonce_failures_total 0");
+    ASSERT_LINE(t, "# TYPE vllm_proxy_tls_cert_reloads_total counter");
+    ASSERT_LINE(t, "vllm_proxy_tls_cert_reloads_total 0");
+    ASSERT_LINE(t, "vllm_proxy_tls_cert_errors_total 0");
     /* 7 requests + 2 durations + 4 upstream kinds + 5 rejection causes + 9 scalars + 4 E2EE
-     * pool series + 3 connection series */
-    assert_int_equal(samples, 34);
+     * pool series + 3 connection series + 2 GPU evidence counters + 2 TLS certificate counters */
+    assert_int_equal(samples, 38);
     buf_free(&o);
     store_free(s);
 }
@@ -303,15 +311,16 @@ static void test_all_zero(void **state)
     ASSERT_LINE(o.data, "vllm_proxy_requests_rejected_total{reason=\"malformed\"} 0");
     ASSERT_LINE(o.data, "vllm_proxy_e2ee_threads 0"); /* an app without crypto threads */
     ASSERT_LINE(o.data, "vllm_proxy_e2ee_jobs_rejected_total 0");
-    assert_int_equal(samples, 4 + 5 + 9 + 4 + 3);
+    assert_int_equal(samples, 4 + 5 + 9 + 4 + 3 + 2 + 2);
     /* every family is described exactly once */
     size_t helps = 0, types = 0;
     for (const char *p = o.data; (p = strstr(p, "# HELP ")) != NULL; p++)
         helps++;
     for (const char *p = o.data; (p = strstr(p, "# TYPE ")) != NULL; p++)
         types++;
-    assert_int_equal(helps, 19); /* 4 labelled families + 9 scalars + 4 E2EE + 2 connection families */
-    assert_int_equal(types, 19);
+    /* 4 labelled families + 9 scalars + 4 E2EE + 2 connection families + 2 GPU + 2 TLS */
+    assert_int_equal(helps, 23);
+    assert_int_equal(types, 23);
     buf_free(&o);
 
     /* one worker only: nothing from the absent worker is read */

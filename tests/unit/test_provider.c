@@ -408,6 +408,138 @@ static void test_service_simulated_no_cache(void **state)
     signer_free(sg);
 }
 
+static void copy_file(const char *from, const char *to)
+{
+    FILE *in = fopen(from, "rb"), *out = fopen(to, "wb");
+    assert_non_null(in);
+    assert_non_null(out);
+    char b[4096];
+    size_t n;
+    while ((n = fread(b, 1, sizeof b, in)) > 0)
+        assert_int_equal(fwrite(b, 1, n, out), n);
+    fclose(in);
+    fclose(out);
+}
+
+/* Replaced the way certbot does it: a new file renamed over the old one. */
+static void rename_in(const char *from, const char *path)
+{
+    char tmp[600];
+    snprintf(tmp, sizeof tmp, "%s.new", path);
+    copy_file(from, tmp);
+    assert_int_equal(rename(tmp, path), 0);
+}
+
+static void spki_hex_of(const char *pem, char hex[65])
+{
+    uint8_t h[32];
+    char e[256];
+    assert_int_equal(attest_tls_spki_sha256_file(pem, h, e, sizeof e), 0);
+    hex_encode(hex, h, 32);
+}
+
+static void fp_of_at(AT_PARAMS, const buf_t *b, const char *want)
+{
+    struct json_object *o = parse_report(b);
+    at_assert_string_equal(jstr(o, "tls_cert_fingerprint"), want);
+    json_object_put(o);
+}
+#define fp_of(...) fp_of_at(AT_HERE, __VA_ARGS__)
+
+/* TLS_CERT_PATH rotation: a replaced file gives the next reports its key, drops the cached
+ * TLS-bound reports (and only those) at once, a client-nonce collection looks at the file
+ * itself, and a bad or missing file keeps the last good key, counted once per version. */
+static void test_service_tls_rotation(void **state)
+{
+    (void)state;
+    const char *A = "tests/vectors/intel/IntelSGXRootCA.pem", *B = "tests/vectors/simulated/sim_root_ca.pem",
+               *C = "tests/vectors/simulated/sim_gpu_cert.pem";
+    char ha[65], hb[65], hc[65], cur[65], path[256], err[1024] = "";
+    spki_hex_of(A, ha);
+    spki_hex_of(B, hb);
+    spki_hex_of(C, hc);
+    assert_string_not_equal(ha, hb);
+    assert_string_not_equal(hb, hc);
+    snprintf(path, sizeof path, "/tmp/vp-tls-rot-%d.pem", (int)getpid());
+    rename_in(A, path);
+    uint8_t spki[32];
+    assert_int_equal(attest_tls_spki_sha256_file(path, spki, err, sizeof err), 0);
+    attest_provider_t *p = open_mode("simulated", NULL, NULL, NULL, err, sizeof err);
+    signer_t *sg = signer_new_random();
+    attest_service_config_t sc = {.cache_ttl_s = 300, .tls_spki_sha256 = spki, .tls_cert_path = path};
+    attest_service_t *s = attest_service_new(p, sg, &sc);
+    buf_t b = BUF_INIT;
+    int want;
+    unsigned long long reloads, failures;
+    uint8_t nonce[32];
+    memset(nonce, 7, sizeof nonce);
+
+    assert_int_equal(attest_service_cached(s, 0, 1, &b, &want, err, sizeof err), 0);
+    fp_of(&b, ha);
+    buf_free(&b);
+    assert_int_equal(attest_service_cached(s, 0, 0, &b, &want, err, sizeof err), 0); /* unbound slot */
+    buf_free(&b);
+    assert_int_equal(attest_service_tls_check(s), 0); /* the same file: nothing changes */
+    attest_service_tls_counts(s, &reloads, &failures);
+    assert_int_equal(reloads, 0);
+    assert_int_equal(attest_service_try_cached(s, 0, 1, &b, &want), 0);
+    buf_free(&b);
+
+    /* renamed over: the check installs B and drops the TLS-bound entry, not the other one */
+    rename_in(B, path);
+    assert_int_equal(attest_service_tls_check(s), 0);
+    attest_service_tls_current(s, cur);
+    assert_string_equal(cur, hb);
+    attest_service_tls_counts(s, &reloads, &failures);
+    assert_int_equal(reloads, 1);
+    assert_int_equal(attest_service_try_cached(s, 0, 1, &b, &want), 1);
+    assert_int_equal(attest_service_try_cached(s, 0, 0, &b, &want), 0);
+    buf_free(&b);
+    assert_int_equal(attest_service_cached(s, 0, 1, &b, &want, err, sizeof err), 0);
+    fp_of(&b, hb);
+    buf_free(&b);
+
+    /* a client-nonce collection looks at the file itself, without waiting for a timer */
+    rename_in(C, path);
+    assert_int_equal(attest_service_fresh(s, 1, 1, nonce, &b, err, sizeof err), 0);
+    fp_of(&b, hc);
+    buf_free(&b);
+
+    /* bad versions keep C; each is counted once however often it is looked at */
+    FILE *f = fopen(path, "w");
+    fputs("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n", f);
+    fclose(f);
+    assert_int_equal(attest_service_tls_check(s), -1);
+    assert_int_equal(attest_service_tls_check(s), -1);
+    assert_int_equal(attest_service_fresh(s, 0, 1, nonce, &b, err, sizeof err), 0);
+    fp_of(&b, hc);
+    buf_free(&b);
+    attest_service_tls_counts(s, &reloads, &failures);
+    assert_int_equal(failures, 1);
+    assert_int_equal(unlink(path), 0);
+    assert_int_equal(attest_service_tls_check(s), -1);
+    attest_service_tls_counts(s, &reloads, &failures);
+    assert_int_equal(failures, 2);
+    attest_service_tls_current(s, cur);
+    assert_string_equal(cur, hc);
+
+    /* the file back (a new file at the path): seen too; the bad one above was written in place */
+    copy_file(A, path);
+    assert_int_equal(attest_service_tls_check(s), 0);
+    attest_service_tls_current(s, cur);
+    assert_string_equal(cur, ha);
+    attest_service_tls_counts(s, &reloads, &failures);
+    assert_int_equal(reloads, 3);
+    assert_int_equal(failures, 2);
+    assert_int_equal(attest_service_cached(s, 1, 1, &b, &want, err, sizeof err), 0);
+    fp_of(&b, ha);
+    buf_free(&b);
+
+    unlink(path);
+    attest_service_free(s);
+    signer_free(sg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -415,6 +547,7 @@ int main(void)
         cmocka_unit_test(test_tsm),                      cmocka_unit_test(test_kms_keys_stable),
         cmocka_unit_test(test_service_fresh_tls_gpu),    cmocka_unit_test(test_service_cache),
         cmocka_unit_test(test_service_simulated_no_cache),
+        cmocka_unit_test(test_service_tls_rotation),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -382,6 +382,96 @@ static void test_strip_tool_calls(void **state)
     rejects("{\"messages\":[{\"tool_calls\":[]}],", "unexpected end of input");
 }
 
+/* Prefix-cache isolation: every top-level cache_salt removed (any value, escaped or duplicated
+ * keys), ours written as the last member; json-c is the reference for the meaning and want
+ * (when given) pins the exact bytes. */
+#define SALT "0123456789abcdefghijklmnopqrstuvwxyzABCD-_x"
+static void salt_case_at(AT_PARAMS, const char *s, const char *want, size_t nsalts, size_t ntool)
+{
+    reqjson_t o;
+    char err[128];
+    buf_t rw = BUF_INIT;
+    buf_puts(&rw, "PREFIX");
+    reqjson_opts_t opts = {.cache_salt = SALT};
+    int rc = reqjson_inspect_opts(s, strlen(s), &opts, &o, &rw, err, sizeof(err));
+    if (rc != 0)
+        at_fail_msg("rejected %s: %s", s, err);
+    at_assert_int_equal(o.n_salts, nsalts);
+    at_assert_int_equal(o.n_stripped, ntool);
+    at_assert_true(o.salt_injected);
+    at_assert_true(o.rewritten);
+    at_assert_memory_equal(rw.data, "PREFIX", 6);
+    if (want && strcmp(rw.data + 6, want) != 0)
+        at_fail_msg("for %s\n got  %s\n want %s", s, rw.data + 6, want);
+    json_object *a = parse_jc(rw.data + 6, rw.len - 6);
+    json_object *b = parse_jc(s, strlen(s));
+    at_assert_non_null(a);
+    at_assert_non_null(b);
+    strip_reference(b);
+    json_object_object_del(b, "cache_salt");
+    json_object_object_add(b, "cache_salt", json_object_new_string(SALT));
+    at_assert_true(json_object_equal(a, b));
+    /* exactly one top-level cache_salt, ours, in the forwarded bytes */
+    const char *first = strstr(rw.data + 6, "\"cache_salt\":\"" SALT "\"");
+    at_assert_non_null(first);
+    json_object *v;
+    at_assert_true(json_object_object_get_ex(a, "cache_salt", &v));
+    at_assert_string_equal(json_object_get_string(v), SALT);
+    json_object_put(a);
+    json_object_put(b);
+    buf_free(&rw);
+}
+#define salt_case(...) salt_case_at(AT_HERE, __VA_ARGS__)
+
+static void test_cache_salt(void **state)
+{
+    (void)state;
+    salt_case("{}", "{\"cache_salt\":\"" SALT "\"}", 0, 0);
+    salt_case("{\"a\":1}", "{\"a\":1,\"cache_salt\":\"" SALT "\"}", 0, 0);
+    salt_case("{\"cache_salt\":\"victim\"}", "{\"cache_salt\":\"" SALT "\"}", 1, 0);
+    salt_case("{\"cache_salt\":\"v\",\"a\":1}", "{\"a\":1,\"cache_salt\":\"" SALT "\"}", 1, 0);
+    salt_case("{\"a\":1,\"cache_salt\":\"v\"}", "{\"a\":1,\"cache_salt\":\"" SALT "\"}", 1, 0);
+    salt_case("{\"a\":1,\"cache_salt\":\"v\",\"b\":2}", "{\"a\":1,\"b\":2,\"cache_salt\":\"" SALT "\"}",
+              1, 0);
+    /* duplicates and an escaped key: all of them go (a last-wins engine would see any one) */
+    salt_case("{\"cache_salt\":\"v1\",\"a\":1,\"cache\\u005fsalt\":\"v2\",\"cache_salt\":\"v3\"}",
+              "{\"a\":1,\"cache_salt\":\"" SALT "\"}", 3, 0);
+    salt_case("{\"cache_salt\":\"v1\",\"cache_salt\":\"v2\"}", "{\"cache_salt\":\"" SALT "\"}", 2, 0);
+    /* any value type */
+    salt_case("{\"cache_salt\":null,\"m\":\"x\"}", "{\"m\":\"x\",\"cache_salt\":\"" SALT "\"}", 1, 0);
+    salt_case("{\"cache_salt\":{\"cache_salt\":\"v\"}}", "{\"cache_salt\":\"" SALT "\"}", 1, 0);
+    salt_case("{\"cache_salt\":[1,2],\"cache_salt\":123}", "{\"cache_salt\":\"" SALT "\"}", 2, 0);
+    /* whitespace anywhere */
+    salt_case(" { \"a\" : 1 , \"cache_salt\" : \"v\" } \n", NULL, 1, 0);
+    salt_case("{ \"cache_salt\" : \"v\" , \"a\" : 1 }", NULL, 1, 0);
+    salt_case("{ \"cache_salt\" : \"v\" }", NULL, 1, 0);
+    salt_case("{ }", NULL, 0, 0);
+    /* nested ones are not the engine's parameter: kept */
+    salt_case("{\"x\":{\"cache_salt\":\"v\"},\"messages\":[{\"cache_salt\":\"w\"}]}",
+              "{\"x\":{\"cache_salt\":\"v\"},\"messages\":[{\"cache_salt\":\"w\"}],\"cache_salt\":\"" SALT "\"}",
+              0, 0);
+    /* with tool_calls stripping in the same pass */
+    salt_case("{\"messages\":[{\"tool_calls\":[]}],\"cache_salt\":\"v\",\"stream\":true}",
+              "{\"messages\":[{}],\"stream\":true,\"cache_salt\":\"" SALT "\"}", 1, 1);
+
+    /* without the option a client's cache_salt passes untouched */
+    strip_case("{\"cache_salt\":\"v\"}", NULL, 0);
+
+    /* a refused body leaves the buffer as it was and injects nothing */
+    reqjson_t o;
+    char err[128];
+    buf_t rw = BUF_INIT;
+    reqjson_opts_t opts = {.cache_salt = SALT};
+    const char *bad[] = {"{\"cache_salt\":\"v\",", "[{\"cache_salt\":\"v\"}]", "{\"cache_salt\":\"v\",\"stream\":1}"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        assert_int_equal(reqjson_inspect_opts(bad[i], strlen(bad[i]), &opts, &o, &rw, err, sizeof err), -1);
+        assert_int_equal(rw.len, 0);
+        assert_false(o.rewritten);
+        assert_false(o.salt_injected);
+    }
+    buf_free(&rw);
+}
+
 static void test_large_body(void **state)
 {
     (void)state;
@@ -413,6 +503,7 @@ int main(void)
         cmocka_unit_test(test_stream_flag),
         cmocka_unit_test(test_model_and_usage),
         cmocka_unit_test(test_strip_tool_calls),
+        cmocka_unit_test(test_cache_salt),
         cmocka_unit_test(test_large_body),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
