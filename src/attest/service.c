@@ -41,6 +41,8 @@ struct attest_service {
     void *gpu_ctx;
     const char *gpu_label;
     const char *aci_keyset, *aci_digest, *aci_e2ee; /* borrowed; NULL: no ACI */
+    const char *model_name, *signed_text_format;    /* borrowed; NULL: omitted */
+    int event_log_array;
     pthread_mutex_t lock;
     pthread_cond_t done;
     slot_t slots[2][2]; /* [algo][tls] */
@@ -68,6 +70,9 @@ attest_service_t *attest_service_new(attest_provider_t *p, const signer_t *signe
     s->aci_keyset = c->aci_keyset_json;
     s->aci_digest = c->aci_keyset_digest;
     s->aci_e2ee = c->aci_e2ee_json;
+    s->model_name = c->model_name;
+    s->signed_text_format = c->signed_text_format;
+    s->event_log_array = c->event_log_array;
     pthread_mutex_init(&s->lock, NULL);
     pthread_cond_init(&s->done, NULL);
     return s;
@@ -155,13 +160,21 @@ static int build(attest_service_t *s, int algo, int tls, const uint8_t nonce[32]
         snprintf(err, errlen, "GPU evidence: %s", g.err);
         goto out;
     }
+    if (s->event_log_array && !attest_event_log_is_array(parts.event_log.data, parts.event_log.len)) {
+        snprintf(err, errlen, "the agent's event log is not a JSON array (EVENT_LOG_FORMAT=string "
+                              "serves it as the agent's text)");
+        goto out;
+    }
     parts.nvidia_payload = g.payload; /* rc 1 (no GPU): stays empty */
     parts.gpu_evidence = s->gpu_label;
     g.payload = (buf_t)BUF_INIT;
     attest_report_opts_t o = {.tls_fingerprint_hex = tls && s->has_tls ? s->spki_hex : NULL,
                               .nonce_source = nonce_source,
                               .e2ee_keys_json = s->aci_e2ee,
-                              .aci_keyset_digest = s->aci_digest};
+                              .aci_keyset_digest = s->aci_digest,
+                              .model_name = s->model_name,
+                              .signed_text_format = s->signed_text_format,
+                              .event_log_array = s->event_log_array};
     if (attest_report_build(&id, nonce, &parts, &o, out) != 0) {
         snprintf(err, errlen, "report assembly failed (out of memory)");
         goto out;
