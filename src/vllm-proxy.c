@@ -274,6 +274,12 @@ static int start_attestation(char *err, size_t errlen)
         return -1;
     }
     sc.aci = g_app.aci;
+    sc.model_name = g_cfg.model_name;
+    sc.signed_text_format = g_cfg.signed_text == SIGNED_TEXT_MODEL_REQ_RESP ? "model:req:resp" : "req:resp";
+    sc.event_log_array = g_cfg.event_log_format == EVENT_LOG_ARRAY;
+    if (g_cfg.signed_text == SIGNED_TEXT_MODEL_REQ_RESP && strchr(g_cfg.model_name, ':'))
+        LOG_WARN("SIGNED_TEXT=model:req:resp with a MODEL_NAME that contains ':': verifiers that split "
+                 "the signed text on ':' (nearai-cloud-verifier: 2 or 3 parts) will reject it");
     if (!(g_app.attest = attest_service_new(prov, g_app.signer, &sc))) {
         snprintf(err, errlen, "out of memory");
         attest_provider_free(prov);

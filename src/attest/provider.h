@@ -79,6 +79,11 @@ typedef struct attest_service_config {
      * report (so a renewed keyset is the one bound); borrowed (must outlive the service),
      * NULL: no ACI. */
     aci_keys_t *aci;
+    /* Copied into every report (attest_report_opts_t): model_name and signed_text_format
+     * (borrowed, NULL: omitted), and the event log as a JSON array (1) or string (0). */
+    const char *model_name;
+    const char *signed_text_format;
+    int event_log_array;
 } attest_service_config_t;
 
 typedef struct attest_service attest_service_t;
@@ -126,7 +131,7 @@ int attest_service_try_cached(attest_service_t *s, int algo, int tls, buf_t *out
  * max_total pending (queued or running) in the process and max_per_client per client
  * (0 = no bound). client < ATTEST_MAX_CLIENTS (e.g. the index of the bearer token). On
  * ATTEST_ADMIT_OK the caller calls attest_service_release once the job is done or cancelled. */
-#define ATTEST_MAX_CLIENTS 64
+#define ATTEST_MAX_CLIENTS 65 /* the 64 bearer tokens and the callers of a public report */
 enum { ATTEST_ADMIT_OK = 0, ATTEST_ADMIT_CLIENT_FULL = 1, ATTEST_ADMIT_FULL = 2 };
 int attest_service_admit(attest_service_t *s, unsigned client, unsigned max_total,
                          unsigned max_per_client);

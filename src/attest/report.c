@@ -10,7 +10,10 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <json-c/json.h>
+
 #include "core/hex.h"
+#include "core/json.h"
 #include "core/sha.h"
 
 void attest_parts_free(attest_parts_t *p)
@@ -68,9 +71,31 @@ int attest_identity_ok(const attest_identity_t *id)
            id->id_len >= 1 && id->id_len <= 32;
 }
 
+int attest_event_log_is_array(const char *text, size_t len)
+{
+    if (len == 0)
+        return 1;
+    struct json_object *o = json_parse_strict(text, len);
+    int ok = o && json_object_is_type(o, json_type_array);
+    json_object_put(o);
+    return ok;
+}
+
 static int put_str(buf_t *b, const char *s)
 {
     return buf_json_str(b, s, strlen(s));
+}
+
+/* The agent's event log: as a JSON string, or (array) its text as it is, once checked to be a
+ * JSON array, or [] when the provider has none. */
+static int put_event_log(buf_t *b, const buf_t *ev, int array)
+{
+    const char *t = ev->data ? ev->data : "";
+    if (!array)
+        return buf_json_str(b, t, ev->len);
+    if (ev->len == 0)
+        return buf_puts(b, "[]");
+    return attest_event_log_is_array(t, ev->len) ? buf_append(b, t, ev->len) : -1;
 }
 
 static int report_fields(const attest_identity_t *id, const char *nhex, const buf_t *qhex,
@@ -85,11 +110,14 @@ static int report_fields(const attest_identity_t *id, const char *nhex, const bu
         buf_puts(b, ",\"info\":") ||
         (p->info.len ? buf_append(b, p->info.data, p->info.len) : buf_puts(b, "{}")) ||
         buf_puts(b, ",\"quote\":\"") || buf_append(b, qhex->data, qhex->len) ||
-        buf_puts(b, "\",\"event_log\":") ||
-        buf_json_str(b, p->event_log.data ? p->event_log.data : "", p->event_log.len) ||
+        buf_puts(b, "\",\"event_log\":") || put_event_log(b, &p->event_log, o && o->event_log_array) ||
         buf_puts(b, ",\"vm_config\":") ||
         buf_json_str(b, p->vm_config.data ? p->vm_config.data : "", p->vm_config.len) ||
         buf_puts(b, ",\"signing_public_key\":") || put_str(b, id->signing_public_key))
+        return -1;
+    if (o && o->model_name && (buf_puts(b, ",\"model_name\":") || put_str(b, o->model_name)))
+        return -1;
+    if (o && o->signed_text_format && (buf_puts(b, ",\"signed_text_format\":") || put_str(b, o->signed_text_format)))
         return -1;
     if (o && o->tls_fingerprint_hex &&
         (buf_puts(b, ",\"tls_cert_fingerprint\":") || put_str(b, o->tls_fingerprint_hex)))

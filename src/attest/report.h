@@ -44,14 +44,25 @@ typedef struct attest_report_opts {
      * digest, emitted as e2ee_public_keys and aci_keyset_digest; NULL: omitted. */
     const char *e2ee_keys_json;
     const char *aci_keyset_digest;
+    /* The Rust proxy's model_name, and what the chat signatures cover (signed_text_format:
+     * "req:resp" or "model:req:resp"); NULL: omitted. */
+    const char *model_name;
+    const char *signed_text_format;
+    /* 1: event_log is the agent's event log as JSON (it must be a JSON array; "" gives []), as
+     * nearai's proxies serve it; 0: the agent's text as a JSON string (the reference). */
+    int event_log_array;
 } attest_report_opts_t;
 
+/* 1 when an event log text is usable with event_log_array: empty, or a JSON array (strict). */
+int attest_event_log_is_array(const char *text, size_t len);
+
 /* Appends the compact JSON body: signing_address, signing_algo, request_nonce, intel_quote,
- * nvidia_payload, info, quote, event_log, vm_config, signing_public_key,
- * [tls_cert_fingerprint], attestation_mode, [tappd_hash_algorithm, tappd_prefix],
+ * nvidia_payload, info, quote, event_log, vm_config, signing_public_key, [model_name],
+ * [signed_text_format], [tls_cert_fingerprint], attestation_mode, [tappd_hash_algorithm, tappd_prefix],
  * [gpu_evidence], [e2ee_public_keys, aci_keyset_digest],
  * [simulated:true], then all_attestations (one element: the same fields), then
- * [nonce_source]. 0, or -1 on a bad identity / ENOMEM (out unchanged). */
+ * [nonce_source]. 0, or -1 on a bad identity, an event log that is not an array with
+ * event_log_array, or ENOMEM (out unchanged). */
 int attest_report_build(const attest_identity_t *id, const uint8_t nonce[32], const attest_parts_t *p,
                         const attest_report_opts_t *opts, buf_t *out);
 

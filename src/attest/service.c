@@ -68,6 +68,8 @@ struct attest_service {
     void *gpu_ctx;
     const char *gpu_label;
     aci_keys_t *aci; /* borrowed; NULL: no ACI */
+    const char *model_name, *signed_text_format;    /* borrowed; NULL: omitted */
+    int event_log_array;
     pthread_mutex_t lock;
     pthread_cond_t done;
     slot_t slots[2][2]; /* [algo][tls] */
@@ -101,6 +103,9 @@ attest_service_t *attest_service_new(attest_provider_t *p, const signer_t *signe
     s->gpu_ctx = c->gpu_ctx;
     s->gpu_label = c->gpu_label;
     s->aci = c->aci;
+    s->model_name = c->model_name;
+    s->signed_text_format = c->signed_text_format;
+    s->event_log_array = c->event_log_array;
     pthread_mutex_init(&s->lock, NULL);
     pthread_cond_init(&s->done, NULL);
     return s;
@@ -300,6 +305,11 @@ static int build(attest_service_t *s, int algo, const tls_snap_t *tls, const uin
         snprintf(err, errlen, "GPU evidence: %s", g.err);
         goto out;
     }
+    if (s->event_log_array && !attest_event_log_is_array(parts.event_log.data, parts.event_log.len)) {
+        snprintf(err, errlen, "the agent's event log is not a JSON array (EVENT_LOG_FORMAT=string "
+                              "serves it as the agent's text)");
+        goto out;
+    }
     parts.nvidia_payload = g.payload; /* rc 1 (no GPU): stays empty */
     parts.gpu_evidence = s->gpu_label;
     g.payload = (buf_t)BUF_INIT;
@@ -311,7 +321,10 @@ static int build(attest_service_t *s, int algo, const tls_snap_t *tls, const uin
     attest_report_opts_t o = {.tls_fingerprint_hex = tls->on ? tls->spki_hex : NULL,
                               .nonce_source = nonce_source,
                               .e2ee_keys_json = have_aci ? aci_keys_e2ee_json(s->aci) : NULL,
-                              .aci_keyset_digest = have_aci ? aci_digest : NULL};
+                              .aci_keyset_digest = have_aci ? aci_digest : NULL,
+                              .model_name = s->model_name,
+                              .signed_text_format = s->signed_text_format,
+                              .event_log_array = s->event_log_array};
     if (attest_report_build(&id, nonce, &parts, &o, out) != 0) {
         snprintf(err, errlen, "report assembly failed (out of memory)");
         goto out;

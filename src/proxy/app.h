@@ -52,7 +52,8 @@ typedef struct app_worker {
 /* The signature records as seen from this worker (its Redis connection). */
 static inline sigstore_t app_sigstore(const app_worker_t *aw)
 {
-    return (sigstore_t){aw->app->store, aw->redis, aw->app->signer, aw->app->cfg->model_name};
+    return (sigstore_t){aw->app->store, aw->redis, aw->app->signer, aw->app->cfg->model_name,
+                        aw->app->cfg->signed_text == SIGNED_TEXT_MODEL_REQ_RESP};
 }
 
 #endif

@@ -19,9 +19,13 @@
 /* CFG_INT, CFG_BOOL, CFG_ENUM, CFG_LOG_LEVEL and CFG_DEV fields are written as an int. */
 _Static_assert(sizeof(enum attest_mode) == sizeof(int), "enum attest_mode is not int-sized");
 _Static_assert(sizeof(enum gpu_evidence_mode) == sizeof(int), "enum gpu_evidence_mode is not int-sized");
+_Static_assert(sizeof(enum signed_text_mode) == sizeof(int), "enum signed_text_mode is not int-sized");
+_Static_assert(sizeof(enum event_log_format) == sizeof(int), "enum event_log_format is not int-sized");
 
 static const char *const ATTEST_NAMES[] = {"auto", "dstack", "tappd", "tsm", "simulated", NULL};
 static const char *const GPU_NAMES[] = {"", "auto", "nvml", "canned", "none", "simulated", NULL};
+static const char *const SIGNED_TEXT_NAMES[] = {"req:resp", "model:req:resp", NULL};
+static const char *const EVENT_LOG_NAMES[] = {"array", "string", NULL};
 
 /* A field of config_t: its offset and size. */
 #define FIELD(f) offsetof(config_t, f), sizeof(((config_t *)0)->f)
@@ -111,6 +115,12 @@ static const config_setting_t SETTINGS[] = {
     {"--report-max-pending-per-token", "REPORT_MAX_PENDING_PER_TOKEN", CFG_UINT,
      FIELD(report_max_pending_per_token), 0, 0, 100000, NULL, 0, "16", NULL,
      "the same per bearer token; 429 beyond (0 = no cap)"},
+    {"--signed-text", "SIGNED_TEXT", CFG_ENUM, FIELD(signed_text), 0, 0, 0, SIGNED_TEXT_NAMES, 0,
+     "req:resp", NULL, "req:resp (the reference) or model:req:resp (the Rust proxy: MODEL_NAME first)"},
+    {"--event-log-format", "EVENT_LOG_FORMAT", CFG_ENUM, FIELD(event_log_format), 0, 0, 0,
+     EVENT_LOG_NAMES, 0, "array", NULL, "the report's event_log: array (JSON, nearai's proxies) or string (the agent's text)"},
+    {"--public-attestation", "PUBLIC_ATTESTATION", CFG_BOOL, FIELD(public_attestation), 0, 0, 0, NULL,
+     0, "0", NULL, "1 = the attestation routes answer without a bearer token"},
     {"--tls-cert", "TLS_CERT_PATH", CFG_STR, FIELD(tls_cert_path), 0, 0, 0, NULL, 0, NULL, NULL,
      "PEM certificate served in front of the proxy; enables include_tls_fingerprint=true / version=2"},
     {"--tls-cert-check-interval", "TLS_CERT_CHECK_INTERVAL", CFG_UINT, FIELD(tls_cert_check_interval), 0,

@@ -34,6 +34,18 @@ enum gpu_evidence_mode {
     GPU_EVIDENCE_SIMULATED,
 };
 
+/* SIGNED_TEXT: what the two signatures cover. */
+enum signed_text_mode {
+    SIGNED_TEXT_REQ_RESP = 0,   /* "sha256(req):sha256(resp)", the reference */
+    SIGNED_TEXT_MODEL_REQ_RESP, /* "MODEL_NAME:sha256(req):sha256(resp)", the Rust proxy */
+};
+
+/* EVENT_LOG_FORMAT: how the report carries the agent's event log. */
+enum event_log_format {
+    EVENT_LOG_ARRAY = 0, /* a JSON array (nearai's proxies, teep) */
+    EVENT_LOG_STRING,    /* the agent's string (the reference, the Phala fork) */
+};
+
 typedef struct config {
     char listen_host[256];
     int listen_port;
@@ -59,6 +71,9 @@ typedef struct config {
     unsigned report_max_pending_per_token;       /* the same per bearer token; 0 = no cap */
     char tls_cert_path[512];                     /* "" = no TLS binding offered */
     unsigned tls_cert_check_interval;            /* seconds; 0 = no timer */
+    enum signed_text_mode signed_text;
+    enum event_log_format event_log_format;
+    int public_attestation;                      /* the attestation routes need no token */
     enum gpu_evidence_mode gpu_evidence;
     char nvml_library_path[512];                 /* "" = libnvidia-ml.so.1 */
     int gpu_allow_cc_off;

@@ -5,6 +5,7 @@
  * from here. Collections a client causes (a client nonce, a cache miss) are admitted up to
  * REPORT_MAX_PENDING per process (503 beyond) and REPORT_MAX_PENDING_PER_TOKEN per bearer
  * token (429 beyond); a queued one is cancelled when its client goes away. */
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -130,18 +131,21 @@ static void report_done(uv_work_t *w, int status)
     free(j);
 }
 
-/* The index of the request's bearer token in TOKEN (the router has authenticated it). */
+/* The index of the request's bearer token in TOKEN (the router has authenticated it), or, on
+ * a public report (PUBLIC_ATTESTATION) without one of the tokens, CFG_MAX_TOKENS: every
+ * anonymous caller shares that one admission bucket. */
 static unsigned token_index(const config_t *cfg, strv_t a)
 {
     uint8_t h[SHA256_LEN];
     if (a.n < BEARER_LEN || strncasecmp(a.p, BEARER, BEARER_LEN) != 0)
-        return 0;
+        return CFG_MAX_TOKENS;
     sha256(a.p + BEARER_LEN, a.n - BEARER_LEN, h);
     for (int i = 0; i < cfg->ntokens; i++)
-        if (memcmp(h, cfg->token_hash[i], SHA256_LEN) == 0)
+        if (sodium_memcmp(h, cfg->token_hash[i], SHA256_LEN) == 0)
             return (unsigned)i;
-    return 0;
+    return CFG_MAX_TOKENS;
 }
+_Static_assert(CFG_MAX_TOKENS < ATTEST_MAX_CLIENTS, "no admission bucket for public report callers");
 
 /* A fresh cached report answered on the loop: 1 when answered, 0 when the pool must
  * collect (none cached, or the cache is off). */

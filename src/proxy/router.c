@@ -163,8 +163,9 @@ static int on_headers(conn_t *c, http_req_t *req)
     app_worker_t *aw = worker_user(conn_worker(c));
     int ok;
     req->app_route = route_of(req, &ok);
-    req->app_auth = route_needs_auth(req->app_route) ? check_auth(aw->app->cfg, req->authorization)
-                                                     : AUTH_NONE;
+    int needs = route_needs_auth(req->app_route) &&
+                !(req->app_route == ROUTE_REPORT && aw->app->cfg->public_attestation);
+    req->app_auth = needs ? check_auth(aw->app->cfg, req->authorization) : AUTH_NONE;
     if (!req->has_body)
         return HTTP_BODY_READ;
     const aux_route_t *a = req->app_route == ROUTE_INFERENCE ? aux_route_of(req->path) : NULL;

@@ -10,14 +10,6 @@
 #include "core/json.h"
 #include "core/log.h"
 
-/* The record as the reference writes it, with room for the five fixed-size members. */
-#define RECORD_FMT                                                                                  \
-    "{\"text\": \"%s\", \"signature_ecdsa\": \"%s\", \"signing_address_ecdsa\": \"%s\", "           \
-    "\"signature_ed25519\": \"%s\", \"signing_address_ed25519\": \"%s\"}"
-#define RECORD_MAX                                                                                  \
-    (sizeof RECORD_FMT + SIG_TEXT_LEN + SIGNER_ECDSA_SIG_LEN + ETH_ADDRESS_LEN +                    \
-     SIGNER_ED25519_SIG_LEN + SIGNER_ED25519_PUB_HEX_LEN)
-
 /* {model}:chat:{id} into key: its length, or -1 when it does not fit a store key. */
 static int make_key(const sigstore_t *ss, const char *id, size_t idlen, char key[STORE_MAX_KEY + 1])
 {
@@ -25,30 +17,58 @@ static int make_key(const sigstore_t *ss, const char *id, size_t idlen, char key
     return n <= 0 || n > (int)STORE_MAX_KEY ? -1 : n;
 }
 
+/* The record as the reference writes it (json.dumps: ", " and ": "), text escaped. */
+static int make_record(buf_t *rec, const char *signed_text, size_t tlen, const char *se,
+                       const char *addr, const char *sd, const char *pub)
+{
+    return buf_puts(rec, "{\"text\": ") || buf_json_str(rec, signed_text, tlen) ||
+           buf_printf(rec,
+                      ", \"signature_ecdsa\": \"%s\", \"signing_address_ecdsa\": \"%s\", "
+                      "\"signature_ed25519\": \"%s\", \"signing_address_ed25519\": \"%s\"}",
+                      se, addr, sd, pub);
+}
+
 int sigstore_sign_put(const sigstore_t *ss, const char *id, const char *text)
 {
+    /* The text the signatures cover: "reqhash:resphash", or "{model}:reqhash:resphash". */
+    char full[SIG_MODEL_MAX + 1 + SIG_TEXT_LEN + 1];
+    size_t tlen = SIG_TEXT_LEN;
+    const char *signed_text = text;
+    if (ss->model_in_text) {
+        size_t ml = strlen(ss->model);
+        if (ml > SIG_MODEL_MAX)
+            return SIGSTORE_ERR;
+        memcpy(full, ss->model, ml);
+        full[ml] = ':';
+        memcpy(full + ml + 1, text, SIG_TEXT_LEN);
+        tlen = ml + 1 + SIG_TEXT_LEN;
+        full[tlen] = '\0';
+        signed_text = full;
+    }
     char se[SIGNER_ECDSA_SIG_LEN + 1], sd[SIGNER_ED25519_SIG_LEN + 1];
-    if (signer_sign_ecdsa(ss->signer, text, SIG_TEXT_LEN, se) != 0 ||
-        signer_sign_ed25519(ss->signer, text, SIG_TEXT_LEN, sd) != 0) {
+    if (signer_sign_ecdsa(ss->signer, signed_text, tlen, se) != 0 ||
+        signer_sign_ed25519(ss->signer, signed_text, tlen, sd) != 0) {
         LOG_ERROR("signing failed for id %s", id);
         return SIGSTORE_ERR;
     }
-    char rec[RECORD_MAX], key[STORE_MAX_KEY + 1];
-    int rl = snprintf(rec, sizeof rec, RECORD_FMT, text, se, signer_ecdsa_address(ss->signer), sd,
-                      signer_ed25519_pubkey_hex(ss->signer));
+    char key[STORE_MAX_KEY + 1];
+    buf_t rec = BUF_INIT;
     int kl = make_key(ss, id, strlen(id), key);
-    if (rl <= 0 || (size_t)rl >= sizeof rec || kl < 0)
+    if (kl < 0 || make_record(&rec, signed_text, tlen, se, signer_ecdsa_address(ss->signer), sd,
+                              signer_ed25519_pubkey_hex(ss->signer))) {
+        buf_free(&rec);
         return SIGSTORE_ERR;
-    int rc = store_put(ss->mem, key, (size_t)kl, rec, (size_t)rl, clock_wall_s());
+    }
+    int rc = store_put(ss->mem, key, (size_t)kl, rec.data, rec.len, clock_wall_s());
+    if (rc == STORE_OK && ss->redis) /* write-through for the other replicas; never waits, never overwrites (NX) */
+        rstore_set_nx(ss->redis, key, (size_t)kl, rec.data, rec.len);
+    buf_free(&rec);
     if (rc == STORE_EXISTS)
         return SIGSTORE_EXISTS;
     if (rc != STORE_OK) {
         LOG_ERROR("could not store the signature for id %s", id);
         return SIGSTORE_ERR;
     }
-    /* Write-through for the other replicas; never waits, never overwrites (NX). */
-    if (ss->redis)
-        rstore_set_nx(ss->redis, key, (size_t)kl, rec, (size_t)rl);
     return SIGSTORE_OK;
 }
 

@@ -18,6 +18,7 @@
 #define SIG_HASH_HEX_LEN 64                                   /* sha256 in hex */
 #define SIG_TEXT_LEN (SIG_HASH_HEX_LEN + 1 + SIG_HASH_HEX_LEN) /* "reqhash:resphash" */
 #define SIG_ID_MAX 256 /* bytes of a chat id; longer ids are neither stored nor looked up */
+#define SIG_MODEL_MAX 255 /* bytes of the model name put before the hashes (SIGNED_TEXT) */
 
 enum {
     SIGSTORE_OK = 0,
@@ -32,10 +33,14 @@ typedef struct sigstore {
     rstore_t *redis;       /* this loop's Redis connection; NULL without REDIS_HOST */
     const signer_t *signer;
     const char *model;     /* MODEL_NAME: the key prefix */
+    int model_in_text;     /* SIGNED_TEXT=model:req:resp: the signed text is "{model}:" + text */
 } sigstore_t;
 
-/* Signs text (SIG_TEXT_LEN bytes) with both keys and stores the record under id (NUL-terminated);
- * on SIGSTORE_OK the record is also sent to Redis (never waits, never overwrites). */
+/* Signs the answer's text with both keys and stores the record under id (NUL-terminated); on
+ * SIGSTORE_OK the record is also sent to Redis (never waits, never overwrites). text is
+ * "reqhash:resphash" (SIG_TEXT_LEN bytes); with model_in_text the text signed and stored is
+ * "{model}:reqhash:resphash" (the Rust proxy's), so the record's "text" is always exactly the
+ * bytes the signatures cover. */
 int sigstore_sign_put(const sigstore_t *ss, const char *id, const char *text);
 
 /* A record read back; the strings are valid during the callback only. */

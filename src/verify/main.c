@@ -283,7 +283,8 @@ static void help(const char *cmd)
     } else if (strcmp(cmd, "signature") == 0) {
         printf("usage: vllm-proxy-verify signature --text T --signature S --address A [options]\n\n"
                "  --algo ecdsa|ed25519      default: from the signature's shape\n"
-               "  --request FILE --response FILE  also check T = sha256(request):sha256(response)\n"
+               "  --request FILE --response FILE  also check T = [model:]sha256(request):sha256(response)\n"
+               "  --model M                 with them: a 3-part T names model M\n"
                "%s",
                OPT_COMMON);
     } else if (strcmp(cmd, "quote") == 0) {

@@ -45,6 +45,28 @@ static int check_sig(vctx_t *cx, const char *id, const char *algo, const char *t
     return 0;
 }
 
+/* The signed text against want ("sha256(req):sha256(resp)", 129 bytes), parsed as
+ * nearai-cloud-verifier parses it (py/chat_verifier.py, ts/chat_verifier.ts): split on ':', 2
+ * parts are req:resp (the reference), 3 parts model:req:resp (the Rust proxy,
+ * SIGNED_TEXT=model:req:resp); any other count is refused. The model part goes to *model
+ * (NUL-terminated, cut to cap) or "" for the 2-part form. 1 when the hashes are want's. */
+static int signed_text_ok(const char *text, const char *want, char *model, size_t cap)
+{
+    model[0] = '\0';
+    if (!text)
+        return 0;
+    const char *c1 = strchr(text, ':');
+    const char *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+    if (!c1 || (c2 && strchr(c2 + 1, ':')))
+        return 0; /* 1 part, or 4 and more */
+    if (!c2)
+        return strcmp(text, want) == 0;
+    snprintf(model, cap, "%.*s", (int)(c1 - text), text);
+    return strcmp(c1 + 1, want) == 0;
+}
+
+#define SIGNED_TEXT_WHAT "signed text = [model:]sha256(request bytes):sha256(response bytes)"
+
 static const char *guess_algo(const char *sig)
 {
     size_t n = strlen(sig);
@@ -70,8 +92,12 @@ int cmd_signature(vctx_t *cx, vopts_t *o)
             sha256_hex(rq.data ? rq.data : "", rq.len, want);
             want[64] = ':';
             sha256_hex(rs.data ? rs.data : "", rs.len, want + 65);
-            check_add(&cx->cl, "sig.text", strcmp(want, o->text) == 0 ? CHK_PASS : CHK_FAIL,
-                      "text = sha256(request bytes):sha256(response bytes)", want, o->text);
+            char model[256];
+            int ok = signed_text_ok(o->text, want, model, sizeof model);
+            check_add(&cx->cl, "sig.text", ok ? CHK_PASS : CHK_FAIL, SIGNED_TEXT_WHAT, want, o->text);
+            if (ok && model[0] && o->model)
+                check_add(&cx->cl, "sig.model", strcmp(model, o->model) == 0 ? CHK_PASS : CHK_FAIL,
+                          "the model named in the signed text is --model", o->model, model);
         }
         buf_free(&rq);
         buf_free(&rs);
@@ -200,14 +226,11 @@ int cmd_chat(vctx_t *cx, vopts_t *o)
     if (o->e2ee) {
         e2 = ve2ee_setup(cx, o);
         if (!e2 || ve2ee_build_request(cx, e2, &body, model, prompt, o->stream, o->max_tokens,
-                                       &hdrs) != 0) {
-            free(model);
+                                       &hdrs) != 0)
             goto out;
-        }
     } else {
         build_body(&body, model, prompt, o->stream, o->max_tokens);
     }
-    free(model);
     char *u = vx_url_join(o->target, "/v1/chat/completions", NULL);
     int rc = vhttp_request_h("POST", u, o->token, "application/json", hdrs, body.data, body.len,
                              o->timeout_s, &r);
@@ -248,9 +271,17 @@ int cmd_chat(vctx_t *cx, vopts_t *o)
             continue;
         const char *text = json_get_str(s, "text", NULL), *addr = json_get_str(s, "signing_address", NULL);
         snprintf(id, sizeof id, "chat.%s.text", algo);
-        int text_ok = strcmp(text, want) == 0;
+        char tmodel[256];
+        int text_ok = signed_text_ok(text, want, tmodel, sizeof tmodel);
         check_add(&cx->cl, id, text_ok ? CHK_PASS : CHK_FAIL,
-                  "signed text = sha256(bytes sent):sha256(bytes received)", want, text);
+                  "signed text = [model:]sha256(bytes sent):sha256(bytes received)", want, text);
+        if (text_ok && tmodel[0]) {
+            /* model:req:resp (the Rust proxy): the proxy's MODEL_NAME, which clients name as the
+             * model; a different name is reported, not failed (the engine may serve an alias). */
+            snprintf(id, sizeof id, "chat.%s.model", algo);
+            check_add(&cx->cl, id, strcmp(tmodel, model) == 0 ? CHK_PASS : CHK_WARN,
+                      "the model named in the signed text is the model requested", model, tmodel);
+        }
         snprintf(id, sizeof id, "chat.%s.signature", algo);
         int sig_ok = check_sig(cx, id, algo, text, strlen(text), json_get_str(s, "signature", NULL),
                                addr);
@@ -293,6 +324,7 @@ int cmd_chat(vctx_t *cx, vopts_t *o)
                   "chat.<algo>.text, chat.<algo>.signature and <algo>.* all passed",
                   aci_signed ? "yes" : "no signing key passed all three");
 out:
+    free(model);
     ve2ee_free(e2);
     vhttp_resp_free(&r);
     buf_free(&body);

@@ -96,7 +96,8 @@ for (const algo of ['ecdsa', 'ed25519']) {
     const q = parseQuote(r.intel_quote).bytes;
     const { chain } = await checkQuoteSignatures(q);
     assert.deepEqual(await replayRtmrs(q, r.event_log), [], 'event log replays to the quote\'s RTMRs');
-    const ev = JSON.parse(r.event_log);
+    const ev = r.event_log;
+    assert.ok(Array.isArray(ev), 'event_log is a JSON array by default (EVENT_LOG_FORMAT=array)');
     const payload = (name) => ev.find((e) => e.imr === 3 && e.event === name)?.event_payload;
     assert.equal(payload('compose-hash'), r.info.compose_hash, 'info.compose_hash = compose-hash event');
     assert.equal(payload('app-id'), r.info.app_id, 'info.app_id = app-id event');

@@ -26,13 +26,16 @@ const skip = !haveBinary('fake-dstack-agent') && 'build/fake-dstack-agent missin
 
 const dir = tmpDir('vp-dstack-');
 const sockA = path.join(dir, 'dstack.sock');
+const getkeyLog = path.join(dir, 'getkey.log');
 const agents = new Set();
 const agentLogs = [];
 let mock;
 let proxy;
 
-/** The fake agent's key derivation, independently: HMAC-SHA256(seed, path). */
-const kmsKey = (seedHex, p) => crypto.createHmac('sha256', Buffer.from(seedHex, 'hex')).update(p).digest();
+/** dstack's GetKey derivation (guest-agent get_key -> ra-tls kdf derive_key), which the fake agent
+ * follows, computed independently with node's HKDF: salt "RATLS", the seed as the app key,
+ * the path as info, 32 bytes. */
+const kmsKey = (seedHex, p) => Buffer.from(crypto.hkdfSync('sha256', Buffer.from(seedHex, 'hex'), Buffer.from('RATLS'), Buffer.from(p), 32));
 
 /** Starts fake-dstack-agent; resolves once its banner says it listens. */
 async function startAgent(sock, args = []) {
@@ -107,7 +110,7 @@ function runVerify(args) {
 before(async () => {
   if (skip) return;
   mock = await startMock();
-  await startAgent(sockA, ['--key-seed', SEED_A]);
+  await startAgent(sockA, ['--key-seed', SEED_A, '--getkey-log', getkeyLog]);
   proxy = await startProxy(mock.url, { env: dstackEnv(sockA) });
 });
 
@@ -135,13 +138,14 @@ test('a fresh report: attestation_mode dstack, report_data binds address and non
     assert.equal(typeof j.info.tcb_info, 'object', 'info.tcb_info is an object, not the agent\'s JSON string');
     assert.match(j.info.tcb_info.mrtd, /^[0-9a-f]{96}$/);
     assert.ok(Array.isArray(j.info.tcb_info.event_log));
-    assert.ok(Array.isArray(JSON.parse(j.event_log)), 'event_log is the agent\'s JSON array string');
+    assert.ok(Array.isArray(j.event_log), 'event_log is the agent\'s event log as a JSON array (EVENT_LOG_FORMAT=array)');
+    assert.equal(j.model_name, MODEL);
     assert.equal(JSON.parse(j.nvidia_payload).nonce, nonce, 'GPU payload over the same nonce');
     assert.equal(j.all_attestations.length, 1);
   }
 });
 
-test('signing keys come from GetKey: equal to HMAC(seed, "{MODEL_NAME}/…-signing-key")', { skip }, async () => {
+test('signing keys come from GetKey: equal to HKDF(seed, "RATLS", "{MODEL_NAME}/…-signing-key")', { skip }, async () => {
   const a = await addresses(proxy.port);
   const ecdsaKey = kmsKey(SEED_A, `${MODEL}/ecdsa-signing-key`);
   assert.equal(a.ecdsa, ethers.computeAddress('0x' + ecdsaKey.toString('hex')), 'ECDSA address of the KMS key');
@@ -149,7 +153,35 @@ test('signing keys come from GetKey: equal to HMAC(seed, "{MODEL_NAME}/…-signi
   assert.equal(a.ed25519, bytesToHex(ed25519.getPublicKey(new Uint8Array(edSeed))), 'Ed25519 key of the KMS seed');
 });
 
-test('ACI E2EE v2 keys come from GetKey too: HMAC(seed, "{MODEL_NAME}/aci-e2ee-v2-…-key"), bound into the dstack quote', { skip }, async () => {
+test('GetKey request bytes are pinned; the Rust proxy\'s request (path and purpose only) gets the same key bytes', { skip }, async () => {
+  const lines = fs.readFileSync(getkeyLog, 'utf8').split('\n').filter(Boolean);
+  // the proxy's start-up requests, byte for byte (docs/CONTRACTS.md)
+  assert.deepEqual(lines.slice(0, 2), [
+    `{"path":"${MODEL}/ecdsa-signing-key","purpose":"signing","algorithm":"secp256k1"}`,
+    `{"path":"${MODEL}/ed25519-signing-key","purpose":"signing","algorithm":"ed25519"}`,
+  ]);
+  // nearai/inference-proxy's request (dstack-sdk 0.1.2: {"path","purpose"}) to the same agent
+  const a = await addresses(proxy.port);
+  const rust = async (p) => {
+    const body = JSON.stringify({ path: p, purpose: 'signing' });
+    const { default: http } = await import('node:http');
+    return new Promise((resolve, reject) => {
+      const rq = http.request({ socketPath: sockA, path: '/GetKey', method: 'POST', headers: { 'Content-Type': 'application/json' } }, (res) => {
+        let b = '';
+        res.on('data', (d) => { b += d; });
+        res.on('end', () => resolve(JSON.parse(b)));
+      });
+      rq.on('error', reject);
+      rq.end(body);
+    });
+  };
+  const ek = Buffer.from((await rust(`${MODEL}/ecdsa-signing-key`)).key, 'hex');
+  assert.equal(ethers.computeAddress('0x' + ek.toString('hex')), a.ecdsa, 'same ECDSA address');
+  const dk = Buffer.from((await rust(`${MODEL}/ed25519-signing-key`)).key, 'hex');
+  assert.equal(bytesToHex(ed25519.getPublicKey(new Uint8Array(dk))), a.ed25519, 'same Ed25519 key');
+});
+
+test('ACI E2EE v2 keys come from GetKey too: HKDF(seed, "RATLS", "{MODEL_NAME}/aci-e2ee-v2-…-key"), bound into the dstack quote', { skip }, async () => {
   const nonce = randomNonce();
   const r = await getPath(proxy.port, `/v1/aci/attestation?nonce=${nonce}`);
   assert.equal(r.status, 200, r.body.toString().slice(0, 300));

@@ -105,6 +105,33 @@ static void test_defaults(void **state)
     assert_string_equal(cfg.nvml_library_path, "");
     assert_int_equal(cfg.gpu_allow_cc_off, 0);
     assert_int_equal(cfg.gpu_no_hw_mode, 0);
+    assert_int_equal(cfg.signed_text, SIGNED_TEXT_REQ_RESP);
+    assert_int_equal(cfg.event_log_format, EVENT_LOG_ARRAY);
+    assert_int_equal(cfg.public_attestation, 0);
+}
+
+/* The peer settings (docs/CONFIG.md, "Behaving like a peer"): exact names, flags over env. */
+static void test_peer_settings(void **state)
+{
+    (void)state;
+    setenv("SIGNED_TEXT", "model:req:resp", 1);
+    setenv("EVENT_LOG_FORMAT", "string", 1);
+    setenv("PUBLIC_ATTESTATION", "true", 1);
+    assert_int_equal(load(NULL), CFG_OK);
+    assert_int_equal(cfg.signed_text, SIGNED_TEXT_MODEL_REQ_RESP);
+    assert_int_equal(cfg.event_log_format, EVENT_LOG_STRING);
+    assert_int_equal(cfg.public_attestation, 1);
+    assert_int_equal(load(ARGS("--signed-text", "req:resp", "--event-log-format=array", "--public-attestation", "0")), CFG_OK);
+    assert_int_equal(cfg.signed_text, SIGNED_TEXT_REQ_RESP);
+    assert_int_equal(cfg.event_log_format, EVENT_LOG_ARRAY);
+    assert_int_equal(cfg.public_attestation, 0);
+    unsetenv("SIGNED_TEXT");
+    unsetenv("EVENT_LOG_FORMAT");
+    unsetenv("PUBLIC_ATTESTATION");
+    env_error("SIGNED_TEXT", "model");
+    env_error("SIGNED_TEXT", "MODEL:REQ:RESP");
+    env_error("EVENT_LOG_FORMAT", "json");
+    expect_error(ARGS("--signed-text", ""), "SIGNED_TEXT");
 }
 
 static void test_env_values(void **state)
@@ -678,6 +705,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_defaults, setup),
+        cmocka_unit_test_setup(test_peer_settings, setup),
         cmocka_unit_test_setup(test_env_values, setup),
         cmocka_unit_test_setup(test_timeouts_seconds_to_ms, setup),
         cmocka_unit_test_setup(test_flags_override_env, setup),

@@ -129,6 +129,64 @@ static void test_golden_tappd_tls_sim_tsm(void **state)
     attest_parts_free(&p);
 }
 
+/* EVENT_LOG_FORMAT=array: the agent's text as JSON (the bytes as they came, once checked to be
+ * an array), [] for a provider without one, and a text that is not an array refused;
+ * model_name and signed_text_format after signing_public_key, in both copies. */
+static void test_event_log_array_model_name(void **state)
+{
+    (void)state;
+    attest_parts_t p;
+    fill(&p, "dstack");
+    attest_report_opts_t o = {.event_log_array = 1, .model_name = "m\"x", .signed_text_format = "model:req:resp"};
+    uint8_t nonce[32];
+    memset(nonce, 7, 32);
+    attest_identity_t id = ident();
+    buf_t out = BUF_INIT;
+    assert_int_equal(attest_report_build(&id, nonce, &p, &o, &out), 0);
+    const char *frag = ",\"event_log\":[{\"imr\":3,\"event\":\"a\\\"b\"}],\"vm_config\":";
+    const char *first = strstr(out.data, frag);
+    assert_non_null(first);
+    assert_non_null(strstr(first + 1, frag)); /* all_attestations' copy too */
+    const char *mt = ",\"signing_public_key\":\"ab12\",\"model_name\":\"m\\\"x\",\"signed_text_format\":\"model:req:resp\",\"attestation_mode\"";
+    first = strstr(out.data, mt);
+    assert_non_null(first);
+    assert_non_null(strstr(first + 1, mt));
+    struct json_object *j = json_tokener_parse(out.data), *ev = NULL, *mn = NULL;
+    assert_non_null(j);
+    assert_true(json_object_object_get_ex(j, "event_log", &ev) && json_object_is_type(ev, json_type_array));
+    assert_int_equal(json_object_array_length(ev), 1);
+    assert_true(json_object_object_get_ex(j, "model_name", &mn));
+    assert_string_equal(json_object_get_string(mn), "m\"x");
+    json_object_put(j);
+
+    /* the string form of the same parts: the agent's text as a JSON string */
+    o.event_log_array = 0;
+    buf_reset(&out);
+    assert_int_equal(attest_report_build(&id, nonce, &p, &o, &out), 0);
+    assert_non_null(strstr(out.data, ",\"event_log\":\"[{\\\"imr\\\":3,"));
+
+    /* not an array (an object, trailing bytes, cut, not JSON): refused, out untouched */
+    o.event_log_array = 1;
+    static const char *const bad[] = {"{\"imr\":3}", "[1] x", "[{\"imr\":3}", "nope", "\"[]\""};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        buf_reset(&p.event_log);
+        buf_puts(&p.event_log, bad[i]);
+        assert_int_equal(attest_event_log_is_array(p.event_log.data, p.event_log.len), 0);
+        buf_reset(&out);
+        buf_puts(&out, "x");
+        assert_int_equal(attest_report_build(&id, nonce, &p, &o, &out), -1);
+        assert_string_equal(out.data, "x");
+    }
+    /* none (configfs-tsm): [] */
+    buf_reset(&p.event_log);
+    buf_reset(&out);
+    assert_int_equal(attest_event_log_is_array("", 0), 1);
+    assert_int_equal(attest_report_build(&id, nonce, &p, &o, &out), 0);
+    assert_non_null(strstr(out.data, ",\"event_log\":[],\"vm_config\":"));
+    buf_free(&out);
+    attest_parts_free(&p);
+}
+
 static void test_tls_binding(void **state)
 {
     (void)state;
@@ -224,6 +282,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_golden_dstack),
         cmocka_unit_test(test_golden_tappd_tls_sim_tsm),
+        cmocka_unit_test(test_event_log_array_model_name),
         cmocka_unit_test(test_tls_binding),
         cmocka_unit_test(test_real_vectors_pass_through),
     };

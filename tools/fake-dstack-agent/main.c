@@ -2,8 +2,11 @@
  * attestation benchmark. It speaks the DstackGuest prpc API as vllm-proxy calls it
  * (shared/docs/tee-formats.md §2): GetQuote returns a quote from the repository's simulated TDX
  * provider over exactly the requested report_data, Info the simulated Info with tcb_info as a
- * JSON *string* (as the real agent sends it), GetKey HMAC-SHA256(seed, path). Knobs make it
- * slow, fail, or answer garbage. See docs/CONTRACTS.md.
+ * JSON *string* (as the real agent sends it), GetKey derived as the real agent derives it
+ * (HKDF-SHA256, salt "RATLS", the seed as the app key, the path as info: dstack's
+ * guest-agent/src/rpc_service.rs get_key and ra-tls/src/kdf.rs derive_key), whatever the
+ * algorithm and purpose. Knobs make it slow, fail, answer garbage, or log GetKey's request
+ * bodies. See docs/CONTRACTS.md.
  *
  * A blocking accept loop and one detached thread per connection (llhttp parses the requests,
  * keep-alive supported): simple, and concurrent enough for a benchmark. */
@@ -41,7 +44,9 @@ static struct {
     int garbage;
     uint8_t seed[64];
     size_t seed_len;
+    const char *getkey_log; /* each GetKey request body appended as one line */
 } g_opt = {.delay_on = M_ALL};
+static pthread_mutex_t g_log_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static attest_sim_t *g_sim;
 static buf_t g_info_wire;      /* Info response body as the agent sends it */
@@ -63,7 +68,9 @@ static void usage(FILE *f)
           "                      apply to (default all)\n"
           "  --fail LIST         these methods answer HTTP 500 {\"error\":\"injected failure\"}\n"
           "  --garbage           answer 200 with a body that is not JSON\n"
-          "  --key-seed HEX      GetKey key = HMAC-SHA256(seed, path) (default: 32 zero bytes)\n"
+          "  --key-seed HEX      the app key: GetKey key = HKDF-SHA256(salt \"RATLS\", seed, info path),\n"
+          "                      as dstack's agent derives it (default: 32 zero bytes)\n"
+          "  --getkey-log FILE   append each GetKey request body to FILE, one per line\n"
           "GET /fake/stats: {\"getquote\":N,\"info\":N,\"getkey\":N} (successful answers).\n",
           f);
 }
@@ -121,6 +128,8 @@ static int parse_args(int argc, char **argv)
                 fprintf(stderr, "fake-dstack-agent: %s: '%s' is not a list of getquote,info,getkey,all\n", a, v);
                 return -1;
             }
+        } else if (!strcmp(a, "--getkey-log")) {
+            g_opt.getkey_log = v;
         } else if (!strcmp(a, "--key-seed")) {
             size_t n = strlen(v);
             long got = n % 2 == 0 && n / 2 <= sizeof g_opt.seed ? hex_decode(g_opt.seed, sizeof g_opt.seed, v, n) : -1;
@@ -260,18 +269,57 @@ static void do_getquote(conn_t *c, struct json_object *req, int ka)
     buf_free(&out);
 }
 
+/* dstack's key derivation (ra-tls kdf.rs derive_key): HKDF-SHA256 with salt "RATLS", the app
+ * key as input key material and the path as info, 32 bytes (one HMAC block: T(1)). */
+static int derive_key(const char *path, uint8_t out[32])
+{
+    uint8_t prk[32], t[32];
+    unsigned pl = sizeof prk, tl = sizeof t;
+    size_t n = strlen(path);
+    uint8_t *info = malloc(n + 1);
+    int ok = info && HMAC(EVP_sha256(), "RATLS", 5, g_opt.seed, g_opt.seed_len, prk, &pl);
+    if (ok) {
+        memcpy(info, path, n);
+        info[n] = 1;
+        ok = HMAC(EVP_sha256(), prk, (int)pl, info, n + 1, t, &tl) != NULL;
+    }
+    free(info);
+    if (ok)
+        memcpy(out, t, 32);
+    return ok ? 0 : -1;
+}
+
+static void log_getkey(const char *body, size_t len)
+{
+    if (!g_opt.getkey_log)
+        return;
+    pthread_mutex_lock(&g_log_lock);
+    FILE *f = fopen(g_opt.getkey_log, "a");
+    if (f) {
+        fwrite(body, 1, len, f);
+        fputc('\n', f);
+        fclose(f);
+    }
+    pthread_mutex_unlock(&g_log_lock);
+}
+
 static void do_getkey(conn_t *c, struct json_object *req, int ka)
 {
-    const char *path = req_field(req, "path");
+    const char *path = req_field(req, "path"), *alg = req_field(req, "algorithm");
     if (!path) {
         respond_error(c, 400, "path is required", ka);
         return;
     }
+    /* The agent's normalize_algorithm and its match: "" (absent) and "secp256k1"/"k256" derive
+     * the same bytes as "ed25519"; anything else is refused. */
+    if (alg && *alg && strcmp(alg, "secp256k1") && strcmp(alg, "k256") && strcmp(alg, "ed25519")) {
+        respond_error(c, 400, "Unsupported algorithm", ka);
+        return;
+    }
     uint8_t k[32];
-    unsigned kl = sizeof k;
     char kh[65], body[160];
-    if (!HMAC(EVP_sha256(), g_opt.seed, (int)g_opt.seed_len, (const uint8_t *)path, strlen(path), k, &kl)) {
-        respond_error(c, 500, "HMAC failed", ka);
+    if (derive_key(path, k) != 0) {
+        respond_error(c, 500, "HKDF failed", ka);
         return;
     }
     hex_encode(kh, k, 32);
@@ -330,6 +378,7 @@ static void dispatch(conn_t *c)
     if (which == M_GETQUOTE) {
         do_getquote(c, req, ka);
     } else if (which == M_GETKEY) {
+        log_getkey(c->body.data ? c->body.data : "", c->body.len);
         do_getkey(c, req, ka);
     } else {
         respond(c, 200, g_info_wire.data, g_info_wire.len, ka);
