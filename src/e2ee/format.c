@@ -422,10 +422,10 @@ int e2ee_seal_hex(const e2ee_key_t *k, const uint8_t *aad, size_t aad_len, const
     if (rc != E2EE_OK)
         return rc;
     static const char hexd[] = "0123456789abcdef";
-    for (size_t i = 0; i < bl; i++) {
+    for (size_t i = 0; i < bl; i++) { /* front to back: see above */
         uint8_t v = blob[i];
-        out[2 * i] = hexd[v >> 4];
-        out[2 * i + 1] = hexd[v & 15];
+        char pair[2] = {hexd[v >> 4], hexd[v & 15]};
+        memcpy(out + 2 * i, pair, 2);
     }
     out[hl] = '\0';
     *out_len = hl;

@@ -106,7 +106,15 @@ static int str(ev_t *x, size_t *b, size_t *e, int *esc, int *surr)
     *b = x->i++;
     *esc = *surr = 0;
     while (x->i < x->n) {
-        unsigned char c = (unsigned char)x->p[x->i];
+        /* the common bytes in a tight loop, on locals: no quote, backslash or control */
+        const unsigned char *q = (const unsigned char *)x->p;
+        size_t i = x->i, n = x->n;
+        while (i < n && q[i] >= 0x20 && q[i] != '"' && q[i] != '\\')
+            i++;
+        x->i = i;
+        if (i >= n)
+            break;
+        unsigned char c = q[i];
         if (c == '"') {
             *e = ++x->i;
             return EV_OK;
