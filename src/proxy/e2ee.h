@@ -45,6 +45,7 @@ enum e2ee_route {
     E2EE_ROUTE_EMBEDDINGS,  /* /v1/embeddings: input / data[].embedding (NEAR, ACI) */
     E2EE_ROUTE_RERANK,      /* /v1/rerank: query, documents / results[].document.text (NEAR) */
     E2EE_ROUTE_SCORE,       /* /v1/score: text_1, text_2 / data[].score (NEAR) */
+    E2EE_ROUTE_IMAGES,      /* /v1/images/generations: prompt / data[].b64_json, revised_prompt (NEAR) */
 };
 /* The route of a path, or -1 for one where no format defines fields (refused: fail closed). */
 int e2ee_route_of(strv_t path);

@@ -447,7 +447,8 @@ int e2ee_route_of(strv_t path)
              {"/v1/completions", E2EE_ROUTE_COMPLETIONS},
              {"/v1/embeddings", E2EE_ROUTE_EMBEDDINGS},
              {"/v1/rerank", E2EE_ROUTE_RERANK},
-             {"/v1/score", E2EE_ROUTE_SCORE}};
+             {"/v1/score", E2EE_ROUTE_SCORE},
+             {"/v1/images/generations", E2EE_ROUTE_IMAGES}};
     for (size_t i = 0; i < sizeof R / sizeof *R; i++)
         if (path.n == strlen(R[i].path) && memcmp(path.p, R[i].path, path.n) == 0)
             return R[i].route;
@@ -806,12 +807,13 @@ static int near_str_or_list(dctx_t *d, json_object *obj, const char *key)
 
 /* NEAR's fields of the routes other than chat (§3.4): completions `prompt`, embeddings
  * `input`, rerank `query` and `documents[]` (a string or its `.text`), score `text_1` and
- * `text_2`. */
+ * `text_2`, image generations `prompt`. */
 static int decrypt_near_route(dctx_t *d, json_object *root, int route)
 {
     switch (route) {
     case E2EE_ROUTE_COMPLETIONS: return near_str_or_list(d, root, "prompt");
     case E2EE_ROUTE_EMBEDDINGS: return near_str_or_list(d, root, "input");
+    case E2EE_ROUTE_IMAGES: return near_field(d, root, "prompt", 0, 0, 0, 0);
     case E2EE_ROUTE_SCORE:
         return near_str_or_list(d, root, "text_1") || near_str_or_list(d, root, "text_2") ? -1 : 0;
     case E2EE_ROUTE_RERANK: {

@@ -367,6 +367,20 @@ static int seal_rerank(e2ee_sess_t *s, json_object *resp)
     return 0;
 }
 
+/* NEAR image generations (§3.4): data[].b64_json and data[].revised_prompt (strings; null
+ * passes, NEAR leaves an empty string). */
+static int seal_images(e2ee_sess_t *s, json_object *resp)
+{
+    json_object *data = member(resp, "data", json_type_array);
+    for (size_t i = 0; data && i < json_object_array_length(data); i++) {
+        json_object *e = json_object_array_get_idx(data, i);
+        if (seal_route_field(s, e, "b64_json", resp, "", 0) != 0 ||
+            seal_route_field(s, e, "revised_prompt", resp, "", 0) != 0)
+            return -1;
+    }
+    return 0;
+}
+
 /* The answer of a route other than chat, by the session's route. */
 static int seal_route(e2ee_sess_t *s, json_object *resp)
 {
@@ -375,6 +389,7 @@ static int seal_route(e2ee_sess_t *s, json_object *resp)
     case E2EE_ROUTE_EMBEDDINGS: return s->sse ? -1 : seal_data(s, resp, "embedding");
     case E2EE_ROUTE_SCORE: return seal_data(s, resp, "score");
     case E2EE_ROUTE_RERANK: return seal_rerank(s, resp);
+    case E2EE_ROUTE_IMAGES: return s->sse ? -1 : seal_images(s, resp);
     default: return -1;
     }
 }

@@ -322,13 +322,22 @@ static int is_e2ee_ok(const relay_t *r)
 }
 
 /* The head of an encrypted answer: the format's headers, chunked. */
+static void relay_pick_id(relay_t *r);
+
 static void relay_e2ee_head(relay_t *r)
 {
     if ((r->flags & RF_HEAD_SENT) || !r->c)
         return;
-    char h[sizeof SSE_HEADERS + E2EE_HDRS_MAX + sizeof RID_HEADER + RID_MAX + 2];
-    snprintf(h, sizeof h, "%s%s" RID_HEADER "%s\r\n", (r->flags & RF_SSE) ? SSE_HEADERS : "",
-             e2ee_resp_headers(r->e2ee), r->rid);
+    /* RF_ANNOUNCE (an encrypted answer of a route whose answer may carry no id): the record's
+     * id is fixed now, before the encrypted body is scanned: id_prefix "-" the request id */
+    char sid[sizeof SIGNATURE_ID_HEADER + SIG_ID_MAX + 4] = "";
+    if (r->flags & RF_ANNOUNCE) {
+        relay_pick_id(r);
+        snprintf(sid, sizeof sid, SIGNATURE_ID_HEADER ": %s\r\n", r->sig_id);
+    }
+    char h[sizeof SSE_HEADERS + E2EE_HDRS_MAX + sizeof RID_HEADER + RID_MAX + 2 + sizeof sid];
+    snprintf(h, sizeof h, "%s%s" RID_HEADER "%s\r\n%s", (r->flags & RF_SSE) ? SSE_HEADERS : "",
+             e2ee_resp_headers(r->e2ee), r->rid, sid);
     r->flags |= RF_HEAD_SENT;
     conn_start_response(r->c, r->up_status, r->ctype, h, -1);
 }
@@ -356,6 +365,8 @@ static void relay_on_head(void *ud, int status, strv_t ctype, int64_t cl)
     if (is_e2ee_ok(r)) {
         /* Encrypted: the length changes (chunked); a JSON answer's head waits for its body. */
         r->flags |= RF_E2EE;
+        if (r->id_prefix && is_signed_ok(r) && !(r->flags & RF_EOF_FRAMED))
+            r->flags |= RF_ANNOUNCE; /* X-Signature-Id in the encrypted answer's head */
         if (r->aw->e2ee_port && e2ee_resp_per_field_keys(r->e2ee))
             r->flags |= RF_OFFLOAD; /* a fresh key per field: sealed on the crypto threads */
         e2ee_resp_begin(r->e2ee, (r->flags & RF_SSE) != 0);

@@ -527,12 +527,10 @@ static void handle_inference(app_worker_t *aw, conn_t *c, http_req_t *req, int r
     }
     if (request_hash(aw, c, req, route, rr.req_hash) != 0)
         return;
-    /* E2EE on embeddings, rerank, score (on_request refused it on the other routes): the body
-     * decrypted into own_body, the answer encrypted by the relay. Signed under the engine's id
-     * in the (clear) body, as a completion is: no X-Signature-Id, whose head cannot wait for
-     * an id the encryptor has not emitted yet. */
+    /* E2EE on embeddings, rerank, score and image generations (on_request refused it on the
+     * other routes): the body decrypted into own_body, the answer encrypted by the relay and
+     * signed over the ciphertext under id_prefix "-" the request id, sent in X-Signature-Id. */
     if (req->e2ee_present) {
-        rr.id_prefix = NULL;
         if (e2ee_rewrite(aw, c, req, route, &rr) != 0)
             return;
         relay_start(aw, c, req, &rr);

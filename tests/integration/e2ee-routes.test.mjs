@@ -125,9 +125,10 @@ for (const { algo, version } of NEAR_CASES) {
         assert.equal(d.index, i);
       }
       assert.ok(!r.body.toString().includes(JSON.stringify(want[0].embedding).slice(1, 12)), 'no embedding values in clear');
-      // signed (issue 11) under the engine's id in the body, over the ciphertext both ways
-      assert.ok(j.id, 'the answer has an id');
-      await checkSigned(stack.port, j.id, signedText(r.requestBody, r.body));
+      // signed (issue 11) over the ciphertext both ways, under the id sent in X-Signature-Id
+      const sid = r.headers['x-signature-id'];
+      assert.match(sid ?? '', /^emb-/, 'X-Signature-Id on the encrypted answer');
+      await checkSigned(stack.port, sid, signedText(r.requestBody, r.body));
     }
     // a single string input, and an empty string (never encrypted) passes
     const r1 = await postJson(stack.port, '/v1/embeddings', { model: MODEL, input: near.seal(algo, version, serverHex, INPUTS[0]) },
@@ -191,6 +192,37 @@ test('NEAR /v1/score: text_1 and text_2 decrypted, each score sealed as its JSON
     assert.match(d.score, HEX, 'the score is ciphertext on the wire');
     assert.equal(JSON.parse(near.open(ck, 2, d.score)), want[i].score);
   }
+});
+
+test('NEAR /v1/images/generations: prompt decrypted, b64_json and revised_prompt sealed, signed in X-Signature-Id', async () => {
+  for (const [algo, version] of [['ecdsa', 2], ['ed25519', 2], ['ed25519', 1]]) {
+    const serverHex = await near.serverKey(stack.port, algo);
+    const ck = near.clientKeys(algo);
+    const prompt = 'a lighthouse at dusk, in pencil';
+    const body = { model: MODEL, prompt: near.seal(algo, version, serverHex, prompt), size: '8x8', response_format: 'b64_json' };
+    const r = await postJson(stack.port, '/v1/images/generations', body, { headers: near.nearHeaders(ck, serverHex, version) });
+    assert.equal(r.status, 200, r.body.toString());
+    assert.equal((await engineBody()).prompt, prompt, 'the engine got the prompt in clear');
+    assert.ok(!r.body.toString().includes('lighthouse'));
+    const want = jsonOf(await plain('/v1/images/generations', { model: MODEL, prompt, size: '8x8', response_format: 'b64_json' })).data;
+    const j = jsonOf(r);
+    assert.equal(j.data.length, want.length);
+    for (const [i, d] of j.data.entries()) {
+      assert.match(d.b64_json, HEX, 'the image is ciphertext on the wire');
+      assert.equal(near.open(ck, version, d.b64_json), want[i].b64_json);
+      assert.equal(d.revised_prompt, want[i].revised_prompt, 'null passes');
+    }
+    const sid = r.headers['x-signature-id'];
+    assert.match(sid ?? '', /^img-/);
+    await checkSigned(stack.port, sid, signedText(r.requestBody, r.body));
+  }
+  // ACI defines no image fields: e2ee_unsupported_endpoint; the Dstack fork is chat only
+  const before = await engineRequests();
+  const a = await postJson(stack.port, '/v1/images/generations', { model: MODEL, prompt: 'x' },
+    { headers: { 'X-E2EE-Version': '2', 'X-Client-Pub-Key': 'ab'.repeat(32), 'X-Model-Pub-Key': 'cd'.repeat(32),
+      'X-E2EE-Nonce': 'ef'.repeat(32), 'X-E2EE-Timestamp': String(Math.floor(Date.now() / 1000)) } });
+  assertOpenAIError(a, 400, { type: 'e2ee_unsupported_endpoint' });
+  assert.equal(await engineRequests(), before, 'nothing reached the engine');
 });
 
 // ---- ACI v2: completions and embeddings, both suites ----

@@ -239,9 +239,11 @@ test('an engine error is relayed as it is: no X-Signature-Id, nothing signed', a
   assert.equal((await fetchSignature(stack.port, `img-${r.headers['x-request-id']}`)).status, 404);
 });
 
-test('E2EE headers on the image and audio routes are refused, nothing forwarded', async () => {
+test('E2EE headers on the multipart routes (image edits, audio) are refused, nothing forwarded', async () => {
+  // (image generations take NEAR's E2EE: e2ee-routes.test.mjs)
   const before = (await stack.mock.stats()).requests;
-  let r = await postJson(stack.port, '/v1/images/generations', { model: MODEL, prompt: 'x' },
+  const edit = multipart([{ name: 'prompt', value: 'x' }, { name: 'image', value: 'png', filename: 'a.png' }], 'b0und');
+  let r = await postMultipart(stack.port, '/v1/images/edits', edit, 'multipart/form-data; boundary=b0und',
     { headers: { 'X-Signing-Algo': 'ecdsa', 'X-Client-Pub-Key': 'ab'.repeat(64) } });
   assertOpenAIError(r, 400, { type: 'e2ee_not_supported' });
   const body = multipart([{ name: 'file', value: 'abc', filename: 'a.wav' }], 'b0und');
