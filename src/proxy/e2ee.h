@@ -105,6 +105,12 @@ int e2ee_resp_feed(e2ee_sess_t *s, const char *p, size_t n, e2ee_emit_fn *emit, 
 int e2ee_resp_finish(e2ee_sess_t *s, e2ee_emit_fn *emit, void *ud);
 /* Wipes and frees. NULL is a no-op. */
 void e2ee_sess_free(e2ee_sess_t *s);
+/* Routes whose answer may carry no id (images): a JSON answer without a string top-level
+ * `id` gets `"id": id` added when it is sealed (the E2EE answer is re-serialised anyway), so
+ * a client finds in the body the id its signature is stored under; one with an id keeps it.
+ * After the answer was sealed, e2ee_resp_answer_id is the id the body carries ("" before). */
+void e2ee_resp_set_id(e2ee_sess_t *s, const char *id);
+const char *e2ee_resp_answer_id(const e2ee_sess_t *s);
 /* Wipes a buffer's bytes (its whole capacity) and frees it. */
 void e2ee_wipe_buf(buf_t *b);
 

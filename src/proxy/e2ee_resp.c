@@ -478,6 +478,37 @@ static int in_clear(const e2ee_sess_t *s, json_object *resp)
 }
 
 /* Parses, encrypts and emits one JSON document (prefix "data: " for an event). */
+void e2ee_resp_set_id(e2ee_sess_t *s, const char *id)
+{
+    snprintf(s->answer_id, sizeof s->answer_id, "%s", id ? id : "");
+    s->id_set = s->answer_id[0] != '\0';
+}
+
+const char *e2ee_resp_answer_id(const e2ee_sess_t *s) { return s->id_done ? s->answer_id : ""; }
+
+/* e2ee_resp_set_id for a JSON answer: its own string id is kept (and recorded), else ours is
+ * added. -1 when out of memory. */
+static int settle_id(e2ee_sess_t *s, json_object *resp)
+{
+    if (s->sse || !s->id_set || !json_object_is_type(resp, json_type_object))
+        return 0;
+    json_object *id = NULL;
+    if (json_object_object_get_ex(resp, "id", &id) && json_object_is_type(id, json_type_string)) {
+        snprintf(s->answer_id, sizeof s->answer_id, "%s", json_object_get_string(id));
+        s->id_done = 1;
+        return 0;
+    }
+    if (id) /* an id that is not a string: the body keeps it, ours goes in the header only */
+        return 0;
+    json_object *v = json_object_new_string(s->answer_id);
+    if (!v || json_object_object_add(resp, "id", v) != 0) {
+        json_object_put(v);
+        return -1;
+    }
+    s->id_done = 1;
+    return 0;
+}
+
 static int seal_emit(e2ee_sess_t *s, const char *p, size_t n, const char *prefix,
                      e2ee_emit_fn *emit, void *ud)
 {
@@ -486,7 +517,7 @@ static int seal_emit(e2ee_sess_t *s, const char *p, size_t n, const char *prefix
         return -1;
     buf_t out = BUF_INIT;
     int rc =
-        seal_choices(s, o) == 0 && !in_clear(s, o) &&
+        seal_choices(s, o) == 0 && !in_clear(s, o) && settle_id(s, o) == 0 &&
                 buf_append_wiped(&out, prefix, strlen(prefix)) == 0 &&
                 e2ee_json_append(&out, o) == 0
             ? 0

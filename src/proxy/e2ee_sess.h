@@ -12,6 +12,7 @@
 
 #define E2EE_NONCE_MAX 256 /* X-E2EE-Nonce bytes kept (Dstack v2: at least 16) */
 #define E2EE_HDRS_MAX 256
+#define E2EE_ANSWER_ID_MAX 256 /* = SIG_ID_MAX (proxy/sigstore.h) */
 #define E2EE_REPLAY_KEY_MAX 320 /* model (< 256) + ":e2ee-replay:dstack-v2:" + 64 hex */
 
 struct e2ee_sess {
@@ -42,6 +43,10 @@ struct e2ee_sess {
     size_t model_n;
     /* The Redis claim that goes with the memory one (Dstack v2, ACI v2): "" when none. */
     char replay_key[E2EE_REPLAY_KEY_MAX];
+    /* e2ee_resp_set_id: a JSON answer without a top-level id gets this one; one with a string
+     * id keeps it and it is copied here (e2ee_resp_answer_id). "" = neither. */
+    char answer_id[E2EE_ANSWER_ID_MAX + 1];
+    int id_set, id_done;
     size_t replay_key_n;
 };
 

@@ -329,7 +329,8 @@ static void relay_e2ee_head(relay_t *r)
     if ((r->flags & RF_HEAD_SENT) || !r->c)
         return;
     /* RF_ANNOUNCE (an encrypted answer of a route whose answer may carry no id): the record's
-     * id is fixed now, before the encrypted body is scanned: id_prefix "-" the request id */
+     * id is fixed now: the id the sealed body carries (the engine's, or the one the encryptor
+     * added: e2ee_resp_set_id), else id_prefix "-" the request id */
     char sid[sizeof SIGNATURE_ID_HEADER + SIG_ID_MAX + 4] = "";
     if (r->flags & RF_ANNOUNCE) {
         relay_pick_id(r);
@@ -365,8 +366,14 @@ static void relay_on_head(void *ud, int status, strv_t ctype, int64_t cl)
     if (is_e2ee_ok(r)) {
         /* Encrypted: the length changes (chunked); a JSON answer's head waits for its body. */
         r->flags |= RF_E2EE;
-        if (r->id_prefix && is_signed_ok(r) && !(r->flags & RF_EOF_FRAMED))
-            r->flags |= RF_ANNOUNCE; /* X-Signature-Id in the encrypted answer's head */
+        if (r->id_prefix && is_signed_ok(r) && !(r->flags & RF_EOF_FRAMED)) {
+            /* X-Signature-Id in the encrypted answer's head; an answer without an id gets
+             * ours in its body too (e2ee_resp_set_id), so the two agree */
+            char dflt[SIG_ID_MAX + 1];
+            snprintf(dflt, sizeof dflt, "%s-%s", r->id_prefix, r->rid);
+            e2ee_resp_set_id(r->e2ee, dflt);
+            r->flags |= RF_ANNOUNCE;
+        }
         if (r->aw->e2ee_port && e2ee_resp_per_field_keys(r->e2ee))
             r->flags |= RF_OFFLOAD; /* a fresh key per field: sealed on the crypto threads */
         e2ee_resp_begin(r->e2ee, (r->flags & RF_SSE) != 0);
@@ -405,6 +412,10 @@ static int header_safe(const char *id)
 /* RF_ANNOUNCE: the id now known, if any (the engine's), else NULL. */
 static const char *answer_id(const relay_t *r)
 {
+    if ((r->flags & RF_E2EE) && r->e2ee) { /* the id the encrypted body carries, once sealed */
+        const char *e = e2ee_resp_answer_id(r->e2ee);
+        return e[0] ? e : NULL;
+    }
     return (r->flags & RF_SSE) ? sse_chat_id(&r->sse) : idscan_id(&r->ids);
 }
 
