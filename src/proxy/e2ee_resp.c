@@ -104,6 +104,8 @@ static int seal_member(e2ee_sess_t *s, json_object *obj, const char *field, json
         int rc = mc && id ? e2ee_aad_dstack_resp(aad, sizeof aad, &aad_n, s->algo, mc, mn, id, in,
                                                  choice, field, s->nonce, s->nonce_n, s->ts)
                           : E2EE_ERR_INTERNAL;
+        if (mc) /* a value of the answer: wiped like every other one */
+            sodium_memzero(mc, mn);
         free(mc);
         e2ee_wipe_buf(&mt);
         e2ee_wipe_buf(&it);
