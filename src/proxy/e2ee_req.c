@@ -1314,7 +1314,11 @@ int e2ee_request(const app_t *app, const http_req_t *req, strv_t body, buf_t *ou
     size_t model_n;
     buf_t mtmp = BUF_INIT;
     const char *bm = e2ee_json_str(root, "model", &mtmp, &model_n);
-    char *bmodel = bm ? strndup(bm, model_n) : NULL;
+    char *bmodel = bm ? malloc(model_n + 1) : NULL; /* model_n bytes, NULs included */
+    if (bmodel) {
+        memcpy(bmodel, bm, model_n);
+        bmodel[model_n] = '\0';
+    }
     e2ee_wipe_buf(&mtmp);
     dctx_t d = {sg, s, bmodel ? bmodel : "", bmodel ? model_n : 0, APP_E_OUT_OF_MEMORY, msg,
                 s->format == E2EE_F_V1 && !near_certain, NULL, NULL, 0};
@@ -1323,6 +1327,8 @@ int e2ee_request(const app_t *app, const http_req_t *req, strv_t body, buf_t *ou
              (route != E2EE_ROUTE_CHAT          ? decrypt_near_route(&d, root, route)
               : s->format == E2EE_F_DSTACK_V2 ? decrypt_dstack(&d, root)
                                               : decrypt_near(&d, root)) == 0;
+    if (bmodel)
+        sodium_memzero(bmodel, model_n);
     free(bmodel);
     if (clear)
         clear_answer_refusal(clear, &d.err, msg);

@@ -99,7 +99,11 @@ static int seal_member(e2ee_sess_t *s, json_object *obj, const char *field, json
         size_t mn, in;
         buf_t mt = BUF_INIT, it = BUF_INIT;
         const char *m = e2ee_json_str(resp, "model", &mt, &mn);
-        char *mc = m ? strndup(m, mn) : NULL;
+        char *mc = m ? malloc(mn + 1) : NULL; /* mn bytes, NULs included */
+        if (mc) {
+            memcpy(mc, m, mn);
+            mc[mn] = '\0';
+        }
         const char *id = e2ee_json_str(resp, "id", &it, &in);
         int rc = mc && id ? e2ee_aad_dstack_resp(aad, sizeof aad, &aad_n, s->algo, mc, mn, id, in,
                                                  choice, field, s->nonce, s->nonce_n, s->ts)
