@@ -426,7 +426,7 @@ static void relay_announce(relay_t *r, conn_t *c)
                SIG_ID_MAX + 8];
     snprintf(extra, sizeof extra, "%s" RID_HEADER "%s\r\n" SIGNATURE_ID_HEADER ": %s\r\n",
              (r->flags & RF_SSE) ? SSE_HEADERS : "", r->rid, r->sig_id);
-    if (!r->bytes_out && r->hold.len)
+    if (!r->bytes_out && r->hold.len && c)
         metrics_observe_ttfb(r->aw, r->route, r->req->start_ns);
     r->bytes_out += r->hold.len;
     if (c) {
@@ -517,7 +517,7 @@ static void relay_account(relay_t *r, const char *p, size_t n)
 
 static void relay_write(relay_t *r, const char *p, size_t n)
 {
-    if (!r->bytes_out && n)
+    if (!r->bytes_out && n && r->c)
         metrics_observe_ttfb(r->aw, r->route, r->req->start_ns);
     r->bytes_out += n;
     if (r->c)
