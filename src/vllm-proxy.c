@@ -336,6 +336,7 @@ static int start_upstream(char *err, size_t errlen)
         snprintf(err, errlen, "VLLM_BASE_URL: %s", e);
         return -1;
     }
+    metrics_engine_name(&g_app, 0, g_cfg.upstream_url);
     g_app.upstream.connect_timeout_ms = g_cfg.upstream_connect_timeout_ms;
     g_app.upstream.first_byte_timeout_ms = g_cfg.upstream_first_byte_timeout_ms;
     g_app.upstream.total_timeout_ms = g_cfg.total_timeout_ms;

@@ -151,6 +151,8 @@ static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 static int g_busy;
 /* gpu_nonce_retries_total, gpu_nonce_failures_total (relaxed atomics) */
 static unsigned long long g_nonce_retries, g_nonce_failures;
+/* gpu_failures_total (relaxed atomic) */
+static unsigned long long g_failures;
 
 static void gate_init(void)
 {
@@ -625,8 +627,8 @@ static int payload_append(buf_t *out, const uint8_t nonce[32], const buf_t *item
     return 0;
 }
 
-int gpu_evidence_collect(gpu_source_t *g, const uint8_t nonce[32], buf_t *payload_json, char *err,
-                         size_t errlen)
+static int collect(gpu_source_t *g, const uint8_t nonce[32], buf_t *payload_json, char *err,
+                   size_t errlen)
 {
     if (g->mode == GPU_MODE_NONE)
         return 1;
@@ -673,6 +675,17 @@ int gpu_evidence_collect(gpu_source_t *g, const uint8_t nonce[32], buf_t *payloa
     job_release(j);
     return rc;
 }
+
+int gpu_evidence_collect(gpu_source_t *g, const uint8_t nonce[32], buf_t *payload_json, char *err,
+                         size_t errlen)
+{
+    int rc = collect(g, nonce, payload_json, err, errlen);
+    if (rc < 0)
+        __atomic_fetch_add(&g_failures, 1, __ATOMIC_RELAXED);
+    return rc;
+}
+
+unsigned long long gpu_failures_total(void) { return __atomic_load_n(&g_failures, __ATOMIC_RELAXED); }
 
 unsigned long long gpu_nonce_retries_total(void)
 {

@@ -70,6 +70,8 @@ int gpu_evidence_collect(gpu_source_t *g, const uint8_t nonce[32], buf_t *payloa
  * carried another nonce, and collections that failed for that reason after every retry. */
 unsigned long long gpu_nonce_retries_total(void);
 unsigned long long gpu_nonce_failures_total(void);
+/* Process-wide: gpu_evidence_collect calls that returned -1, whatever the cause. */
+unsigned long long gpu_failures_total(void);
 
 /* Releases the source. If its helper thread is still stuck inside NVML, the thread is
  * detached and releases NVML and the source itself when the call returns. */

@@ -33,6 +33,7 @@ typedef struct app {
     struct app_worker **workers;
     int nworkers;
     double start_time;
+    metrics_engines_t engines; /* the engines' labels and health in the metrics */
 } app_t;
 
 struct relay;

@@ -1,8 +1,11 @@
-/* GET /v1/metrics (proxy/metrics_route.h). One small owner per scrape: it holds the client
- * connection and the engine exchange, and is freed once both have let go (as the relay). */
+/* GET /metrics and GET /v1/metrics (proxy/metrics_route.h). /metrics is answered at once; a
+ * /v1/metrics scrape has one small owner: it holds the client connection and the engine
+ * exchange, and is freed once both have let go (as the relay). A scrape is not counted in
+ * vllm_proxy_streams_active. */
 #include "proxy/metrics_route.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 #include "proxy/respond.h"
 
@@ -25,10 +28,8 @@ typedef struct scrape {
 static void scrape_release(scrape_t *s, unsigned side)
 {
     s->done |= side;
-    if (s->done == DONE_BOTH && s->in_cb == 0) {
-        M_SUB(s->aw->m.streams_active, 1);
+    if (s->done == DONE_BOTH && s->in_cb == 0)
         free(s);
-    }
 }
 
 static void on_head(void *ud, int status, strv_t ctype, int64_t cl)
@@ -43,6 +44,7 @@ static void on_head(void *ud, int status, strv_t ctype, int64_t cl)
     metrics_render(s->aw->app, &m);
     buf_puts(&m, ENGINE_SECTION);
     s->head_sent = 1;
+    metrics_observe_ttfb(s->aw, ROUTE_METRICS, s->req->start_ns);
     s->bytes_out += m.len;
     if (conn_start_response(s->c, 200, PROM_CTYPE, NULL, -1) == 0 && s->c)
         conn_write_body(s->c, m.data, m.len);
@@ -95,6 +97,7 @@ static void finish(scrape_t *s, conn_t *c, int err, int status)
         respond_log(aw, s->req, ROUTE_METRICS, 200, status, s->bytes_out + m.len, NULL);
         conn_end_response(c);
     } else {
+        metrics_observe_ttfb(aw, ROUTE_METRICS, s->req->start_ns);
         respond_log(aw, s->req, ROUTE_METRICS, 200, status, m.len, NULL);
         conn_respond(c, 200, PROM_CTYPE, NULL, m.data, m.len);
     }
@@ -144,14 +147,34 @@ static void scrape_on_drain(conn_owner_t *o, conn_t *c)
 
 static const conn_owner_ops_t SCRAPE_OPS = {"metrics", scrape_on_abort, scrape_on_drain};
 
+/* GET /metrics: the proxy's own exposition only (what a Prometheus scrape of this process
+ * wants; the engines are scraped by their own URLs). */
+static void own_metrics(app_worker_t *aw, conn_t *c, http_req_t *req)
+{
+    buf_t m = BUF_INIT;
+    metrics_render(aw->app, &m);
+    if (!m.data) {
+        respond_error(aw, c, req, ROUTE_METRICS, APP_E_OUT_OF_MEMORY, NULL);
+        return;
+    }
+    metrics_observe_ttfb(aw, ROUTE_METRICS, req->start_ns);
+    respond_log(aw, req, ROUTE_METRICS, 200, 0, m.len, NULL);
+    conn_respond(c, 200, PROM_CTYPE, NULL, m.data, m.len);
+    buf_free(&m);
+}
+
 void metrics_route(app_worker_t *aw, conn_t *c, http_req_t *req)
 {
+    static const char own[] = "/metrics";
+    if (req->path.n == sizeof own - 1 && memcmp(req->path.p, own, sizeof own - 1) == 0) {
+        own_metrics(aw, c, req);
+        return;
+    }
     scrape_t *s = calloc(1, sizeof *s);
     if (!s) {
         respond_error(aw, c, req, ROUTE_METRICS, APP_E_OUT_OF_MEMORY, NULL);
         return;
     }
-    M_ADD(aw->m.streams_active, 1);
     *s = (scrape_t){.owner = {&SCRAPE_OPS}, .aw = aw, .c = c, .req = req};
     conn_set_owner(c, &s->owner);
     conn_cork(c);
@@ -159,7 +182,6 @@ void metrics_route(app_worker_t *aw, conn_t *c, http_req_t *req)
                           0, &SCRAPE_CBS, s);
     if (!s->up) {
         conn_set_owner(c, NULL);
-        M_SUB(aw->m.streams_active, 1);
         free(s);
         respond_error(aw, c, req, ROUTE_METRICS, APP_E_OUT_OF_MEMORY, NULL);
     }

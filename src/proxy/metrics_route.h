@@ -1,4 +1,5 @@
-/* GET /v1/metrics: this process's counters in the Prometheus text format, followed by the
+/* GET /metrics: this process's metrics in the Prometheus text format (no auth).
+ * GET /v1/metrics: the same, followed by the
  * engine's own /metrics (streamed through), or by a comment saying why the engine's are
  * missing. Always 200: the proxy's own metrics are served when the engine is down.
  * Threads: the worker's loop thread. */

@@ -19,6 +19,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "core/clock.h"
 #include "core/hex.h"
 #include "core/log.h"
 #include "core/sha.h"
@@ -95,6 +96,7 @@ struct relay {
     int up_status;
     int64_t up_cl;
     uint64_t up_seen, bytes_out;
+    uint64_t sent_ns; /* when the engine request was sent (vllm_proxy_engine_request_duration) */
     char req_hash[SIG_HASH_HEX_LEN + 1];
     char rid[RID_MAX + 1]; /* the engine's request id, also sent back to the client */
     const char *chat_id;
@@ -296,6 +298,7 @@ int relay_start(app_worker_t *aw, conn_t *c, http_req_t *req, relay_req_t *rr)
     const char *hdrs = engine_headers(aw, req, r->rid, body.p != NULL);
     conn_set_owner(c, &r->owner);
     conn_cork(c);
+    r->sent_ns = clock_mono_ns();
     r->up = upstream_send(aw->pool, rr->method, rr->path, rr->query, hdrs, body.p, body.n,
                           &RELAY_CBS, r);
     if (r->up && r->e2ee)
@@ -445,6 +448,8 @@ static void relay_announce(relay_t *r, conn_t *c)
                SIG_ID_MAX + 8];
     snprintf(extra, sizeof extra, "%s" RID_HEADER "%s\r\n" SIGNATURE_ID_HEADER ": %s\r\n",
              (r->flags & RF_SSE) ? SSE_HEADERS : "", r->rid, r->sig_id);
+    if (!r->bytes_out && r->hold.len && c)
+        metrics_observe_ttfb(r->aw, r->route, r->req->start_ns);
     r->bytes_out += r->hold.len;
     if (c) {
         conn_start_response(c, r->up_status, r->ctype[0] ? r->ctype : NULL, extra, r->up_cl);
@@ -506,7 +511,9 @@ static void relay_finalize(relay_t *r)
         return;
     hex_encode(text + SIG_HASH_HEX_LEN + 1, d, sizeof d);
     sigstore_t ss = app_sigstore(aw);
+    uint64_t t0 = clock_mono_ns();
     int rc = sigstore_sign_put(&ss, id, text);
+    metrics_hist_observe(&aw->m.sign, clock_mono_ns() - t0);
     if (rc == SIGSTORE_OK) {
         M_ADD(aw->m.signatures_stored, 1);
         r->chat_id = id;
@@ -532,6 +539,8 @@ static void relay_account(relay_t *r, const char *p, size_t n)
 
 static void relay_write(relay_t *r, const char *p, size_t n)
 {
+    if (!r->bytes_out && n && r->c)
+        metrics_observe_ttfb(r->aw, r->route, r->req->start_ns);
     r->bytes_out += n;
     if (r->c)
         conn_write_body(r->c, p, n); /* corked: leaves with the rest of this read */
@@ -602,6 +611,7 @@ static void relay_client_end(relay_t *r)
             respond_error(r->aw, c, r->req, r->route,
                           busy ? APP_E_E2EE_BUSY : APP_E_E2EE_RESPONSE_FAILED, NULL);
         else {
+            metrics_count_error(r->aw, busy ? APP_E_E2EE_BUSY : APP_E_E2EE_RESPONSE_FAILED); /* a cut */
             respond_log(r->aw, r->req, r->route, r->up_status, r->up_status, r->bytes_out, NULL);
             conn_abort(c);
         }
@@ -611,6 +621,8 @@ static void relay_client_end(relay_t *r)
         else if (r->kind == RELAY_SIGNED)
             M_ADD(r->aw->m.signatures_skipped, 1);
         relay_announce(r, c); /* a held head and body, after the record was stored */
+        if (!r->bytes_out) /* an answer without a body: its end is its first byte */
+            metrics_observe_ttfb(r->aw, r->route, r->req->start_ns);
         respond_log(r->aw, r->req, r->route, r->up_status, r->up_status, r->bytes_out, r->chat_id);
         conn_end_response(c);
     }
@@ -792,11 +804,7 @@ static void relay_on_read_done(void *ud)
 /* The engine failed: an error answer if the client has nothing yet, else a cut. */
 static void relay_engine_failed(relay_t *r, conn_t *c, int err)
 {
-    static const int kinds[] = {[UPS_E_CONNECT] = UPERR_CONNECT, [UPS_E_TIMEOUT] = UPERR_TIMEOUT,
-                                [UPS_E_CLOSED] = UPERR_CLOSED, [UPS_E_PROTOCOL] = UPERR_PROTOCOL,
-                                [UPS_E_NOMEM] = UPERR_PROTOCOL};
     app_worker_t *aw = r->aw;
-    M_ADD(aw->m.upstream_errors[kinds[err]], 1);
     if (r->kind == RELAY_SIGNED)
         M_ADD(aw->m.signatures_skipped, 1);
     /* A head found in the same engine read as the failure is still corked: take it back. */
@@ -821,6 +829,7 @@ static void relay_on_done(void *ud, int err, int status)
     (void)status;
     relay_t *r = ud;
     cb_enter(r);
+    metrics_engine_observe(r->aw, 0, clock_mono_ns() - r->sent_ns, err);
     r->up = NULL;
     relay_release(r, DONE_ENGINE);
     if (r->c) {

@@ -108,6 +108,7 @@ static void report_done(uv_work_t *w, int status)
     if (j->c) {
         if (status == 0 && j->rc == 0) {
             M_ADD(aw->m.reports, 1);
+            metrics_observe_report(aw, REPORT_FRESH, j->req->start_ns);
             conn_set_owner(j->c, NULL);
             respond_json(aw, j->c, j->req, ROUTE_REPORT, 200, j->out.data, j->out.len);
         } else {
@@ -156,6 +157,7 @@ static int answer_cached(app_worker_t *aw, conn_t *c, http_req_t *req, int algo,
     int rc = attest_service_try_cached(aw->app->attest, algo, tls, &out, &want_refresh);
     if (rc == 0) {
         M_ADD(aw->m.reports, 1);
+        metrics_observe_report(aw, REPORT_CACHED, req->start_ns);
         respond_json(aw, c, req, ROUTE_REPORT, 200, out.data, out.len);
     } else if (rc < 0)
         respond_error(aw, c, req, ROUTE_REPORT, APP_E_OUT_OF_MEMORY, NULL);

@@ -70,7 +70,7 @@ void respond_log(app_worker_t *aw, const http_req_t *req, int route, int status,
     if (cls > 5)
         cls = 5;
     M_ADD(aw->m.requests[route][cls], 1);
-    M_ADD(aw->m.duration_us[route], dur_us);
+    metrics_hist_observe(&aw->m.duration[route], dur_us * 1000);
     M_ADD(aw->m.bytes_in, req->body.len);
     M_ADD(aw->m.bytes_out, bytes_out);
     if (log_level_current > LOG_LVL_INFO)
@@ -93,6 +93,7 @@ void respond_json(app_worker_t *aw, conn_t *c, http_req_t *req, int route, int s
 {
     char hints[E2EE_ACI_HINTS_MAX];
     aci_hints(aw, req, hints); /* before: responding resets req */
+    metrics_observe_ttfb(aw, route, req->start_ns);
     respond_log(aw, req, route, status, 0, len, NULL);
     conn_respond(c, status, "application/json", hints[0] ? hints : NULL, json, len);
 }
@@ -102,6 +103,8 @@ void respond_error(app_worker_t *aw, conn_t *c, http_req_t *req, int route, app_
 {
     char hints[E2EE_ACI_HINTS_MAX];
     aci_hints(aw, req, hints); /* before: responding resets req */
+    metrics_observe_ttfb(aw, route, req->start_ns);
+    metrics_count_error(aw, e);
     respond_log(aw, req, route, app_error_info(e)->status, 0, 0, NULL);
     error_answer(c, e, message, hints);
 }

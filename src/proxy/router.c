@@ -105,7 +105,7 @@ static int route_of(http_req_t *req, int *method_ok)
     else if (strv_eq(p, "/v1/attestation/report")) r = ROUTE_REPORT, *method_ok = get;
     else if (strv_eq(p, "/v1/aci/attestation")) r = ROUTE_REPORT, *method_ok = get;
     else if (strv_eq(p, "/v1/models")) r = ROUTE_MODELS, *method_ok = get;
-    else if (strv_eq(p, "/v1/metrics")) r = ROUTE_METRICS, *method_ok = get;
+    else if (strv_eq(p, "/v1/metrics") || strv_eq(p, "/metrics")) r = ROUTE_METRICS, *method_ok = get;
     else {
         const aux_route_t *a = aux_route_of(p);
         if (a)

@@ -406,7 +406,7 @@ static void dump_state(const pstate_t *s)
                 (unsigned long long)s->m.signatures_skipped,
                 (unsigned long long)s->m.requests[ROUTE_CHAT][0],
                 (unsigned long long)s->m.requests[ROUTE_CHAT][2],
-                (unsigned long long)s->m.upstream_errors[UPERR_CLOSED], s->wq);
+                (unsigned long long)s->m.upstream_errors[0][UPERR_CLOSED], s->wq);
 }
 
 /* Polls the proxy's state until cond (an expression over `s`) holds; fails at the caller's
@@ -904,7 +904,7 @@ static void test_complete_stream_and_json(void **state)
     WAIT_UNTIL(s, RELAY_RELEASED(s) && s.m.requests[ROUTE_CHAT][2] == 2);
     assert_int_equal(s.m.signatures_stored, 2);
     assert_int_equal(s.m.signatures_skipped, 0);
-    assert_int_equal(s.m.upstream_errors[UPERR_CLOSED], 0);
+    assert_int_equal(s.m.upstream_errors[0][UPERR_CLOSED], 0);
     assert_int_equal(store_count(app.store), 2);
 
     cli_close(fd);
@@ -963,7 +963,7 @@ static void test_client_gone_mid_stream(void **state)
     assert_int_equal(s.m.signatures_stored, 0);
     assert_int_equal(s.m.requests[ROUTE_CHAT][2], 0);
     for (int k = 0; k < UPERR_N; k++)
-        assert_int_equal(s.m.upstream_errors[k], 0); /* a cancel is not an engine error */
+        assert_int_equal(s.m.upstream_errors[0][k], 0); /* a cancel is not an engine error */
     expect_unsigned("chatcmpl-gone");
     assert_int_equal(eng.requests, 1); /* not retried */
     expect_baseline(0);
@@ -993,7 +993,7 @@ static void test_engine_cut_mid_stream(void **state)
     assert_memory_equal(st.body.data, e1, strlen(e1));
     assert_memory_equal(st.body.data + strlen(e1), e2, 20);
     pstate_t s;
-    WAIT_UNTIL(s, RELAY_RELEASED(s) && s.m.upstream_errors[UPERR_CLOSED] == 1);
+    WAIT_UNTIL(s, RELAY_RELEASED(s) && s.m.upstream_errors[0][UPERR_CLOSED] == 1);
     assert_int_equal(s.m.signatures_skipped, 1);
     assert_int_equal(s.m.signatures_stored, 0);
     assert_int_equal(s.m.requests[ROUTE_CHAT][0], 0); /* not the client's doing */
