@@ -37,6 +37,8 @@ typedef struct vopts {
     int no_collateral;
     const char *allow_tcb;              /* comma-separated statuses */
     int allow_simulated, json, color, no_gpu;
+    int verbose;                        /* --verbose: full hex, what each check proves */
+    const char *os_image_dir;           /* --os-image DIR: sha256sum.txt + metadata.json */
     const char *expect_mrtd, *expect_rtmr[4], *expect_compose_hash, *policy_file;
     const char *nras_url, *jwks;
     const char *nras_response_file;
@@ -106,6 +108,7 @@ typedef struct vquote {
     tdx_quote_t q;
     int parsed;         /* tdx_quote_parse succeeded */
     int simulated;      /* the PCK chain ends in the simulated test root */
+    char os_image_hash[HEX_SIZE(32)]; /* measured (os-image-hash event), for pins; or "" */
 } vquote_t;
 /* The quote checks shared by `quote` and `report`: parse, header, the four signature links,
  * TD attributes, collateral and TCB policy. Returns 0 (lines added; vq->parsed says whether
@@ -121,6 +124,13 @@ int vq_check_event_log(vctx_t *cx, const vquote_t *vq, struct json_object *log);
  * sha256(app_compose) as hex, or "" when the report has no app_compose. */
 void vq_check_compose(vctx_t *cx, const vquote_t *vq, struct json_object *info,
                       struct json_object *log, int log_ok, char out_hash[HEX_SIZE(32)]);
+/* The dstack OS image (line dstack.os_image): the os-image-hash runtime event of the replayed
+ * log (equal to info's os_image_hash when stated), and whether that image is a production or a
+ * dev build, from --os-image DIR (its sha256sum.txt must hash to it and list metadata.json,
+ * whose is_dev says). A dev image is a WARN, a FAIL under the policy's reject_dev_os_image,
+ * which also fails an image it cannot tell. Sets vq->os_image_hash. */
+void vq_check_os_image(vctx_t *cx, const vopts_t *o, vquote_t *vq, struct json_object *info,
+                       struct json_object *log, int log_ok);
 /* --expect-* and --policy pins (lines pin.*). compose_hash may be NULL. */
 void vq_check_pins(vctx_t *cx, const vopts_t *o, const vquote_t *vq, const char *compose_hash);
 /* Lines for a GPU payload (report and gpu). nonce may be NULL. */
