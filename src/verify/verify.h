@@ -51,6 +51,7 @@ typedef struct vopts {
     long max_tokens;
     const char *text, *signature, *address, *request_file, *response_file;
     const char *save_report;
+    int tls_self_signed;                /* the last report came over TLS no CA vouched for */
     long timeout_s;
 } vopts_t;
 
@@ -85,6 +86,8 @@ typedef struct vhttp_resp {
     buf_t body;             /* the de-chunked body bytes exactly as received */
     buf_t headers;          /* the response header lines as received */
     char spki_sha256[HEX_SIZE(32)];   /* https only: sha256 of the server leaf's SPKI, else "" */
+    int tls_unverified;     /* https: no CA vouched for the certificate (vhttp_get_evidence) */
+    int tls_no_ca;          /* the request failed: no CA vouches for the server certificate */
     char err[256];
 } vhttp_resp_t;
 /* method "GET"/"POST"; token may be NULL; ctype/body only for POST. 0 when an HTTP response
@@ -95,6 +98,13 @@ int vhttp_request(const char *method, const char *url, const char *token, const 
 int vhttp_request_h(const char *method, const char *url, const char *token, const char *ctype,
                     const char *const *extra, const void *body, size_t n, long timeout_s,
                     vhttp_resp_t *r);
+/* GET of public evidence (an attestation report): over https, a certificate no CA vouches for
+ * (self-signed inside the TEE) is accepted on a second try with r->tls_unverified set; the
+ * caller must then trust the connection only if the attested report binds its key. */
+int vhttp_get_evidence(const char *url, const char *token, long timeout_s, vhttp_resp_t *r);
+/* From now on every https request accepts exactly this server key (sha256 of its SPKI, hex),
+ * CA or not: set once an attested report bound it. */
+void vhttp_pin_spki(const char *spki_hex);
 void vhttp_resp_free(vhttp_resp_t *r);
 /* The last response header block's value of header `name` (any case, trimmed) into out
  * (truncated to cap - 1). 1 when present, 0 when not. */

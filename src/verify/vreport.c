@@ -136,9 +136,35 @@ static void check_binding(vctx_t *cx, const vopts_t *o, const vquote_t *vq, cons
     (void)o;
 }
 
+/* Over TLS no CA vouches for (a certificate self-signed inside the TEE): the connection is
+ * trusted only because, and only when, the attested report binds its key; later requests are
+ * then pinned to that key. */
+static void check_tls_attested(vctx_t *cx, const char *fp_hex, const char *seen)
+{
+    const char *what = "the TLS certificate no CA vouches for is the one the attested report "
+                       "binds (trust on attestation)";
+    if (!fp_hex) {
+        check_addf(&cx->cl, "report.tls", CHK_FAIL, what, "tls_cert_fingerprint",
+                   "%s: self-signed or unknown CA, and the report binds no TLS key (ask with "
+                   "?version=2): nothing authenticates this server", seen);
+        return;
+    }
+    int ok = strcasecmp(fp_hex, seen) == 0;
+    if (check_addf(&cx->cl, "report.tls", ok ? CHK_PASS : CHK_FAIL, what, fp_hex,
+                   "%s%s", seen, ok ? " (self-signed: trusted because the quote binds it)"
+                                    : " (self-signed, and not the attested key)") == CHK_PASS) {
+        vx_fact(VF_TLS, "self-signed %s, trusted on attestation (the quote binds it)", seen);
+        vhttp_pin_spki(seen);
+    }
+}
+
 static void check_tls(vctx_t *cx, const vopts_t *o, const char *fp_hex, const char *seen)
 {
     const char *what = "the TLS certificate key the client saw is the attested one";
+    if (o->tls_self_signed && seen && *seen && !o->tls_spki) {
+        check_tls_attested(cx, fp_hex, seen);
+        return;
+    }
     if (!fp_hex && !o->tls_spki && !(seen && *seen))
         return;
     if (!fp_hex) {
@@ -375,7 +401,8 @@ int vr_fetch_report(vctx_t *cx, vopts_t *o, const char *url, const char *algo,
     char *u = vx_url_join(url, strstr(url, "/v1/attestation/report") ? NULL
                                                                      : "/v1/attestation/report", q);
     vhttp_resp_t r;
-    int rc = vhttp_request("GET", u, o->token, NULL, NULL, 0, o->timeout_s, &r);
+    int rc = vhttp_get_evidence(u, o->token, o->timeout_s, &r);
+    o->tls_self_signed = rc == 0 && r.tls_unverified;
     if (rc != 0 || r.status != 200) {
         if (rc != 0)
             vx_error(cx, "report.fetch", "the attestation report could be fetched", "%s", r.err);
