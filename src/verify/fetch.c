@@ -59,18 +59,37 @@ static void leaf_spki_sha256(CURL *c, char out[HEX_SIZE(32)])
     }
 }
 
-/* "sha256//<base64 of the SPKI hash>" once pinned (CURLOPT_PINNEDPUBLICKEY), else "". */
-static char g_pin[80];
+/* "sha256//<base64 of the SPKI hash>" once pinned (CURLOPT_PINNEDPUBLICKEY), else "", for
+ * the requests to g_pin_origin only (not Intel's PCS, NRAS or a JWKS host). */
+static char g_pin[80], g_pin_origin[512];
 
-void vhttp_pin_spki(const char *spki_hex)
+/* "https://host[:port]" of url into out (cut to cap). */
+static void origin_of(const char *url, char *out, size_t cap)
+{
+    const char *p = strstr(url, "://");
+    p = p ? p + 3 : url;
+    size_t n = (size_t)(p - url) + strcspn(p, "/?#");
+    snprintf(out, cap, "%.*s", (int)n, url);
+}
+
+static int pinned(const char *url)
+{
+    char o[512];
+    origin_of(url, o, sizeof o);
+    return g_pin[0] && strncmp(url, "https:", 6) == 0 && strcasecmp(o, g_pin_origin) == 0;
+}
+
+void vhttp_pin_spki(const char *url, const char *spki_hex)
 {
     uint8_t h[32];
     unsigned char b64[64];
     if (hex_decode(h, sizeof h, spki_hex, strlen(spki_hex)) != 32)
         return;
     int n = EVP_EncodeBlock(b64, h, 32);
-    if (n > 0)
+    if (n > 0) {
         snprintf(g_pin, sizeof g_pin, "sha256//%.*s", n, (const char *)b64);
+        origin_of(url, g_pin_origin, sizeof g_pin_origin);
+    }
 }
 
 enum { TLS_CA = 0, TLS_ANY = 1 };
@@ -95,7 +114,7 @@ int vhttp_request_h(const char *method, const char *url, const char *token, cons
 int vhttp_get_evidence(const char *url, const char *token, long timeout_s, vhttp_resp_t *r)
 {
     int rc = request("GET", url, token, NULL, NULL, NULL, 0, timeout_s, r, TLS_CA);
-    if (rc == 0 || !r->tls_no_ca || g_pin[0])
+    if (rc == 0 || !r->tls_no_ca || pinned(url))
         return rc;
     vhttp_resp_free(r);
     rc = request("GET", url, token, NULL, NULL, NULL, 0, timeout_s, r, TLS_ANY);
@@ -144,11 +163,12 @@ static int request(const char *method, const char *url, const char *token, const
     curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(c, CURLOPT_HEADERDATA, &r->headers);
     curl_easy_setopt(c, CURLOPT_CERTINFO, 1L);
-    if (tls == TLS_ANY || g_pin[0]) {
+    int pin = pinned(url);
+    if (tls == TLS_ANY || pin) {
         /* no CA: the attestation decides (TLS_ANY), or this exact key, attested (the pin) */
         curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 0L);
         curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 0L);
-        if (g_pin[0])
+        if (pin)
             curl_easy_setopt(c, CURLOPT_PINNEDPUBLICKEY, g_pin);
     }
     /* Keep the body bytes as sent: no Accept-Encoding, so nothing is decompressed. */

@@ -102,9 +102,9 @@ int vhttp_request_h(const char *method, const char *url, const char *token, cons
  * (self-signed inside the TEE) is accepted on a second try with r->tls_unverified set; the
  * caller must then trust the connection only if the attested report binds its key. */
 int vhttp_get_evidence(const char *url, const char *token, long timeout_s, vhttp_resp_t *r);
-/* From now on every https request accepts exactly this server key (sha256 of its SPKI, hex),
- * CA or not: set once an attested report bound it. */
-void vhttp_pin_spki(const char *spki_hex);
+/* From now on every https request to url's origin (scheme, host, port) accepts exactly this
+ * server key (sha256 of its SPKI, hex), CA or not: set once an attested report bound it. */
+void vhttp_pin_spki(const char *url, const char *spki_hex);
 void vhttp_resp_free(vhttp_resp_t *r);
 /* The last response header block's value of header `name` (any case, trimmed) into out
  * (truncated to cap - 1). 1 when present, 0 when not. */

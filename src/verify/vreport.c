@@ -139,7 +139,8 @@ static void check_binding(vctx_t *cx, const vopts_t *o, const vquote_t *vq, cons
 /* Over TLS no CA vouches for (a certificate self-signed inside the TEE): the connection is
  * trusted only because, and only when, the attested report binds its key; later requests are
  * then pinned to that key. */
-static void check_tls_attested(vctx_t *cx, const char *fp_hex, const char *seen)
+static void check_tls_attested(vctx_t *cx, const vopts_t *o, const char *fp_hex,
+                               const char *seen)
 {
     const char *what = "the TLS certificate no CA vouches for is the one the attested report "
                        "binds (trust on attestation)";
@@ -154,7 +155,7 @@ static void check_tls_attested(vctx_t *cx, const char *fp_hex, const char *seen)
                    "%s%s", seen, ok ? " (self-signed: trusted because the quote binds it)"
                                     : " (self-signed, and not the attested key)") == CHK_PASS) {
         vx_fact(VF_TLS, "self-signed %s, trusted on attestation (the quote binds it)", seen);
-        vhttp_pin_spki(seen);
+        vhttp_pin_spki(o->target, seen);
     }
 }
 
@@ -162,7 +163,7 @@ static void check_tls(vctx_t *cx, const vopts_t *o, const char *fp_hex, const ch
 {
     const char *what = "the TLS certificate key the client saw is the attested one";
     if (o->tls_self_signed && seen && *seen && !o->tls_spki) {
-        check_tls_attested(cx, fp_hex, seen);
+        check_tls_attested(cx, o, fp_hex, seen);
         return;
     }
     if (!fp_hex && !o->tls_spki && !(seen && *seen))
