@@ -574,7 +574,8 @@ int main(int argc, char **argv)
     vopts_t o;
     memset(&o, 0, sizeof o);
     o.timeout_s = VX_DEFAULT_TIMEOUT;
-    o.color = isatty(1) && getenv("NO_COLOR") == NULL;
+    const char *no_color = getenv("NO_COLOR"); /* no-color.org: set and not empty */
+    o.color = isatty(1) && !(no_color && *no_color);
     int rc = parse_opts(argc, argv, cmd, &o);
     if (rc != 0)
         return rc;

@@ -188,6 +188,7 @@ describe('text output', { skip }, () => {
     delete e.NO_COLOR;
     assert.match(execFileSync('script', ['-qec', cmd, '/dev/null'], { env: e, encoding: 'utf8' }), /\x1b\[32mPASS/, 'a terminal: colour');
     assert.doesNotMatch(tty({ NO_COLOR: '1' }), /\x1b/, 'a terminal with NO_COLOR: no escape code');
+    assert.match(tty({ NO_COLOR: '' }), /\x1b\[32mPASS/, 'an empty NO_COLOR does not count (no-color.org)');
   });
 
   test('--version', async () => {
