@@ -39,6 +39,7 @@ function run(args, { env = {} } = {}) {
   for (const [k, v] of Object.entries(env)) if (v === undefined) delete e[k]; else e[k] = v;
   return new Promise((resolve) => {
     execFile(VERIFY, args, { env: e, maxBuffer: 16 << 20, timeout: 60000 }, (err, out, stderr) => {
+      assert.doesNotMatch(stderr, /ERROR: (Address|Leak)Sanitizer|runtime error:/, `no sanitizer report: ${args.join(' ')}`);
       resolve({ code: err ? (typeof err.code === 'number' ? err.code : -1) : 0, out, err: stderr });
     });
   });
