@@ -240,6 +240,7 @@ soak: all
 CLANG_FORMAT ?= clang-format-14
 FORMAT_FILES ?= src/core/check.c src/core/hex.h src/core/json.c src/core/json.h src/core/sha.c \
                 src/nvidia/nvml_loader.h src/tdx/pck.h src/tdx/roots.h src/verify/pcs.h \
+                src/verify/vout.c src/verify/vout.h \
                 tests/unit/at.h tests/unit/checks.h tests/unit/loop_thread.h tests/unit/vectors.h \
                 tests/unit/worker_port.h
 format-check:

@@ -174,14 +174,17 @@ try {
     await step(label, async () => {
       if (!check('build/vllm-proxy-verify present', haveBinary('vllm-proxy-verify'))) return;
       const r = spawnSync(path.join(BUILD_DIR, 'vllm-proxy-verify'), args, { encoding: 'utf8', timeout: 60000 });
-      for (const line of (r.stdout || '').split('\n').filter(Boolean)) console.log(dim('     ' + line));
+      for (const line of (r.stdout || '').replace(/\n$/, '').split('\n')) console.log(line ? dim('     ' + line) : '');
       if (r.stderr) for (const line of r.stderr.split('\n').filter(Boolean)) console.log(dim('     ' + line));
       check(`vllm-proxy-verify ${args[0]}${args.includes('--e2ee') ? ' --e2ee' : ''} exits 0 (every required check passed)`,
         r.status === 0, `exit ${r.status}`);
       if (args.includes('--e2ee')) {
-        const line = (id) => (r.stdout || '').split('\n').find((l) => l.includes(` ${id} `)) ?? '';
+        // The lines by id come from a second round trip with --json (the text above is for people).
+        const j = spawnSync(path.join(BUILD_DIR, 'vllm-proxy-verify'), [...args, '--json'], { encoding: 'utf8', timeout: 60000 });
+        let checks = [];
+        try { checks = JSON.parse(j.stdout).checks; } catch { /* checked below */ }
         for (const id of ['e2ee.key', 'e2ee.request.plaintext', 'e2ee.response.decrypt', 'e2ee.response.plaintext', 'e2ee.signature']) {
-          check(`${id} passed`, line(id).startsWith('[PASS]'));
+          check(`${id} passed`, checks.some((c) => c.id === id && c.status === 'pass'));
         }
       }
     });

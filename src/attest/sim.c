@@ -33,6 +33,8 @@ struct attest_sim {
     buf_t event_log_lit;    /* the same as a JSON string literal */
     buf_t vm_config;        /* JSON text */
     buf_t vm_config_lit;    /* the same as a JSON string literal */
+    buf_t os_metadata;      /* the simulated OS image's metadata.json */
+    buf_t os_sums;          /* its sha256sum.txt; os_image_hash = sha256(this) */
 };
 
 /* ---- small helpers ---- */
@@ -273,13 +275,31 @@ static int runtime_event(measure_t *m, buf_t *log, const char *name, const uint8
     return extend(m, log, 3, TDX_DSTACK_EVENT_TYPE, d, name, payload, n);
 }
 
-static int build_measurements(measure_t *m, buf_t *log)
+/* A dstack OS image as a verifier sees it (dstack's metadata.json and sha256sum.txt; the image
+ * hash is sha256(sha256sum.txt)): a production image, or a dev one ("is_dev": true). */
+static int build_os_image(attest_sim_t *s, int dev, uint8_t hash[32])
+{
+    char mh[HEX_SIZE(32)];
+    if (buf_printf(&s->os_metadata,
+                   "{\"bios\":\"ovmf.fd\",\"kernel\":\"bzImage\",\"cmdline\":\"SIMULATED\","
+                   "\"initrd\":\"initramfs.cpio.gz\",\"version\":\"0.0.0-simulated\","
+                   "\"is_dev\":%s}\n",
+                   dev ? "true" : "false"))
+        return -1;
+    sha256_hex(s->os_metadata.data, s->os_metadata.len, mh);
+    if (buf_printf(&s->os_sums, "%s  metadata.json\n", mh))
+        return -1;
+    sha256(s->os_sums.data, s->os_sums.len, hash);
+    return 0;
+}
+
+static int build_measurements(measure_t *m, buf_t *log, const uint8_t os_image_hash[32])
 {
     memset(m, 0, sizeof *m);
     m->app_compose = sim_app_compose;
     fake("app-id", m->app_id, 20);
     fake("instance-id", m->instance_id, 20);
-    fake("os-image-hash", m->os_image_hash, 32);
+    memcpy(m->os_image_hash, os_image_hash, 32);
     fake("mr-kms", m->mr_kms, 32);
     fake("mrtd", m->mrtd, 48);
     sha256(sim_app_compose, strlen(sim_app_compose), m->compose_hash);
@@ -427,14 +447,21 @@ static int build_info(attest_sim_t *s, const measure_t *m, const buf_t *app_pem)
 
 attest_sim_t *attest_sim_new(void)
 {
+    return attest_sim_new_os(0);
+}
+
+attest_sim_t *attest_sim_new_os(int dev_image)
+{
     attest_sim_t *s = calloc(1, sizeof *s);
     pki_t p = {0};
     buf_t chain = BUF_INIT, app_pem = BUF_INIT;
     measure_t m;
+    uint8_t os_hash[32];
     if (!s)
         return NULL;
     if (pki_make(&p, &chain, &app_pem) || !(s->att_key = p256_keygen()) ||
-        build_measurements(&m, &s->event_log) || build_quote(s, &m, &p, &chain) ||
+        build_os_image(s, dev_image, os_hash) || build_measurements(&m, &s->event_log, os_hash) ||
+        build_quote(s, &m, &p, &chain) ||
         build_info(s, &m, &app_pem)) {
         LOG_ERROR("simulated attestation: setup failed");
         ERR_clear_error();
@@ -460,7 +487,20 @@ void attest_sim_free(attest_sim_t *s)
     buf_free(&s->event_log_lit);
     buf_free(&s->vm_config);
     buf_free(&s->vm_config_lit);
+    buf_free(&s->os_metadata);
+    buf_free(&s->os_sums);
     free(s);
+}
+
+const char *attest_sim_os_image_file(const attest_sim_t *s, const char *name, size_t *len)
+{
+    const buf_t *b = !strcmp(name, "metadata.json")   ? &s->os_metadata
+                     : !strcmp(name, "sha256sum.txt") ? &s->os_sums
+                                                      : NULL;
+    if (!b)
+        return NULL;
+    *len = b->len;
+    return b->data;
 }
 
 int attest_sim_quote(attest_sim_t *s, const uint8_t report_data[64], buf_t *out)

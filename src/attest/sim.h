@@ -25,6 +25,12 @@ extern const char attest_sim_gpu_cert_pem[];
 typedef struct attest_sim attest_sim_t;
 
 attest_sim_t *attest_sim_new(void); /* NULL on failure (logged) */
+/* The same, measuring a simulated dstack OS image that is a dev build (dev_image) or a
+ * production one (attest_sim_new): its os-image-hash event and Info's os_image_hash are
+ * sha256 of the sha256sum.txt that attest_sim_os_image_file returns. */
+attest_sim_t *attest_sim_new_os(int dev_image);
+/* The simulated OS image's "metadata.json" or "sha256sum.txt" (NULL for another name). */
+const char *attest_sim_os_image_file(const attest_sim_t *s, const char *name, size_t *len);
 void attest_sim_free(attest_sim_t *s);
 
 /* Appends a TDX v4 quote over report_data (tee-formats §1 layout, 6 → 5 certification data).

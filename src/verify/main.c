@@ -15,8 +15,10 @@
 #include "core/hex.h"
 #include "core/sha.h"
 #include "nvidia/evidence.h"
+#include "proxy/config.h"
 #include "tdx/roots.h"
 #include "verify/verify.h"
+#include "verify/vout.h"
 
 /* ---- context helpers ---- */
 
@@ -210,11 +212,15 @@ static const char USAGE[] =
     "  gpu FILE          check NVIDIA GPU evidence alone (an NRAS-shaped payload)\n"
     "  roots             print the built-in trust anchors\n"
     "\n"
-    "`vllm-proxy-verify <command> --help` lists the options of a command.\n"
+    "`vllm-proxy-verify <command> --help` lists the options of a command;\n"
+    "`vllm-proxy-verify --version` prints the version.\n"
     "Exit status: 0 every required check passed, 1 a check failed, 2 could not fetch/parse.\n";
 
 static const char OPT_COMMON[] =
     "  --json                    print the checklist as JSON\n"
+    "  --verbose                 full hex values, and what each check proves and expected\n"
+    "  --color                   colour even when stdout is not a terminal (the default: colour\n"
+    "                            on a terminal unless NO_COLOR is set)\n"
     "  --at TIME                 verify certificates/collateral at TIME (unix seconds or RFC 3339;\n"
     "                            default now)\n"
     "  --allow-simulated         accept SIMULATED attestation (trusts the repository's test root;\n"
@@ -230,7 +236,10 @@ static const char OPT_QUOTE[] =
     "                            SWHardeningNeeded, OutOfDate, NoMatch)\n"
     "  --expect-mrtd HEX, --expect-rtmr0..3 HEX, --expect-compose-hash HEX\n"
     "  --policy FILE             JSON {\"mrtd\",\"rtmr0\"..\"rtmr3\",\"mrconfigid\",\"compose_hash\",\n"
-    "                            \"allow_tcb\"}; each value a hex string or an array of them\n";
+    "                            \"os_image_hash\",\"allow_tcb\",\"reject_dev_os_image\"}; each pin a\n"
+    "                            hex string or an array of them (docs/VERIFY.md)\n"
+    "  --os-image DIR            the dstack OS image's sha256sum.txt and metadata.json (from its\n"
+    "                            release archive): tells a production image from a dev one\n";
 
 static const char OPT_GPU[] =
     "  --no-gpu                  do not check GPU evidence (SKIP line)\n"
@@ -317,6 +326,7 @@ enum {
     O_NRAS, O_JWKS, O_NRAS_RESP, O_TOKEN, O_ALGO, O_ADDRESS_PICK, O_NONCE, O_TLS, O_SAVE_REP,
     O_MODEL, O_PROMPT, O_STREAM, O_MAXTOK, O_TEXT, O_SIG, O_ADDRESS, O_REQ, O_RESP, O_RD,
     O_EVLOG, O_INFO, O_GPU_REPORT, O_GPU_CERTS, O_HELP, O_COLOR, O_E2EE, O_E2EE_SUITE,
+    O_VERBOSE, O_VERSION, O_OS_IMAGE,
 };
 
 static const struct option LONGOPTS[] = {
@@ -364,9 +374,17 @@ static const struct option LONGOPTS[] = {
     {"report", required_argument, 0, O_GPU_REPORT},
     {"certs", required_argument, 0, O_GPU_CERTS},
     {"color", no_argument, 0, O_COLOR},
+    {"verbose", no_argument, 0, O_VERBOSE},
+    {"version", no_argument, 0, O_VERSION},
+    {"os-image", required_argument, 0, O_OS_IMAGE},
     {"help", no_argument, 0, O_HELP},
     {0, 0, 0, 0},
 };
+
+static void print_version(void)
+{
+    printf("vllm-proxy-verify %s\n", config_version());
+}
 
 static int usage_error(const char *cmd, const char *msg)
 {
@@ -453,6 +471,9 @@ static int parse_opts(int argc, char **argv, const char *cmd, vopts_t *o)
         case O_GPU_REPORT: o->gpu_report_file = optarg; break;
         case O_GPU_CERTS: o->gpu_certs_file = optarg; break;
         case O_COLOR: o->color = 1; break;
+        case O_VERBOSE: o->verbose = 1; break;
+        case O_OS_IMAGE: o->os_image_dir = optarg; break;
+        case O_VERSION: print_version(); exit(VX_OK);
         case 'h': case O_HELP: help(cmd); exit(VX_OK);
         default: return usage_error(cmd, "unknown option");
         }
@@ -519,16 +540,10 @@ static void render(const vctx_t *cx, const vopts_t *o, const char *cmd, int code
         check_render_json(&cx->cl, &out);
         buf_puts(&out, "}\n");
     } else {
-        check_render_text(&cx->cl, &out, o->color);
-        static const char *const verdict[] = {"VERIFIED", "VERIFICATION FAILED",
-                                              "COULD NOT VERIFY (fetch/parse error)"};
-        buf_printf(&out, "\n%s: %zu passed, %zu failed, %zu skipped, %zu warnings%s%s\n",
-                   verdict[code], check_count(&cx->cl, CHK_PASS), check_count(&cx->cl, CHK_FAIL),
-                   check_count(&cx->cl, CHK_SKIP), check_count(&cx->cl, CHK_WARN),
-                   o->allow_simulated ? " (SIMULATED attestation allowed: not a hardware proof)" : "",
-                   cx->error ? "" : "");
-        if (cx->error)
-            buf_printf(&out, "error: %s\n", cx->errmsg);
+        vout_opts_t vo = {cmd, code, o->color, o->verbose, o->allow_simulated,
+                          strcmp(cmd, "report") == 0 || strcmp(cmd, "chat") == 0,
+                          cx->error ? cx->errmsg : NULL};
+        vout_render(&cx->cl, &vo, &out);
     }
     fwrite(out.data, 1, out.len, stdout);
     buf_free(&out);
@@ -536,6 +551,10 @@ static void render(const vctx_t *cx, const vopts_t *o, const char *cmd, int code
 
 int main(int argc, char **argv)
 {
+    if (argc >= 2 && (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "version") == 0)) {
+        print_version();
+        return VX_OK;
+    }
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
         strcmp(argv[1], "help") == 0) {
         help(argc > 2 ? argv[2] : NULL);
@@ -555,7 +574,8 @@ int main(int argc, char **argv)
     vopts_t o;
     memset(&o, 0, sizeof o);
     o.timeout_s = VX_DEFAULT_TIMEOUT;
-    o.color = isatty(1) && getenv("NO_COLOR") == NULL;
+    const char *no_color = getenv("NO_COLOR"); /* no-color.org: set and not empty */
+    o.color = isatty(1) && !(no_color && *no_color);
     int rc = parse_opts(argc, argv, cmd, &o);
     if (rc != 0)
         return rc;
@@ -578,6 +598,15 @@ int main(int argc, char **argv)
                                 "signing keys): use --e2ee-suite x25519|secp256k1");
     policy_allow_tcb(&o);
 
+    if (o.target)
+        vx_fact(VF_TARGET, "%s", o.target);
+    char at[64];
+    time_t now = o.at ? o.at : time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(at, sizeof at, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    vx_fact(VF_TIME, "%s%s", at, o.at ? " (--at)" : "");
+
     vctx_t cx = {CHECKLIST_INIT, 0, ""};
     CMDS[k].fn(&cx, &o);
     int code = cx.error ? VX_ERROR : check_count(&cx.cl, CHK_FAIL) ? VX_FAIL : VX_OK;
@@ -587,5 +616,6 @@ int main(int argc, char **argv)
     }
     render(&cx, &o, cmd, code);
     check_free(&cx.cl);
+    vx_facts_free();
     return code;
 }

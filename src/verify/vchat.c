@@ -11,6 +11,7 @@
 #include "core/sha.h"
 #include "sign/signer.h"
 #include "verify/verify.h"
+#include "verify/vout.h"
 
 
 /* One signature line: ECDSA recovers to address, Ed25519 verifies with the key. */
@@ -80,6 +81,7 @@ int cmd_signature(vctx_t *cx, vopts_t *o)
         return 0;
     }
     const char *algo = o->algo ? o->algo : guess_algo(o->signature);
+    vx_fact(VF_SIGNING, "%s (%s)", o->address, algo);
     if (o->request_file || o->response_file) {
         buf_t rq = BUF_INIT, rs = BUF_INIT;
         char err[256], want[130];
@@ -216,6 +218,7 @@ int cmd_chat(vctx_t *cx, vopts_t *o)
     char *model = o->model ? strdup(o->model) : default_model(cx, o);
     if (!model)
         return 0;
+    vx_fact(VF_MODEL, "%s", model);
     buf_t body = BUF_INIT;
     const char *prompt = o->prompt ? o->prompt : "Say hello in one short sentence.";
     const char *const *hdrs = NULL;

@@ -37,6 +37,8 @@ typedef struct vopts {
     int no_collateral;
     const char *allow_tcb;              /* comma-separated statuses */
     int allow_simulated, json, color, no_gpu;
+    int verbose;                        /* --verbose: full hex, what each check proves */
+    const char *os_image_dir;           /* --os-image DIR: sha256sum.txt + metadata.json */
     const char *expect_mrtd, *expect_rtmr[4], *expect_compose_hash, *policy_file;
     const char *nras_url, *jwks;
     const char *nras_response_file;
@@ -49,6 +51,7 @@ typedef struct vopts {
     long max_tokens;
     const char *text, *signature, *address, *request_file, *response_file;
     const char *save_report;
+    int tls_self_signed;                /* the last report came over TLS no CA vouched for */
     long timeout_s;
 } vopts_t;
 
@@ -83,6 +86,8 @@ typedef struct vhttp_resp {
     buf_t body;             /* the de-chunked body bytes exactly as received */
     buf_t headers;          /* the response header lines as received */
     char spki_sha256[HEX_SIZE(32)];   /* https only: sha256 of the server leaf's SPKI, else "" */
+    int tls_unverified;     /* https: no CA vouched for the certificate (vhttp_get_evidence) */
+    int tls_no_ca;          /* the request failed: no CA vouches for the server certificate */
     char err[256];
 } vhttp_resp_t;
 /* method "GET"/"POST"; token may be NULL; ctype/body only for POST. 0 when an HTTP response
@@ -93,6 +98,13 @@ int vhttp_request(const char *method, const char *url, const char *token, const 
 int vhttp_request_h(const char *method, const char *url, const char *token, const char *ctype,
                     const char *const *extra, const void *body, size_t n, long timeout_s,
                     vhttp_resp_t *r);
+/* GET of public evidence (an attestation report): over https, a certificate no CA vouches for
+ * (self-signed inside the TEE) is accepted on a second try with r->tls_unverified set; the
+ * caller must then trust the connection only if the attested report binds its key. */
+int vhttp_get_evidence(const char *url, const char *token, long timeout_s, vhttp_resp_t *r);
+/* From now on every https request to url's origin (scheme, host, port) accepts exactly this
+ * server key (sha256 of its SPKI, hex), CA or not: set once an attested report bound it. */
+void vhttp_pin_spki(const char *url, const char *spki_hex);
 void vhttp_resp_free(vhttp_resp_t *r);
 /* The last response header block's value of header `name` (any case, trimmed) into out
  * (truncated to cap - 1). 1 when present, 0 when not. */
@@ -106,6 +118,7 @@ typedef struct vquote {
     tdx_quote_t q;
     int parsed;         /* tdx_quote_parse succeeded */
     int simulated;      /* the PCK chain ends in the simulated test root */
+    char os_image_hash[HEX_SIZE(32)]; /* measured (os-image-hash event), for pins; or "" */
 } vquote_t;
 /* The quote checks shared by `quote` and `report`: parse, header, the four signature links,
  * TD attributes, collateral and TCB policy. Returns 0 (lines added; vq->parsed says whether
@@ -121,6 +134,13 @@ int vq_check_event_log(vctx_t *cx, const vquote_t *vq, struct json_object *log);
  * sha256(app_compose) as hex, or "" when the report has no app_compose. */
 void vq_check_compose(vctx_t *cx, const vquote_t *vq, struct json_object *info,
                       struct json_object *log, int log_ok, char out_hash[HEX_SIZE(32)]);
+/* The dstack OS image (line dstack.os_image): the os-image-hash runtime event of the replayed
+ * log (equal to info's os_image_hash when stated), and whether that image is a production or a
+ * dev build, from --os-image DIR (its sha256sum.txt must hash to it and list metadata.json,
+ * whose is_dev says). A dev image is a WARN, a FAIL under the policy's reject_dev_os_image,
+ * which also fails an image it cannot tell. Sets vq->os_image_hash. */
+void vq_check_os_image(vctx_t *cx, const vopts_t *o, vquote_t *vq, struct json_object *info,
+                       struct json_object *log, int log_ok);
 /* --expect-* and --policy pins (lines pin.*). compose_hash may be NULL. */
 void vq_check_pins(vctx_t *cx, const vopts_t *o, const vquote_t *vq, const char *compose_hash);
 /* Lines for a GPU payload (report and gpu). nonce may be NULL. */

@@ -14,6 +14,7 @@
 #include "tdx/roots.h"
 #include "verify/pcs.h"
 #include "verify/verify.h"
+#include "verify/vout.h"
 
 
 #define SIM_NOTE "SIMULATED test root (--allow-simulated), not Intel"
@@ -116,11 +117,13 @@ static void check_collateral(vctx_t *cx, const vopts_t *o, const vquote_t *vq)
 {
     const char *what = "Intel collateral (CRLs, TCB info, QE identity) and the TCB status";
     if (o->no_collateral) {
+        vx_fact(VF_TCB, "not checked (--no-collateral)");
         check_add(&cx->cl, "tdx.collateral", CHK_SKIP, what, "",
                   "not checked (--no-collateral): revocation and TCB currency unknown");
         return;
     }
     if (vq->simulated) {
+        vx_fact(VF_TCB, "none: SIMULATED quote");
         check_add(&cx->cl, "tdx.collateral", CHK_SKIP, what, "",
                   "SIMULATED quote: Intel collateral does not apply");
         return;
@@ -148,6 +151,8 @@ static void check_collateral(vctx_t *cx, const vopts_t *o, const vquote_t *vq)
                                  o->at, &cx->cl, &res);
     if (r >= 0 && res.status[0]) {
         int ok = tdx_tcb_status_allowed(res.status, o->allow_tcb);
+        vx_fact(VF_TCB, "%s%s", res.status,
+                !ok ? " (not accepted)" : strcmp(res.status, "UpToDate") ? " (--allow-tcb)" : "");
         char want[256];
         snprintf(want, sizeof want, "UpToDate%s%s", o->allow_tcb ? " or " : "",
                  o->allow_tcb ? o->allow_tcb : "");
@@ -300,6 +305,7 @@ void vq_check_compose(vctx_t *cx, const vquote_t *vq, struct json_object *info,
     sha256(app_compose, strlen(app_compose), ch);
     hex_encode(chx, ch, 32);
     memcpy(out_hash, chx, sizeof chx);
+    vx_fact(VF_COMPOSE, "%s", chx);
     const char *claimed = json_get_str(info, "compose_hash", NULL);
     if (!claimed)
         claimed = json_get_str(tcb, "compose_hash", NULL);
@@ -363,6 +369,187 @@ void vq_check_compose(vctx_t *cx, const vquote_t *vq, struct json_object *info,
     json_object_put(tcb);
 }
 
+/* The payload (hex) of the dstack runtime event `name` on RTMR3, or NULL; *disagree when two
+ * such events carry different payloads. Only such events count: the replay recomputes their
+ * digests from name and payload, so their payloads are bound to RTMR3. */
+static const char *runtime_event(struct json_object *log, const char *name, int *disagree)
+{
+    const char *payload = NULL;
+    size_t nlog = log && json_object_is_type(log, json_type_array) ? json_object_array_length(log) : 0;
+    for (size_t i = 0; i < nlog; i++) {
+        struct json_object *e = json_object_array_get_idx(log, i);
+        const char *ev = json_get_str(e, "event", NULL);
+        uint64_t type = 0, imr = 0;
+        if (!ev || strcmp(ev, name) != 0 || juint(e, "event_type", &type) ||
+            type != TDX_DSTACK_EVENT_TYPE || juint(e, "imr", &imr) || imr != 3)
+            continue;
+        const char *p = json_get_str(e, "event_payload", NULL);
+        if (!p)
+            continue;
+        if (payload && strcasecmp(payload, p) != 0)
+            *disagree = 1;
+        payload = p;
+    }
+    return payload;
+}
+
+/* The policy file's boolean `key` (0 when absent or unreadable: vq_check_pins reports it). */
+static int policy_bool(const vopts_t *o, const char *key)
+{
+    if (!o->policy_file)
+        return 0;
+    struct json_object *p = json_object_from_file(o->policy_file), *v;
+    int r = p && json_object_is_type(p, json_type_object) &&
+            json_object_object_get_ex(p, key, &v) && json_object_is_type(v, json_type_boolean) &&
+            json_object_get_boolean(v);
+    json_object_put(p);
+    return r;
+}
+
+/* --os-image DIR: sha256(sha256sum.txt) must be the measured hash, and the manifest's line for
+ * metadata.json its sha256; then is_dev (absent: production, as dstack reads it) and version.
+ * 1 dev, 0 production, -1 not usable (why in err). */
+static int os_image_flavour(const char *dir, const char *hash, char *version, size_t vcap,
+                            char *err, size_t errlen)
+{
+    char path[4096], e2[256];
+    buf_t sums = BUF_INIT, meta = BUF_INIT;
+    int r = -1;
+    version[0] = 0;
+    snprintf(path, sizeof path, "%s/sha256sum.txt", dir);
+    if (vx_read_file(path, &sums, e2, sizeof e2) != 0) {
+        snprintf(err, errlen, "--os-image: %s", e2);
+        goto out;
+    }
+    char h[HEX_SIZE(32)], mh[HEX_SIZE(32)];
+    sha256_hex(sums.data, sums.len, h);
+    if (strcasecmp(h, hash) != 0) {
+        snprintf(err, errlen, "--os-image is another image: sha256(sha256sum.txt) = %s", h);
+        goto out;
+    }
+    snprintf(path, sizeof path, "%s/metadata.json", dir);
+    if (vx_read_file(path, &meta, e2, sizeof e2) != 0) {
+        snprintf(err, errlen, "--os-image: %s", e2);
+        goto out;
+    }
+    sha256_hex(meta.data, meta.len, mh);
+    /* "<64 hex>  metadata.json" (sha256sum's text mode; "*" for binary mode) */
+    int listed = 0;
+    for (const char *l = sums.data; l && *l && !listed;) {
+        const char *nl = strchr(l, '\n');
+        size_t n = nl ? (size_t)(nl - l) : strlen(l);
+        if (n >= 64 + 2 + 13 && strncasecmp(l, mh, 64) == 0 && l[64] == ' ' &&
+            (l[65] == ' ' || l[65] == '*') && n - 66 == 13 && strncmp(l + 66, "metadata.json", 13) == 0)
+            listed = 1;
+        l = nl ? nl + 1 : l + n;
+    }
+    if (!listed) {
+        snprintf(err, errlen, "sha256sum.txt does not list this metadata.json (sha256 %s)", mh);
+        goto out;
+    }
+    struct json_object *m = json_tokener_parse(meta.data), *v;
+    if (!m || !json_object_is_type(m, json_type_object)) {
+        snprintf(err, errlen, "metadata.json is not a JSON object");
+        json_object_put(m);
+        goto out;
+    }
+    const char *ver = json_get_str(m, "version", NULL);
+    snprintf(version, vcap, "%s", ver ? ver : "");
+    r = json_object_object_get_ex(m, "is_dev", &v) && json_object_get_boolean(v) ? 1 : 0;
+    json_object_put(m);
+out:
+    buf_free(&sums);
+    buf_free(&meta);
+    return r;
+}
+
+void vq_check_os_image(vctx_t *cx, const vopts_t *o, vquote_t *vq, struct json_object *info,
+                       struct json_object *log, int log_ok)
+{
+    const char *id = "dstack.os_image";
+    const char *what = "the dstack OS image is a production build (the measured os-image-hash)";
+    int reject_dev = policy_bool(o, "reject_dev_os_image");
+    int disagree = 0;
+    const char *ev = runtime_event(log, "os-image-hash", &disagree);
+    struct json_object *tcb = tcb_info_of(info);
+    const char *stated = json_get_str(info, "os_image_hash", NULL);
+    if (!stated)
+        stated = json_get_str(tcb, "os_image_hash", NULL);
+    /* the key provider (dstack's key-provider event: {"name":"kms"|"local"|...,"id"}) */
+    char kp[96] = "";
+    int kd = 0;
+    const char *kph = runtime_event(log, "key-provider", &kd);
+    if (kph) {
+        buf_t raw = BUF_INIT;
+        if (vx_decode_blob((const uint8_t *)kph, strlen(kph), &raw) == 0 && raw.data) {
+            char *c = strndup(raw.data, raw.len);
+            struct json_object *j = c ? json_tokener_parse(c) : NULL;
+            free(c);
+            const char *nm = json_get_str(j, "name", NULL);
+            if (nm && strcmp(nm, "kms") != 0) /* the usual one goes without saying */
+                snprintf(kp, sizeof kp, "; key provider %.40s%s", nm,
+                         strcmp(nm, "local") == 0 ? " (no KMS)" : "");
+            json_object_put(j);
+        }
+        buf_free(&raw);
+    }
+    if (!ev && !stated) {
+        check_add(&cx->cl, id, reject_dev ? CHK_FAIL : CHK_SKIP, what,
+                  reject_dev ? "a production image (reject_dev_os_image)" : "",
+                  "no os-image-hash event in the event log (not a dstack CVM, or an old dstack)");
+        json_object_put(tcb);
+        return;
+    }
+    if (!ev) {
+        vx_fact(VF_OS_IMAGE, "%s (stated, not measured)", stated);
+        check_addf(&cx->cl, id, reject_dev ? CHK_FAIL : CHK_WARN, what, "an os-image-hash event",
+                   "%s stated in info, but no os-image-hash event measures it", stated);
+        json_object_put(tcb);
+        return;
+    }
+    json_object_put(tcb);
+    uint8_t hb[32];
+    char h[HEX_SIZE(32)];
+    if (vx_hex(ev, hb, 32) != 32) {
+        check_addf(&cx->cl, id, CHK_FAIL, what, "32-byte os-image-hash", "event payload %.80s", ev);
+        return;
+    }
+    hex_encode(h, hb, 32);
+    if (!log_ok || disagree || (stated && strcasecmp(stated, h) != 0)) {
+        check_addf(&cx->cl, id, CHK_FAIL, what, stated ? stated : h, "%s%s", h,
+                   !log_ok ? " (event log did not replay: not trusted)"
+                   : disagree ? " (os-image-hash events disagree)"
+                              : " (info states another os_image_hash)");
+        return;
+    }
+    memcpy(vq->os_image_hash, h, sizeof h);
+    if (!o->os_image_dir) {
+        vx_fact(VF_OS_IMAGE, "%s, production or dev unknown (--os-image DIR tells)", h);
+        check_addf(&cx->cl, id, reject_dev ? CHK_FAIL : CHK_SKIP, what,
+                   reject_dev ? "a production image (reject_dev_os_image)" : "",
+                   "%s: production or dev unknown (see --os-image)%s", h, kp);
+        return;
+    }
+    char version[64], err[300];
+    int dev = os_image_flavour(o->os_image_dir, h, version, sizeof version, err, sizeof err);
+    if (dev < 0) {
+        vx_fact(VF_OS_IMAGE, "%s, production or dev unknown", h);
+        check_addf(&cx->cl, id, CHK_FAIL, what, h, "%s", err);
+        return;
+    }
+    vx_fact(VF_OS_IMAGE, "%s, %s%s%s", h, dev ? "DEV image" : "production", version[0] ? ", dstack " : "",
+            version);
+    if (dev)
+        check_addf(&cx->cl, id, reject_dev ? CHK_FAIL : CHK_WARN, what,
+                   reject_dev ? "a production image (reject_dev_os_image)" : "a production image",
+                   "%s: a DEV image (metadata.json is_dev%s%s: not hardened, SSH into the CVM)%s", h,
+                   version[0] ? ", dstack " : "", version, kp);
+    else
+        check_addf(&cx->cl, id, CHK_PASS, what, "a production image",
+                   "%s: production (metadata.json%s%s)%s", h, version[0] ? ", dstack " : "",
+                   version, kp);
+}
+
 /* A pin value: string or array of strings; compares hex case-insensitively, 0x optional. */
 static int pin_match(struct json_object *pin, const char *want_one, const char *found)
 {
@@ -417,7 +604,8 @@ void vq_check_pins(vctx_t *cx, const vopts_t *o, const vquote_t *vq, const char 
         buf_free(&b);
         /* A misspelt key would pin nothing and still pass: every key must be known. */
         static const char *const known[] = {"mrtd", "rtmr0", "rtmr1", "rtmr2", "rtmr3",
-                                            "mrconfigid", "compose_hash", "allow_tcb", NULL};
+                                            "mrconfigid", "compose_hash", "allow_tcb",
+                                            "os_image_hash", "reject_dev_os_image", NULL};
         json_object_object_foreach(policy, key, val) {
             (void)val;
             int ok = key[0] == '_'; /* "_comment" and the like */
@@ -426,7 +614,8 @@ void vq_check_pins(vctx_t *cx, const vopts_t *o, const vquote_t *vq, const char 
             if (!ok) {
                 vx_error(cx, "pin.policy", "the policy file has only known keys",
                          "%s: unknown key \"%.64s\" (known: mrtd, rtmr0-3, mrconfigid, "
-                         "compose_hash, allow_tcb)", o->policy_file, key);
+                         "compose_hash, os_image_hash, allow_tcb, reject_dev_os_image)",
+                         o->policy_file, key);
                 json_object_put(policy);
                 return;
             }
@@ -454,5 +643,7 @@ void vq_check_pins(vctx_t *cx, const vopts_t *o, const vquote_t *vq, const char 
     }
     pin_line(cx, "pin.compose_hash", "the compose hash", o->expect_compose_hash, policy,
              "compose_hash", compose_hash);
+    pin_line(cx, "pin.os_image_hash", "the OS image hash", NULL, policy, "os_image_hash",
+             vq->os_image_hash[0] ? vq->os_image_hash : NULL);
     json_object_put(policy);
 }

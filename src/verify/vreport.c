@@ -13,6 +13,7 @@
 #include "core/sha.h"
 #include "sign/keccak.h"
 #include "verify/verify.h"
+#include "verify/vout.h"
 
 
 static struct json_object *jget(struct json_object *o, const char *key)
@@ -135,9 +136,36 @@ static void check_binding(vctx_t *cx, const vopts_t *o, const vquote_t *vq, cons
     (void)o;
 }
 
+/* Over TLS no CA vouches for (a certificate self-signed inside the TEE): the connection is
+ * trusted only because, and only when, the attested report binds its key; later requests are
+ * then pinned to that key. */
+static void check_tls_attested(vctx_t *cx, const vopts_t *o, const char *fp_hex,
+                               const char *seen)
+{
+    const char *what = "the TLS certificate no CA vouches for is the one the attested report "
+                       "binds (trust on attestation)";
+    if (!fp_hex) {
+        check_addf(&cx->cl, "report.tls", CHK_FAIL, what, "tls_cert_fingerprint",
+                   "%s: self-signed or unknown CA, and the report binds no TLS key (ask with "
+                   "?version=2): nothing authenticates this server", seen);
+        return;
+    }
+    int ok = strcasecmp(fp_hex, seen) == 0;
+    if (check_addf(&cx->cl, "report.tls", ok ? CHK_PASS : CHK_FAIL, what, fp_hex,
+                   "%s%s", seen, ok ? " (self-signed: trusted because the quote binds it)"
+                                    : " (self-signed, and not the attested key)") == CHK_PASS) {
+        vx_fact(VF_TLS, "self-signed %s, trusted on attestation (the quote binds it)", seen);
+        vhttp_pin_spki(o->target, seen);
+    }
+}
+
 static void check_tls(vctx_t *cx, const vopts_t *o, const char *fp_hex, const char *seen)
 {
     const char *what = "the TLS certificate key the client saw is the attested one";
+    if (o->tls_self_signed && seen && *seen && !o->tls_spki) {
+        check_tls_attested(cx, o, fp_hex, seen);
+        return;
+    }
     if (!fp_hex && !o->tls_spki && !(seen && *seen))
         return;
     if (!fp_hex) {
@@ -156,6 +184,71 @@ static void check_tls(vctx_t *cx, const vopts_t *o, const char *fp_hex, const ch
               fp_hex, c);
 }
 
+/* teep's "response schema" factor: the fields our report and the peers' reports carry (the
+ * reference and the Phala fork, NEAR's proxies, the Rust proxy, ours: docs/API.md and
+ * shared/docs/reference-proxy.md §8.4). A field outside this list is one this verifier does
+ * not check, so a reader should know it is there; a missing core field is reported too. */
+static const char *const KNOWN_FIELDS[] = {
+    "signing_address", "signing_algo", "request_nonce", "intel_quote", "nvidia_payload", "info",
+    "quote", "event_log", "vm_config", "signing_public_key", "all_attestations",
+    "model_attestations", "model_name", "signed_text_format", "tls_cert_fingerprint",
+    "attestation_mode", "tappd_hash_algorithm", "tappd_prefix", "gpu_evidence",
+    "nvswitch_payload", "report_version", "e2ee_public_keys", "aci_keyset_digest", "simulated",
+    "nonce_source", NULL};
+/* What the reference and NEAR's proxies both send, in every entry. */
+static const char *const CORE_FIELDS[] = {"signing_address", "signing_algo", "request_nonce",
+                                          "intel_quote", "nvidia_payload", "event_log", "info",
+                                          NULL};
+
+static void schema_scan(struct json_object *o, buf_t *unknown, buf_t *missing, size_t *nknown)
+{
+    json_object_object_foreach(o, key, val) {
+        (void)val;
+        int k = 0;
+        for (const char *const *f = KNOWN_FIELDS; *f && !k; f++)
+            k = strcmp(key, *f) == 0;
+        if (k) {
+            (*nknown)++;
+            continue;
+        }
+        if (unknown->len > 160) /* the first few name the problem */
+            continue;
+        buf_t q = BUF_INIT;
+        buf_json_str(&q, key, strnlen(key, 64));
+        if (!unknown->data || !strstr(unknown->data, q.data))
+            buf_printf(unknown, "%s%s", unknown->len ? ", " : "", q.data);
+        buf_free(&q);
+    }
+    for (const char *const *f = CORE_FIELDS; *f; f++) {
+        struct json_object *v;
+        if (!json_object_object_get_ex(o, *f, &v) &&
+            (!missing->data || !strstr(missing->data, *f)))
+            buf_printf(missing, "%s%s", missing->len ? ", " : "", *f);
+    }
+}
+
+/* report.schema: WARN when the report (top level or the entry checked) has a field no known
+ * report carries, or lacks one the reference and NEAR both send. */
+static void check_schema(vctx_t *cx, struct json_object *rep, struct json_object *e)
+{
+    buf_t unknown = BUF_INIT, missing = BUF_INIT;
+    size_t nknown = 0;
+    schema_scan(rep, &unknown, &missing, &nknown);
+    if (e != rep)
+        schema_scan(e, &unknown, &missing, &nknown);
+    const char *what = "every report field is one of the known report formats' fields";
+    if (!unknown.len && !missing.len)
+        check_addf(&cx->cl, "report.schema", CHK_PASS, what, "known fields",
+                   "%zu fields, all known", nknown);
+    else
+        check_addf(&cx->cl, "report.schema", CHK_WARN, what, "known fields",
+                   "%s%s%s%s%s", unknown.len ? "unknown (not checked): " : "",
+                   unknown.len ? unknown.data : "", unknown.len && missing.len ? "; " : "",
+                   missing.len ? "missing: " : "", missing.len ? missing.data : "");
+    buf_free(&unknown);
+    buf_free(&missing);
+}
+
 static void check_nonce(vctx_t *cx, const vopts_t *o, struct json_object *e, uint8_t out[32],
                         int *have)
 {
@@ -165,6 +258,7 @@ static void check_nonce(vctx_t *cx, const vopts_t *o, struct json_object *e, uin
     *have = 0;
     if (o->have_nonce) {
         hex_encode(want, o->nonce, 32);
+        vx_fact(VF_NONCE, "%s", want);
         memcpy(out, o->nonce, 32);
         *have = 1;
         int eq = rn && strcasecmp(rn, want) == 0;
@@ -176,6 +270,8 @@ static void check_nonce(vctx_t *cx, const vopts_t *o, struct json_object *e, uin
     } else {
         if (rn && vx_hex(rn, out, 32) == 32)
             *have = 1;
+        vx_fact(VF_NONCE, "%s%s", rn ? rn : "none",
+                rn ? " (the report's: none given, it may be a replay)" : "");
         check_add(&cx->cl, "report.nonce", CHK_WARN, "the report echoes our nonce (freshness)",
                   "--nonce HEX", rn ? "no nonce given: the report may be a replay" : "no nonce");
     }
@@ -207,6 +303,13 @@ int vr_check_report(vctx_t *cx, const vopts_t *o, struct json_object *rep,
         algo = addr[0] == '0' && addr[1] == 'x' ? "ecdsa" : "ed25519";
     check_addf(&cx->cl, "report.format", CHK_PASS, "the report has the expected fields", "",
                "signing_algo %s, signing_address %s", algo, addr);
+    vx_fact(VF_SIGNING, "%s (%s)", addr, algo);
+    const char *model_name = json_get_str(e, "model_name", NULL);
+    if (!model_name)
+        model_name = json_get_str(rep, "model_name", NULL);
+    if (model_name && *model_name)
+        vx_fact(VF_MODEL, "%s", model_name);
+    check_schema(cx, rep, e);
     if (expect_address)
         check_add(&cx->cl, "report.signing_address", strcasecmp(addr, expect_address) == 0 ?
                   CHK_PASS : CHK_FAIL, "the report is for the expected signing address",
@@ -247,6 +350,7 @@ int vr_check_report(vctx_t *cx, const vopts_t *o, struct json_object *rep,
     int log_ok = vq_check_event_log(cx, &vq, log) == 0;
     char ch[HEX_SIZE(32)];
     vq_check_compose(cx, &vq, jget(e, "info"), log, log_ok, ch);
+    vq_check_os_image(cx, o, &vq, jget(e, "info"), log, log_ok);
     vq_check_pins(cx, o, &vq, ch[0] ? ch : NULL);
     json_object_put(log);
 
@@ -298,7 +402,8 @@ int vr_fetch_report(vctx_t *cx, vopts_t *o, const char *url, const char *algo,
     char *u = vx_url_join(url, strstr(url, "/v1/attestation/report") ? NULL
                                                                      : "/v1/attestation/report", q);
     vhttp_resp_t r;
-    int rc = vhttp_request("GET", u, o->token, NULL, NULL, 0, o->timeout_s, &r);
+    int rc = vhttp_get_evidence(u, o->token, o->timeout_s, &r);
+    o->tls_self_signed = rc == 0 && r.tls_unverified;
     if (rc != 0 || r.status != 200) {
         if (rc != 0)
             vx_error(cx, "report.fetch", "the attestation report could be fetched", "%s", r.err);
@@ -433,6 +538,8 @@ int cmd_quote(vctx_t *cx, vopts_t *o)
     char ch[HEX_SIZE(32)] = "";
     if (info)
         vq_check_compose(cx, &vq, info, log, log_ok, ch);
+    if (info || log)
+        vq_check_os_image(cx, o, &vq, info, log, log_ok);
     vq_check_pins(cx, o, &vq, ch[0] ? ch : NULL);
     if (vq.simulated && o->allow_simulated) {
         static const char *const pre[] = {"tdx.", "dstack.", "pin.", NULL};

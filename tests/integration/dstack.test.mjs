@@ -229,9 +229,11 @@ test('a nonce-less report comes from the cache: same bytes, fast, no agent call;
 test('vllm-proxy-verify report URL --allow-simulated --no-collateral exits 0 (simulated GPU payload)', {
   skip,
 }, async () => {
-  const vu = await runVerify(['report', `http://127.0.0.1:${proxy.port}`, '--allow-simulated', '--no-collateral']);
-  assert.equal(vu.code, 0, `exit ${vu.code}\n${vu.stdout.split('\n').filter((l) => !l.startsWith('[PASS]')).join('\n')}`);
-  assert.match(vu.stdout, /\[SKIP\] gpu\.evidence.*simulated/, 'simulated GPU evidence is a SKIP line, never PASS');
+  const vu = await runVerify(['report', `http://127.0.0.1:${proxy.port}`, '--allow-simulated', '--no-collateral', '--json']);
+  const checks = JSON.parse(vu.stdout).checks;
+  assert.equal(vu.code, 0, `exit ${vu.code}\n${checks.filter((c) => c.status !== 'pass').map((c) => `${c.id}: ${c.found}`).join('\n')}`);
+  const ev = checks.find((c) => c.id === 'gpu.evidence');
+  assert.ok(ev && ev.status === 'skip' && /simulated/.test(ev.found), 'simulated GPU evidence is a SKIP line, never PASS');
   const strict = await runVerify(['report', `http://127.0.0.1:${proxy.port}`, '--no-collateral']);
   assert.equal(strict.code, 1, 'without --allow-simulated the same report fails');
 });

@@ -45,6 +45,7 @@ static struct {
     uint8_t seed[64];
     size_t seed_len;
     const char *getkey_log; /* each GetKey request body appended as one line */
+    int dev_image;          /* --os-image dev: measure a dev OS image */
 } g_opt = {.delay_on = M_ALL};
 static pthread_mutex_t g_log_lock = PTHREAD_MUTEX_INITIALIZER;
 
@@ -71,6 +72,8 @@ static void usage(FILE *f)
           "  --key-seed HEX      the app key: GetKey key = HKDF-SHA256(salt \"RATLS\", seed, info path),\n"
           "                      as dstack's agent derives it (default: 32 zero bytes)\n"
           "  --getkey-log FILE   append each GetKey request body to FILE, one per line\n"
+          "  --os-image prod|dev the simulated dstack OS image measured (default prod); its\n"
+          "                      files: GET /fake/os-image/sha256sum.txt and /metadata.json\n"
           "GET /fake/stats: {\"getquote\":N,\"info\":N,\"getkey\":N} (successful answers).\n",
           f);
 }
@@ -128,6 +131,12 @@ static int parse_args(int argc, char **argv)
                 fprintf(stderr, "fake-dstack-agent: %s: '%s' is not a list of getquote,info,getkey,all\n", a, v);
                 return -1;
             }
+        } else if (!strcmp(a, "--os-image")) {
+            if (strcmp(v, "prod") && strcmp(v, "dev")) {
+                fprintf(stderr, "fake-dstack-agent: --os-image: prod or dev\n");
+                return -1;
+            }
+            g_opt.dev_image = !strcmp(v, "dev");
         } else if (!strcmp(a, "--getkey-log")) {
             g_opt.getkey_log = v;
         } else if (!strcmp(a, "--key-seed")) {
@@ -348,6 +357,15 @@ static void dispatch(conn_t *c)
         respond(c, 200, b, (size_t)n, ka);
         return;
     }
+    if (!strncmp(url, "/fake/os-image/", 15)) {
+        size_t n = 0;
+        const char *f = attest_sim_os_image_file(g_sim, url + 15, &n);
+        if (f)
+            respond(c, 200, f, n, ka);
+        else
+            respond_error(c, 404, "no such file (sha256sum.txt, metadata.json)", ka);
+        return;
+    }
     const char *m = strrchr(url, '/');
     m = m ? m + 1 : url;
     int which = !strcmp(m, "GetQuote") ? M_GETQUOTE : !strcmp(m, "Info") ? M_INFO : !strcmp(m, "GetKey") ? M_GETKEY : 0;
@@ -536,7 +554,7 @@ int main(int argc, char **argv)
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
     pthread_sigmask(SIG_BLOCK, &set, NULL); /* every thread inherits it; signal_main waits */
-    if (!(g_sim = attest_sim_new()) || build_texts() != 0) {
+    if (!(g_sim = attest_sim_new_os(g_opt.dev_image)) || build_texts() != 0) {
         fprintf(stderr, "fake-dstack-agent: cannot build the simulated attestation\n");
         return 1;
     }
