@@ -17,6 +17,11 @@ const char *const reject_names[HTTP_REJECT_N] = {
     [HTTP_REJECT_MALFORMED] = "malformed",
 };
 
+const char *const limited_names[LIMITED_N] = {
+    [LIMITED_CLIENT_IP] = "client_ip",
+    [LIMITED_TOKEN] = "token",
+};
+
 static uint64_t ld(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
 
 void metrics_render(app_t *a, buf_t *o)
@@ -35,6 +40,8 @@ void metrics_render(app_t *a, buf_t *o)
             s.upstream_errors[k] += ld(&m->upstream_errors[k]);
         for (int k = 0; k < HTTP_REJECT_N; k++)
             s.rejected[k] += ld(&m->rejected[k]);
+        for (int k = 0; k < LIMITED_N; k++)
+            s.limited[k] += ld(&m->limited[k]);
         s.signatures_stored += ld(&m->signatures_stored);
         s.signature_collisions += ld(&m->signature_collisions);
         s.signatures_skipped += ld(&m->signatures_skipped);
@@ -67,6 +74,12 @@ void metrics_render(app_t *a, buf_t *o)
     for (int k = 0; k < HTTP_REJECT_N; k++)
         buf_printf(o, "vllm_proxy_requests_rejected_total{reason=\"%s\"} %llu\n", reject_names[k],
                    (unsigned long long)s.rejected[k]);
+    buf_puts(o, "# HELP vllm_proxy_rate_limited_total Requests answered 429 by a rate limit "
+                "(RATE_LIMIT_*), by the limit.\n"
+                "# TYPE vllm_proxy_rate_limited_total counter\n");
+    for (int k = 0; k < LIMITED_N; k++)
+        buf_printf(o, "vllm_proxy_rate_limited_total{reason=\"%s\"} %llu\n", limited_names[k],
+                   (unsigned long long)s.limited[k]);
     buf_printf(o,
                "# HELP vllm_proxy_signatures_stored_total Completed answers signed and stored.\n"
                "# TYPE vllm_proxy_signatures_stored_total counter\n"

@@ -17,6 +17,10 @@ extern const char *const route_names[ROUTE_N];
 /* Label of each http_reject_t in vllm_proxy_requests_rejected_total and the log line. */
 extern const char *const reject_names[HTTP_REJECT_N];
 
+/* 429s the proxy answers, by the limit that refused (vllm_proxy_rate_limited_total{reason}). */
+enum limited_reason { LIMITED_CLIENT_IP, LIMITED_TOKEN, LIMITED_N };
+extern const char *const limited_names[LIMITED_N];
+
 enum up_err_kind { UPERR_CONNECT, UPERR_TIMEOUT, UPERR_CLOSED, UPERR_PROTOCOL, UPERR_N };
 
 typedef struct metrics {
@@ -24,6 +28,7 @@ typedef struct metrics {
     uint64_t duration_us[ROUTE_N];
     uint64_t upstream_errors[UPERR_N];
     uint64_t rejected[HTTP_REJECT_N];   /* protocol rejections by the transport, by cause */
+    uint64_t limited[LIMITED_N];        /* 429s by rate limit */
     uint64_t signatures_stored, signature_collisions, signatures_skipped;
     uint64_t bytes_in, bytes_out;
     uint64_t streams_active;

@@ -183,6 +183,9 @@ static void test_summed_across_workers(void **state)
     a->rejected[HTTP_REJECT_MALFORMED] = 5;
     b->rejected[HTTP_REJECT_MALFORMED] = 1;
     b->rejected[HTTP_REJECT_TIMEOUT] = 2;
+    a->limited[LIMITED_CLIENT_IP] = 4;
+    b->limited[LIMITED_CLIENT_IP] = 5;
+    b->limited[LIMITED_TOKEN] = 1;
     a->signatures_stored = 11;
     b->signatures_stored = 4;
     b->signature_collisions = 2;
@@ -248,6 +251,11 @@ static void test_summed_across_workers(void **state)
     ASSERT_LINE(t, "vllm_proxy_requests_rejected_total{reason=\"head_too_large\"} 0");
     ASSERT_LINE(t, "vllm_proxy_requests_rejected_total{reason=\"duplicate_header\"} 0");
 
+    /* 429s by rate limit: both reasons, summed over the workers */
+    ASSERT_LINE(t, "# TYPE vllm_proxy_rate_limited_total counter");
+    ASSERT_LINE(t, "vllm_proxy_rate_limited_total{reason=\"client_ip\"} 9");
+    ASSERT_LINE(t, "vllm_proxy_rate_limited_total{reason=\"token\"} 1");
+
     ASSERT_LINE(t, "vllm_proxy_signatures_stored_total 15");
     ASSERT_LINE(t, "vllm_proxy_signature_collisions_total 2");
     ASSERT_LINE(t, "vllm_proxy_signatures_skipped_total 2");
@@ -280,9 +288,10 @@ static void test_summed_across_workers(void **state)
     ASSERT_LINE(t, "# TYPE vllm_proxy_tls_cert_reloads_total counter");
     ASSERT_LINE(t, "vllm_proxy_tls_cert_reloads_total 0");
     ASSERT_LINE(t, "vllm_proxy_tls_cert_errors_total 0");
-    /* 7 requests + 2 durations + 4 upstream kinds + 5 rejection causes + 9 scalars + 4 E2EE
-     * pool series + 3 connection series + 2 GPU evidence counters + 2 TLS certificate counters */
-    assert_int_equal(samples, 38);
+    /* 7 requests + 2 durations + 4 upstream kinds + 5 rejection causes + 2 rate-limit reasons +
+     * 9 scalars + 4 E2EE pool series + 3 connection series + 2 GPU evidence counters + 2 TLS
+     * certificate counters */
+    assert_int_equal(samples, 40);
     buf_free(&o);
     store_free(s);
 }
@@ -311,16 +320,17 @@ static void test_all_zero(void **state)
     ASSERT_LINE(o.data, "vllm_proxy_requests_rejected_total{reason=\"malformed\"} 0");
     ASSERT_LINE(o.data, "vllm_proxy_e2ee_threads 0"); /* an app without crypto threads */
     ASSERT_LINE(o.data, "vllm_proxy_e2ee_jobs_rejected_total 0");
-    assert_int_equal(samples, 4 + 5 + 9 + 4 + 3 + 2 + 2);
+    ASSERT_LINE(o.data, "vllm_proxy_rate_limited_total{reason=\"token\"} 0");
+    assert_int_equal(samples, 4 + 5 + 2 + 9 + 4 + 3 + 2 + 2);
     /* every family is described exactly once */
     size_t helps = 0, types = 0;
     for (const char *p = o.data; (p = strstr(p, "# HELP ")) != NULL; p++)
         helps++;
     for (const char *p = o.data; (p = strstr(p, "# TYPE ")) != NULL; p++)
         types++;
-    /* 4 labelled families + 9 scalars + 4 E2EE + 2 connection families + 2 GPU + 2 TLS */
-    assert_int_equal(helps, 23);
-    assert_int_equal(types, 23);
+    /* 5 labelled families + 9 scalars + 4 E2EE + 2 connection families + 2 GPU + 2 TLS */
+    assert_int_equal(helps, 24);
+    assert_int_equal(types, 24);
     buf_free(&o);
 
     /* one worker only: nothing from the absent worker is read */
