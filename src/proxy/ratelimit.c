@@ -9,7 +9,6 @@
 #define TAT_BITS 40
 #define TAT_MASK ((1ull << TAT_BITS) - 1)
 #define TAG_MASK ((1ull << (64 - TAT_BITS)) - 1)
-#define CAS_TRIES 8 /* a set this contended is let through rather than spun on */
 
 struct ratelimit {
     rl_limit_t ip, token;
@@ -135,7 +134,9 @@ int ratelimit_ip(ratelimit_t *rl, const ip_addr_t *client, uint64_t now_us, unsi
     if (tag == 0)
         tag = 1; /* 0 marks an empty word */
     uint64_t *set = rl->ip_slots + (h & (rl->ip_sets - 1)) * RL_WAYS;
-    for (int attempt = 0; attempt < CAS_TRIES; attempt++) {
+    /* A lost compare-and-swap means another thread's update went in: read again. Every round
+     * someone wins, so this ends; it never lets a request through without a decision. */
+    for (;;) {
         uint64_t words[RL_WAYS];
         int match = -1, victim = 0;
         uint64_t best = UINT64_MAX;
@@ -155,21 +156,19 @@ int ratelimit_ip(ratelimit_t *rl, const ip_addr_t *client, uint64_t now_us, unsi
         if (!ok || !raced)
             return ok;
     }
-    return 1; /* the set kept changing under us: let it through */
 }
 
 int ratelimit_token(ratelimit_t *rl, unsigned i, uint64_t now_us, unsigned *retry_s)
 {
     if (!rl || !rl->token_on || i >= CFG_MAX_TOKENS)
         return 1;
-    for (int attempt = 0; attempt < CAS_TRIES; attempt++) {
+    for (;;) {
         uint64_t w = __atomic_load_n(&rl->tok[i], __ATOMIC_RELAXED);
         int raced;
         int ok = take_word(&rl->tok[i], w, 0, w != 0, &rl->token, now_us, retry_s, &raced);
         if (!ok || !raced)
             return ok;
     }
-    return 1;
 }
 
 /* ---- the client address ---- */
