@@ -168,7 +168,9 @@ void respond_log(app_worker_t *aw, http_req_t *req, int route, int status, int u
         return;
     }
     /* JSON: the same fields as members (docs/CONFIG.md, "Logs"). */
-    char path[LOG_PATH_MAX * 6 + 3], cidj[SIG_ID_MAX * 6 + 3] = "null", f[1600];
+    /* Each string escaped into at most 400 bytes (cut short, still a JSON string), so that
+     * the members always fit the line (core/log.c: 2048 bytes). */
+    char path[400], cidj[400] = "null", f[sizeof path + sizeof cidj + 2 * ADDR_TEXT_MAX + HTTP_REQ_ID_MAX + 400];
     log_json_str(path, sizeof path, req->path.p, (size_t)pn);
     if (cid)
         log_json_str(cidj, sizeof cidj, cid, strlen(cid));
