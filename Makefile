@@ -242,7 +242,8 @@ FORMAT_FILES ?= src/core/check.c src/core/hex.h src/core/json.c src/core/json.h 
                 src/nvidia/nvml_loader.h src/tdx/pck.h src/tdx/roots.h src/verify/pcs.h \
                 src/verify/vout.c src/verify/vout.h \
                 tests/unit/at.h tests/unit/checks.h tests/unit/loop_thread.h tests/unit/vectors.h \
-                tests/unit/worker_port.h
+                tests/unit/worker_port.h src/core/addr.c src/core/addr.h src/proxy/ratelimit.c \
+                src/proxy/ratelimit.h
 format-check:
 	@bad=0; for f in $(FORMAT_FILES); do \
 	    $(CLANG_FORMAT) --dry-run --Werror $$f || bad=1; \

@@ -321,6 +321,7 @@ static void on_tls_timer(uv_timer_t *t)
 static void setup_process(void)
 {
     log_set_level(g_cfg.log_level);
+    log_set_json(g_cfg.log_format == LOG_FORMAT_JSON);
     signal(SIGPIPE, SIG_IGN);
     /* Keep freed memory for reuse instead of trimming the heap every few requests (measured:
      * one mprotect per five or six signed requests with glibc's defaults). */
@@ -419,6 +420,10 @@ static int start(char *err, size_t errlen)
     e2ee_replay_configure(g_cfg.e2ee_replay_window); /* before any worker */
     if (start_upstream(err, errlen) != 0)
         return 2;
+    /* A second vllm-proxy on this address would join the first one's SO_REUSEPORT group and
+     * get a share of its connections with other keys and another signature store. */
+    if (http_listen_probe(g_cfg.listen_host, g_cfg.listen_port, err, errlen) != 0)
+        return 1;
     g_app.store = store_new(g_cfg.cache_capacity, g_cfg.cache_ttl);
     if (!g_app.store) {
         snprintf(err, errlen, "cannot initialise the signature store");
@@ -435,6 +440,10 @@ static int start(char *err, size_t errlen)
     g_app.e2ee_pool = e2ee_pool_new((unsigned)g_cfg.e2ee_threads, g_cfg.e2ee_thread_nice, 0, err,
                                     errlen);
     if (!g_app.e2ee_pool)
+        return 1;
+    err[0] = '\0';
+    g_app.limits = ratelimit_new(&g_cfg, err, errlen);
+    if (!g_app.limits && err[0])
         return 1;
     return start_workers(err, errlen) != 0 ? 1 : 0;
 }
@@ -474,6 +483,17 @@ static void banner(void)
              g_cfg.model_name, g_cfg.cache_capacity, g_cfg.cache_ttl, g_cfg.ntokens, g_cfg.ntrusted);
     LOG_INFO("E2EE: %d crypto thread(s) at nice +%d seal NEAR and ACI v2 answers", g_cfg.e2ee_threads,
              g_cfg.e2ee_thread_nice);
+    if (g_cfg.ntokens == 0)
+        LOG_WARN("TOKEN is unset: every authenticated route (completions, signatures, reports) answers 401");
+    if (ratelimit_ip_on(g_app.limits))
+        LOG_INFO("rate limit per client address: %u/min, burst %u, %zu addresses tracked; %d trusted "
+                 "proxy entr%s, %u trusted hop(s)",
+                 g_cfg.rate_limit_ip_per_minute, g_cfg.rate_limit_ip_burst,
+                 ratelimit_ip_slots(g_app.limits), g_cfg.ntrusted_proxies,
+                 g_cfg.ntrusted_proxies == 1 ? "y" : "ies", g_cfg.trusted_proxy_hops);
+    if (ratelimit_token_on(g_app.limits))
+        LOG_INFO("rate limit per token: %u/min, burst %u", g_cfg.rate_limit_token_per_minute,
+                 g_cfg.rate_limit_token_burst);
     if (g_cfg.redis_host[0])
         LOG_INFO("signature store: memory, written through to Redis %s:%d db %d (timeout %u ms)%s",
                  g_cfg.redis_host, g_cfg.redis_port, g_cfg.redis_db, g_cfg.redis_timeout_ms,
@@ -519,6 +539,7 @@ static void shutdown_all(uv_loop_t *main_loop)
     store_free(g_app.store);
     signer_free(g_app.signer);
     aci_keys_free(g_app.aci);
+    ratelimit_free(g_app.limits);
     free(g_threads);
     free(g_app.workers);
 }

@@ -513,7 +513,7 @@ gpu_source_t *gpu_source_new(const gpu_config_t *cfg, char *err, size_t errlen)
 
     switch (cfg->mode) {
     case GPU_MODE_NONE:
-        LOG_INFO("gpu: evidence mode none (reports carry no GPU evidence)");
+        LOG_WARN("gpu: evidence mode none (reports carry no GPU evidence)");
         return g;
     case GPU_MODE_CANNED:
         if (canned_build(g, err, errlen)) {
@@ -593,7 +593,7 @@ unusable:
         free(g);
         return NULL;
     }
-    LOG_INFO("gpu: evidence mode none (auto: %s)", why);
+    LOG_WARN("gpu: evidence mode none (auto: %s): reports carry no GPU evidence", why);
     return g;
 }
 

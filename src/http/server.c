@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -42,7 +43,7 @@
 #define STATUS_HAS_NO_BODY(s) (((s) >= 100 && (s) < 200) || (s) == 204 || (s) == 304)
 
 enum conn_state { C_IDLE, C_HEAD, C_BODY, C_APP, C_LINGER, C_CLOSING };
-enum sel_hdr { H_AUTH, H_CTYPE, H_ACCEPT, H_REQID, H_REQHASH, H_EXPECT, H_HOST, H_E2EE,
+enum sel_hdr { H_AUTH, H_CTYPE, H_ACCEPT, H_REQID, H_REQHASH, H_EXPECT, H_HOST, H_XFF, H_XRIP, H_E2EE,
                H_NSEL = H_E2EE + HTTP_E2EE_N }; /* H_E2EE + enum http_e2ee_hdr */
 
 struct span {
@@ -81,6 +82,7 @@ struct conn {
     uint64_t resp_out0;       /* bytes_out when the current response started */
     buf_t pending;
     conn_owner_t *owner;      /* holds the request between on_request and the response's end */
+    ip_addr_t peer;           /* from accept4 */
 };
 
 /* Connection flags (struct conn.flags). */
@@ -126,6 +128,8 @@ struct worker {
     unsigned nconns;
     int draining;
     void (*drain_cb)(worker_t *);
+    time_t date_s;       /* the second date[] was formatted for */
+    char date[40];       /* "Date: <IMF-fixdate>\r\n" */
     buf_t cork;          /* wire bytes of the corked connection, written by conn_flush */
     conn_t *cork_owner;  /* at most one per worker: corks end within one loop callback */
 };
@@ -164,6 +168,57 @@ const char *http_status_text(int s)
     case 504: return "Gateway Timeout";
     default: return s < 300 ? "OK" : s < 500 ? "Client Error" : "Server Error";
     }
+}
+
+/* 32 random hex: the id of an answer the application did not name (getrandom; a clock-based
+ * value where it fails, which only a broken kernel makes it). */
+static void random_id(char out[33])
+{
+    static const char hexd[] = "0123456789abcdef";
+    uint8_t b[16];
+    if (getrandom(b, sizeof b, GRND_NONBLOCK) != (ssize_t)sizeof b) {
+        uint64_t t = clock_mono_ns(), u = (uint64_t)(uintptr_t)out;
+        memcpy(b, &t, 8);
+        memcpy(b + 8, &u, 8);
+    }
+    for (int i = 0; i < 16; i++) {
+        out[2 * i] = hexd[b[i] >> 4];
+        out[2 * i + 1] = hexd[b[i] & 15];
+    }
+    out[32] = '\0';
+}
+
+/* "Date: Sun, 06 Nov 1994 08:49:37 GMT\r\n" (RFC 9110 5.6.7), formatted once a second per
+ * worker (no locale: the names are fixed). */
+static void date_line(time_t now, char out[40])
+{
+    static const char days[7][4] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+    static const char months[12][4] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                       "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    snprintf(out, 40, "Date: %s, %02d %s %04d %02d:%02d:%02d GMT\r\n", days[tm.tm_wday % 7],
+             tm.tm_mday, months[tm.tm_mon % 12], tm.tm_year + 1900, tm.tm_hour, tm.tm_min,
+             tm.tm_sec);
+}
+
+static const char *worker_date(worker_t *w)
+{
+    time_t now = time(NULL);
+    if (now != w->date_s || !w->date[0]) {
+        w->date_s = now;
+        date_line(now, w->date);
+    }
+    return w->date;
+}
+
+const ip_addr_t *conn_peer(const conn_t *c) { return &c->peer; }
+
+const char *conn_request_id(conn_t *c)
+{
+    if (!c->req.id[0])
+        random_id(c->req.id);
+    return c->req.id;
 }
 
 static void conn_close(conn_t *c);
@@ -295,6 +350,7 @@ static int cb_header_field_complete(llhttp_t *p)
 {
     static const char *names[H_NSEL] = {
         "authorization", "content-type", "accept", "x-request-id", "x-request-hash", "expect", "host",
+        "x-forwarded-for", "x-real-ip",
         [H_E2EE + HTTP_E2EE_SIGNING_ALGO] = "x-signing-algo",
         [H_E2EE + HTTP_E2EE_CLIENT_PUB_KEY] = "x-client-pub-key",
         [H_E2EE + HTTP_E2EE_MODEL_PUB_KEY] = "x-model-pub-key",
@@ -315,8 +371,11 @@ static int cb_header_field_complete(llhttp_t *p)
             c->cur_sel = i;
     c->in_value = 1;
     if (c->cur_sel >= 0) {
-        /* A repeated header we act on is ambiguous: refuse it. */
-        if (c->sel[c->cur_sel].len || c->sel[c->cur_sel].off) {
+        /* A repeated header we act on is ambiguous: refuse it. X-Forwarded-For may repeat
+         * (a proxy may add its own line): its last line is kept. */
+        if (c->cur_sel == H_XFF)
+            c->sel[H_XFF].len = 0;
+        else if (c->sel[c->cur_sel].len || c->sel[c->cur_sel].off) {
             c->reject = HTTP_REJECT_DUPLICATE_HEADER;
             return HPE_USER;
         }
@@ -407,6 +466,8 @@ static int cb_headers_complete(llhttp_t *p)
     r->accept = span_str(c, c->sel[H_ACCEPT]);
     r->x_request_id = span_str(c, c->sel[H_REQID]);
     r->x_request_hash = span_str(c, c->sel[H_REQHASH]);
+    r->x_forwarded_for = span_str(c, c->sel[H_XFF]);
+    r->x_real_ip = span_str(c, c->sel[H_XRIP]);
     for (int i = 0; i < HTTP_E2EE_N; i++) {
         struct span e = c->sel[H_E2EE + i];
         r->e2ee[i] = span_str(c, e);
@@ -492,6 +553,7 @@ static void conn_reset_request(conn_t *c)
     buf_t body = c->req.body;
     memset(&c->req, 0, sizeof c->req);
     c->req.body = body;
+    c->req.peer = c->peer;
     memset(&c->url, 0, sizeof c->url);
     memset(c->sel, 0, sizeof c->sel);
     c->cur_sel = -1;
@@ -675,6 +737,8 @@ unsigned http_conns_open(void) { return __atomic_load_n(&g_open, __ATOMIC_RELAXE
 static void refuse_fd(worker_t *w, int fd, int why)
 {
     static const char msg[] = "HTTP/1.1 503 Service Unavailable\r\n"
+                              "%s"
+                              "X-Request-Id: %s\r\n"
                               "Content-Type: application/json\r\n"
                               "Retry-After: 1\r\n"
                               "Connection: close\r\n"
@@ -682,8 +746,9 @@ static void refuse_fd(worker_t *w, int fd, int why)
     __atomic_add_fetch(&g_refused[why], 1, __ATOMIC_RELAXED); /* before the client can see it */
     if (why == HTTP_REFUSED_FDS)
         w->shed++;
-    char out[sizeof msg + 16];
-    int n = snprintf(out, sizeof out, msg, sizeof REFUSE_BODY - 1);
+    char out[sizeof msg + 16 + 40 + 33], id[33];
+    random_id(id);
+    int n = snprintf(out, sizeof out, msg, worker_date(w), id, sizeof REFUSE_BODY - 1);
     if (n > 0 && send(fd, out, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL) < 0) { /* gone already */ }
     shutdown(fd, SHUT_WR);
     for (int i = 0; i < 4 && recv(fd, w->rbuf, READ_BUF_SIZE, MSG_DONTWAIT) > 0; i++) {
@@ -737,7 +802,7 @@ static void accept_starved(worker_t *w, int err)
     listener_rest(w, ACCEPT_BACKOFF_MS);
 }
 
-static void conn_adopt(worker_t *w, int fd)
+static void conn_adopt(worker_t *w, int fd, const struct sockaddr_storage *sa)
 {
     conn_t *c = calloc(1, sizeof *c);
     if (!c) {
@@ -746,6 +811,7 @@ static void conn_adopt(worker_t *w, int fd)
         return;
     }
     c->w = w;
+    addr_from_sockaddr(sa, &c->peer);
     uv_tcp_init(w->loop, &c->tcp);
     uv_timer_init(w->loop, &c->timer);
     c->tcp.data = c->timer.data = c;
@@ -781,7 +847,10 @@ static void on_listen_io(uv_poll_t *p, int status, int events)
         return;
     }
     for (int i = 0; i < ACCEPT_BATCH; i++) {
-        int fd = accept4(w->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        struct sockaddr_storage sa;
+        socklen_t sl = sizeof sa;
+        memset(&sa, 0, sizeof sa);
+        int fd = accept4(w->lfd, (struct sockaddr *)&sa, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             int e = errno;
             if (e == EAGAIN || e == EWOULDBLOCK)
@@ -818,7 +887,7 @@ static void on_listen_io(uv_poll_t *p, int status, int events)
             continue;
         }
         w->capped = 0;
-        conn_adopt(w, fd);
+        conn_adopt(w, fd, &sa);
     }
 }
 
@@ -965,6 +1034,7 @@ int conn_start_response(conn_t *c, int status, const char *content_type,
             return -1;                                                                  \
         k = snprintf(head + n, sizeof head - n, __VA_ARGS__);                           \
     } while (0)
+    HEAD_ADD("%sX-Request-Id: %s\r\n", worker_date(c->w), conn_request_id(c));
     if (content_type)
         HEAD_ADD("Content-Type: %s\r\n", content_type);
     if (nobody_status) {
@@ -1133,6 +1203,43 @@ worker_t *conn_worker(const conn_t *c) { return c->w; }
 uint64_t conn_bytes_out(const conn_t *c) { return c->bytes_out; }
 
 /* ---- worker ---- */
+
+int http_listen_probe(const char *host, int port, char *err, size_t errlen)
+{
+    struct addrinfo hints = {0}, *ai = NULL;
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    char ps[16];
+    snprintf(ps, sizeof ps, "%d", port);
+    int rc = getaddrinfo(host, ps, &hints, &ai);
+    if (rc != 0) {
+        snprintf(err, errlen, "cannot resolve listen address %s: %s", host, gai_strerror(rc));
+        return -1;
+    }
+    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int one = 1, e = 0;
+    /* SO_REUSEADDR as the workers set it (a TIME_WAIT of a previous run is no conflict), but
+     * not SO_REUSEPORT: a listener there, with it or not, makes bind fail. */
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
+        bind(fd, ai->ai_addr, ai->ai_addrlen) != 0)
+        e = errno;
+    if (fd >= 0)
+        close(fd);
+    freeaddrinfo(ai);
+    if (e == EADDRINUSE) {
+        snprintf(err, errlen,
+                 "%s:%d is already in use (another vllm-proxy? Two would split the connections "
+                 "between their keys and signature stores): refusing to start",
+                 host, port);
+        return -1;
+    }
+    if (e) {
+        snprintf(err, errlen, "cannot listen on %s:%d: %s", host, port, strerror(e));
+        return -1;
+    }
+    return 0;
+}
 
 static int bind_reuseport(const char *host, int port, char *err, size_t errlen)
 {

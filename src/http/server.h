@@ -17,6 +17,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "core/addr.h"
 #include "core/buf.h"
 
 typedef struct conn conn_t;
@@ -59,11 +60,19 @@ enum http_e2ee_hdr {
     HTTP_E2EE_N
 };
 
+/* A request id: what every response carries in X-Request-Id (the application's, made at
+ * on_headers; else the server's own, 32 random hex). */
+#define HTTP_REQ_ID_MAX 97
+
 typedef struct http_req {
     int method;              /* llhttp_method_t */
     strv_t path;             /* without the query */
     strv_t query;            /* after '?', may be empty */
     strv_t authorization, content_type, accept, x_request_id, x_request_hash;
+    strv_t x_forwarded_for;  /* the last X-Forwarded-For line (the header may repeat) */
+    strv_t x_real_ip;
+    ip_addr_t peer;          /* the connection's peer address */
+    char id[HTTP_REQ_ID_MAX + 1]; /* X-Request-Id of the response; "" until set (conn_request_id) */
     strv_t e2ee[HTTP_E2EE_N];  /* enum http_e2ee_hdr */
     unsigned e2ee_present;     /* bit i: header i was present */
     int has_content_length;
@@ -73,6 +82,9 @@ typedef struct http_req {
     buf_t body;
     uint64_t start_ns;
     int app_route, app_auth; /* scratch for the application, zeroed per request */
+    int app_limit;
+    unsigned app_retry;
+    ip_addr_t client;
     uint64_t body_limit;     /* on_headers may set this request's body limit (at most
                               * max_body_any; 0 = max_body): 413 beyond, checked against
                               * Content-Length at once and while a chunked body is read */
@@ -124,7 +136,8 @@ struct conn_owner {
     const conn_owner_ops_t *ops;
 };
 
-/* Responses. A full response in one call: */
+/* Responses. Every response head carries Date and X-Request-Id (the request's id, made here
+ * when the application set none). A full response in one call: */
 int conn_respond(conn_t *c, int status, const char *content_type, const char *extra_headers,
                  const void *body, size_t len);
 /* Streaming responses: head, then body pieces, then end. content_length < 0 = chunked.
@@ -144,6 +157,9 @@ int conn_flush(conn_t *c);
  * error instead of an engine answer found malformed in the same read). 0, or -1 when bytes
  * of it were written already (or the response ended). */
 int conn_retract_response(conn_t *c);
+/* The current request's id (req->id), made now (32 random hex) if the application set none. */
+const char *conn_request_id(conn_t *c);
+const ip_addr_t *conn_peer(const conn_t *c);
 /* Why the parser refused the current request (llhttp's fixed reason text, never request
  * bytes), or NULL; for the log line of on_reject. */
 const char *conn_reject_detail(const conn_t *c);
@@ -159,6 +175,12 @@ int conn_should_pause_source(const conn_t *c); /* over the high watermark */
 void conn_set_owner(conn_t *c, conn_owner_t *o);
 worker_t *conn_worker(const conn_t *c);
 uint64_t conn_bytes_out(const conn_t *c); /* body bytes over the connection's life */
+
+/* Before any worker binds: whether host:port is free, by binding it once without
+ * SO_REUSEPORT (then closed). Another process listening there (a second vllm-proxy, whose
+ * SO_REUSEPORT would let the kernel split connections between the two) makes it fail. 0, or
+ * -1 with err. */
+int http_listen_probe(const char *host, int port, char *err, size_t errlen);
 
 /* Worker lifecycle. worker_new binds host:port with SO_REUSEPORT on the given loop. */
 worker_t *worker_new(uv_loop_t *loop, int id, const char *host, int port,

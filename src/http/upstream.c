@@ -65,6 +65,7 @@ struct upstream_pool {
     unsigned nidle;
     upstream_req_t *free_ex;   /* recycled exchanges: no allocation per request */
     unsigned nfree_ex;
+    int last_connect_err;      /* libuv's error of the last failed connect (for the log) */
 };
 
 int upstream_target_parse(upstream_target_t *t, const char *url, char *err, size_t errlen)
@@ -496,6 +497,7 @@ static void on_uconnect(uv_connect_t *req, int status)
     }
     if (status < 0) {
         LOG_DEBUG("upstream connect failed: %s", uv_strerror(status));
+        c->pool->last_connect_err = status;
         ex_done(c->ex, UPS_E_CONNECT);
         return;
     }
@@ -544,11 +546,17 @@ static void ex_attach(upstream_req_t *ex, uconn_t *c)
     if (rc != 0) {
         /* Report asynchronously through the timer so callers never re-enter. */
         LOG_DEBUG("upstream connect failed: %s", uv_strerror(rc));
+        p->last_connect_err = rc;
         ex->connect_failed = 1;
         uv_timer_start(&c->timer, on_utimer, 0, 0);
         return;
     }
     arm(c, p->t.connect_timeout_ms);
+}
+
+const char *upstream_pool_connect_error(const upstream_pool_t *p)
+{
+    return p && p->last_connect_err ? uv_strerror(p->last_connect_err) : "no connection in time";
 }
 
 upstream_pool_t *upstream_pool_new(uv_loop_t *loop, const upstream_target_t *t, worker_t *w)

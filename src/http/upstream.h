@@ -65,6 +65,8 @@ upstream_pool_t *upstream_pool_new(uv_loop_t *loop, const upstream_target_t *t, 
 /* Closes idle connections; in-flight ones must have been cancelled or finished. */
 void upstream_pool_close(upstream_pool_t *p);
 unsigned upstream_pool_idle(const upstream_pool_t *p);
+/* Why the pool's last connect failed (libuv's text), for the log line of a UPS_E_CONNECT. */
+const char *upstream_pool_connect_error(const upstream_pool_t *p);
 
 /* extra_headers: complete "Name: value\r\n" lines, or NULL. Returns NULL only on ENOMEM;
  * connection errors arrive through on_done (never synchronously). */

@@ -16,6 +16,7 @@
 #include "proxy/config.h"
 #include "proxy/e2ee_pool.h"
 #include "proxy/metrics.h"
+#include "proxy/ratelimit.h"
 #include "proxy/sigstore.h"
 #include "sign/aci_keys.h"
 #include "sign/signer.h"
@@ -30,6 +31,7 @@ typedef struct app {
     attest_service_t *attest; /* quote provider, GPU evidence, report cache */
     upstream_target_t upstream;
     e2ee_pool_t *e2ee_pool;   /* the crypto threads sealing NEAR / ACI answers; NULL: inline */
+    ratelimit_t *limits;      /* RATE_LIMIT_*; NULL: no limit on */
     struct app_worker **workers;
     int nworkers;
     double start_time;

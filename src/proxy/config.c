@@ -5,6 +5,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,11 +22,13 @@ _Static_assert(sizeof(enum attest_mode) == sizeof(int), "enum attest_mode is not
 _Static_assert(sizeof(enum gpu_evidence_mode) == sizeof(int), "enum gpu_evidence_mode is not int-sized");
 _Static_assert(sizeof(enum signed_text_mode) == sizeof(int), "enum signed_text_mode is not int-sized");
 _Static_assert(sizeof(enum event_log_format) == sizeof(int), "enum event_log_format is not int-sized");
+_Static_assert(sizeof(enum log_format) == sizeof(int), "enum log_format is not int-sized");
 
 static const char *const ATTEST_NAMES[] = {"auto", "dstack", "tappd", "tsm", "simulated", NULL};
 static const char *const GPU_NAMES[] = {"", "auto", "nvml", "canned", "none", "simulated", NULL};
 static const char *const SIGNED_TEXT_NAMES[] = {"req:resp", "model:req:resp", NULL};
 static const char *const EVENT_LOG_NAMES[] = {"array", "string", NULL};
+static const char *const LOG_FORMAT_NAMES[] = {"text", "json", NULL};
 
 /* A field of config_t: its offset and size. */
 #define FIELD(f) offsetof(config_t, f), sizeof(((config_t *)0)->f)
@@ -100,6 +103,8 @@ static const config_setting_t SETTINGS[] = {
      0, "0", NULL, "open client connections per process, 503 and close beyond (0 = (descriptor limit - 64) / 2)"},
     {"--log-level", "LOG_LEVEL", CFG_LOG_LEVEL, FIELD(log_level), 0, 0, 0, NULL, 0, "info", NULL,
      "debug|info|warning (or warn)|error|off"},
+    {"--log-format", "LOG_FORMAT", CFG_ENUM, FIELD(log_format), 0, 0, 0, LOG_FORMAT_NAMES, 0, "text",
+     NULL, "text|json (json: one object per line, for log shippers)"},
     {"--dstack-endpoint", "DSTACK_SIMULATOR_ENDPOINT", CFG_STR, FIELD(dstack_endpoint), 0, 0, 0, NULL,
      0, NULL, NULL, "dstack guest agent: Unix socket path or http://host:port (unset: probe /var/run/dstack.sock, ...)"},
     {"--tappd-endpoint", "TAPPD_SIMULATOR_ENDPOINT", CFG_STR, FIELD(tappd_endpoint), 0, 0, 0, NULL, 0,
@@ -115,6 +120,24 @@ static const config_setting_t SETTINGS[] = {
     {"--report-max-pending-per-token", "REPORT_MAX_PENDING_PER_TOKEN", CFG_UINT,
      FIELD(report_max_pending_per_token), 0, 0, 100000, NULL, 0, "16", NULL,
      "the same per bearer token; 429 beyond (0 = no cap)"},
+    {"--rate-limit-ip-per-minute", "RATE_LIMIT_IP_PER_MINUTE", CFG_UINT,
+     FIELD(rate_limit_ip_per_minute), 0, 0, 6000000, NULL, 0, "0", NULL,
+     "requests per minute per client address (IPv6: per /64), 429 beyond (0 = off)"},
+    {"--rate-limit-ip-burst", "RATE_LIMIT_IP_BURST", CFG_UINT, FIELD(rate_limit_ip_burst), 0, 1,
+     1000000, NULL, 0, "20", NULL, "requests a client address may make at once (the bucket's size)"},
+    {"--rate-limit-ip-table", "RATE_LIMIT_IP_TABLE", CFG_SIZE, FIELD(rate_limit_ip_table), 0, 64,
+     1u << 24, NULL, 0, "65536", NULL,
+     "client addresses tracked at once (rounded up to a power of two; 8 bytes each)"},
+    {"--rate-limit-token-per-minute", "RATE_LIMIT_TOKEN_PER_MINUTE", CFG_UINT,
+     FIELD(rate_limit_token_per_minute), 0, 0, 6000000, NULL, 0, "0", NULL,
+     "requests per minute per bearer token of TOKEN, 429 beyond (0 = off)"},
+    {"--rate-limit-token-burst", "RATE_LIMIT_TOKEN_BURST", CFG_UINT, FIELD(rate_limit_token_burst), 0,
+     1, 1000000, NULL, 0, "20", NULL, "requests a token may make at once (the bucket's size)"},
+    {"--trusted-proxies", "TRUSTED_PROXIES", CFG_CIDRS, FIELD(trusted_proxies),
+     offsetof(config_t, ntrusted_proxies), 0, 0, NULL, 0, NULL, NULL,
+     "comma-separated addresses or CIDRs of the proxies in front whose X-Forwarded-For / X-Real-IP are believed"},
+    {"--trusted-proxy-hops", "TRUSTED_PROXY_HOPS", CFG_UINT, FIELD(trusted_proxy_hops), 0, 0, 16,
+     NULL, 0, "0", NULL, "hops in front trusted whatever their address (the peer is the first)"},
     {"--signed-text", "SIGNED_TEXT", CFG_ENUM, FIELD(signed_text), 0, 0, 0, SIGNED_TEXT_NAMES, 0,
      "req:resp", NULL, "req:resp (the reference) or model:req:resp (the Rust proxy: MODEL_NAME first)"},
     {"--event-log-format", "EVENT_LOG_FORMAT", CFG_ENUM, FIELD(event_log_format), 0, 0, 0,
@@ -261,6 +284,37 @@ static int parse_tokens(const char *name, const char *v, uint8_t (*hashes)[32], 
     return 0;
 }
 
+static int parse_cidrs(const char *name, const char *v, ip_cidr_t *out, int *n, char *err,
+                       size_t errlen)
+{
+    *n = 0;
+    for (const char *p = v; *p;) {
+        size_t l = strcspn(p, ",");
+        const char *s = p;
+        size_t sl = l;
+        while (sl && isspace((unsigned char)*s))
+            s++, sl--;
+        while (sl && isspace((unsigned char)s[sl - 1]))
+            sl--;
+        if (sl) {
+            if (*n >= CFG_MAX_TRUSTED_PROXIES) {
+                snprintf(err, errlen, "%s: more than %d entries", name, CFG_MAX_TRUSTED_PROXIES);
+                return -1;
+            }
+            if (cidr_parse(s, sl, &out[*n]) != 0) {
+                snprintf(err, errlen, "%s: '%.*s' is not an IP address or CIDR prefix", name,
+                         (int)(sl > 64 ? 64 : sl), s);
+                return -1;
+            }
+            (*n)++;
+        }
+        p += l;
+        if (*p == ',')
+            p++;
+    }
+    return 0;
+}
+
 static int truthy(const char *v)
 {
     return !strcmp(v, "1") || !strcasecmp(v, "true") || !strcasecmp(v, "yes");
@@ -383,6 +437,8 @@ static int set_value(config_t *c, const config_setting_t *s, const char *v, char
         return 0;
     case CFG_LISTEN:
         return set_listen(c, v, err, errlen);
+    case CFG_CIDRS:
+        return parse_cidrs(s->env, v, (ip_cidr_t *)dst, (int *)((char *)c + s->aux), err, errlen);
     case CFG_DEV:
         if (truthy(v))
             memcpy(dst, &sim, sizeof sim);
@@ -485,6 +541,23 @@ int config_load(config_t *c, int argc, char **argv, char *err, size_t errlen)
         return rc;
     if (check_required(c, err, errlen) != 0)
         return CFG_ERROR;
+    /* A bucket spans burst / rate; the limiter keeps times modulo 2^40 us (12.7 days). */
+    static const struct { const char *name; size_t rate, burst; } buckets[] = {
+        {"RATE_LIMIT_IP_BURST", offsetof(config_t, rate_limit_ip_per_minute),
+         offsetof(config_t, rate_limit_ip_burst)},
+        {"RATE_LIMIT_TOKEN_BURST", offsetof(config_t, rate_limit_token_per_minute),
+         offsetof(config_t, rate_limit_token_burst)},
+    };
+    for (size_t i = 0; i < sizeof buckets / sizeof buckets[0]; i++) {
+        unsigned rate, burst;
+        memcpy(&rate, (const char *)c + buckets[i].rate, sizeof rate);
+        memcpy(&burst, (const char *)c + buckets[i].burst, sizeof burst);
+        if (rate && (uint64_t)burst * 60 / rate > 86400) {
+            snprintf(err, errlen, "%s: a burst longer than a day at the rate (burst * 60 / rate > 86400)",
+                     buckets[i].name);
+            return CFG_ERROR;
+        }
+    }
     if (c->cache_salt_secret[0] && strlen(c->cache_salt_secret) < CFG_CACHE_SALT_SECRET_MIN) {
         snprintf(err, errlen, "CACHE_SALT_SECRET: at least %d characters (a secret an attacker cannot guess)",
                  CFG_CACHE_SALT_SECRET_MIN);

@@ -11,7 +11,10 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "core/addr.h"
+
 #define CFG_MAX_TOKENS 64
+#define CFG_MAX_TRUSTED_PROXIES 32 /* entries of TRUSTED_PROXIES */
 #define CFG_CACHE_SALT_SECRET_MIN 32 /* characters of CACHE_SALT_SECRET, when set */
 
 /* ATTESTATION: which quote provider; auto never picks simulated. */
@@ -44,6 +47,12 @@ enum signed_text_mode {
 enum event_log_format {
     EVENT_LOG_ARRAY = 0, /* a JSON array (nearai's proxies, teep) */
     EVENT_LOG_STRING,    /* the agent's string (the reference, the Phala fork) */
+};
+
+/* LOG_FORMAT: the log lines' shape (core/log.h). */
+enum log_format {
+    LOG_FORMAT_TEXT = 0, /* "<time> <LEVEL> <message>" */
+    LOG_FORMAT_JSON,     /* one JSON object per line (docs/CONFIG.md, "Logs") */
 };
 
 typedef struct config {
@@ -91,6 +100,15 @@ typedef struct config {
     unsigned shutdown_grace_ms;
     unsigned max_connections;                    /* client connections per process; 0 = derived */
     int log_level;
+    enum log_format log_format;
+    unsigned rate_limit_ip_per_minute;           /* 0 = no limit per client address */
+    unsigned rate_limit_ip_burst;
+    size_t rate_limit_ip_table;                  /* words of the address table */
+    unsigned rate_limit_token_per_minute;        /* 0 = no limit per bearer token */
+    unsigned rate_limit_token_burst;
+    int ntrusted_proxies;
+    ip_cidr_t trusted_proxies[CFG_MAX_TRUSTED_PROXIES]; /* hops whose X-Forwarded-For counts */
+    unsigned trusted_proxy_hops;                 /* hops in front trusted whatever their address */
     char redis_host[256];                        /* "" = signatures in memory only */
     int redis_port;
     char redis_password[256];                    /* "" = no AUTH */
@@ -114,6 +132,8 @@ typedef enum cfg_kind {
     CFG_LOG_LEVEL, /* int: log_level_parse */
     CFG_LISTEN,    /* HOST:PORT or [IPV6]:PORT: listen_host and listen_port */
     CFG_DEV,       /* a true bool sets the attest_mode at off to ATTEST_MODE_SIMULATED */
+    CFG_CIDRS,     /* comma-separated addresses or CIDR prefixes into ip_cidr_t[], their number
+                    * into the int at aux */
 } cfg_kind_t;
 
 /* Flags of a setting. */

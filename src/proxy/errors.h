@@ -91,6 +91,10 @@
     X(REPORT_UNSCHEDULED, 503, "server_error", NULL, "cannot schedule the report")              \
     X(REPORTS_PER_TOKEN, 429, "rate_limit_exceeded", "too_many_pending_reports",                \
       "too many attestation reports pending for this token; retry later")                      \
+    X(RATE_LIMITED_IP, 429, "rate_limit_exceeded", "rate_limit_client_ip",                     \
+      "too many requests from this client address; retry after the seconds in Retry-After")    \
+    X(RATE_LIMITED_TOKEN, 429, "rate_limit_exceeded", "rate_limit_token",                       \
+      "too many requests with this API key; retry after the seconds in Retry-After")           \
     X(REPORTS_BUSY, 503, "server_overloaded", "too_many_pending_reports",                       \
       "too many attestation reports pending; retry later")                                      \
     X(ATTESTATION_UNAVAILABLE, 503, "attestation_unavailable", NULL,                            \

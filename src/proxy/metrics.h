@@ -22,6 +22,7 @@ extern const char *const route_names[ROUTE_N];
 /* Label of each http_reject_t in vllm_proxy_requests_rejected_total and the log line. */
 extern const char *const reject_names[HTTP_REJECT_N];
 
+
 enum up_err_kind { UPERR_CONNECT, UPERR_TIMEOUT, UPERR_CLOSED, UPERR_PROTOCOL, UPERR_N };
 
 /* The latency histograms' buckets: HIST_NB finite upper bounds (100 µs .. 300 s, in

@@ -33,12 +33,10 @@
 #define MAX_FREE_RELAYS 256
 #define SSE_CTYPE "text/event-stream"
 #define SSE_HEADERS "X-Accel-Buffering: no\r\nCache-Control: no-cache\r\n"
-/* The engine's request id (vLLM makes it the completion id, chatcmpl-<id>, and so the key of
- * the signature record): always RID_RANDOM_BYTES from the proxy in hex, after the client's
- * X-Request-Id and a '-' when that is a short, plain tracing value. */
-#define RID_RANDOM_BYTES 16
-#define RID_TRACE_MAX 64 /* bytes of the client's X-Request-Id kept as a prefix */
-#define RID_MAX (RID_TRACE_MAX + 1 + 2 * RID_RANDOM_BYTES)
+/* The engine's request id is the request's own (respond_request_id: vLLM makes it the
+ * completion id, chatcmpl-<id>, and so the key of the signature record); the server sends it
+ * back to the client in X-Request-Id with every response head. */
+#define RID_MAX HTTP_REQ_ID_MAX
 #define RID_HEADER "X-Request-Id: "
 /* Offloaded E2EE: engine bytes pending beyond this pause reading from the engine. */
 #define E2EE_PEND_MAX (64u << 10)
@@ -205,36 +203,6 @@ void relay_free_list(app_worker_t *aw)
     aw->nfree_relays = 0;
 }
 
-/* A client's X-Request-Id is kept as the prefix of the engine's request id only when it is
- * 1..RID_TRACE_MAX bytes of RFC 3986 unreserved characters (it ends up in a URL path). */
-static int rid_trace_ok(strv_t v)
-{
-    if (v.n == 0 || v.n > RID_TRACE_MAX)
-        return 0;
-    for (size_t i = 0; i < v.n; i++) {
-        unsigned char ch = (unsigned char)v.p[i];
-        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-              ch == '-' || ch == '.' || ch == '_' || ch == '~'))
-            return 0;
-    }
-    return 1;
-}
-
-/* The engine's request id: [client's X-Request-Id '-'] 32 random hex. The random part is the
- * proxy's, so no client can choose (or pre-claim) the id of another request's record. */
-static void make_rid(char out[RID_MAX + 1], strv_t client)
-{
-    uint8_t rnd[RID_RANDOM_BYTES];
-    size_t n = 0;
-    if (rid_trace_ok(client)) {
-        memcpy(out, client.p, client.n);
-        n = client.n;
-        out[n++] = '-';
-    }
-    randombytes_buf(rnd, sizeof rnd);
-    hex_encode(out + n, rnd, sizeof rnd);
-}
-
 /* The engine request's header lines, into the worker's scratch buffer. */
 static const char *engine_headers(app_worker_t *aw, const http_req_t *req, const char *rid,
                                   int has_body)
@@ -294,7 +262,7 @@ int relay_start(app_worker_t *aw, conn_t *c, http_req_t *req, relay_req_t *rr)
     r->e2ee = e2ee;
     strv_t body = own.data ? (strv_t){own.data, own.len} : rr->body;
     memcpy(r->req_hash, rr->req_hash, sizeof r->req_hash);
-    make_rid(r->rid, req->x_request_id);
+    memcpy(r->rid, respond_request_id(req), sizeof r->rid);
     const char *hdrs = engine_headers(aw, req, r->rid, body.p != NULL);
     conn_set_owner(c, &r->owner);
     conn_cork(c);
@@ -339,9 +307,9 @@ static void relay_e2ee_head(relay_t *r)
         relay_pick_id(r);
         snprintf(sid, sizeof sid, SIGNATURE_ID_HEADER ": %s\r\n", r->sig_id);
     }
-    char h[sizeof SSE_HEADERS + E2EE_HDRS_MAX + sizeof RID_HEADER + RID_MAX + 2 + sizeof sid];
-    snprintf(h, sizeof h, "%s%s" RID_HEADER "%s\r\n%s", (r->flags & RF_SSE) ? SSE_HEADERS : "",
-             e2ee_resp_headers(r->e2ee), r->rid, sid);
+    char h[sizeof SSE_HEADERS + E2EE_HDRS_MAX + 2 + sizeof sid];
+    snprintf(h, sizeof h, "%s%s%s", (r->flags & RF_SSE) ? SSE_HEADERS : "", e2ee_resp_headers(r->e2ee),
+             sid);
     r->flags |= RF_HEAD_SENT;
     conn_start_response(r->c, r->up_status, r->ctype, h, -1);
 }
@@ -396,9 +364,9 @@ static void relay_on_head(void *ud, int status, strv_t ctype, int64_t cl)
     }
     r->flags |= RF_HEAD_SENT;
     /* An ACI request's answer carries ACI's hints even when it is the engine's error. */
-    char extra[sizeof SSE_HEADERS + E2EE_HDRS_MAX + sizeof RID_HEADER + RID_MAX + 2];
-    snprintf(extra, sizeof extra, "%s%s" RID_HEADER "%s\r\n",
-             (r->flags & RF_SSE) ? SSE_HEADERS : "", e2ee_sess_hints(r->e2ee), r->rid);
+    char extra[sizeof SSE_HEADERS + E2EE_HDRS_MAX + 2];
+    snprintf(extra, sizeof extra, "%s%s", (r->flags & RF_SSE) ? SSE_HEADERS : "",
+             e2ee_sess_hints(r->e2ee));
     conn_start_response(r->c, status, n ? ct : NULL, extra, r->up_cl);
     cb_leave(r);
 }
@@ -444,10 +412,9 @@ static void relay_announce(relay_t *r, conn_t *c)
     r->flags &= ~(unsigned)RF_HOLD;
     r->flags |= RF_HEAD_SENT;
     relay_pick_id(r);
-    char extra[sizeof SSE_HEADERS + sizeof RID_HEADER + RID_MAX + sizeof SIGNATURE_ID_HEADER +
-               SIG_ID_MAX + 8];
-    snprintf(extra, sizeof extra, "%s" RID_HEADER "%s\r\n" SIGNATURE_ID_HEADER ": %s\r\n",
-             (r->flags & RF_SSE) ? SSE_HEADERS : "", r->rid, r->sig_id);
+    char extra[sizeof SSE_HEADERS + sizeof SIGNATURE_ID_HEADER + SIG_ID_MAX + 8];
+    snprintf(extra, sizeof extra, "%s" SIGNATURE_ID_HEADER ": %s\r\n",
+             (r->flags & RF_SSE) ? SSE_HEADERS : "", r->sig_id);
     if (!r->bytes_out && r->hold.len && c)
         metrics_observe_ttfb(r->aw, r->route, r->req->start_ns);
     r->bytes_out += r->hold.len;
@@ -814,12 +781,21 @@ static void relay_engine_failed(relay_t *r, conn_t *c, int err)
         app_error_t e = err == UPS_E_CONNECT   ? APP_E_ENGINE_UNREACHABLE
                         : err == UPS_E_TIMEOUT ? APP_E_ENGINE_TIMEOUT
                                                : APP_E_ENGINE_BROKEN;
+        LOG_WARN("engine request for %.*s failed: %s%s (answering %d) request_id=%s",
+                 (int)r->req->path.n, r->req->path.p,
+                 err == UPS_E_CONNECT   ? "cannot connect: "
+                 : err == UPS_E_TIMEOUT ? "timeout (connect, first byte or total)"
+                 : err == UPS_E_CLOSED  ? "the engine closed the connection before its answer"
+                 : err == UPS_E_NOMEM   ? "out of memory"
+                                        : "malformed answer",
+                 err == UPS_E_CONNECT ? upstream_pool_connect_error(aw->pool) : "",
+                 app_error_info(e)->status, r->rid);
         respond_error(aw, c, r->req, r->route, e, NULL);
         return;
     }
-    LOG_WARN("engine response for %.*s cut short (%s): closing the client connection",
+    LOG_WARN("engine response for %.*s cut short (%s): closing the client connection request_id=%s",
              (int)r->req->path.n, r->req->path.p,
-             err == UPS_E_TIMEOUT ? "timeout" : "connection closed or malformed");
+             err == UPS_E_TIMEOUT ? "timeout" : "connection closed or malformed", r->rid);
     respond_log(aw, r->req, r->route, r->up_status, r->up_status, r->bytes_out, NULL);
     conn_abort(c);
 }

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "core/clock.h"
 #include "core/hex.h"
 #include "core/log.h"
 #include "core/sha.h"
@@ -120,24 +121,56 @@ static int route_needs_auth(int r)
            r == ROUTE_REPORT || r == ROUTE_PASSTHROUGH || r == ROUTE_INFERENCE;
 }
 
-static int token_in(const uint8_t h[SHA256_LEN], const uint8_t (*set)[SHA256_LEN], int n)
+/* Whether h is in the set (every entry compared); *idx gets the matching entry's index. */
+static int token_in(const uint8_t h[SHA256_LEN], const uint8_t (*set)[SHA256_LEN], int n, int *idx)
 {
     int found = 0;
-    for (int i = 0; i < n; i++)
-        found |= sodium_memcmp(h, set[i], SHA256_LEN) == 0;
+    for (int i = 0; i < n; i++) {
+        int eq = sodium_memcmp(h, set[i], SHA256_LEN) == 0;
+        if (eq && idx)
+            *idx = i;
+        found |= eq;
+    }
     return found;
 }
 
-/* The scheme is case-insensitive (RFC 9110 11.1): "bearer" and "BEARER" are "Bearer". */
-static int check_auth(const config_t *cfg, strv_t a)
+/* The scheme is case-insensitive (RFC 9110 11.1): "bearer" and "BEARER" are "Bearer".
+ * *idx: the token's index in TOKEN when it is one of them. */
+static int check_auth(const config_t *cfg, strv_t a, int *idx)
 {
+    *idx = -1;
     if (a.n < BEARER_LEN || strncasecmp(a.p, BEARER, BEARER_LEN) != 0)
         return AUTH_MISSING;
     uint8_t h[SHA256_LEN];
     sha256(a.p + BEARER_LEN, a.n - BEARER_LEN, h);
-    if (!token_in(h, cfg->token_hash, cfg->ntokens))
+    if (!token_in(h, cfg->token_hash, cfg->ntokens, idx))
         return AUTH_BAD;
-    return token_in(h, cfg->trusted_hash, cfg->ntrusted) ? AUTH_TRUSTED : AUTH_OK;
+    return token_in(h, cfg->trusted_hash, cfg->ntrusted, NULL) ? AUTH_TRUSTED : AUTH_OK;
+}
+
+/* The routes the rate limits apply to: every one that reaches the engine, the attestation
+ * service or the signature store. Not `/`, `/version` and the metrics (probes, scrapers). */
+static int route_is_limited(int r)
+{
+    return route_needs_auth(r) || r == ROUTE_MODELS;
+}
+
+/* RATE_LIMIT_*: the client address's bucket first (before authentication, so guessing tokens
+ * is limited too), then the token's. Decided once per request, at its headers; a refusal is
+ * kept in req->app_limit (the error + 1) and req->app_retry, and counted. */
+static void apply_limits(app_worker_t *aw, http_req_t *req, int tok)
+{
+    ratelimit_t *rl = aw->app->limits;
+    if (!rl || !route_is_limited(req->app_route))
+        return;
+    uint64_t now_us = clock_mono_ns() / 1000;
+    unsigned retry = 0;
+    if (!ratelimit_ip(rl, &req->client, now_us, &retry)) {
+        req->app_limit = 1 + APP_E_RATE_LIMITED_IP; /* counted when answered (respond.c) */
+    } else if (req->app_auth > 0 && tok >= 0 && !ratelimit_token(rl, (unsigned)tok, now_us, &retry)) {
+        req->app_limit = 1 + APP_E_RATE_LIMITED_TOKEN;
+    }
+    req->app_retry = retry;
 }
 
 /* The answer a request gets before any handler runs (unknown path, wrong method, no valid
@@ -148,6 +181,8 @@ static int early_error(const http_req_t *req, int method_ok)
         return APP_E_NOT_FOUND;
     if (!method_ok)
         return APP_E_METHOD_NOT_ALLOWED;
+    if (req->app_limit)
+        return req->app_limit - 1;
     if (req->app_auth < 0)
         return req->app_auth == AUTH_MISSING ? APP_E_AUTH_MISSING : APP_E_AUTH_INVALID;
     return -1;
@@ -161,11 +196,16 @@ static int early_error(const http_req_t *req, int method_ok)
 static int on_headers(conn_t *c, http_req_t *req)
 {
     app_worker_t *aw = worker_user(conn_worker(c));
-    int ok;
+    const config_t *cfg = aw->app->cfg;
+    int ok, tok = -1;
+    respond_request_id(req); /* the X-Request-Id of whatever answers it, and the engine's id */
+    client_addr_resolve(cfg, &req->peer, req->x_forwarded_for, req->x_real_ip, &req->client);
     req->app_route = route_of(req, &ok);
     int needs = route_needs_auth(req->app_route) &&
-                !(req->app_route == ROUTE_REPORT && aw->app->cfg->public_attestation);
-    req->app_auth = needs ? check_auth(aw->app->cfg, req->authorization) : AUTH_NONE;
+                !(req->app_route == ROUTE_REPORT && cfg->public_attestation);
+    req->app_auth = needs ? check_auth(cfg, req->authorization, &tok) : AUTH_NONE;
+    if (ok)
+        apply_limits(aw, req, tok);
     if (!req->has_body)
         return HTTP_BODY_READ;
     const aux_route_t *a = req->app_route == ROUTE_INFERENCE ? aux_route_of(req->path) : NULL;
@@ -173,7 +213,7 @@ static int on_headers(conn_t *c, http_req_t *req)
         req->body_limit = aux_body_limit(aw->app->cfg, a); /* the server enforces it */
     int e = early_error(req, ok);
     if (e >= 0) {
-        respond_error(aw, c, req, req->app_route, (app_error_t)e, NULL);
+        respond_error_retry(aw, c, req, req->app_route, (app_error_t)e, NULL, req->app_retry);
         return HTTP_BODY_ANSWERED;
     }
     return req->method == HTTP_POST ? HTTP_BODY_READ : HTTP_BODY_DISCARD;
@@ -598,7 +638,7 @@ static void on_request(conn_t *c, http_req_t *req)
     route_of(req, &ok);
     int e = early_error(req, ok);
     if (e >= 0)
-        respond_error(aw, c, req, route, (app_error_t)e, NULL);
+        respond_error_retry(aw, c, req, route, (app_error_t)e, NULL, req->app_retry);
     else if (req->e2ee_present && route_is_engine(route) && e2ee_route_of(req->path) < 0)
         /* Fail closed: E2EE is handled on the routes whose fields a format defines
          * (proxy/e2ee.h: chat, completions, embeddings, rerank, score), so elsewhere a request
@@ -624,10 +664,13 @@ static void on_reject(conn_t *c, http_reject_t why)
     app_worker_t *aw = worker_user(conn_worker(c));
     M_ADD(aw->m.rejected[why], 1);
     const char *detail = conn_reject_detail(c);
-    LOG_INFO("rejected w=%d status=%d reason=%s%s%s%s", worker_id(conn_worker(c)),
-             app_error_info(map[why])->status, reject_names[why], detail ? " detail=\"" : "",
-             detail ? detail : "", detail ? "\"" : "");
-    respond_error_unlogged(c, map[why], NULL);
+    char rid[HTTP_REQ_ID_MAX + 1], client[ADDR_TEXT_MAX];
+    snprintf(rid, sizeof rid, "%s", conn_request_id(c)); /* the answer's, kept past it */
+    addr_format(conn_peer(c), client);
+    size_t out = respond_error_unlogged(c, map[why], NULL);
+    LOG_INFO("rejected w=%d status=%d reason=%s out=%zu request_id=%s client=%s%s%s%s",
+             worker_id(conn_worker(c)), app_error_info(map[why])->status, reject_names[why], out,
+             rid, client, detail ? " detail=\"" : "", detail ? detail : "", detail ? "\"" : "");
 }
 
 const http_handler_t app_http_handler = {on_headers, on_request, on_reject};

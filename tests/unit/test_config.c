@@ -602,6 +602,9 @@ static void test_settings_table(void **state)
         case CFG_TOKENS:
             assert_int_equal(s->size, sizeof cfg.token_hash);
             break;
+        case CFG_CIDRS:
+            assert_int_equal(s->size, sizeof cfg.trusted_proxies);
+            break;
         case CFG_LISTEN:
             break;
         default:

@@ -201,6 +201,9 @@ static void test_summed_across_workers(void **state)
     a->rejected[HTTP_REJECT_MALFORMED] = 5;
     b->rejected[HTTP_REJECT_MALFORMED] = 1;
     b->rejected[HTTP_REJECT_TIMEOUT] = 2;
+    a->errors[APP_E_RATE_LIMITED_IP] = 4;
+    b->errors[APP_E_RATE_LIMITED_IP] = 5;
+    b->errors[APP_E_RATE_LIMITED_TOKEN] = 1;
     a->signatures_stored = 11;
     b->signatures_stored = 4;
     b->signature_collisions = 2;
@@ -277,6 +280,11 @@ static void test_summed_across_workers(void **state)
     ASSERT_LINE(t, "vllm_proxy_requests_rejected_total{reason=\"body_too_large\"} 0");
     ASSERT_LINE(t, "vllm_proxy_requests_rejected_total{reason=\"head_too_large\"} 0");
     ASSERT_LINE(t, "vllm_proxy_requests_rejected_total{reason=\"duplicate_header\"} 0");
+
+    /* 429s by rate limit: both reasons, summed over the workers */
+    ASSERT_LINE(t, "# TYPE vllm_proxy_rate_limited_total counter");
+    ASSERT_LINE(t, "vllm_proxy_rate_limited_total{reason=\"rate_limited_ip\"} 9");
+    ASSERT_LINE(t, "vllm_proxy_rate_limited_total{reason=\"rate_limited_token\"} 1");
 
     ASSERT_LINE(t, "vllm_proxy_signatures_stored_total 15");
     ASSERT_LINE(t, "vllm_proxy_signature_collisions_total 2");
