@@ -148,4 +148,6 @@ void metrics_render(app_t *a, buf_t *o)
                   "# TYPE vllm_proxy_tls_cert_errors_total counter\n"
                   "vllm_proxy_tls_cert_errors_total %llu\n",
                reloads, failures);
+    if (a->engines) /* the engine pool: per-engine state (http/engines.h) */
+        engines_metrics(a->engines, o);
 }

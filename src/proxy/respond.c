@@ -31,7 +31,8 @@ static void aci_hints(app_worker_t *aw, const http_req_t *req, char out[E2EE_ACI
         e2ee_aci_hints(aw->app, out, E2EE_ACI_HINTS_MAX);
 }
 
-static void error_answer(conn_t *c, app_error_t e, const char *message, const char *hints)
+static void error_answer(conn_t *c, app_error_t e, const char *message, const char *hints,
+                         unsigned retry_after)
 {
     const app_error_info_t *x = app_error_info(e);
     if (!message)
@@ -47,9 +48,11 @@ static void error_answer(conn_t *c, app_error_t e, const char *message, const ch
     else
         buf_puts(&b, "null");
     buf_puts(&b, "}}");
-    char extra[sizeof "WWW-Authenticate: Bearer\r\n" + E2EE_ACI_HINTS_MAX];
-    snprintf(extra, sizeof extra, "%s%s", x->status == 401 ? "WWW-Authenticate: Bearer\r\n" : "",
-             hints);
+    char extra[sizeof "WWW-Authenticate: Bearer\r\n" + E2EE_ACI_HINTS_MAX + 32];
+    int n = snprintf(extra, sizeof extra, "%s%s",
+                     x->status == 401 ? "WWW-Authenticate: Bearer\r\n" : "", hints);
+    if (retry_after && n >= 0 && (size_t)n < sizeof extra)
+        snprintf(extra + n, sizeof extra - (size_t)n, "Retry-After: %u\r\n", retry_after);
     if (b.len) /* a buffer that could not grow answers with an empty body, never a wrong one */
         conn_respond(c, x->status, "application/json", extra[0] ? extra : NULL, b.data, b.len);
     else
@@ -59,7 +62,7 @@ static void error_answer(conn_t *c, app_error_t e, const char *message, const ch
 
 void respond_error_unlogged(conn_t *c, app_error_t e, const char *message)
 {
-    error_answer(c, e, message, "");
+    error_answer(c, e, message, "", 0);
 }
 
 void respond_log(app_worker_t *aw, const http_req_t *req, int route, int status, int upstream_status,
@@ -103,5 +106,14 @@ void respond_error(app_worker_t *aw, conn_t *c, http_req_t *req, int route, app_
     char hints[E2EE_ACI_HINTS_MAX];
     aci_hints(aw, req, hints); /* before: responding resets req */
     respond_log(aw, req, route, app_error_info(e)->status, 0, 0, NULL);
-    error_answer(c, e, message, hints);
+    error_answer(c, e, message, hints, 0);
+}
+
+void respond_error_retry(app_worker_t *aw, conn_t *c, http_req_t *req, int route, app_error_t e,
+                         const char *message, unsigned retry_after)
+{
+    char hints[E2EE_ACI_HINTS_MAX];
+    aci_hints(aw, req, hints);
+    respond_log(aw, req, route, app_error_info(e)->status, 0, 0, NULL);
+    error_answer(c, e, message, hints, retry_after);
 }

@@ -23,6 +23,9 @@ void respond_json(app_worker_t *aw, conn_t *c, http_req_t *req, int route, int s
 /* The table's answer for e; message NULL uses the table's message. */
 void respond_error(app_worker_t *aw, conn_t *c, http_req_t *req, int route, app_error_t e,
                    const char *message);
+/* The same with "Retry-After: <retry_after seconds>" (429, 503 of the engine pool). */
+void respond_error_retry(app_worker_t *aw, conn_t *c, http_req_t *req, int route, app_error_t e,
+                         const char *message, unsigned retry_after);
 /* Only writes the error answer (no log line): for the transport's protocol rejections. */
 void respond_error_unlogged(conn_t *c, app_error_t e, const char *message);
 
