@@ -32,6 +32,9 @@ const PROXY_ENV_KEYS = [
   'VLLM_PROXY_MAX_AUDIO_REQUEST_SIZE', 'TLS_CERT_CHECK_INTERVAL', 'CACHE_SALT_SECRET',
   'GPU_NONCE_RETRIES', 'E2EE_REPLAY_WINDOW', 'ACI_KEYSET_TTL',
   'SIGNED_TEXT', 'EVENT_LOG_FORMAT', 'PUBLIC_ATTESTATION',
+  'VLLM_BACKEND_URLS', 'HEALTH_CHECK_PATH', 'HEALTH_CHECK_INTERVAL', 'HEALTH_CHECK_TIMEOUT',
+  'HEALTH_CHECK_FAILURES', 'HEALTH_CHECK_SUCCESSES', 'ENGINE_CONNECT_FAILURES',
+  'ENGINE_MAX_INFLIGHT', 'ENGINE_QUEUE_MAX', 'ENGINE_QUEUE_TIMEOUT', 'ENGINE_BUSY_AS_429',
 ];
 
 const live = new Set();
@@ -130,7 +133,8 @@ async function waitHttp(child, port, pathName, timeoutMs = 15000) {
 }
 
 /**
- * Starts mock-vllm. opts: args (extra CLI args), unix (socket path instead of TCP), model.
+ * Starts mock-vllm. opts: args (extra CLI args), unix (socket path instead of TCP), port (a
+ * given TCP port instead of a free one), model.
  * Returns {port, unix, child, stats(), last(), stop()}.
  */
 export async function startMock(opts = {}) {
@@ -138,7 +142,7 @@ export async function startMock(opts = {}) {
   let port = null;
   if (opts.unix) args.push('--unix', opts.unix);
   else {
-    port = await freePort();
+    port = opts.port ?? await freePort();
     args.push('--listen', `127.0.0.1:${port}`);
   }
   args.push('--model', opts.model ?? MODEL, ...(opts.args ?? []));
