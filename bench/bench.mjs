@@ -18,7 +18,10 @@ const WORKERS = Number(E.BENCH_WORKERS || 1);
 const HOLD_N = Number(E.BENCH_HOLD ?? 5000);
 const HOLD_DELAY_US = Number(E.BENCH_HOLD_DELAY_US || 500000);
 const BUILD = path.resolve(ROOT, E.BENCH_BUILD || 'build');
-let PORT = Number(E.BENCH_PORT || 18400); // first of four; moved up while any is taken
+let PORT = Number(E.BENCH_PORT || 18400); // first of seven; moved up while any is taken
+// The pool runs (issue 12): a second mock-vllm at PORT + 4, nginx with an upstream of both
+// (least_conn) at PORT + 5, vllm-proxy with VLLM_BACKEND_URLS of both at PORT + 6.
+const POOL = E.BENCH_POOL !== '0';
 const OUT = path.join(HERE, 'out');
 const HOLD_BIN = E.BENCH_HOLD_BIN || path.join(OUT, 'hold');
 const SIGN_BIN = E.BENCH_SIGN_BIN || path.join(OUT, 'sign');
@@ -146,17 +149,17 @@ async function mockStats() {
   } catch { return null; }
 }
 
-// Other people's servers share this machine: take the first run of four free ports.
+// Other people's servers share this machine: take the first run of seven free ports.
 const portFree = (p) => new Promise((r) => {
   const srv = net.createServer().once('error', () => r(false)).listen(p, '127.0.0.1', () => srv.close(() => r(true)));
 });
 async function pickPorts() {
   for (let base = PORT; base < PORT + 2000; base += 10) {
     let ok = true;
-    for (let i = 0; i < 4 && ok; i++) ok = await portFree(base + i);
+    for (let i = 0; i < 7 && ok; i++) ok = await portFree(base + i);
     if (ok) { PORT = base; return; }
   }
-  throw new Error(`no four free ports from ${PORT}`);
+  throw new Error(`no seven free ports from ${PORT}`);
 }
 
 // Whole-machine busy time from /proc/stat (all CPUs, in ticks), to show how much CPU other
@@ -183,6 +186,8 @@ for (const [k, v] of Object.entries(BODIES)) {
 
 // ---------- servers ----------
 const servers = {}; // name -> {proc, port, tree, token}
+let mock2Proc = null; // the second engine of the pool runs
+const POOL_PATHS = ['nginx2', 'proxy2'];
 async function startServers() {
   const mockBin = path.join(BUILD, 'mock-vllm');
   if (!fs.existsSync(mockBin)) throw new Error(`${mockBin} not found: run make first`);
@@ -191,21 +196,45 @@ async function startServers() {
     throw new Error(`mock-vllm did not start:\n${tail('mock-vllm')}`);
   servers.direct = { proc: mock, port: PORT + 1, tree: false, token: TOKEN }; // same request bytes on every path
 
-  const ndir = path.join(TMP, 'nginx');
-  for (const d of ['body', 'proxy', 'fastcgi', 'uwsgi', 'scgi']) fs.mkdirSync(path.join(ndir, 'tmp', d), { recursive: true });
-  const conf = fs.readFileSync(path.join(HERE, 'nginx.conf.in'), 'utf8')
-    .replaceAll('@USER@', process.getuid() === 0 ? 'user root;' : '')
-    .replaceAll('@WORKERS@', String(WORKERS))
-    .replaceAll('@DIR@', ndir)
-    .replaceAll('@UPSTREAM_PORT@', String(PORT + 1))
-    .replaceAll('@PORT@', String(PORT + 2));
-  fs.writeFileSync(path.join(ndir, 'nginx.conf'), conf);
-  const ngx = start('nginx', E.BENCH_NGINX || 'nginx', ['-p', ndir, '-c', path.join(ndir, 'nginx.conf'), '-g', 'daemon off;'], { cpus: SERVER_CPUS });
-  if (!(await waitReady(`http://127.0.0.1:${PORT + 2}/health`, 200, 10000, ngx)))
-    throw new Error(`nginx did not start:\n${tail('nginx')}\n${fs.existsSync(path.join(ndir, 'error.log')) ? fs.readFileSync(path.join(ndir, 'error.log'), 'utf8') : ''}`);
-  servers.nginx = { proc: ngx, port: PORT + 2, tree: true, token: TOKEN };
+  const startNginx = async (name, port, upstreams) => {
+    const ndir = path.join(TMP, name);
+    for (const d of ['body', 'proxy', 'fastcgi', 'uwsgi', 'scgi']) fs.mkdirSync(path.join(ndir, 'tmp', d), { recursive: true });
+    const conf = fs.readFileSync(path.join(HERE, 'nginx.conf.in'), 'utf8')
+      .replaceAll('@USER@', process.getuid() === 0 ? 'user root;' : '')
+      .replaceAll('@WORKERS@', String(WORKERS))
+      .replaceAll('@DIR@', ndir)
+      .replaceAll('@UPSTREAM_SERVERS@', (upstreams.length > 1 ? 'least_conn;\n        ' : '') +
+        upstreams.map((u) => `server 127.0.0.1:${u};`).join('\n        '))
+      .replaceAll('@PORT@', String(port));
+    fs.writeFileSync(path.join(ndir, 'nginx.conf'), conf);
+    const ngx = start(name, E.BENCH_NGINX || 'nginx', ['-p', ndir, '-c', path.join(ndir, 'nginx.conf'), '-g', 'daemon off;'], { cpus: SERVER_CPUS });
+    if (!(await waitReady(`http://127.0.0.1:${port}/health`, 200, 10000, ngx)))
+      throw new Error(`${name} did not start:\n${tail(name)}\n${fs.existsSync(path.join(ndir, 'error.log')) ? fs.readFileSync(path.join(ndir, 'error.log'), 'utf8') : ''}`);
+    servers[name] = { proc: ngx, port, tree: true, token: TOKEN };
+  };
+  await startNginx('nginx', PORT + 2, [PORT + 1]);
+  if (POOL) {
+    const mock2 = start('mock-vllm-2', mockBin, ['--listen', `127.0.0.1:${PORT + 4}`, '--model', MODEL], { cpus: LOAD_CPUS });
+    if (!(await waitReady(`http://127.0.0.1:${PORT + 4}/health`, 200, 10000, mock2)))
+      throw new Error(`the second mock-vllm did not start:\n${tail('mock-vllm-2')}`);
+    mock2Proc = mock2;
+    await startNginx('nginx2', PORT + 5, [PORT + 1, PORT + 4]);
+  }
 
   const vpBin = path.join(BUILD, 'vllm-proxy');
+  if (POOL && fs.existsSync(vpBin) && E.BENCH_NO_PROXY !== '1') {
+    const vp2 = start('vllm-proxy-2', vpBin, [
+      '--listen', `127.0.0.1:${PORT + 6}`, '--backends', `http://127.0.0.1:${PORT + 1},http://127.0.0.1:${PORT + 4}`,
+      '--workers', String(WORKERS), '--model-name', MODEL, '--token', TOKEN,
+      '--attestation', 'simulated', '--log-level', E.BENCH_PROXY_LOG_LEVEL || 'warning',
+    ], { cpus: SERVER_CPUS, env: { ATTESTATION: 'simulated', MODEL_NAME: MODEL, TOKEN } });
+    if (await waitReady(`http://127.0.0.1:${PORT + 6}/`, 200, 15000, vp2)) {
+      servers.proxy2 = { proc: vp2, port: PORT + 6, tree: false, token: TOKEN };
+    } else {
+      notes.push('vllm-proxy with two engines did not start: ' + tail('vllm-proxy-2', 3).replace(/\n/g, ' | '));
+      if (!vp2.exited) vp2.kill('SIGTERM');
+    }
+  }
   if (fs.existsSync(vpBin) && E.BENCH_NO_PROXY !== '1') {
     const vp = start('vllm-proxy', vpBin, [
       '--listen', `127.0.0.1:${PORT + 3}`, '--upstream', `http://127.0.0.1:${PORT + 1}`,
@@ -248,7 +277,7 @@ async function preflight(name) {
   }
   if (events[events.length - 1] !== 'data: [DONE]') notes.push(`${name}: stream did not end with data: [DONE]`);
   streamTokens[name] = content;
-  if (name === 'proxy') {
+  if (name.startsWith('proxy')) {
     for (const id of [id1, id2]) {
       const r = await fetch(`${base}/v1/signature/${id}?signing_algo=ecdsa`, { headers: hdr });
       const t = await r.text();
@@ -278,7 +307,7 @@ function wrk(name, body, conns, seconds, cpus = LOAD_CPUS) {
   const cmd = 'sh';
   const argv = ['-c', `${wrkCmd}; echo "WRKSTAT $(cat /proc/$$/stat)"`];
   const pids = pidsOf(s);
-  const mockPids = [servers.direct.proc.pid];
+  const mockPids = [servers.direct.proc.pid, ...(mock2Proc ? [mock2Proc.pid] : [])];
   const c0 = cpuTicks(pids), m0 = cpuTicks(mockPids), b0 = machineBusyTicks();
   const r = spawnSync(cmd, argv, {
     env: { ...process.env, BENCH_BODY_FILE: bodyFile[body], BENCH_TOKEN: s.token },
@@ -454,22 +483,56 @@ function buildTable(R, H, S) {
   return [line(head), sep, ...rows.map((r) => (r ? line(r) : sep)), sep].join('\n');
 }
 
+// The pool of two engines (issue 12): the same signed-JSON and 64-stream runs through nginx
+// with an upstream of both (least_conn) and through vllm-proxy with VLLM_BACKEND_URLS of both,
+// beside the one-engine figures of the same run. Target: the pool costs at most 2 us of
+// server CPU per request over one engine.
+function poolTable(R) {
+  const rows = [];
+  const get = (t, p) => R[t]?.[p];
+  const cpr = (t, p) => (get(t, p) ? (get(t, p).cpu_s * 1e6) / get(t, p).requests : undefined);
+  const verdict = (ok) => (ok === null ? 'n/a' : ok ? 'MET' : 'NOT MET');
+  const P = ['nginx', 'nginx2', 'proxy', 'proxy2'];
+  const row = (label, vals, target = '', v = '') => rows.push([label, ...vals, target, v]);
+  for (const [t, what] of [['ns64', '64 conn, non-stream (signed JSON)'], ['s64', 'stream 512 tok x 64 conc']]) {
+    row(`${what}: answers/s`, P.map((p) => f(get(t, p)?.rps, t === 's64' ? 1 : 0)));
+    row('  p50 ms', P.map((p) => ms(get(t, p)?.lat_p50_us)));
+    row('  p99 ms', P.map((p) => ms(get(t, p)?.lat_p99_us)));
+    row('  server CPU us / answer', P.map((p) => f(cpr(t, p), 1)));
+    const d = get(t, 'proxy2') && get(t, 'proxy') ? cpr(t, 'proxy2') - cpr(t, 'proxy') : undefined;
+    row('  pool - one engine, CPU us / answer', [f(get(t, 'nginx2') && get(t, 'nginx') ? cpr(t, 'nginx2') - cpr(t, 'nginx') : undefined, 1), '-', f(d, 1), '-'],
+      '<= 2', verdict(d === undefined ? null : d <= 2));
+    row('  wrk errors', P.map((p) => (get(t, p) ? String(get(t, p).errors) : 'n/a')));
+    rows.push(null);
+  }
+  rows.pop();
+  const head = ['pool of two engines (mock-vllm x 2)', 'nginx 1', 'nginx 2', 'proxy 1', 'proxy 2', 'target', 'result'];
+  const w = [40, 9, 9, 9, 9, 7, 8];
+  const line = (cells) => cells.map((c, i) => (i === 0 ? String(c).padEnd(w[i]) : String(c).padStart(w[i]))).join(' ').trimEnd();
+  const sep = '-'.repeat(w.reduce((a, b) => a + b + 1, -1));
+  return [line(head), sep, ...rows.map((r) => (r ? line(r) : sep)), sep,
+    '"nginx 2": nginx with an upstream of both engines (least_conn); "proxy 2": VLLM_BACKEND_URLS of both;',
+    '"1": the same server with one engine, measured in the same run. CPU: the server\'s own, not the engines\'.'].join('\n');
+}
+
 // ---------- main ----------
 async function main() {
   const t0 = Date.now();
   const date = new Date().toISOString().replace(/\.\d+Z$/, 'Z');
   await pickPorts();
   await startServers();
-  const paths = Object.keys(servers);
-  for (const p of [...paths]) {
+  const paths = Object.keys(servers).filter((p) => !POOL_PATHS.includes(p));
+  const poolPaths = POOL_PATHS.filter((p) => servers[p]);
+  for (const p of [...paths, ...poolPaths]) {
     try { await preflight(p); } catch (e) {
       log(`preflight failed: ${e.message}`);
       notes.push(`preflight failed: ${e.message}`);
-      if (p !== 'direct') { delete servers[p]; paths.splice(paths.indexOf(p), 1); } else throw e;
+      if (POOL_PATHS.includes(p)) { delete servers[p]; poolPaths.splice(poolPaths.indexOf(p), 1); }
+      else if (p !== 'direct') { delete servers[p]; paths.splice(paths.indexOf(p), 1); } else throw e;
     }
   }
   // warm-up: fill keep-alive pools, fault in buffers
-  for (const p of paths) wrk(p, 'nonstream', 64, 1);
+  for (const p of [...paths, ...poolPaths]) wrk(p, 'nonstream', 64, 1);
 
   const tests = [
     ['ns1', 'nonstream', 1, true], ['s1', 'stream', 1, true], ['ns64', 'nonstream', 64, false],
@@ -480,7 +543,8 @@ async function main() {
     R[id] = {};
     const cpus = lat ? LAT_CPUS : LOAD_CPUS;
     setAffinity(lat ? LAT_CPUS : SERVER_CPUS);
-    for (const p of paths) {
+    // the signed-JSON and 64-stream runs also through the pools of two engines, right after
+    for (const p of id === 'ns64' || id === 's64' ? [...paths, ...poolPaths] : paths) {
       if (servers[p].proc.exited) { notes.push(`${p} is not running (exited ${JSON.stringify(servers[p].proc.exited)}) before test ${id}`); continue; }
       const j = wrk(p, body, conns, SECONDS, cpus);
       R[id][p] = j;
@@ -517,7 +581,7 @@ async function main() {
   const S = signPrimitives(SERVER_CPUS);
   log(`signatures alone: ${JSON.stringify(S)}`);
   if (!S) notes.push('bench/sign gave no result: the signature budget rows are n/a');
-  const table = buildTable(R, H, S);
+  const table = buildTable(R, H, S) + (poolPaths.length ? '\n\n' + poolTable(R) : '');
   const text = `${header}\n\n${table}\n${notes.length ? '\nnotes:\n' + notes.map((n) => '  - ' + n).join('\n') + '\n' : ''}`;
   process.stdout.write(text);
   fs.writeFileSync(path.join(OUT, 'last-run.txt'), text);

@@ -51,6 +51,10 @@ static void on_drained(worker_t *w)
     t->drained = 1;
     upstream_pool_close(t->aw.pool);
     t->aw.pool = NULL;
+    if (t == &g_threads[0]) {
+        engines_checker_stop(g_app.checker);
+        g_app.checker = NULL;
+    }
     rstore_close(t->aw.redis); /* its handles finish closing when main runs the loop again */
     t->aw.redis = NULL;
     /* ctl stays open: the main thread may still signal it. It is closed after the join. */
@@ -329,21 +333,43 @@ static void setup_process(void)
     mallopt(M_TOP_PAD, 4 << 20);
 }
 
-/* The engine target every worker's pool connects to. 0, or -1 with err. */
+/* The engines every worker's pool spreads requests over: VLLM_BACKEND_URLS, else the one
+ * VLLM_BASE_URL. 0, or -1 with err. */
 static int start_upstream(char *err, size_t errlen)
 {
     char e[512];
-    if (upstream_target_parse(&g_app.upstream, g_cfg.upstream_url, e, sizeof e) != 0) {
-        snprintf(err, errlen, "VLLM_BASE_URL: %s", e);
+    upstream_target_t tmpl;
+    memset(&tmpl, 0, sizeof tmpl);
+    tmpl.connect_timeout_ms = g_cfg.upstream_connect_timeout_ms;
+    tmpl.first_byte_timeout_ms = g_cfg.upstream_first_byte_timeout_ms;
+    tmpl.total_timeout_ms = g_cfg.total_timeout_ms;
+    if (g_cfg.upstream_api_key[0])
+        snprintf(tmpl.auth_header, sizeof tmpl.auth_header, "Authorization: Bearer %s\r\n",
+                 g_cfg.upstream_api_key);
+    if (g_cfg.health_check_path[0] != '/' || strpbrk(g_cfg.health_check_path, " ?#")) {
+        snprintf(err, errlen, "HEALTH_CHECK_PATH: '%s' is not an absolute path without a query",
+                 g_cfg.health_check_path);
         return -1;
     }
-    metrics_engine_name(&g_app, 0, g_cfg.upstream_url);
-    g_app.upstream.connect_timeout_ms = g_cfg.upstream_connect_timeout_ms;
-    g_app.upstream.first_byte_timeout_ms = g_cfg.upstream_first_byte_timeout_ms;
-    g_app.upstream.total_timeout_ms = g_cfg.total_timeout_ms;
-    if (g_cfg.upstream_api_key[0])
-        snprintf(g_app.upstream.auth_header, sizeof g_app.upstream.auth_header,
-                 "Authorization: Bearer %s\r\n", g_cfg.upstream_api_key);
+    engine_cfg_t ec = {
+        .check_interval_ms = g_cfg.health_check_interval_ms,
+        .check_timeout_ms = g_cfg.health_check_timeout_ms,
+        .down_after_checks = g_cfg.health_check_failures,
+        .down_after_conn_fails = g_cfg.engine_connect_failures,
+        .up_after_checks = g_cfg.health_check_successes,
+        .max_inflight = g_cfg.engine_max_inflight,
+        .queue_max = g_cfg.engine_queue_max,
+        .queue_timeout_ms = g_cfg.engine_queue_timeout_ms,
+    };
+    snprintf(ec.health_path, sizeof ec.health_path, "%s", g_cfg.health_check_path);
+    int pool = g_cfg.backend_urls[0] != '\0';
+    g_app.engines = engines_new(pool ? g_cfg.backend_urls : g_cfg.upstream_url, &tmpl, &ec, e, sizeof e);
+    if (!g_app.engines) {
+        snprintf(err, errlen, "%s: %s", pool ? "VLLM_BACKEND_URLS" : "VLLM_BASE_URL", e);
+        return -1;
+    }
+    for (int i = 0; i < g_app.engines->n; i++) /* the engine label of the exchange metrics */
+        metrics_engine_name(&g_app, i, g_app.engines->e[i].name);
     return 0;
 }
 
@@ -359,7 +385,15 @@ static int start_worker(int i, const http_limits_t *lim, char *err, size_t errle
                          err, errlen);
     if (!t->aw.w)
         return -1;
-    t->aw.pool = upstream_pool_new(&t->loop, &g_app.upstream, t->aw.w);
+    t->aw.pool = upstream_pool_new(&t->loop, g_app.engines, t->aw.w);
+    if (!t->aw.pool) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    /* One health checker for the process, on worker 0's loop; every worker reads the engines'
+     * state (atomics). */
+    if (i == 0)
+        g_app.checker = engines_checker_start(g_app.engines, &t->loop, t->aw.w);
     if (g_app.e2ee_pool && !(t->aw.e2ee_port = e2ee_port_new(g_app.e2ee_pool, &t->loop))) {
         snprintf(err, errlen, "out of memory");
         return -1;
@@ -471,8 +505,20 @@ static void banner(void)
     const attest_provider_t *prov = attest_service_provider(g_app.attest);
     LOG_INFO("vllm-proxy %s listening on %s:%d with %d worker(s)", config_version(), g_cfg.listen_host,
              g_cfg.listen_port, g_cfg.workers);
-    LOG_INFO("upstream engine: %s%s", g_cfg.upstream_url,
-             g_cfg.upstream_api_key[0] ? " (with VLLM_API_KEY)" : "");
+    const engine_set_t *es = g_app.engines;
+    for (int i = 0; i < es->n; i++)
+        LOG_INFO("upstream engine %d of %d: %s%s", i + 1, es->n, es->e[i].name,
+                 g_cfg.upstream_api_key[0] ? " (with VLLM_API_KEY)" : "");
+    if (es->cfg.check_interval_ms)
+        LOG_INFO("engine health: GET %s every %u s (timeout %u s); out after %u failed checks or %u "
+                 "connection failures in a row, back after %u good checks",
+                 es->cfg.health_path, es->cfg.check_interval_ms / 1000, es->cfg.check_timeout_ms / 1000,
+                 es->cfg.down_after_checks, es->cfg.down_after_conn_fails, es->cfg.up_after_checks);
+    else
+        LOG_INFO("engine health: no checks (HEALTH_CHECK_INTERVAL=0), no engine is taken out");
+    if (es->cfg.max_inflight)
+        LOG_INFO("engine budget: %u requests in flight per engine, %u waiting at most for %u s, then 429",
+                 es->cfg.max_inflight, es->cfg.queue_max, es->cfg.queue_timeout_ms / 1000);
     if (attest_provider_kind(prov) == ATTEST_SIMULATED)
         LOG_WARN("attestation: SIMULATED - quotes are signed by a test key, not by a TEE; for development and tests only");
     else
@@ -535,6 +581,7 @@ static void shutdown_all(uv_loop_t *main_loop)
      * and that state is never freed (valgrind: definitely lost, one set per pool thread). */
     uv_library_shutdown();
     attest_service_free(g_app.attest);
+    engines_free(g_app.engines);
     gpu_source_free(g_gpu);
     store_free(g_app.store);
     signer_free(g_app.signer);

@@ -150,6 +150,11 @@ int attest_service_aci(attest_service_t *s, const char *nonce_hex, buf_t *out, c
 /* The ACI report_data for a digest and a nonce (NULL: null), 64 bytes. */
 void attest_aci_report_data(const char *digest, const char *nonce_hex, uint8_t out[64]);
 
+/* Whether a report can be produced now (GET /healthz): a cached report is fresh, or the last
+ * collection succeeded (none yet counts as success: the provider answered its start-up
+ * probe). 1, or 0 with the last collection's error in why. Takes the service's lock briefly
+ * (never waits for a collection): any thread. */
+int attest_service_ready(attest_service_t *s, char *why, size_t whylen);
 /* Background refresh after want_refresh; does nothing if someone else already refreshed. */
 void attest_service_refresh(attest_service_t *s, int algo, int tls);
 /* The caller could not schedule the refresh it was asked for (any thread; does not block). */

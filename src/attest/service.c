@@ -74,6 +74,9 @@ struct attest_service {
     pthread_cond_t done;
     slot_t slots[2][2]; /* [algo][tls] */
     unsigned pending;   /* admitted client collections, queued or running */
+    int last_failed;    /* under lock: the last collection (any) failed; 0 at start, after the
+                         * provider's start-up probe */
+    char last_err[SERVICE_ERR_MAX]; /* under lock: why */
     unsigned pending_by[ATTEST_MAX_CLIENTS];
 };
 
@@ -333,7 +336,29 @@ static int build(attest_service_t *s, int algo, const tls_snap_t *tls, const uin
 out:
     buf_free(&g.payload);
     attest_parts_free(&parts);
+    pthread_mutex_lock(&s->lock); /* every caller of build holds no lock */
+    s->last_failed = rc != 0;
+    if (rc != 0)
+        snprintf(s->last_err, sizeof s->last_err, "%s", err);
+    pthread_mutex_unlock(&s->lock);
     return rc;
+}
+
+int attest_service_ready(attest_service_t *s, char *why, size_t whylen)
+{
+    int ok = 0;
+    pthread_mutex_lock(&s->lock);
+    for (int a = 0; a < 2 && !ok; a++)
+        for (int t = 0; t < 2 && !ok; t++) {
+            const slot_t *sl = &s->slots[a][t];
+            ok = sl->body.len && clock_mono_s() - sl->made_at < s->ttl;
+        }
+    if (!ok && !s->last_failed)
+        ok = 1;
+    if (!ok)
+        snprintf(why, whylen, "%s", s->last_err);
+    pthread_mutex_unlock(&s->lock);
+    return ok;
 }
 
 int attest_service_fresh(attest_service_t *s, int algo, int tls, const uint8_t nonce[32], buf_t *out,

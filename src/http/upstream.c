@@ -1,7 +1,16 @@
-/* Upstream client. An exchange (upstream_req_t) borrows an idle keep-alive connection
- * (uconn_t) or opens one. A reused connection that fails before any response byte arrived is
- * retried once on a fresh connection: the engine closed it while it sat idle, so it never
- * saw the request. */
+/* Upstream client. An exchange (upstream_req_t) is given an engine (pick: fewest outstanding
+ * requests among those up and under budget, random among ties), then borrows an idle
+ * keep-alive connection (uconn_t) of that engine or opens one. A reused connection that fails
+ * before any response byte arrived is retried once on a fresh connection: the engine closed
+ * it while it sat idle, so it never saw the request. A connection that could not be made
+ * moves the exchange to another engine, once. When every engine up is at its budget the
+ * exchange waits in the pool's FIFO (bounded process-wide by ENGINE_QUEUE_MAX): a slot freed
+ * on this loop starts the head at once; slots freed on other loops are seen by a short poll
+ * (QUEUE_POLL_MS) while anything waits.
+ *
+ * The request head is kept without its Host line (and the engine's Authorization), which
+ * depend on the engine: the pool keeps that line per engine and the write gathers request
+ * line, that line, the rest of the head and the body. */
 #include "http/upstream.h"
 
 #include <arpa/inet.h>
@@ -14,9 +23,12 @@
 
 #include "core/buf.h"
 #include "core/log.h"
+#include "http/engines.h"
 
-#define MAX_IDLE 1024
+#define MAX_IDLE 1024 /* per engine */
 #define IDLE_TIMEOUT_MS 60000
+#define QUEUE_POLL_MS 2 /* waiting exchanges look for a slot freed on another loop */
+#define HOST_LINE_MAX (sizeof "Host: [" + 256 + sizeof "]:65535\r\n" + 512)
 
 typedef struct uconn uconn_t;
 enum ustate { U_CONNECTING, U_BUSY, U_IDLE, U_CLOSING };
@@ -32,6 +44,14 @@ struct upstream_req {
     uint64_t deadline_ms;
     int retried, got_bytes, head_done, complete, paused, connect_failed;
     int wipe_reads; /* upstream_wipe_reads: zero each read once parsed */
+    int eng;         /* the engine (index in the set), -1 before one is picked */
+    int counted;     /* counted in that engine's outstanding requests */
+    int failed_over; /* already moved to another engine once */
+    int queued;      /* waiting for a slot in the pool's FIFO */
+    int conn_uverr;  /* the libuv error of a failed connect (0: it timed out) */
+    size_t host_at;  /* where the engine's Host line goes in head */
+    upstream_req_t *qnext;
+    uint64_t q_deadline;
 };
 
 struct uconn {
@@ -47,6 +67,7 @@ struct uconn {
     upstream_pool_t *pool;
     uconn_t *next_idle;
     upstream_req_t *ex;
+    int eng;
     llhttp_t parser;
     int state, handles_open, reused, writing;
     int name_match, is_ctype, in_value, interim;
@@ -56,16 +77,30 @@ struct uconn {
     size_t ctype_len;
 };
 
-struct upstream_pool {
-    uv_loop_t *loop;
-    upstream_target_t t;
-    worker_t *w;
-    llhttp_settings_t settings;
+/* One engine as seen from one pool: its idle connections and its Host line. */
+typedef struct upool_eng {
     uconn_t *idle;
     unsigned nidle;
+    size_t host_len;
+    char host[HOST_LINE_MAX]; /* "Host: ...\r\n" and the engine's Authorization line */
+} upool_eng_t;
+
+struct upstream_pool {
+    uv_loop_t *loop;
+    engine_set_t *set;
+    upool_eng_t *eng; /* set->n */
+    worker_t *w;
+    int probe;
+    unsigned to_connect, to_first, to_total;
+    int last_err;
+    uint64_t rng;
+    llhttp_settings_t settings;
     upstream_req_t *free_ex;   /* recycled exchanges: no allocation per request */
     unsigned nfree_ex;
     int last_connect_err;      /* libuv's error of the last failed connect (for the log) */
+    uv_timer_t qtimer; /* the FIFO's deadline and poll */
+    upstream_req_t *qhead, *qtail;
+    unsigned nwait;
 };
 
 int upstream_target_parse(upstream_target_t *t, const char *url, char *err, size_t errlen)
@@ -278,10 +313,11 @@ static void on_uhandle_closed(uv_handle_t *h)
 
 static void pool_remove_idle(upstream_pool_t *p, uconn_t *c)
 {
-    for (uconn_t **pp = &p->idle; *pp; pp = &(*pp)->next_idle)
+    upool_eng_t *pe = &p->eng[c->eng];
+    for (uconn_t **pp = &pe->idle; *pp; pp = &(*pp)->next_idle)
         if (*pp == c) {
             *pp = c->next_idle;
-            p->nidle--;
+            pe->nidle--;
             return;
         }
 }
@@ -331,10 +367,203 @@ static upstream_req_t *ex_get(upstream_pool_t *p)
 }
 
 static void ex_attach(upstream_req_t *ex, uconn_t *c);
-static uconn_t *uconn_new(upstream_pool_t *p);
+static uconn_t *uconn_new(upstream_pool_t *p, int eng);
 static void on_utimer(uv_timer_t *t);
 static void on_ualloc(uv_handle_t *h, size_t sz, uv_buf_t *b);
 static void on_uread(uv_stream_t *s, ssize_t n, const uv_buf_t *b);
+static void on_qtimer(uv_timer_t *t);
+
+/* ---- engine choice, budget and queue ---- */
+
+static uint64_t rnd(upstream_pool_t *p)
+{
+    uint64_t x = p->rng; /* xorshift64 */
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    return p->rng = x;
+}
+
+/* Claims a slot on the engine with the fewest outstanding requests among those up and under
+ * budget, not `exclude`, ties broken at random. Its index, or -1 with *why (UPS_E_NO_ENGINE:
+ * none is up; UPS_E_BUSY: every one up is at its budget). */
+static int pick(upstream_pool_t *p, int exclude, int *why)
+{
+    engine_set_t *s = p->set;
+    unsigned max = s->cfg.max_inflight;
+    for (int tries = 0; tries < 8; tries++) {
+        int best = -1, bestn = 0, ties = 0, anyup = 0;
+        for (int i = 0; i < s->n; i++) {
+            engine_t *e = &s->e[i];
+            if (i == exclude || !__atomic_load_n(&e->up, __ATOMIC_RELAXED))
+                continue;
+            anyup = 1;
+            int o = __atomic_load_n(&e->outstanding, __ATOMIC_RELAXED);
+            if (max && (unsigned)o >= max)
+                continue;
+            if (best < 0 || o < bestn) {
+                best = i;
+                bestn = o;
+                ties = 1;
+            } else if (o == bestn && rnd(p) % (unsigned)++ties == 0) {
+                best = i;
+            }
+        }
+        if (best < 0) {
+            *why = anyup ? UPS_E_BUSY : UPS_E_NO_ENGINE;
+            return -1;
+        }
+        engine_t *e = &s->e[best];
+        if (!max) {
+            __atomic_add_fetch(&e->outstanding, 1, __ATOMIC_RELAXED);
+            return best;
+        }
+        if (__atomic_compare_exchange_n(&e->outstanding, &bestn, bestn + 1, 0, __ATOMIC_RELAXED,
+                                        __ATOMIC_RELAXED))
+            return best;
+        /* another worker took that slot meanwhile: look again */
+    }
+    *why = UPS_E_BUSY;
+    return -1;
+}
+
+/* The exchange leaves its engine's outstanding count; a waiting exchange may take the slot. */
+static void uncount(upstream_req_t *ex)
+{
+    if (!ex->counted)
+        return;
+    ex->counted = 0;
+    upstream_pool_t *p = ex->pool;
+    __atomic_sub_fetch(&p->set->e[ex->eng].outstanding, 1, __ATOMIC_RELAXED);
+    if (p->nwait)
+        uv_timer_start(&p->qtimer, on_qtimer, 0, 0);
+}
+
+/* Starts ex on engine eng (whose slot pick claimed): an idle connection of it, or a new one.
+ * 0, or -1 out of memory (ex stays counted: the caller uncounts). */
+static int ex_start(upstream_req_t *ex, int eng)
+{
+    upstream_pool_t *p = ex->pool;
+    ex->eng = eng;
+    ex->counted = 1;
+    __atomic_add_fetch(&p->set->e[eng].requests, 1, __ATOMIC_RELAXED);
+    upool_eng_t *pe = &p->eng[eng];
+    uconn_t *c = pe->idle;
+    if (c) {
+        pe->idle = c->next_idle;
+        pe->nidle--;
+        c->state = U_IDLE; /* ex_attach sends at once on an idle connection */
+    } else if (!(c = uconn_new(p, eng))) {
+        return -1;
+    }
+    ex_attach(ex, c);
+    return 0;
+}
+
+static void q_remove(upstream_pool_t *p, upstream_req_t *ex)
+{
+    for (upstream_req_t **pp = &p->qhead, *prev = NULL; *pp; prev = *pp, pp = &(*pp)->qnext)
+        if (*pp == ex) {
+            *pp = ex->qnext;
+            if (p->qtail == ex)
+                p->qtail = prev;
+            break;
+        }
+    ex->queued = 0;
+    ex->qnext = NULL;
+    p->nwait--;
+    __atomic_sub_fetch(&p->set->queued, 1, __ATOMIC_RELAXED);
+}
+
+static void ex_done(upstream_req_t *ex, int err);
+
+/* Waiting exchanges: the head takes a free slot, or gets its 429 when its time is up, or its
+ * 503 when no engine is up any more. Then polls again while anything waits. */
+static void on_qtimer(uv_timer_t *t)
+{
+    upstream_pool_t *p = t->data;
+    engine_set_t *s = p->set;
+    uint64_t now = uv_now(p->loop);
+    while (p->qhead) {
+        upstream_req_t *ex = p->qhead;
+        int why = UPS_E_BUSY, e = ex->q_deadline > now ? pick(p, -1, &why) : -1;
+        if (e < 0 && why == UPS_E_BUSY && ex->q_deadline > now)
+            break;
+        q_remove(p, ex);
+        if (e >= 0) {
+            if (ex_start(ex, e) != 0) {
+                uncount(ex);
+                ex_done(ex, UPS_E_NOMEM);
+            }
+            continue;
+        }
+        __atomic_add_fetch(why == UPS_E_BUSY ? &s->rejected_busy : &s->rejected_none, 1,
+                           __ATOMIC_RELAXED);
+        ex_done(ex, why);
+    }
+    if (p->qhead) {
+        uint64_t left = p->qhead->q_deadline > now ? p->qhead->q_deadline - now : 0;
+        uv_timer_start(t, on_qtimer, left < QUEUE_POLL_MS ? left : QUEUE_POLL_MS, 0);
+    }
+}
+
+/* ---- exchanges ---- */
+
+static void ex_close_conn(upstream_req_t *ex)
+{
+    if (ex->conn) {
+        ex->conn->ex = NULL;
+        uconn_close(ex->conn);
+        ex->conn = NULL;
+    }
+}
+
+/* What the engine's health learns from how an exchange ended (not for probes). Returns 1 when
+ * the exchange was moved to another engine (it goes on there). */
+static int ex_account(upstream_req_t *ex, uconn_t *c, int *err)
+{
+    upstream_pool_t *p = ex->pool;
+    engine_set_t *s = p->set;
+    if (p->probe || ex->eng < 0)
+        return 0;
+    engine_t *e = &s->e[ex->eng];
+    /* Never connected: no byte of the request went out. */
+    int connfail = c && c->state == U_CONNECTING && (*err == UPS_E_CONNECT || *err == UPS_E_TIMEOUT);
+    if (!connfail) {
+        if (ex->head_done)
+            engines_conn_result(s, ex->eng, 0, NULL);
+        static const int kind[] = {[UPS_E_TIMEOUT] = EK_TIMEOUT, [UPS_E_CLOSED] = EK_CLOSED,
+                                   [UPS_E_PROTOCOL] = EK_PROTOCOL, [UPS_E_CONNECT] = EK_CONNECT};
+        if (*err >= UPS_E_CONNECT && *err <= UPS_E_PROTOCOL)
+            __atomic_add_fetch(&e->errors[kind[*err]], 1, __ATOMIC_RELAXED);
+        return 0;
+    }
+    char cause[96];
+    snprintf(cause, sizeof cause, "%s", ex->conn_uverr ? uv_strerror(ex->conn_uverr) : "connect timeout");
+    __atomic_add_fetch(&e->errors[*err == UPS_E_TIMEOUT ? EK_TIMEOUT : EK_CONNECT], 1, __ATOMIC_RELAXED);
+    engines_conn_result(s, ex->eng, 1, cause);
+    if (ex->failed_over)
+        return 0;
+    /* Once, to another engine up. */
+    ex->failed_over = 1;
+    int why, prev = ex->eng;
+    ex_close_conn(ex);
+    uncount(ex);
+    int ne = pick(p, prev, &why);
+    if (ne < 0)
+        return 0;
+    __atomic_add_fetch(&e->failovers, 1, __ATOMIC_RELAXED);
+    LOG_DEBUG("engine %s: %s; request moved to %s", e->name, cause, s->e[ne].name);
+    ex->retried = 0;
+    ex->conn_uverr = 0;
+    ex->connect_failed = 0;
+    ex->deadline_ms = uv_now(p->loop) + p->to_total;
+    if (ex_start(ex, ne) == 0)
+        return 1;
+    uncount(ex);
+    *err = UPS_E_NOMEM;
+    return 0;
+}
 
 /* Ends the exchange: tells the caller, then parks the connection or closes it. */
 static void ex_done(upstream_req_t *ex, int err)
@@ -342,38 +571,44 @@ static void ex_done(upstream_req_t *ex, int err)
     uconn_t *c = ex->conn;
     if (err && err != UPS_E_TIMEOUT && c && c->reused && !ex->got_bytes && !ex->retried) {
         ex->retried = 1;
+        int eng = c->eng;
         uconn_close(c);
-        uconn_t *n = uconn_new(ex->pool);
+        uconn_t *n = uconn_new(ex->pool, eng);
         if (n) {
             ex_attach(ex, n);
             return;
         }
         err = UPS_E_NOMEM;
-        c = NULL;
+        c = ex->conn = NULL;
     }
+    if (err != UPS_E_NOMEM && ex_account(ex, c, &err))
+        return;
+    c = ex->conn;
     /* An engine that answered before it read the whole request (c->writing) leaves our write
      * in flight: that connection cannot be reused, and its body buffer is about to go away. */
     int keep = c && !err && ex->complete && !c->writing && !c->no_reuse &&
                llhttp_should_keep_alive(&c->parser) &&
-               c->pool->nidle < MAX_IDLE;
+               c->pool->eng[c->eng].nidle < MAX_IDLE;
     int status = ex->head_done && c ? c->parser.status_code : 0;
     if (c) {
         c->ex = NULL;
         uv_timer_stop(&c->timer);
         if (keep) {
+            upool_eng_t *pe = &c->pool->eng[c->eng];
             llhttp_resume(&c->parser);
             llhttp_reset(&c->parser);
             c->state = U_IDLE;
             c->reused = 1;
-            c->next_idle = c->pool->idle;
-            c->pool->idle = c;
-            c->pool->nidle++;
+            c->next_idle = pe->idle;
+            pe->idle = c;
+            pe->nidle++;
             uv_timer_start(&c->timer, on_utimer, IDLE_TIMEOUT_MS, 0);
             uv_read_start(&c->s.stream, on_ualloc, on_uread);
         } else {
             uconn_close(c);
         }
     }
+    uncount(ex);
     const upstream_cbs_t *cbs = ex->cbs;
     void *ud = ex->ud;
     ex_free(ex);
@@ -468,22 +703,26 @@ static void on_uwrite(uv_write_t *w, int status)
         ex_done(c->ex, UPS_E_CLOSED);
 }
 
+/* Request line, the engine's Host (and Authorization) line, the rest of the head, the body. */
 static void ex_send(uconn_t *c)
 {
     upstream_req_t *ex = c->ex;
+    upool_eng_t *pe = &c->pool->eng[c->eng];
     c->state = U_BUSY;
-    uv_buf_t b[2] = {uv_buf_init(ex->head.data, (unsigned)ex->head.len),
+    uv_buf_t b[4] = {uv_buf_init(ex->head.data, (unsigned)ex->host_at),
+                     uv_buf_init(pe->host, (unsigned)pe->host_len),
+                     uv_buf_init(ex->head.data + ex->host_at, (unsigned)(ex->head.len - ex->host_at)),
                      uv_buf_init((char *)ex->body, (unsigned)ex->body_len)};
     c->write_req.data = c;
     c->writing = 1;
-    if (uv_write(&c->write_req, &c->s.stream, b, ex->body_len ? 2 : 1, on_uwrite) != 0) {
+    if (uv_write(&c->write_req, &c->s.stream, b, ex->body_len ? 4 : 3, on_uwrite) != 0) {
         c->writing = 0;
         ex_done(ex, UPS_E_CLOSED);
         return;
     }
     if (!ex->paused)
         uv_read_start(&c->s.stream, on_ualloc, on_uread);
-    arm(c, c->pool->t.first_byte_timeout_ms);
+    arm(c, c->pool->to_first);
 }
 
 static void on_uconnect(uv_connect_t *req, int status)
@@ -498,22 +737,24 @@ static void on_uconnect(uv_connect_t *req, int status)
     if (status < 0) {
         LOG_DEBUG("upstream connect failed: %s", uv_strerror(status));
         c->pool->last_connect_err = status;
+        c->ex->conn_uverr = status;
         ex_done(c->ex, UPS_E_CONNECT);
         return;
     }
-    if (!c->pool->t.is_unix)
+    if (!c->pool->set->e[c->eng].t.is_unix)
         uv_tcp_nodelay(&c->s.tcp, 1);
     ex_send(c);
 }
 
-static uconn_t *uconn_new(upstream_pool_t *p)
+static uconn_t *uconn_new(upstream_pool_t *p, int eng)
 {
     uconn_t *c = calloc(1, sizeof *c);
     if (!c)
         return NULL;
     c->pool = p;
+    c->eng = eng;
     c->state = U_CONNECTING;
-    if (p->t.is_unix)
+    if (p->set->e[eng].t.is_unix)
         uv_pipe_init(p->loop, &c->s.pipe, 0);
     else
         uv_tcp_init(p->loop, &c->s.tcp);
@@ -535,12 +776,13 @@ static void ex_attach(upstream_req_t *ex, uconn_t *c)
     }
     c->connect_req.data = c;
     upstream_pool_t *p = ex->pool;
+    const upstream_target_t *t = &p->set->e[c->eng].t;
     int rc;
-    if (p->t.is_unix) {
-        uv_pipe_connect(&c->connect_req, &c->s.pipe, p->t.path, on_uconnect);
+    if (t->is_unix) {
+        uv_pipe_connect(&c->connect_req, &c->s.pipe, t->path, on_uconnect);
         rc = 0;
     } else {
-        rc = uv_tcp_connect(&c->connect_req, &c->s.tcp, (const struct sockaddr *)&p->t.addr,
+        rc = uv_tcp_connect(&c->connect_req, &c->s.tcp, (const struct sockaddr *)&t->addr,
                             on_uconnect);
     }
     if (rc != 0) {
@@ -548,10 +790,11 @@ static void ex_attach(upstream_req_t *ex, uconn_t *c)
         LOG_DEBUG("upstream connect failed: %s", uv_strerror(rc));
         p->last_connect_err = rc;
         ex->connect_failed = 1;
+        ex->conn_uverr = rc;
         uv_timer_start(&c->timer, on_utimer, 0, 0);
         return;
     }
-    arm(c, p->t.connect_timeout_ms);
+    arm(c, p->to_connect);
 }
 
 const char *upstream_pool_connect_error(const upstream_pool_t *p)
@@ -559,14 +802,34 @@ const char *upstream_pool_connect_error(const upstream_pool_t *p)
     return p && p->last_connect_err ? uv_strerror(p->last_connect_err) : "no connection in time";
 }
 
-upstream_pool_t *upstream_pool_new(uv_loop_t *loop, const upstream_target_t *t, worker_t *w)
+static upstream_pool_t *pool_new(uv_loop_t *loop, engine_set_t *set, worker_t *w)
 {
     upstream_pool_t *p = calloc(1, sizeof *p);
-    if (!p)
+    if (!p || !(p->eng = calloc((size_t)set->n, sizeof *p->eng))) {
+        free(p);
         return NULL;
+    }
     p->loop = loop;
-    p->t = *t;
+    p->set = set;
     p->w = w;
+    p->to_connect = set->e[0].t.connect_timeout_ms;
+    p->to_first = set->e[0].t.first_byte_timeout_ms;
+    p->to_total = set->e[0].t.total_timeout_ms;
+    p->rng = 0x9e3779b97f4a7c15ull ^ (uint64_t)(uintptr_t)p ^ uv_hrtime();
+    for (int i = 0; i < set->n; i++) {
+        const upstream_target_t *t = &set->e[i].t;
+        upool_eng_t *pe = &p->eng[i];
+        int n;
+        if (t->is_unix || t->port == 80)
+            n = snprintf(pe->host, sizeof pe->host, "Host: %s\r\n%s", t->host, t->auth_header);
+        else if (strchr(t->host, ':'))
+            n = snprintf(pe->host, sizeof pe->host, "Host: [%s]:%d\r\n%s", t->host, t->port,
+                         t->auth_header);
+        else
+            n = snprintf(pe->host, sizeof pe->host, "Host: %s:%d\r\n%s", t->host, t->port,
+                         t->auth_header);
+        pe->host_len = n > 0 && (size_t)n < sizeof pe->host ? (size_t)n : 0;
+    }
     llhttp_settings_init(&p->settings);
     p->settings.on_message_begin = ucb_message_begin;
     p->settings.on_header_field = ucb_header_field;
@@ -575,25 +838,60 @@ upstream_pool_t *upstream_pool_new(uv_loop_t *loop, const upstream_target_t *t, 
     p->settings.on_headers_complete = ucb_headers_complete;
     p->settings.on_body = ucb_body;
     p->settings.on_message_complete = ucb_message_complete;
+    uv_timer_init(loop, &p->qtimer);
+    p->qtimer.data = p;
     return p;
+}
+
+upstream_pool_t *upstream_pool_new(uv_loop_t *loop, engine_set_t *set, worker_t *w)
+{
+    return pool_new(loop, set, w);
+}
+
+upstream_pool_t *upstream_probe_pool_new(uv_loop_t *loop, engine_set_t *set, worker_t *w,
+                                         unsigned timeout_ms)
+{
+    upstream_pool_t *p = pool_new(loop, set, w);
+    if (p) {
+        p->probe = 1;
+        p->to_connect = p->to_first = p->to_total = timeout_ms;
+    }
+    return p;
+}
+
+static void on_pool_closed(uv_handle_t *h)
+{
+    upstream_pool_t *p = h->data;
+    free(p->eng);
+    free(p);
 }
 
 void upstream_pool_close(upstream_pool_t *p)
 {
-    while (p->idle)
-        uconn_close(p->idle);
+    for (int i = 0; i < p->set->n; i++)
+        while (p->eng[i].idle)
+            uconn_close(p->eng[i].idle);
     while (p->free_ex) {
         upstream_req_t *ex = p->free_ex;
         p->free_ex = (upstream_req_t *)ex->pool;
         buf_free(&ex->head);
         free(ex);
     }
-    free(p);
+    uv_close((uv_handle_t *)&p->qtimer, on_pool_closed);
 }
 
-unsigned upstream_pool_idle(const upstream_pool_t *p) { return p->nidle; }
+unsigned upstream_pool_idle(const upstream_pool_t *p)
+{
+    unsigned n = 0;
+    for (int i = 0; i < p->set->n; i++)
+        n += p->eng[i].nidle;
+    return n;
+}
 
-upstream_req_t *upstream_send(upstream_pool_t *p, const char *method, strv_t path, strv_t query,
+int upstream_pool_error(const upstream_pool_t *p) { return p->last_err; }
+
+/* A new exchange with its head (without the engine's Host line), no engine yet. */
+static upstream_req_t *ex_new(upstream_pool_t *p, const char *method, strv_t path, strv_t query,
                               const char *extra_headers, const void *body, size_t len,
                               const upstream_cbs_t *cbs, void *ud)
 {
@@ -601,23 +899,18 @@ upstream_req_t *upstream_send(upstream_pool_t *p, const char *method, strv_t pat
     if (!ex)
         return NULL;
     ex->pool = p;
+    ex->eng = -1;
     ex->body = body;
     ex->body_len = len;
     ex->cbs = cbs;
     ex->ud = ud;
-    ex->deadline_ms = uv_now(p->loop) + p->t.total_timeout_ms;
+    ex->deadline_ms = uv_now(p->loop) + p->to_total;
     buf_t *h = &ex->head;
     int rc = buf_printf(h, "%s %.*s%s%.*s HTTP/1.1\r\n", method, (int)path.n, path.p,
                         query.n ? "?" : "", (int)query.n, query.p);
-    if (p->t.is_unix || p->t.port == 80)
-        rc |= buf_printf(h, "Host: %s\r\n", p->t.host);
-    else if (strchr(p->t.host, ':'))
-        rc |= buf_printf(h, "Host: [%s]:%d\r\n", p->t.host, p->t.port);
-    else
-        rc |= buf_printf(h, "Host: %s:%d\r\n", p->t.host, p->t.port);
+    ex->host_at = h->len;
     if (strcmp(method, "GET") != 0 || len)
         rc |= buf_printf(h, "Content-Length: %zu\r\n", len);
-    rc |= buf_puts(h, p->t.auth_header);
     if (extra_headers)
         rc |= buf_puts(h, extra_headers);
     rc |= buf_puts(h, "\r\n");
@@ -625,12 +918,73 @@ upstream_req_t *upstream_send(upstream_pool_t *p, const char *method, strv_t pat
         ex_free(ex);
         return NULL;
     }
-    uconn_t *c = p->idle;
+    return ex;
+}
+
+upstream_req_t *upstream_send(upstream_pool_t *p, const char *method, strv_t path, strv_t query,
+                              const char *extra_headers, const void *body, size_t len,
+                              const upstream_cbs_t *cbs, void *ud)
+{
+    engine_set_t *s = p->set;
+    upstream_req_t *ex = ex_new(p, method, path, query, extra_headers, body, len, cbs, ud);
+    if (!ex) {
+        p->last_err = UPS_E_NOMEM;
+        return NULL;
+    }
+    int why = UPS_E_BUSY, e = -1;
+    if (!p->nwait) /* first come, first served on this loop */
+        e = pick(p, -1, &why);
+    else if (!engines_healthy(s))
+        why = UPS_E_NO_ENGINE;
+    if (e < 0) {
+        if (why == UPS_E_BUSY && s->cfg.queue_max &&
+            __atomic_add_fetch(&s->queued, 1, __ATOMIC_RELAXED) <= (int)s->cfg.queue_max) {
+            __atomic_add_fetch(&s->queued_total, 1, __ATOMIC_RELAXED);
+            ex->queued = 1;
+            ex->q_deadline = uv_now(p->loop) + s->cfg.queue_timeout_ms;
+            if (p->qtail)
+                p->qtail->qnext = ex;
+            else
+                p->qhead = ex;
+            p->qtail = ex;
+            if (p->nwait++ == 0)
+                uv_timer_start(&p->qtimer, on_qtimer,
+                               s->cfg.queue_timeout_ms < QUEUE_POLL_MS ? s->cfg.queue_timeout_ms
+                                                                       : QUEUE_POLL_MS,
+                               0);
+            return ex;
+        }
+        if (why == UPS_E_BUSY && s->cfg.queue_max)
+            __atomic_sub_fetch(&s->queued, 1, __ATOMIC_RELAXED);
+        __atomic_add_fetch(why == UPS_E_BUSY ? &s->rejected_busy : &s->rejected_none, 1,
+                           __ATOMIC_RELAXED);
+        ex_free(ex);
+        p->last_err = why;
+        return NULL;
+    }
+    if (ex_start(ex, e) != 0) {
+        uncount(ex);
+        ex_free(ex);
+        p->last_err = UPS_E_NOMEM;
+        return NULL;
+    }
+    return ex;
+}
+
+upstream_req_t *upstream_send_to(upstream_pool_t *p, int engine, const char *method, strv_t path,
+                                 const upstream_cbs_t *cbs, void *ud)
+{
+    upstream_req_t *ex = ex_new(p, method, path, (strv_t){"", 0}, NULL, NULL, 0, cbs, ud);
+    if (!ex)
+        return NULL;
+    ex->eng = engine;
+    upool_eng_t *pe = &p->eng[engine];
+    uconn_t *c = pe->idle;
     if (c) {
-        p->idle = c->next_idle;
-        p->nidle--;
-        c->state = U_IDLE; /* ex_attach sends at once on an idle connection */
-    } else if (!(c = uconn_new(p))) {
+        pe->idle = c->next_idle;
+        pe->nidle--;
+        c->state = U_IDLE;
+    } else if (!(c = uconn_new(p, engine))) {
         ex_free(ex);
         return NULL;
     }
@@ -640,13 +994,14 @@ upstream_req_t *upstream_send(upstream_pool_t *p, const char *method, strv_t pat
 
 void upstream_cancel(upstream_req_t *ex)
 {
-    uconn_t *c = ex->conn;
-    if (c) {
-        c->ex = NULL;
-        uconn_close(c);
-    }
+    if (ex->queued)
+        q_remove(ex->pool, ex);
+    ex_close_conn(ex);
+    uncount(ex);
     ex_free(ex);
 }
+
+int upstream_engine(const upstream_req_t *ex) { return ex ? ex->eng : -1; }
 
 void upstream_wipe_reads(upstream_req_t *ex) { ex->wipe_reads = 1; }
 

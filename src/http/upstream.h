@@ -1,6 +1,11 @@
-/* Upstream HTTP/1.1 client: one keep-alive pool per worker loop, to the engine over TCP or a
- * Unix socket. Responses are parsed with llhttp and delivered as a head and de-chunked body
- * pieces as they arrive; nothing is buffered here.
+/* Upstream HTTP/1.1 client: one pool per worker loop over the engines of an engine set
+ * (http/engines.h), each engine with its own keep-alive connections, over TCP or a Unix
+ * socket. Each exchange goes to the engine with the fewest outstanding requests (all workers
+ * together; ties broken at random) among those up and under their in-flight budget; when
+ * every engine up is at its budget the exchange waits in a bounded queue. A connection that
+ * cannot be made (refused, connect timeout: no byte of the request went out) moves the
+ * exchange to another engine up, once. Responses are parsed with llhttp and delivered as a
+ * head and de-chunked body pieces as they arrive; nothing is buffered here.
  *
  * Threads: a pool and its exchanges belong to one loop thread.
  * Ownership: the caller keeps `body` alive until on_done ran or it called upstream_cancel.
@@ -21,6 +26,9 @@ enum upstream_err {
     UPS_E_CLOSED,         /* connection closed before the response was complete */
     UPS_E_PROTOCOL,       /* malformed response */
     UPS_E_NOMEM,
+    UPS_E_NO_ENGINE,      /* no engine is up */
+    UPS_E_BUSY,           /* every engine up is at its in-flight budget; the queue is full or
+                           * the wait was too long */
 };
 
 typedef struct upstream_target {
@@ -37,6 +45,7 @@ typedef struct upstream_target {
  * start-up only). 0 or -1 with a message in err. */
 int upstream_target_parse(upstream_target_t *t, const char *url, char *err, size_t errlen);
 
+struct engine_set;
 typedef struct upstream_pool upstream_pool_t;
 typedef struct upstream_req upstream_req_t;
 
@@ -61,22 +70,39 @@ typedef struct upstream_cbs {
     void (*on_read_done)(void *ud);
 } upstream_cbs_t;
 
-upstream_pool_t *upstream_pool_new(uv_loop_t *loop, const upstream_target_t *t, worker_t *w);
-/* Closes idle connections; in-flight ones must have been cancelled or finished. */
+/* A worker's pool over the set's engines (the set outlives it). */
+upstream_pool_t *upstream_pool_new(uv_loop_t *loop, struct engine_set *set, worker_t *w);
+/* A probe pool (the health checker's): exchanges go to the engine named in upstream_send_to,
+ * up or not, with timeout_ms for connect, first byte and total; they are not counted in the
+ * engines' outstanding requests, budget or passive health. */
+upstream_pool_t *upstream_probe_pool_new(uv_loop_t *loop, struct engine_set *set, worker_t *w,
+                                         unsigned timeout_ms);
+/* Closes idle connections and frees the pool once its handles are closed (on the loop); exchanges
+ * in flight or waiting must have been cancelled or finished. */
 void upstream_pool_close(upstream_pool_t *p);
 unsigned upstream_pool_idle(const upstream_pool_t *p);
 /* Why the pool's last connect failed (libuv's text), for the log line of a UPS_E_CONNECT. */
 const char *upstream_pool_connect_error(const upstream_pool_t *p);
 
-/* extra_headers: complete "Name: value\r\n" lines, or NULL. Returns NULL only on ENOMEM;
- * connection errors arrive through on_done (never synchronously). */
+/* extra_headers: complete "Name: value\r\n" lines, or NULL. Returns NULL when the exchange
+ * cannot start: upstream_pool_error then says why (UPS_E_NOMEM, UPS_E_NO_ENGINE, UPS_E_BUSY
+ * with a full queue). Connection errors, and a queued exchange that waited too long
+ * (UPS_E_BUSY) or whose engines all went down (UPS_E_NO_ENGINE), arrive through on_done
+ * (never synchronously). */
 upstream_req_t *upstream_send(upstream_pool_t *p, const char *method, strv_t path, strv_t query,
                               const char *extra_headers, const void *body, size_t len,
                               const upstream_cbs_t *cbs, void *ud);
+/* A probe pool's exchange to engine i. */
+upstream_req_t *upstream_send_to(upstream_pool_t *p, int engine, const char *method, strv_t path,
+                                 const upstream_cbs_t *cbs, void *ud);
+/* Why the last upstream_send on p returned NULL. */
+int upstream_pool_error(const upstream_pool_t *p);
 void upstream_cancel(upstream_req_t *r);
 /* From now on every read of this exchange is zeroed in the worker's read buffer once parsed:
  * an E2EE answer arrives from the engine in plaintext (proxy/e2ee.h). */
 void upstream_wipe_reads(upstream_req_t *r);
+/* The engine (index in the set) the exchange went to, -1 before one was picked. */
+int upstream_engine(const upstream_req_t *r);
 void upstream_pause(upstream_req_t *r);
 void upstream_resume(upstream_req_t *r);
 

@@ -11,6 +11,7 @@
 
 #include "attest/provider.h"
 #include "core/buf.h"
+#include "http/engines.h"
 #include "http/server.h"
 #include "http/upstream.h"
 #include "proxy/config.h"
@@ -29,13 +30,14 @@ typedef struct app {
     aci_keys_t *aci; /* ACI E2EE v2's keys and keyset; NULL: ACI v2 refused */
     store_t *store;
     attest_service_t *attest; /* quote provider, GPU evidence, report cache */
-    upstream_target_t upstream;
+    engine_set_t *engines;      /* the engines (VLLM_BACKEND_URLS or VLLM_BASE_URL) */
+    engine_checker_t *checker;  /* their health checks, on worker 0's loop; NULL: off */
     e2ee_pool_t *e2ee_pool;   /* the crypto threads sealing NEAR / ACI answers; NULL: inline */
     ratelimit_t *limits;      /* RATE_LIMIT_*; NULL: no limit on */
     struct app_worker **workers;
     int nworkers;
     double start_time;
-    metrics_engines_t engines; /* the engines' labels and health in the metrics */
+    metrics_engines_t mengines; /* the engines' labels and health in the metrics */
 } app_t;
 
 struct relay;

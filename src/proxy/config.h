@@ -59,6 +59,7 @@ typedef struct config {
     char listen_host[256];
     int listen_port;
     char upstream_url[512];
+    char backend_urls[4096];                     /* VLLM_BACKEND_URLS; "" = upstream_url alone */
     char upstream_api_key[256];
     char model_name[256];
     int ntokens;
@@ -98,6 +99,16 @@ typedef struct config {
     unsigned header_timeout_ms, body_timeout_ms, idle_timeout_ms;
     unsigned upstream_connect_timeout_ms, upstream_first_byte_timeout_ms, total_timeout_ms;
     unsigned shutdown_grace_ms;
+    char health_check_path[256];                 /* engine pool (http/engines.h) */
+    unsigned health_check_interval_ms;           /* 0 = no checks, no engine taken out */
+    unsigned health_check_timeout_ms;
+    unsigned health_check_failures;              /* N failed checks take an engine out */
+    unsigned engine_connect_failures;            /* M connection failures of requests */
+    unsigned health_check_successes;             /* K good checks put it back */
+    unsigned engine_max_inflight;                /* per engine; 0 = no budget */
+    unsigned engine_queue_max;                   /* waiting for a slot, per process */
+    unsigned engine_queue_timeout_ms;
+    int engine_busy_as_429;                      /* engine 503/429 answered as our 429 */
     unsigned max_connections;                    /* client connections per process; 0 = derived */
     int log_level;
     enum log_format log_format;

@@ -105,7 +105,12 @@
     X(ENGINE_TIMEOUT, 504, "upstream_error", "upstream_timeout",                                \
       "the engine did not answer in time")                                                      \
     X(ENGINE_BROKEN, 502, "upstream_error", "upstream_unavailable",                             \
-      "the engine closed the connection or sent a malformed response")
+      "the engine closed the connection or sent a malformed response")                          \
+    /* the engine pool (http/engines.h): both carry Retry-After */                              \
+    X(NO_HEALTHY_ENGINE, 503, "upstream_error", "no_healthy_engine",                            \
+      "no engine is healthy; retry later")                                                      \
+    X(ENGINE_BUSY, 429, "rate_limit_exceeded", "rate_limit_exceeded",                           \
+      "every engine is at its in-flight limit; retry later")
 
 typedef enum app_error {
 #define APP_ERROR_ENUM(name, status, type, code, message) APP_E_##name,

@@ -111,16 +111,16 @@ void metrics_engine_name(app_t *a, int i, const char *url)
 {
     if (i < 0 || i >= METRICS_ENGINES_MAX)
         return;
-    snprintf(a->engines.url[i], sizeof a->engines.url[i], "%s", url);
-    __atomic_store_n(&a->engines.healthy[i], 1, __ATOMIC_RELAXED);
-    if (a->engines.n <= i)
-        a->engines.n = i + 1;
+    snprintf(a->mengines.url[i], sizeof a->mengines.url[i], "%s", url);
+    __atomic_store_n(&a->mengines.healthy[i], 1, __ATOMIC_RELAXED);
+    if (a->mengines.n <= i)
+        a->mengines.n = i + 1;
 }
 
 void metrics_engine_set_healthy(app_t *a, int i, int healthy)
 {
     if (i >= 0 && i < METRICS_ENGINES_MAX)
-        __atomic_store_n(&a->engines.healthy[i], healthy ? 1 : 0, __ATOMIC_RELAXED);
+        __atomic_store_n(&a->mengines.healthy[i], healthy ? 1 : 0, __ATOMIC_RELAXED);
 }
 
 void metrics_engine_observe(app_worker_t *aw, int engine, uint64_t ns, int err)
@@ -133,11 +133,6 @@ void metrics_engine_observe(app_worker_t *aw, int engine, uint64_t ns, int err)
     metrics_hist_observe(&aw->m.engine[engine], ns);
     if (err > 0 && (size_t)err < sizeof kinds / sizeof kinds[0])
         M_ADD(aw->m.upstream_errors[engine][kinds[err]], 1);
-    /* Passive health until the pool's checks own it: reachable or not. */
-    if (err == UPS_E_CONNECT)
-        metrics_engine_set_healthy(aw->app, engine, 0);
-    else if (err == 0)
-        metrics_engine_set_healthy(aw->app, engine, 1);
 }
 
 void metrics_observe_ttfb(app_worker_t *aw, int route, uint64_t start_ns)
@@ -231,7 +226,7 @@ void metrics_render(app_t *a, buf_t *o)
             hist_add(&s->duration[r], &m->duration[r]);
             hist_add(&s->ttfb[r], &m->ttfb[r]);
         }
-        for (int e = 0; e < a->engines.n; e++) {
+        for (int e = 0; e < a->mengines.n; e++) {
             hist_add(&s->engine[e], &m->engine[e]);
             for (int k = 0; k < UPERR_N; k++)
                 s->upstream_errors[e][k] += ld(&m->upstream_errors[e][k]);
@@ -264,7 +259,7 @@ void metrics_render(app_t *a, buf_t *o)
             if (s->requests[r][k])
                 buf_printf(o, "vllm_proxy_requests_total{route=\"%s\",status=\"%s\"} %llu\n",
                            route_names[r], cls[k], (unsigned long long)s->requests[r][k]);
-    char lab[64 + 3 * sizeof a->engines.url[0]];
+    char lab[64 + 3 * sizeof a->mengines.url[0]];
     family(o, "vllm_proxy_request_duration_seconds", "histogram",
            "Time from a request's start to the end of its answer (or the client leaving), by route.");
     for (int r = 0; r < ROUTE_N; r++)
@@ -284,36 +279,25 @@ void metrics_render(app_t *a, buf_t *o)
     buf_t el = BUF_INIT;
     family(o, "vllm_proxy_engine_request_duration_seconds", "histogram",
            "Engine exchanges, from the request sent to the answer complete or failed, by engine.");
-    for (int e = 0; e < a->engines.n; e++) {
+    for (int e = 0; e < a->mengines.n; e++) {
         buf_reset(&el);
         buf_puts(&el, "engine=\"");
-        label_value(&el, a->engines.url[e]);
+        label_value(&el, a->mengines.url[e]);
         buf_puts(&el, "\"");
         if (el.data)
             hist_series(o, "vllm_proxy_engine_request_duration_seconds", el.data, &s->engine[e]);
     }
     family(o, "vllm_proxy_upstream_errors_total", "counter",
            "Engine exchanges that failed, by engine and cause.");
-    for (int e = 0; e < a->engines.n; e++) {
+    for (int e = 0; e < a->mengines.n; e++) {
         buf_reset(&el);
-        label_value(&el, a->engines.url[e]);
+        label_value(&el, a->mengines.url[e]);
         for (int k = 0; k < UPERR_N && el.data; k++)
             buf_printf(o, "vllm_proxy_upstream_errors_total{engine=\"%s\",kind=\"%s\"} %llu\n",
                        el.data, uperr[k], (unsigned long long)s->upstream_errors[e][k]);
     }
-    unsigned healthy = 0;
-    family(o, "vllm_proxy_engine_healthy", "gauge", "1 when the engine takes requests, else 0.");
-    for (int e = 0; e < a->engines.n; e++) {
-        int h = __atomic_load_n(&a->engines.healthy[e], __ATOMIC_RELAXED);
-        healthy += h != 0;
-        buf_reset(&el);
-        label_value(&el, a->engines.url[e]);
-        if (el.data)
-            buf_printf(o, "vllm_proxy_engine_healthy{engine=\"%s\"} %d\n", el.data, h);
-    }
     buf_free(&el);
-    family(o, "vllm_proxy_engines_healthy", "gauge", "Engines taking requests now.");
-    buf_printf(o, "vllm_proxy_engines_healthy %u\n", healthy);
+    /* engine health, outstanding requests, queue: http/engines.c (engines_metrics) */
     family(o, "vllm_proxy_attestation_report_duration_seconds", "histogram",
            "Attestation reports served, from the request's start to the answer: from the cache on "
            "the loop (cached) or collected on the thread pool (fresh).");
@@ -369,9 +353,6 @@ void metrics_render(app_t *a, buf_t *o)
                "# HELP vllm_proxy_streams_active Engine responses being relayed now.\n"
                "# TYPE vllm_proxy_streams_active gauge\n"
                "vllm_proxy_streams_active %llu\n"
-               "# HELP vllm_proxy_admission_queue_depth Requests waiting for an engine's in-flight budget.\n"
-               "# TYPE vllm_proxy_admission_queue_depth gauge\n"
-               "vllm_proxy_admission_queue_depth %llu\n"
                "# HELP vllm_proxy_request_bytes_total Request body bytes received.\n"
                "# TYPE vllm_proxy_request_bytes_total counter\n"
                "vllm_proxy_request_bytes_total %llu\n"
@@ -384,7 +365,7 @@ void metrics_render(app_t *a, buf_t *o)
                (unsigned long long)s->signatures_stored, (unsigned long long)s->signature_collisions,
                (unsigned long long)s->signatures_skipped, store_count(a->store),
                (unsigned long long)s->reports, (unsigned long long)s->streams_active,
-               (unsigned long long)s->admission_queued, (unsigned long long)s->bytes_in,
+               (unsigned long long)s->bytes_in,
                (unsigned long long)s->bytes_out, a->nworkers);
     free(s);
     /* The E2EE crypto threads (process-wide; proxy/e2ee_pool.h). */
@@ -441,4 +422,6 @@ void metrics_render(app_t *a, buf_t *o)
                   "vllm_proxy_tls_cert_errors_total %llu\n",
                reloads, failures);
     render_process(a, o);
+    if (a->engines) /* the engine pool: per-engine state (http/engines.h) */
+        engines_metrics(a->engines, o);
 }

@@ -89,7 +89,11 @@ static void finish(scrape_t *s, conn_t *c, int err, int status)
         metrics_render(aw->app, &m);
     if (err)
         buf_printf(&m, ENGINE_SECTION "# Error fetching vLLM metrics: upstream %s\n",
-                   err == UPS_E_CONNECT ? "unreachable" : err == UPS_E_TIMEOUT ? "timed out" : "failed");
+                   err == UPS_E_CONNECT     ? "unreachable"
+                   : err == UPS_E_TIMEOUT   ? "timed out"
+                   : err == UPS_E_NO_ENGINE ? "has no engine up"
+                   : err == UPS_E_BUSY      ? "busy (every engine at its budget)"
+                                            : "failed");
     else
         buf_printf(&m, ENGINE_SECTION "# Failed to fetch vLLM metrics: %d\n", status);
     if (s->head_sent) {
@@ -181,8 +185,13 @@ void metrics_route(app_worker_t *aw, conn_t *c, http_req_t *req)
     s->up = upstream_send(aw->pool, "GET", (strv_t){"/metrics", 8}, (strv_t){"", 0}, NULL, NULL,
                           0, &SCRAPE_CBS, s);
     if (!s->up) {
+        int why = upstream_pool_error(aw->pool);
         conn_set_owner(c, NULL);
+        M_SUB(aw->m.streams_active, 1);
+        if (why != UPS_E_NOMEM) /* no engine up, or all at their budget: ours alone */
+            finish(s, c, why, 0);
+        else
+            respond_error(aw, c, req, ROUTE_METRICS, APP_E_OUT_OF_MEMORY, NULL);
         free(s);
-        respond_error(aw, c, req, ROUTE_METRICS, APP_E_OUT_OF_MEMORY, NULL);
     }
 }

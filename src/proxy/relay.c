@@ -59,6 +59,7 @@ enum {
     RF_E2EE_BUSY = 1u << 13,   /* offloaded: the crypto threads' queue was full (503) */
     RF_ANNOUNCE = 1u << 14,     /* the record's id goes out in X-Signature-Id (id_prefix routes) */
     RF_HOLD = 1u << 15,        /* the head (and r->hold) wait until that id is known */
+    RF_ENGINE_BUSY = 1u << 16, /* ENGINE_BUSY_AS_429: the engine's 503/429 becomes our 429 */
 };
 /* relay.done: the sides that have let go; the relay is released when both have. */
 enum { DONE_CLIENT = 1u << 0, DONE_ENGINE = 1u << 1, DONE_BOTH = DONE_CLIENT | DONE_ENGINE };
@@ -228,6 +229,18 @@ static const char *engine_headers(app_worker_t *aw, const http_req_t *req, const
     return h->data;
 }
 
+int relay_refuse(app_worker_t *aw, conn_t *c, http_req_t *req, int route, int err)
+{
+    if (err == UPS_E_NO_ENGINE)
+        respond_error_retry(aw, c, req, route, APP_E_NO_HEALTHY_ENGINE, NULL,
+                            engines_retry_after(aw->app->engines));
+    else if (err == UPS_E_BUSY)
+        respond_error_retry(aw, c, req, route, APP_E_ENGINE_BUSY, NULL, 1);
+    else
+        return 0;
+    return 1;
+}
+
 int relay_start(app_worker_t *aw, conn_t *c, http_req_t *req, relay_req_t *rr)
 {
     buf_t own = rr->own_body;
@@ -273,7 +286,8 @@ int relay_start(app_worker_t *aw, conn_t *c, http_req_t *req, relay_req_t *rr)
         upstream_wipe_reads(r->up); /* the engine's answer is plaintext */
     if (!r->up) {
         conn_set_owner(c, NULL);
-        respond_error(aw, c, req, r->route, APP_E_OUT_OF_MEMORY, NULL);
+        if (!relay_refuse(aw, c, req, r->route, upstream_pool_error(aw->pool)))
+            respond_error(aw, c, req, r->route, APP_E_OUT_OF_MEMORY, NULL);
         relay_put(r);
         return -1;
     }
@@ -319,6 +333,13 @@ static void relay_on_head(void *ud, int status, strv_t ctype, int64_t cl)
     relay_t *r = ud;
     cb_enter(r);
     r->up_status = status;
+    if ((status == 503 || status == 429) && r->aw->app->cfg->engine_busy_as_429) {
+        /* The engine's queue is full (or it is scaling): its body is dropped, and the client
+         * gets our 429 when the exchange ends. */
+        r->flags |= RF_ENGINE_BUSY;
+        cb_leave(r);
+        return;
+    }
     if (cl == UPSTREAM_CL_EOF)
         r->flags |= RF_EOF_FRAMED;
     r->up_cl = cl < 0 ? -1 : cl; /* to the client: chunked */
@@ -704,6 +725,8 @@ static void relay_job_done(e2ee_job_t *b)
 static void relay_on_body(void *ud, const char *p, size_t n)
 {
     relay_t *r = ud;
+    if (r->flags & RF_ENGINE_BUSY)
+        return;
     cb_enter(r);
     if (r->flags & RF_OFFLOAD) {
         /* Sealed on the crypto threads: kept (wiped later) until the next job takes it. */
@@ -772,6 +795,12 @@ static void relay_on_read_done(void *ud)
 static void relay_engine_failed(relay_t *r, conn_t *c, int err)
 {
     app_worker_t *aw = r->aw;
+    if (err == UPS_E_NO_ENGINE || err == UPS_E_BUSY) { /* waited in the queue, or RF_ENGINE_BUSY */
+        if (r->kind == RELAY_SIGNED)
+            M_ADD(aw->m.signatures_skipped, 1);
+        relay_refuse(aw, c, r->req, r->route, err);
+        return;
+    }
     if (r->kind == RELAY_SIGNED)
         M_ADD(aw->m.signatures_skipped, 1);
     /* A head found in the same engine read as the failure is still corked: take it back. */
@@ -805,9 +834,11 @@ static void relay_on_done(void *ud, int err, int status)
     (void)status;
     relay_t *r = ud;
     cb_enter(r);
-    metrics_engine_observe(r->aw, 0, clock_mono_ns() - r->sent_ns, err);
+    metrics_engine_observe(r->aw, upstream_engine(r->up), clock_mono_ns() - r->sent_ns, err);
     r->up = NULL;
     relay_release(r, DONE_ENGINE);
+    if (r->flags & RF_ENGINE_BUSY)
+        err = UPS_E_BUSY;
     if (r->c) {
         if (err) {
             conn_t *c = r->c;

@@ -51,9 +51,13 @@ typedef struct relay_req {
 #define RELAY_HOLD_MAX (64 * 1024) /* body bytes held back while an announced id is unknown */
 #define SIGNATURE_ID_HEADER "X-Signature-Id"
 
-/* Starts the exchange; the relay then owns the response. On failure (out of memory) the
- * client has been answered 503 and -1 is returned. */
+/* Starts the exchange; the relay then owns the response. On failure the client has been
+ * answered (503 out of memory; the engine pool's refusals: relay_refuse) and -1 is returned. */
 int relay_start(app_worker_t *aw, conn_t *c, http_req_t *req, relay_req_t *rr);
+/* The engine pool's refusal err (upstream.h) as the client's answer, with Retry-After: 503
+ * no_healthy_engine for UPS_E_NO_ENGINE, 429 rate_limit_exceeded for UPS_E_BUSY. 0 (nothing
+ * written) for any other err. */
+int relay_refuse(app_worker_t *aw, conn_t *c, http_req_t *req, int route, int err);
 /* Frees the worker's recycled relays (at worker exit, after the loop stopped). */
 void relay_free_list(app_worker_t *aw);
 

@@ -15,6 +15,7 @@
 #include "core/sha.h"
 #include "proxy/app.h"
 #include "proxy/e2ee.h"
+#include "proxy/health_route.h"
 #include "proxy/metrics_route.h"
 #include "proxy/multipart.h"
 #include "proxy/relay.h"
@@ -99,6 +100,7 @@ static int route_of(http_req_t *req, int *method_ok)
     int r = ROUTE_OTHER;
     *method_ok = 0;
     if (strv_eq(p, "/")) r = ROUTE_ROOT, *method_ok = get;
+    else if (strv_eq(p, "/healthz") || strv_eq(p, "/livez")) r = ROUTE_ROOT, *method_ok = get;
     else if (strv_eq(p, "/version")) r = ROUTE_VERSION, *method_ok = get;
     else if (strv_eq(p, "/v1/chat/completions")) r = ROUTE_CHAT, *method_ok = post;
     else if (strv_eq(p, "/v1/completions")) r = ROUTE_COMPLETIONS, *method_ok = post;
@@ -589,7 +591,12 @@ static void handle_version(app_worker_t *aw, conn_t *c, http_req_t *req, int rou
 
 static void handle_root(app_worker_t *aw, conn_t *c, http_req_t *req, int route)
 {
-    respond_json(aw, c, req, route, 200, "{}", 2);
+    if (strv_eq(req->path, "/healthz"))
+        healthz_route(aw, c, req, route);
+    else if (strv_eq(req->path, "/livez"))
+        livez_route(aw, c, req, route);
+    else
+        respond_json(aw, c, req, route, 200, "{}", 2);
 }
 
 static void handle_signature(app_worker_t *aw, conn_t *c, http_req_t *req, int route)

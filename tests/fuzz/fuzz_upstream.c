@@ -189,12 +189,13 @@ static void setup_once(void)
     G.app.store = store_new(16, 600);
     CHECK(G.app.store != NULL, "store_new");
     char err[512] = "";
-    CHECK(upstream_target_parse(&G.app.upstream, G.cfg.upstream_url, err, sizeof err) == 0,
-          "upstream_target_parse: %s", err);
     /* Long enough never to fire within one input: every end is driven by a socket event. */
-    G.app.upstream.connect_timeout_ms = 10000;
-    G.app.upstream.first_byte_timeout_ms = 20000;
-    G.app.upstream.total_timeout_ms = 30000;
+    upstream_target_t tmpl = {.connect_timeout_ms = 10000,
+                              .first_byte_timeout_ms = 20000,
+                              .total_timeout_ms = 30000};
+    engine_cfg_t ec = {.health_path = "/health"}; /* no checks: the engine is always up */
+    G.app.engines = engines_new(G.cfg.upstream_url, &tmpl, &ec, err, sizeof err);
+    CHECK(G.app.engines != NULL, "engines_new: %s", err);
     G.aw.app = &G.app;
     G.workers[0] = &G.aw;
     G.app.workers = G.workers;
@@ -211,7 +212,7 @@ static void setup_once(void)
     CHECK(G.aw.w != NULL, "worker_new: %s", err);
     uv_walk(&G.loop, find_port, &G.port);
     CHECK(G.port > 0, "no port");
-    G.aw.pool = upstream_pool_new(&G.loop, &G.app.upstream, G.aw.w);
+    G.aw.pool = upstream_pool_new(&G.loop, G.app.engines, G.aw.w);
     CHECK(G.aw.pool != NULL, "upstream_pool_new");
     for (int i = 0; i < 100; i++)
         uv_run(&G.loop, UV_RUN_NOWAIT);

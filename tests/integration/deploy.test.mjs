@@ -18,7 +18,7 @@ import fs from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
-import { REPO_ROOT, BUILD_DIR, haveBinary, startProxy, freePort } from './lib/harness.mjs';
+import { REPO_ROOT, BUILD_DIR, haveBinary, startProxy, startMock, freePort, sleep } from './lib/harness.mjs';
 
 const read = (rel) => fs.readFileSync(path.join(REPO_ROOT, rel), 'utf8');
 const has = (cmd) => spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status === 0;
@@ -412,6 +412,30 @@ describe('deploy/docker-compose.yml', () => {
     assert.match(String(doc.services.vllm.image), /vllm\/vllm-openai/);
   });
 
+  describe('the vllm-proxy healthcheck (readiness: GET /healthz)', { skip: (!has('bash') && 'no bash') || (!haveBinary('vllm-proxy') && 'build/vllm-proxy not built') }, () => {
+    // compose reads $$ as a literal $: what the container's bash runs.
+    const argv = () => (proxy().healthcheck?.test ?? []).map((a) => String(a).replace(/\$\$/g, '$'));
+    const check = (port) => spawnSync(argv()[1], argv().slice(2), { env: { ...process.env, LISTEN_PORT: String(port) }, timeout: 10000 }).status;
+    test('exec form, on /healthz', () => {
+      assert.equal(argv()[0], 'CMD');
+      assert.ok(argv().join(' ').includes('GET /healthz '), argv().join(' '));
+    });
+    test('passes with an engine up, fails once none is', async () => {
+      const mock = await startMock();
+      const p = await startProxy(mock.url, { env: { HEALTH_CHECK_INTERVAL: 1, HEALTH_CHECK_FAILURES: 1 } });
+      try {
+        assert.equal(check(p.port), 0);
+        await mock.stop();
+        let st = 0;
+        for (let i = 0; i < 50 && st === 0; i++) { await sleep(100); st = check(p.port); }
+        assert.notEqual(st, 0, 'still passing with the engine gone');
+      } finally {
+        await p.stop();
+        await mock.stop();
+      }
+    });
+  });
+
   test('interpolations are well-formed and the deployment variables documented', () => {
     const body = text.split('\n').filter((l) => !/^\s*#/.test(l)).join('\n');
     const stripped = body.replace(/\$\$/g, '');
@@ -653,6 +677,24 @@ describe('deploy/vllm-proxy.service', () => {
     for (const k of Object.keys(env)) assert.ok(KEYS.has(k), `Environment=${k} is not read by the proxy`);
     assert.equal(one('Restart'), 'on-failure');
     assert.ok(Number(one('LimitNOFILE')) >= 65536, `LimitNOFILE=${one('LimitNOFILE')}`);
+  });
+
+  test('ExecStartPost waits for GET /livez: passes against a running proxy, fails when nothing listens', async (t) => {
+    if (!has('bash') || !haveBinary('vllm-proxy')) return t.skip('no bash or no build/vllm-proxy');
+    const post = one('ExecStartPost');
+    assert.ok(post, 'no ExecStartPost');
+    const m = post.match(/^\/bin\/bash -c '(.*)'$/);
+    assert.ok(m, `ExecStartPost=${post}`);
+    const script = m[1].replace(/\$\$/g, '$').replace('seq 60', 'seq 4'); // systemd's $$; a short wait here
+    assert.ok(script.includes('GET /livez '), script);
+    const run = (port) => spawnSync('bash', ['-c', script], { env: { ...process.env, LISTEN_PORT: String(port) }, timeout: 15000 }).status;
+    const p = await startProxy('http://127.0.0.1:9');
+    try {
+      assert.equal(run(p.port), 0);
+    } finally {
+      await p.stop();
+    }
+    assert.notEqual(run(await freePort()), 0);
   });
 
   test('systemd-analyze verify finds nothing wrong', (t) => {

@@ -1372,6 +1372,8 @@ static const upstream_cbs_t ucbs = {u_on_head, u_on_body, u_on_done, u_on_read_d
 
 static upstream_pool_t *pool;
 static upstream_target_t target;
+static engine_set_t *eset; /* one engine: target, made again by each do_pool_new */
+static char target_url[64];
 
 struct send_args {
     const char *method, *path, *query, *extra;
@@ -1384,13 +1386,17 @@ struct send_args {
 static void do_pool_new(void *arg)
 {
     (void)arg;
-    pool = upstream_pool_new(&loop, &target, wk);
+    char err[256];
+    engine_cfg_t ec = {.health_path = "/health"}; /* no checks: the engine is always up */
+    engines_free(eset);
+    eset = engines_new(target_url, &target, &ec, err, sizeof err);
+    pool = eset ? upstream_pool_new(&loop, eset, wk) : NULL;
 }
 
 static void do_pool_close(void *arg)
 {
     (void)arg;
-    upstream_pool_close(pool);
+    upstream_pool_close(pool); /* its handles' close callbacks do not look at the set */
     pool = NULL;
 }
 
@@ -1433,6 +1439,7 @@ static void ups_setup_target_at(AT_PARAMS, int p)
     target.connect_timeout_ms = 2000;
     target.first_byte_timeout_ms = 3000;
     target.total_timeout_ms = 5000;
+    snprintf(target_url, sizeof target_url, "%s", url);
     on_loop(do_pool_new, NULL);
     at_assert_non_null(pool);
 }
@@ -1448,7 +1455,10 @@ static int ups_teardown(void **state)
 {
     if (running)
         ups_teardown_pool();
-    return teardown(state);
+    int rc = teardown(state);
+    engines_free(eset);
+    eset = NULL;
+    return rc;
 }
 
 /* upstream_wipe_reads: once an exchange is marked, the engine's bytes do not stay in the

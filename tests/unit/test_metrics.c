@@ -270,8 +270,8 @@ static void test_summed_across_workers(void **state)
     ASSERT_LINE(t, "vllm_proxy_upstream_errors_total{engine=\"http://e:8000\",kind=\"closed\"} 0");
     ASSERT_LINE(t, "vllm_proxy_upstream_errors_total{engine=\"http://e:8000\",kind=\"protocol\"} 4");
     ASSERT_LINE(t, "vllm_proxy_engine_request_duration_seconds_count{engine=\"http://e:8000\"} 0");
-    ASSERT_LINE(t, "vllm_proxy_engine_healthy{engine=\"http://e:8000\"} 1");
-    ASSERT_LINE(t, "vllm_proxy_engines_healthy 1");
+    /* engine health is the pool's (http/engines.c, engines_metrics; none in this fixture) */
+    ASSERT_NO_PREFIX(t, "vllm_proxy_engine_healthy");
 
     /* protocol rejections: every cause present, zero included */
     ASSERT_LINE(t, "# TYPE vllm_proxy_requests_rejected_total counter");
@@ -319,7 +319,6 @@ static void test_summed_across_workers(void **state)
     ASSERT_LINE(t, "vllm_proxy_tls_cert_reloads_total 0");
     ASSERT_LINE(t, "vllm_proxy_tls_cert_errors_total 0");
     ASSERT_LINE(t, "vllm_proxy_gpu_evidence_failures_total 0");
-    ASSERT_LINE(t, "vllm_proxy_admission_queue_depth 0");
     /* 2 routes' duration histograms: HIST_NB + 1 buckets, _sum and _count each */
     size_t nb = 0;
     for (const char *p = t; (p = strstr(p, "\nvllm_proxy_request_duration_seconds_bucket{")) != NULL; p++)
@@ -349,7 +348,6 @@ static void test_all_zero(void **state)
     ASSERT_NO_PREFIX(o.data, "vllm_proxy_time_to_first_byte_seconds_");
     /* no engine named: the engine families are empty */
     ASSERT_NO_PREFIX(o.data, "vllm_proxy_upstream_errors_total{");
-    ASSERT_LINE(o.data, "vllm_proxy_engines_healthy 0");
     /* the fixed series are there with 0 */
     ASSERT_LINE(o.data, "vllm_proxy_attestation_report_duration_seconds_count{source=\"cached\"} 0");
     ASSERT_LINE(o.data, "vllm_proxy_attestation_report_duration_seconds_bucket{source=\"fresh\",le=\"+Inf\"} 0");
@@ -373,7 +371,7 @@ static void test_all_zero(void **state)
     for (const char *p = o.data; (p = strstr(p, "# TYPE ")) != NULL; p++)
         types++;
     assert_int_equal(helps, types);
-    assert_true(helps >= 40);
+    assert_true(helps >= 38);
     buf_free(&o);
 
     /* one worker only: nothing from the absent worker is read */
@@ -476,17 +474,6 @@ static void test_engines(void **state)
     ASSERT_LINE(o.data, "vllm_proxy_upstream_errors_total{engine=\"http://a:1\",kind=\"timeout\"} 1");
     ASSERT_LINE(o.data, "vllm_proxy_upstream_errors_total{engine=\"http://a:1\",kind=\"connect\"} 0");
     ASSERT_LINE(o.data, "vllm_proxy_upstream_errors_total{engine=\"unix:/p\\\"q\\\\r\",kind=\"connect\"} 1");
-    /* a timeout leaves the engine healthy; a connection failure does not */
-    ASSERT_LINE(o.data, "vllm_proxy_engine_healthy{engine=\"http://a:1\"} 1");
-    ASSERT_LINE(o.data, "vllm_proxy_engine_healthy{engine=\"unix:/p\\\"q\\\\r\"} 0");
-    ASSERT_LINE(o.data, "vllm_proxy_engines_healthy 1");
-    buf_free(&o);
-    metrics_engine_observe(&f.w[0], 1, 1000, 0); /* it answers again */
-    metrics_engine_set_healthy(&f.app, 0, 0);     /* the pool's checks say so */
-    metrics_render(&f.app, &o);
-    ASSERT_LINE(o.data, "vllm_proxy_engine_healthy{engine=\"unix:/p\\\"q\\\\r\"} 1");
-    ASSERT_LINE(o.data, "vllm_proxy_engine_healthy{engine=\"http://a:1\"} 0");
-    ASSERT_LINE(o.data, "vllm_proxy_engines_healthy 1");
     buf_free(&o);
     store_free(st);
 }

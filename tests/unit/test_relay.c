@@ -432,10 +432,10 @@ static void dump_state(const pstate_t *s)
 #define RELAY_RELEASED(s) ((s).m.streams_active == 0 && (s).nfree == 1)
 
 /* Back to the baseline: no client connection, `idle` pooled engine connections, and no other
- * libuv handle than the listener (its poll and its back-off timer), the test's wake-up async
- * and two per pooled connection (its socket and its timer). Closing handles count until their
- * close callback ran. */
-#define BASE_HANDLES 3u
+ * libuv handle than the listener (its poll and its back-off timer), the test's wake-up async,
+ * the engine pool's queue timer and two per pooled connection (its socket and its timer).
+ * Closing handles count until their close callback ran. */
+#define BASE_HANDLES 4u
 static void expect_baseline_at(AT_PARAMS, unsigned idle)
 {
     uint64_t dl = now_ms() + WAIT_MS;
@@ -477,11 +477,13 @@ static void start_proxy(void)
     assert_non_null(app.store);
     app.attest = NULL; /* only the report route uses it */
     char err[512] = "";
-    if (upstream_target_parse(&app.upstream, cfg.upstream_url, err, sizeof err) != 0)
-        fail_msg("upstream_target_parse: %s", err);
-    app.upstream.connect_timeout_ms = 2000;
-    app.upstream.first_byte_timeout_ms = 10000;
-    app.upstream.total_timeout_ms = 30000;
+    upstream_target_t tmpl = {.connect_timeout_ms = 2000,
+                              .first_byte_timeout_ms = 10000,
+                              .total_timeout_ms = 30000};
+    engine_cfg_t ec = {.health_path = "/health"}; /* no checks: the engine is always up */
+    app.engines = engines_new(cfg.upstream_url, &tmpl, &ec, err, sizeof err);
+    if (!app.engines)
+        fail_msg("engines_new: %s", err);
     memset(&aw, 0, sizeof aw);
     aw.app = &app;
     workers[0] = &aw;
@@ -499,7 +501,7 @@ static void start_proxy(void)
         fail_msg("worker_new: %s", err);
     proxy_port = worker_port(&loop);
     assert_true(proxy_port > 0);
-    aw.pool = upstream_pool_new(&loop, &app.upstream, aw.w);
+    aw.pool = upstream_pool_new(&loop, app.engines, aw.w);
     assert_non_null(aw.pool);
     snap_cli_port = 0;
     loop_thread_start();
@@ -546,6 +548,8 @@ static int teardown(void **state)
         aw.w = NULL;
         store_free(app.store);
         app.store = NULL;
+        engines_free(app.engines);
+        app.engines = NULL;
     }
     eng_close_all();
     if (sender_running) {

@@ -34,6 +34,9 @@ const PROXY_ENV_KEYS = [
   'SIGNED_TEXT', 'EVENT_LOG_FORMAT', 'PUBLIC_ATTESTATION', 'LOG_FORMAT', 'RATE_LIMIT_IP_PER_MINUTE',
   'RATE_LIMIT_IP_BURST', 'RATE_LIMIT_IP_TABLE', 'RATE_LIMIT_TOKEN_PER_MINUTE', 'RATE_LIMIT_TOKEN_BURST',
   'TRUSTED_PROXIES', 'TRUSTED_PROXY_HOPS',
+  'VLLM_BACKEND_URLS', 'HEALTH_CHECK_PATH', 'HEALTH_CHECK_INTERVAL', 'HEALTH_CHECK_TIMEOUT',
+  'HEALTH_CHECK_FAILURES', 'HEALTH_CHECK_SUCCESSES', 'ENGINE_CONNECT_FAILURES',
+  'ENGINE_MAX_INFLIGHT', 'ENGINE_QUEUE_MAX', 'ENGINE_QUEUE_TIMEOUT', 'ENGINE_BUSY_AS_429',
 ];
 
 const live = new Set();
@@ -132,7 +135,8 @@ async function waitHttp(child, port, pathName, timeoutMs = 15000) {
 }
 
 /**
- * Starts mock-vllm. opts: args (extra CLI args), unix (socket path instead of TCP), model.
+ * Starts mock-vllm. opts: args (extra CLI args), unix (socket path instead of TCP), port (a
+ * given TCP port instead of a free one), model.
  * Returns {port, unix, child, stats(), last(), stop()}.
  */
 export async function startMock(opts = {}) {
@@ -140,7 +144,7 @@ export async function startMock(opts = {}) {
   let port = null;
   if (opts.unix) args.push('--unix', opts.unix);
   else {
-    port = await freePort();
+    port = opts.port ?? await freePort();
     args.push('--listen', `127.0.0.1:${port}`);
   }
   args.push('--model', opts.model ?? MODEL, ...(opts.args ?? []));
