@@ -123,9 +123,10 @@ static void on_signal(uv_signal_t *s, int signum)
 
 static gpu_source_t *g_gpu;
 
-static int gpu_collect(void *ctx, const uint8_t nonce[32], buf_t *payload, char *err, size_t errlen)
+static int gpu_collect(void *ctx, const uint8_t nonce[32], buf_t *payload, buf_t *switches,
+                       char *err, size_t errlen)
 {
-    return gpu_evidence_collect(ctx, nonce, payload, err, errlen);
+    return gpu_evidence_collect_all(ctx, nonce, payload, switches, err, errlen);
 }
 
 /* The gpu module's mode for a configured one (simulated is not the gpu module's). */
@@ -148,6 +149,8 @@ static int gpu_module_mode(enum gpu_evidence_mode m)
 static int start_gpu(attest_kind_t kind, attest_service_config_t *sc, char *err, size_t errlen)
 {
     enum gpu_evidence_mode gm = g_cfg.gpu_evidence;
+    sc->gpu_expected = g_cfg.gpu_expected_count;
+    sc->nvswitch_expected = g_cfg.nvswitch_expected_count;
     if (gm == GPU_EVIDENCE_UNSET)
         gm = kind == ATTEST_SIMULATED ? GPU_EVIDENCE_SIMULATED
              : g_cfg.gpu_no_hw_mode   ? GPU_EVIDENCE_CANNED

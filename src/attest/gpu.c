@@ -628,6 +628,13 @@ static int payload_append(buf_t *out, const uint8_t nonce[32], const buf_t *item
 int gpu_evidence_collect(gpu_source_t *g, const uint8_t nonce[32], buf_t *payload_json, char *err,
                          size_t errlen)
 {
+    return gpu_evidence_collect_all(g, nonce, payload_json, NULL, err, errlen);
+}
+
+int gpu_evidence_collect_all(gpu_source_t *g, const uint8_t nonce[32], buf_t *payload_json,
+                             buf_t *switches_json, char *err, size_t errlen)
+{
+    (void)switches_json;
     if (g->mode == GPU_MODE_NONE)
         return 1;
     if (g->mode == GPU_MODE_CANNED) {

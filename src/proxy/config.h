@@ -79,6 +79,8 @@ typedef struct config {
     int gpu_allow_cc_off;
     unsigned gpu_evidence_timeout_ms;            /* 0 = the gpu module's default */
     unsigned gpu_nonce_retries;                  /* repeated collections on a foreign nonce */
+    unsigned gpu_expected_count;                 /* 0 = no requirement */
+    unsigned nvswitch_expected_count;            /* 0 = no requirement */
     unsigned cache_ttl;
     size_t cache_capacity;
     size_t max_request_size;

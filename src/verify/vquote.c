@@ -417,16 +417,24 @@ void vq_check_pins(vctx_t *cx, const vopts_t *o, const vquote_t *vq, const char 
         buf_free(&b);
         /* A misspelt key would pin nothing and still pass: every key must be known. */
         static const char *const known[] = {"mrtd", "rtmr0", "rtmr1", "rtmr2", "rtmr3",
-                                            "mrconfigid", "compose_hash", "allow_tcb", NULL};
+                                            "mrconfigid", "compose_hash", "allow_tcb",
+                                            "gpus", "nvswitches", NULL};
         json_object_object_foreach(policy, key, val) {
-            (void)val;
             int ok = key[0] == '_'; /* "_comment" and the like */
             for (const char *const *k = known; *k && !ok; k++)
                 ok = strcmp(key, *k) == 0;
+            if (ok && (!strcmp(key, "gpus") || !strcmp(key, "nvswitches")) &&
+                !json_object_is_type(val, json_type_int) &&
+                !(!strcmp(key, "nvswitches") && json_object_is_type(val, json_type_boolean))) {
+                vx_error(cx, "pin.policy", "the policy file's device counts are integers",
+                         "%s: \"%s\" is not an integer", o->policy_file, key);
+                json_object_put(policy);
+                return;
+            }
             if (!ok) {
                 vx_error(cx, "pin.policy", "the policy file has only known keys",
                          "%s: unknown key \"%.64s\" (known: mrtd, rtmr0-3, mrconfigid, "
-                         "compose_hash, allow_tcb)", o->policy_file, key);
+                         "compose_hash, allow_tcb, gpus, nvswitches)", o->policy_file, key);
                 json_object_put(policy);
                 return;
             }
