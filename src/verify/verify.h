@@ -125,6 +125,9 @@ int vq_check_event_log(vctx_t *cx, const vquote_t *vq, struct json_object *log);
  * sha256(app_compose) as hex, or "" when the report has no app_compose. */
 void vq_check_compose(vctx_t *cx, const vquote_t *vq, struct json_object *info,
                       struct json_object *log, int log_ok, char out_hash[HEX_SIZE(32)]);
+/* dstack.gpu_event: the gpu-attestation event of dstack's GPU boot gate, replayed into RTMR3
+ * with the rest of the log (log_ok), and its claims. SKIP when absent. */
+void vq_check_gpu_event(vctx_t *cx, struct json_object *log, int log_ok);
 /* --expect-* and --policy pins (lines pin.*). compose_hash may be NULL. */
 void vq_check_pins(vctx_t *cx, const vopts_t *o, const vquote_t *vq, const char *compose_hash);
 /* Lines for a GPU payload (report and gpu). nonce may be NULL. Returns the GPUs it holds. */

@@ -306,6 +306,7 @@ int vr_check_report(vctx_t *cx, const vopts_t *o, struct json_object *rep,
     int log_ok = vq_check_event_log(cx, &vq, log) == 0;
     char ch[HEX_SIZE(32)];
     vq_check_compose(cx, &vq, jget(e, "info"), log, log_ok, ch);
+    vq_check_gpu_event(cx, log, log_ok);
     vq_check_pins(cx, o, &vq, ch[0] ? ch : NULL);
     json_object_put(log);
 
@@ -500,6 +501,8 @@ int cmd_quote(vctx_t *cx, vopts_t *o)
     char ch[HEX_SIZE(32)] = "";
     if (info)
         vq_check_compose(cx, &vq, info, log, log_ok, ch);
+    if (log)
+        vq_check_gpu_event(cx, log, log_ok);
     vq_check_pins(cx, o, &vq, ch[0] ? ch : NULL);
     if (vq.simulated && o->allow_simulated) {
         static const char *const pre[] = {"tdx.", "dstack.", "pin.", NULL};

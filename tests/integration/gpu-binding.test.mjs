@@ -204,6 +204,29 @@ describe('version=3 against vllm-proxy (simulated attestation)', () => {
     expectStatus(g, 'gpu.count', 'fail');
   });
 
+  test('the dstack gpu-attestation event: replayed into RTMR3, claims shown; a changed claim fails', async () => {
+    const nonce = crypto.randomBytes(32).toString('hex');
+    const rep = jsonOf(await getPath(stack.port, `/v1/attestation/report?nonce=${nonce}`));
+    const r = await verify(['report', writeTmp(rep), '--nonce', nonce, '--allow-simulated']);
+    expectExit(r, 0);
+    expectStatus(r, 'dstack.gpu_event', 'pass');
+    const ev = rep.event_log.find((e) => e.event === 'gpu-attestation');
+    const claims = JSON.parse(Buffer.from(ev.event_payload, 'hex').toString('utf8'));
+    assert.match(r.checks.get('dstack.gpu_event').found, new RegExp(`evidence_sha256=${claims.evidence_sha256.slice(0, 16)}`));
+    assert.match(r.checks.get('dstack.gpu_event').found, /gpu_count=1/);
+    // the same log with the claim changed (its digest recomputed, as dstack's replay does): RTMR3 no longer matches
+    const forged = { ...claims, evidence_sha256: '00'.repeat(32) };
+    const log = rep.event_log.map((e) => e === ev ? { ...e, event_payload: Buffer.from(JSON.stringify(forged)).toString('hex'), digest: '' } : e);
+    const bad = await verify(['report', writeTmp({ ...rep, all_attestations: undefined, model_attestations: undefined, event_log: log }), '--nonce', nonce, '--allow-simulated']);
+    expectExit(bad, 1);
+    expectStatus(bad, 'tdx.rtmr3', 'fail');
+    expectStatus(bad, 'dstack.gpu_event', 'fail');
+    // a log without the event: SKIP, not silence
+    const without = rep.event_log.filter((e) => e !== ev);
+    const sk = await verify(['report', writeTmp({ ...rep, all_attestations: undefined, model_attestations: undefined, event_log: without }), '--nonce', nonce, '--allow-simulated']);
+    expectStatus(sk, 'dstack.gpu_event', 'skip');
+  });
+
   test('GPU_EXPECTED_COUNT=2 with one GPU: 503 naming it, never a smaller report', async () => {
     for (const q of ['', '&version=3']) {
       const res = await getPath(counted.port, `/v1/attestation/report?nonce=${'11'.repeat(32)}${q}`);
