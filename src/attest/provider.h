@@ -63,6 +63,12 @@ int attest_provider_derive_keys(attest_provider_t *p, const char *model_name, ui
 int attest_provider_derive_key(attest_provider_t *p, const char *path, const char *algorithm,
                                uint8_t key[32], char *err, size_t errlen);
 
+/* dstack only (GPU_EVIDENCE=dstack): the agent's AttestGpu for nonce (dstack/agent.h), turned
+ * into the NRAS-shaped payload (attest/gpu.h gpu_payload_from_nvattest). BLOCKS. 0, or -1 with
+ * err (also for other providers, and for an agent without AttestGpu). */
+int attest_provider_attest_gpu(attest_provider_t *p, const uint8_t nonce[32], buf_t *payload,
+                               char *err, size_t errlen);
+
 /* GPU evidence collector (BLOCKING; same shape as gpu_evidence_collect): appends
  * {"nonce","evidence_list","arch"} JSON for nonce to payload and, on a machine with NVSwitches,
  * the same shape for the switches (arch "LS10") to switches. 0, 1 (no GPU evidence), or -1

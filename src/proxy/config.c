@@ -23,7 +23,7 @@ _Static_assert(sizeof(enum signed_text_mode) == sizeof(int), "enum signed_text_m
 _Static_assert(sizeof(enum event_log_format) == sizeof(int), "enum event_log_format is not int-sized");
 
 static const char *const ATTEST_NAMES[] = {"auto", "dstack", "tappd", "tsm", "simulated", NULL};
-static const char *const GPU_NAMES[] = {"", "auto", "nvml", "canned", "none", "simulated", NULL};
+static const char *const GPU_NAMES[] = {"", "auto", "nvml", "canned", "none", "simulated", "dstack", NULL};
 static const char *const SIGNED_TEXT_NAMES[] = {"req:resp", "model:req:resp", NULL};
 static const char *const EVENT_LOG_NAMES[] = {"array", "string", NULL};
 
@@ -127,7 +127,7 @@ static const config_setting_t SETTINGS[] = {
      0, 3600, NULL, 0, "1", NULL,
      "seconds between looks at TLS_CERT_PATH for a replaced certificate (0 = only on TLS-bound collections)"},
     {"--gpu-evidence", "GPU_EVIDENCE", CFG_ENUM, FIELD(gpu_evidence), 0, 0, 0, GPU_NAMES, 0, NULL,
-     "`simulated` with simulated attestation, else `auto`", "auto|nvml|canned|none|simulated"},
+     "`simulated` with simulated attestation, else `auto`", "auto|nvml|canned|none|simulated|dstack"},
     {"--nvml-library", "NVML_LIBRARY_PATH", CFG_STR, FIELD(nvml_library_path), 0, 0, 0, NULL, 0, NULL,
      "`libnvidia-ml.so.1`", "NVML library for dlopen"},
     {"--gpu-allow-cc-off", "GPU_ALLOW_CC_OFF", CFG_BOOL, FIELD(gpu_allow_cc_off), 0, 0, 0, NULL, 0,

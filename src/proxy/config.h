@@ -32,6 +32,7 @@ enum gpu_evidence_mode {
     GPU_EVIDENCE_CANNED,
     GPU_EVIDENCE_NONE,
     GPU_EVIDENCE_SIMULATED,
+    GPU_EVIDENCE_DSTACK, /* the dstack guest agent's AttestGpu */
 };
 
 /* SIGNED_TEXT: what the two signatures cover. */

@@ -6,12 +6,12 @@
 
 import { test, before, after, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { BUILD_DIR, REPO_ROOT, TOKEN, startStack } from './lib/harness.mjs';
+import { BUILD_DIR, REPO_ROOT, TOKEN, startStack, tmpDir } from './lib/harness.mjs';
 import { getPath, jsonOf } from './lib/http.mjs';
 
 const VERIFY = path.join(BUILD_DIR, 'vllm-proxy-verify');
@@ -233,5 +233,63 @@ describe('version=3 against vllm-proxy (simulated attestation)', () => {
       assert.equal(res.status, 503);
       assert.match(jsonOf(res).error.message, /GPU evidence covers 1 GPU\(s\), GPU_EXPECTED_COUNT is 2/);
     }
+  });
+});
+
+/** fake-dstack-agent on a Unix socket; resolves once it listens. */
+async function startAgent(sock, args = []) {
+  const proc = spawn(path.join(BUILD_DIR, 'fake-dstack-agent'), ['--unix', sock, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const a = { err: '', exited: null };
+  proc.stderr.on('data', (d) => { a.err += d; });
+  const done = new Promise((r) => proc.on('exit', (code, signal) => { a.exited = { code, signal }; r(); }));
+  a.stop = async () => { if (!a.exited) { proc.kill('SIGTERM'); await done; } };
+  const t0 = Date.now();
+  while (!/listening on unix:/.test(a.err)) {
+    if (a.exited || Date.now() - t0 > 10000) throw new Error(`fake-dstack-agent did not start: ${a.err}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  return a;
+}
+
+describe('GPU_EVIDENCE=dstack: the guest agent\'s AttestGpu (fake agent)', () => {
+  const dir = tmpDir('vp-attestgpu-');
+  const sockGpu = path.join(dir, 'gpu.sock');
+  const sockOld = path.join(dir, 'old.sock');
+  let agentGpu, agentOld, stack, old;
+  const env = (sock, extra = {}) => ({ ATTESTATION: 'dstack', DSTACK_SIMULATOR_ENDPOINT: sock, GPU_EVIDENCE: 'dstack', TAPPD_SIMULATOR_ENDPOINT: undefined, TSM_REPORT_PATH: path.join(dir, 'no-tsm'), ...extra });
+  before(async () => {
+    agentGpu = await startAgent(sockGpu, ['--attest-gpu', '2']);
+    agentOld = await startAgent(sockOld); // an agent without AttestGpu (dstack v0.5.x)
+    stack = await startStack({ proxy: { env: env(sockGpu, { GPU_EXPECTED_COUNT: '2' }) } });
+    old = await startStack({ proxy: { env: env(sockOld) } });
+  });
+  after(async () => {
+    await stack?.stop(); await old?.stop(); await agentGpu?.stop(); await agentOld?.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('the agent\'s evidence for our nonce becomes nvidia_payload (and is bound by version=3)', async () => {
+    const nonce = crypto.randomBytes(32).toString('hex');
+    for (const q of ['', '&version=3']) {
+      const res = await getPath(stack.port, `/v1/attestation/report?nonce=${nonce}${q}`);
+      assert.equal(res.status, 200, res.body.toString());
+      const rep = jsonOf(res);
+      assert.equal(rep.gpu_evidence, 'dstack');
+      const p = JSON.parse(rep.nvidia_payload);
+      assert.equal(p.nonce, nonce);
+      assert.equal(p.arch, 'HOPPER');
+      assert.equal(p.evidence_list.length, 2);
+      for (const it of p.evidence_list) {
+        assert.deepEqual(Object.keys(it), ['certificate', 'evidence']);
+        assert.equal(Buffer.from(it.evidence, 'base64').subarray(4, 36).toString('hex'), nonce);
+      }
+      if (q) assert.deepEqual(quoteRd(rep).subarray(0, 32), v3(rep));
+    }
+  });
+
+  test('an agent without AttestGpu: 503 naming it', async () => {
+    const res = await getPath(old.port, `/v1/attestation/report?nonce=${'22'.repeat(32)}`);
+    assert.equal(res.status, 503);
+    assert.match(jsonOf(res).error.message, /AttestGpu answered HTTP 404/);
   });
 });
