@@ -127,9 +127,18 @@ static void on_signal(uv_signal_t *s, int signum)
 
 static gpu_source_t *g_gpu;
 
-static int gpu_collect(void *ctx, const uint8_t nonce[32], buf_t *payload, char *err, size_t errlen)
+static int gpu_collect(void *ctx, const uint8_t nonce[32], buf_t *payload, buf_t *switches,
+                       char *err, size_t errlen)
 {
-    return gpu_evidence_collect(ctx, nonce, payload, err, errlen);
+    return gpu_evidence_collect_all(ctx, nonce, payload, switches, err, errlen);
+}
+
+/* GPU_EVIDENCE=dstack: the guest agent's AttestGpu (no NVML in this container). */
+static int gpu_collect_dstack(void *ctx, const uint8_t nonce[32], buf_t *payload, buf_t *switches,
+                              char *err, size_t errlen)
+{
+    (void)switches;
+    return attest_provider_attest_gpu(ctx, nonce, payload, err, errlen);
 }
 
 /* The gpu module's mode for a configured one (simulated is not the gpu module's). */
@@ -149,9 +158,12 @@ static int gpu_module_mode(enum gpu_evidence_mode m)
 
 /* GPU evidence for the report service: GPU_EVIDENCE, or its default for the provider kind.
  * 0, or -1 with err. */
-static int start_gpu(attest_kind_t kind, attest_service_config_t *sc, char *err, size_t errlen)
+static int start_gpu(attest_provider_t *prov, attest_service_config_t *sc, char *err, size_t errlen)
 {
+    attest_kind_t kind = attest_provider_kind(prov);
     enum gpu_evidence_mode gm = g_cfg.gpu_evidence;
+    sc->gpu_expected = g_cfg.gpu_expected_count;
+    sc->nvswitch_expected = g_cfg.nvswitch_expected_count;
     if (gm == GPU_EVIDENCE_UNSET)
         gm = kind == ATTEST_SIMULATED ? GPU_EVIDENCE_SIMULATED
              : g_cfg.gpu_no_hw_mode   ? GPU_EVIDENCE_CANNED
@@ -161,6 +173,18 @@ static int start_gpu(attest_kind_t kind, attest_service_config_t *sc, char *err,
             sc->gpu_label = "simulated";
             LOG_WARN("GPU evidence: SIMULATED payload (GPU_EVIDENCE=simulated)");
         }
+        return 0;
+    }
+    if (gm == GPU_EVIDENCE_DSTACK) {
+        if (kind != ATTEST_DSTACK) {
+            snprintf(err, errlen, "GPU_EVIDENCE=dstack needs ATTESTATION=dstack (the guest agent's "
+                                  "AttestGpu), not %s", attest_provider_mode(prov));
+            return -1;
+        }
+        sc->gpu = gpu_collect_dstack;
+        sc->gpu_ctx = prov;
+        sc->gpu_label = "dstack";
+        LOG_INFO("GPU evidence: the dstack guest agent's AttestGpu (no NVML in this process)");
         return 0;
     }
     gpu_config_t gc = {.mode = gpu_module_mode(gm),
@@ -272,7 +296,7 @@ static int start_attestation(char *err, size_t errlen)
                                   .tls_cert_path = g_cfg.tls_cert_path};
     if (start_signer(prov, err, errlen) != 0 ||
         (g_cfg.tls_cert_path[0] && attest_tls_spki_sha256_file(g_cfg.tls_cert_path, spki, err, errlen) != 0) ||
-        start_gpu(attest_provider_kind(prov), &sc, err, errlen) != 0 ||
+        start_gpu(prov, &sc, err, errlen) != 0 ||
         start_aci(prov, g_cfg.tls_cert_path[0] ? spki : NULL, err, errlen) != 0) {
         attest_provider_free(prov);
         return -1;

@@ -4,6 +4,7 @@
 #include "attest/gpu.h"
 
 #include <errno.h>
+#include <json-c/json.h>
 #include <openssl/bio.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
@@ -17,6 +18,7 @@
 
 #include "attest/gpu_canned.h"
 #include "core/hex.h"
+#include "core/json.h"
 #include "core/log.h"
 #include "core/pem.h"
 #include "nvidia/evidence.h"
@@ -630,6 +632,13 @@ static int payload_append(buf_t *out, const uint8_t nonce[32], const buf_t *item
 static int collect(gpu_source_t *g, const uint8_t nonce[32], buf_t *payload_json, char *err,
                    size_t errlen)
 {
+    return gpu_evidence_collect_all(g, nonce, payload_json, NULL, err, errlen);
+}
+
+int gpu_evidence_collect_all(gpu_source_t *g, const uint8_t nonce[32], buf_t *payload_json,
+                             buf_t *switches_json, char *err, size_t errlen)
+{
+    (void)switches_json;
     if (g->mode == GPU_MODE_NONE)
         return 1;
     if (g->mode == GPU_MODE_CANNED) {
@@ -716,4 +725,62 @@ void gpu_source_free(gpu_source_t *g)
         pthread_join(g->helper, NULL);
     }
     source_release(g);
+}
+
+int gpu_payload_from_nvattest(const uint8_t nonce[32], const char *text, size_t len, buf_t *payload,
+                              char *err, size_t errlen)
+{
+    struct json_object *doc = json_parse_strict(text, len), *list = doc;
+    char want[HEX_SIZE(NONCE_LEN)];
+    buf_t items = BUF_INIT;
+    const char *arch = NULL;
+    int rc = -1;
+    hex_encode(want, nonce, NONCE_LEN);
+    if (doc && json_object_is_type(doc, json_type_object))
+        json_object_object_get_ex(doc, "evidence_list", &list);
+    if (!list || !json_object_is_type(list, json_type_array) || json_object_array_length(list) == 0) {
+        snprintf(err, errlen, "the agent's GPU evidence is not a non-empty nvattest list");
+        goto out;
+    }
+    for (size_t i = 0; i < json_object_array_length(list); i++) {
+        struct json_object *it = json_object_array_get_idx(list, i);
+        size_t el = 0, cl = 0;
+        const char *ev = json_get_str(it, "evidence", &el), *cert = json_get_str(it, "certificate", &cl);
+        const char *a = json_get_str(it, "arch", NULL), *n = json_get_str(it, "nonce", NULL);
+        uint8_t head[48]; /* 64 base64 characters */
+        if (!ev || !cert || el < 64) {
+            snprintf(err, errlen, "GPU %zu: the agent's item has no evidence or certificate", i);
+            goto out;
+        }
+        /* the signed request's nonce (bytes 4..35) must be ours, whatever the item says */
+        if (b64_decode(head, sizeof head, ev, 64) < (long)(SPDM_NONCE_OFFSET + NONCE_LEN) ||
+            memcmp(head + SPDM_NONCE_OFFSET, nonce, NONCE_LEN) != 0 || (n && strcasecmp(n, want) != 0)) {
+            snprintf(err, errlen, "GPU %zu: the agent's evidence does not carry the request nonce", i);
+            goto out;
+        }
+        a = a ? a : "HOPPER";
+        if (arch && strcmp(arch, a) != 0) {
+            snprintf(err, errlen, "GPUs of different architectures (%s, %s)", arch, a);
+            goto out;
+        }
+        arch = a;
+        if (buf_puts(&items, i ? ", {\"certificate\": " : "{\"certificate\": ") ||
+            buf_json_str(&items, cert, cl) || buf_puts(&items, ", \"evidence\": ") ||
+            buf_json_str(&items, ev, el) || buf_puts(&items, "}"))
+            goto oom;
+    }
+    if (strcmp(arch, "HOPPER") != 0 && strcmp(arch, "BLACKWELL") != 0) {
+        snprintf(err, errlen, "GPU architecture %.32s has no CC attestation", arch);
+        goto out;
+    }
+    if (payload_append(payload, nonce, &items, arch))
+        goto oom;
+    rc = 0;
+    goto out;
+oom:
+    snprintf(err, errlen, "out of memory");
+out:
+    buf_free(&items);
+    json_object_put(doc);
+    return rc;
 }

@@ -66,6 +66,19 @@ int gpu_source_is_canned(const gpu_source_t *g);
 int gpu_evidence_collect(gpu_source_t *g, const uint8_t nonce[32], buf_t *payload_json, char *err,
                          size_t errlen);
 
+/* The same, and on a machine with NVSwitches (gpu_config_t.nscq_mode) their evidence for the
+ * same nonce appended to switches_json as {"nonce","evidence_list","arch":"LS10"}; nothing
+ * appended without switches. switches_json NULL: GPUs only. */
+int gpu_evidence_collect_all(gpu_source_t *g, const uint8_t nonce[32], buf_t *payload_json,
+                             buf_t *switches_json, char *err, size_t errlen);
+
+/* The NRAS-shaped payload (as gpu_evidence_collect makes it) from nvattest collect-evidence
+ * output (a list of {"arch","certificate","evidence","nonce",...}, e.g. what the dstack
+ * agent's AttestGpu returns): every item's signed SPDM request must carry nonce. 0, or -1
+ * with err (payload unchanged). */
+int gpu_payload_from_nvattest(const uint8_t nonce[32], const char *text, size_t len, buf_t *payload,
+                              char *err, size_t errlen);
+
 /* Process-wide counters (all sources, since start): collections repeated because a report
  * carried another nonce, and collections that failed for that reason after every retry. */
 unsigned long long gpu_nonce_retries_total(void);

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "attest/gpu.h"
 #include "attest/provider_ops.h"
 #include "tdx/quote.h"
 
@@ -128,4 +129,20 @@ int attest_provider_derive_key(attest_provider_t *p, const char *path, const cha
         return -1;
     }
     return p->ops->derive_key(p, path, algorithm, key, err, errlen);
+}
+
+int attest_provider_attest_gpu(attest_provider_t *p, const uint8_t nonce[32], buf_t *payload,
+                               char *err, size_t errlen)
+{
+    if (p->ops->kind != ATTEST_DSTACK) {
+        snprintf(err, errlen, "GPU_EVIDENCE=dstack needs ATTESTATION=dstack (the guest agent's "
+                              "AttestGpu), not %s", attest_provider_mode(p));
+        return -1;
+    }
+    buf_t ev = BUF_INIT;
+    int rc = dstack_attest_gpu(&p->be.ep, nonce, &ev, err, errlen);
+    if (rc == 0)
+        rc = gpu_payload_from_nvattest(nonce, ev.data ? ev.data : "", ev.len, payload, err, errlen);
+    buf_free(&ev);
+    return rc;
 }

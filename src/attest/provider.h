@@ -63,9 +63,18 @@ int attest_provider_derive_keys(attest_provider_t *p, const char *model_name, ui
 int attest_provider_derive_key(attest_provider_t *p, const char *path, const char *algorithm,
                                uint8_t key[32], char *err, size_t errlen);
 
+/* dstack only (GPU_EVIDENCE=dstack): the agent's AttestGpu for nonce (dstack/agent.h), turned
+ * into the NRAS-shaped payload (attest/gpu.h gpu_payload_from_nvattest). BLOCKS. 0, or -1 with
+ * err (also for other providers, and for an agent without AttestGpu). */
+int attest_provider_attest_gpu(attest_provider_t *p, const uint8_t nonce[32], buf_t *payload,
+                               char *err, size_t errlen);
+
 /* GPU evidence collector (BLOCKING; same shape as gpu_evidence_collect): appends
- * {"nonce","evidence_list","arch"} JSON for nonce. 0, or -1 with err. */
-typedef int (*attest_gpu_fn)(void *ctx, const uint8_t nonce[32], buf_t *payload, char *err, size_t errlen);
+ * {"nonce","evidence_list","arch"} JSON for nonce to payload and, on a machine with NVSwitches,
+ * the same shape for the switches (arch "LS10") to switches. 0, 1 (no GPU evidence), or -1
+ * with err. */
+typedef int (*attest_gpu_fn)(void *ctx, const uint8_t nonce[32], buf_t *payload, buf_t *switches,
+                             char *err, size_t errlen);
 
 typedef struct attest_service_config {
     unsigned cache_ttl_s;          /* server-nonce report cache; 0 disables it */
@@ -75,6 +84,9 @@ typedef struct attest_service_config {
     attest_gpu_fn gpu;             /* NULL: the simulated GPU payload */
     void *gpu_ctx;
     const char *gpu_label;         /* static string emitted as gpu_evidence, or NULL */
+    /* GPU_EXPECTED_COUNT, NVSWITCH_EXPECTED_COUNT: a collection with fewer devices fails (the
+     * report answers 503 naming it); 0: no requirement. */
+    unsigned gpu_expected, nvswitch_expected;
     /* ACI E2EE v2's keys and keyset (sign/aci_keys.h), read with aci_keys_current for each
      * report (so a renewed keyset is the one bound); borrowed (must outlive the service),
      * NULL: no ACI. */
@@ -110,7 +122,11 @@ void attest_service_tls_counts(attest_service_t *s, unsigned long long *reloads,
 /* The SPKI sha256 reports bind now, 64 hex ("" without TLS) (any thread). */
 void attest_service_tls_current(attest_service_t *s, char hex[65]);
 
-/* algo: 0 ecdsa, 1 ed25519; tls: 1 = TLS binding (only when has_tls). */
+/* algo: 0 ecdsa, 1 ed25519; tls: binding flags, ATTEST_BIND_TLS (only when has_tls) and
+ * ATTEST_BIND_GPU (version 3: report_data = attest_report_data_v3, GPU evidence collected
+ * before the quote). Each combination has its own cache slot. */
+#define ATTEST_BIND_TLS 1
+#define ATTEST_BIND_GPU 2
 
 /* A fresh report for a client nonce (nonce_source "client"). 0, or -1 with err. */
 int attest_service_fresh(attest_service_t *s, int algo, int tls, const uint8_t nonce[32], buf_t *out,

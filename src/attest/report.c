@@ -23,6 +23,35 @@ void attest_parts_free(attest_parts_t *p)
     buf_free(&p->info);
     buf_free(&p->vm_config);
     buf_free(&p->nvidia_payload);
+    buf_free(&p->nvswitch_payload);
+}
+
+void attest_report_data_v3(const uint8_t *id, size_t idlen, const uint8_t *spki_sha256,
+                           const void *gpu, size_t gpu_len, const void *sw, size_t sw_len,
+                           const uint8_t nonce[32], uint8_t out[64])
+{
+    uint8_t in[sizeof ATTEST_V3_DOMAIN - 1 + 32 + 3 * 32];
+    size_t n = 0;
+    if (idlen > 32)
+        idlen = 32;
+    memcpy(in, ATTEST_V3_DOMAIN, sizeof ATTEST_V3_DOMAIN - 1);
+    n += sizeof ATTEST_V3_DOMAIN - 1;
+    memcpy(in + n, id, idlen);
+    n += idlen;
+    if (spki_sha256)
+        memcpy(in + n, spki_sha256, 32);
+    else
+        memset(in + n, 0, 32);
+    n += 32;
+    sha256(gpu_len ? gpu : "", gpu_len, in + n);
+    n += 32;
+    if (sw_len)
+        sha256(sw, sw_len, in + n);
+    else
+        memset(in + n, 0, 32);
+    n += 32;
+    sha256(in, n, out);
+    memcpy(out + 32, nonce, 32);
 }
 
 void attest_report_data_tls(const uint8_t *id, size_t idlen, const uint8_t spki_sha256[32],
@@ -130,6 +159,12 @@ static int report_fields(const attest_identity_t *id, const char *nhex, const bu
         return -1;
     if (p->gpu_evidence && (buf_puts(b, ",\"gpu_evidence\":") || put_str(b, p->gpu_evidence)))
         return -1;
+    if (p->nvswitch_payload.len &&
+        (buf_puts(b, ",\"nvswitch_payload\":") ||
+         buf_json_str(b, p->nvswitch_payload.data, p->nvswitch_payload.len)))
+        return -1;
+    if (o && o->report_version && buf_printf(b, ",\"report_version\":%d", o->report_version))
+        return -1;
     if (o && o->e2ee_keys_json && o->aci_keyset_digest &&
         (buf_puts(b, ",\"e2ee_public_keys\":") || buf_puts(b, o->e2ee_keys_json) ||
          buf_puts(b, ",\"aci_keyset_digest\":") || put_str(b, o->aci_keyset_digest)))
@@ -157,7 +192,8 @@ int attest_report_build(const attest_identity_t *id, const uint8_t nonce[32], co
     hex_encode(qhex.data, (const uint8_t *)p->quote.data, p->quote.len);
     qhex.len = 2 * p->quote.len;
     if (buf_reserve(&fields, 2 * qhex.len + p->info.len + 2 * p->event_log.len + p->vm_config.len +
-                                 2 * p->nvidia_payload.len + FIELDS_SLACK) ||
+                                 2 * p->nvidia_payload.len + 2 * p->nvswitch_payload.len +
+                                 FIELDS_SLACK) ||
         report_fields(id, nhex, &qhex, p, opts, &fields))
         goto out;
     /* the entry at the top level, in all_attestations (the reference's layout) and in

@@ -18,6 +18,8 @@ typedef struct attest_parts {
     buf_t info;              /* a JSON object text, emitted as is; empty means {} */
     buf_t vm_config;         /* vm_config string content; may be empty */
     buf_t nvidia_payload;    /* JSON text {"nonce","evidence_list","arch"}, emitted as a string */
+    buf_t nvswitch_payload;  /* the same shape for the NVSwitches (arch "LS10"); emitted as the
+                              * string nvswitch_payload only when not empty */
     char tappd_hash_algorithm[32]; /* tappd: how the agent turned report_data into REPORTDATA */
     char tappd_prefix[64];
     const char *gpu_evidence;      /* NULL, or where nvidia_payload came from: "nvml" | "canned" |
@@ -29,6 +31,16 @@ void attest_parts_free(attest_parts_t *p);
 /* The TLS binding (NEAR's inference-proxy): out = sha256(id || spki_sha256) || nonce. */
 void attest_report_data_tls(const uint8_t *id, size_t idlen, const uint8_t spki_sha256[32],
                             const uint8_t nonce[32], uint8_t out[64]);
+
+/* Version 3, the GPU binding (docs/API.md): out[0:32] = sha256(ATTEST_V3_DOMAIN ‖ id ‖
+ * spki_sha256 or 32 zero bytes ‖ sha256(nvidia_payload) ‖ sha256(nvswitch_payload) or 32 zero
+ * bytes when there is none), out[32:64] = nonce. The payloads are the exact bytes of the
+ * report's nvidia_payload and nvswitch_payload strings (empty: sha256 of nothing for the GPU
+ * part, zeros for the switch part). spki NULL: no TLS binding. */
+#define ATTEST_V3_DOMAIN "vllm-proxy/report-data/v3"
+void attest_report_data_v3(const uint8_t *id, size_t idlen, const uint8_t *spki_sha256,
+                           const void *gpu, size_t gpu_len, const void *sw, size_t sw_len,
+                           const uint8_t nonce[32], uint8_t out[64]);
 
 /* sha256 of the SubjectPublicKeyInfo DER of the first certificate in a PEM file.
  * 0, or -1 with err. */
@@ -51,6 +63,9 @@ typedef struct attest_report_opts {
     /* 1: event_log is the agent's event log as JSON (it must be a JSON array; "" gives []), as
      * nearai's proxies serve it; 0: the agent's text as a JSON string (the reference). */
     int event_log_array;
+    /* 3: the report's report_data is version 3's (attest_report_data_v3); emitted as
+     * "report_version":3. 0: omitted (the reference's report). */
+    int report_version;
 } attest_report_opts_t;
 
 /* 1 when an event log text is usable with event_log_array: empty, or a JSON array (strict). */

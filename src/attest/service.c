@@ -11,10 +11,13 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include <json-c/json.h>
+
 #include "attest/provider.h"
 #include "core/clock.h"
 #include "core/hex.h"
 #include "core/log.h"
+#include "core/json.h"
 #include "core/sha.h"
 
 #define SERVICE_ERR_MAX 256 /* why a collection failed, kept for the callers that waited on it */
@@ -67,12 +70,13 @@ struct attest_service {
     attest_gpu_fn gpu;
     void *gpu_ctx;
     const char *gpu_label;
+    unsigned gpu_expected, nvswitch_expected; /* 0: no requirement */
     aci_keys_t *aci; /* borrowed; NULL: no ACI */
     const char *model_name, *signed_text_format;    /* borrowed; NULL: omitted */
     int event_log_array;
     pthread_mutex_t lock;
     pthread_cond_t done;
-    slot_t slots[2][2]; /* [algo][tls] */
+    slot_t slots[2][4]; /* [algo][flags: ATTEST_BIND_TLS (when has_tls) | ATTEST_BIND_GPU] */
     unsigned pending;   /* admitted client collections, queued or running */
     int last_failed;    /* under lock: the last collection (any) failed; 0 at start, after the
                          * provider's start-up probe */
@@ -105,6 +109,8 @@ attest_service_t *attest_service_new(attest_provider_t *p, const signer_t *signe
     s->gpu = c->gpu;
     s->gpu_ctx = c->gpu_ctx;
     s->gpu_label = c->gpu_label;
+    s->gpu_expected = c->gpu_expected;
+    s->nvswitch_expected = c->nvswitch_expected;
     s->aci = c->aci;
     s->model_name = c->model_name;
     s->signed_text_format = c->signed_text_format;
@@ -119,7 +125,7 @@ void attest_service_free(attest_service_t *s)
     if (!s)
         return;
     for (int a = 0; a < 2; a++)
-        for (int t = 0; t < 2; t++)
+        for (int t = 0; t < 4; t++)
             buf_free(&s->slots[a][t].body);
     pthread_mutex_destroy(&s->lock);
     pthread_cond_destroy(&s->done);
@@ -151,11 +157,12 @@ static void tls_install(attest_service_t *s, const uint8_t spki[SPKI_HASH_LEN])
         memcpy(s->spki, spki, SPKI_HASH_LEN);
         hex_encode(s->spki_hex, s->spki, SPKI_HASH_LEN);
         s->tls_gen++;
-        for (int a = 0; a < 2; a++) {
-            slot_t *sl = &s->slots[a][1];
-            buf_free(&sl->body);
-            sl->made_at = 0;
-        }
+        for (int a = 0; a < 2; a++)
+            for (int t = ATTEST_BIND_TLS; t < 4; t += 2) { /* the TLS-bound ones */
+                slot_t *sl = &s->slots[a][t];
+                buf_free(&sl->body);
+                sl->made_at = 0;
+            }
     }
     pthread_mutex_unlock(&s->lock);
     if (changed) {
@@ -233,12 +240,18 @@ void attest_service_tls_current(attest_service_t *s, char hex[65])
 /* The binding for a collection that starts now (caller holds s->lock). */
 static void tls_snapshot_locked(const attest_service_t *s, int tls, tls_snap_t *t)
 {
-    t->on = tls && s->has_tls;
+    t->on = (tls & ATTEST_BIND_TLS) && s->has_tls;
     t->gen = s->tls_gen;
     if (t->on) {
         memcpy(t->spki, s->spki, sizeof t->spki);
         memcpy(t->spki_hex, s->spki_hex, sizeof t->spki_hex);
     }
+}
+
+/* The cache slot of a request's binding flags: the TLS bit only when a key is configured. */
+static int slot_flags(const attest_service_t *s, int flags)
+{
+    return ((flags & ATTEST_BIND_TLS) && s->has_tls ? ATTEST_BIND_TLS : 0) | (flags & ATTEST_BIND_GPU);
 }
 
 static void identity(const signer_t *sg, int algo, attest_identity_t *id)
@@ -262,6 +275,7 @@ typedef struct gpu_job {
     attest_service_t *s;
     const uint8_t *nonce;
     buf_t payload;
+    buf_t switches;
     int rc;
     char err[SERVICE_ERR_MAX];
 } gpu_job_t;
@@ -269,53 +283,110 @@ typedef struct gpu_job {
 static void *gpu_thread(void *arg)
 {
     gpu_job_t *g = arg;
-    g->rc = g->s->gpu(g->s->gpu_ctx, g->nonce, &g->payload, g->err, sizeof g->err);
+    if (g->s->gpu) {
+        g->rc = g->s->gpu(g->s->gpu_ctx, g->nonce, &g->payload, &g->switches, g->err, sizeof g->err);
+    } else {
+        g->rc = attest_gpu_payload_sim(g->nonce, &g->payload);
+        if (g->rc)
+            snprintf(g->err, sizeof g->err, "simulated GPU payload failed");
+    }
     return NULL;
 }
 
-/* One full collection: quote and GPU evidence in parallel, then the JSON. tls: the binding
- * snapshot taken when the collection started. */
-static int build(attest_service_t *s, int algo, const tls_snap_t *tls, const uint8_t nonce[32],
-                 const char *nonce_source, buf_t *out, char *err, size_t errlen)
+/* Devices in an NRAS-shaped payload ({"evidence_list":[...]}) or an nvattest list; 0 when
+ * empty or unreadable. */
+static size_t payload_devices(const buf_t *p)
+{
+    if (!p->len)
+        return 0;
+    struct json_object *doc = json_parse_strict(p->data, p->len), *list = NULL;
+    size_t n = 0;
+    if (doc && json_object_is_type(doc, json_type_array))
+        list = doc;
+    else if (doc)
+        json_object_object_get_ex(doc, "evidence_list", &list);
+    if (list && json_object_is_type(list, json_type_array))
+        n = (size_t)json_object_array_length(list);
+    json_object_put(doc);
+    return n;
+}
+
+/* GPU_EXPECTED_COUNT / NVSWITCH_EXPECTED_COUNT: fewer devices is an error, never a smaller
+ * report. 0, or -1 with err naming what is missing. */
+static int check_counts(const attest_service_t *s, const gpu_job_t *g, char *err, size_t errlen)
+{
+    size_t gpus = payload_devices(&g->payload), sw = payload_devices(&g->switches);
+    if (s->gpu_expected && gpus < s->gpu_expected) {
+        snprintf(err, errlen, "GPU evidence covers %zu GPU(s), GPU_EXPECTED_COUNT is %u", gpus,
+                 s->gpu_expected);
+        return -1;
+    }
+    if (s->nvswitch_expected && sw < s->nvswitch_expected) {
+        snprintf(err, errlen, "NVSwitch evidence covers %zu switch(es), NVSWITCH_EXPECTED_COUNT is %u",
+                 sw, s->nvswitch_expected);
+        return -1;
+    }
+    return 0;
+}
+
+/* One full collection, then the JSON. tls: the binding snapshot taken when the collection
+ * started. gpu_bind (version 3): the GPU (and NVSwitch) evidence is collected first and its
+ * hash goes into report_data, so the quote waits for it; otherwise quote and GPU evidence
+ * are collected in parallel. */
+static int build(attest_service_t *s, int algo, const tls_snap_t *tls, int gpu_bind,
+                 const uint8_t nonce[32], const char *nonce_source, buf_t *out, char *err,
+                 size_t errlen)
 {
     attest_identity_t id;
     uint8_t rd[64];
     attest_parts_t parts = {0};
     gpu_job_t g = {.s = s, .nonce = nonce};
     pthread_t th;
-    int threaded = 0, rc = -1;
+    int threaded = 0, rc = -1, qrc;
     identity(s->signer, algo, &id);
-    if (tls->on)
-        attest_report_data_tls(id.id_bytes, id.id_len, tls->spki, nonce, rd);
-    else
-        attest_report_data(id.id_bytes, id.id_len, nonce, rd);
-    if (s->gpu) {
+    if (gpu_bind) {
+        gpu_thread(&g);
+        if (g.rc < 0) {
+            snprintf(err, errlen, "GPU evidence: %s", g.err);
+            goto out;
+        }
+        if (check_counts(s, &g, err, errlen) != 0)
+            goto out;
+        attest_report_data_v3(id.id_bytes, id.id_len, tls->on ? tls->spki : NULL,
+                              g.payload.data, g.payload.len, g.switches.data, g.switches.len,
+                              nonce, rd);
+        qrc = attest_provider_collect(s->p, rd, &parts, err, errlen);
+    } else {
+        if (tls->on)
+            attest_report_data_tls(id.id_bytes, id.id_len, tls->spki, nonce, rd);
+        else
+            attest_report_data(id.id_bytes, id.id_len, nonce, rd);
         if (pthread_create(&th, NULL, gpu_thread, &g) == 0)
             threaded = 1;
         else
             gpu_thread(&g); /* no thread: one after the other */
-    } else {
-        g.rc = attest_gpu_payload_sim(nonce, &g.payload);
-        if (g.rc)
-            snprintf(g.err, sizeof g.err, "simulated GPU payload failed");
+        qrc = attest_provider_collect(s->p, rd, &parts, err, errlen);
+        if (threaded)
+            pthread_join(th, NULL);
     }
-    int qrc = attest_provider_collect(s->p, rd, &parts, err, errlen);
-    if (threaded)
-        pthread_join(th, NULL);
     if (qrc != 0)
         goto out;
     if (g.rc < 0) {
         snprintf(err, errlen, "GPU evidence: %s", g.err);
         goto out;
     }
+    if (!gpu_bind && check_counts(s, &g, err, errlen) != 0)
+        goto out;
     if (s->event_log_array && !attest_event_log_is_array(parts.event_log.data, parts.event_log.len)) {
         snprintf(err, errlen, "the agent's event log is not a JSON array (EVENT_LOG_FORMAT=string "
                               "serves it as the agent's text)");
         goto out;
     }
     parts.nvidia_payload = g.payload; /* rc 1 (no GPU): stays empty */
+    parts.nvswitch_payload = g.switches;
     parts.gpu_evidence = s->gpu_label;
     g.payload = (buf_t)BUF_INIT;
+    g.switches = (buf_t)BUF_INIT;
     /* The keyset digest current now (a cached report may outlive a renewal by at most
      * ATTESTATION_CACHE_TTL; the keyset it names stays unexpired for half its lifetime). */
     char aci_digest[ACI_DIGEST_LEN + 1];
@@ -327,7 +398,8 @@ static int build(attest_service_t *s, int algo, const tls_snap_t *tls, const uin
                               .aci_keyset_digest = have_aci ? aci_digest : NULL,
                               .model_name = s->model_name,
                               .signed_text_format = s->signed_text_format,
-                              .event_log_array = s->event_log_array};
+                              .event_log_array = s->event_log_array,
+                              .report_version = gpu_bind ? 3 : 0};
     if (attest_report_build(&id, nonce, &parts, &o, out) != 0) {
         snprintf(err, errlen, "report assembly failed (out of memory)");
         goto out;
@@ -335,6 +407,7 @@ static int build(attest_service_t *s, int algo, const tls_snap_t *tls, const uin
     rc = 0;
 out:
     buf_free(&g.payload);
+    buf_free(&g.switches);
     attest_parts_free(&parts);
     pthread_mutex_lock(&s->lock); /* every caller of build holds no lock */
     s->last_failed = rc != 0;
@@ -365,12 +438,12 @@ int attest_service_fresh(attest_service_t *s, int algo, int tls, const uint8_t n
                          char *err, size_t errlen)
 {
     tls_snap_t t;
-    if (tls && s->has_tls)
+    if ((tls & ATTEST_BIND_TLS) && s->has_tls)
         attest_service_tls_check(s); /* the file as it is now; a bad file keeps the last key */
     pthread_mutex_lock(&s->lock);
     tls_snapshot_locked(s, tls, &t);
     pthread_mutex_unlock(&s->lock);
-    return build(s, algo & 1, &t, nonce, "client", out, err, errlen);
+    return build(s, algo & 1, &t, tls & ATTEST_BIND_GPU, nonce, "client", out, err, errlen);
 }
 
 /* Collects into slot sl (caller holds the lock and has set sl->collecting). Returns with
@@ -385,7 +458,7 @@ static int collect_locked(attest_service_t *s, slot_t *sl, int algo, int tls)
     int rc = -1, stale = 0;
     for (int tries = 0; tries < TLS_COLLECT_TRIES; tries++) {
         tls_snap_t t;
-        if (tls) {
+        if (tls & ATTEST_BIND_TLS) {
             pthread_mutex_unlock(&s->lock);
             attest_service_tls_check(s);
             pthread_mutex_lock(&s->lock);
@@ -394,7 +467,7 @@ static int collect_locked(attest_service_t *s, slot_t *sl, int algo, int tls)
         randombytes_buf(nonce, sizeof nonce);
         pthread_mutex_unlock(&s->lock);
         buf_free(&body);
-        rc = build(s, algo, &t, nonce, "server", &body, e, sizeof e);
+        rc = build(s, algo, &t, tls & ATTEST_BIND_GPU, nonce, "server", &body, e, sizeof e);
         pthread_mutex_lock(&s->lock);
         stale = rc == 0 && t.on && t.gen != s->tls_gen;
         if (!stale)
@@ -441,7 +514,7 @@ int attest_service_try_cached(attest_service_t *s, int algo, int tls, buf_t *out
     *want_refresh = 0;
     if (s->ttl == 0)
         return 1;
-    slot_t *sl = &s->slots[algo & 1][tls && s->has_tls];
+    slot_t *sl = &s->slots[algo & 1][slot_flags(s, tls)];
     int rc = 1;
     pthread_mutex_lock(&s->lock);
     if (!hit_locked(s, sl, out, want_refresh, &rc))
@@ -480,17 +553,17 @@ int attest_service_cached(attest_service_t *s, int algo, int tls, buf_t *out, in
 {
     *want_refresh = 0;
     algo &= 1;
-    tls = tls && s->has_tls;
+    tls = slot_flags(s, tls);
     if (s->ttl == 0) {
         uint8_t nonce[NONCE_LEN];
         tls_snap_t t;
         randombytes_buf(nonce, sizeof nonce);
-        if (tls)
+        if (tls & ATTEST_BIND_TLS)
             attest_service_tls_check(s);
         pthread_mutex_lock(&s->lock);
         tls_snapshot_locked(s, tls, &t);
         pthread_mutex_unlock(&s->lock);
-        return build(s, algo, &t, nonce, "server", out, err, errlen);
+        return build(s, algo, &t, tls & ATTEST_BIND_GPU, nonce, "server", out, err, errlen);
     }
     slot_t *sl = &s->slots[algo][tls];
     int rc = -1, waited = 0;
@@ -526,7 +599,7 @@ int attest_service_cached(attest_service_t *s, int algo, int tls, buf_t *out, in
 void attest_service_refresh(attest_service_t *s, int algo, int tls)
 {
     algo &= 1;
-    tls = tls && s->has_tls;
+    tls = slot_flags(s, tls);
     slot_t *sl = &s->slots[algo][tls];
     pthread_mutex_lock(&s->lock);
     sl->refresh_queued = 0;
@@ -541,7 +614,7 @@ void attest_service_refresh(attest_service_t *s, int algo, int tls)
 void attest_service_refresh_cancelled(attest_service_t *s, int algo, int tls)
 {
     pthread_mutex_lock(&s->lock);
-    s->slots[algo & 1][tls && s->has_tls].refresh_queued = 0;
+    s->slots[algo & 1][slot_flags(s, tls)].refresh_queued = 0;
     pthread_mutex_unlock(&s->lock);
 }
 

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -523,6 +524,69 @@ int dstack_get_key(const dstack_endpoint_t *ep, const char *path, const char *al
     if (kb.data)
         sodium_memzero(kb.data, kb.cap);
     buf_free(&kb);
+    json_object_put(o);
+    return rc;
+}
+
+/* AttestGpu: v1 (/v1/AttestGpu: {"bundles":[{"vendor","format","evidence":"<hex>"}]}) first,
+ * then v0 (/AttestGpu: {"evidence":"<nvattest JSON>","nonce"}) when v1 is not served. */
+#define NVATTEST_FORMAT "nvidia-nvattest-collect-evidence-json-v1"
+int dstack_attest_gpu(const dstack_endpoint_t *ep, const uint8_t nonce[32], buf_t *evidence,
+                      char *err, size_t errlen)
+{
+    char body[96], nh[65];
+    hex_encode(nh, nonce, 32);
+    snprintf(body, sizeof body, "{\"nonce\":\"%s\"}", nh);
+    char e1[512] = "";
+    struct json_object *o = rpc(ep, "v1/AttestGpu", body, e1, sizeof e1), *v;
+    int rc = -1;
+    if (o) {
+        struct json_object *bundles = NULL;
+        if (!json_object_object_get_ex(o, "bundles", &bundles) ||
+            !json_object_is_type(bundles, json_type_array)) {
+            snprintf(err, errlen, "dstack guest agent: v1/AttestGpu: no bundles array");
+            goto out;
+        }
+        for (size_t i = 0; i < json_object_array_length(bundles); i++) {
+            struct json_object *b = json_object_array_get_idx(bundles, i);
+            const char *vendor = json_get_str(b, "vendor", NULL), *fmt = json_get_str(b, "format", NULL);
+            size_t hl = 0;
+            const char *h = json_get_str(b, "evidence", &hl);
+            if (!vendor || strcasecmp(vendor, "nvidia") != 0 || !fmt || strcmp(fmt, NVATTEST_FORMAT) != 0 || !h)
+                continue;
+            if (hl >= 2 && h[0] == '0' && (h[1] == 'x' || h[1] == 'X'))
+                h += 2, hl -= 2;
+            if (hl % 2 || hl / 2 > DSTACK_MAX_RESPONSE || buf_reserve(evidence, hl / 2 + 1) ||
+                hex_decode((uint8_t *)evidence->data + evidence->len, hl / 2, h, hl) != (long)(hl / 2)) {
+                snprintf(err, errlen, "dstack guest agent: v1/AttestGpu: the NVIDIA bundle is not hex");
+                goto out;
+            }
+            evidence->len += hl / 2;
+            evidence->data[evidence->len] = 0;
+            rc = 0;
+            goto out;
+        }
+        snprintf(err, errlen, "dstack guest agent: v1/AttestGpu returned no %s bundle (no GPU?)",
+                 NVATTEST_FORMAT);
+        goto out;
+    }
+    if (!strstr(e1, "HTTP 404")) {
+        snprintf(err, errlen, "%s", e1);
+        return -1;
+    }
+    o = rpc(ep, "AttestGpu", body, err, errlen);
+    if (!o)
+        return -1;
+    if (!json_object_object_get_ex(o, "evidence", &v) || !json_object_is_type(v, json_type_string)) {
+        snprintf(err, errlen, "dstack guest agent: AttestGpu: no evidence string");
+        goto out;
+    }
+    if (buf_append(evidence, json_object_get_string(v), (size_t)json_object_get_string_len(v))) {
+        snprintf(err, errlen, "out of memory");
+        goto out;
+    }
+    rc = 0;
+out:
     json_object_put(o);
     return rc;
 }

@@ -69,4 +69,11 @@ int dstack_info(const dstack_endpoint_t *ep, buf_t *info_json, char *err, size_t
 int dstack_get_key(const dstack_endpoint_t *ep, const char *path, const char *algorithm,
                    uint8_t key[32], char *err, size_t errlen);
 
+/* AttestGpu (dstack main; PRs #1111, #1112): NVIDIA evidence collected by the agent now, for
+ * this nonce. Tries the v1 API (/v1/AttestGpu, the bundle of vendor "nvidia", format
+ * "nvidia-nvattest-collect-evidence-json-v1", hex-decoded), then v0 (/AttestGpu, its
+ * "evidence" string) when v1 answers 404. Appends the nvattest collect-evidence JSON (a list of
+ * {"arch","certificate","evidence","nonce",...}) as the agent returned it. 0 or -1. */
+int dstack_attest_gpu(const dstack_endpoint_t *ep, const uint8_t nonce[32], buf_t *evidence,
+                      char *err, size_t errlen);
 #endif

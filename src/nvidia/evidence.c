@@ -157,6 +157,20 @@ out:
     return rc;
 }
 
+/* What the lines of one device kind say: id prefix, noun, accepted architectures. */
+typedef struct nv_kind {
+    const char *prefix, *noun, *arch_words;
+    const char *const *archs;
+} nv_kind_t;
+static const char *const GPU_ARCHS[] = {"HOPPER", "BLACKWELL", NULL};
+static const char *const SWITCH_ARCHS[] = {"LS10", NULL};
+static const nv_kind_t KIND_GPU = {"gpu", "GPU", "HOPPER or BLACKWELL", GPU_ARCHS};
+static const nv_kind_t KIND_SWITCH = {"nvswitch", "NVSwitch", "LS10", SWITCH_ARCHS};
+
+/* The `what` of a line with the kind's noun (one static buffer per call site would be needed
+ * for several at once; check_add copies it at once). */
+#define W(fmt) (snprintf(what, sizeof what, fmt, k->noun), what)
+
 static void leaf_cn(X509 *x, char *out, size_t cap)
 {
     out[0] = 0;
@@ -165,19 +179,20 @@ static void leaf_cn(X509 *x, char *out, size_t cap)
         out[0] = 0;
 }
 
-int nv_verify_gpu(checklist_t *cl, int idx, const uint8_t *report, size_t n, int legacy,
-                  STACK_OF(X509) *chain, X509 *root, const uint8_t payload_nonce[32], time_t at)
+static int verify_device(checklist_t *cl, const nv_kind_t *k, int idx, const uint8_t *report,
+                         size_t n, int legacy, STACK_OF(X509) *chain, X509 *root,
+                         const uint8_t payload_nonce[32], time_t at)
 {
-    char id[64], exp_hex[HEX_SIZE(32)], got_hex[HEX_SIZE(32)];
+    char id[64], exp_hex[HEX_SIZE(32)], got_hex[HEX_SIZE(32)], what[128];
     int parse_err = 0, failed = 0;
 
     nv_spdm_report_t *r = malloc(sizeof *r);
     if (!r)
         return -1;
     int prc = nv_spdm_parse(report, n, r);
-    snprintf(id, sizeof id, "gpu.%d.evidence", idx);
+    snprintf(id, sizeof id, "%s.%d.evidence", k->prefix, idx);
     if (prc != NV_SPDM_OK) {
-        check_addf(cl, id, CHK_FAIL, "GPU attestation report parses as SPDM 1.1 measurements",
+        check_addf(cl, id, CHK_FAIL, W("%s attestation report parses as SPDM 1.1 measurements"),
                    "GET_MEASUREMENTS request + signed MEASUREMENTS response", "%s (%zu bytes)",
                    nv_spdm_strerror(prc), n);
         parse_err = 1;
@@ -185,17 +200,17 @@ int nv_verify_gpu(checklist_t *cl, int idx, const uint8_t *report, size_t n, int
         char drv[64] = "?", vb[32] = "?";
         nv_spdm_driver_version(r, drv, sizeof drv);
         nv_spdm_vbios_version(r, vb, sizeof vb);
-        check_addf(cl, id, CHK_PASS, "GPU attestation report parses as SPDM 1.1 measurements",
+        check_addf(cl, id, CHK_PASS, W("%s attestation report parses as SPDM 1.1 measurements"),
                    "GET_MEASUREMENTS request + signed MEASUREMENTS response",
                    "%zu bytes%s, %u measurement blocks, driver %s, VBIOS %s", n,
                    legacy ? " (legacy hex encoding)" : "", r->n_blocks, drv, vb);
     }
 
     /* Certificate chain */
-    snprintf(id, sizeof id, "gpu.%d.cert_chain", idx);
+    snprintf(id, sizeof id, "%s.%d.cert_chain", k->prefix, idx);
     X509 *leaf = chain && sk_X509_num(chain) > 0 ? sk_X509_value(chain, 0) : NULL;
     if (!leaf) {
-        check_add(cl, id, CHK_FAIL, "GPU certificate chain verifies to the NVIDIA Device Identity CA",
+        check_add(cl, id, CHK_FAIL, W("%s certificate chain verifies to the NVIDIA Device Identity CA"),
                   "base64 PEM chain, leaf first", "certificate chain could not be decoded");
         parse_err = 1;
     } else {
@@ -203,29 +218,29 @@ int nv_verify_gpu(checklist_t *cl, int idx, const uint8_t *report, size_t n, int
         int v = nv_chain_verify(chain, root, at, err, sizeof err);
         leaf_cn(leaf, cn, sizeof cn);
         if (v == 1) {
-            check_addf(cl, id, CHK_PASS, "GPU certificate chain verifies to the NVIDIA Device Identity CA",
+            check_addf(cl, id, CHK_PASS, W("%s certificate chain verifies to the NVIDIA Device Identity CA"),
                        "chain to the built-in root", "%d certificates, leaf \"%s\"",
                        sk_X509_num(chain), cn);
         } else {
-            check_addf(cl, id, CHK_FAIL, "GPU certificate chain verifies to the NVIDIA Device Identity CA",
+            check_addf(cl, id, CHK_FAIL, W("%s certificate chain verifies to the NVIDIA Device Identity CA"),
                        "chain to the built-in root", "%s", v == 0 ? err : "verification error");
             failed = 1;
         }
     }
 
     /* SPDM signature with the leaf key */
-    snprintf(id, sizeof id, "gpu.%d.spdm_signature", idx);
+    snprintf(id, sizeof id, "%s.%d.spdm_signature", k->prefix, idx);
     if (prc != NV_SPDM_OK || !leaf) {
-        check_add(cl, id, CHK_FAIL, "SPDM measurements are signed by the GPU's leaf key",
+        check_add(cl, id, CHK_FAIL, W("SPDM measurements are signed by the %s's leaf key"),
                   "ECDSA P-384 / SHA-384", "not checked: report or chain unusable");
     } else {
         EVP_PKEY *key = X509_get0_pubkey(leaf);
         int v = nv_spdm_verify_signature(r, key);
         if (v == 1)
-            check_addf(cl, id, CHK_PASS, "SPDM measurements are signed by the GPU's leaf key",
+            check_addf(cl, id, CHK_PASS, W("SPDM measurements are signed by the %s's leaf key"),
                        "ECDSA P-384 / SHA-384", "valid over %zu signed bytes", r->signed_len);
         else {
-            check_add(cl, id, CHK_FAIL, "SPDM measurements are signed by the GPU's leaf key",
+            check_add(cl, id, CHK_FAIL, W("SPDM measurements are signed by the %s's leaf key"),
                       "ECDSA P-384 / SHA-384",
                       v == 0 ? "signature does not verify" : "leaf key is not EC P-384");
             failed = 1;
@@ -234,19 +249,19 @@ int nv_verify_gpu(checklist_t *cl, int idx, const uint8_t *report, size_t n, int
     }
 
     /* Nonce inside the report (request bytes 4..35) */
-    snprintf(id, sizeof id, "gpu.%d.nonce", idx);
+    snprintf(id, sizeof id, "%s.%d.nonce", k->prefix, idx);
     if (prc != NV_SPDM_OK && n < NV_SPDM_REQ_LEN) {
-        check_add(cl, id, CHK_FAIL, "GPU report carries the payload nonce", NULL,
+        check_add(cl, id, CHK_FAIL, W("%s report carries the payload nonce"), NULL,
                   "report too short");
     } else if (!payload_nonce) {
         hex_encode(got_hex, report + 4, 32);
-        check_add(cl, id, CHK_SKIP, "GPU report carries the payload nonce", "no payload nonce",
+        check_add(cl, id, CHK_SKIP, W("%s report carries the payload nonce"), "no payload nonce",
                   got_hex);
     } else {
         hex_encode(exp_hex, payload_nonce, 32);
         hex_encode(got_hex, report + 4, 32);
         int eq = memcmp(report + 4, payload_nonce, 32) == 0;
-        check_add(cl, id, eq ? CHK_PASS : CHK_FAIL, "GPU report carries the payload nonce",
+        check_add(cl, id, eq ? CHK_PASS : CHK_FAIL, W("%s report carries the payload nonce"),
                   exp_hex, got_hex);
         if (!eq)
             failed = 1;
@@ -255,14 +270,24 @@ int nv_verify_gpu(checklist_t *cl, int idx, const uint8_t *report, size_t n, int
     return parse_err ? -1 : failed ? 1 : 0;
 }
 
+int nv_verify_gpu(checklist_t *cl, int idx, const uint8_t *report, size_t n, int legacy,
+                  STACK_OF(X509) *chain, X509 *root, const uint8_t payload_nonce[32], time_t at)
+{
+    return verify_device(cl, &KIND_GPU, idx, report, n, legacy, chain, root, payload_nonce, at);
+}
+
 static int nonce_parse(const char *s, size_t n, uint8_t out[32])
 {
     return s && n == 64 && hex_decode(out, 32, s, 64) == 32 ? 0 : -1;
 }
 
-int nv_verify_payload_root(const char *payload_json, size_t len, const uint8_t expected_nonce[32],
-                           time_t at, X509 *root, checklist_t *cl)
+static int verify_payload(const char *payload_json, size_t len, const uint8_t expected_nonce[32],
+                          time_t at, X509 *root, const nv_kind_t *k, size_t *count_out,
+                          checklist_t *cl)
 {
+    char id[64], what[128];
+    if (count_out)
+        *count_out = 0;
     json_object *doc = nv_json_parse(payload_json, len);
     json_object *list = NULL;
     int is_list = 0;
@@ -274,14 +299,16 @@ int nv_verify_payload_root(const char *payload_json, size_t len, const uint8_t e
     }
     if (!list || !json_object_is_type(list, json_type_array) ||
         json_object_array_length(list) > NV_MAX_GPUS) {
-        check_add(cl, "gpu.payload.format", CHK_FAIL, "GPU evidence payload is well-formed JSON",
+        check_add(cl, (snprintf(id, sizeof id, "%s.payload.format", k->prefix), id), CHK_FAIL, W("%s evidence payload is well-formed JSON"),
                   "{\"nonce\",\"evidence_list\",\"arch\"}",
-                  !doc ? "not JSON" : list ? "more than 64 GPUs" : "no evidence_list array");
+                  !doc ? "not JSON" : list ? "more than 64 devices" : "no evidence_list array");
         json_object_put(doc);
         return -1;
     }
     size_t count = json_object_array_length(list);
-    check_addf(cl, "gpu.payload.format", CHK_PASS, "GPU evidence payload is well-formed JSON",
+    if (count_out)
+        *count_out = count;
+    check_addf(cl, (snprintf(id, sizeof id, "%s.payload.format", k->prefix), id), CHK_PASS, W("%s evidence payload is well-formed JSON"),
                "{\"nonce\",\"evidence_list\",\"arch\"}", "%s, %zu item(s)",
                is_list ? "nvattest evidence list" : "NRAS-shaped payload", count);
 
@@ -304,19 +331,19 @@ int nv_verify_payload_root(const char *payload_json, size_t len, const uint8_t e
             }
         have_nonce = nonce_parse(ns, nl, nonce) == 0;
         if (!have_nonce || !agree) {
-            check_add(cl, "gpu.payload.nonce", CHK_FAIL, "payload nonce is the expected nonce",
+            check_add(cl, (snprintf(id, sizeof id, "%s.payload.nonce", k->prefix), id), CHK_FAIL, "payload nonce is the expected nonce",
                       "64 hex digits", !have_nonce ? "missing or malformed" : "items disagree");
             parse_err = 1;
             have_nonce = 0;
         } else if (!expected_nonce) {
             hex_encode(found, nonce, 32);
-            check_add(cl, "gpu.payload.nonce", CHK_SKIP, "payload nonce is the expected nonce",
+            check_add(cl, (snprintf(id, sizeof id, "%s.payload.nonce", k->prefix), id), CHK_SKIP, "payload nonce is the expected nonce",
                       "no expected nonce given", found);
         } else {
             hex_encode(exp_hex, expected_nonce, 32);
             hex_encode(found, nonce, 32);
             int eq = memcmp(nonce, expected_nonce, 32) == 0;
-            check_add(cl, "gpu.payload.nonce", eq ? CHK_PASS : CHK_FAIL,
+            check_add(cl, (snprintf(id, sizeof id, "%s.payload.nonce", k->prefix), id), eq ? CHK_PASS : CHK_FAIL,
                       "payload nonce is the expected nonce", exp_hex, found);
             failed |= !eq;
         }
@@ -333,23 +360,25 @@ int nv_verify_payload_root(const char *payload_json, size_t len, const uint8_t e
                     agree = 0;
             }
         if (!arch || !*arch || !agree) {
-            check_add(cl, "gpu.payload.arch", CHK_FAIL, "payload names the GPU architecture",
-                      "HOPPER or BLACKWELL", !arch || !*arch ? "missing" : "items disagree");
+            check_add(cl, (snprintf(id, sizeof id, "%s.payload.arch", k->prefix), id), CHK_FAIL, W("payload names the %s architecture"),
+                      k->arch_words, !arch || !*arch ? "missing" : "items disagree");
             failed = 1;
         } else {
-            int known = strcmp(arch, "HOPPER") == 0 || strcmp(arch, "BLACKWELL") == 0;
-            check_add(cl, "gpu.payload.arch", known ? CHK_PASS : CHK_WARN,
-                      "payload names the GPU architecture", "HOPPER or BLACKWELL", arch);
+            int known = 0;
+            for (const char *const *a = k->archs; *a && !known; a++)
+                known = strcmp(arch, *a) == 0;
+            check_add(cl, (snprintf(id, sizeof id, "%s.payload.arch", k->prefix), id), known ? CHK_PASS : CHK_WARN,
+                      W("payload names the %s architecture"), k->arch_words, arch);
         }
     }
 
     if (count == 0) {
-        check_add(cl, "gpu.payload.evidence_list", CHK_FAIL, "payload carries GPU evidence",
+        check_add(cl, (snprintf(id, sizeof id, "%s.payload.evidence_list", k->prefix), id), CHK_FAIL, W("payload carries %s evidence"),
                   ">= 1 GPU", "empty list");
         failed = 1;
     } else {
-        check_addf(cl, "gpu.payload.evidence_list", CHK_PASS, "payload carries GPU evidence",
-                   ">= 1 GPU", "%zu GPU(s)", count);
+        check_addf(cl, (snprintf(id, sizeof id, "%s.payload.evidence_list", k->prefix), id), CHK_PASS, W("payload carries %s evidence"),
+                   k->prefix[0] == 'g' ? ">= 1 GPU" : ">= 1 NVSwitch", "%zu %s(s)", count, k->noun);
     }
 
     for (size_t i = 0; i < count; i++) {
@@ -361,16 +390,15 @@ int nv_verify_payload_root(const char *payload_json, size_t len, const uint8_t e
         size_t rn = 0;
         int legacy = 0;
         if (!ev || nv_evidence_decode(ev, el, &rep, &rn, &legacy) != 0) {
-            char id[64];
-            snprintf(id, sizeof id, "gpu.%zu.evidence", i);
-            check_add(cl, id, CHK_FAIL, "GPU attestation report parses as SPDM 1.1 measurements",
+            snprintf(id, sizeof id, "%s.%zu.evidence", k->prefix, i);
+            check_add(cl, id, CHK_FAIL, W("%s attestation report parses as SPDM 1.1 measurements"),
                       "base64 of the binary report (or of its hex text)",
                       ev ? "evidence does not decode" : "no evidence string");
             parse_err = 1;
             continue;
         }
         STACK_OF(X509) *chain = cert ? nv_cert_chain_decode(cert, cl_len) : NULL;
-        int rc = nv_verify_gpu(cl, (int)i, rep, rn, legacy, chain, root,
+        int rc = verify_device(cl, k, (int)i, rep, rn, legacy, chain, root,
                                have_nonce ? nonce : NULL, at);
         if (rc < 0)
             parse_err = 1;
@@ -383,6 +411,29 @@ int nv_verify_payload_root(const char *payload_json, size_t len, const uint8_t e
     }
     json_object_put(doc);
     return parse_err ? -1 : failed ? 1 : 0;
+}
+
+int nv_verify_payload_root(const char *payload_json, size_t len, const uint8_t expected_nonce[32],
+                           time_t at, X509 *root, checklist_t *cl)
+{
+    return verify_payload(payload_json, len, expected_nonce, at, root, &KIND_GPU, NULL, cl);
+}
+
+int nv_verify_devices(const char *payload_json, size_t len, const uint8_t expected_nonce[32],
+                      time_t at, int switches, size_t *count, checklist_t *cl)
+{
+    const nv_kind_t *k = switches ? &KIND_SWITCH : &KIND_GPU;
+    char id[64];
+    X509 *root = nv_device_root();
+    if (!root) {
+        snprintf(id, sizeof id, "%s.payload.format", k->prefix);
+        check_add(cl, id, CHK_FAIL, "built-in NVIDIA root loads", NULL,
+                  "cannot load the built-in root");
+        return -1;
+    }
+    int rc = verify_payload(payload_json, len, expected_nonce, at, root, k, count, cl);
+    X509_free(root);
+    return rc;
 }
 
 int nv_verify_payload(const char *payload_json, size_t len, const uint8_t expected_nonce[32],

@@ -68,6 +68,11 @@ int nv_verify_gpu(checklist_t *cl, int idx, const uint8_t *report, size_t n, int
  * failed, -1 when the payload, an evidence or a certificate chain could not be parsed. */
 int nv_verify_payload(const char *payload_json, size_t len, const uint8_t expected_nonce[32],
                       time_t at, checklist_t *cl);
+/* nv_verify_payload for GPUs (switches 0) or NVSwitches (switches 1: the PPCIe switch
+ * evidence, arch "LS10", the same SPDM 1.1 report and chain to the same root; lines
+ * "nvswitch.payload.*", "nvswitch.<i>.*"). *count (may be NULL): items in the payload. */
+int nv_verify_devices(const char *payload_json, size_t len, const uint8_t expected_nonce[32],
+                      time_t at, int switches, size_t *count, checklist_t *cl);
 /* Same with another trust anchor (tests; future GPU roots). */
 int nv_verify_payload_root(const char *payload_json, size_t len,
                            const uint8_t expected_nonce[32], time_t at,

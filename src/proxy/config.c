@@ -25,7 +25,7 @@ _Static_assert(sizeof(enum event_log_format) == sizeof(int), "enum event_log_for
 _Static_assert(sizeof(enum log_format) == sizeof(int), "enum log_format is not int-sized");
 
 static const char *const ATTEST_NAMES[] = {"auto", "dstack", "tappd", "tsm", "simulated", NULL};
-static const char *const GPU_NAMES[] = {"", "auto", "nvml", "canned", "none", "simulated", NULL};
+static const char *const GPU_NAMES[] = {"", "auto", "nvml", "canned", "none", "simulated", "dstack", NULL};
 static const char *const SIGNED_TEXT_NAMES[] = {"req:resp", "model:req:resp", NULL};
 static const char *const EVENT_LOG_NAMES[] = {"array", "string", NULL};
 static const char *const LOG_FORMAT_NAMES[] = {"text", "json", NULL};
@@ -178,7 +178,7 @@ static const config_setting_t SETTINGS[] = {
      0, 3600, NULL, 0, "1", NULL,
      "seconds between looks at TLS_CERT_PATH for a replaced certificate (0 = only on TLS-bound collections)"},
     {"--gpu-evidence", "GPU_EVIDENCE", CFG_ENUM, FIELD(gpu_evidence), 0, 0, 0, GPU_NAMES, 0, NULL,
-     "`simulated` with simulated attestation, else `auto`", "auto|nvml|canned|none|simulated"},
+     "`simulated` with simulated attestation, else `auto`", "auto|nvml|canned|none|simulated|dstack"},
     {"--nvml-library", "NVML_LIBRARY_PATH", CFG_STR, FIELD(nvml_library_path), 0, 0, 0, NULL, 0, NULL,
      "`libnvidia-ml.so.1`", "NVML library for dlopen"},
     {"--gpu-allow-cc-off", "GPU_ALLOW_CC_OFF", CFG_BOOL, FIELD(gpu_allow_cc_off), 0, 0, 0, NULL, 0,
@@ -187,6 +187,11 @@ static const config_setting_t SETTINGS[] = {
      1, WEEK, NULL, 0, NULL, "`30`", "seconds one GPU evidence collection may take"},
     {"--gpu-nonce-retries", "GPU_NONCE_RETRIES", CFG_UINT, FIELD(gpu_nonce_retries), 0, 0, 10, NULL,
      0, "3", NULL, "collections repeated when a GPU report carries another request's nonce (then 503)"},
+    {"--gpu-expected-count", "GPU_EXPECTED_COUNT", CFG_UINT, FIELD(gpu_expected_count), 0, 0, 64,
+     NULL, 0, "0", NULL, "GPUs every report's evidence must cover; fewer answers 503 (0 = no requirement)"},
+    {"--nvswitch-expected-count", "NVSWITCH_EXPECTED_COUNT", CFG_UINT, FIELD(nvswitch_expected_count),
+     0, 0, 64, NULL, 0, "0", NULL,
+     "NVSwitches every report's evidence must cover; fewer answers 503 (0 = no requirement)"},
     {"--redis-host", "REDIS_HOST", CFG_STR, FIELD(redis_host), 0, 0, 0, NULL, 0, NULL, NULL,
      "Redis shared by replicas for signatures: host name, IP or /unix/socket (unset: memory only)"},
     {"--redis-port", "REDIS_PORT", CFG_INT, FIELD(redis_port), 0, 1, 65535, NULL, 0, "6379", NULL,

@@ -35,6 +35,7 @@ enum gpu_evidence_mode {
     GPU_EVIDENCE_CANNED,
     GPU_EVIDENCE_NONE,
     GPU_EVIDENCE_SIMULATED,
+    GPU_EVIDENCE_DSTACK, /* the dstack guest agent's AttestGpu */
 };
 
 /* SIGNED_TEXT: what the two signatures cover. */
@@ -89,6 +90,8 @@ typedef struct config {
     int gpu_allow_cc_off;
     unsigned gpu_evidence_timeout_ms;            /* 0 = the gpu module's default */
     unsigned gpu_nonce_retries;                  /* repeated collections on a foreign nonce */
+    unsigned gpu_expected_count;                 /* 0 = no requirement */
+    unsigned nvswitch_expected_count;            /* 0 = no requirement */
     unsigned cache_ttl;
     size_t cache_capacity;
     size_t max_request_size;

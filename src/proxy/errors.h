@@ -37,7 +37,7 @@
     X(TLS_UNAVAILABLE, 400, "invalid_request_error", "tls_fingerprint_unavailable",             \
       "include_tls_fingerprint=true needs TLS_CERT_PATH on this server")                        \
     X(INVALID_REPORT_VERSION, 400, "invalid_request_error", "invalid_version",                  \
-      "version must be 1 or 2 (2: report_data binds the TLS certificate's key)")               \
+      "version must be 1, 2 or 3 (2: report_data binds the TLS certificate's key; 3: the GPU evidence too)") \
     X(SIGNING_ADDRESS_UNKNOWN, 404, "not_found", NULL, "Signing address not found on this server") \
     X(CHAT_ID_NOT_FOUND, 404, "not_found", NULL, "Chat id not found or expired")                \
     /* E2EE where no format is wired: fail closed (issue 10). E2EE_V2_NOT_SUPPORTED: ACI's   \

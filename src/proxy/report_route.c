@@ -37,7 +37,7 @@ typedef struct report_job {
     conn_t *c;
     http_req_t *req;
     int algo;
-    int tls;
+    int tls;            /* binding flags: ATTEST_BIND_TLS | ATTEST_BIND_GPU */
     int server_nonce;   /* no client nonce: served from the cache */
     int want_refresh;   /* the cached entry is past half its TTL */
     int refresh_only;   /* a background refresh, no connection */
@@ -252,31 +252,37 @@ void report_route(app_worker_t *aw, conn_t *c, http_req_t *req)
     }
     /* version=2: what Phala's gateway asks the Phala fork for; an alias of
      * include_tls_fingerprint=true (report_data[0:32] = sha256(address || SPKI sha256), and
-     * the report carries tls_cert_fingerprint). version=1 is today's report. */
-    int v2 = 0;
+     * the report carries tls_cert_fingerprint). version=3: ours, the GPU binding
+     * (attest_report_data_v3: the GPU and NVSwitch evidence hashed into report_data[0:32],
+     * the TLS key too when the server has one, unless include_tls_fingerprint=false).
+     * version=1 is today's report. */
+    int ver = 1;
     n = query_get(req->query, "version", v, sizeof v);
     if (n != QUERY_ABSENT) {
-        if (n == 1 && (v[0] == '1' || v[0] == '2'))
-            v2 = v[0] == '2';
+        if (n == 1 && v[0] >= '1' && v[0] <= '3')
+            ver = v[0] - '0';
         else {
             refuse(j, aw, c, req, APP_E_INVALID_REPORT_VERSION);
             return;
         }
     }
-    if (v2 && tls_flag == 0) {
+    if (ver == 2 && tls_flag == 0) {
         free(j);
         respond_error(aw, c, req, ROUTE_REPORT, APP_E_INVALID_TLS_FLAG,
                       "include_tls_fingerprint=false contradicts version=2, which binds the TLS key");
         return;
     }
-    j->tls = v2 || tls_flag == 1;
+    int has_tls = attest_service_has_tls(aw->app->attest);
+    j->tls = (ver == 2 || tls_flag == 1 || (ver == 3 && tls_flag == -1 && has_tls)) ? ATTEST_BIND_TLS : 0;
     /* Never a silently unbound report: a binding asked for without a certificate is a 400. */
-    if (j->tls && !attest_service_has_tls(aw->app->attest)) {
+    if (j->tls && !has_tls) {
         free(j);
         respond_error(aw, c, req, ROUTE_REPORT, APP_E_TLS_UNAVAILABLE,
-                      v2 ? "version=2 (TLS binding) needs TLS_CERT_PATH on this server" : NULL);
+                      ver == 2 ? "version=2 (TLS binding) needs TLS_CERT_PATH on this server" : NULL);
         return;
     }
+    if (ver == 3)
+        j->tls |= ATTEST_BIND_GPU;
     if (j->server_nonce && answer_cached(aw, c, req, algo, j->tls)) {
         free(j);
         return;

@@ -243,6 +243,8 @@ static const char OPT_QUOTE[] =
 
 static const char OPT_GPU[] =
     "  --no-gpu                  do not check GPU evidence (SKIP line)\n"
+    "  --gpus N, --nvswitches N  the GPU / NVSwitch evidence must cover at least N devices\n"
+    "                            (policy keys \"gpus\", \"nvswitches\")\n"
     "  --nras URL                also submit the GPU payload to NRAS (e.g.\n"
     "                            https://nras.attestation.nvidia.com/v3/attest/gpu) and verify its JWTs\n"
     "  --jwks FILE|URL           NRAS signing keys (default <NRAS origin>/.well-known/jwks.json)\n"
@@ -264,6 +266,8 @@ static void help(const char *cmd)
                "  --signing-address A       pick this entry of all_attestations\n"
                "  --nonce HEX               the nonce the report must echo (64 hex)\n"
                "  --tls-spki HEX            sha256 of the SPKI of the TLS certificate you saw\n"
+               "  --report-version 3        ask for (URL) and require the v3 report, whose report_data\n"
+               "                            binds the GPU and NVSwitch evidence\n"
                "  --save-report FILE        save the fetched report\n"
                "%s%s%s",
                OPT_QUOTE, OPT_GPU, OPT_COMMON);
@@ -327,6 +331,7 @@ enum {
     O_MODEL, O_PROMPT, O_STREAM, O_MAXTOK, O_TEXT, O_SIG, O_ADDRESS, O_REQ, O_RESP, O_RD,
     O_EVLOG, O_INFO, O_GPU_REPORT, O_GPU_CERTS, O_HELP, O_COLOR, O_E2EE, O_E2EE_SUITE,
     O_VERBOSE, O_VERSION, O_OS_IMAGE,
+    O_GPUS, O_NVSWITCHES, O_REPORT_VERSION,
 };
 
 static const struct option LONGOPTS[] = {
@@ -347,6 +352,9 @@ static const struct option LONGOPTS[] = {
     {"expect-compose-hash", required_argument, 0, O_COMPOSE},
     {"policy", required_argument, 0, O_POLICY},
     {"no-gpu", no_argument, 0, O_NO_GPU},
+    {"gpus", required_argument, 0, O_GPUS},
+    {"nvswitches", required_argument, 0, O_NVSWITCHES},
+    {"report-version", required_argument, 0, O_REPORT_VERSION},
     {"nras", required_argument, 0, O_NRAS},
     {"jwks", required_argument, 0, O_JWKS},
     {"nras-response", required_argument, 0, O_NRAS_RESP},
@@ -425,6 +433,19 @@ static int parse_opts(int argc, char **argv, const char *cmd, vopts_t *o)
         case O_COMPOSE: o->expect_compose_hash = optarg; break;
         case O_POLICY: o->policy_file = optarg; break;
         case O_NO_GPU: o->no_gpu = 1; break;
+        case O_GPUS: case O_NVSWITCHES: {
+            char *end;
+            long v = strtol(optarg, &end, 10);
+            if (!*optarg || *end || v < 0 || v > 64)
+                return usage_error(cmd, c == O_GPUS ? "--gpus: 0 to 64" : "--nvswitches: 0 to 64");
+            *(c == O_GPUS ? &o->expect_gpus : &o->expect_nvswitches) = (int)v;
+            break;
+        }
+        case O_REPORT_VERSION:
+            if (strcmp(optarg, "1") && strcmp(optarg, "3"))
+                return usage_error(cmd, "--report-version: 1 or 3");
+            o->report_version = optarg[0] == '3' ? 3 : 0;
+            break;
         case O_NRAS: o->nras_url = optarg; break;
         case O_JWKS: o->jwks = optarg; break;
         case O_NRAS_RESP: o->nras_response_file = optarg; break;
@@ -504,6 +525,37 @@ static void policy_allow_tcb(vopts_t *o)
     json_object_put(p);
 }
 
+/* "gpus" and "nvswitches" from the policy file, when --gpus / --nvswitches are not given
+ * (an integer 0..64; nvswitches may also be true: at least one). 0, or -1 when one of them
+ * has another type (the policy would pin nothing). */
+static int policy_counts(vopts_t *o)
+{
+    if (!o->policy_file)
+        return 0;
+    struct json_object *p = json_object_from_file(o->policy_file), *v;
+    int rc = 0;
+    if (p && json_object_object_get_ex(p, "gpus", &v)) {
+        if (!json_object_is_type(v, json_type_int) || json_object_get_int(v) < 0 ||
+            json_object_get_int(v) > 64)
+            rc = -1;
+        else if (o->expect_gpus < 0)
+            o->expect_gpus = json_object_get_int(v);
+    }
+    if (p && json_object_object_get_ex(p, "nvswitches", &v)) {
+        if (json_object_is_type(v, json_type_boolean)) {
+            if (o->expect_nvswitches < 0 && json_object_get_boolean(v))
+                o->expect_nvswitches = 1;
+        } else if (!json_object_is_type(v, json_type_int) || json_object_get_int(v) < 0 ||
+                   json_object_get_int(v) > 64) {
+            rc = -1;
+        } else if (o->expect_nvswitches < 0) {
+            o->expect_nvswitches = json_object_get_int(v);
+        }
+    }
+    json_object_put(p);
+    return rc;
+}
+
 static int cmd_roots(vctx_t *cx, vopts_t *o)
 {
     (void)o;
@@ -574,6 +626,7 @@ int main(int argc, char **argv)
     vopts_t o;
     memset(&o, 0, sizeof o);
     o.timeout_s = VX_DEFAULT_TIMEOUT;
+    o.expect_gpus = o.expect_nvswitches = -1;
     const char *no_color = getenv("NO_COLOR"); /* no-color.org: set and not empty */
     o.color = isatty(1) && !(no_color && *no_color);
     int rc = parse_opts(argc, argv, cmd, &o);
@@ -597,6 +650,9 @@ int main(int argc, char **argv)
         return usage_error(cmd, "--signing-algo does not apply to --e2ee aci-v2 (its keys are not "
                                 "signing keys): use --e2ee-suite x25519|secp256k1");
     policy_allow_tcb(&o);
+    if (policy_counts(&o) != 0)
+        return usage_error(cmd, "--policy: \"gpus\" must be an integer 0..64, \"nvswitches\" "
+                                "an integer 0..64 or a boolean");
 
     if (o.target)
         vx_fact(VF_TARGET, "%s", o.target);

@@ -39,6 +39,10 @@ typedef struct vopts {
     int allow_simulated, json, color, no_gpu;
     int verbose;                        /* --verbose: full hex, what each check proves */
     const char *os_image_dir;           /* --os-image DIR: sha256sum.txt + metadata.json */
+    /* --gpus N / --nvswitches N (or the policy's "gpus" / "nvswitches"): the evidence must
+     * cover at least that many devices; -1: not asked. --report-version N: the report asked
+     * for (fetching) and required (checking); 0: the report's own report_version. */
+    int expect_gpus, expect_nvswitches, report_version;
     const char *expect_mrtd, *expect_rtmr[4], *expect_compose_hash, *policy_file;
     const char *nras_url, *jwks;
     const char *nras_response_file;
@@ -141,11 +145,19 @@ void vq_check_compose(vctx_t *cx, const vquote_t *vq, struct json_object *info,
  * which also fails an image it cannot tell. Sets vq->os_image_hash. */
 void vq_check_os_image(vctx_t *cx, const vopts_t *o, vquote_t *vq, struct json_object *info,
                        struct json_object *log, int log_ok);
+/* dstack.gpu_event: the gpu-attestation event of dstack's GPU boot gate, replayed into RTMR3
+ * with the rest of the log (log_ok), and its claims. SKIP when absent. */
+void vq_check_gpu_event(vctx_t *cx, struct json_object *log, int log_ok);
 /* --expect-* and --policy pins (lines pin.*). compose_hash may be NULL. */
 void vq_check_pins(vctx_t *cx, const vopts_t *o, const vquote_t *vq, const char *compose_hash);
-/* Lines for a GPU payload (report and gpu). nonce may be NULL. */
-void vg_check_payload(vctx_t *cx, const vopts_t *o, const char *payload, size_t n,
-                      const uint8_t *nonce, int simulated);
+/* Lines for a GPU payload (report and gpu). nonce may be NULL. Returns the GPUs it holds. */
+size_t vg_check_payload(vctx_t *cx, const vopts_t *o, const char *payload, size_t n,
+                        const uint8_t *nonce, int simulated);
+/* Lines for an NVSwitch payload (nvswitch.*; PPCIe machines). Returns the switches it holds. */
+size_t vg_check_switches(vctx_t *cx, const vopts_t *o, const char *payload, size_t n,
+                         const uint8_t *nonce, int simulated);
+/* gpu.count / nvswitch.count against --gpus / --nvswitches (lines only when asked). */
+void vg_check_counts(vctx_t *cx, const vopts_t *o, size_t gpus, size_t switches);
 /* NRAS: submit the payload (or read --nras-response) and verify the JWTs. */
 void vg_check_nras(vctx_t *cx, const vopts_t *o, const char *payload, size_t n,
                    const uint8_t *nonce);

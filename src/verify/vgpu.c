@@ -14,40 +14,89 @@
 #include "nvidia/nras.h"
 #include "verify/verify.h"
 
-static void check_sim_payload(vctx_t *cx, const char *payload, size_t n, const uint8_t *nonce)
+/* Items of the payload's evidence_list (or of an nvattest list). */
+static size_t payload_items(struct json_object *doc)
+{
+    struct json_object *l = NULL;
+    if (doc && json_object_is_type(doc, json_type_array))
+        l = doc;
+    else if (doc)
+        json_object_object_get_ex(doc, "evidence_list", &l);
+    return l && json_object_is_type(l, json_type_array) ? (size_t)json_object_array_length(l) : 0;
+}
+
+static size_t check_sim_payload(vctx_t *cx, const char *payload, size_t n, const uint8_t *nonce,
+                                const char *pfx)
 {
     struct json_object *doc = nv_json_parse(payload, n), *v;
+    char id[64];
     const char *pn = doc && json_object_object_get_ex(doc, "nonce", &v) ? json_object_get_string(v)
                                                                         : NULL;
     char want[HEX_SIZE(32)] = "";
     if (nonce)
         hex_encode(want, nonce, 32);
+    snprintf(id, sizeof id, "%s.payload.nonce", pfx);
     if (!nonce)
-        check_add(&cx->cl, "gpu.payload.nonce", CHK_SKIP, "payload nonce is the expected nonce",
-                  "", "no nonce given");
+        check_add(&cx->cl, id, CHK_SKIP, "payload nonce is the expected nonce", "", "no nonce given");
     else
-        check_add(&cx->cl, "gpu.payload.nonce", pn && strcasecmp(pn, want) == 0 ? CHK_PASS : CHK_FAIL,
+        check_add(&cx->cl, id, pn && strcasecmp(pn, want) == 0 ? CHK_PASS : CHK_FAIL,
                   "payload nonce is the expected nonce (SIMULATED evidence)", want,
                   pn ? pn : "no nonce");
-    check_add(&cx->cl, "gpu.evidence", CHK_SKIP,
-              "GPU SPDM signature and certificate chain to the NVIDIA root", "",
-              "simulated GPU evidence (zero SPDM signature, test certificate): not verifiable");
+    snprintf(id, sizeof id, "%s.evidence", pfx);
+    int gpu = strcmp(pfx, "gpu") == 0;
+    check_addf(&cx->cl, id, CHK_SKIP,
+               gpu ? "GPU SPDM signature and certificate chain to the NVIDIA root"
+                   : "NVSwitch SPDM signature and certificate chain to the NVIDIA root",
+               "", "simulated %s evidence (zero SPDM signature, test certificate): not verifiable",
+               gpu ? "GPU" : "NVSwitch");
+    size_t items = payload_items(doc);
     json_object_put(doc);
+    return items;
 }
 
-void vg_check_payload(vctx_t *cx, const vopts_t *o, const char *payload, size_t n,
-                      const uint8_t *nonce, int simulated)
+size_t vg_check_payload(vctx_t *cx, const vopts_t *o, const char *payload, size_t n,
+                        const uint8_t *nonce, int simulated)
 {
+    size_t count = 0;
     if (o->no_gpu) {
         check_add(&cx->cl, "gpu", CHK_SKIP, "GPU evidence is attested", "",
                   "not checked (--no-gpu)");
-        return;
+        return 0;
     }
-    if (simulated) {
-        check_sim_payload(cx, payload, n, nonce);
-        return;
+    if (simulated)
+        return check_sim_payload(cx, payload, n, nonce, "gpu");
+    nv_verify_devices(payload, n, nonce, o->at, 0, &count, &cx->cl);
+    return count;
+}
+
+size_t vg_check_switches(vctx_t *cx, const vopts_t *o, const char *payload, size_t n,
+                         const uint8_t *nonce, int simulated)
+{
+    size_t count = 0;
+    if (o->no_gpu) {
+        check_add(&cx->cl, "nvswitch", CHK_SKIP, "NVSwitch evidence is attested", "",
+                  "not checked (--no-gpu)");
+        return 0;
     }
-    nv_verify_payload(payload, n, nonce, o->at, &cx->cl);
+    if (simulated)
+        return check_sim_payload(cx, payload, n, nonce, "nvswitch");
+    nv_verify_devices(payload, n, nonce, o->at, 1, &count, &cx->cl);
+    return count;
+}
+
+void vg_check_counts(vctx_t *cx, const vopts_t *o, size_t gpus, size_t switches)
+{
+    if (o->no_gpu)
+        return;
+    if (o->expect_gpus >= 0)
+        check_addf(&cx->cl, "gpu.count", gpus >= (size_t)o->expect_gpus ? CHK_PASS : CHK_FAIL,
+                   "the GPU evidence covers the expected number of GPUs", NULL,
+                   "%zu GPU(s), at least %d expected", gpus, o->expect_gpus);
+    if (o->expect_nvswitches >= 0)
+        check_addf(&cx->cl, "nvswitch.count",
+                   switches >= (size_t)o->expect_nvswitches ? CHK_PASS : CHK_FAIL,
+                   "the NVSwitch evidence covers the expected number of switches", NULL,
+                   "%zu NVSwitch(es), at least %d expected", switches, o->expect_nvswitches);
 }
 
 /* Reads `src` as a file, or fetches it when it is a URL. 0 or -1 (err). */
@@ -204,8 +253,24 @@ int cmd_gpu(vctx_t *cx, vopts_t *o)
         n = (size_t)json_object_get_string_len(v);
     }
     warn_no_nonce(cx, o);
-    vg_check_payload(cx, o, p, n, o->have_nonce ? o->nonce : NULL, 0);
-    if (o->nras_url || o->nras_response_file)
+    size_t gpus = 0, switches = 0;
+    /* An nvattest list of LS10 items is switch evidence (nvtrust's PPCIe switch_evidence.json). */
+    struct json_object *first = json_object_is_type(doc, json_type_array) &&
+                                        json_object_array_length(doc) > 0
+                                    ? json_object_array_get_idx(doc, 0)
+                                    : NULL;
+    const char *arch = first ? json_get_str(first, "arch", NULL) : NULL;
+    if (p == b.data && arch && strcmp(arch, "LS10") == 0)
+        switches = vg_check_switches(cx, o, p, n, o->have_nonce ? o->nonce : NULL, 0);
+    else
+        gpus = vg_check_payload(cx, o, p, n, o->have_nonce ? o->nonce : NULL, 0);
+    if (p != b.data && json_object_object_get_ex(doc, "nvswitch_payload", &v) &&
+        json_object_is_type(v, json_type_string) && json_object_get_string_len(v) > 0)
+        switches = vg_check_switches(cx, o, json_object_get_string(v),
+                                     (size_t)json_object_get_string_len(v),
+                                     o->have_nonce ? o->nonce : NULL, 0);
+    vg_check_counts(cx, o, gpus, switches);
+    if (gpus && (o->nras_url || o->nras_response_file))
         vg_check_nras(cx, o, p, n, o->have_nonce ? o->nonce : NULL);
     json_object_put(doc);
     buf_free(&b);

@@ -550,6 +550,64 @@ void vq_check_os_image(vctx_t *cx, const vopts_t *o, vquote_t *vq, struct json_o
                    version, kp);
 }
 
+/* dstack's GPU boot gate (dstack main): a `gpu-attestation` runtime event on RTMR3 whose
+ * payload is JSON naming (evidence_sha256) the nvattest output the image checked at boot.
+ * Trusted only as a dstack runtime event on RTMR3 of a log that replayed; its claims are shown
+ * (top-level members, strings cut to 16 characters). */
+void vq_check_gpu_event(vctx_t *cx, struct json_object *log, int log_ok)
+{
+    const char *what = "the dstack GPU boot gate's gpu-attestation event is measured in RTMR3";
+    size_t nlog = log && json_object_is_type(log, json_type_array) ? json_object_array_length(log) : 0;
+    struct json_object *ev = NULL;
+    int count = 0;
+    for (size_t i = 0; i < nlog; i++) {
+        struct json_object *e = json_object_array_get_idx(log, i);
+        const char *name = json_get_str(e, "event", NULL);
+        uint64_t type = 0, imr = 0;
+        if (!name || strcmp(name, "gpu-attestation") != 0 || juint(e, "event_type", &type) ||
+            type != TDX_DSTACK_EVENT_TYPE || juint(e, "imr", &imr) || imr != 3)
+            continue;
+        ev = e;
+        count++;
+    }
+    if (!ev) {
+        check_add(&cx->cl, "dstack.gpu_event", CHK_SKIP, what, "",
+                  "no gpu-attestation event (dstack without the GPU boot gate)");
+        return;
+    }
+    const char *ph = json_get_str(ev, "event_payload", NULL);
+    size_t pl = ph ? strlen(ph) : 0;
+    buf_t raw = BUF_INIT, claims = BUF_INIT;
+    struct json_object *doc = NULL;
+    if (pl % 2 == 0 && buf_reserve(&raw, pl / 2 + 1) == 0 &&
+        hex_decode((uint8_t *)raw.data, pl / 2, ph, pl) == (long)(pl / 2)) {
+        raw.len = pl / 2;
+        raw.data[raw.len] = 0;
+        doc = json_parse_strict(raw.data, raw.len);
+    }
+    if (doc && json_object_is_type(doc, json_type_object)) {
+        json_object_object_foreach(doc, k, v) {
+            const char *val = json_object_is_type(v, json_type_string)
+                                  ? json_object_get_string(v)
+                                  : json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN);
+            buf_printf(&claims, "%s%.32s=%.16s%s", claims.len ? ", " : "", k, val,
+                       strlen(val) > 16 ? "..." : "");
+        }
+    }
+    if (!log_ok)
+        check_addf(&cx->cl, "dstack.gpu_event", CHK_FAIL, what, "a log that replays",
+                   "present, but the event log did not replay: not trusted");
+    else if (!claims.len)
+        check_add(&cx->cl, "dstack.gpu_event", CHK_WARN, what, "JSON claims",
+                  "measured, but its payload is not a JSON object");
+    else
+        check_addf(&cx->cl, "dstack.gpu_event", CHK_PASS, what, "", "%s%s", claims.data,
+                   count > 1 ? " (several gpu-attestation events: the last shown)" : "");
+    json_object_put(doc);
+    buf_free(&raw);
+    buf_free(&claims);
+}
+
 /* A pin value: string or array of strings; compares hex case-insensitively, 0x optional. */
 static int pin_match(struct json_object *pin, const char *want_one, const char *found)
 {
@@ -605,16 +663,25 @@ void vq_check_pins(vctx_t *cx, const vopts_t *o, const vquote_t *vq, const char 
         /* A misspelt key would pin nothing and still pass: every key must be known. */
         static const char *const known[] = {"mrtd", "rtmr0", "rtmr1", "rtmr2", "rtmr3",
                                             "mrconfigid", "compose_hash", "allow_tcb",
-                                            "os_image_hash", "reject_dev_os_image", NULL};
+                                            "os_image_hash", "reject_dev_os_image", "gpus",
+                                            "nvswitches", NULL};
         json_object_object_foreach(policy, key, val) {
-            (void)val;
             int ok = key[0] == '_'; /* "_comment" and the like */
             for (const char *const *k = known; *k && !ok; k++)
                 ok = strcmp(key, *k) == 0;
+            if (ok && (!strcmp(key, "gpus") || !strcmp(key, "nvswitches")) &&
+                !json_object_is_type(val, json_type_int) &&
+                !(!strcmp(key, "nvswitches") && json_object_is_type(val, json_type_boolean))) {
+                vx_error(cx, "pin.policy", "the policy file's device counts are integers",
+                         "%s: \"%s\" is not an integer", o->policy_file, key);
+                json_object_put(policy);
+                return;
+            }
             if (!ok) {
                 vx_error(cx, "pin.policy", "the policy file has only known keys",
                          "%s: unknown key \"%.64s\" (known: mrtd, rtmr0-3, mrconfigid, "
-                         "compose_hash, os_image_hash, allow_tcb, reject_dev_os_image)",
+                         "compose_hash, os_image_hash, allow_tcb, reject_dev_os_image, gpus, "
+                         "nvswitches)",
                          o->policy_file, key);
                 json_object_put(policy);
                 return;

@@ -10,6 +10,7 @@
 #include <openssl/rand.h>
 
 #include "core/hex.h"
+#include "attest/report.h"
 #include "core/sha.h"
 #include "sign/keccak.h"
 #include "verify/verify.h"
@@ -102,8 +103,35 @@ static int report_simulated(struct json_object *rep, struct json_object *e)
     return s && json_object_get_boolean(s);
 }
 
+/* The string value of a payload field (nvidia_payload, nvswitch_payload) exactly as the report
+ * carries it; "" when absent (an object instead of a string is serialised plainly). */
+static const char *payload_str(struct json_object *e, const char *key, size_t *n)
+{
+    struct json_object *v = jget(e, key);
+    const char *s = "";
+    if (v && json_object_is_type(v, json_type_string)) {
+        s = json_object_get_string(v);
+        *n = (size_t)json_object_get_string_len(v);
+        return s;
+    }
+    if (v && !json_object_is_type(v, json_type_null))
+        s = json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN);
+    *n = strlen(s);
+    return s;
+}
+
+/* The report's report_version (3: the GPU binding), 0 when absent. */
+static int report_version_of(struct json_object *e)
+{
+    struct json_object *v = jget(e, "report_version");
+    return v && (json_object_is_type(v, json_type_int) || json_object_is_type(v, json_type_string))
+               ? json_object_get_int(v)
+               : 0;
+}
+
 static void check_binding(vctx_t *cx, const vopts_t *o, const vquote_t *vq, const char *algo,
-                          const char *addr, const char *fp_hex, const uint8_t nonce[32])
+                          const char *addr, const char *fp_hex, const uint8_t nonce[32],
+                          struct json_object *e)
 {
     uint8_t id[32], want[64] = {0};
     long n = id_bytes(addr, algo, id);
@@ -113,6 +141,37 @@ static void check_binding(vctx_t *cx, const vopts_t *o, const vquote_t *vq, cons
         return;
     }
     const char *what = "report_data = pad32(signing address) || nonce";
+    int ver = report_version_of(e);
+    if (o->report_version && ver != o->report_version) {
+        check_addf(&cx->cl, "report.version", CHK_FAIL, "the report is the version asked for",
+                   NULL, "report_version %d, --report-version %d", ver, o->report_version);
+        return;
+    }
+    if (ver == 3) {
+        uint8_t fp[32];
+        if (fp_hex && vx_hex(fp_hex, fp, 32) != 32) {
+            check_add(&cx->cl, "tdx.report_data", CHK_FAIL, "report_data binds the TLS key",
+                      "tls_cert_fingerprint = 64 hex", fp_hex);
+            return;
+        }
+        size_t gl = 0, sl = 0;
+        const char *g = payload_str(e, "nvidia_payload", &gl);
+        const char *sw = payload_str(e, "nvswitch_payload", &sl);
+        attest_report_data_v3(id, (size_t)n, fp_hex ? fp : NULL, g, gl, sw, sl,
+                              nonce ? nonce : (vq->parsed ? vq->q.body.report_data + 32 : want + 32),
+                              want);
+        vq_check_report_data(cx, vq, want, 64,
+                             fp_hex ? "report_data = v3: sha256(domain, signing address, TLS SPKI hash, "
+                                      "GPU and NVSwitch evidence hashes) || nonce"
+                                    : "report_data = v3: sha256(domain, signing address, no TLS key, GPU "
+                                      "and NVSwitch evidence hashes) || nonce");
+        return;
+    }
+    if (ver != 0) {
+        check_addf(&cx->cl, "report.version", CHK_FAIL, "the report's version is known", "3 or none",
+                   "report_version %d", ver);
+        return;
+    }
     if (fp_hex) {
         uint8_t fp[32];
         if (vx_hex(fp_hex, fp, 32) != 32) {
@@ -343,7 +402,7 @@ int vr_check_report(vctx_t *cx, const vopts_t *o, struct json_object *rep,
     const char *fp = json_get_str(e, "tls_cert_fingerprint", NULL);
     if (fp && !*fp)
         fp = NULL;
-    check_binding(cx, o, &vq, algo, addr, fp, have_nonce ? nonce : NULL);
+    check_binding(cx, o, &vq, algo, addr, fp, have_nonce ? nonce : NULL, e);
     check_tls(cx, o, fp, seen_spki);
 
     struct json_object *log = event_log_of(jget(e, "event_log"));
@@ -351,6 +410,7 @@ int vr_check_report(vctx_t *cx, const vopts_t *o, struct json_object *rep,
     char ch[HEX_SIZE(32)];
     vq_check_compose(cx, &vq, jget(e, "info"), log, log_ok, ch);
     vq_check_os_image(cx, o, &vq, jget(e, "info"), log, log_ok);
+    vq_check_gpu_event(cx, log, log_ok);
     vq_check_pins(cx, o, &vq, ch[0] ? ch : NULL);
     json_object_put(log);
 
@@ -365,12 +425,19 @@ int vr_check_report(vctx_t *cx, const vopts_t *o, struct json_object *rep,
     if (!payload)
         check_add(&cx->cl, "gpu", o->no_gpu ? CHK_SKIP : CHK_FAIL, "GPU evidence is attested",
                   "nvidia_payload", gpu_mode ? gpu_mode : "absent");
-    else {
-        vg_check_payload(cx, o, payload, strlen(payload), have_nonce ? nonce : NULL,
-                         gpu_sim && o->allow_simulated);
+    size_t gpus = 0, switches = 0;
+    if (payload) {
+        gpus = vg_check_payload(cx, o, payload, strlen(payload), have_nonce ? nonce : NULL,
+                                gpu_sim && o->allow_simulated);
         if (o->nras_url || o->nras_response_file)
             vg_check_nras(cx, o, payload, strlen(payload), have_nonce ? nonce : NULL);
     }
+    size_t swl = 0;
+    const char *sw = payload_str(e, "nvswitch_payload", &swl);
+    if (swl)
+        switches = vg_check_switches(cx, o, sw, swl, have_nonce ? nonce : NULL,
+                                     gpu_sim && o->allow_simulated);
+    vg_check_counts(cx, o, gpus, switches);
     if (vq.simulated && o->allow_simulated) {
         static const char *const pre[] = {"tdx.", "dstack.", "pin.", NULL};
         vx_mark_simulated(cx, start, pre);
@@ -397,8 +464,9 @@ int vr_fetch_report(vctx_t *cx, vopts_t *o, const char *url, const char *algo,
         o->have_nonce = 1;
     }
     hex_encode(nhex, o->nonce, 32);
-    snprintf(q, sizeof q, "nonce=%s&signing_algo=%s%s%s", nhex, algo ? algo : "ecdsa",
-             address ? "&signing_address=" : "", address ? address : "");
+    snprintf(q, sizeof q, "nonce=%s&signing_algo=%s%s%s%s", nhex, algo ? algo : "ecdsa",
+             address ? "&signing_address=" : "", address ? address : "",
+             o->report_version == 3 ? "&version=3" : "");
     char *u = vx_url_join(url, strstr(url, "/v1/attestation/report") ? NULL
                                                                      : "/v1/attestation/report", q);
     vhttp_resp_t r;
@@ -540,6 +608,8 @@ int cmd_quote(vctx_t *cx, vopts_t *o)
         vq_check_compose(cx, &vq, info, log, log_ok, ch);
     if (info || log)
         vq_check_os_image(cx, o, &vq, info, log, log_ok);
+    if (log)
+        vq_check_gpu_event(cx, log, log_ok);
     vq_check_pins(cx, o, &vq, ch[0] ? ch : NULL);
     if (vq.simulated && o->allow_simulated) {
         static const char *const pre[] = {"tdx.", "dstack.", "pin.", NULL};

@@ -97,7 +97,7 @@ test('a binding asked for without a certificate, or a bad version, is a 400', as
     assertOpenAIError(res, 400, { type: 'invalid_request_error' });
     assert.equal(jsonOf(res).error.code, 'tls_fingerprint_unavailable', q);
   }
-  for (const [q, code] of [['version=3', 'invalid_version'], ['version=', 'invalid_version'], ['version=22', 'invalid_version'],
+  for (const [q, code] of [['version=4', 'invalid_version'], ['version=0', 'invalid_version'], ['version=', 'invalid_version'], ['version=22', 'invalid_version'],
     ['version=v2', 'invalid_version'], ['version=2&include_tls_fingerprint=false', 'invalid_include_tls_fingerprint'],
     ['include_tls_fingerprint=yes', 'invalid_include_tls_fingerprint']]) {
     for (const s of [stack, plain]) {
@@ -108,6 +108,15 @@ test('a binding asked for without a certificate, or a bad version, is a 400', as
   }
   // version=1 without a certificate is today's report
   assert.equal((await report(plain, '?version=1')).status, 200);
+  // version=3 (the GPU binding) binds the TLS key when there is one, and only then
+  const v3plain = jsonOf(await report(plain, '?version=3'));
+  assert.equal(v3plain.report_version, 3);
+  assert.equal(v3plain.tls_cert_fingerprint, undefined);
+  const v3tls = jsonOf(await report(stack, '?version=3'));
+  assert.equal(v3tls.report_version, 3);
+  assert.match(v3tls.tls_cert_fingerprint, /^[0-9a-f]{64}$/);
+  assert.equal(jsonOf(await report(stack, '?version=3&include_tls_fingerprint=false')).tls_cert_fingerprint, undefined);
+  assertOpenAIError(await report(plain, '?version=3&include_tls_fingerprint=true'), 400, { type: 'invalid_request_error' });
 });
 
 async function metric(name) {

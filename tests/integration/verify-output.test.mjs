@@ -30,7 +30,9 @@ const SIM_REPORT = path.join(REPO_ROOT, 'tests', 'vectors', 'simulated', 'report
 const SIM_NONCE = 'ab'.repeat(32); // the nonce that report was fetched for
 const SIM_AT = '1796592958'; // when it was made (its simulated certificates are valid then)
 const V055 = path.join(REPO_ROOT, 'tests', 'vectors', 'tdx', 'dstack-v055-sample');
-const NEW_IDS = new Set(['report.schema', 'dstack.os_image']); // the lines this change adds
+// the lines added since the golden JSON was saved: the output rework's two, and the GPU binding's
+// gpu-attestation event line (issue 14)
+const NEW_IDS = new Set(['report.schema', 'dstack.os_image', 'dstack.gpu_event']);
 
 /** Runs the verifier; resolves {code, out, err}. env: extra variables (undefined removes one). */
 function run(args, { env = {} } = {}) {

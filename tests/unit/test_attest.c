@@ -215,7 +215,8 @@ static void test_measurements(void **state)
     assert_memory_equal(r2, rtmr, sizeof rtmr);
     assert_non_null(strstr(log, "\"event\":\"compose-hash\""));
     assert_non_null(strstr(log, "\"event\":\"system-ready\""));
-    assert_int_equal(json_object_array_length(f), 20);
+    assert_non_null(strstr(log, "\"event\":\"gpu-attestation\""));
+    assert_int_equal(json_object_array_length(f), 21);
     /* key-provider event payload == key_provider_info. */
     const char *kp = get_str(info, "key_provider_info");
     assert_non_null(kp);

@@ -167,9 +167,10 @@ static void test_kms_keys_stable(void **state)
 
 /* ---- service ---- */
 
-static volatile int gpu_mode; /* 0 ok, 1 fail, 2 slow ok */
+static volatile int gpu_mode; /* 0 ok, 1 fail, 2 slow ok, 3 ok with 2 GPUs and 4 switches */
 
-static int fake_gpu(void *ctx, const uint8_t nonce[32], buf_t *payload, char *err, size_t errlen)
+static int fake_gpu(void *ctx, const uint8_t nonce[32], buf_t *payload, buf_t *switches, char *err,
+                    size_t errlen)
 {
     (void)ctx;
     if (gpu_mode == 1) {
@@ -180,6 +181,11 @@ static int fake_gpu(void *ctx, const uint8_t nonce[32], buf_t *payload, char *er
         fake_sleep_ms(300);
     char h[65];
     hex_encode(h, nonce, 32);
+    if (gpu_mode == 3)
+        return buf_printf(payload, "{\"nonce\": \"%s\", \"evidence_list\": [{}, {}], \"arch\": \"HOPPER\"}",
+                          h) ||
+               buf_printf(switches, "{\"nonce\": \"%s\", \"evidence_list\": [{}, {}, {}, {}], \"arch\": \"LS10\"}",
+                          h);
     return buf_printf(payload, "{\"nonce\": \"%s\", \"evidence_list\": [], \"arch\": \"HOPPER\"}", h);
 }
 
@@ -290,6 +296,117 @@ static void test_service_fresh_tls_gpu(void **state)
     buf_free(&out);
     attest_service_free(s);
     signer_free(sg);
+}
+
+
+/* version 3 (ATTEST_BIND_GPU): report_data[0:32] = sha256("vllm-proxy/report-data/v3" || id ||
+ * SPKI hash or zeros || sha256(nvidia_payload) || sha256(nvswitch_payload) or zeros), built
+ * here by hand from the report's own strings, for every provider; the GPU evidence comes
+ * before the quote; fewer GPUs or switches than expected is an error. */
+static void expect_v3_at(AT_PARAMS, struct json_object *o, const uint8_t *id, size_t idlen,
+                         const uint8_t *spki, const uint8_t nonce[32])
+{
+    uint8_t pre[25 + 32 + 96], rd[64], want[32];
+    size_t n = 0;
+    memcpy(pre, "vllm-proxy/report-data/v3", 25);
+    n = 25;
+    memcpy(pre + n, id, idlen);
+    n += idlen;
+    if (spki)
+        memcpy(pre + n, spki, 32);
+    else
+        memset(pre + n, 0, 32);
+    n += 32;
+    const char *g = jstr_at(AT_PASS, o, "nvidia_payload");
+    sha256(g, strlen(g), pre + n);
+    n += 32;
+    struct json_object *v;
+    if (json_object_object_get_ex(o, "nvswitch_payload", &v))
+        sha256(json_object_get_string(v), strlen(json_object_get_string(v)), pre + n);
+    else
+        memset(pre + n, 0, 32);
+    n += 32;
+    sha256(pre, n, want);
+    quote_rd_at(AT_PASS, o, rd);
+    at_assert_memory_equal(rd, want, 32);
+    at_assert_memory_equal(rd + 32, nonce, 32);
+    at_assert_true(json_object_object_get_ex(o, "report_version", &v));
+    at_assert_int_equal(json_object_get_int(v), 3);
+}
+#define expect_v3(...) expect_v3_at(AT_HERE, __VA_ARGS__)
+
+static void test_service_v3_every_provider(void **state)
+{
+    (void)state;
+    char err[1024] = "";
+    fake_agent_t *ad = fake_agent_start(0), *at = fake_agent_start(1);
+    fake_tsm_t *t = fake_tsm_start();
+    const char *modes[] = {"dstack", "tappd", "tsm", "simulated"};
+    signer_t *sg = signer_new_random();
+    uint8_t spki[32], nonce[32];
+    sha256("certificate key", 15, spki);
+    memset(nonce, 0x5a, 32);
+    for (int m = 0; m < 4; m++) {
+        attest_provider_t *p = open_mode(modes[m], ad->sock, at->sock, t->root, err, sizeof err);
+        assert_non_null(p);
+        attest_service_config_t sc = {.cache_ttl_s = 300, .tls_spki_sha256 = spki,
+                                      .gpu = m == 3 ? NULL : fake_gpu, .gpu_label = "nvml"};
+        attest_service_t *s = attest_service_new(p, sg, &sc);
+        buf_t out = BUF_INIT;
+        gpu_mode = m == 1 ? 3 : 0; /* tappd: with switches */
+        assert_int_equal(attest_service_fresh(s, 0, ATTEST_BIND_GPU, nonce, &out, err, sizeof err), 0);
+        struct json_object *o = parse_report(&out), *v;
+        assert_string_equal(jstr(o, "attestation_mode"), modes[m]);
+        expect_v3(o, signer_ecdsa_address_bytes(sg), 20, NULL, nonce);
+        assert_false(json_object_object_get_ex(o, "tls_cert_fingerprint", &v));
+        assert_int_equal(json_object_object_get_ex(o, "nvswitch_payload", &v), m == 1);
+        json_object_put(o);
+        buf_reset(&out);
+        assert_int_equal(attest_service_fresh(s, 1, ATTEST_BIND_GPU | ATTEST_BIND_TLS, nonce, &out,
+                                              err, sizeof err), 0);
+        o = parse_report(&out);
+        expect_v3(o, signer_ed25519_pubkey(sg), 32, spki, nonce);
+        json_object_put(o);
+        buf_reset(&out);
+        /* the default report is untouched: no report_version, the reference's report_data */
+        assert_int_equal(attest_service_fresh(s, 0, 0, nonce, &out, err, sizeof err), 0);
+        o = parse_report(&out);
+        assert_false(json_object_object_get_ex(o, "report_version", &v));
+        uint8_t rd[64], want[64];
+        quote_rd(o, rd);
+        attest_report_data(signer_ecdsa_address_bytes(sg), 20, nonce, want);
+        assert_memory_equal(rd, want, 64);
+        json_object_put(o);
+        buf_free(&out);
+        attest_service_free(s);
+    }
+    /* counts: the fake has 2 GPUs and 4 switches in mode 3, 0 GPUs in mode 0 */
+    attest_provider_t *p = open_mode("dstack", ad->sock, NULL, NULL, err, sizeof err);
+    attest_service_config_t sc = {.gpu = fake_gpu, .gpu_expected = 2, .nvswitch_expected = 4};
+    attest_service_t *s = attest_service_new(p, sg, &sc);
+    buf_t out = BUF_INIT;
+    gpu_mode = 3;
+    for (int f = 0; f <= ATTEST_BIND_GPU; f += ATTEST_BIND_GPU)
+        assert_int_equal(attest_service_fresh(s, 0, f, nonce, &out, err, sizeof err), 0);
+    gpu_mode = 0;
+    for (int f = 0; f <= ATTEST_BIND_GPU; f += ATTEST_BIND_GPU) {
+        buf_reset(&out);
+        assert_int_equal(attest_service_fresh(s, 0, f, nonce, &out, err, sizeof err), -1);
+        assert_non_null(strstr(err, "GPU_EXPECTED_COUNT is 2"));
+        assert_int_equal(out.len, 0);
+    }
+    attest_service_free(s);
+    p = open_mode("dstack", ad->sock, NULL, NULL, err, sizeof err);
+    sc.gpu_expected = 0;
+    s = attest_service_new(p, sg, &sc);
+    assert_int_equal(attest_service_fresh(s, 0, ATTEST_BIND_GPU, nonce, &out, err, sizeof err), -1);
+    assert_non_null(strstr(err, "NVSWITCH_EXPECTED_COUNT is 4"));
+    buf_free(&out);
+    attest_service_free(s);
+    signer_free(sg);
+    fake_agent_stop(ad);
+    fake_agent_stop(at);
+    fake_tsm_stop(t);
 }
 
 typedef struct waiter {
@@ -548,6 +665,7 @@ int main(void)
         cmocka_unit_test(test_service_fresh_tls_gpu),    cmocka_unit_test(test_service_cache),
         cmocka_unit_test(test_service_simulated_no_cache),
         cmocka_unit_test(test_service_tls_rotation),
+        cmocka_unit_test(test_service_v3_every_provider),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -27,6 +27,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "attest/gpu_canned.h"
 #include "attest/sim.h"
 #include "core/buf.h"
 #include "core/hex.h"
@@ -46,6 +47,7 @@ static struct {
     size_t seed_len;
     const char *getkey_log; /* each GetKey request body appended as one line */
     int dev_image;          /* --os-image dev: measure a dev OS image */
+    int gpus;               /* AttestGpu: GPUs answered (0: the method is not served, 404) */
 } g_opt = {.delay_on = M_ALL};
 static pthread_mutex_t g_log_lock = PTHREAD_MUTEX_INITIALIZER;
 
@@ -74,6 +76,9 @@ static void usage(FILE *f)
           "  --getkey-log FILE   append each GetKey request body to FILE, one per line\n"
           "  --os-image prod|dev the simulated dstack OS image measured (default prod); its\n"
           "                      files: GET /fake/os-image/sha256sum.txt and /metadata.json\n"
+          "  --attest-gpu N      serve AttestGpu (v1 /v1/AttestGpu bundles and v0 /AttestGpu) with N\n"
+          "                      GPUs of nvtrust's canned Hopper report, the request nonce written\n"
+          "                      into it (so its SPDM signature no longer verifies: SIMULATED)\n"
           "GET /fake/stats: {\"getquote\":N,\"info\":N,\"getkey\":N} (successful answers).\n",
           f);
 }
@@ -139,6 +144,14 @@ static int parse_args(int argc, char **argv)
             g_opt.dev_image = !strcmp(v, "dev");
         } else if (!strcmp(a, "--getkey-log")) {
             g_opt.getkey_log = v;
+        } else if (!strcmp(a, "--attest-gpu")) {
+            char *gend;
+            long n = strtol(v, &gend, 10);
+            if (!*v || *gend || n < 0 || n > 16) {
+                fprintf(stderr, "fake-dstack-agent: --attest-gpu: 0..16 GPUs\n");
+                return -1;
+            }
+            g_opt.gpus = (int)n;
         } else if (!strcmp(a, "--key-seed")) {
             size_t n = strlen(v);
             long got = n % 2 == 0 && n / 2 <= sizeof g_opt.seed ? hex_decode(g_opt.seed, sizeof g_opt.seed, v, n) : -1;
@@ -337,6 +350,58 @@ static void do_getkey(conn_t *c, struct json_object *req, int ka)
     __atomic_add_fetch(&g_count[2], 1, __ATOMIC_RELAXED);
 }
 
+/* AttestGpu: nvattest collect-evidence JSON for the nonce, as v1 bundles (hex) or v0. */
+static void do_attest_gpu(conn_t *c, struct json_object *req, int v1, int ka)
+{
+    struct json_object *n = NULL;
+    uint8_t nonce[32], rep[GPU_CANNED_REPORT_LEN];
+    const char *nh = req && json_object_object_get_ex(req, "nonce", &n) ? json_object_get_string(n) : NULL;
+    if (!nh || strlen(nh) != 64 || hex_decode(nonce, 32, nh, 64) != 32) {
+        respond_error(c, 400, "nonce must be 32 bytes of hex", ka);
+        return;
+    }
+    buf_t chain = BUF_INIT, ev = BUF_INIT, out = BUF_INIT;
+    if (gpu_canned_report(rep) != 0 || gpu_canned_chain(&chain) != 0) {
+        respond_error(c, 500, "canned evidence unavailable", ka);
+        goto out;
+    }
+    memcpy(rep + 4, nonce, 32);
+    size_t cl = b64_encoded_len(chain.len), rl = b64_encoded_len(sizeof rep);
+    char *cb = malloc(cl + 1), *rb = malloc(rl + 1);
+    if (!cb || !rb) {
+        free(cb), free(rb);
+        respond_error(c, 500, "out of memory", ka);
+        goto out;
+    }
+    b64_encode(cb, (const uint8_t *)chain.data, chain.len);
+    b64_encode(rb, rep, sizeof rep);
+    cb[cl] = rb[rl] = 0;
+    buf_puts(&ev, "[");
+    for (int i = 0; i < g_opt.gpus; i++)
+        buf_printf(&ev, "%s{\"arch\": \"HOPPER\", \"certificate\": \"%s\", \"evidence\": \"%s\", "
+                        "\"nonce\": \"%s\", \"version\": \"1.0\"}", i ? ", " : "", cb, rb, nh);
+    buf_puts(&ev, "]");
+    free(cb), free(rb);
+    if (v1) {
+        buf_puts(&out, "{\"bundles\":[{\"vendor\":\"nvidia\",\"format\":"
+                       "\"nvidia-nvattest-collect-evidence-json-v1\",\"evidence\":\"");
+        if (buf_reserve(&out, 2 * ev.len + 8) == 0) {
+            hex_encode(out.data + out.len, (const uint8_t *)ev.data, ev.len);
+            out.len += 2 * ev.len;
+        }
+        buf_puts(&out, "\"}]}");
+    } else {
+        buf_puts(&out, "{\"evidence\":");
+        buf_json_str(&out, ev.data, ev.len);
+        buf_printf(&out, ",\"nonce\":\"%s\"}", nh);
+    }
+    respond(c, 200, out.data, out.len, ka);
+out:
+    buf_free(&chain);
+    buf_free(&ev);
+    buf_free(&out);
+}
+
 static void dispatch(conn_t *c)
 {
     int ka = llhttp_should_keep_alive(&c->parser);
@@ -368,6 +433,12 @@ static void dispatch(conn_t *c)
     }
     const char *m = strrchr(url, '/');
     m = m ? m + 1 : url;
+    if (!strcmp(m, "AttestGpu") && g_opt.gpus) {
+        struct json_object *r = c->body.len ? json_tokener_parse(c->body.data) : NULL;
+        do_attest_gpu(c, r, !strncmp(url, "/v1/", 4), ka);
+        json_object_put(r);
+        return;
+    }
     int which = !strcmp(m, "GetQuote") ? M_GETQUOTE : !strcmp(m, "Info") ? M_INFO : !strcmp(m, "GetKey") ? M_GETKEY : 0;
     if (!which) {
         respond_error(c, 404, "no such method (fake-dstack-agent serves GetQuote, Info, GetKey)", ka);
