@@ -54,7 +54,9 @@ test('load is spread by outstanding requests: a slow engine gets fewer', async (
     assert.deepEqual(statuses.filter((s) => s !== 200), []);
     const [ns, nf] = [await completed(slow), await completed(fast)];
     assert.equal(ns + nf, 24);
-    assert.ok(ns >= 1 && ns <= 8, `slow engine got ${ns} of 24 (fast: ${nf})`);
+    // fewer than an even share (12): on a quiet machine 2 to 6; under load the fast engine
+    // slows too and the slow one gets a few more
+    assert.ok(ns >= 1 && ns <= 10, `slow engine got ${ns} of 24 (fast: ${nf})`);
     // Equal engines share evenly (random tie-break).
     const a = await startMock();
     const b = await startMock();
