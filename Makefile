@@ -127,7 +127,13 @@ $(FAKE_NVML): tests/fakes/fake_nvml.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_VP) -fPIC -shared -MMD -MP -MF $@.d -MT $@ $< $(LDSAN) -Wl,-z,relro,-z,now \
 	    -ljson-c -o $@
-$(BUILD)/tests/test_gpu: $(FAKE_NVML)
+# Fake libnvidia-nscq.so.2 (NVSwitch evidence; tests/fakes/fake_nscq.c), loaded the same way.
+FAKE_NSCQ := $(BUILD)/fakes/libnvidia-nscq.so.2
+$(FAKE_NSCQ): tests/fakes/fake_nscq.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_VP) -fPIC -shared -MMD -MP -MF $@.d -MT $@ $< $(LDSAN) -Wl,-z,relro,-z,now \
+	    -ljson-c -o $@
+$(BUILD)/tests/test_gpu: $(FAKE_NVML) $(FAKE_NSCQ)
 
 # The collateral test also exercises the PCS fetcher, which lives with the verifier (libcurl).
 $(BUILD)/tests/test_collateral: $(BUILD)/obj/tests/unit/test_collateral.o \

@@ -191,7 +191,11 @@ static int start_gpu(attest_provider_t *prov, attest_service_config_t *sc, char 
                        .nvml_path = g_cfg.nvml_library_path,
                        .allow_cc_off = g_cfg.gpu_allow_cc_off,
                        .timeout_ms = g_cfg.gpu_evidence_timeout_ms,
-                       .nonce_retries = g_cfg.gpu_nonce_retries};
+                       .nonce_retries = g_cfg.gpu_nonce_retries,
+                       .nvswitch = g_cfg.nvswitch_evidence > 0 ||
+                                   (g_cfg.nvswitch_evidence < 0 && g_cfg.nvswitch_expected_count > 0),
+                       .nscq_path = g_cfg.nscq_library_path,
+                       .nvswitch_expected = g_cfg.nvswitch_expected_count};
     char e[400];
     if (!(g_gpu = gpu_source_new(&gc, e, sizeof e))) {
         snprintf(err, errlen, "GPU evidence (%s): %s", config_gpu_evidence_name(gm), e);

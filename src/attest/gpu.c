@@ -22,6 +22,7 @@
 #include "core/log.h"
 #include "core/pem.h"
 #include "nvidia/evidence.h"
+#include "nvidia/nscq_loader.h"
 #include "nvidia/nvml_loader.h"
 
 #define SPDM_NONCE_OFFSET 4 /* GET_MEASUREMENTS request: version, code, param1, param2, nonce */
@@ -33,17 +34,18 @@
 /* nvtrust's certificate field: the chain NVML returned, leaf first, with its last (root)
  * certificate dropped and nvtrust's bundled device root appended, each re-encoded as PEM,
  * concatenated, then base64. Appends the base64 text to out. */
-static int cert_chain_b64(const uint8_t *pem, size_t len, buf_t *out, char *err, size_t errlen)
+static int cert_chain_b64(const uint8_t *pem, size_t len, buf_t *out, const char *noun, char *err,
+                          size_t errlen)
 {
     STACK_OF(X509) *certs = NULL;
     int e = pem_chain_read((const char *)pem, len, NV_MAX_CHAIN_CERTS, &certs);
     if (e == PEM_CHAIN_EMPTY) {
-        snprintf(err, errlen, "GPU certificate chain is empty");
+        snprintf(err, errlen, "%s certificate chain is empty", noun);
         return -1;
     }
     if (e != PEM_CHAIN_OK && e != PEM_CHAIN_NOMEM) {
         /* a damaged certificate must not silently shorten the chain */
-        snprintf(err, errlen, "GPU certificate chain: %s", pem_chain_strerror(e));
+        snprintf(err, errlen, "%s certificate chain: %s", noun, pem_chain_strerror(e));
         return -1;
     }
     int rc = -1, n = certs ? sk_X509_num(certs) : 0;
@@ -52,7 +54,7 @@ static int cert_chain_b64(const uint8_t *pem, size_t len, buf_t *out, char *err,
     if (!certs || !mem || !root_cert)
         goto oom;
     if (n < 2) {
-        snprintf(err, errlen, "GPU certificate chain has %d certificate(s), expected a chain", n);
+        snprintf(err, errlen, "%s certificate chain has %d certificate(s), expected a chain", noun, n);
         goto done;
     }
     for (int i = 0; i + 1 < n; i++)
@@ -70,7 +72,7 @@ static int cert_chain_b64(const uint8_t *pem, size_t len, buf_t *out, char *err,
     goto done;
 oom:
     ERR_clear_error();
-    snprintf(err, errlen, "out of memory while encoding the GPU certificate chain");
+    snprintf(err, errlen, "out of memory while encoding the %s certificate chain", noun);
 done:
     sk_X509_pop_free(certs, X509_free);
     X509_free(root_cert);
@@ -80,11 +82,12 @@ done:
 
 /* Appends one evidence_list item, key order as nvtrust: certificate, then evidence. */
 static int append_item(buf_t *out, int first, const uint8_t *report, size_t report_len,
-                       const uint8_t *chain, size_t chain_len, char *err, size_t errlen)
+                       const uint8_t *chain, size_t chain_len, const char *noun, char *err,
+                       size_t errlen)
 {
     if (buf_puts(out, first ? "{\"certificate\": \"" : ", {\"certificate\": \""))
         goto oom;
-    if (cert_chain_b64(chain, chain_len, out, err, errlen))
+    if (cert_chain_b64(chain, chain_len, out, noun, err, errlen))
         return -1;
     if (buf_puts(out, "\", \"evidence\": \"") || buf_reserve(out, b64_encoded_len(report_len) + 1))
         goto oom;
@@ -94,7 +97,7 @@ static int append_item(buf_t *out, int first, const uint8_t *report, size_t repo
         goto oom;
     return 0;
 oom:
-    snprintf(err, errlen, "out of memory while building the GPU evidence");
+    snprintf(err, errlen, "out of memory while building the %s evidence", noun);
     return -1;
 }
 
@@ -124,6 +127,9 @@ typedef struct gpu_job {
     int nonce_mismatch;   /* collect: a GPU's report carried another nonce */
     buf_t items;          /* collect: evidence_list items */
     const char *arch;     /* collect: payload arch */
+    int want_switches;    /* collect: NVSwitches through NSCQ too */
+    buf_t sw_items;       /* collect: the switches' evidence_list items */
+    unsigned sw_count;
     char err[256];
 } gpu_job_t;
 
@@ -141,6 +147,13 @@ struct gpu_source {
     int stopping;         /* guarded by g_mu */
     int orphaned;         /* free() ran while the helper was stuck: it frees the source */
     gpu_job_t *posted;    /* guarded by g_mu */
+    /* NSCQ (NVSwitches): loaded and its session opened by the helper at first use */
+    int nvswitch;
+    unsigned nvswitch_expected;
+    char nscq_path[512];
+    nscq_lib_t nscq;
+    int nscq_loaded;
+    nscq_session_t nscq_session;
     /* canned */
     buf_t canned_items;
 };
@@ -169,6 +182,7 @@ static void job_unref_locked(gpu_job_t *j)
 {
     if (--j->refs == 0) {
         buf_free(&j->items);
+        buf_free(&j->sw_items);
         free(j);
     }
 }
@@ -248,6 +262,226 @@ static void run_probe(gpu_source_t *g, gpu_job_t *j)
         j->cc_refused = cc == 1;
     }
     j->rc = 0;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* NVSwitches through NSCQ (helper thread only)                                             */
+
+typedef struct sw_uuids {
+    const nscq_lib_t *lib;
+    nscq_label_t labels[GPU_MAX_NVSWITCHES];
+    unsigned n;
+    int overflow;
+    nscq_rc_t rc; /* first error a callback reported */
+} sw_uuids_t;
+
+static void on_uuid(const nscq_uuid_t *device, nscq_rc_t rc, const nscq_uuid_t *uuid, void *user)
+{
+    (void)device;
+    sw_uuids_t *u = user;
+    if (rc < 0 || !uuid) {
+        if (!u->rc)
+            u->rc = rc < 0 ? rc : NSCQ_RC_ERROR_UNEXPECTED_VALUE;
+        return;
+    }
+    if (u->n >= GPU_MAX_NVSWITCHES) {
+        u->overflow = 1;
+        return;
+    }
+    nscq_label_t *l = &u->labels[u->n];
+    memset(l, 0, sizeof(*l));
+    nscq_rc_t lr = u->lib->uuid_to_label(uuid, l, 0);
+    l->data[sizeof(l->data) - 1] = '\0';
+    if (lr < 0 || !l->data[0] || strchr(l->data, '/')) {
+        if (!u->rc)
+            u->rc = lr < 0 ? lr : NSCQ_RC_ERROR_UNEXPECTED_VALUE;
+        return;
+    }
+    u->n++;
+}
+
+typedef struct sw_one {
+    nscq_rc_t rc;
+    int got, other_arch;
+    nscq_arch_t arch;
+    nscq_attestation_certificate_t *cert;
+    nscq_attestation_report_t *rep;
+} sw_one_t;
+
+static void on_arch(const nscq_uuid_t *device, nscq_rc_t rc, nscq_arch_t arch, void *user)
+{
+    (void)device;
+    sw_one_t *o = user;
+    if (rc < 0) {
+        if (!o->rc)
+            o->rc = rc;
+        return;
+    }
+    if (o->got && arch != o->arch)
+        o->other_arch = 1;
+    o->arch = arch;
+    o->got = 1;
+}
+
+/* NSCQ hands the certificate and the report over by value. */
+static void on_cert(const nscq_uuid_t *device, nscq_rc_t rc, const nscq_attestation_certificate_t cert,
+                    void *user)
+{
+    (void)device;
+    sw_one_t *o = user;
+    if (rc < 0) {
+        o->rc = rc;
+        return;
+    }
+    *o->cert = cert;
+    o->got = 1;
+}
+
+static void on_report(const nscq_uuid_t *device, nscq_rc_t rc, const nscq_attestation_report_t rep,
+                      void *user)
+{
+    (void)device;
+    sw_one_t *o = user;
+    if (rc < 0) {
+        o->rc = rc;
+        return;
+    }
+    *o->rep = rep;
+    o->got = 1;
+}
+
+static void nscq_err(char *err, size_t errlen, const char *what, const char *sw, nscq_rc_t rc)
+{
+    snprintf(err, errlen, "NSCQ %s failed%s%s: %s (%d)", what, sw ? " on NVSwitch " : "",
+             sw ? sw : "", nscq_rc_name(rc), rc);
+}
+
+/* Loads NSCQ and opens its session (devices mounted) on first use; kept until free. */
+static int nscq_ensure(gpu_source_t *g, char *err, size_t errlen)
+{
+    if (!g->nscq_loaded) {
+        if (nscq_lib_open(&g->nscq, g->nscq_path, err, errlen))
+            return -1;
+        g->nscq_loaded = 1;
+    }
+    if (!g->nscq_session) {
+        nscq_session_result_t r = g->nscq.session_create(NSCQ_SESSION_CREATE_MOUNT_DEVICES);
+        if (r.rc < 0 || !r.session) {
+            nscq_err(err, errlen, "nscq_session_create", NULL, r.rc);
+            return -1;
+        }
+        g->nscq_session = r.session;
+    }
+    return 0;
+}
+
+static nscq_rc_t observe(gpu_source_t *g, const char *path, nscq_fn_t cb, void *user)
+{
+    return g->nscq.path_observe(g->nscq_session, path, cb, user, 0);
+}
+
+static int run_collect_switches(gpu_source_t *g, gpu_job_t *j)
+{
+    char *err = j->err;
+    size_t errlen = sizeof(j->err);
+    int rc = -1;
+    sw_uuids_t *u = calloc(1, sizeof(*u));
+    nscq_attestation_certificate_t *cert = malloc(sizeof(*cert));
+    nscq_attestation_report_t *rep = malloc(sizeof(*rep));
+    if (!u || !cert || !rep) {
+        snprintf(err, errlen, "out of memory");
+        goto out;
+    }
+    if (nscq_ensure(g, err, errlen))
+        goto out;
+    u->lib = &g->nscq;
+    nscq_rc_t r = observe(g, "/drv/nvswitch/{device}/uuid", (nscq_fn_t)on_uuid, u);
+    if (r < 0 || u->rc < 0) {
+        nscq_err(err, errlen, "switch enumeration (/drv/nvswitch/{device}/uuid)", NULL,
+                 r < 0 ? r : u->rc);
+        goto out;
+    }
+    if (u->overflow) {
+        snprintf(err, errlen, "NSCQ reports more than %u NVSwitches", GPU_MAX_NVSWITCHES);
+        goto out;
+    }
+    if (u->n == 0) {
+        snprintf(err, errlen, "No NVSwitch evidence: NSCQ reports no NVSwitch");
+        goto out;
+    }
+    if (u->n < g->nvswitch_expected) {
+        snprintf(err, errlen, "NSCQ reports %u NVSwitch(es), NVSWITCH_EXPECTED_COUNT is %u", u->n,
+                 g->nvswitch_expected);
+        goto out;
+    }
+    sw_one_t o = {0};
+    r = observe(g, "/{nvswitch}/id/arch", (nscq_fn_t)on_arch, &o);
+    if (r < 0 || o.rc < 0 || !o.got) {
+        nscq_err(err, errlen, "architecture (/{nvswitch}/id/arch)", NULL,
+                 r < 0 ? r : o.rc < 0 ? o.rc : NSCQ_RC_ERROR_UNEXPECTED_VALUE);
+        goto out;
+    }
+    if (o.other_arch || o.arch != NSCQ_ARCH_LS10) {
+        snprintf(err, errlen, "NVSwitch architecture %d%s has no attestation (LS10 expected)",
+                 o.arch, o.other_arch ? " (mixed)" : "");
+        goto out;
+    }
+    for (unsigned i = 0; i < u->n; i++) {
+        const char *label = u->labels[i].data;
+        char path[128];
+        memset(&o, 0, sizeof(o));
+        o.cert = cert;
+        memset(cert, 0, sizeof(*cert));
+        snprintf(path, sizeof(path), "/%s/config/certificate", label);
+        r = observe(g, path, (nscq_fn_t)on_cert, &o);
+        if (r < 0 || o.rc < 0 || !o.got) {
+            nscq_err(err, errlen, "certificate", label,
+                     r < 0 ? r : o.rc < 0 ? o.rc : NSCQ_RC_ERROR_UNEXPECTED_VALUE);
+            goto out;
+        }
+        if (cert->cert_chain_size == 0 || cert->cert_chain_size > sizeof(cert->cert_chain)) {
+            snprintf(err, errlen, "NVSwitch %s: NSCQ returned a certificate chain size of %u "
+                     "(buffer %zu)", label, cert->cert_chain_size, sizeof(cert->cert_chain));
+            goto out;
+        }
+        r = g->nscq.set_input(g->nscq_session, 0, j->nonce, NONCE_LEN);
+        if (r < 0) {
+            nscq_err(err, errlen, "nscq_session_set_input (nonce)", label, r);
+            goto out;
+        }
+        memset(&o, 0, sizeof(o));
+        o.rep = rep;
+        memset(rep, 0, sizeof(*rep));
+        snprintf(path, sizeof(path), "/%s/config/attestation_report", label);
+        r = observe(g, path, (nscq_fn_t)on_report, &o);
+        if (r < 0 || o.rc < 0 || !o.got) {
+            nscq_err(err, errlen, "attestation report", label,
+                     r < 0 ? r : o.rc < 0 ? o.rc : NSCQ_RC_ERROR_UNEXPECTED_VALUE);
+            goto out;
+        }
+        if (rep->report_size < SPDM_NONCE_OFFSET + NONCE_LEN ||
+            rep->report_size > sizeof(rep->report)) {
+            snprintf(err, errlen, "NVSwitch %s: NSCQ returned an attestation report size of %u "
+                     "(buffer %zu)", label, rep->report_size, sizeof(rep->report));
+            goto out;
+        }
+        if (memcmp(rep->report + SPDM_NONCE_OFFSET, j->nonce, NONCE_LEN) != 0) {
+            snprintf(err, errlen, "NVSwitch %s: attestation report does not carry the request "
+                     "nonce", label);
+            j->nonce_mismatch = 1;
+            goto out;
+        }
+        if (append_item(&j->sw_items, i == 0, rep->report, rep->report_size, cert->cert_chain,
+                        cert->cert_chain_size, "NVSwitch", err, errlen))
+            goto out;
+    }
+    j->sw_count = u->n;
+    rc = 0;
+out:
+    free(u);
+    free(cert);
+    free(rep);
+    return rc;
 }
 
 static void run_collect(gpu_source_t *g, gpu_job_t *j)
@@ -336,9 +570,12 @@ static void run_collect(gpu_source_t *g, gpu_job_t *j)
             goto out;
         }
         if (append_item(&j->items, i == 0, rep->attestationReport, rep->attestationReportSize,
-                        cert->attestationCertChain, cert->attestationCertChainSize, err, errlen))
+                        cert->attestationCertChain, cert->attestationCertChainSize, "GPU", err,
+                        errlen))
             goto out;
     }
+    if (j->want_switches && run_collect_switches(g, j))
+        goto out;
     j->rc = 0;
 out:
     free(cert);
@@ -347,6 +584,10 @@ out:
 
 static void source_release(gpu_source_t *g)
 {
+    if (g->nscq_session && g->nscq.session_destroy)
+        g->nscq.session_destroy(g->nscq_session);
+    g->nscq_session = NULL;
+    nscq_lib_close(&g->nscq);
     if (g->nvml_inited && g->lib.shutdown)
         g->lib.shutdown(); /* errors ignored, as nvtrust does */
     g->nvml_inited = 0;
@@ -401,7 +642,8 @@ static void deadline_after(struct timespec *ts, unsigned ms)
 
 /* Runs one job on g's helper within g->timeout_ms. Returns the job (caller unrefs under
  * g_mu) or NULL with err set on timeout/busy/OOM. */
-static gpu_job_t *submit(gpu_source_t *g, int kind, const uint8_t *nonce, char *err, size_t errlen)
+static gpu_job_t *submit(gpu_source_t *g, int kind, const uint8_t *nonce, int want_switches,
+                         char *err, size_t errlen)
 {
     struct timespec dl;
     deadline_after(&dl, g->timeout_ms);
@@ -412,6 +654,7 @@ static gpu_job_t *submit(gpu_source_t *g, int kind, const uint8_t *nonce, char *
     }
     j->kind = kind;
     j->refs = 2;
+    j->want_switches = want_switches;
     if (nonce)
         memcpy(j->nonce, nonce, NONCE_LEN);
     pthread_mutex_lock(&g_mu);
@@ -483,7 +726,7 @@ static int canned_build(gpu_source_t *g, char *err, size_t errlen)
         snprintf(err, errlen, "out of memory while building the canned GPU evidence");
     else
         rc = append_item(&g->canned_items, 1, report, sizeof report, (const uint8_t *)chain.data,
-                         chain.len, err, errlen);
+                         chain.len, "GPU", err, errlen);
     buf_free(&chain);
     return rc;
 }
@@ -512,6 +755,13 @@ gpu_source_t *gpu_source_new(const gpu_config_t *cfg, char *err, size_t errlen)
     g->nonce_retries = cfg->nonce_retries > GPU_MAX_NONCE_RETRIES ? GPU_MAX_NONCE_RETRIES
                                                                   : cfg->nonce_retries;
     g->mode = cfg->mode;
+    g->nvswitch = cfg->nvswitch;
+    g->nvswitch_expected = cfg->nvswitch_expected;
+    snprintf(g->nscq_path, sizeof g->nscq_path, "%s",
+             (cfg->nscq_path && *cfg->nscq_path) ? cfg->nscq_path : NSCQ_DEFAULT_LIBRARY);
+    if (g->nvswitch && (cfg->mode == GPU_MODE_NONE || cfg->mode == GPU_MODE_CANNED))
+        LOG_WARN("gpu: NVSwitch evidence asked for, but GPU evidence mode %s collects none",
+                 cfg->mode == GPU_MODE_NONE ? "none" : "canned");
 
     switch (cfg->mode) {
     case GPU_MODE_NONE:
@@ -547,7 +797,7 @@ gpu_source_t *gpu_source_new(const gpu_config_t *cfg, char *err, size_t errlen)
         g->mode = GPU_MODE_NONE;
         goto unusable;
     }
-    gpu_job_t *j = submit(g, JOB_PROBE, NULL, why, sizeof(why));
+    gpu_job_t *j = submit(g, JOB_PROBE, NULL, 0, why, sizeof(why));
     if (!j)
         goto unusable_free;
     if (j->rc != 0) {
@@ -576,6 +826,9 @@ gpu_source_t *gpu_source_new(const gpu_config_t *cfg, char *err, size_t errlen)
     }
     LOG_INFO("gpu: evidence mode nvml%s: %u GPU(s) via %s, %s", is_auto ? " (auto)" : "", count,
              path, note);
+    if (g->nvswitch)
+        LOG_INFO("gpu: NVSwitch evidence through NSCQ (%s, loaded at the first collection)",
+                 g->nscq_path);
     return g;
 
 unusable_free:
@@ -638,7 +891,6 @@ static int collect(gpu_source_t *g, const uint8_t nonce[32], buf_t *payload_json
 int gpu_evidence_collect_all(gpu_source_t *g, const uint8_t nonce[32], buf_t *payload_json,
                              buf_t *switches_json, char *err, size_t errlen)
 {
-    (void)switches_json;
     if (g->mode == GPU_MODE_NONE)
         return 1;
     if (g->mode == GPU_MODE_CANNED) {
@@ -651,7 +903,7 @@ int gpu_evidence_collect_all(gpu_source_t *g, const uint8_t nonce[32], buf_t *pa
     gpu_job_t *j;
     unsigned backoff = GPU_RETRY_FIRST_MS;
     for (unsigned attempt = 0;; attempt++) {
-        if (!(j = submit(g, JOB_COLLECT, nonce, err, errlen)))
+        if (!(j = submit(g, JOB_COLLECT, nonce, switches_json && g->nvswitch, err, errlen)))
             return -1;
         if (j->rc == 0 || !j->nonce_mismatch)
             break;
@@ -674,7 +926,13 @@ int gpu_evidence_collect_all(gpu_source_t *g, const uint8_t nonce[32], buf_t *pa
         backoff = backoff * 2 > GPU_RETRY_MAX_MS ? GPU_RETRY_MAX_MS : backoff * 2;
     }
     int rc = j->rc;
-    if (rc == 0 && payload_append(payload_json, nonce, &j->items, j->arch)) {
+    size_t mark = payload_json->len;
+    if (rc == 0 && (payload_append(payload_json, nonce, &j->items, j->arch) ||
+                    (j->want_switches &&
+                     payload_append(switches_json, nonce, &j->sw_items, "LS10")))) {
+        payload_json->len = mark;
+        if (payload_json->data && mark < payload_json->cap)
+            payload_json->data[mark] = '\0';
         snprintf(err, errlen, "out of memory");
         rc = -1;
     } else if (rc != 0) {

@@ -27,7 +27,13 @@ typedef struct gpu_config {
     int allow_cc_off;       /* accept evidence while CC is off or in devtools mode */
     unsigned timeout_ms;    /* per collection (all GPUs); 0 = GPU_DEFAULT_TIMEOUT_MS */
     unsigned nonce_retries; /* collections repeated when a GPU's report carries another nonce */
+    int nvswitch;           /* 1: also collect NVSwitch evidence through NSCQ (nvml mode only) */
+    const char *nscq_path;  /* NULL/"" = libnvidia-nscq.so.2 through the dlopen search path */
+    unsigned nvswitch_expected; /* NSCQ enumerating fewer switches fails the collection */
 } gpu_config_t;
+
+/* Switches one NSCQ collection accepts; more is an error. */
+#define GPU_MAX_NVSWITCHES 64u
 
 /* Backoff before the first repeated collection; doubled each time, at most GPU_RETRY_MAX_MS. */
 #define GPU_RETRY_FIRST_MS 50u
@@ -66,9 +72,18 @@ int gpu_source_is_canned(const gpu_source_t *g);
 int gpu_evidence_collect(gpu_source_t *g, const uint8_t nonce[32], buf_t *payload_json, char *err,
                          size_t errlen);
 
-/* The same, and on a machine with NVSwitches (gpu_config_t.nscq_mode) their evidence for the
- * same nonce appended to switches_json as {"nonce","evidence_list","arch":"LS10"}; nothing
- * appended without switches. switches_json NULL: GPUs only. */
+/* The same, and with gpu_config_t.nvswitch (nvml mode) the NVSwitches' evidence for the
+ * same nonce appended to switches_json as {"nonce","evidence_list","arch":"LS10"}, in the
+ * shape of the GPU payload, collected in the same helper-thread job through NSCQ
+ * (libnvidia-nscq.so.2, dlopen at the first collection that asks, then kept with one NSCQ
+ * session): every switch UUID under /drv/nvswitch/{device}/uuid, each one's
+ * /<uuid>/config/certificate and, after nscq_session_set_input(nonce), its
+ * /<uuid>/config/attestation_report, which must carry the nonce at bytes 4..35 (a foreign
+ * nonce repeats the whole collection as for GPUs). The library missing, no switch, fewer than
+ * gpu_config_t.nvswitch_expected, a switch
+ * that is not LS10 or any NSCQ error fails the whole collection (-1, err says which).
+ * Nothing appended to switches_json without gpu_config_t.nvswitch or in canned/none mode;
+ * switches_json NULL: GPUs only. */
 int gpu_evidence_collect_all(gpu_source_t *g, const uint8_t nonce[32], buf_t *payload_json,
                              buf_t *switches_json, char *err, size_t errlen);
 

@@ -192,6 +192,11 @@ static const config_setting_t SETTINGS[] = {
     {"--nvswitch-expected-count", "NVSWITCH_EXPECTED_COUNT", CFG_UINT, FIELD(nvswitch_expected_count),
      0, 0, 64, NULL, 0, "0", NULL,
      "NVSwitches every report's evidence must cover; fewer answers 503 (0 = no requirement)"},
+    {"--nvswitch-evidence", "NVSWITCH_EVIDENCE", CFG_BOOL, FIELD(nvswitch_evidence), 0, 0, 0, NULL, 0,
+     NULL, "`1` when NVSWITCH_EXPECTED_COUNT > 0, else `0`",
+     "1 = collect NVSwitch evidence through NSCQ with the GPUs' (NVML evidence only)"},
+    {"--nscq-library", "NSCQ_LIBRARY_PATH", CFG_STR, FIELD(nscq_library_path), 0, 0, 0, NULL, 0, NULL,
+     "`libnvidia-nscq.so.2`", "NSCQ (NVSwitch) library for dlopen"},
     {"--redis-host", "REDIS_HOST", CFG_STR, FIELD(redis_host), 0, 0, 0, NULL, 0, NULL, NULL,
      "Redis shared by replicas for signatures: host name, IP or /unix/socket (unset: memory only)"},
     {"--redis-port", "REDIS_PORT", CFG_INT, FIELD(redis_port), 0, 1, 65535, NULL, 0, "6379", NULL,
@@ -481,7 +486,8 @@ static int set_value(config_t *c, const config_setting_t *s, const char *v, char
     return -1;
 }
 
-/* Every field zero, then each row's default; WORKERS and E2EE_THREADS depend on the machine. */
+/* Every field zero, then each row's default; WORKERS and E2EE_THREADS depend on the machine,
+ * NVSWITCH_EVIDENCE on NVSWITCH_EXPECTED_COUNT. */
 static int set_defaults(config_t *c, char *err, size_t errlen)
 {
     memset(c, 0, sizeof *c);
@@ -491,6 +497,7 @@ static int set_defaults(config_t *c, char *err, size_t errlen)
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     c->workers = ncpu > 0 ? (int)(ncpu > 64 ? 64 : ncpu) : 1;
     c->e2ee_threads = ncpu > 0 ? (int)(ncpu > 16 ? 16 : ncpu) : 1;
+    c->nvswitch_evidence = -1; /* unset: follows NVSWITCH_EXPECTED_COUNT */
     return 0;
 }
 

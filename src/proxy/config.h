@@ -92,6 +92,8 @@ typedef struct config {
     unsigned gpu_nonce_retries;                  /* repeated collections on a foreign nonce */
     unsigned gpu_expected_count;                 /* 0 = no requirement */
     unsigned nvswitch_expected_count;            /* 0 = no requirement */
+    int nvswitch_evidence;                       /* -1 unset: on when nvswitch_expected_count */
+    char nscq_library_path[512];                 /* "" = libnvidia-nscq.so.2 */
     unsigned cache_ttl;
     size_t cache_capacity;
     size_t max_request_size;

@@ -30,7 +30,7 @@ struct fake_nvml_counters {
     int foreign;
 };
 
-static char fake_path[4096];
+static char fake_path[4096], nscq_path[4096];
 static struct fake_nvml_counters *ctr;
 static const char *vec_dir = "tests/vectors";
 
@@ -40,7 +40,10 @@ static const char *FAKE_VARS[] = {"FAKE_NVML_DEVICES", "FAKE_NVML_CC", "FAKE_NVM
                                   "FAKE_NVML_STALL_CALL", "FAKE_NVML_STALL_COUNT",
                                   "FAKE_NVML_EVIDENCE_JSON", "FAKE_NVML_REPORT", "FAKE_NVML_CERTS",
                                   "FAKE_NVML_KEEP_NONCE", "FAKE_NVML_REPORT_SIZE",
-                                  "FAKE_NVML_CERT_SIZE", "FAKE_NVML_FOREIGN_NONCE", NULL};
+                                  "FAKE_NVML_CERT_SIZE", "FAKE_NVML_FOREIGN_NONCE",
+                                  "FAKE_NSCQ_EVIDENCE_JSON", "FAKE_NSCQ_SWITCHES", "FAKE_NSCQ_ARCH",
+                                  "FAKE_NSCQ_KEEP_NONCE", "FAKE_NSCQ_FOREIGN_NONCE", "FAKE_NSCQ_FAIL",
+                                  "FAKE_NSCQ_REPORT_SIZE", "FAKE_NSCQ_CERT_SIZE", NULL};
 
 static void env_reset(void)
 {
@@ -83,7 +86,7 @@ static char *b64(const void *p, size_t n)
 static gpu_source_t *new_src_retries(int mode, unsigned timeout_ms, int allow, unsigned retries,
                                      char *err, size_t errlen)
 {
-    gpu_config_t c = {mode, fake_path, allow, timeout_ms, retries};
+    gpu_config_t c = {mode, fake_path, allow, timeout_ms, retries, 0, NULL, 0};
     return gpu_source_new(&c, err, errlen);
 }
 
@@ -326,7 +329,7 @@ static void test_nvml_missing(void **state)
 {
     (void)state;
     char err[256] = "";
-    gpu_config_t c = {GPU_MODE_NVML, "/nonexistent/libnvidia-ml.so.1", 0, 1000, 0};
+    gpu_config_t c = {GPU_MODE_NVML, "/nonexistent/libnvidia-ml.so.1", 0, 1000, 0, 0, NULL, 0};
     assert_null(gpu_source_new(&c, err, sizeof(err)));
     assert_non_null(strstr(err, "cannot load NVML"));
     c.mode = GPU_MODE_AUTO;
@@ -704,6 +707,216 @@ static void test_serialised(void **state)
     env_reset();
 }
 
+/* ---------------------------------------------------------------------------------------- */
+/* NVSwitches through the fake libnvidia-nscq.so.2 (tests/fakes/fake_nscq.c), which serves
+ * nvtrust's 4-switch LS10 evidence with the nscq_session_set_input nonce written into each
+ * report: SIMULATED evidence (its signatures no longer verify) for the collector's shape and
+ * nonce, except with nvtrust's own nonce, where it is nvtrust's evidence byte for byte. */
+
+static gpu_source_t *new_sw_src(const char *lib, unsigned expected, unsigned retries, char *err,
+                                size_t errlen)
+{
+    gpu_config_t c = {.mode = GPU_MODE_NVML, .nvml_path = fake_path, .timeout_ms = 10000,
+                      .nonce_retries = retries, .nvswitch = 1, .nscq_path = lib,
+                      .nvswitch_expected = expected};
+    return gpu_source_new(&c, err, errlen);
+}
+
+static json_object *switch_vector(uint8_t nonce[32])
+{
+    char path[1024];
+    snprintf(path, sizeof(path), "%s/nvidia/nvtrust/ppcie_switch_evidence_4xLS10.json", vec_dir);
+    json_object *ref = json_object_from_file(path), *v;
+    assert_non_null(ref);
+    assert_int_equal(json_object_array_length(ref), 4);
+    assert_true(json_object_object_get_ex(json_object_array_get_idx(ref, 0), "nonce", &v));
+    assert_int_equal(hex_decode(nonce, 32, json_object_get_string(v), 64), 32);
+    return ref;
+}
+
+/* nvtrust's own nonce: the switches' payload is nvtrust's evidence byte for byte, arch LS10. */
+static void test_nscq_matches_nvtrust_4switch(void **state)
+{
+    (void)state;
+    uint8_t n[32];
+    json_object *ref = switch_vector(n);
+    env_reset();
+    char err[256] = "", hex[65];
+    gpu_source_t *g = new_sw_src(nscq_path, 4, 0, err, sizeof(err));
+    assert_non_null(g);
+    buf_t b = BUF_INIT, sw = BUF_INIT, want = BUF_INIT;
+    assert_int_equal(gpu_evidence_collect_all(g, n, &b, &sw, err, sizeof(err)), 0);
+    assert_true(b.len > 0);
+    hex_encode(hex, n, 32);
+    buf_printf(&want, "{\"nonce\": \"%s\", \"evidence_list\": [", hex);
+    for (size_t i = 0; i < 4; i++) {
+        json_object *it = json_object_array_get_idx(ref, i), *c, *e;
+        assert_true(json_object_object_get_ex(it, "certificate", &c));
+        assert_true(json_object_object_get_ex(it, "evidence", &e));
+        buf_printf(&want, "%s{\"certificate\": \"%s\", \"evidence\": \"%s\"}", i ? ", " : "",
+                   json_object_get_string(c), json_object_get_string(e));
+    }
+    buf_puts(&want, "], \"arch\": \"LS10\"}");
+    assert_string_equal(sw.data, want.data);
+    /* the same source again: the NSCQ session is kept, the payload the same */
+    buf_t sw2 = BUF_INIT;
+    b.len = 0;
+    assert_int_equal(gpu_evidence_collect_all(g, n, &b, &sw2, err, sizeof(err)), 0);
+    assert_string_equal(sw2.data, want.data);
+    /* switches_json NULL: GPUs only */
+    b.len = 0;
+    assert_int_equal(gpu_evidence_collect_all(g, n, &b, NULL, err, sizeof(err)), 0);
+    assert_true(b.len > 0);
+    buf_free(&b);
+    buf_free(&sw);
+    buf_free(&sw2);
+    buf_free(&want);
+    json_object_put(ref);
+    gpu_source_free(g);
+}
+
+/* A fresh nonce: 4 switches, each report carrying it at bytes 4..35, the payload's nonce ours. */
+static void test_nscq_fresh_nonce(void **state)
+{
+    (void)state;
+    env_reset();
+    uint8_t n[32], vn[32];
+    nonce_fill(n, 77);
+    json_object *ref = switch_vector(vn);
+    assert_memory_not_equal(n, vn, 32);
+    char err[256] = "";
+    gpu_source_t *g = new_sw_src(nscq_path, 0, 0, err, sizeof(err));
+    assert_non_null(g);
+    buf_t b = BUF_INIT, sw = BUF_INIT;
+    assert_int_equal(gpu_evidence_collect_all(g, n, &b, &sw, err, sizeof(err)), 0);
+    json_object *root;
+    json_object *list = parse_payload(&sw, &root, n, "LS10");
+    assert_int_equal(json_object_array_length(list), 4);
+    for (size_t i = 0; i < 4; i++) {
+        json_object *it = json_object_array_get_idx(list, i), *e, *c, *re, *rc;
+        assert_true(json_object_object_get_ex(it, "evidence", &e));
+        assert_true(json_object_object_get_ex(it, "certificate", &c));
+        assert_true(json_object_object_get_ex(json_object_array_get_idx(ref, i), "evidence", &re));
+        assert_true(json_object_object_get_ex(json_object_array_get_idx(ref, i), "certificate", &rc));
+        uint8_t rep[4096], orig[4096];
+        long rl = b64_decode(rep, sizeof rep, json_object_get_string(e),
+                             (size_t)json_object_get_string_len(e));
+        long ol = b64_decode(orig, sizeof orig, json_object_get_string(re),
+                             (size_t)json_object_get_string_len(re));
+        assert_true(rl > 36);
+        assert_int_equal(rl, ol);
+        assert_memory_equal(rep + 4, n, 32);     /* our nonce in the signed request */
+        assert_memory_equal(rep, orig, 4);       /* the rest is the switch's report */
+        assert_memory_equal(rep + 36, orig + 36, (size_t)rl - 36);
+        assert_string_equal(json_object_get_string(c), json_object_get_string(rc));
+    }
+    json_object_put(root);
+    json_object_put(ref);
+    buf_free(&b);
+    buf_free(&sw);
+    gpu_source_free(g);
+}
+
+/* Fewer switches than NVSWITCH_EXPECTED_COUNT, none, or not LS10: the collection fails and
+ * nothing is appended to either payload. */
+static void test_nscq_fewer_than_expected(void **state)
+{
+    (void)state;
+    env_reset();
+    uint8_t n[32];
+    nonce_fill(n, 5);
+    char err[256] = "";
+    gpu_source_t *g = new_sw_src(nscq_path, 4, 0, err, sizeof(err));
+    assert_non_null(g);
+    buf_t b = BUF_INIT, sw = BUF_INIT;
+    setenv("FAKE_NSCQ_SWITCHES", "3", 1);
+    assert_int_equal(gpu_evidence_collect_all(g, n, &b, &sw, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "NSCQ reports 3 NVSwitch(es), NVSWITCH_EXPECTED_COUNT is 4"));
+    assert_int_equal(b.len, 0);
+    assert_int_equal(sw.len, 0);
+    setenv("FAKE_NSCQ_SWITCHES", "0", 1);
+    assert_int_equal(gpu_evidence_collect_all(g, n, &b, &sw, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "no NVSwitch"));
+    setenv("FAKE_NSCQ_SWITCHES", "4", 1);
+    setenv("FAKE_NSCQ_ARCH", "1", 1); /* LR10 */
+    assert_int_equal(gpu_evidence_collect_all(g, n, &b, &sw, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "LS10 expected"));
+    unsetenv("FAKE_NSCQ_ARCH");
+    assert_int_equal(gpu_evidence_collect_all(g, n, &b, &sw, err, sizeof(err)), 0);
+    assert_true(sw.len > 0);
+    buf_free(&b);
+    buf_free(&sw);
+    gpu_source_free(g);
+    env_reset();
+}
+
+/* The library missing or not NSCQ, NSCQ calls failing, sizes out of range, a foreign nonce
+ * (retried like the GPUs', then an error). */
+static void test_nscq_errors(void **state)
+{
+    (void)state;
+    env_reset();
+    uint8_t n[32];
+    nonce_fill(n, 9);
+    char err[256] = "";
+    buf_t b = BUF_INIT, sw = BUF_INIT;
+    gpu_source_t *g = new_sw_src("/nonexistent/libnvidia-nscq.so.2", 4, 0, err, sizeof(err));
+    assert_non_null(g); /* loaded at first use */
+    assert_int_equal(gpu_evidence_collect_all(g, n, &b, &sw, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "cannot load the NVSwitch library NSCQ (/nonexistent/libnvidia-nscq.so.2)"));
+    assert_int_equal(b.len + sw.len, 0);
+    /* GPUs only still works from the same source */
+    assert_int_equal(gpu_evidence_collect_all(g, n, &b, NULL, err, sizeof(err)), 0);
+    b.len = 0;
+    gpu_source_free(g);
+    g = new_sw_src("libc.so.6", 0, 0, err, sizeof(err));
+    assert_int_equal(gpu_evidence_collect_all(g, n, &b, &sw, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "NSCQ library lacks nscq_session_create"));
+    gpu_source_free(g);
+
+    g = new_sw_src(nscq_path, 0, 2, err, sizeof(err));
+    assert_non_null(g);
+    static const struct {
+        const char *var, *val, *want;
+    } cases[] = {
+        {"FAKE_NSCQ_FAIL", "nscq_session_create", "nscq_session_create failed: NSCQ_RC_ERROR_DRV"},
+        {"FAKE_NSCQ_FAIL", "uuid", "switch enumeration"},
+        {"FAKE_NSCQ_FAIL", "nscq_uuid_to_label", "switch enumeration"},
+        {"FAKE_NSCQ_FAIL", "arch", "architecture"},
+        {"FAKE_NSCQ_FAIL", "certificate", "NSCQ certificate failed on NVSwitch SWX-"},
+        {"FAKE_NSCQ_FAIL", "nscq_session_set_input", "nscq_session_set_input (nonce) failed"},
+        {"FAKE_NSCQ_FAIL", "attestation_report", "NSCQ attestation report failed on NVSwitch"},
+        {"FAKE_NSCQ_REPORT_SIZE", "8193", "attestation report size of 8193"},
+        {"FAKE_NSCQ_REPORT_SIZE", "35", "attestation report size of 35"},
+        {"FAKE_NSCQ_CERT_SIZE", "5121", "certificate chain size of 5121"},
+        {"FAKE_NSCQ_CERT_SIZE", "0", "certificate chain size of 0"},
+        {"FAKE_NSCQ_KEEP_NONCE", "1", "does not carry the request nonce (after 2 retries)"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        env_reset();
+        setenv(cases[i].var, cases[i].val, 1);
+        err[0] = 0;
+        assert_int_equal(gpu_evidence_collect_all(g, n, &b, &sw, err, sizeof(err)), -1);
+        if (!strstr(err, cases[i].want))
+            fail_msg("case %zu: '%s' lacks '%s'", i, err, cases[i].want);
+        assert_int_equal(b.len + sw.len, 0);
+    }
+    /* one foreign nonce: retried, then the payload carries ours */
+    env_reset();
+    setenv("FAKE_NSCQ_FOREIGN_NONCE", "1", 1);
+    unsigned long long before = gpu_nonce_retries_total();
+    assert_int_equal(gpu_evidence_collect_all(g, n, &b, &sw, err, sizeof(err)), 0);
+    assert_int_equal(gpu_nonce_retries_total(), before + 1);
+    json_object *root;
+    json_object *list = parse_payload(&sw, &root, n, "LS10");
+    assert_int_equal(json_object_array_length(list), 4);
+    json_object_put(root);
+    buf_free(&b);
+    buf_free(&sw);
+    gpu_source_free(g);
+    env_reset();
+}
+
 int main(int argc, char **argv)
 {
     (void)argc;
@@ -717,6 +930,14 @@ int main(int argc, char **argv)
         char self[4096];
         snprintf(self, sizeof(self), "%s", argv[0]);
         snprintf(fake_path, sizeof(fake_path), "%s/../fakes/libnvidia-ml.so.1", dirname(self));
+    }
+    const char *np = getenv("VP_FAKE_NSCQ");
+    if (np && *np) {
+        snprintf(nscq_path, sizeof(nscq_path), "%s", np);
+    } else {
+        char self[4096];
+        snprintf(self, sizeof(self), "%s", argv[0]);
+        snprintf(nscq_path, sizeof(nscq_path), "%s/../fakes/libnvidia-nscq.so.2", dirname(self));
     }
     void *dl = dlopen(fake_path, RTLD_NOW);
     if (!dl) {
@@ -748,6 +969,10 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_stall),
         cmocka_unit_test(test_free_while_stuck),
         cmocka_unit_test(test_serialised),
+        cmocka_unit_test(test_nscq_matches_nvtrust_4switch),
+        cmocka_unit_test(test_nscq_fresh_nonce),
+        cmocka_unit_test(test_nscq_fewer_than_expected),
+        cmocka_unit_test(test_nscq_errors),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     dlclose(dl);
