@@ -1,8 +1,9 @@
 /* Upstream client. An exchange (upstream_req_t) is given an engine (pick: fewest outstanding
  * requests among those up and under budget, random among ties), then borrows an idle
  * keep-alive connection (uconn_t) of that engine or opens one. A reused connection that fails
- * before any response byte arrived is retried once on a fresh connection: the engine closed
- * it while it sat idle, so it never saw the request. A connection that could not be made
+ * before any response byte arrived, while the request was being written or within
+ * STALE_RETRY_MS after, is retried once on a fresh connection: the engine closed it while it
+ * sat idle, so it never saw the request (one that fails later saw it: never sent again). A connection that could not be made
  * moves the exchange to another engine, once. When every engine up is at its budget the
  * exchange waits in the pool's FIFO (bounded process-wide by ENGINE_QUEUE_MAX): a slot freed
  * on this loop starts the head at once; slots freed on other loops are seen by a short poll
@@ -28,6 +29,7 @@
 #define MAX_IDLE 1024 /* per engine */
 #define IDLE_TIMEOUT_MS 60000
 #define QUEUE_POLL_MS 2 /* waiting exchanges look for a slot freed on another loop */
+#define STALE_RETRY_MS 50 /* a reused connection closed this soon after the write: stale */
 #define HOST_LINE_MAX (sizeof "Host: [" + 256 + sizeof "]:65535\r\n" + 512)
 
 typedef struct uconn uconn_t;
@@ -43,6 +45,7 @@ struct upstream_req {
     void *ud;
     uint64_t deadline_ms;
     int retried, got_bytes, head_done, complete, paused, connect_failed;
+    uint64_t written_ms; /* loop time the whole request was written; 0 before */
     int wipe_reads; /* upstream_wipe_reads: zero each read once parsed */
     int eng;         /* the engine (index in the set), -1 before one is picked */
     int counted;     /* counted in that engine's outstanding requests */
@@ -555,6 +558,7 @@ static int ex_account(upstream_req_t *ex, uconn_t *c, int *err)
     __atomic_add_fetch(&e->failovers, 1, __ATOMIC_RELAXED);
     LOG_DEBUG("engine %s: %s; request moved to %s", e->name, cause, s->e[ne].name);
     ex->retried = 0;
+    ex->written_ms = 0;
     ex->conn_uverr = 0;
     ex->connect_failed = 0;
     ex->deadline_ms = uv_now(p->loop) + p->to_total;
@@ -569,8 +573,13 @@ static int ex_account(upstream_req_t *ex, uconn_t *c, int *err)
 static void ex_done(upstream_req_t *ex, int err)
 {
     uconn_t *c = ex->conn;
-    if (err && err != UPS_E_TIMEOUT && c && c->reused && !ex->got_bytes && !ex->retried) {
+    /* Stale only when the close came while the request was being written or at once after
+     * (STALE_RETRY_MS): an engine that fails later had the request, and may have been
+     * generating; that exchange is never sent again (it fails: a 502). */
+    if (err && err != UPS_E_TIMEOUT && c && c->reused && !ex->got_bytes && !ex->retried &&
+        (!ex->written_ms || uv_now(ex->pool->loop) - ex->written_ms <= STALE_RETRY_MS)) {
         ex->retried = 1;
+        ex->written_ms = 0;
         int eng = c->eng;
         uconn_close(c);
         uconn_t *n = uconn_new(ex->pool, eng);
@@ -699,6 +708,8 @@ static void on_uwrite(uv_write_t *w, int status)
     c->writing = 0;
     if (c->state == U_CLOSING || !c->ex)
         return;
+    if (status == 0)
+        c->ex->written_ms = uv_now(c->pool->loop);
     if (status < 0 && !c->ex->got_bytes)
         ex_done(c->ex, UPS_E_CLOSED);
 }

@@ -26,7 +26,8 @@ async function completed(m) {
 }
 
 async function metricValue(port, name, engine) {
-  const r = await getPath(port, '/v1/metrics');
+  // /metrics: the proxy's own (/v1/metrics also fetches one engine's, a request of its own)
+  const r = await getPath(port, '/metrics');
   const line = r.body.toString().split('\n').find((l) => l.startsWith(`${name}{engine="${engine}"}`));
   return line ? Number(line.split(' ').pop()) : undefined;
 }
