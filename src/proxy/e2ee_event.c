@@ -203,6 +203,25 @@ static int empty_array(ev_t *x)
     return 0;
 }
 
+/* After a member or an element: ws, then the container's close (consumed: EV_DONE) or a
+ * comma (consumed, *comma its position, and ws: EV_OK, the next one follows); else EV_NO. */
+#define EV_DONE 2
+static int after_item(ev_t *x, char close, size_t *comma)
+{
+    ws(x);
+    if (x->i >= x->n)
+        return EV_NO;
+    if (x->p[x->i] == close)
+        return x->i++, EV_DONE;
+    if (x->p[x->i] != ',')
+        return EV_NO;
+    if (comma)
+        *comma = x->i;
+    x->i++;
+    ws(x);
+    return EV_OK;
+}
+
 /* Any value, validated and passed over. */
 static int skip(ev_t *x, int depth)
 {
@@ -231,15 +250,9 @@ static int skip(ev_t *x, int depth)
             }
             if (skip(x, depth + 1) != EV_OK)
                 return EV_NO;
-            ws(x);
-            if (x->i >= x->n)
-                return EV_NO;
-            if (x->p[x->i] == close)
-                return x->i++, EV_OK;
-            if (x->p[x->i] != ',')
-                return EV_NO;
-            x->i++;
-            ws(x);
+            int a = after_item(x, close, NULL);
+            if (a != EV_OK)
+                return a == EV_DONE ? EV_OK : EV_NO;
         }
     }
     if (c == 't')
@@ -360,15 +373,9 @@ static int delta(ev_t *x, const e2ee_sess_t *s, int ch)
         } else if (skip(x, 3) != EV_OK) {
             return EV_NO;
         }
-        ws(x);
-        if (x->i >= x->n)
-            return EV_NO;
-        if (x->p[x->i] == '}')
-            return x->i++, EV_OK;
-        if (x->p[x->i] != ',')
-            return EV_NO;
-        comma = x->i++;
-        ws(x);
+        int a = after_item(x, '}', &comma);
+        if (a != EV_OK)
+            return a == EV_DONE ? EV_OK : EV_NO;
     }
 }
 
@@ -411,15 +418,9 @@ static int choice(ev_t *x, const e2ee_sess_t *s, size_t pos)
         } else if (skip(x, 2) != EV_OK) {
             return EV_NO;
         }
-        ws(x);
-        if (x->i >= x->n)
-            return EV_NO;
-        if (x->p[x->i] == '}')
-            return x->i++, EV_OK;
-        if (x->p[x->i] != ',')
-            return EV_NO;
-        x->i++;
-        ws(x);
+        int a = after_item(x, '}', NULL);
+        if (a != EV_OK)
+            return a == EV_DONE ? EV_OK : EV_NO;
     }
 }
 
@@ -475,17 +476,11 @@ static int event(ev_t *x, const e2ee_sess_t *s)
                         for (;; pos++) {
                             if (choice(x, s, pos) != EV_OK)
                                 return EV_NO;
-                            ws(x);
-                            if (x->i >= x->n)
-                                return EV_NO;
-                            if (x->p[x->i] == ']') {
-                                x->i++;
+                            int a = after_item(x, ']', NULL);
+                            if (a == EV_DONE)
                                 break;
-                            }
-                            if (x->p[x->i] != ',')
+                            if (a != EV_OK)
                                 return EV_NO;
-                            x->i++;
-                            ws(x);
                         }
                 }
             } else if (is(name, len, "prompt_logprobs") || is(name, len, "prompt_token_ids")) {
@@ -494,17 +489,11 @@ static int event(ev_t *x, const e2ee_sess_t *s)
             } else if (skip(x, 1) != EV_OK) {
                 return EV_NO;
             }
-            ws(x);
-            if (x->i >= x->n)
-                return EV_NO;
-            if (x->p[x->i] == '}') {
-                x->i++;
+            int a = after_item(x, '}', NULL);
+            if (a == EV_DONE)
                 break;
-            }
-            if (x->p[x->i] != ',')
+            if (a != EV_OK)
                 return EV_NO;
-            x->i++;
-            ws(x);
         }
     }
     ws(x);
