@@ -14,7 +14,8 @@
 //
 // Asserted (exit 1 otherwise, with the reason):
 //  - no unexpected error: every failure's kind is allowed only while (or shortly after) the
-//    chaos that explains it: engine down -> 502, a cut stream, a reset; descriptor flood ->
+//    chaos that explains it: engine down -> 502, a cut stream, a reset, then 503
+//    no_healthy_engine until a health check puts it back (engine pool); descriptor flood ->
 //    503, 502, resets; agent down -> report 503. Redis trouble explains nothing (memory
 //    fallback): any failure then is unexpected;
 //  - every complete 200 answer is signed: GET /v1/signature/{id} for both algorithms verifies
@@ -139,6 +140,11 @@ const proxy = await startProxy(`http://127.0.0.1:${enginePort}`, {
     MAX_CONNECTIONS: 100000,
     CHAT_CACHE_CAPACITY: 2000,
     LOG_LEVEL: 'error',
+    // The one engine is taken out when it dies (engine pool, issue 12): answers are then 503
+    // no_healthy_engine until a good check puts it back. Checked every second, one good check
+    // suffices, so that is within the grace after its restart.
+    HEALTH_CHECK_INTERVAL: 1,
+    HEALTH_CHECK_SUCCESSES: 1,
   },
 });
 const pid = proxy.child.proc.pid;
@@ -167,7 +173,7 @@ const bump = (o, k) => { o[k] = (o[k] ?? 0) + 1; };
 // Which chaos explains each failure kind.
 const EXPLAINS = {
   chat_502: ['engine', 'fd'],
-  chat_503: ['fd'],
+  chat_503: ['engine', 'fd'], // engine: no engine up (503 no_healthy_engine, Retry-After)
   chat_504: ['engine'],
   chat_cut: ['engine', 'fd'],
   chat_reset: ['engine', 'fd'],
