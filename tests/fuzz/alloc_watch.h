@@ -9,6 +9,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define TRACK_SLOTS (1u << 18)
@@ -57,5 +58,47 @@ static int watch_tracked(const void *p)
 
 /* Forget the blocks of the previous input. */
 static void watch_next_input(void) { g_gen++; }
+
+/* The input with JSON's escapes decoded (crudely: \uXXXX below 0x80 and the one-letter
+ * escapes), so that a marker spelled with escapes counts as in clear. malloc'd (*on bytes and
+ * a NUL); NULL when out of memory. */
+static int watch_hexval(char c)
+{
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+static char *watch_unescaped(const char *p, size_t n, size_t *on)
+{
+    char *o = malloc(n + 1);
+    if (!o)
+        return NULL;
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] == '\\' && i + 5 < n && p[i + 1] == 'u') {
+            unsigned v = 0;
+            int ok = 1;
+            for (size_t j = 2; j < 6; j++) {
+                int d = watch_hexval(p[i + j]);
+                if (d < 0)
+                    ok = 0;
+                v = v * 16 + (unsigned)(d < 0 ? 0 : d);
+            }
+            if (ok && v < 0x80) {
+                o[k++] = (char)v;
+                i += 5;
+                continue;
+            }
+        }
+        if (p[i] == '\\' && i + 1 < n && strchr("\"\\/", p[i + 1])) {
+            o[k++] = p[++i];
+            continue;
+        }
+        o[k++] = p[i];
+    }
+    o[k] = '\0';
+    *on = k;
+    return o;
+}
 
 #endif

@@ -322,50 +322,12 @@ static void no_ciphertext_route(json_object *root, int route)
 /* ---- one input ---- */
 
 
-static int hexval(char c)
-{
-    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
-           : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
-}
-
-/* The input with JSON's escapes decoded (crudely: \uXXXX below 0x80 and the one-letter
- * escapes), so that a marker spelled with escapes counts as in clear. malloc'd. */
-static char *unescaped(const char *p, size_t n, size_t *on)
-{
-    char *o = malloc(n + 1);
-    CHECK(o != NULL, "malloc");
-    size_t k = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (p[i] == '\\' && i + 5 < n && p[i + 1] == 'u') {
-            unsigned v = 0;
-            int ok = 1;
-            for (size_t j = 2; j < 6; j++) {
-                int d = hexval(p[i + j]);
-                if (d < 0)
-                    ok = 0;
-                v = v * 16 + (unsigned)(d < 0 ? 0 : d);
-            }
-            if (ok && v < 0x80) {
-                o[k++] = (char)v;
-                i += 5;
-                continue;
-            }
-        }
-        if (p[i] == '\\' && i + 1 < n && strchr("\"\\/", p[i + 1])) {
-            o[k++] = p[++i];
-            continue;
-        }
-        o[k++] = p[i];
-    }
-    o[k] = '\0';
-    *on = k;
-    return o;
-}
 
 static int has_marker(const uint8_t *p, size_t n)
 {
     size_t un = 0;
-    char *u = unescaped((const char *)p, n, &un);
+    char *u = watch_unescaped((const char *)p, n, &un);
+    CHECK(u != NULL, "malloc");
     int r = memmem(u, un, MARKER, sizeof MARKER - 1) != NULL;
     free(u);
     return r;
