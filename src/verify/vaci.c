@@ -159,40 +159,12 @@ int va_jcs(struct json_object *o, buf_t *out) { return jcs(out, o, 0); }
 
 /* ---- the report ---- */
 
-static int simulated(struct json_object *ev)
-{
-    const char *mode = json_get_str(ev, "attestation_mode", NULL);
-    struct json_object *s = jget(ev, "simulated");
-    return (mode && strcmp(mode, "simulated") == 0) || (s && json_object_get_boolean(s));
-}
-
-static struct json_object *event_log_of(struct json_object *v)
-{
-    if (!v)
-        return NULL;
-    if (json_object_is_type(v, json_type_array))
-        return json_object_get(v);
-    if (json_object_is_type(v, json_type_string))
-        return json_tokener_parse(json_object_get_string(v));
-    return NULL;
-}
-
 /* The quote of the evidence: the same lines as `report` (tdx.*, dstack.*, pin.*). */
 static void check_evidence(vctx_t *cx, const vopts_t *o, struct json_object *ev,
                            const uint8_t rd[32])
 {
     size_t start = cx->cl.n;
-    int sim = simulated(ev);
-    const char *mode = json_get_str(ev, "attestation_mode", NULL);
-    if (sim)
-        check_add(&cx->cl, "mode", o->allow_simulated ? CHK_WARN : CHK_FAIL,
-                  "the attestation comes from real TDX hardware", "not simulated",
-                  o->allow_simulated ? "SIMULATED attestation accepted (--allow-simulated): "
-                                       "proves nothing about hardware"
-                                     : "SIMULATED attestation (use --allow-simulated in tests)");
-    else
-        check_addf(&cx->cl, "mode", CHK_PASS, "the attestation comes from real TDX hardware",
-                   "not simulated", "attestation_mode %s", mode ? mode : "not stated");
+    vr_check_mode(cx, o, "mode", ev, ev);
     const char *qh = json_get_str(ev, "quote", NULL);
     vquote_t vq;
     memset(&vq, 0, sizeof vq);
@@ -206,12 +178,7 @@ static void check_evidence(vctx_t *cx, const vopts_t *o, struct json_object *ev,
     memcpy(want, rd, 32);
     vq_check_report_data(cx, &vq, want, 64,
                          "report_data = sha256(ACI statement: keyset digest, our nonce) || 0^32");
-    struct json_object *log = event_log_of(jget(ev, "event_log"));
-    int log_ok = vq_check_event_log(cx, &vq, log) == 0;
-    char ch[HEX_SIZE(32)];
-    vq_check_compose(cx, &vq, jget(ev, "info"), log, log_ok, ch);
-    vq_check_pins(cx, o, &vq, ch[0] ? ch : NULL);
-    json_object_put(log);
+    vr_check_measured(cx, o, &vq, ev); /* the same lines as `report` (tdx.*, dstack.*, pin.*) */
     if (vq.simulated && o->allow_simulated) {
         static const char *const pre[] = {"tdx.", "dstack.", "pin.", NULL};
         vx_mark_simulated(cx, start, pre);

@@ -223,6 +223,14 @@ int vr_check_report(vctx_t *cx, const vopts_t *o, struct json_object *report,
 /* The attestation entry vr_check_report checks for address (NULL: the top level or the first
  * entry): the object holding signing_address, signing_public_key and intel_quote. Borrowed. */
 struct json_object *vr_report_entry(struct json_object *report, const char *address);
+/* The line `id` saying whether the attestation is simulated (attestation_mode or simulated in
+ * the entry e, else in the report rep; rep may be e): a FAIL, or a WARN with
+ * --allow-simulated. 1 when simulated. */
+int vr_check_mode(vctx_t *cx, const vopts_t *o, const char *id, struct json_object *rep,
+                  struct json_object *e);
+/* The measured software of a quote already checked: e's event log (a JSON array, or a string
+ * holding one) replayed, compose hash, OS image, GPU boot-gate event, the policy pins. */
+void vr_check_measured(vctx_t *cx, const vopts_t *o, vquote_t *vq, struct json_object *e);
 /* Fetches a report from base URL with a fresh nonce (stored in o->nonce). 0, or -1 (error line
  * added). *out: new reference. */
 int vr_fetch_report(vctx_t *cx, vopts_t *o, const char *url, const char *algo,

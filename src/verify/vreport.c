@@ -92,15 +92,35 @@ static struct json_object *pick_entry(struct json_object *rep, const char *addre
     return json_get_str(rep, "intel_quote", NULL) ? rep : NULL;
 }
 
-static int report_simulated(struct json_object *rep, struct json_object *e)
+int vr_check_mode(vctx_t *cx, const vopts_t *o, const char *id, struct json_object *rep,
+                  struct json_object *e)
 {
-    struct json_object *s;
     const char *mode = json_get_str(e, "attestation_mode", NULL) ? json_get_str(e, "attestation_mode", NULL)
                                                    : json_get_str(rep, "attestation_mode", NULL);
-    if (mode && strcmp(mode, "simulated") == 0)
-        return 1;
-    s = jget(e, "simulated") ? jget(e, "simulated") : jget(rep, "simulated");
-    return s && json_object_get_boolean(s);
+    struct json_object *s = jget(e, "simulated") ? jget(e, "simulated") : jget(rep, "simulated");
+    int sim = (mode && strcmp(mode, "simulated") == 0) || (s && json_object_get_boolean(s));
+    if (sim)
+        check_add(&cx->cl, id, o->allow_simulated ? CHK_WARN : CHK_FAIL,
+                  "the attestation comes from real TDX hardware", "not simulated",
+                  o->allow_simulated ? "SIMULATED attestation accepted (--allow-simulated): "
+                                       "proves nothing about hardware"
+                                     : "SIMULATED attestation (use --allow-simulated in tests)");
+    else
+        check_addf(&cx->cl, id, CHK_PASS, "the attestation comes from real TDX hardware",
+                   "not simulated", "attestation_mode %s", mode ? mode : "not stated");
+    return sim;
+}
+
+void vr_check_measured(vctx_t *cx, const vopts_t *o, vquote_t *vq, struct json_object *e)
+{
+    struct json_object *log = event_log_of(jget(e, "event_log"));
+    int log_ok = vq_check_event_log(cx, vq, log) == 0;
+    char ch[HEX_SIZE(32)];
+    vq_check_compose(cx, vq, jget(e, "info"), log, log_ok, ch);
+    vq_check_os_image(cx, o, vq, jget(e, "info"), log, log_ok);
+    vq_check_gpu_event(cx, log, log_ok);
+    vq_check_pins(cx, o, vq, ch[0] ? ch : NULL);
+    json_object_put(log);
 }
 
 /* The string value of a payload field (nvidia_payload, nvswitch_payload) exactly as the report
@@ -374,18 +394,7 @@ int vr_check_report(vctx_t *cx, const vopts_t *o, struct json_object *rep,
                   CHK_PASS : CHK_FAIL, "the report is for the expected signing address",
                   expect_address, addr);
 
-    int sim = report_simulated(rep, e);
-    const char *mode = json_get_str(e, "attestation_mode", NULL) ? json_get_str(e, "attestation_mode", NULL)
-                                                   : json_get_str(rep, "attestation_mode", NULL);
-    if (sim)
-        check_add(&cx->cl, "report.mode", o->allow_simulated ? CHK_WARN : CHK_FAIL,
-                  "the attestation comes from real TDX hardware", "not simulated",
-                  o->allow_simulated ? "SIMULATED attestation accepted (--allow-simulated): "
-                                       "proves nothing about hardware"
-                                     : "SIMULATED attestation (use --allow-simulated in tests)");
-    else
-        check_addf(&cx->cl, "report.mode", CHK_PASS, "the attestation comes from real TDX hardware",
-                   "not simulated", "attestation_mode %s", mode ? mode : "not stated");
+    int sim = vr_check_mode(cx, o, "report.mode", rep, e);
 
     uint8_t nonce[32];
     int have_nonce;
@@ -405,14 +414,7 @@ int vr_check_report(vctx_t *cx, const vopts_t *o, struct json_object *rep,
     check_binding(cx, o, &vq, algo, addr, fp, have_nonce ? nonce : NULL, e);
     check_tls(cx, o, fp, seen_spki);
 
-    struct json_object *log = event_log_of(jget(e, "event_log"));
-    int log_ok = vq_check_event_log(cx, &vq, log) == 0;
-    char ch[HEX_SIZE(32)];
-    vq_check_compose(cx, &vq, jget(e, "info"), log, log_ok, ch);
-    vq_check_os_image(cx, o, &vq, jget(e, "info"), log, log_ok);
-    vq_check_gpu_event(cx, log, log_ok);
-    vq_check_pins(cx, o, &vq, ch[0] ? ch : NULL);
-    json_object_put(log);
+    vr_check_measured(cx, o, &vq, e);
 
     const char *payload = json_get_str(e, "nvidia_payload", NULL);
     if (!payload && jget(e, "nvidia_payload"))
