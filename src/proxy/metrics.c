@@ -112,15 +112,8 @@ void metrics_engine_name(app_t *a, int i, const char *url)
     if (i < 0 || i >= METRICS_ENGINES_MAX)
         return;
     snprintf(a->mengines.url[i], sizeof a->mengines.url[i], "%s", url);
-    __atomic_store_n(&a->mengines.healthy[i], 1, __ATOMIC_RELAXED);
     if (a->mengines.n <= i)
         a->mengines.n = i + 1;
-}
-
-void metrics_engine_set_healthy(app_t *a, int i, int healthy)
-{
-    if (i >= 0 && i < METRICS_ENGINES_MAX)
-        __atomic_store_n(&a->mengines.healthy[i], healthy ? 1 : 0, __ATOMIC_RELAXED);
 }
 
 void metrics_engine_observe(app_worker_t *aw, int engine, uint64_t ns, int err)
@@ -244,7 +237,6 @@ void metrics_render(app_t *a, buf_t *o)
         s->bytes_in += ld(&m->bytes_in);
         s->bytes_out += ld(&m->bytes_out);
         s->streams_active += ld(&m->streams_active);
-        s->admission_queued += ld(&m->admission_queued);
         s->reports += ld(&m->reports);
     }
     buf_printf(o, "# HELP vllm_proxy_build_info The proxy's version (always 1).\n"

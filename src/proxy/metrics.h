@@ -3,7 +3,7 @@
  * reads all workers with relaxed atomic loads and sums them at scrape time.
  *
  * Threads: metrics_observe_* and M_ADD/M_SUB on a worker's own metrics_t from its loop thread;
- * metrics_engine_set_healthy and metrics_render from any thread. */
+ * metrics_render from any thread. */
 #ifndef VP_PROXY_METRICS_H
 #define VP_PROXY_METRICS_H
 
@@ -53,19 +53,18 @@ typedef struct metrics {
     uint64_t signatures_stored, signature_collisions, signatures_skipped;
     uint64_t bytes_in, bytes_out;
     uint64_t streams_active;
-    uint64_t admission_queued;          /* requests waiting for an engine's in-flight budget */
     uint64_t reports;
 } metrics_t;
 
 #define M_ADD(field, v) __atomic_store_n(&(field), (field) + (v), __ATOMIC_RELAXED)
 #define M_SUB(field, v) __atomic_store_n(&(field), (field) - (v), __ATOMIC_RELAXED)
 
-/* The engines as the metrics name them: set at start-up (metrics_engines_init), before any
- * worker runs; their health (1 or 0) may be set at any time from any thread. */
+/* The engines as the metrics name them (the exchange histogram's and errors' engine label):
+ * set at start-up (metrics_engine_name), before any worker runs. Their health is the engine
+ * pool's (http/engines.c, engines_metrics). */
 typedef struct metrics_engines {
     int n;
     char url[METRICS_ENGINES_MAX][128];
-    int healthy[METRICS_ENGINES_MAX]; /* relaxed atomics */
 } metrics_engines_t;
 
 struct app;
@@ -74,14 +73,12 @@ struct app_worker;
 /* Adds one observation of ns nanoseconds to h (its owner's thread only). */
 void metrics_hist_observe(hist_t *h, uint64_t ns);
 
-/* Names engine i (i < METRICS_ENGINES_MAX; the labels of every later scrape), healthy. */
+/* Names engine i (i < METRICS_ENGINES_MAX; the labels of every later scrape). */
 void metrics_engine_name(struct app *a, int i, const char *url);
-void metrics_engine_set_healthy(struct app *a, int i, int healthy);
 
 /* One engine exchange of engine i ended after ns: err = 0 or the UPS_E_* it ended with (a
- * cancelled exchange is not observed). Counts the error by kind; until the engine pool sets
- * health from its checks, a connection failure marks the engine unhealthy and an answer
- * marks it healthy again. */
+ * cancelled exchange is not observed; i < 0, no engine picked, is not either). Counts the
+ * error by kind. */
 void metrics_engine_observe(struct app_worker *aw, int engine, uint64_t ns, int err);
 
 /* The first byte of the answer to a request that started at start_ns is being written. */
