@@ -65,6 +65,10 @@ MOCK_OBJS := $(call obj,$(wildcard tools/mock-vllm/*.c))
 FAKE_AGENT_OBJS := $(call obj,$(wildcard tools/fake-dstack-agent/*.c))
 E2EE_TOOL_OBJS := $(call obj,$(wildcard tools/e2ee-tool/*.c))
 VERIFY_OBJS := $(call obj,$(wildcard src/verify/*.c))
+# Until the local proxy's attestation side (src/verify/lp_att.c, lp_status.c) is in the tree,
+# the verifier links a test-only stand-in of it (tests/fakes/lp_att_standin.c).
+LP_ATT_STANDIN := $(if $(wildcard src/verify/lp_att.c),,$(call obj,tests/fakes/lp_att_standin.c))
+VERIFY_OBJS += $(LP_ATT_STANDIN)
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRCS))
 PROGRAMS := $(BUILD)/vllm-proxy $(BUILD)/mock-vllm $(BUILD)/fake-dstack-agent $(BUILD)/e2ee-tool \

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "attest/sim.h"
@@ -17,6 +18,7 @@
 #include "nvidia/evidence.h"
 #include "proxy/config.h"
 #include "tdx/roots.h"
+#include "verify/lproxy.h"
 #include "verify/verify.h"
 #include "verify/vout.h"
 
@@ -211,6 +213,8 @@ static const char USAGE[] =
     "  quote FILE        check a TDX quote alone (raw, hex, base64, or a GetQuote JSON)\n"
     "  gpu FILE          check NVIDIA GPU evidence alone (an NRAS-shaped payload)\n"
     "  roots             print the built-in trust anchors\n"
+    "  proxy URL         a local OpenAI endpoint that relays to the remote at URL and verifies\n"
+    "                    its attestation and every answer's signatures before the app sees it\n"
     "\n"
     "`vllm-proxy-verify <command> --help` lists the options of a command;\n"
     "`vllm-proxy-verify --version` prints the version.\n"
@@ -317,6 +321,32 @@ static void help(const char *cmd)
                "  --nonce HEX               the nonce the evidence must carry\n"
                "%s%s",
                OPT_GPU, OPT_COMMON);
+    } else if (strcmp(cmd, "proxy") == 0) {
+        printf("usage: vllm-proxy-verify proxy URL [--listen HOST:PORT] [options]\n\n"
+               "A local OpenAI endpoint for unchanged apps (OPENAI_BASE_URL=http://127.0.0.1:8741/v1).\n"
+               "It verifies the remote vllm-proxy at URL as `report` does (fresh nonce; at start,\n"
+               "every --recheck seconds and whenever the remote's TLS key changes), pins the attested\n"
+               "TLS key and signing keys, relays /v1/* to it over connections that must present that\n"
+               "key, and verifies both signatures of every answer over the exact bytes sent and\n"
+               "received before the app sees it (a stream: before its final [DONE]). While the remote\n"
+               "is not verified every request gets 503; an answer that fails gets 502 (a stream: an\n"
+               "error event and no [DONE]). GET /verification: JSON status; GET /: HTML status page.\n\n"
+               "  --listen HOST:PORT        where apps connect (default 127.0.0.1:8741; a non-loopback\n"
+               "                            address only when named here, with a warning; PORT 0 picks\n"
+               "                            one). Requests whose Host or Origin is not this address are\n"
+               "                            refused (403)\n"
+               "  --token T                 the remote's bearer token (default $VLLM_PROXY_TOKEN); it\n"
+               "                            replaces the app's Authorization. Without it the app's own\n"
+               "                            Authorization is forwarded\n"
+               "  --local-token T           apps must send T as their bearer token (401 otherwise); it\n"
+               "                            is never forwarded\n"
+               "  --recheck SECONDS         re-verify the remote this often (default 300)\n"
+               "  --max-connections N       local connections served at once (default 64; beyond: 503)\n"
+               "  --allow-http              accept a plain-http remote (tests: nothing is pinned)\n"
+               "  --e2ee                    not yet: end-to-end encryption through the local proxy\n"
+               "  --signing-algo, --nonce, --tls-spki, --save-report do not apply here\n"
+               "%s%s%s",
+               OPT_QUOTE, OPT_GPU, OPT_COMMON);
     } else {
         fputs(USAGE, stdout);
     }
@@ -332,6 +362,7 @@ enum {
     O_EVLOG, O_INFO, O_GPU_REPORT, O_GPU_CERTS, O_HELP, O_COLOR, O_E2EE, O_E2EE_SUITE,
     O_VERBOSE, O_VERSION, O_OS_IMAGE,
     O_GPUS, O_NVSWITCHES, O_REPORT_VERSION,
+    O_LISTEN, O_LOCAL_TOKEN, O_ALLOW_HTTP, O_RECHECK, O_MAX_CONNS,
 };
 
 static const struct option LONGOPTS[] = {
@@ -386,6 +417,11 @@ static const struct option LONGOPTS[] = {
     {"version", no_argument, 0, O_VERSION},
     {"os-image", required_argument, 0, O_OS_IMAGE},
     {"help", no_argument, 0, O_HELP},
+    {"listen", required_argument, 0, O_LISTEN},
+    {"local-token", required_argument, 0, O_LOCAL_TOKEN},
+    {"allow-http", no_argument, 0, O_ALLOW_HTTP},
+    {"recheck", required_argument, 0, O_RECHECK},
+    {"max-connections", required_argument, 0, O_MAX_CONNS},
     {0, 0, 0, 0},
 };
 
@@ -399,6 +435,40 @@ static int usage_error(const char *cmd, const char *msg)
     fprintf(stderr, "vllm-proxy-verify%s%s: %s\n(see vllm-proxy-verify %s --help)\n", cmd ? " " : "",
             cmd ? cmd : "", msg, cmd ? cmd : "");
     return VX_ERROR;
+}
+
+/* The `proxy` subcommand's own options (the rest are in vopts_t). */
+static lp_opts_t g_lp;
+static char g_listen_host[256] = "127.0.0.1";
+static int g_timeout_given, g_proxy_only;
+
+/* "HOST:PORT" or "[V6]:PORT" into g_lp. 0 or -1. */
+static int parse_listen(const char *s)
+{
+    const char *colon;
+    size_t hn;
+    const char *h = s;
+    if (s[0] == '[') {
+        const char *rb = strchr(s, ']');
+        if (!rb || rb[1] != ':')
+            return -1;
+        h = s + 1;
+        hn = (size_t)(rb - h);
+        colon = rb + 1;
+    } else {
+        colon = strrchr(s, ':');
+        if (!colon || memchr(s, ':', (size_t)(colon - s)))
+            return -1;
+        hn = (size_t)(colon - s);
+    }
+    char *end;
+    long port = strtol(colon + 1, &end, 10);
+    if (hn == 0 || hn >= sizeof g_listen_host || !colon[1] || *end || port < 0 || port > 65535)
+        return -1;
+    memcpy(g_listen_host, h, hn);
+    g_listen_host[hn] = '\0';
+    g_lp.listen_port = (int)port;
+    return 0;
 }
 
 static int parse_opts(int argc, char **argv, const char *cmd, vopts_t *o)
@@ -419,6 +489,7 @@ static int parse_opts(int argc, char **argv, const char *cmd, vopts_t *o)
             o->timeout_s = strtol(optarg, &end, 10);
             if (!*optarg || *end || o->timeout_s <= 0) /* 0 would mean "no timeout" to curl */
                 return usage_error(cmd, "--timeout: a positive number of seconds");
+            g_timeout_given = 1;
             break;
         }
         case O_COLLATERAL: o->collateral_file = optarg; break;
@@ -467,6 +538,9 @@ static int parse_opts(int argc, char **argv, const char *cmd, vopts_t *o)
         case O_PROMPT: o->prompt = optarg; break;
         case O_STREAM: o->stream = 1; break;
         case O_E2EE: {
+            if (strcmp(cmd, "proxy") == 0)
+                return usage_error(cmd, "--e2ee: not yet (end-to-end encryption through the local "
+                                        "proxy comes later)");
             const char *bad = ve2ee_parse_format(optarg);
             if (bad)
                 return usage_error(cmd, bad);
@@ -494,6 +568,31 @@ static int parse_opts(int argc, char **argv, const char *cmd, vopts_t *o)
         case O_COLOR: o->color = 1; break;
         case O_VERBOSE: o->verbose = 1; break;
         case O_OS_IMAGE: o->os_image_dir = optarg; break;
+        case O_LISTEN:
+            if (parse_listen(optarg) != 0)
+                return usage_error(cmd, "--listen: HOST:PORT or [IPV6]:PORT");
+            g_proxy_only = 1;
+            break;
+        case O_LOCAL_TOKEN:
+            if (!*optarg)
+                return usage_error(cmd, "--local-token: not empty");
+            g_lp.local_token = optarg;
+            g_proxy_only = 1;
+            break;
+        case O_ALLOW_HTTP: g_lp.allow_http = 1; g_proxy_only = 1; break;
+        case O_RECHECK: case O_MAX_CONNS: {
+            char *end;
+            long v = strtol(optarg, &end, 10);
+            if (!*optarg || *end || v < 1 || v > (c == O_RECHECK ? 86400 : 4096))
+                return usage_error(cmd, c == O_RECHECK ? "--recheck: 1 to 86400 seconds"
+                                                       : "--max-connections: 1 to 4096");
+            if (c == O_RECHECK)
+                g_lp.recheck_s = v;
+            else
+                g_lp.max_conns = (int)v;
+            g_proxy_only = 1;
+            break;
+        }
         case O_VERSION: print_version(); exit(VX_OK);
         case 'h': case O_HELP: help(cmd); exit(VX_OK);
         default: return usage_error(cmd, "unknown option");
@@ -601,6 +700,52 @@ static void render(const vctx_t *cx, const vopts_t *o, const char *cmd, int code
     buf_free(&out);
 }
 
+/* `proxy URL`: the options as for report, then the local proxy's own; runs until a signal. */
+static int main_proxy(int argc, char **argv)
+{
+    const char *cmd = "proxy";
+    static vopts_t o;
+    memset(&o, 0, sizeof o);
+    o.timeout_s = VX_DEFAULT_TIMEOUT;
+    o.expect_gpus = o.expect_nvswitches = -1;
+    g_lp.listen_port = 8741;
+    int rc = parse_opts(argc, argv, cmd, &o);
+    if (rc != 0)
+        return rc;
+    if (!o.token)
+        o.token = getenv("VLLM_PROXY_TOKEN");
+    if (!o.target)
+        return usage_error(cmd, "missing the remote's URL");
+    int https = strncasecmp(o.target, "https://", 8) == 0;
+    if (!https && strncasecmp(o.target, "http://", 7) != 0)
+        return usage_error(cmd, "the remote's URL must be https://HOST[:PORT]");
+    if (!https && !g_lp.allow_http)
+        return usage_error(cmd, "the remote's URL is http://: nothing could be pinned; it needs "
+                                "--allow-http (tests only)");
+    if (o.algo || o.have_nonce || o.tls_spki || o.save_report || o.signing_address)
+        return usage_error(cmd, "--signing-algo, --signing-address, --nonce, --tls-spki and "
+                                "--save-report do not apply to proxy");
+    policy_allow_tcb(&o);
+    if (policy_counts(&o) != 0)
+        return usage_error(cmd, "--policy: \"gpus\" must be an integer 0..64, \"nvswitches\" "
+                                "an integer 0..64 or a boolean");
+    if (!https)
+        fprintf(stderr, "vllm-proxy-verify proxy: WARNING: --allow-http: the remote is plain http, "
+                        "no TLS key is pinned (tests only)\n");
+    g_lp.remote = o.target;
+    g_lp.listen_host = g_listen_host;
+    g_lp.token = o.token;
+    g_lp.allow_simulated = o.allow_simulated;
+    if (!g_lp.recheck_s)
+        g_lp.recheck_s = 300;
+    if (!g_lp.max_conns)
+        g_lp.max_conns = 64;
+    /* an exchange with the remote: no byte for this long fails it (a stream may last longer) */
+    g_lp.timeout_s = g_timeout_given ? o.timeout_s : 120;
+    g_lp.vo = &o;
+    return cmd_proxy(&o, &g_lp);
+}
+
 int main(int argc, char **argv)
 {
     if (argc >= 2 && (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "version") == 0)) {
@@ -613,6 +758,8 @@ int main(int argc, char **argv)
         return argc < 2 ? VX_ERROR : VX_OK;
     }
     const char *cmd = argv[1];
+    if (strcmp(cmd, "proxy") == 0)
+        return main_proxy(argc, argv);
     static const struct { const char *name; int (*fn)(vctx_t *, vopts_t *); int target; } CMDS[] = {
         {"report", cmd_report, 1}, {"chat", cmd_chat, 1}, {"signature", cmd_signature, 0},
         {"quote", cmd_quote, 1},   {"gpu", cmd_gpu, 2},   {"roots", cmd_roots, 0},
@@ -622,7 +769,7 @@ int main(int argc, char **argv)
         if (strcmp(cmd, CMDS[i].name) == 0)
             k = (int)i;
     if (k < 0)
-        return usage_error(NULL, "unknown command (report, chat, signature, quote, gpu, roots)");
+        return usage_error(NULL, "unknown command (report, chat, signature, quote, gpu, roots, proxy)");
     vopts_t o;
     memset(&o, 0, sizeof o);
     o.timeout_s = VX_DEFAULT_TIMEOUT;
@@ -634,6 +781,9 @@ int main(int argc, char **argv)
         return rc;
     if (!o.token)
         o.token = getenv("VLLM_PROXY_TOKEN");
+    if (g_proxy_only)
+        return usage_error(cmd, "--listen, --local-token, --allow-http, --recheck and "
+                                "--max-connections are options of proxy");
     if (CMDS[k].target == 1 && !o.target)
         return usage_error(cmd, "missing URL or FILE");
     if (CMDS[k].target == 2 && !o.target && !o.gpu_report_file)

@@ -12,9 +12,10 @@
 #include "sign/signer.h"
 #include "verify/verify.h"
 #include "verify/vout.h"
+#include "verify/vsig.h"
 
 
-/* One signature line: ECDSA recovers to address, Ed25519 verifies with the key. */
+/* One signature line: ECDSA recovers to address, Ed25519 verifies with the key (vs_verify). */
 static int check_sig(vctx_t *cx, const char *id, const char *algo, const char *text, size_t n,
                      const char *sig, const char *address)
 {
@@ -22,48 +23,22 @@ static int check_sig(vctx_t *cx, const char *id, const char *algo, const char *t
         check_add(&cx->cl, id, CHK_FAIL, "the signature verifies", "", "missing signature");
         return 0;
     }
+    char rec[ETH_ADDRESS_LEN + 1];
+    int rc = vs_verify(algo, text, n, sig, address, rec);
     if (strcmp(algo, "ecdsa") == 0) {
-        char rec[43];
-        if (eth_recover_address(text, n, sig, rec) != 0) {
-            check_add(&cx->cl, id, CHK_FAIL,
-                      "the ECDSA (EIP-191) signature recovers to the signing address", address,
-                      "signature malformed or unrecoverable");
-            return 0;
-        }
-        int ok = strcasecmp(rec, address) == 0;
-        check_add(&cx->cl, id, ok ? CHK_PASS : CHK_FAIL,
-                  "the ECDSA (EIP-191) signature recovers to the signing address", address, rec);
-        return ok;
+        check_add(&cx->cl, id, rc == VS_OK ? CHK_PASS : CHK_FAIL,
+                  "the ECDSA (EIP-191) signature recovers to the signing address", address,
+                  rc == VS_MALFORMED ? "signature malformed or unrecoverable" : rec);
+        return rc == VS_OK;
     }
     if (strcmp(algo, "ed25519") == 0) {
-        int ok = ed25519_verify_hex(text, n, sig, address) == 0;
-        check_add(&cx->cl, id, ok ? CHK_PASS : CHK_FAIL,
+        check_add(&cx->cl, id, rc == VS_OK ? CHK_PASS : CHK_FAIL,
                   "the Ed25519 signature verifies with the signing key", address,
-                  ok ? "valid" : "invalid");
-        return ok;
+                  rc == VS_OK ? "valid" : "invalid");
+        return rc == VS_OK;
     }
     check_add(&cx->cl, id, CHK_FAIL, "the signature algorithm is known", "ecdsa|ed25519", algo);
     return 0;
-}
-
-/* The signed text against want ("sha256(req):sha256(resp)", 129 bytes), parsed as
- * nearai-cloud-verifier parses it (py/chat_verifier.py, ts/chat_verifier.ts): split on ':', 2
- * parts are req:resp (the reference), 3 parts model:req:resp (the Rust proxy,
- * SIGNED_TEXT=model:req:resp); any other count is refused. The model part goes to *model
- * (NUL-terminated, cut to cap) or "" for the 2-part form. 1 when the hashes are want's. */
-static int signed_text_ok(const char *text, const char *want, char *model, size_t cap)
-{
-    model[0] = '\0';
-    if (!text)
-        return 0;
-    const char *c1 = strchr(text, ':');
-    const char *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
-    if (!c1 || (c2 && strchr(c2 + 1, ':')))
-        return 0; /* 1 part, or 4 and more */
-    if (!c2)
-        return strcmp(text, want) == 0;
-    snprintf(model, cap, "%.*s", (int)(c1 - text), text);
-    return strcmp(c1 + 1, want) == 0;
 }
 
 #define SIGNED_TEXT_WHAT "signed text = [model:]sha256(request bytes):sha256(response bytes)"
@@ -95,7 +70,7 @@ int cmd_signature(vctx_t *cx, vopts_t *o)
             want[64] = ':';
             sha256_hex(rs.data ? rs.data : "", rs.len, want + 65);
             char model[256];
-            int ok = signed_text_ok(o->text, want, model, sizeof model);
+            int ok = vs_signed_text_ok(o->text, want, model, sizeof model);
             check_add(&cx->cl, "sig.text", ok ? CHK_PASS : CHK_FAIL, SIGNED_TEXT_WHAT, want, o->text);
             if (ok && model[0] && o->model)
                 check_add(&cx->cl, "sig.model", strcmp(model, o->model) == 0 ? CHK_PASS : CHK_FAIL,
@@ -275,7 +250,7 @@ int cmd_chat(vctx_t *cx, vopts_t *o)
         const char *text = json_get_str(s, "text", NULL), *addr = json_get_str(s, "signing_address", NULL);
         snprintf(id, sizeof id, "chat.%s.text", algo);
         char tmodel[256];
-        int text_ok = signed_text_ok(text, want, tmodel, sizeof tmodel);
+        int text_ok = vs_signed_text_ok(text, want, tmodel, sizeof tmodel);
         check_add(&cx->cl, id, text_ok ? CHK_PASS : CHK_FAIL,
                   "signed text = [model:]sha256(bytes sent):sha256(bytes received)", want, text);
         if (text_ok && tmodel[0]) {

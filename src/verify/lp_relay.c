@@ -1,0 +1,1319 @@
+/* The local verifying proxy's relay: one thread per local connection. A request is parsed with
+ * llhttp (limits and phase timeouts of lp_relay.h), checked (Host, Origin, Sec-Fetch-Site, the
+ * local token), then either answered here (GET /verification, GET /) or relayed to the remote
+ * through libcurl with the attested TLS key pinned, and its answer's signatures verified over
+ * the exact bytes sent and received before the app sees it (a stream: before its [DONE]).
+ *
+ * Why CURLOPT_SSL_VERIFYPEER and VERIFYHOST are off: the remote's certificate may be
+ * self-signed inside the CVM, and a CA's word is not what we trust anyway. The trust is the
+ * attested report, which binds the TLS key; CURLOPT_PINNEDPUBLICKEY set to that key on every
+ * request makes curl refuse any connection whose server key is another (a CA-signed
+ * certificate must match the pin all the same). A connection made under an older pin is never
+ * reused after the pin changes (a new easy handle, so a new connection cache).
+ *
+ * No prompt or completion text is logged: one line per request with method, path (without
+ * query), status, bytes, milliseconds and the outcome. */
+#include "verify/lp_relay.h"
+
+#include <errno.h>
+#include <json-c/json.h>
+#include <llhttp.h>
+#include <openssl/crypto.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+
+#include "core/sha.h"
+#include "verify/vsig.h"
+
+#define LP_MAX_HELD_ANSWER (1u * 1024u * 1024u) /* a stream's [DONE] and what follows it */
+#define LP_MAX_EVENT (16u * 1024u * 1024u)      /* one SSE event not yet complete */
+#define LP_MAX_SIG_RECORD (64u * 1024u)
+
+static const lp_opts_t *g_o;
+static char g_hosts[4][300]; /* the Host values that name us; [3] = --listen's, or "" */
+static char g_remote[1024];  /* the remote base URL without a trailing '/' */
+static int g_remote_https;
+
+/* ---- small helpers ---- */
+
+static long now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long)ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
+}
+
+static int send_all(int fd, const void *p, size_t n)
+{
+    const char *s = p;
+    while (n > 0) {
+        ssize_t w = send(fd, s, n, MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return -1; /* the app left, or SO_SNDTIMEO passed */
+        s += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+static const char *reason_phrase(long st)
+{
+    switch (st) {
+    case 200: return "OK";
+    case 201: return "Created";
+    case 204: return "No Content";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 413: return "Payload Too Large";
+    case 422: return "Unprocessable Entity";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    default: return st >= 200 && st < 300 ? "OK" : "Status";
+    }
+}
+
+/* Case-insensitive equality of s[0..n) with the NUL-terminated t. */
+static int ieq(const char *s, size_t n, const char *t)
+{
+    return strlen(t) == n && strncasecmp(s, t, n) == 0;
+}
+
+/* The value of header `name` in a raw block of "Name: value\r\n" lines (trimmed) into out.
+ * 1 when present. */
+static int raw_header(const buf_t *b, const char *name, char *out, size_t cap)
+{
+    const char *p = b->data, *end = b->data ? b->data + b->len : NULL;
+    size_t nl = strlen(name);
+    while (p && p < end) {
+        const char *eol = memchr(p, '\n', (size_t)(end - p));
+        const char *le = eol ? eol : end;
+        const char *colon = memchr(p, ':', (size_t)(le - p));
+        if (colon && ieq(p, (size_t)(colon - p), name)) {
+            const char *v = colon + 1;
+            while (v < le && (*v == ' ' || *v == '\t'))
+                v++;
+            const char *ve = le;
+            while (ve > v && (ve[-1] == '\r' || ve[-1] == ' ' || ve[-1] == '\t'))
+                ve--;
+            snprintf(out, cap, "%.*s", (int)(ve - v), v);
+            (void)nl;
+            return 1;
+        }
+        p = le + 1;
+    }
+    return 0;
+}
+
+/* ---- the local connection ---- */
+
+typedef struct conn {
+    int fd;
+    llhttp_t parser;
+    llhttp_settings_t settings;
+    char rbuf[16384];
+    size_t rpos, rlen;
+    /* the request being read */
+    buf_t url;
+    buf_t hb; /* "name\0value\0" pairs */
+    size_t name_off[LP_MAX_HEADERS + 1], val_off[LP_MAX_HEADERS + 1];
+    size_t nh;
+    size_t head_bytes;
+    buf_t body;
+    int complete, headers_done, reject; /* reject: the status to answer, 0 none */
+    char method[16];
+    /* the relay */
+    CURL *curl;
+    uint64_t curl_gen;
+    sha_ctx *sha;
+    buf_t ev, held, resp, rhead, rtrail, tmp;
+    /* per-request outcome for the log line */
+    long status;
+    size_t sent;
+    const char *outcome;
+    char outcome_buf[96];
+} conn_t;
+
+static const char *req_header(const conn_t *c, const char *name)
+{
+    for (size_t i = 0; i < c->nh; i++)
+        if (strcasecmp(c->hb.data + c->name_off[i], name) == 0)
+            return c->hb.data + c->val_off[i];
+    return NULL;
+}
+
+static conn_t *P(llhttp_t *p)
+{
+    return (conn_t *)p->data;
+}
+
+static int head_room(conn_t *c, size_t n)
+{
+    c->head_bytes += n;
+    if (c->head_bytes > LP_MAX_HEAD) {
+        c->reject = 431;
+        return -1;
+    }
+    return 0;
+}
+
+static int on_url(llhttp_t *p, const char *at, size_t n)
+{
+    conn_t *c = P(p);
+    return head_room(c, n) || buf_append(&c->url, at, n) ? -1 : 0;
+}
+
+static int on_method(llhttp_t *p, const char *at, size_t n)
+{
+    conn_t *c = P(p);
+    size_t have = strlen(c->method);
+    if (have + n >= sizeof c->method) {
+        c->reject = 405;
+        return -1;
+    }
+    memcpy(c->method + have, at, n);
+    c->method[have + n] = '\0';
+    return 0;
+}
+
+static int on_hfield(llhttp_t *p, const char *at, size_t n)
+{
+    conn_t *c = P(p);
+    if (head_room(c, n))
+        return -1;
+    if (c->nh >= LP_MAX_HEADERS) {
+        c->reject = 431;
+        return -1;
+    }
+    return buf_append(&c->hb, at, n) ? -1 : 0;
+}
+
+static int on_hfield_done(llhttp_t *p)
+{
+    conn_t *c = P(p);
+    if (buf_append(&c->hb, "", 1))
+        return -1;
+    c->val_off[c->nh] = c->hb.len;
+    return 0;
+}
+
+static int on_hvalue(llhttp_t *p, const char *at, size_t n)
+{
+    conn_t *c = P(p);
+    return head_room(c, n) || buf_append(&c->hb, at, n) ? -1 : 0;
+}
+
+static int on_hvalue_done(llhttp_t *p)
+{
+    conn_t *c = P(p);
+    if (buf_append(&c->hb, "", 1))
+        return -1;
+    /* trim the value's trailing whitespace (llhttp drops the leading) */
+    char *v = c->hb.data + c->val_off[c->nh];
+    size_t vl = strlen(v);
+    while (vl && (v[vl - 1] == ' ' || v[vl - 1] == '\t'))
+        v[--vl] = '\0';
+    c->nh++;
+    c->name_off[c->nh] = c->hb.len;
+    return 0;
+}
+
+static int on_headers_done(llhttp_t *p)
+{
+    conn_t *c = P(p);
+    c->headers_done = 1;
+    if (p->content_length > LP_MAX_BODY && (p->flags & F_CONTENT_LENGTH)) {
+        c->reject = 413;
+        return -1;
+    }
+    return 0;
+}
+
+static int on_body(llhttp_t *p, const char *at, size_t n)
+{
+    conn_t *c = P(p);
+    if (c->body.len + n > LP_MAX_BODY) {
+        c->reject = 413;
+        return -1;
+    }
+    return buf_append(&c->body, at, n) ? -1 : 0;
+}
+
+static int on_complete(llhttp_t *p)
+{
+    P(p)->complete = 1;
+    return HPE_PAUSED;
+}
+
+static void reset_request(conn_t *c)
+{
+    buf_reset(&c->url);
+    buf_reset(&c->hb);
+    buf_reset(&c->body);
+    c->nh = 0;
+    c->name_off[0] = 0;
+    c->head_bytes = 0;
+    c->complete = c->headers_done = c->reject = 0;
+    c->method[0] = '\0';
+    c->status = 0;
+    c->sent = 0;
+    c->outcome = "-";
+}
+
+/* ---- answers written here ---- */
+
+static void send_head(conn_t *c, long status, const char *ctype, size_t len, const char *extra,
+                      int close_after)
+{
+    char h[1024];
+    int n = snprintf(h, sizeof h,
+                     "HTTP/1.1 %ld %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+                     "Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n%s%s\r\n",
+                     status, reason_phrase(status), ctype, len, extra ? extra : "",
+                     close_after ? "Connection: close\r\n" : "");
+    if (n > 0 && (size_t)n < sizeof h)
+        send_all(c->fd, h, (size_t)n);
+    c->status = status;
+}
+
+static void reply(conn_t *c, long status, const char *ctype, const char *body, size_t n,
+                  const char *extra, int close_after)
+{
+    send_head(c, status, ctype, n, extra, close_after);
+    if (n)
+        send_all(c->fd, body, n);
+    c->sent = n;
+}
+
+/* {"error":{"message","type","code"}} into b. code may be NULL (JSON null). */
+static void error_json(buf_t *b, const char *msg, const char *type, const char *code)
+{
+    buf_puts(b, "{\"error\":{\"message\":");
+    buf_json_str(b, msg, strlen(msg));
+    buf_puts(b, ",\"type\":");
+    buf_json_str(b, type, strlen(type));
+    buf_puts(b, ",\"param\":null,\"code\":");
+    if (code)
+        buf_json_str(b, code, strlen(code));
+    else
+        buf_puts(b, "null");
+    buf_puts(b, "}}");
+}
+
+static void reply_error(conn_t *c, long status, const char *type, const char *code,
+                        int close_after, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+static void reply_error(conn_t *c, long status, const char *type, const char *code,
+                        int close_after, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    buf_reset(&c->tmp);
+    error_json(&c->tmp, msg, type, code);
+    reply(c, status, "application/json", c->tmp.data, c->tmp.len, NULL, close_after);
+}
+
+void lp_reply_busy(int fd)
+{
+    static const char body[] =
+        "{\"error\":{\"message\":\"too many connections to the local verifying proxy "
+        "(--max-connections); retry later\",\"type\":\"server_overloaded\",\"param\":null,"
+        "\"code\":\"too_many_connections\"}}";
+    char h[256];
+    int n = snprintf(h, sizeof h,
+                     "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                     "Content-Length: %zu\r\nRetry-After: 1\r\nConnection: close\r\n\r\n",
+                     sizeof body - 1);
+    struct timeval tv = {1, 0};
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    if (n > 0 && send_all(fd, h, (size_t)n) == 0)
+        send_all(fd, body, sizeof body - 1);
+    shutdown(fd, SHUT_WR);
+    close(fd);
+}
+
+/* ---- reading one request ---- */
+
+/* 1: a request is in c; 0: the connection closed cleanly between requests; -1: close now
+ * (answered already when something was wrong with the request). */
+static int read_request(conn_t *c)
+{
+    reset_request(c);
+    long start = now_ms(), deadline = start + LP_IDLE_MS;
+    int got_any = 0;
+    for (;;) {
+        if (c->rpos < c->rlen) {
+            const char *data = c->rbuf + c->rpos;
+            size_t len = c->rlen - c->rpos;
+            if (!got_any) {
+                got_any = 1;
+                deadline = now_ms() + LP_HEAD_MS;
+            }
+            int had_headers = c->headers_done;
+            llhttp_errno_t e = llhttp_execute(&c->parser, data, len);
+            if (e == HPE_PAUSED && c->complete) {
+                const char *pos = llhttp_get_error_pos(&c->parser);
+                size_t used = pos && pos >= data && pos <= data + len ? (size_t)(pos - data) : len;
+                c->rpos += used;
+                llhttp_resume(&c->parser);
+                return 1;
+            }
+            if (e != HPE_OK) {
+                long st = c->reject ? c->reject : 400;
+                if (st == 413)
+                    reply_error(c, 413, "invalid_request_error", "request_too_large", 1,
+                                "request body larger than %u bytes", LP_MAX_BODY);
+                else if (st == 431)
+                    reply_error(c, 431, "invalid_request_error", "headers_too_large", 1,
+                                "request headers larger than %u bytes or more than %u of them",
+                                LP_MAX_HEAD, LP_MAX_HEADERS);
+                else
+                    reply_error(c, st, "invalid_request_error", "bad_request", 1,
+                                "malformed HTTP request: %s",
+                                llhttp_get_error_reason(&c->parser)
+                                    ? llhttp_get_error_reason(&c->parser) : "parse error");
+                return -1;
+            }
+            c->rpos = c->rlen = 0;
+            if (!had_headers && c->headers_done)
+                deadline = now_ms() + LP_BODY_MS;
+        }
+        long left = deadline - now_ms();
+        if (left <= 0) {
+            if (got_any)
+                reply_error(c, 408, "invalid_request_error", "request_timeout", 1,
+                            "the request was not received in time");
+            return got_any ? -1 : 0;
+        }
+        struct pollfd pf = {c->fd, POLLIN, 0};
+        int pr = poll(&pf, 1, (int)(left > 1000000 ? 1000000 : left));
+        if (pr < 0 && errno == EINTR)
+            continue;
+        if (pr <= 0)
+            continue; /* the deadline check above decides */
+        ssize_t n = recv(c->fd, c->rbuf, sizeof c->rbuf, 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return got_any ? -1 : 0;
+        c->rpos = 0;
+        c->rlen = (size_t)n;
+    }
+}
+
+/* ---- the request checks ---- */
+
+static int host_is_ours(const char *h)
+{
+    for (size_t i = 0; i < 4; i++)
+        if (g_hosts[i][0] && strcasecmp(h, g_hosts[i]) == 0)
+            return 1;
+    return 0;
+}
+
+/* 0 when the request may go on; else answered (and the connection should close). */
+static int check_request(conn_t *c)
+{
+    const char *host = req_header(c, "Host");
+    if (!host || !host_is_ours(host)) {
+        reply_error(c, 403, "permission_error", "host_not_allowed", 0,
+                    "Host %.100s is not this local proxy's address (%s): requests through "
+                    "another name are refused (DNS rebinding)",
+                    host ? host : "(none)", g_hosts[0]);
+        c->outcome = "refused:host";
+        return -1;
+    }
+    const char *origin = req_header(c, "Origin");
+    if (origin && !(strncasecmp(origin, "http://", 7) == 0 && host_is_ours(origin + 7))) {
+        reply_error(c, 403, "permission_error", "origin_not_allowed", 0,
+                    "Origin %.100s is not this local proxy: web pages cannot use it", origin);
+        c->outcome = "refused:origin";
+        return -1;
+    }
+    const char *sfs = req_header(c, "Sec-Fetch-Site");
+    if (sfs && strcasecmp(sfs, "same-origin") != 0 && strcasecmp(sfs, "none") != 0) {
+        reply_error(c, 403, "permission_error", "origin_not_allowed", 0,
+                    "a %.40s request from a web page: web pages cannot use this proxy", sfs);
+        c->outcome = "refused:sec-fetch-site";
+        return -1;
+    }
+    if (g_o->local_token) {
+        const char *a = req_header(c, "Authorization");
+        size_t tl = strlen(g_o->local_token);
+        int ok = 0;
+        if (a && strncasecmp(a, "Bearer ", 7) == 0) {
+            const char *t = a + 7;
+            while (*t == ' ')
+                t++;
+            /* constant time over the token's length; the length itself is not secret */
+            ok = strlen(t) == tl && CRYPTO_memcmp(t, g_o->local_token, tl) == 0;
+        }
+        if (!ok) {
+            reply_error(c, 401, "invalid_request_error", "invalid_api_key", 0,
+                        "this local proxy needs its --local-token as the bearer token");
+            c->outcome = "refused:local-token";
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* ---- the relay ---- */
+
+/* Signed by the remote (docs/API.md): a 2xx answer of these carries X-Signature-Id. */
+static const char *const SIGNED_ROUTES[] = {
+    "/v1/chat/completions", "/v1/completions", "/v1/embeddings",
+    "/v1/rerank", "/v1/score", "/v1/images/generations",
+    "/v1/images/edits", "/v1/audio/transcriptions",
+};
+
+static int route_signed(const char *path, size_t n)
+{
+    for (size_t i = 0; i < sizeof SIGNED_ROUTES / sizeof SIGNED_ROUTES[0]; i++)
+        if (strlen(SIGNED_ROUTES[i]) == n && memcmp(path, SIGNED_ROUTES[i], n) == 0)
+            return 1;
+    return 0;
+}
+
+/* Request headers never forwarded: hop-by-hop (RFC 9110 7.6.1), those curl writes itself,
+ * and those that are the app's business with us, not the remote's. */
+static const char *const NO_FORWARD[] = {
+    "Host", "Content-Length", "Transfer-Encoding", "Connection", "Keep-Alive", "TE", "Trailer",
+    "Upgrade", "Proxy-Connection", "Proxy-Authorization", "Proxy-Authenticate", "Expect",
+    "Authorization", "Origin", "Referer", "Cookie", "Accept-Encoding", "X-Signature-Inband",
+    "Sec-Fetch-Site", "Sec-Fetch-Mode", "Sec-Fetch-Dest", "Sec-Fetch-User",
+};
+
+/* Response headers not passed back to the app. */
+static const char *const NO_RETURN[] = {
+    "Content-Length", "Transfer-Encoding", "Connection", "Keep-Alive", "Trailer", "Upgrade",
+    "Content-Type", "X-Signature-Inband", "X-Signature-Text", "X-Signature-Ecdsa",
+    "X-Signing-Address", "X-Signature-Ed25519", "X-Signing-Key-Ed25519", "Set-Cookie",
+    "Alt-Svc", "Strict-Transport-Security", "Server", "Date", "Proxy-Authenticate",
+};
+
+static int in_list(const char *name, size_t n, const char *const *list, size_t cnt)
+{
+    for (size_t i = 0; i < cnt; i++)
+        if (ieq(name, n, list[i]))
+            return 1;
+    return 0;
+}
+
+/* The token list of the request's Connection header names name[0..n). */
+static int named_by_connection(const char *conn_hdr, const char *name, size_t n)
+{
+    if (!conn_hdr)
+        return 0;
+    const char *p = conn_hdr;
+    while (*p) {
+        while (*p == ' ' || *p == ',' || *p == '\t')
+            p++;
+        size_t k = strcspn(p, " ,\t");
+        if (k && ieq(p, k, name) && k == n)
+            return 1;
+        p += k;
+    }
+    return 0;
+}
+
+typedef struct rx {
+    conn_t *c;
+    long status;
+    int headers_done, stream, head_sent, holding, app_gone, too_big, want_body_id;
+    size_t scan_from;
+    size_t resp_bytes;
+    char ctype[256];
+    char body_id[256];
+} rx_t;
+
+static size_t on_rheader(char *p, size_t sz, size_t nm, void *ud)
+{
+    rx_t *x = ud;
+    size_t n = sz * nm;
+    conn_t *c = x->c;
+    if (!x->headers_done) {
+        if (n >= 5 && strncmp(p, "HTTP/", 5) == 0) {
+            buf_reset(&c->rhead);
+            const char *sp = memchr(p, ' ', n);
+            x->status = sp ? strtol(sp + 1, NULL, 10) : 0;
+            return n;
+        }
+        if (n <= 2 && (p[0] == '\r' || p[0] == '\n')) {
+            if (x->status >= 100 && x->status < 200)
+                return n; /* an interim answer: the final one follows */
+            x->headers_done = 1;
+            return n;
+        }
+        if (c->rhead.len + n > LP_MAX_HEAD)
+            return 0;
+        return buf_append(&c->rhead, p, n) ? 0 : n;
+    }
+    /* after the head: trailers of the chunked body (libcurl passes them here) */
+    if (n <= 2 && (p[0] == '\r' || p[0] == '\n'))
+        return n;
+    if (c->rtrail.len + n > LP_MAX_HEAD)
+        return 0;
+    return buf_append(&c->rtrail, p, n) ? 0 : n;
+}
+
+/* One chunk of the chunked answer to the app. */
+static int send_chunk(conn_t *c, const char *p, size_t n)
+{
+    if (n == 0)
+        return 0;
+    char h[24];
+    int hl = snprintf(h, sizeof h, "%zx\r\n", n);
+    struct iovec v[3] = {{h, (size_t)hl}, {(void *)(uintptr_t)p, n}, {"\r\n", 2}};
+    struct msghdr m;
+    memset(&m, 0, sizeof m);
+    size_t total = (size_t)hl + n + 2, done = 0;
+    while (done < total) {
+        /* advance the iovecs past what was written */
+        size_t skip = done;
+        struct iovec cur[3];
+        int k = 0;
+        for (int i = 0; i < 3; i++) {
+            if (skip >= v[i].iov_len) {
+                skip -= v[i].iov_len;
+                continue;
+            }
+            cur[k].iov_base = (char *)v[i].iov_base + skip;
+            cur[k].iov_len = v[i].iov_len - skip;
+            skip = 0;
+            k++;
+        }
+        m.msg_iov = cur;
+        m.msg_iovlen = (size_t)k;
+        ssize_t w = sendmsg(c->fd, &m, MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return -1;
+        done += (size_t)w;
+    }
+    c->sent += n;
+    return 0;
+}
+
+/* The response headers passed back, as "Name: value\r\n" lines, into out. */
+static void return_headers(conn_t *c, buf_t *out)
+{
+    const char *p = c->rhead.data, *end = p ? p + c->rhead.len : NULL;
+    while (p && p < end) {
+        const char *eol = memchr(p, '\n', (size_t)(end - p));
+        const char *le = eol ? eol + 1 : end;
+        const char *colon = memchr(p, ':', (size_t)(le - p));
+        if (colon && !in_list(p, (size_t)(colon - p), NO_RETURN,
+                              sizeof NO_RETURN / sizeof NO_RETURN[0]) &&
+            !(colon - p > 15 && strncasecmp(p, "Access-Control-", 15) == 0)) {
+            buf_append(out, p, (size_t)(le - p));
+            if (le[-1] != '\n')
+                buf_puts(out, "\r\n");
+        }
+        p = le;
+    }
+}
+
+static int stream_head(rx_t *x)
+{
+    conn_t *c = x->c;
+    buf_reset(&c->tmp);
+    buf_printf(&c->tmp,
+               "HTTP/1.1 %ld %s\r\nContent-Type: %s\r\nTransfer-Encoding: chunked\r\n"
+               "Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n",
+               x->status, reason_phrase(x->status), x->ctype);
+    return_headers(c, &c->tmp);
+    buf_puts(&c->tmp, "\r\n");
+    c->status = x->status;
+    x->head_sent = 1;
+    return send_all(c->fd, c->tmp.data, c->tmp.len);
+}
+
+/* "data: [DONE]" (or "data:[DONE]") as the whole event. */
+static int is_done_event(const char *p, size_t n)
+{
+    size_t k = n >= 6 && memcmp(p, "data: ", 6) == 0 ? 6 : n >= 5 && memcmp(p, "data:", 5) == 0 ? 5 : 0;
+    if (!k || n < k + 6 || memcmp(p + k, "[DONE]", 6) != 0)
+        return 0;
+    for (size_t i = k + 6; i < n; i++)
+        if (p[i] != '\r' && p[i] != '\n')
+            return 0;
+    return 1;
+}
+
+/* The "id" of the first data event that has one (chat and text completions from a server
+ * that names the id only in the body). */
+static void event_id(rx_t *x, const char *p, size_t n)
+{
+    if (n < 7 || memcmp(p, "data:", 5) != 0)
+        return;
+    size_t k = p[5] == ' ' ? 6 : 5;
+    char *line = strndup(p + k, n - k);
+    if (!line)
+        return;
+    struct json_object *j = json_tokener_parse(line), *v;
+    if (j && json_object_object_get_ex(j, "id", &v) && json_object_is_type(v, json_type_string))
+        snprintf(x->body_id, sizeof x->body_id, "%s", json_object_get_string(v));
+    json_object_put(j);
+    free(line);
+    x->want_body_id = 0;
+}
+
+/* Streams complete events to the app as they arrive, holds the [DONE] event and anything
+ * after it. One copy into c->ev, no allocation per event. 0, or -1 to abort. */
+static int stream_feed(rx_t *x, const char *p, size_t n)
+{
+    conn_t *c = x->c;
+    if (x->holding) {
+        if (c->held.len + n > LP_MAX_HELD_ANSWER) {
+            x->too_big = 1;
+            return -1;
+        }
+        return buf_append(&c->held, p, n);
+    }
+    if (c->ev.len + n > LP_MAX_EVENT) {
+        x->too_big = 1;
+        return -1;
+    }
+    if (buf_append(&c->ev, p, n))
+        return -1;
+    const char *d = c->ev.data;
+    size_t len = c->ev.len, start = 0, i = x->scan_from;
+    for (;;) {
+        const char *nl = i < len ? memchr(d + i, '\n', len - i) : NULL;
+        if (!nl) {
+            i = len;
+            break;
+        }
+        size_t k = (size_t)(nl - d), end;
+        if (k + 1 < len && d[k + 1] == '\n')
+            end = k + 2;
+        else if (k + 2 < len && d[k + 1] == '\r' && d[k + 2] == '\n')
+            end = k + 3;
+        else if (k + 1 >= len || (d[k + 1] == '\r' && k + 2 >= len)) {
+            i = k; /* the event may end with the next bytes */
+            break;
+        } else {
+            i = k + 1;
+            continue;
+        }
+        if (is_done_event(d + start, end - start)) {
+            if (send_chunk(c, d, start) != 0) {
+                x->app_gone = 1;
+                return -1;
+            }
+            x->holding = 1;
+            buf_reset(&c->held);
+            int rc = buf_append(&c->held, d + start, len - start);
+            buf_reset(&c->ev);
+            x->scan_from = 0;
+            return rc;
+        }
+        if (x->want_body_id)
+            event_id(x, d + start, end - start);
+        start = end;
+        i = end;
+    }
+    if (start) {
+        if (send_chunk(c, d, start) != 0) {
+            x->app_gone = 1;
+            return -1;
+        }
+        memmove(c->ev.data, d + start, len - start);
+        c->ev.len = len - start;
+        c->ev.data[c->ev.len] = '\0';
+    }
+    x->scan_from = i - start;
+    return 0;
+}
+
+static size_t on_rbody(char *p, size_t sz, size_t nm, void *ud)
+{
+    rx_t *x = ud;
+    conn_t *c = x->c;
+    size_t n = sz * nm;
+    if (x->resp_bytes == 0 && !x->head_sent) {
+        raw_header(&c->rhead, "Content-Type", x->ctype, sizeof x->ctype);
+        x->stream = x->status >= 200 && x->status < 300 &&
+                    strncasecmp(x->ctype, "text/event-stream", 17) == 0;
+        if (x->stream && stream_head(x) != 0) {
+            x->app_gone = 1;
+            return 0;
+        }
+    }
+    x->resp_bytes += n;
+    sha_update(c->sha, p, n);
+    if (x->stream)
+        return stream_feed(x, p, n) == 0 ? n : 0;
+    if (c->resp.len + n > LP_MAX_BODY) {
+        x->too_big = 1;
+        return 0;
+    }
+    return buf_append(&c->resp, p, n) ? 0 : n;
+}
+
+static size_t on_sigbody(char *p, size_t sz, size_t nm, void *ud)
+{
+    buf_t *b = ud;
+    size_t n = sz * nm;
+    if (b->len + n > LP_MAX_SIG_RECORD)
+        return 0;
+    return buf_append(b, p, n) ? 0 : n;
+}
+
+static size_t on_sighead(char *p, size_t sz, size_t nm, void *ud)
+{
+    (void)p, (void)ud;
+    return sz * nm;
+}
+
+/* The easy handle for this pin generation: a new one (so no connection made under an older
+ * pin is reused) when the pins changed. Common options set. */
+static CURL *handle_for(conn_t *c, const lp_pins_t *pins)
+{
+    if (c->curl && c->curl_gen != pins->generation) {
+        curl_easy_cleanup(c->curl);
+        c->curl = NULL;
+    }
+    if (!c->curl) {
+        c->curl = curl_easy_init();
+        c->curl_gen = pins->generation;
+    } else {
+        curl_easy_reset(c->curl);
+    }
+    CURL *h = c->curl;
+    if (!h)
+        return NULL;
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, g_remote_https ? "https" : "http");
+    curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, g_o->timeout_s);
+    /* a stalled remote: no byte for --timeout seconds (a stream may run longer in all) */
+    curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
+    curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, g_o->timeout_s);
+    curl_easy_setopt(h, CURLOPT_TCP_NODELAY, 1L);
+    curl_easy_setopt(h, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+    if (g_remote_https) {
+        /* the attested key is the trust, not a CA: see the top of this file */
+        curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 0L);
+        curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 0L);
+        curl_easy_setopt(h, CURLOPT_PINNEDPUBLICKEY, pins->curl_pin);
+    }
+    return h;
+}
+
+static struct curl_slist *auth_header(conn_t *c, struct curl_slist *l)
+{
+    char a[1200];
+    if (g_o->token) {
+        snprintf(a, sizeof a, "Authorization: Bearer %s", g_o->token);
+        return curl_slist_append(l, a);
+    }
+    const char *app = g_o->local_token ? NULL : req_header(c, "Authorization");
+    if (app) {
+        snprintf(a, sizeof a, "Authorization: %s", app);
+        return curl_slist_append(l, a);
+    }
+    return l;
+}
+
+/* Fetches GET /v1/signature/{id}?signing_algo=algo through the pinned handle; text and sig
+ * out (malloc'd). NULL, or the failed check with detail in why. */
+static const char *fetch_sig(conn_t *c, const lp_pins_t *pins, const char *id, const char *algo,
+                             char **text, char **sig, char *why, size_t cap)
+{
+    *text = *sig = NULL;
+    buf_t u = BUF_INIT, b = BUF_INIT;
+    buf_printf(&u, "%s/v1/signature/", g_remote);
+    for (const char *p = id; *p; p++) {
+        unsigned char ch = (unsigned char)*p;
+        if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+            ch == '-' || ch == '_' || ch == '.' || ch == '~')
+            buf_append(&u, p, 1);
+        else
+            buf_printf(&u, "%%%02X", ch);
+    }
+    buf_printf(&u, "?signing_algo=%s", algo);
+    CURL *h = handle_for(c, pins);
+    const char *check = "signature.fetch";
+    if (!h || !u.data) {
+        snprintf(why, cap, "out of memory");
+        goto out;
+    }
+    struct curl_slist *l = auth_header(c, NULL);
+    curl_easy_setopt(h, CURLOPT_URL, u.data);
+    curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, l);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_sigbody);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, &b);
+    curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_sighead);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT, g_o->timeout_s);
+    CURLcode rc = curl_easy_perform(h);
+    long st = 0;
+    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &st);
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, NULL);
+    curl_slist_free_all(l);
+    if (rc != CURLE_OK) {
+        snprintf(why, cap, "GET /v1/signature/{id} (%s): %s", algo, curl_easy_strerror(rc));
+        goto out;
+    }
+    if (st != 200) {
+        snprintf(why, cap, "GET /v1/signature/{id} (%s): HTTP %ld", algo, st);
+        goto out;
+    }
+    struct json_object *j = json_tokener_parse(b.data ? b.data : ""), *t, *s;
+    if (j && json_object_object_get_ex(j, "text", &t) && json_object_is_type(t, json_type_string) &&
+        json_object_object_get_ex(j, "signature", &s) && json_object_is_type(s, json_type_string)) {
+        *text = strdup(json_object_get_string(t));
+        *sig = strdup(json_object_get_string(s));
+        check = *text && *sig ? NULL : "signature.fetch";
+    } else {
+        snprintf(why, cap, "the signature record (%s) does not parse", algo);
+    }
+    json_object_put(j);
+out:
+    buf_free(&u);
+    buf_free(&b);
+    return check;
+}
+
+/* One algorithm's signed text and signature against want and the pinned key. */
+static const char *check_one(const char *algo, const char *text, const char *sig,
+                             const char *key, const char *want, char *why, size_t cap)
+{
+    char model[256];
+    if (!vs_signed_text_ok(text, want, model, sizeof model)) {
+        snprintf(why, cap,
+                 "the signed text is not [model:]sha256(bytes sent):sha256(bytes received) "
+                 "(%s: signed %.140s, computed %s)",
+                 algo, text, want);
+        return "signature.text";
+    }
+    char rec[48];
+    int rc = vs_verify(algo, text, strlen(text), sig, key, rec);
+    if (rc == VS_OK)
+        return NULL;
+    if (strcmp(algo, "ecdsa") == 0)
+        snprintf(why, cap, "the ECDSA signature %s, not to the attested %s",
+                 rc == VS_MALFORMED ? "is malformed" : "recovers to", key);
+    else
+        snprintf(why, cap, "the Ed25519 signature does not verify with the attested key %s", key);
+    if (strcmp(algo, "ecdsa") == 0 && rc == VS_MISMATCH)
+        snprintf(why, cap, "the ECDSA signature recovers to %s, not to the attested %s", rec, key);
+    return strcmp(algo, "ecdsa") == 0 ? "signature.ecdsa" : "signature.ed25519";
+}
+
+/* The answer's signatures (in band, else fetched) over sha256(req):sha256(resp). NULL when
+ * they verified, else the failed check (why: the detail). */
+static const char *verify_answer(conn_t *c, const lp_pins_t *pins, const char *id,
+                                 const char *want, char *why, size_t cap)
+{
+    char mode[128] = "";
+    raw_header(&c->rhead, "X-Signature-Inband", mode, sizeof mode);
+    int in_head = strcasecmp(mode, "headers") == 0, in_trail = strcasecmp(mode, "trailers") == 0;
+    if (in_head || in_trail) {
+        const buf_t *src = in_head ? &c->rhead : &c->rtrail;
+        const char *missing = in_head ? "signature.missing" : "signature.missing_trailer";
+        char text[1024], esig[200], dsig[200];
+        if (!raw_header(src, "X-Signature-Text", text, sizeof text) ||
+            !raw_header(src, "X-Signature-Ecdsa", esig, sizeof esig)) {
+            snprintf(why, cap, "the answer announced its signatures in %s, and %s",
+                     in_head ? "its headers" : "trailers",
+                     in_head ? "they are not there" : "the body ended without them");
+            return missing;
+        }
+        const char *f = check_one("ecdsa", text, esig, pins->ecdsa_address, want, why, cap);
+        if (f)
+            return f;
+        if (pins->ed25519_key[0]) {
+            if (!raw_header(src, "X-Signature-Ed25519", dsig, sizeof dsig)) {
+                snprintf(why, cap, "the answer's %s have no X-Signature-Ed25519",
+                         in_head ? "headers" : "trailers");
+                return missing;
+            }
+            return check_one("ed25519", text, dsig, pins->ed25519_key, want, why, cap);
+        }
+        return NULL;
+    }
+    static const char *const algos[2] = {"ecdsa", "ed25519"};
+    for (int i = 0; i < 2; i++) {
+        const char *key = i == 0 ? pins->ecdsa_address : pins->ed25519_key;
+        if (!key[0])
+            continue;
+        char *text, *sig;
+        const char *f = fetch_sig(c, pins, id, algos[i], &text, &sig, why, cap);
+        if (!f)
+            f = check_one(algos[i], text, sig, key, want, why, cap);
+        free(text);
+        free(sig);
+        if (f)
+            return f;
+    }
+    return NULL;
+}
+
+/* The verification error as the app sees it. */
+static void verification_error(buf_t *b, const char *check, const char *why)
+{
+    char msg[1200];
+    snprintf(msg, sizeof msg, "answer failed verification: %s: %s", check, why);
+    error_json(b, msg, "verification_error",
+               strncmp(check, "signature.", 10) == 0 ? "signature_invalid" : "verification_failed");
+}
+
+static int send_unverified_503(conn_t *c, const char *why)
+{
+    reply_error(c, 503, "service_unavailable", "remote_not_verified", 0, "remote not verified: %s",
+                why);
+    snprintf(c->outcome_buf, sizeof c->outcome_buf, "not-verified");
+    c->outcome = c->outcome_buf;
+    return 0;
+}
+
+static void relay(conn_t *c, const char *path, size_t path_n)
+{
+    lp_pins_t pins;
+    char why[1024];
+    if (!lp_att_pins(&pins, why, sizeof why)) {
+        send_unverified_503(c, why);
+        return;
+    }
+    if (g_remote_https && !pins.curl_pin[0]) {
+        send_unverified_503(c, "no TLS key is pinned for the https remote");
+        return;
+    }
+    int is_signed = strcmp(c->method, "POST") == 0 && route_signed(path, path_n);
+    char route[64];
+    snprintf(route, sizeof route, "%.*s", (int)(path_n < 63 ? path_n : 63), path);
+    char url_want[130];
+    uint8_t req_hash[32];
+    sha256(c->body.data ? c->body.data : "", c->body.len, req_hash);
+    hex_encode(url_want, req_hash, 32);
+    url_want[64] = ':';
+
+    buf_t url = BUF_INIT;
+    buf_printf(&url, "%s%s", g_remote, c->url.data);
+    int tries = 0;
+again:;
+    rx_t x;
+    memset(&x, 0, sizeof x);
+    x.c = c;
+    buf_reset(&c->ev);
+    buf_reset(&c->held);
+    buf_reset(&c->resp);
+    buf_reset(&c->rhead);
+    buf_reset(&c->rtrail);
+    sha256_reset(c->sha);
+    CURL *h = handle_for(c, &pins);
+    if (!h) {
+        reply_error(c, 500, "server_error", NULL, 1, "out of memory");
+        buf_free(&url);
+        return;
+    }
+    /* headers: the app's, less NO_FORWARD; ours */
+    struct curl_slist *l = NULL;
+    const char *conn_hdr = req_header(c, "Connection");
+    int have_ct = 0;
+    char line[LP_MAX_HEAD + 64];
+    for (size_t i = 0; i < c->nh; i++) {
+        const char *nm = c->hb.data + c->name_off[i], *v = c->hb.data + c->val_off[i];
+        size_t nl = strlen(nm);
+        if (in_list(nm, nl, NO_FORWARD, sizeof NO_FORWARD / sizeof NO_FORWARD[0]) ||
+            named_by_connection(conn_hdr, nm, nl))
+            continue;
+        if (strcasecmp(nm, "Content-Type") == 0)
+            have_ct = 1;
+        /* "Name;" is curl's way to send a header with an empty value */
+        snprintf(line, sizeof line, *v ? "%s: %s" : "%s;", nm, v);
+        l = curl_slist_append(l, line);
+    }
+    if (!have_ct)
+        l = curl_slist_append(l, "Content-Type:"); /* curl would add a form type for POST */
+    l = curl_slist_append(l, "Expect:");
+    l = curl_slist_append(l, "X-Signature-Inband: 1");
+    l = curl_slist_append(l, "TE: trailers");
+    l = auth_header(c, l);
+    curl_easy_setopt(h, CURLOPT_URL, url.data);
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, l);
+    if (strcmp(c->method, "GET") == 0) {
+        curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);
+    } else if (strcmp(c->method, "HEAD") == 0) {
+        curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
+    } else {
+        if (strcmp(c->method, "POST") != 0)
+            curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, c->method);
+        curl_easy_setopt(h, CURLOPT_POST, 1L);
+        curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)c->body.len);
+        curl_easy_setopt(h, CURLOPT_POSTFIELDS, c->body.data ? c->body.data : "");
+    }
+    curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_rheader);
+    curl_easy_setopt(h, CURLOPT_HEADERDATA, &x);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_rbody);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, &x);
+    x.want_body_id = is_signed;
+    CURLcode rc = curl_easy_perform(h);
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, NULL);
+    curl_slist_free_all(l);
+
+    if (rc == CURLE_SSL_PINNEDPUBKEYNOTMATCH && !x.head_sent) {
+        /* nothing was sent on that connection: the key check comes before the request */
+        uint64_t gen = pins.generation;
+        int ok = lp_att_kick("the remote presented a TLS key other than the attested one",
+                             10000, &pins, why, sizeof why);
+        if (ok && pins.generation != gen && tries++ == 0)
+            goto again;
+        if (ok)
+            snprintf(why, sizeof why,
+                     "the remote presented a TLS key other than the attested one");
+        send_unverified_503(c, why);
+        buf_free(&url);
+        return;
+    }
+    char sig_id[256] = "";
+    raw_header(&c->rhead, "X-Signature-Id", sig_id, sizeof sig_id);
+    if (rc != CURLE_OK || !x.headers_done) {
+        const char *what = x.app_gone   ? "the app left"
+                           : x.too_big  ? "the answer is larger than this proxy holds"
+                                        : curl_easy_strerror(rc);
+        if (x.app_gone) {
+            c->outcome = "app-left";
+        } else if (x.head_sent) {
+            buf_reset(&c->tmp);
+            buf_puts(&c->tmp, "data: ");
+            char msg[600];
+            snprintf(msg, sizeof msg, "the remote's answer broke off: %s", what);
+            error_json(&c->tmp, msg, "server_error", "relay_failed");
+            buf_puts(&c->tmp, "\n\n");
+            send_chunk(c, c->tmp.data, c->tmp.len);
+            send_all(c->fd, "0\r\n\r\n", 5);
+            c->outcome = "failed:relay";
+            if (is_signed)
+                lp_att_answer(route, sig_id[0] ? sig_id : NULL, 1, "relay.incomplete");
+        } else {
+            reply_error(c, 502, "server_error", "remote_unreachable", 0,
+                        "the remote could not be reached or its answer was cut: %s", what);
+            c->outcome = "failed:relay";
+        }
+        buf_free(&url);
+        return;
+    }
+    /* the answer is complete: verify it when it is a signed one */
+    uint8_t rh[32];
+    sha_final(c->sha, rh);
+    hex_encode(url_want + 65, rh, 32);
+    int two = x.status >= 200 && x.status < 300;
+    const char *failed = NULL;
+    char fwhy[1024] = "";
+    int signed_answer = two && (sig_id[0] || is_signed) && strcmp(c->method, "HEAD") != 0;
+    if (signed_answer) {
+        if (!sig_id[0] && is_signed) {
+            /* chat and text completions from a server that names the id in the body only */
+            if (x.body_id[0]) {
+                snprintf(sig_id, sizeof sig_id, "%s", x.body_id);
+            } else if (!x.stream) {
+                struct json_object *j = json_tokener_parse(c->resp.data ? c->resp.data : ""), *v;
+                if ((strcmp(route, "/v1/chat/completions") == 0 ||
+                     strcmp(route, "/v1/completions") == 0) &&
+                    j && json_object_object_get_ex(j, "id", &v) &&
+                    json_object_is_type(v, json_type_string))
+                    snprintf(sig_id, sizeof sig_id, "%s", json_object_get_string(v));
+                json_object_put(j);
+            }
+        }
+        char mode[64] = "";
+        raw_header(&c->rhead, "X-Signature-Inband", mode, sizeof mode);
+        if (!sig_id[0] && strcasecmp(mode, "headers") != 0 && strcasecmp(mode, "trailers") != 0) {
+            failed = "signature.missing_id";
+            snprintf(fwhy, sizeof fwhy, "a 2xx answer of a signed route without X-Signature-Id");
+        } else {
+            failed = verify_answer(c, &pins, sig_id, url_want, fwhy, sizeof fwhy);
+        }
+        lp_att_answer(route, sig_id[0] ? sig_id : NULL, x.stream, failed);
+    }
+    if (x.stream) {
+        if (failed) {
+            buf_reset(&c->tmp);
+            buf_puts(&c->tmp, "data: ");
+            verification_error(&c->tmp, failed, fwhy);
+            buf_puts(&c->tmp, "\n\n");
+            send_chunk(c, c->tmp.data, c->tmp.len);
+        } else {
+            send_chunk(c, c->ev.data, c->ev.len);
+            send_chunk(c, c->held.data, c->held.len);
+        }
+        send_all(c->fd, "0\r\n\r\n", 5);
+    } else if (failed) {
+        buf_reset(&c->tmp);
+        verification_error(&c->tmp, failed, fwhy);
+        reply(c, 502, "application/json", c->tmp.data, c->tmp.len, NULL, 0);
+    } else {
+        if (!x.ctype[0])
+            raw_header(&c->rhead, "Content-Type", x.ctype, sizeof x.ctype);
+        buf_t extra = BUF_INIT;
+        return_headers(c, &extra);
+        buf_printf(&extra, "X-Verify: %s\r\n", signed_answer ? "verified" : "unsigned");
+        char ct[300];
+        snprintf(ct, sizeof ct, "%s", x.ctype[0] ? x.ctype : "application/octet-stream");
+        send_head(c, x.status, ct, c->resp.len, extra.data, 0);
+        if (c->resp.len && strcmp(c->method, "HEAD") != 0)
+            send_all(c->fd, c->resp.data, c->resp.len);
+        c->sent = c->resp.len;
+        buf_free(&extra);
+    }
+    c->status = x.status;
+    if (failed) {
+        snprintf(c->outcome_buf, sizeof c->outcome_buf, "failed:%s", failed);
+        c->outcome = c->outcome_buf;
+    } else {
+        c->outcome = signed_answer ? "verified" : "unsigned";
+    }
+    buf_free(&url);
+}
+
+/* ---- one request ---- */
+
+static void handle(conn_t *c)
+{
+    const char *u = c->url.data ? c->url.data : "";
+    size_t path_n = strcspn(u, "?#");
+    if (u[0] != '/') {
+        reply_error(c, 400, "invalid_request_error", "bad_request", 1,
+                    "the request target must be a path (origin form)");
+        return;
+    }
+    if (check_request(c) != 0)
+        return;
+    int get = strcmp(c->method, "GET") == 0;
+    if ((path_n == 1) || (path_n == 13 && memcmp(u, "/verification", 13) == 0)) {
+        if (!get) {
+            reply_error(c, 405, "invalid_request_error", "method_not_allowed", 0,
+                        "only GET is allowed here");
+            return;
+        }
+        buf_reset(&c->tmp);
+        if (path_n == 1) {
+            lp_status_html(&c->tmp);
+            reply(c, 200, "text/html; charset=utf-8", c->tmp.data, c->tmp.len,
+                  "Content-Security-Policy: default-src 'none'; style-src 'unsafe-inline'\r\n"
+                  "X-Frame-Options: DENY\r\n",
+                  0);
+        } else {
+            lp_status_json(&c->tmp);
+            reply(c, 200, "application/json", c->tmp.data, c->tmp.len, NULL, 0);
+        }
+        c->outcome = "local";
+        return;
+    }
+    if (path_n >= 4 && memcmp(u, "/v1/", 4) == 0) {
+        relay(c, u, path_n);
+        return;
+    }
+    reply_error(c, 404, "invalid_request_error", "not_found",
+                0, "not found: this local proxy serves /v1/*, /verification and /");
+    c->outcome = "local";
+}
+
+static void log_line(conn_t *c, long t0)
+{
+    const char *u = c->url.data ? c->url.data : "";
+    fprintf(stderr, "lp: %s %.*s %ld %zuB %ldms %s\n", c->method[0] ? c->method : "-",
+            (int)(strcspn(u, "?#") > 200 ? 200 : strcspn(u, "?#")), u, c->status, c->sent,
+            now_ms() - t0, c->outcome);
+}
+
+void lp_conn_serve(int fd)
+{
+    conn_t *c = calloc(1, sizeof *c);
+    if (!c) {
+        close(fd);
+        return;
+    }
+    c->fd = fd;
+    struct timeval tv = {LP_SEND_MS / 1000, 0};
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    llhttp_settings_init(&c->settings);
+    c->settings.on_url = on_url;
+    c->settings.on_method = on_method;
+    c->settings.on_header_field = on_hfield;
+    c->settings.on_header_field_complete = on_hfield_done;
+    c->settings.on_header_value = on_hvalue;
+    c->settings.on_header_value_complete = on_hvalue_done;
+    c->settings.on_headers_complete = on_headers_done;
+    c->settings.on_body = on_body;
+    c->settings.on_message_complete = on_complete;
+    llhttp_init(&c->parser, HTTP_REQUEST, &c->settings);
+    c->parser.data = c;
+    c->sha = sha256_new();
+    while (c->sha) {
+        int r = read_request(c);
+        if (r <= 0)
+            break;
+        long t0 = now_ms();
+        int keep = llhttp_should_keep_alive(&c->parser);
+        handle(c);
+        log_line(c, t0);
+        if (!keep || c->status == 400 || c->status == 408 || c->status == 413 || c->status == 431)
+            break;
+    }
+    if (c->curl)
+        curl_easy_cleanup(c->curl);
+    sha_free(c->sha);
+    buf_free(&c->url);
+    buf_free(&c->hb);
+    buf_free(&c->body);
+    buf_free(&c->ev);
+    buf_free(&c->held);
+    buf_free(&c->resp);
+    buf_free(&c->rhead);
+    buf_free(&c->rtrail);
+    buf_free(&c->tmp);
+    shutdown(fd, SHUT_WR);
+    close(fd);
+    free(c);
+}
+
+int lp_relay_init(const lp_opts_t *o, int port)
+{
+    g_o = o;
+    size_t n = strlen(o->remote);
+    while (n && o->remote[n - 1] == '/')
+        n--;
+    if (n >= sizeof g_remote) {
+        fprintf(stderr, "vllm-proxy-verify proxy: the remote URL is too long\n");
+        return -1;
+    }
+    memcpy(g_remote, o->remote, n);
+    g_remote[n] = '\0';
+    g_remote_https = strncasecmp(g_remote, "https://", 8) == 0;
+    snprintf(g_hosts[0], sizeof g_hosts[0], "127.0.0.1:%d", port);
+    snprintf(g_hosts[1], sizeof g_hosts[1], "localhost:%d", port);
+    snprintf(g_hosts[2], sizeof g_hosts[2], "[::1]:%d", port);
+    if (strchr(o->listen_host, ':'))
+        snprintf(g_hosts[3], sizeof g_hosts[3], "[%s]:%d", o->listen_host, port);
+    else
+        snprintf(g_hosts[3], sizeof g_hosts[3], "%s:%d", o->listen_host, port);
+    return 0;
+}
