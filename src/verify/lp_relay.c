@@ -433,8 +433,9 @@ static int host_is_ours(const char *h)
     return 0;
 }
 
-/* 0 when the request may go on; else answered (and the connection should close). */
-static int check_request(conn_t *c)
+/* 0 when the request may go on; else answered. The status pages (public keys and
+ * measurements only) need no --local-token: a person reads them in a browser. */
+static int check_request(conn_t *c, int status_page)
 {
     const char *host = req_header(c, "Host");
     if (!host || !host_is_ours(host)) {
@@ -459,7 +460,7 @@ static int check_request(conn_t *c)
         c->outcome = "refused:sec-fetch-site";
         return -1;
     }
-    if (g_o->local_token) {
+    if (g_o->local_token && !status_page) {
         const char *a = req_header(c, "Authorization");
         size_t tl = strlen(g_o->local_token);
         int ok = 0;
@@ -1204,10 +1205,11 @@ static void handle(conn_t *c)
                     "the request target must be a path (origin form)");
         return;
     }
-    if (check_request(c) != 0)
+    int status_page = path_n == 1 || (path_n == 13 && memcmp(u, "/verification", 13) == 0);
+    if (check_request(c, status_page) != 0)
         return;
     int get = strcmp(c->method, "GET") == 0;
-    if ((path_n == 1) || (path_n == 13 && memcmp(u, "/verification", 13) == 0)) {
+    if (status_page) {
         if (!get) {
             reply_error(c, 405, "invalid_request_error", "method_not_allowed", 0,
                         "only GET is allowed here");

@@ -40,6 +40,8 @@ static int verify_algo(const char *algo, char *addr, size_t acap, char spki[HEX_
     vopts_t vo = *g_o->vo;
     vo.have_nonce = 0;
     vo.allow_simulated = g_o->allow_simulated;
+    if (strncmp(g_o->remote, "https:", 6) == 0)
+        vo.report_version = 3; /* binds the TLS certificate (the remote has TLS_CERT_PATH) */
     vctx_t cx = {CHECKLIST_INIT, 0, ""};
     struct json_object *rep = NULL;
     int rc = -1;
