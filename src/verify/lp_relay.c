@@ -760,6 +760,9 @@ static size_t on_rbody(char *p, size_t sz, size_t nm, void *ud)
         raw_header(&c->rhead, "Content-Type", x->ctype, sizeof x->ctype);
         x->stream = x->status >= 200 && x->status < 300 &&
                     strncasecmp(x->ctype, "text/event-stream", 17) == 0;
+        char id[8];
+        if (x->want_body_id && raw_header(&c->rhead, "X-Signature-Id", id, sizeof id))
+            x->want_body_id = 0; /* the head names it: no event is parsed */
         if (x->stream && stream_head(x) != 0) {
             x->app_gone = 1;
             return 0;
