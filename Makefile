@@ -12,6 +12,7 @@
 #   make fuzz-build       the libFuzzer targets into build-fuzz/ (clang-14, ASan + UBSan)
 #   make fuzz-replay      runs every target once over its corpus tests/fuzz/corpus/<target>/
 #   make bench-e2ee       bench/e2ee-run: encrypted streams per E2EE format (docs/PERFORMANCE.md)
+#   make bench-local-proxy  bench/local-proxy.mjs: the local verifying proxy's overhead
 #   make fuzz             scripts/run-fuzz: fuzzes each target for FUZZ_SECONDS (default 30)
 #   make soak             tests/soak/soak.mjs: chaos and load for SOAK_SECONDS (default 300)
 #   make format-check     clang-format check of the files listed in FORMAT_FILES
@@ -70,7 +71,7 @@ UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRCS))
 PROGRAMS := $(BUILD)/vllm-proxy $(BUILD)/mock-vllm $(BUILD)/fake-dstack-agent $(BUILD)/e2ee-tool \
             $(if $(wildcard src/verify/main.c),$(BUILD)/vllm-proxy-verify)
 
-.PHONY: all clean test unit unit-san tsan integration demo fuzz fuzz-build fuzz-replay bench bench-e2ee deps \
+.PHONY: all clean test unit unit-san tsan integration demo fuzz fuzz-build fuzz-replay bench bench-e2ee bench-local-proxy deps \
         format-check soak
 all: $(PROGRAMS)
 
@@ -228,6 +229,9 @@ bench: all
 
 bench-e2ee: all
 	bench/e2ee-run
+
+bench-local-proxy: all
+	node bench/local-proxy.mjs
 
 # Soak and chaos (docs/RELIABILITY.md): mixed load while the engine, Redis and the dstack agent
 # are killed and stalled, clients drop mid-stream and the proxy is pushed to its descriptor
