@@ -204,6 +204,20 @@ test('startRemote: answers over https are signed over the exact bytes; engineReq
   assert.ok(rr.chat_completions >= 2 && rr.signature >= 4, JSON.stringify(rr));
 });
 
+test('startRemote: in-band signatures arrive over TLS, trailers of a stream included (servers that offer them)', async (t) => {
+  for (const stream of [false, true]) {
+    const a = await exchange(remote.tlsPort, { ...chat(stream), headers: { 'X-Signature-Inband': '1', ...(stream ? { TE: 'trailers' } : {}) }, ca: remote.certPem });
+    assert.equal(a.status, 200);
+    const how = a.headers['x-signature-inband'];
+    if (how === undefined) return t.skip('this vllm-proxy sends no in-band signatures (issue 13, server side)');
+    assert.equal(how, stream ? 'trailers' : 'headers');
+    const f = stream ? a.trailers : a.headers;
+    const text = signedText(a.requestBody, a.body);
+    checkEcdsaSignature({ signing_algo: 'ecdsa', text: f['x-signature-text'], signature: f['x-signature-ecdsa'], signing_address: f['x-signing-address'] }, text);
+    checkEd25519Signature({ signing_algo: 'ed25519', text: f['x-signature-text'], signature: f['x-signature-ed25519'], signing_address: f['x-signing-key-ed25519'] }, text);
+  }
+});
+
 test('tamper pass: byte-exact, trailers included (small server), and a working relay to the remote', async () => {
   const target = { port: small.address().port, ...smallCert };
   const t = await startTamper({ target, mode: 'pass' });
