@@ -141,6 +141,17 @@ $(BUILD)/tests/test_collateral: $(BUILD)/obj/tests/unit/test_collateral.o \
 	@mkdir -p $(dir $@)
 	$(CC) $(filter %.o %.a,$^) $(LDFLAGS_VP) $(LDLIBS) -lcurl -lcmocka -o $@
 
+# Unit tests of the verifier's own modules (test_lp_status) link every verifier object; main.o's
+# main() is renamed (objcopy) so that the test's main() is the program's.
+VERIFY_TEST_OBJS := $(filter-out $(call obj,src/verify/main.c),$(VERIFY_OBJS)) \
+                    $(BUILD)/obj/src/verify/main-nomain.o
+$(BUILD)/obj/src/verify/main-nomain.o: $(call obj,src/verify/main.c)
+	objcopy --redefine-sym main=vx_main_unused $< $@
+$(BUILD)/tests/test_lp_status: $(BUILD)/obj/tests/unit/test_lp_status.o $(VERIFY_TEST_OBJS) \
+                               $(BUILD)/libvp.a
+	@mkdir -p $(dir $@)
+	$(CC) $(filter %.o %.a,$^) $(LDFLAGS_VP) $(LDLIBS) -lcurl -lcmocka -o $@
+
 # `make unit` runs every unit test program; `make unit T=sse` only $(BUILD)/tests/test_sse.
 UNIT_RUN := $(if $(T),$(foreach t,$(T),$(BUILD)/tests/test_$(t:test_%=%)),$(UNIT_BINS))
 unit: $(UNIT_RUN)
