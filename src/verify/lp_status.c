@@ -184,6 +184,22 @@ static void h(buf_t *out, const char *s)
     buf_free(&c);
 }
 
+/* h() line by line, keeping the newlines (the policy's pretty-printed JSON). */
+static void h_lines(buf_t *out, const char *s)
+{
+    while (s && *s) {
+        size_t n = strcspn(s, "\n");
+        char *line = strndup(s, n);
+        h(out, line ? line : "");
+        free(line);
+        s += n;
+        if (*s == '\n') {
+            buf_puts(out, "\n");
+            s++;
+        }
+    }
+}
+
 /* One row of a two-column table: <tr id="row-key"><th>label</th><td>value or "not known"</td> */
 static void hrow(buf_t *out, const char *key, const char *label, const char *v)
 {
@@ -319,9 +335,9 @@ void lp_status_html(buf_t *out)
         if (s.policy_json) {
             struct json_object *pol = json_tokener_parse(s.policy_json);
             buf_puts(out, "<pre>");
-            h(out, pol ? json_object_to_json_string_ext(pol, JSON_C_TO_STRING_PRETTY |
+            h_lines(out, pol ? json_object_to_json_string_ext(pol, JSON_C_TO_STRING_PRETTY |
                                                                  JSON_C_TO_STRING_NOSLASHESCAPE)
-                       : s.policy_json);
+                             : s.policy_json);
             buf_puts(out, "</pre>");
             json_object_put(pol);
         }

@@ -6,8 +6,8 @@
  * (lp_att.h), the same code the attestation thread publishes with.
  *
  * Driver mode (tests/integration/lp-status.test.mjs):
- *   test_lp_status --live URL OUTDIR [--allow-simulated] [--allow-http] [--policy FILE]
- *                  [--kick]
+ *   test_lp_status --live URL OUTDIR [--token T] [--allow-simulated] [--allow-http]
+ *                  [--policy FILE] [--kick]
  * runs the real attestation thread against URL until its first verification is in (at most
  * 60 s), optionally kicks it once and waits for the re-verification, then writes
  * OUTDIR/verification.json and OUTDIR/index.html and prints one JSON line
@@ -316,6 +316,8 @@ static int live(int argc, char **argv)
             o.allow_http = 1;
         else if (strcmp(argv[i], "--kick") == 0)
             kick = 1;
+        else if (strcmp(argv[i], "--token") == 0 && i + 1 < argc)
+            o.token = argv[++i];
         else if (strcmp(argv[i], "--policy") == 0 && i + 1 < argc)
             vo.policy_file = argv[++i];
         else {
