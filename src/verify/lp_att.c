@@ -188,15 +188,15 @@ static void aggregate(const checklist_t *cl, const char *const *prefixes, char o
                 seen[cl->items[i].status] = 1;
         }
     }
-    const char *s = seen[CHK_FAIL] ? "fail" : seen[CHK_WARN] ? "warn" : seen[CHK_PASS] ? "pass"
-                                                             : seen[CHK_SKIP] ? "skip" : "";
+    const char *s = seen[CHK_FAIL]   ? "fail"
+                    : seen[CHK_WARN] ? "warn"
+                    : seen[CHK_PASS] ? "pass"
+                    : seen[CHK_SKIP] ? "skip"
+                                     : "";
     snprintf(out, 8, "%s", s);
 }
 
-static int is_hexn(const char *s, size_t n)
-{
-    return s && strlen(s) == n && hex_is_hex(s, n);
-}
+static int is_hexn(const char *s, size_t n) { return s && strlen(s) == n && hex_is_hex(s, n); }
 
 /* "sha256//<base64 of the raw 32-byte hash>" (CURLOPT_PINNEDPUBLICKEY) of a hex SPKI hash. */
 static int curl_pin_of(const char *spki_hex, char out[80])
@@ -350,7 +350,8 @@ static void verify_once(const lp_opts_t *o, lp_result_t *r)
     copy_str(r->m.os_image, sizeof r->m.os_image, vx_fact_get(VF_OS_IMAGE));
     copy_str(r->m.model, sizeof r->m.model, vx_fact_get(VF_MODEL));
     copy_str(r->m.tls_note, sizeof r->m.tls_note, vx_fact_get(VF_TLS));
-    static const char *const gpu_pfx[] = {"gpu", "nvswitch", NULL}, *const nras_pfx[] = {"nras", NULL};
+    static const char *const gpu_pfx[] = {"gpu", "nvswitch", NULL}, *const nras_pfx[] = {"nras",
+                                                                                         NULL};
     aggregate(cl, gpu_pfx, r->m.gpu_local);
     aggregate(cl, nras_pfx, r->m.gpu_nras);
     vx_facts_free();

@@ -48,15 +48,15 @@ typedef struct lp_snap {
     char remote[512], listen[300];
     long recheck_s;
     int allow_simulated, allow_http;
-    int verified;       /* lp_att_pins would return 1 */
-    int in_progress;    /* a verification is running */
-    char why[512];      /* when not verified: the reason (one sentence) */
-    lp_pins_t pins;     /* valid when verified */
-    time_t checked_at;  /* when the last verification finished (0: none yet) */
-    time_t next_check;  /* when the next one is due */
-    uint64_t rounds;    /* verifications finished */
-    int last_ok;        /* the last verification passed */
-    checklist_t cl;     /* its checklist (owned: lp_snap_free) */
+    int verified;      /* lp_att_pins would return 1 */
+    int in_progress;   /* a verification is running */
+    char why[512];     /* when not verified: the reason (one sentence) */
+    lp_pins_t pins;    /* valid when verified */
+    time_t checked_at; /* when the last verification finished (0: none yet) */
+    time_t next_check; /* when the next one is due */
+    uint64_t rounds;   /* verifications finished */
+    int last_ok;       /* the last verification passed */
+    checklist_t cl;    /* its checklist (owned: lp_snap_free) */
     lp_meas_t m;
     char policy_path[512]; /* "" when no --policy */
     char *policy_json;     /* its parsed content as the last verification read it,
@@ -76,7 +76,7 @@ typedef struct lp_result {
     int ok;
     char why[512];
     lp_pins_t pins; /* generation and verified_at are set when published */
-    checklist_t cl;    /* moved into the state */
+    checklist_t cl; /* moved into the state */
     lp_meas_t m;
     char *policy_json; /* the policy file's content (malloc'd; moved into the state) */
     char policy_err[200];

@@ -17,10 +17,7 @@
 static const char *const ST_NAME[] = {"pass", "fail", "skip", "warn"};
 static const char *const ST_UPPER[] = {"PASS", "FAIL", "SKIP", "WARN"};
 
-static const char *st_name(chk_status_t s)
-{
-    return (unsigned)s < 4 ? ST_NAME[s] : "fail";
-}
+static const char *st_name(chk_status_t s) { return (unsigned)s < 4 ? ST_NAME[s] : "fail"; }
 
 static void iso_time(time_t t, char out[32])
 {
@@ -79,7 +76,9 @@ void lp_status_json(buf_t *out)
     buf_printf(out, ",\"recheck_seconds\":%ld,\"verifications\":%llu", s.recheck_s,
                (unsigned long long)s.rounds);
     buf_printf(out, ",\"last_verification\":%s",
-               !s.checked_at ? "null" : s.last_ok ? "\"pass\"" : "\"fail\"");
+               !s.checked_at ? "null"
+               : s.last_ok   ? "\"pass\""
+                             : "\"fail\"");
     buf_printf(out, ",\"generation\":%llu", (unsigned long long)s.pins.generation);
     buf_printf(out, ",\"allow_simulated\":%s,\"allow_http\":%s,\"simulated\":%s",
                s.allow_simulated ? "true" : "false", s.allow_http ? "true" : "false",
@@ -262,14 +261,17 @@ void lp_status_html(buf_t *out)
     hrow(out, "checked-at", "last verification", ck);
     if (s.next_check)
         iso_time(s.next_check, ts);
-    hrow(out, "next-check", "next verification", s.in_progress ? "running now"
-                                                 : s.next_check ? ts : NULL);
+    hrow(out, "next-check", "next verification",
+         s.in_progress  ? "running now"
+         : s.next_check ? ts
+                        : NULL);
     char n[96];
     snprintf(n, sizeof n, "%llu verified, %llu rejected", (unsigned long long)s.n_verified,
              (unsigned long long)s.n_rejected);
     hrow(out, "counts", "answers", n);
-    buf_printf(out, "</table>\n<h2>Checklist of the last verification (%zu pass, %zu fail, "
-                    "%zu warn, %zu skip)</h2>\n",
+    buf_printf(out,
+               "</table>\n<h2>Checklist of the last verification (%zu pass, %zu fail, "
+               "%zu warn, %zu skip)</h2>\n",
                check_count(&s.cl, CHK_PASS), check_count(&s.cl, CHK_FAIL),
                check_count(&s.cl, CHK_WARN), check_count(&s.cl, CHK_SKIP));
     buf_puts(out, "<table id=\"checklist\">\n<thead><tr><th>result</th><th>check</th>"
@@ -335,16 +337,17 @@ void lp_status_html(buf_t *out)
         if (s.policy_json) {
             struct json_object *pol = json_tokener_parse(s.policy_json);
             buf_puts(out, "<pre>");
-            h_lines(out, pol ? json_object_to_json_string_ext(pol, JSON_C_TO_STRING_PRETTY |
-                                                                 JSON_C_TO_STRING_NOSLASHESCAPE)
+            h_lines(out, pol ? json_object_to_json_string_ext(
+                                   pol, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE)
                              : s.policy_json);
             buf_puts(out, "</pre>");
             json_object_put(pol);
         }
     }
-    buf_printf(out, "</div>\n<h2>Last answers (%llu verified, %llu rejected)</h2>\n"
-                    "<table id=\"answers\">\n<thead><tr><th>time</th><th>route</th><th>id</th>"
-                    "<th>stream</th><th>result</th></tr></thead>\n<tbody>\n",
+    buf_printf(out,
+               "</div>\n<h2>Last answers (%llu verified, %llu rejected)</h2>\n"
+               "<table id=\"answers\">\n<thead><tr><th>time</th><th>route</th><th>id</th>"
+               "<th>stream</th><th>result</th></tr></thead>\n<tbody>\n",
                (unsigned long long)s.n_verified, (unsigned long long)s.n_rejected);
     for (size_t i = 0; i < s.n_answers; i++) {
         const lp_answer_t *a = &s.answers[i];

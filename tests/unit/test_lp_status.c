@@ -52,10 +52,10 @@ static void fill_result(lp_result_t *r, int ok)
               "not simulated", "SIMULATED attestation accepted");
     check_add(&r->cl, "ecdsa.tdx.collateral", CHK_SKIP, "Intel collateral", "", "SIMULATED");
     check_add(&r->cl, "lp.tls.ecdsa", ok ? CHK_PASS : CHK_FAIL,
-              "the report binds the TLS key this connection presented", "ab",
-              HOSTILE);
+              "the report binds the TLS key this connection presented", "ab", HOSTILE);
     /* invalid UTF-8 and a control byte from the wire: still valid JSON */
-    check_add(&r->cl, "ed25519.report.fetch", CHK_PASS, "fetched", "HTTP 200", "bad \xff\xfe \x01 utf8");
+    check_add(&r->cl, "ed25519.report.fetch", CHK_PASS, "fetched", "HTTP 200",
+              "bad \xff\xfe \x01 utf8");
     for (int i = 0; i < 4; i++)
         snprintf(r->m.rtmr[i], sizeof r->m.rtmr[i], "%096d", i);
     snprintf(r->m.mrtd, sizeof r->m.mrtd, "%096d", 7);
@@ -187,9 +187,9 @@ static void test_not_verified_documents(void **state)
     assert_null(strstr(h.data, "<script"));
     assert_null(strstr(h.data, "alert('x')"));
     assert_non_null(strstr(h.data, "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; "
-                                    "&quot;quoted&quot;"));
+                                   "&quot;quoted&quot;"));
     assert_non_null(strstr(h.data, "id=\"state\" class=\"bad\" data-state=\"not verified\">"
-                                    "NOT VERIFIED: check lp.tls.ecdsa failed: &lt;script"));
+                                   "NOT VERIFIED: check lp.tls.ecdsa failed: &lt;script"));
     assert_non_null(strstr(h.data, "id=\"checklist\""));
     /* no external asset of any kind */
     assert_null(strstr(h.data, "src="));
@@ -272,7 +272,8 @@ static void test_answers_ring(void **state)
     assert_int_equal(json_object_get_int(jk(a, "rejected")), 6);
     struct json_object *last = jk(a, "last");
     assert_int_equal(json_object_array_length(last), LP_ANSWERS);
-    struct json_object *a0 = json_object_array_get_idx(last, 0), *a1 = json_object_array_get_idx(last, 1);
+    struct json_object *a0 = json_object_array_get_idx(last, 0),
+                       *a1 = json_object_array_get_idx(last, 1);
     assert_string_equal(js(a0, "id"), HOSTILE);
     assert_false(json_object_get_boolean(jk(a0, "ok")));
     assert_string_equal(js(a0, "check"), "signature.text");
@@ -280,7 +281,8 @@ static void test_answers_ring(void **state)
     assert_string_equal(js(a1, "check"), "signature.ecdsa");
     assert_string_equal(js(json_object_array_get_idx(last, 2), "id"), "chatcmpl-23");
     assert_true(json_object_get_boolean(jk(json_object_array_get_idx(last, 2), "ok")));
-    assert_true(json_object_is_type(jk(json_object_array_get_idx(last, 2), "check"), json_type_null));
+    assert_true(
+        json_object_is_type(jk(json_object_array_get_idx(last, 2), "check"), json_type_null));
     /* the oldest kept is the 20th newest */
     assert_string_equal(js(json_object_array_get_idx(last, LP_ANSWERS - 1), "id"), "chatcmpl-6");
     json_object_put(j);
