@@ -103,11 +103,9 @@ void lp_status_json(buf_t *out)
     }
     buf_puts(out, "],\"measurements\":{");
     jkv(out, "mrtd", m->mrtd, 1);
-    for (int i = 0; i < 4; i++) {
-        char k[8];
-        snprintf(k, sizeof k, "rtmr%d", i);
-        jkv(out, k, m->rtmr[i], 0);
-    }
+    static const char *const rk[] = {"rtmr0", "rtmr1", "rtmr2", "rtmr3"};
+    for (int i = 0; i < 4; i++)
+        jkv(out, rk[i], m->rtmr[i], 0);
     jkv(out, "mrconfigid", m->mrconfigid, 0);
     jkv(out, "compose_hash", m->compose_hash, 0);
     jkv(out, "os_image", m->os_image, 0);
@@ -295,11 +293,9 @@ void lp_status_html(buf_t *out)
     buf_puts(out, "</tbody></table>\n<h2>Measurements</h2>\n<table id=\"measurements\">\n");
     hrow(out, "m-mrtd", "MRTD", m->mrtd);
     static const char *const rt[] = {"RTMR0", "RTMR1", "RTMR2", "RTMR3"};
-    for (int i = 0; i < 4; i++) {
-        char k[16];
-        snprintf(k, sizeof k, "m-rtmr%d", i);
-        hrow(out, k, rt[i], m->rtmr[i]);
-    }
+    static const char *const rid[] = {"m-rtmr0", "m-rtmr1", "m-rtmr2", "m-rtmr3"};
+    for (int i = 0; i < 4; i++)
+        hrow(out, rid[i], rt[i], m->rtmr[i]);
     hrow(out, "m-mrconfigid", "MRCONFIGID", m->mrconfigid);
     hrow(out, "m-compose-hash", "compose hash", m->compose_hash);
     hrow(out, "m-os-image", "OS image", m->os_image);
