@@ -141,6 +141,13 @@ $(BUILD)/tests/test_collateral: $(BUILD)/obj/tests/unit/test_collateral.o \
 	@mkdir -p $(dir $@)
 	$(CC) $(filter %.o %.a,$^) $(LDFLAGS_VP) $(LDLIBS) -lcurl -lcmocka -o $@
 
+# The local proxy's E2EE codec lives with the verifier (not in libvp.a); its test links that one
+# object, against the server's own E2EE code in libvp.a.
+$(BUILD)/tests/test_lp_e2ee: $(BUILD)/obj/tests/unit/test_lp_e2ee.o $(call obj,src/verify/lp_e2ee.c) \
+                             $(BUILD)/libvp.a
+	@mkdir -p $(dir $@)
+	$(CC) $(filter %.o %.a,$^) $(LDFLAGS_VP) $(LDLIBS) -lcmocka -o $@
+
 # `make unit` runs every unit test program; `make unit T=sse` only $(BUILD)/tests/test_sse.
 UNIT_RUN := $(if $(T),$(foreach t,$(T),$(BUILD)/tests/test_$(t:test_%=%)),$(UNIT_BINS))
 unit: $(UNIT_RUN)

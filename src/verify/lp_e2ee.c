@@ -466,6 +466,11 @@ static json_object *open_str(opener_t *o, json_object *v, size_t choice, const c
     }
     const char *hex = json_object_get_string(v);
     size_t hn = (size_t)json_object_get_string_len(v), cap = hn / 2 + 1, pl = 0;
+    if (hn % 2 || hn / 2 < e2ee_blob_len(e->cipher, 0) || !hex_is_hex(hex, hn)) {
+        fail(o->err, LP_E2EE_FAILED, "e2ee.in_clear",
+             "%s is in clear (not a sealed field) in an encrypted answer: not passed on", where);
+        return NULL;
+    }
     uint8_t *pt = malloc(cap);
     int rc = pt ? e2ee_open_hex_cached(e->cipher, e->secret, &e->cache, hex, hn,
                                        aad_n ? (const uint8_t *)aad : NULL, aad_n, pt, cap, &pl)
@@ -502,7 +507,7 @@ static int open_member(opener_t *o, json_object *holder, const char *field, size
                     field);
     if (json_object_get_string_len(v) == 0 && !json)
         return 0;
-    char w[96];
+    char w[160];
     snprintf(w, sizeof w, "%s.%s", where, field);
     json_object *nv = open_str(o, v, choice, field, w, json);
     if (!nv)
@@ -550,7 +555,7 @@ static int open_chat(opener_t *o, int stream)
         json_object *c = member(m, "content"), *au = member(m, "audio");
         if (near && c && json_object_is_type(c, json_type_array)) {
             for (size_t k = 0; k < json_object_array_length(c); k++) {
-                char pw[80];
+                char pw[112];
                 snprintf(pw, sizeof pw, "%s.content[%zu]", where, k);
                 if (open_member(o, json_object_array_get_idx(c, k), "text", i, pw, 0) != 0)
                     return LP_E2EE_FAILED;
@@ -564,7 +569,7 @@ static int open_chat(opener_t *o, int stream)
         if (carries(au)) {
             if (!sealed_audio)
                 return in_clear(o, "audio");
-            char aw[80];
+            char aw[96];
             snprintf(aw, sizeof aw, "%s.audio", where);
             if (open_member(o, au, "data", i, aw, 0) != 0)
                 return LP_E2EE_FAILED;
@@ -580,7 +585,7 @@ static int open_completions(opener_t *o)
         return in_clear(o, "choices that are not an array");
     for (size_t i = 0; choices && i < json_object_array_length(choices); i++) {
         json_object *ch = json_object_array_get_idx(choices, i);
-        char where[32];
+        char where[48];
         snprintf(where, sizeof where, "choices[%zu]", i);
         if (carries(member(ch, "logprobs")) || carries(member(ch, "prompt_logprobs")))
             return in_clear(o, "logprobs");
@@ -599,7 +604,7 @@ static int open_embeddings(opener_t *o)
         return in_clear(o, "data that is not an array");
     for (size_t i = 0; data && i < json_object_array_length(data); i++) {
         json_object *d = json_object_array_get_idx(data, i);
-        char where[32];
+        char where[48];
         snprintf(where, sizeof where, "data[%zu]", i);
         /* sealed as the compact JSON text of the value (an array, or vLLM's base64 string) */
         if (member(d, "embedding") && open_member(o, d, "embedding", i, where, 1) != 0)
