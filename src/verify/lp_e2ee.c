@@ -50,7 +50,8 @@ static int fail(lp_e2ee_err_t *err, int rc, const char *check, const char *fmt, 
 
 static int route_of(const char *path)
 {
-    static const char *const names[] = {"/v1/chat/completions", "/v1/completions", "/v1/embeddings"};
+    static const char *const names[] = {"/v1/chat/completions", "/v1/completions",
+                                        "/v1/embeddings"};
     size_t n = path ? strcspn(path, "?") : 0;
     for (int i = 0; i < 3; i++)
         if (n == strlen(names[i]) && memcmp(path, names[i], n) == 0)
@@ -97,7 +98,8 @@ lp_e2ee_t *lp_e2ee_new(const char *format, const lp_pins_t *pins, const char *ro
     if (!f || (algo && strcmp(algo, "ecdsa") && strcmp(algo, "ed25519"))) {
         fail(err, LP_E2EE_REFUSED, "e2ee.format",
              "unknown E2EE format %.40s: auto, dstack-v2, near-v2, dstack-v1 or near-v1, "
-             "optionally with :ecdsa or :ed25519", format);
+             "optionally with :ecdsa or :ed25519",
+             format);
         return NULL;
     }
     if (f->family == E2EE_FAM_ACI) {
@@ -109,7 +111,8 @@ lp_e2ee_t *lp_e2ee_new(const char *format, const lp_pins_t *pins, const char *ro
     if (f->family == E2EE_FAM_DSTACK && r != R_CHAT) {
         fail(err, LP_E2EE_REFUSED, "e2ee.format",
              "%s encrypts /v1/chat/completions only; use near-v2 (or auto) for this route: the "
-             "request was not sent", f->name);
+             "request was not sent",
+             f->name);
         return NULL;
     }
     if (!pins) {
@@ -132,8 +135,8 @@ lp_e2ee_t *lp_e2ee_new(const char *format, const lp_pins_t *pins, const char *ro
     const char *an = a == E2EE_ALGO_ECDSA ? "ecdsa" : "ed25519";
     if (!key[0] || strlen(key) >= sizeof e->model_pub ||
         e2ee_client_server_key(a, key, e->server, &e->server_len) != E2EE_OK) {
-        fail(err, LP_E2EE_REFUSED, "e2ee.key", "the verified remote has no valid %s key for %s",
-             an, f->name);
+        fail(err, LP_E2EE_REFUSED, "e2ee.key", "the verified remote has no valid %s key for %s", an,
+             f->name);
         lp_e2ee_free(e);
         return NULL;
     }
@@ -194,8 +197,8 @@ static json_object *seal_str(sealer_t *s, const char *pt, size_t n, size_t m, lo
     char aad[1024];
     size_t aad_n = 0;
     if (e->f->family == E2EE_FAM_DSTACK && e->f->version == 2 &&
-        e2ee_aad_dstack_req(aad, sizeof aad, &aad_n, e->algo, s->model, s->model_n, m, c,
-                            e->nonce, strlen(e->nonce), e->ts) != E2EE_OK) {
+        e2ee_aad_dstack_req(aad, sizeof aad, &aad_n, e->algo, s->model, s->model_n, m, c, e->nonce,
+                            strlen(e->nonce), e->ts) != E2EE_OK) {
         fail(s->err, LP_E2EE_REFUSED, "e2ee.request", "the model name is too long");
         return NULL;
     }
@@ -203,9 +206,9 @@ static json_object *seal_str(sealer_t *s, const char *pt, size_t n, size_t m, lo
     const e2ee_key_t *k = &fresh;
     int rc;
     if (e->f->family == E2EE_FAM_DSTACK) { /* one key per request (§5.1) */
-        rc = e->send.eph_len ? E2EE_OK
-                             : e2ee_key_derive_send(&e->send, e->cipher, e->server,
-                                                    e->server_len, NULL);
+        rc = e->send.eph_len
+                 ? E2EE_OK
+                 : e2ee_key_derive_send(&e->send, e->cipher, e->server, e->server_len, NULL);
         k = &e->send;
     } else { /* NEAR: a fresh ephemeral key per field (§3.1) */
         rc = e2ee_key_derive_send(&fresh, e->cipher, e->server, e->server_len, NULL);
@@ -214,8 +217,8 @@ static json_object *seal_str(sealer_t *s, const char *pt, size_t n, size_t m, lo
     buf_reset(&s->hex);
     if (rc == E2EE_OK)
         rc = buf_reserve(&s->hex, cap) == 0
-                 ? e2ee_seal_hex(k, aad_n ? (const uint8_t *)aad : NULL, aad_n,
-                                 (const uint8_t *)pt, n, s->hex.data, cap, &hn)
+                 ? e2ee_seal_hex(k, aad_n ? (const uint8_t *)aad : NULL, aad_n, (const uint8_t *)pt,
+                                 n, s->hex.data, cap, &hn)
                  : E2EE_ERR_INTERNAL;
     if (k == &fresh)
         e2ee_key_wipe(&fresh);
@@ -251,7 +254,8 @@ static int refuse(lp_e2ee_err_t *err, const char *what)
 {
     return fail(err, LP_E2EE_REFUSED, "e2ee.unsupported_field",
                 "%s would travel in clear: not supported with end-to-end encryption; the "
-                "request was not sent", what);
+                "request was not sent",
+                what);
 }
 
 static int seal_chat(sealer_t *s, json_object *root)
@@ -291,8 +295,9 @@ static int seal_chat(sealer_t *s, json_object *root)
                 sodium_memzero((char *)(uintptr_t)t, strlen(t));
             if (!nv || json_object_object_add(msg, "content", nv) != 0)
                 return nv ? fail(s->err, LP_E2EE_REFUSED, "e2ee.internal", "out of memory")
-                          : fail(s->err, LP_E2EE_REFUSED, "e2ee.internal", "a field could not "
-                                                                           "be sealed");
+                          : fail(s->err, LP_E2EE_REFUSED, "e2ee.internal",
+                                 "a field could not "
+                                 "be sealed");
         } else if (seal_member(s, msg, "content", m) != 0) {
             return LP_E2EE_REFUSED;
         }
@@ -368,8 +373,8 @@ static json_object *parse_json(const uint8_t *p, size_t n, int object)
     /* one value, then only whitespace */
     size_t used = je == json_tokener_success ? json_tokener_get_parse_end(t) : 0;
     json_tokener_free(t);
-    while (o && used < n && (p[used] == ' ' || p[used] == '\t' || p[used] == '\r' ||
-                             p[used] == '\n'))
+    while (o && used < n &&
+           (p[used] == ' ' || p[used] == '\t' || p[used] == '\r' || p[used] == '\n'))
         used++;
     if (!o || je != json_tokener_success || used != n ||
         (object && !json_object_is_type(o, json_type_object))) {
@@ -458,8 +463,8 @@ static json_object *open_str(opener_t *o, json_object *v, size_t choice, const c
     char aad[2048], mt[256], it[256];
     size_t aad_n = 0;
     if (e2ee_client_resp_aad(e->f, e->algo, e->cipher, aad_member(o, "model", mt, sizeof mt),
-                             aad_member(o, "id", it, sizeof it), choice, field, "", "",
-                             e->nonce, e->ts, aad, sizeof aad, &aad_n) != E2EE_OK) {
+                             aad_member(o, "id", it, sizeof it), choice, field, "", "", e->nonce,
+                             e->ts, aad, sizeof aad, &aad_n) != E2EE_OK) {
         fail(o->err, LP_E2EE_FAILED, "e2ee.decrypt", "%s: the answer's model or id is too long",
              where);
         return NULL;
@@ -646,8 +651,7 @@ int lp_e2ee_open_json(lp_e2ee_t *e, const uint8_t *in, size_t n, buf_t *out, lp_
     return open_any(e, in, n, out, err, 0);
 }
 
-int lp_e2ee_open_event(lp_e2ee_t *e, const uint8_t *data, size_t n, buf_t *out,
-                       lp_e2ee_err_t *err)
+int lp_e2ee_open_event(lp_e2ee_t *e, const uint8_t *data, size_t n, buf_t *out, lp_e2ee_err_t *err)
 {
     if (n == 6 && memcmp(data, "[DONE]", 6) == 0)
         return buf_append(out, data, n) == 0

@@ -126,8 +126,7 @@ int lp_e2ee_open_json(lp_e2ee_t *e, const uint8_t *in, size_t n, buf_t *out, lp_
  * "data: <payload>\n\n"). "[DONE]" comes out as it is, an error event ({"error":...}) too.
  * A payload that is not JSON is LP_E2EE_FAILED: vllm-proxy never sends one in an encrypted
  * stream (it ends the stream instead), so passing it on could pass text in clear. */
-int lp_e2ee_open_event(lp_e2ee_t *e, const uint8_t *data, size_t n, buf_t *out,
-                       lp_e2ee_err_t *err);
+int lp_e2ee_open_event(lp_e2ee_t *e, const uint8_t *data, size_t n, buf_t *out, lp_e2ee_err_t *err);
 
 /* Wipes the secrets and frees. NULL is a no-op. */
 void lp_e2ee_free(lp_e2ee_t *e);
