@@ -328,15 +328,14 @@ static int is_e2ee_ok(const relay_t *r)
 
 /* The head of an encrypted answer: the format's headers, chunked. */
 static void relay_pick_id(relay_t *r);
-static void ib_lines(relay_t *r, buf_t *h);
 static void relay_hold_begin(relay_t *r);
 
 static void relay_e2ee_head(relay_t *r)
 {
     if ((r->flags & (RF_HEAD_SENT | RF_HOLD)) || !r->c)
         return;
-    if (r->ib == IBH_HEADERS || r->ib == IBH_TRAILERS) {
-        relay_hold_begin(r); /* the head waits (relay_announce) */
+    if (r->ib != IBH_NONE) {
+        relay_hold_begin(r); /* the head waits for the id, or the signatures (relay_announce) */
         return;
     }
     /* RF_ANNOUNCE (an encrypted answer of a route whose answer may carry no id): the record's
@@ -351,16 +350,6 @@ static void relay_e2ee_head(relay_t *r)
     snprintf(h, sizeof h, "%s%s%s", (r->flags & RF_SSE) ? SSE_HEADERS : "", e2ee_resp_headers(r->e2ee),
              sid);
     r->flags |= RF_HEAD_SENT;
-    if (r->ib != IBH_NONE) { /* "unavailable": the line after the others */
-        buf_t *b = &r->aw->scratch;
-        buf_reset(b);
-        buf_puts(b, h);
-        ib_lines(r, b);
-        if (b->data) {
-            conn_start_response(r->c, r->up_status, r->ctype, b->data, -1);
-            return;
-        }
-    }
     conn_start_response(r->c, r->up_status, r->ctype, h, -1);
 }
 
@@ -446,9 +435,9 @@ static void relay_on_head(void *ud, int status, strv_t ctype, int64_t cl)
         return;
     }
     int announce = r->id_prefix && is_signed_ok(r) && status != 204 && !(r->flags & RF_EOF_FRAMED);
-    if (announce || r->ib == IBH_HEADERS || r->ib == IBH_TRAILERS) {
-        /* The record's id goes in the head, or the signatures do: it waits until the id is
-         * known, or the answer is signed (relay_announce). */
+    if (announce || r->ib != IBH_NONE) {
+        /* The record's id goes in the head (and the signatures, in band): it waits until the
+         * id is known, or the answer is signed (relay_announce). */
         if (announce)
             r->flags |= RF_ANNOUNCE;
         memcpy(r->ctype, ct, n + 1);
@@ -461,17 +450,6 @@ static void relay_on_head(void *ud, int status, strv_t ctype, int64_t cl)
     char extra[sizeof SSE_HEADERS + E2EE_HDRS_MAX + 2];
     snprintf(extra, sizeof extra, "%s%s", (r->flags & RF_SSE) ? SSE_HEADERS : "",
              e2ee_sess_hints(r->e2ee));
-    if (r->ib != IBH_NONE) { /* "unavailable" */
-        buf_t *b = &r->aw->scratch;
-        buf_reset(b);
-        buf_puts(b, extra);
-        ib_lines(r, b);
-        if (b->data) {
-            conn_start_response(r->c, status, n ? ct : NULL, b->data, r->up_cl);
-            cb_leave(r);
-            return;
-        }
-    }
     conn_start_response(r->c, status, n ? ct : NULL, extra, r->up_cl);
     cb_leave(r);
 }

@@ -195,6 +195,7 @@ test('chat, streamed without TE: trailers: unavailable; reason=no-te-trailers, t
   assert.equal(r.headers['x-signature-inband'], 'unavailable; reason=no-te-trailers');
   assert.equal(r.headers.trailer, undefined);
   assert.deepEqual(r.trailers, {}, 'no trailers');
+  assert.equal(r.headers['x-signature-id'], firstEventId(r.body), 'the head waited for the id all the same');
   await checkRouteOnly(A.port, firstEventId(r.body), body, r.body, { attested });
 });
 
@@ -366,9 +367,11 @@ test('INBAND_SIGNATURES=off: a request asking is told unavailable; reason=disabl
     const r = await exchange(C.port, { path: '/v1/chat/completions', body, headers: ASK_TE });
     assert.equal(r.headers['x-signature-inband'], 'unavailable; reason=disabled');
     for (const k of FIELDS) assert.equal(r.headers[k], undefined);
+    assert.equal(r.headers['x-signature-id'], JSON.parse(r.body).id);
     await checkRouteOnly(C.port, JSON.parse(r.body).id, body, r.body, { attested: att });
     const s = await exchange(C.port, { path: '/v1/chat/completions', body: CHAT({ stream: true }), headers: ASK_TE });
     assert.equal(s.headers['x-signature-inband'], 'unavailable; reason=disabled');
+    assert.equal(s.headers['x-signature-id'], firstEventId(s.body));
     assert.deepEqual(s.trailers, {});
     noInbandFields(await exchange(C.port, { path: '/v1/chat/completions', body: CHAT() }));
   } finally { await C.stop(); }
@@ -381,6 +384,7 @@ test('a MODEL_NAME that cannot go in a header: unavailable; reason=unsafe-text',
       const r = await exchange(D.port, { path: '/v1/chat/completions', body: req, headers: h });
       assert.equal(r.status, 200);
       assert.equal(r.headers['x-signature-inband'], 'unavailable; reason=unsafe-text');
+      assert.equal(r.headers['x-signature-id'], h.TE ? firstEventId(r.body) : JSON.parse(r.body).id);
       for (const k of FIELDS) assert.equal(r.headers[k], undefined);
     }
   } finally { await D.stop(); }
