@@ -249,7 +249,7 @@ FORMAT_FILES ?= src/core/check.c src/core/hex.h src/core/json.c src/core/json.h 
                 src/verify/vout.c src/verify/vout.h \
                 tests/unit/at.h tests/unit/checks.h tests/unit/loop_thread.h tests/unit/vectors.h \
                 tests/unit/worker_port.h src/core/addr.c src/core/addr.h src/proxy/ratelimit.c \
-                src/proxy/ratelimit.h
+                src/proxy/ratelimit.h src/proxy/inband.c src/proxy/inband.h tests/unit/test_inband.c
 format-check:
 	@bad=0; for f in $(FORMAT_FILES); do \
 	    $(CLANG_FORMAT) --dry-run --Werror $$f || bad=1; \

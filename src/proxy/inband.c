@@ -4,13 +4,13 @@
 #include <string.h>
 
 const char *const inband_reason_names[INBAND_R_N] = {
-    [INBAND_R_DISABLED] = "disabled",       [INBAND_R_TOO_LARGE] = "too-large",
-    [INBAND_R_NO_TE] = "no-te-trailers",    [INBAND_R_UNSAFE_TEXT] = "unsafe-text",
+    [INBAND_R_DISABLED] = "disabled",    [INBAND_R_TOO_LARGE] = "too-large",
+    [INBAND_R_NO_TE] = "no-te-trailers", [INBAND_R_UNSAFE_TEXT] = "unsafe-text",
     [INBAND_R_NO_MEMORY] = "no-memory",
 };
 
-const char *const inband_mode_names[INBAND_M_N] = {[INBAND_M_HEADERS] = "headers",
-                                                   [INBAND_M_TRAILERS] = "trailers"};
+const char *const inband_mode_names[INBAND_M_N] = {
+    [INBAND_M_HEADERS] = "headers", [INBAND_M_TRAILERS] = "trailers"};
 
 enum inband_want inband_want(enum inband_setting s, int present, const char *v, size_t n)
 {

@@ -51,9 +51,9 @@ int inband_text_safe(const char *t, size_t n);
 
 /* One answer's signature fields; an empty (or NULL) algorithm's pair is left out. */
 typedef struct inband_sig {
-    const char *text;              /* the signed text, exactly */
-    const char *ecdsa, *address;   /* "0x" + 130 hex, "0x" + 40 hex (EIP-55) */
-    const char *ed25519, *ed_key;  /* 128 hex, 64 hex */
+    const char *text;             /* the signed text, exactly */
+    const char *ecdsa, *address;  /* "0x" + 130 hex, "0x" + 40 hex (EIP-55) */
+    const char *ed25519, *ed_key; /* 128 hex, 64 hex */
 } inband_sig_t;
 
 /* Appends the fields as "Name: value\r\n" lines (the text first). 0, or -1 out of memory. */

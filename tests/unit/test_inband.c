@@ -63,15 +63,19 @@ static void test_fields(void **state)
     buf_reset(&b);
     inband_sig_t no_ed = {"t", "0xsig", "0xAddr", "", NULL};
     assert_int_equal(inband_fields(&b, &no_ed), 0);
-    assert_string_equal(b.data, "X-Signature-Text: t\r\nX-Signature-Ecdsa: 0xsig\r\nX-Signing-Address: 0xAddr\r\n");
+    assert_string_equal(
+        b.data, "X-Signature-Text: t\r\nX-Signature-Ecdsa: 0xsig\r\nX-Signing-Address: 0xAddr\r\n");
     buf_reset(&b);
     inband_sig_t no_ec = {"t", NULL, "0xAddr", "edsig", "edkey"};
     assert_int_equal(inband_fields(&b, &no_ec), 0);
-    assert_string_equal(b.data, "X-Signature-Text: t\r\nX-Signature-Ed25519: edsig\r\nX-Signing-Key-Ed25519: edkey\r\n");
+    assert_string_equal(
+        b.data,
+        "X-Signature-Text: t\r\nX-Signature-Ed25519: edsig\r\nX-Signing-Key-Ed25519: edkey\r\n");
     buf_reset(&b);
     assert_int_equal(inband_trailers_head(&b, 1, 1), 0);
-    assert_string_equal(b.data, "X-Signature-Inband: trailers\r\nTrailer: X-Signature-Text, X-Signature-Ecdsa, "
-                                "X-Signing-Address, X-Signature-Ed25519, X-Signing-Key-Ed25519\r\n");
+    assert_string_equal(
+        b.data, "X-Signature-Inband: trailers\r\nTrailer: X-Signature-Text, X-Signature-Ecdsa, "
+                "X-Signing-Address, X-Signature-Ed25519, X-Signing-Key-Ed25519\r\n");
     buf_reset(&b);
     assert_int_equal(inband_trailers_head(&b, 0, 1), 0);
     assert_string_equal(b.data, "X-Signature-Inband: trailers\r\nTrailer: X-Signature-Text, "
