@@ -13,7 +13,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
 
-import { MODEL, startMock, startProxy } from './lib/harness.mjs';
+import { MODEL, startMock, startProxy, cleanExitProblems } from './lib/harness.mjs';
 import { getPath, jsonOf } from './lib/http.mjs';
 import { attestedAddresses, fetchSignature, stopAndCheck } from './lib/common.mjs';
 import { ethers, ed25519, hexToBytes, utf8ToBytes } from './lib/verify.mjs';
@@ -357,6 +357,7 @@ test('INBAND_SIGNATURES=all: every signed answer, asked or not; too-large beyond
     const m = (await getPath(B.port, '/metrics')).body.toString();
     assert.match(m, /^vllm_proxy_inband_unavailable_total\{reason="too-large"\} 1$/m);
   } finally { await B.stop(); }
+  assert.equal(cleanExitProblems(B.child), null);
 });
 
 test('INBAND_SIGNATURES=off: a request asking is told unavailable; reason=disabled; one not asking gets nothing', async () => {
@@ -375,6 +376,7 @@ test('INBAND_SIGNATURES=off: a request asking is told unavailable; reason=disabl
     assert.deepEqual(s.trailers, {});
     noInbandFields(await exchange(C.port, { path: '/v1/chat/completions', body: CHAT() }));
   } finally { await C.stop(); }
+  assert.equal(cleanExitProblems(C.child), null);
 });
 
 test('a MODEL_NAME that cannot go in a header: unavailable; reason=unsafe-text', async () => {
@@ -388,4 +390,5 @@ test('a MODEL_NAME that cannot go in a header: unavailable; reason=unsafe-text',
       for (const k of FIELDS) assert.equal(r.headers[k], undefined);
     }
   } finally { await D.stop(); }
+  assert.equal(cleanExitProblems(D.child), null);
 });
