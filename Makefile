@@ -142,6 +142,23 @@ $(BUILD)/tests/test_collateral: $(BUILD)/obj/tests/unit/test_collateral.o \
 	@mkdir -p $(dir $@)
 	$(CC) $(filter %.o %.a,$^) $(LDFLAGS_VP) $(LDLIBS) -lcurl -lcmocka -o $@
 
+# Unit tests of the verifier's own modules (test_lp_status) link every verifier object; main.o's
+# main() is renamed (objcopy) so that the test's main() is the program's.
+VERIFY_TEST_OBJS := $(filter-out $(call obj,src/verify/main.c),$(VERIFY_OBJS)) \
+                    $(BUILD)/obj/src/verify/main-nomain.o
+$(BUILD)/obj/src/verify/main-nomain.o: $(call obj,src/verify/main.c)
+	objcopy --redefine-sym main=vx_main_unused $< $@
+$(BUILD)/tests/test_lp_status: $(BUILD)/obj/tests/unit/test_lp_status.o $(VERIFY_TEST_OBJS) \
+                               $(BUILD)/libvp.a
+	@mkdir -p $(dir $@)
+	$(CC) $(filter %.o %.a,$^) $(LDFLAGS_VP) $(LDLIBS) -lcurl -lcmocka -o $@
+# The local proxy's E2EE codec lives with the verifier (not in libvp.a); its test links that one
+# object, against the server's own E2EE code in libvp.a.
+$(BUILD)/tests/test_lp_e2ee: $(BUILD)/obj/tests/unit/test_lp_e2ee.o $(call obj,src/verify/lp_e2ee.c) \
+                             $(BUILD)/libvp.a
+	@mkdir -p $(dir $@)
+	$(CC) $(filter %.o %.a,$^) $(LDFLAGS_VP) $(LDLIBS) -lcmocka -o $@
+
 # `make unit` runs every unit test program; `make unit T=sse` only $(BUILD)/tests/test_sse.
 UNIT_RUN := $(if $(T),$(foreach t,$(T),$(BUILD)/tests/test_$(t:test_%=%)),$(UNIT_BINS))
 unit: $(UNIT_RUN)
@@ -253,7 +270,10 @@ FORMAT_FILES ?= src/core/check.c src/core/hex.h src/core/json.c src/core/json.h 
                 src/verify/vout.c src/verify/vout.h \
                 tests/unit/at.h tests/unit/checks.h tests/unit/loop_thread.h tests/unit/vectors.h \
                 tests/unit/worker_port.h src/core/addr.c src/core/addr.h src/proxy/ratelimit.c \
-                src/proxy/ratelimit.h
+                src/proxy/ratelimit.h src/e2ee/client.c src/e2ee/client.h src/verify/lp_e2ee.c \
+                src/verify/lp_e2ee.h tests/unit/test_lp_e2ee.c src/verify/lp_att.c src/verify/lp_att.h \
+                src/verify/lp_status.c tests/unit/test_lp_status.c src/proxy/inband.c src/proxy/inband.h \
+                tests/unit/test_inband.c
 format-check:
 	@bad=0; for f in $(FORMAT_FILES); do \
 	    $(CLANG_FORMAT) --dry-run --Werror $$f || bad=1; \
