@@ -185,8 +185,13 @@ export async function startTamper({ target, mode = 'pass' } = {}) {
         const [method, target_, version] = req.first.split(' ');
         const pathOnly = (target_ ?? '').split('?')[0];
         stats.requests[pathOnly] = (stats.requests[pathOnly] ?? 0) + 1;
-        // the request body, raw
+        // the request body, raw; a client that waits for 100 Continue (libcurl does for large
+        // bodies) gets it here, and the head goes on without its Expect
         const parts = [headRaw];
+        if (req.get('expect').some((v) => /100-continue/i.test(v))) {
+          c.write('HTTP/1.1 100 Continue\r\n\r\n');
+          parts[0] = serializeHead(req.first, req.fields.filter(([k]) => k.toLowerCase() !== 'expect'));
+        }
         if (req.get('transfer-encoding').some((v) => /chunked/i.test(v))) {
           for (;;) {
             const line = await cr.until(CRLF, 4096);
