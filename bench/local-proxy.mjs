@@ -220,11 +220,11 @@ const lines = [];
 lines.push(`Local verifying proxy overhead (${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC, ${cpus.length} CPUs "${cpus[0]?.model.trim()}", `
   + `${TOKENS}-token answers, mock delay 0, ${N} requests per row after ${WARMUP} warm-up, one connection, `
   + `${PIN === 'one' ? 'every process on CPU 0' : 'not pinned'})`);
-lines.push('| answer           | (a) direct p50 | (a) p90    | (a\') in-band p50 | (b) local proxy p50 | (b) p90    | added p50 (b - a) | ratio  |');
-lines.push('|------------------|---------------:|-----------:|------------------:|--------------------:|-----------:|------------------:|-------:|');
+lines.push('| answer           | (a) direct p50 | (a) p90    | (a\') in-band p50 | (b) local proxy p50 | (b) p90    | added p50 (b - a) | ratio   |');
+lines.push('|------------------|---------------:|-----------:|------------------:|--------------------:|-----------:|------------------:|--------:|');
 for (const r of rows) {
   lines.push(`| ${(r.stream ? '512-token stream' : 'non-streaming').padEnd(16)} | ${f(r.direct.p50).padStart(14)} | ${f(r.direct.p90).padStart(10)} | ${f(r.directInband.p50).padStart(17)} | `
-    + `${f(r.local?.p50).padStart(19)} | ${f(r.local?.p90).padStart(10)} | ${f(r.addedP50).padStart(17)} | ${(r.ratioP50 ? `x${r.ratioP50.toFixed(3)}` : 'n/a').padStart(6)} |`);
+    + `${f(r.local?.p50).padStart(19)} | ${f(r.local?.p90).padStart(10)} | ${f(r.addedP50).padStart(17)} | ${(r.ratioP50 ? `x${r.ratioP50.toFixed(3)}` : 'n/a').padStart(7)} |`);
 }
 let missed = false;
 if (skipWhy) {
