@@ -12,6 +12,7 @@
 #   make fuzz-build       the libFuzzer targets into build-fuzz/ (clang-14, ASan + UBSan)
 #   make fuzz-replay      runs every target once over its corpus tests/fuzz/corpus/<target>/
 #   make bench-e2ee       bench/e2ee-run: encrypted streams per E2EE format (docs/PERFORMANCE.md)
+#   make bench-local-proxy  bench/local-proxy.mjs: the local verifying proxy's overhead
 #   make fuzz             scripts/run-fuzz: fuzzes each target for FUZZ_SECONDS (default 30)
 #   make soak             tests/soak/soak.mjs: chaos and load for SOAK_SECONDS (default 300)
 #   make format-check     clang-format check of the files listed in FORMAT_FILES
@@ -65,16 +66,12 @@ MOCK_OBJS := $(call obj,$(wildcard tools/mock-vllm/*.c))
 FAKE_AGENT_OBJS := $(call obj,$(wildcard tools/fake-dstack-agent/*.c))
 E2EE_TOOL_OBJS := $(call obj,$(wildcard tools/e2ee-tool/*.c))
 VERIFY_OBJS := $(call obj,$(wildcard src/verify/*.c))
-# Until the local proxy's attestation side (src/verify/lp_att.c, lp_status.c) is in the tree,
-# the verifier links a test-only stand-in of it (tests/fakes/lp_att_standin.c).
-LP_ATT_STANDIN := $(if $(wildcard src/verify/lp_att.c),,$(call obj,tests/fakes/lp_att_standin.c))
-VERIFY_OBJS += $(LP_ATT_STANDIN)
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRCS))
 PROGRAMS := $(BUILD)/vllm-proxy $(BUILD)/mock-vllm $(BUILD)/fake-dstack-agent $(BUILD)/e2ee-tool \
             $(if $(wildcard src/verify/main.c),$(BUILD)/vllm-proxy-verify)
 
-.PHONY: all clean test unit unit-san tsan integration demo fuzz fuzz-build fuzz-replay bench bench-e2ee deps \
+.PHONY: all clean test unit unit-san tsan integration demo fuzz fuzz-build fuzz-replay bench bench-e2ee bench-local-proxy deps \
         format-check soak
 all: $(PROGRAMS)
 
@@ -144,6 +141,23 @@ $(BUILD)/tests/test_collateral: $(BUILD)/obj/tests/unit/test_collateral.o \
                                 $(call obj,src/verify/pcs.c) $(BUILD)/libvp.a
 	@mkdir -p $(dir $@)
 	$(CC) $(filter %.o %.a,$^) $(LDFLAGS_VP) $(LDLIBS) -lcurl -lcmocka -o $@
+
+# Unit tests of the verifier's own modules (test_lp_status) link every verifier object; main.o's
+# main() is renamed (objcopy) so that the test's main() is the program's.
+VERIFY_TEST_OBJS := $(filter-out $(call obj,src/verify/main.c),$(VERIFY_OBJS)) \
+                    $(BUILD)/obj/src/verify/main-nomain.o
+$(BUILD)/obj/src/verify/main-nomain.o: $(call obj,src/verify/main.c)
+	objcopy --redefine-sym main=vx_main_unused $< $@
+$(BUILD)/tests/test_lp_status: $(BUILD)/obj/tests/unit/test_lp_status.o $(VERIFY_TEST_OBJS) \
+                               $(BUILD)/libvp.a
+	@mkdir -p $(dir $@)
+	$(CC) $(filter %.o %.a,$^) $(LDFLAGS_VP) $(LDLIBS) -lcurl -lcmocka -o $@
+# The local proxy's E2EE codec lives with the verifier (not in libvp.a); its test links that one
+# object, against the server's own E2EE code in libvp.a.
+$(BUILD)/tests/test_lp_e2ee: $(BUILD)/obj/tests/unit/test_lp_e2ee.o $(call obj,src/verify/lp_e2ee.c) \
+                             $(BUILD)/libvp.a
+	@mkdir -p $(dir $@)
+	$(CC) $(filter %.o %.a,$^) $(LDFLAGS_VP) $(LDLIBS) -lcmocka -o $@
 
 # `make unit` runs every unit test program; `make unit T=sse` only $(BUILD)/tests/test_sse.
 UNIT_RUN := $(if $(T),$(foreach t,$(T),$(BUILD)/tests/test_$(t:test_%=%)),$(UNIT_BINS))
@@ -233,6 +247,9 @@ bench: all
 bench-e2ee: all
 	bench/e2ee-run
 
+bench-local-proxy: all
+	node bench/local-proxy.mjs
+
 # Soak and chaos (docs/RELIABILITY.md): mixed load while the engine, Redis and the dstack agent
 # are killed and stalled, clients drop mid-stream and the proxy is pushed to its descriptor
 # limit. scripts/run-tests runs it for 60 s (VP_SKIP_SOAK=1 skips that).
@@ -253,7 +270,10 @@ FORMAT_FILES ?= src/core/check.c src/core/hex.h src/core/json.c src/core/json.h 
                 src/verify/vout.c src/verify/vout.h \
                 tests/unit/at.h tests/unit/checks.h tests/unit/loop_thread.h tests/unit/vectors.h \
                 tests/unit/worker_port.h src/core/addr.c src/core/addr.h src/proxy/ratelimit.c \
-                src/proxy/ratelimit.h
+                src/proxy/ratelimit.h src/e2ee/client.c src/e2ee/client.h src/verify/lp_e2ee.c \
+                src/verify/lp_e2ee.h tests/unit/test_lp_e2ee.c src/verify/lp_att.c src/verify/lp_att.h \
+                src/verify/lp_status.c tests/unit/test_lp_status.c src/proxy/inband.c src/proxy/inband.h \
+                tests/unit/test_inband.c
 format-check:
 	@bad=0; for f in $(FORMAT_FILES); do \
 	    $(CLANG_FORMAT) --dry-run --Werror $$f || bad=1; \

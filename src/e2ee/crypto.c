@@ -389,6 +389,21 @@ int e2ee_seal(e2ee_cipher_t c, const uint8_t *peer, size_t peer_len, const uint8
 /* Opens the n ciphertext bytes in buf in place, given the blob's parts. 1 when authentic; the
  * tag is checked before buf holds plaintext for the libsodium AEADs and after for AES-GCM
  * (the caller wipes buf on failure). */
+static int open_with_key(const struct cipher_desc *d, const uint8_t key[32], const uint8_t *nonce,
+                         uint8_t *buf, size_t n, const uint8_t tag[16], const uint8_t *aad,
+                         size_t aad_len)
+{
+    switch (d->aead) {
+    case AEAD_AESGCM: return aes_gcm(0, key, nonce, aad, aad_len, buf, n, buf, (uint8_t *)tag);
+    case AEAD_XCHACHA:
+    case AEAD_BOX_XCHACHA:
+        return crypto_aead_xchacha20poly1305_ietf_decrypt_detached(buf, NULL, buf, n, tag, aad,
+                                                                   aad_len, nonce, key) == 0;
+    case AEAD_BOX_XSALSA: return crypto_box_open_detached_afternm(buf, buf, tag, n, nonce, key) == 0;
+    }
+    return 0;
+}
+
 static int open_parts(const struct cipher_desc *d, const uint8_t secret[32], const uint8_t *eph,
                       const uint8_t *nonce, uint8_t *buf, size_t n, const uint8_t tag[16],
                       const uint8_t *aad, size_t aad_len)
@@ -397,19 +412,7 @@ static int open_parts(const struct cipher_desc *d, const uint8_t secret[32], con
     int ok = ecdh(d, shared, eph, d->eph, secret) == E2EE_OK;
     if (ok) {
         derive(d, key, shared);
-        switch (d->aead) {
-        case AEAD_AESGCM:
-            ok = aes_gcm(0, key, nonce, aad, aad_len, buf, n, buf, (uint8_t *)tag);
-            break;
-        case AEAD_XCHACHA:
-        case AEAD_BOX_XCHACHA:
-            ok = crypto_aead_xchacha20poly1305_ietf_decrypt_detached(buf, NULL, buf, n, tag, aad,
-                                                                     aad_len, nonce, key) == 0;
-            break;
-        case AEAD_BOX_XSALSA:
-            ok = crypto_box_open_detached_afternm(buf, buf, tag, n, nonce, key) == 0;
-            break;
-        }
+        ok = open_with_key(d, key, nonce, buf, n, tag, aad, aad_len);
     }
     sodium_memzero(shared, sizeof shared);
     sodium_memzero(key, sizeof key);
@@ -474,6 +477,53 @@ int e2ee_open_hex(e2ee_cipher_t c, int aci, const uint8_t secret[32], const char
         return E2EE_ERR_DECRYPT;
     }
     if (!open_parts(d, secret, head, head + d->eph, out, pt_len, tag, aad, aad_len)) {
+        sodium_memzero(out, pt_len);
+        return E2EE_ERR_DECRYPT;
+    }
+    *out_len = pt_len;
+    return E2EE_OK;
+}
+
+int e2ee_open_hex_cached(e2ee_cipher_t c, const uint8_t secret[32], e2ee_key_t *cache,
+                         const char *hex, size_t hex_n, const uint8_t *aad, size_t aad_len,
+                         uint8_t *out, size_t cap, size_t *out_len)
+{
+    const struct cipher_desc *d = desc(c);
+    if (!d)
+        return E2EE_ERR_INTERNAL;
+    if (hex_n % 2 || hex_n / 2 < overhead(d) || (aad_len && !e2ee_cipher_takes_aad(c)))
+        return E2EE_ERR_DECRYPT;
+    size_t pt_len = hex_n / 2 - overhead(d);
+    if (cap < pt_len)
+        return E2EE_ERR_TOO_LONG;
+    uint8_t head[E2EE_MAX_EPH + E2EE_MAX_NONCE], tag[E2EE_TAG_LEN];
+    size_t hl = (size_t)d->eph + d->nonce;
+    if (hex_decode(head, sizeof head, hex, 2 * hl) != (long)hl ||
+        hex_decode(tag, sizeof tag, hex + 2 * tag_off(d, pt_len), 2 * E2EE_TAG_LEN) != 16 ||
+        hex_decode(out, cap, hex + 2 * ct_off(d), 2 * pt_len) != (long)pt_len) {
+        sodium_memzero(out, pt_len);
+        return E2EE_ERR_DECRYPT;
+    }
+    /* The ephemeral key of the last field opened: its derived key serves again. */
+    if (!(cache->cipher == c && cache->eph_len == d->eph &&
+          memcmp(cache->eph_pub, head, d->eph) == 0)) {
+        uint8_t shared[32];
+        e2ee_key_wipe(cache);
+        int ok = ecdh(d, shared, head, d->eph, secret) == E2EE_OK;
+        if (ok) {
+            derive(d, cache->key, shared);
+            cache->cipher = c;
+            cache->eph_len = d->eph;
+            memcpy(cache->eph_pub, head, d->eph);
+        }
+        sodium_memzero(shared, sizeof shared);
+        if (!ok) {
+            e2ee_key_wipe(cache);
+            sodium_memzero(out, pt_len);
+            return E2EE_ERR_DECRYPT;
+        }
+    }
+    if (!open_with_key(d, cache->key, head + d->eph, out, pt_len, tag, aad, aad_len)) {
         sodium_memzero(out, pt_len);
         return E2EE_ERR_DECRYPT;
     }

@@ -248,6 +248,17 @@ int e2ee_seal_hex(const e2ee_key_t *k, const uint8_t *aad, size_t aad_len, const
 int e2ee_open_hex(e2ee_cipher_t c, int aci, const uint8_t secret[32], const char *hex,
                   size_t hex_n, const uint8_t *aad, size_t aad_len, uint8_t *out, size_t cap,
                   size_t *out_len);
+/* e2ee_open_hex (no "0x" prefix) with a cache of the derived key: when the blob's ephemeral
+ * key is the one of the last field opened through *cache, its derived key is used again (one
+ * AEAD, no ECDH); otherwise the key is derived and kept in *cache. For a client opening the
+ * Dstack fork's answers, whose every field carries the same ephemeral key (§5.1). *cache
+ * starts zeroed (e2ee_key_wipe), holds a secret, and is wiped by its owner. The derived key
+ * depends on nothing but our secret and the ephemeral key, so a cached one is exactly what a
+ * fresh derivation gives: a forged field costs one ECDH and changes nothing else. Same
+ * results as e2ee_open_hex. */
+int e2ee_open_hex_cached(e2ee_cipher_t c, const uint8_t secret[32], e2ee_key_t *cache,
+                         const char *hex, size_t hex_n, const uint8_t *aad, size_t aad_len,
+                         uint8_t *out, size_t cap, size_t *out_len);
 /* NEAR v1 / Dstack v1 with ed25519: tries the ciphers a v1 client may have used, in the NEAR
  * server's order (XChaCha box, XSalsa box) then Dstack's AES-GCM; every one is authenticated,
  * so at most one opens. *used = the one that did. */

@@ -43,7 +43,8 @@
 #define STATUS_HAS_NO_BODY(s) (((s) >= 100 && (s) < 200) || (s) == 204 || (s) == 304)
 
 enum conn_state { C_IDLE, C_HEAD, C_BODY, C_APP, C_LINGER, C_CLOSING };
-enum sel_hdr { H_AUTH, H_CTYPE, H_ACCEPT, H_REQID, H_REQHASH, H_EXPECT, H_HOST, H_XFF, H_XRIP, H_E2EE,
+enum sel_hdr { H_AUTH, H_CTYPE, H_ACCEPT, H_REQID, H_REQHASH, H_EXPECT, H_HOST, H_XFF, H_XRIP, H_TE,
+               H_SIGINBAND, H_E2EE,
                H_NSEL = H_E2EE + HTTP_E2EE_N }; /* H_E2EE + enum http_e2ee_hdr */
 
 struct span {
@@ -78,6 +79,7 @@ struct conn {
     uint64_t bytes_out;
     size_t wq_bytes;
     size_t trailer_len;
+    int te_trailers; /* a complete TE line of this request named "trailers" */
     uint64_t body_seen;       /* body bytes of the current request, kept or discarded */
     uint64_t resp_out0;       /* bytes_out when the current response started */
     buf_t pending;
@@ -346,11 +348,34 @@ static int cb_header_field(llhttp_t *p, const char *at, size_t len)
     return head_add(c, at, len);
 }
 
+int http_te_has_trailers(const char *p, size_t n)
+{
+    /* TE = #t-codings; t-codings = "trailers" / ( transfer-coding [ weight ] ) (RFC 9110
+     * 10.1.4): the bare token, any case, between commas and optional whitespace. */
+    size_t i = 0;
+    while (i < n) {
+        while (i < n && (p[i] == ' ' || p[i] == '\t' || p[i] == ','))
+            i++;
+        size_t s = i;
+        while (i < n && p[i] != ',' && p[i] != ';' && p[i] != ' ' && p[i] != '\t')
+            i++;
+        size_t e = i;
+        while (i < n && (p[i] == ' ' || p[i] == '\t'))
+            i++;
+        int bare = i >= n || p[i] == ',';
+        if (bare && e - s == 8 && strncasecmp(p + s, "trailers", 8) == 0)
+            return 1;
+        while (i < n && p[i] != ',') /* parameters of this element */
+            i++;
+    }
+    return 0;
+}
+
 static int cb_header_field_complete(llhttp_t *p)
 {
     static const char *names[H_NSEL] = {
         "authorization", "content-type", "accept", "x-request-id", "x-request-hash", "expect", "host",
-        "x-forwarded-for", "x-real-ip",
+        "x-forwarded-for", "x-real-ip", "te", "x-signature-inband",
         [H_E2EE + HTTP_E2EE_SIGNING_ALGO] = "x-signing-algo",
         [H_E2EE + HTTP_E2EE_CLIENT_PUB_KEY] = "x-client-pub-key",
         [H_E2EE + HTTP_E2EE_MODEL_PUB_KEY] = "x-model-pub-key",
@@ -375,7 +400,13 @@ static int cb_header_field_complete(llhttp_t *p)
          * (a proxy may add its own line): its last line is kept. */
         if (c->cur_sel == H_XFF)
             c->sel[H_XFF].len = 0;
-        else if (c->sel[c->cur_sel].len || c->sel[c->cur_sel].off) {
+        else if (c->cur_sel == H_TE) {
+            /* TE may repeat: each complete line is looked at for "trailers" */
+            if (c->sel[H_TE].off)
+                c->te_trailers |= http_te_has_trailers(c->head.data + c->sel[H_TE].off,
+                                                       c->sel[H_TE].len);
+            c->sel[H_TE].len = 0;
+        } else if (c->sel[c->cur_sel].len || c->sel[c->cur_sel].off) {
             c->reject = HTTP_REJECT_DUPLICATE_HEADER;
             return HPE_USER;
         }
@@ -468,6 +499,12 @@ static int cb_headers_complete(llhttp_t *p)
     r->x_request_hash = span_str(c, c->sel[H_REQHASH]);
     r->x_forwarded_for = span_str(c, c->sel[H_XFF]);
     r->x_real_ip = span_str(c, c->sel[H_XRIP]);
+    r->x_signature_inband = span_str(c, c->sel[H_SIGINBAND]);
+    r->has_x_signature_inband = c->sel[H_SIGINBAND].off != 0;
+    if (c->sel[H_TE].off)
+        c->te_trailers |= http_te_has_trailers(c->head.data + c->sel[H_TE].off, c->sel[H_TE].len);
+    /* HTTP/1.0 has no chunked coding, so no trailers whatever it sends */
+    r->te_trailers = c->te_trailers && !(p->http_major == 1 && p->http_minor == 0);
     for (int i = 0; i < HTTP_E2EE_N; i++) {
         struct span e = c->sel[H_E2EE + i];
         r->e2ee[i] = span_str(c, e);
@@ -566,6 +603,7 @@ static void conn_reset_request(conn_t *c)
                   CF_RESP_DONE | CF_RESP_NOBODY | CF_HTTP10 | CF_CORKED | CF_DISCARD_BODY |
                   CF_RESP_ON_WIRE);
     c->trailer_len = 0;
+    c->te_trailers = 0;
     c->body_seen = 0;
     c->owner = NULL;
     c->state = C_IDLE;
@@ -1145,14 +1183,23 @@ static void conn_finish_response(conn_t *c)
     uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
 }
 
-int conn_end_response(conn_t *c)
+int conn_end_response(conn_t *c) { return conn_end_response_trailers(c, NULL); }
+
+int conn_end_response_trailers(conn_t *c, const char *trailers)
 {
     if (!CF(c, CF_RESP_STARTED) || CF(c, CF_RESP_DONE))
         return -1;
     if (CF(c, CF_RESP_CHUNKED)) {
-        uv_buf_t b = uv_buf_init("0\r\n\r\n", 5);
+        uv_buf_t b[3];
+        unsigned nb = 0;
+        if (trailers && *trailers) {
+            b[nb++] = uv_buf_init("0\r\n", 3);
+            b[nb++] = uv_buf_init((char *)trailers, (unsigned)strlen(trailers));
+            b[nb++] = uv_buf_init("\r\n", 2);
+        } else
+            b[nb++] = uv_buf_init("0\r\n\r\n", 5);
         uint64_t before = c->bytes_out;
-        if (conn_writev(c, &b, 1) != 0)
+        if (conn_writev(c, b, nb) != 0)
             return -1;
         c->bytes_out = before;
     }

@@ -71,6 +71,9 @@ typedef struct http_req {
     strv_t authorization, content_type, accept, x_request_id, x_request_hash;
     strv_t x_forwarded_for;  /* the last X-Forwarded-For line (the header may repeat) */
     strv_t x_real_ip;
+    strv_t x_signature_inband; /* X-Signature-Inband (docs/API.md "In-band signatures") */
+    int has_x_signature_inband;
+    int te_trailers;           /* a TE line named "trailers" (never for HTTP/1.0) */
     ip_addr_t peer;          /* the connection's peer address */
     char id[HTTP_REQ_ID_MAX + 1]; /* X-Request-Id of the response; "" until set (conn_request_id) */
     strv_t e2ee[HTTP_E2EE_N];  /* enum http_e2ee_hdr */
@@ -146,6 +149,9 @@ int conn_start_response(conn_t *c, int status, const char *content_type,
                         const char *extra_headers, int64_t content_length);
 int conn_write_body(conn_t *c, const void *p, size_t n);
 int conn_end_response(conn_t *c);
+/* conn_end_response with trailer fields: zero or more complete "Name: value\r\n" lines after
+ * the last chunk of a chunked response (dropped for one that is not chunked). */
+int conn_end_response_trailers(conn_t *c, const char *trailers);
 /* Corking: from conn_cork to the end of the response, written bytes are gathered in the
  * worker's cork buffer; conn_flush sends what was gathered so far in one write (the
  * connection stays corked). The relay flushes after every engine read; whoever corks must
@@ -175,6 +181,9 @@ int conn_should_pause_source(const conn_t *c); /* over the high watermark */
 void conn_set_owner(conn_t *c, conn_owner_t *o);
 worker_t *conn_worker(const conn_t *c);
 uint64_t conn_bytes_out(const conn_t *c); /* body bytes over the connection's life */
+
+/* Whether a TE header value (p, n) names "trailers" (RFC 9110 10.1.4), any case. Pure. */
+int http_te_has_trailers(const char *p, size_t n);
 
 /* Before any worker binds: whether host:port is free, by binding it once without
  * SO_REUSEPORT (then closed). Another process listening there (a second vllm-proxy, whose

@@ -23,12 +23,14 @@ _Static_assert(sizeof(enum gpu_evidence_mode) == sizeof(int), "enum gpu_evidence
 _Static_assert(sizeof(enum signed_text_mode) == sizeof(int), "enum signed_text_mode is not int-sized");
 _Static_assert(sizeof(enum event_log_format) == sizeof(int), "enum event_log_format is not int-sized");
 _Static_assert(sizeof(enum log_format) == sizeof(int), "enum log_format is not int-sized");
+_Static_assert(sizeof(enum inband_setting) == sizeof(int), "enum inband_setting is not int-sized");
 
 static const char *const ATTEST_NAMES[] = {"auto", "dstack", "tappd", "tsm", "simulated", NULL};
 static const char *const GPU_NAMES[] = {"", "auto", "nvml", "canned", "none", "simulated", "dstack", NULL};
 static const char *const SIGNED_TEXT_NAMES[] = {"req:resp", "model:req:resp", NULL};
 static const char *const EVENT_LOG_NAMES[] = {"array", "string", NULL};
 static const char *const LOG_FORMAT_NAMES[] = {"text", "json", NULL};
+static const char *const INBAND_NAMES[] = {"request", "all", "off", NULL}; /* enum inband_setting */
 
 /* A field of config_t: its offset and size. */
 #define FIELD(f) offsetof(config_t, f), sizeof(((config_t *)0)->f)
@@ -168,6 +170,12 @@ static const config_setting_t SETTINGS[] = {
      NULL, 0, "0", NULL, "hops in front trusted whatever their address (the peer is the first)"},
     {"--signed-text", "SIGNED_TEXT", CFG_ENUM, FIELD(signed_text), 0, 0, 0, SIGNED_TEXT_NAMES, 0,
      "req:resp", NULL, "req:resp (the reference) or model:req:resp (the Rust proxy: MODEL_NAME first)"},
+    {"--inband-signatures", "INBAND_SIGNATURES", CFG_ENUM, FIELD(inband_signatures), 0, 0, 0,
+     INBAND_NAMES, 0, "request", NULL,
+     "request (answers carry their signatures when asked with X-Signature-Inband: 1), all or off"},
+    {"--inband-max-body", "INBAND_MAX_BODY", CFG_SIZE, FIELD(inband_max_body), 0, 1, 1u << 30, NULL,
+     0, "4194304", NULL,
+     "body bytes of a non-streamed answer held for in-band signatures; beyond, unavailable; reason=too-large"},
     {"--event-log-format", "EVENT_LOG_FORMAT", CFG_ENUM, FIELD(event_log_format), 0, 0, 0,
      EVENT_LOG_NAMES, 0, "array", NULL, "the report's event_log: array (JSON, nearai's proxies) or string (the agent's text)"},
     {"--public-attestation", "PUBLIC_ATTESTATION", CFG_BOOL, FIELD(public_attestation), 0, 0, 0, NULL,

@@ -12,6 +12,7 @@
 #include <stdio.h>
 
 #include "core/addr.h"
+#include "proxy/inband.h"
 
 #define CFG_MAX_TOKENS 64
 #define CFG_MAX_TRUSTED_PROXIES 32 /* entries of TRUSTED_PROXIES */
@@ -83,6 +84,8 @@ typedef struct config {
     char tls_cert_path[512];                     /* "" = no TLS binding offered */
     unsigned tls_cert_check_interval;            /* seconds; 0 = no timer */
     enum signed_text_mode signed_text;
+    enum inband_setting inband_signatures;       /* INBAND_SIGNATURES (proxy/inband.h) */
+    size_t inband_max_body;                      /* body bytes held for in-band headers */
     enum event_log_format event_log_format;
     int public_attestation;                      /* the attestation routes need no token */
     enum gpu_evidence_mode gpu_evidence;

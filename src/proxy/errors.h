@@ -26,6 +26,8 @@
       "the body must be multipart/form-data with a boundary")                                   \
     X(INVALID_REQUEST_HASH, 400, "invalid_request_error", "invalid_request_hash",              \
       "X-Request-Hash must be 64 hex characters")                                               \
+    X(INVALID_SIGNATURE_INBAND, 400, "invalid_request_error", "invalid_signature_inband",      \
+      "X-Signature-Inband must be 1 (ask for in-band signatures) or 0")                         \
     X(INVALID_SIGNING_ALGO, 400, "invalid_signing_algo", NULL,                                  \
       "Invalid signing algorithm. Must be 'ed25519' or 'ecdsa'")                                \
     X(INVALID_NONCE, 400, "invalid_request_error", "invalid_nonce",                             \

@@ -234,6 +234,10 @@ void metrics_render(app_t *a, buf_t *o)
         s->signatures_stored += ld(&m->signatures_stored);
         s->signature_collisions += ld(&m->signature_collisions);
         s->signatures_skipped += ld(&m->signatures_skipped);
+        for (int k = 0; k < INBAND_M_N; k++)
+            s->inband[k] += ld(&m->inband[k]);
+        for (int k = 0; k < INBAND_R_N; k++)
+            s->inband_unavailable[k] += ld(&m->inband_unavailable[k]);
         s->bytes_in += ld(&m->bytes_in);
         s->bytes_out += ld(&m->bytes_out);
         s->streams_active += ld(&m->streams_active);
@@ -326,6 +330,16 @@ void metrics_render(app_t *a, buf_t *o)
     for (int k = 0; k < HTTP_REJECT_N; k++)
         buf_printf(o, "vllm_proxy_requests_rejected_total{reason=\"%s\"} %llu\n", reject_names[k],
                    (unsigned long long)s->rejected[k]);
+    family(o, "vllm_proxy_inband_signatures_total", "counter",
+           "Signed answers that carried their signatures in band (docs/API.md), by mode.");
+    for (int k = 0; k < INBAND_M_N; k++)
+        buf_printf(o, "vllm_proxy_inband_signatures_total{mode=\"%s\"} %llu\n", inband_mode_names[k],
+                   (unsigned long long)s->inband[k]);
+    family(o, "vllm_proxy_inband_unavailable_total", "counter",
+           "Answers to requests for in-band signatures that said unavailable, by reason.");
+    for (int k = 0; k < INBAND_R_N; k++)
+        buf_printf(o, "vllm_proxy_inband_unavailable_total{reason=\"%s\"} %llu\n",
+                   inband_reason_names[k], (unsigned long long)s->inband_unavailable[k]);
     buf_printf(o,
                "# HELP vllm_proxy_signatures_stored_total Completed answers signed and stored.\n"
                "# TYPE vllm_proxy_signatures_stored_total counter\n"

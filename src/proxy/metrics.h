@@ -12,6 +12,7 @@
 #include "core/buf.h"
 #include "http/server.h"
 #include "proxy/errors.h"
+#include "proxy/inband.h"
 
 enum route {
     ROUTE_ROOT, ROUTE_VERSION, ROUTE_CHAT, ROUTE_COMPLETIONS, ROUTE_SIGNATURE, ROUTE_REPORT,
@@ -51,6 +52,8 @@ typedef struct metrics {
     uint64_t errors[APP_E_N];           /* error answers written, by row of errors.h */
     uint64_t rejected[HTTP_REJECT_N];   /* protocol rejections by the transport, by cause */
     uint64_t signatures_stored, signature_collisions, signatures_skipped;
+    uint64_t inband[INBAND_M_N];          /* answers whose signatures went in band, by mode */
+    uint64_t inband_unavailable[INBAND_R_N]; /* answers that said why not, by reason */
     uint64_t bytes_in, bytes_out;
     uint64_t streams_active;
     uint64_t reports;

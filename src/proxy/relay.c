@@ -27,6 +27,7 @@
 #include "proxy/e2ee_pool.h"
 #include "proxy/e2ee_sess.h"
 #include "proxy/idscan.h"
+#include "proxy/inband.h"
 #include "proxy/respond.h"
 #include "proxy/sse.h"
 
@@ -61,6 +62,14 @@ enum {
     RF_HOLD = 1u << 15,        /* the head (and r->hold) wait until that id is known */
     RF_ENGINE_BUSY = 1u << 16, /* ENGINE_BUSY_AS_429: the engine's 503/429 becomes our 429 */
 };
+/* relay.ib: what the answer's head says of in-band signatures (proxy/inband.h). */
+enum ib_how {
+    IBH_NONE = 0, /* nothing: not asked, or an answer that is not signed */
+    IBH_HEADERS,  /* the whole body is held; the fields go in the head once it is signed */
+    IBH_TRAILERS, /* the head waits for the id; the fields end the chunked body */
+    IBH_UNAVAIL,  /* "unavailable; reason=<ib_reason>" */
+};
+
 /* relay.done: the sides that have let go; the relay is released when both have. */
 enum { DONE_CLIENT = 1u << 0, DONE_ENGINE = 1u << 1, DONE_BOTH = DONE_CLIENT | DONE_ENGINE };
 
@@ -107,6 +116,12 @@ struct relay {
     const char *id_prefix;              /* relay_req_t.id_prefix */
     buf_t hold;                         /* RF_HOLD: body bytes not yet sent (<= RELAY_HOLD_MAX + a read) */
     char sig_id[SIG_ID_MAX + 1];        /* RF_ANNOUNCE: the record's id, "" until chosen */
+    int ib_want;                        /* enum inband_want (relay_req_t.inband) */
+    int te_trailers;                    /* the request sent TE: trailers */
+    int ib;                             /* enum ib_how, decided at the engine's head */
+    int ib_reason;                      /* IBH_UNAVAIL: enum inband_reason */
+    int ib_signed;                      /* ib_sig holds this answer's stored signatures */
+    sigstore_sig_t ib_sig;
 };
 
 static void relay_on_head(void *ud, int status, strv_t ctype, int64_t cl);
@@ -271,6 +286,11 @@ int relay_start(app_worker_t *aw, conn_t *c, http_req_t *req, relay_req_t *rr)
     r->chat_id = NULL;
     r->id_prefix = rr->id_prefix;
     r->sig_id[0] = '\0';
+    r->ib_want = rr->kind == RELAY_SIGNED ? rr->inband : INBAND_WANT_NO;
+    r->te_trailers = req->te_trailers;
+    r->ib = IBH_NONE;
+    r->ib_reason = 0;
+    r->ib_signed = 0;
     r->own_body = own;
     r->e2ee = e2ee;
     strv_t body = own.data ? (strv_t){own.data, own.len} : rr->body;
@@ -308,11 +328,16 @@ static int is_e2ee_ok(const relay_t *r)
 
 /* The head of an encrypted answer: the format's headers, chunked. */
 static void relay_pick_id(relay_t *r);
+static void relay_hold_begin(relay_t *r);
 
 static void relay_e2ee_head(relay_t *r)
 {
-    if ((r->flags & RF_HEAD_SENT) || !r->c)
+    if ((r->flags & (RF_HEAD_SENT | RF_HOLD)) || !r->c)
         return;
+    if (r->ib != IBH_NONE) {
+        relay_hold_begin(r); /* the head waits for the id, or the signatures (relay_announce) */
+        return;
+    }
     /* RF_ANNOUNCE (an encrypted answer of a route whose answer may carry no id): the record's
      * id is fixed now: the id the sealed body carries (the engine's, or the one the encryptor
      * added: e2ee_resp_set_id), else id_prefix "-" the request id */
@@ -326,6 +351,39 @@ static void relay_e2ee_head(relay_t *r)
              sid);
     r->flags |= RF_HEAD_SENT;
     conn_start_response(r->c, r->up_status, r->ctype, h, -1);
+}
+
+/* The signed text is "[MODEL_NAME:]reqhash:resphash": only the model name can make it unfit
+ * for a header. */
+static int ib_text_safe(const relay_t *r)
+{
+    const config_t *cfg = r->aw->app->cfg;
+    if (cfg->signed_text != SIGNED_TEXT_MODEL_REQ_RESP)
+        return 1;
+    return inband_text_safe(cfg->model_name, strlen(cfg->model_name));
+}
+
+/* At the engine's head: what this answer's head will say of in-band signatures. Only an
+ * answer that will be signed says anything (a 2xx of a signed route, with a body that is not
+ * delimited by the engine's close unless it is a stream). */
+static void ib_decide(relay_t *r, int status)
+{
+    r->ib = IBH_NONE;
+    if (r->ib_want == INBAND_WANT_NO || r->ib_want == INBAND_WANT_INVALID || !is_signed_ok(r) ||
+        status == 204 || (!(r->flags & RF_SSE) && (r->flags & RF_EOF_FRAMED)))
+        return;
+    int why = -1;
+    if (r->ib_want == INBAND_WANT_OFF)
+        why = INBAND_R_DISABLED;
+    else if (!ib_text_safe(r))
+        why = INBAND_R_UNSAFE_TEXT;
+    else if ((r->flags & RF_SSE) && !r->te_trailers)
+        why = INBAND_R_NO_TE;
+    if (why >= 0) {
+        r->ib = IBH_UNAVAIL;
+        r->ib_reason = why;
+    } else
+        r->ib = (r->flags & RF_SSE) ? IBH_TRAILERS : IBH_HEADERS;
 }
 
 static void relay_on_head(void *ud, int status, strv_t ctype, int64_t cl)
@@ -355,6 +413,7 @@ static void relay_on_head(void *ud, int status, strv_t ctype, int64_t cl)
         sse_reset(&r->sse);
         idscan_init(&r->ids);
     }
+    ib_decide(r, status);
     if (is_e2ee_ok(r)) {
         /* Encrypted: the length changes (chunked); a JSON answer's head waits for its body. */
         r->flags |= RF_E2EE;
@@ -375,11 +434,14 @@ static void relay_on_head(void *ud, int status, strv_t ctype, int64_t cl)
         cb_leave(r);
         return;
     }
-    if (r->id_prefix && is_signed_ok(r) && status != 204 && !(r->flags & RF_EOF_FRAMED)) {
-        /* The record's id goes in the head: it waits until the id is known (relay_announce). */
-        r->flags |= RF_ANNOUNCE | RF_HOLD;
+    int announce = r->id_prefix && is_signed_ok(r) && status != 204 && !(r->flags & RF_EOF_FRAMED);
+    if (announce || r->ib != IBH_NONE) {
+        /* The record's id goes in the head (and the signatures, in band): it waits until the
+         * id is known, or the answer is signed (relay_announce). */
+        if (announce)
+            r->flags |= RF_ANNOUNCE;
         memcpy(r->ctype, ct, n + 1);
-        buf_reset(&r->hold);
+        relay_hold_begin(r);
         cb_leave(r);
         return;
     }
@@ -424,27 +486,107 @@ static void relay_pick_id(relay_t *r)
         snprintf(r->sig_id, sizeof r->sig_id, "%s-%s", r->id_prefix, r->rid);
 }
 
-/* RF_HOLD: the id is chosen, the head goes out with it in X-Signature-Id, then the bytes
- * held back. */
+/* In-band (not RF_ANNOUNCE): the id known so far, the engine's (the record's once stored). */
+static const char *ib_id(const relay_t *r)
+{
+    if (r->chat_id)
+        return r->chat_id;
+    return (r->flags & RF_SSE) ? sse_chat_id(&r->sse) : idscan_id(&r->ids);
+}
+
+/* RF_HOLD: the id the head waits for, when known. */
+static const char *hold_id(const relay_t *r)
+{
+    return (r->flags & RF_ANNOUNCE) ? answer_id(r) : ib_id(r);
+}
+
+/* The in-band lines of a head (after the others), counted. */
+static void ib_lines(relay_t *r, buf_t *h)
+{
+    metrics_t *m = &r->aw->m;
+    switch (r->ib) {
+    case IBH_HEADERS: {
+        if (!r->ib_signed)
+            return; /* not signed after all: nothing said */
+        inband_sig_t s = {r->ib_sig.text, r->ib_sig.ecdsa, r->ib_sig.address, r->ib_sig.ed25519,
+                          r->ib_sig.ed_key};
+        buf_puts(h, INBAND_HEADER ": headers\r\n");
+        inband_fields(h, &s);
+        M_ADD(m->inband[INBAND_M_HEADERS], 1);
+        return;
+    }
+    case IBH_TRAILERS:
+        inband_trailers_head(h, 1, 1); /* the signer always has both keys (sign/signer.h) */
+        return;
+    case IBH_UNAVAIL:
+        inband_unavailable(h, (enum inband_reason)r->ib_reason);
+        M_ADD(m->inband_unavailable[r->ib_reason], 1);
+        return;
+    default:
+        return;
+    }
+}
+
+static void relay_hold_begin(relay_t *r)
+{
+    r->flags |= RF_HOLD;
+    buf_reset(&r->hold);
+}
+
+/* RF_HOLD: the head goes out with the record's id in X-Signature-Id and what the answer says
+ * of in-band signatures, then the bytes held back. */
 static void relay_announce(relay_t *r, conn_t *c)
 {
     if (!(r->flags & RF_HOLD))
         return;
     r->flags &= ~(unsigned)RF_HOLD;
     r->flags |= RF_HEAD_SENT;
-    relay_pick_id(r);
-    char extra[sizeof SSE_HEADERS + sizeof SIGNATURE_ID_HEADER + SIG_ID_MAX + 8];
-    snprintf(extra, sizeof extra, "%s" SIGNATURE_ID_HEADER ": %s\r\n",
-             (r->flags & RF_SSE) ? SSE_HEADERS : "", r->sig_id);
+    buf_t *h = &r->aw->scratch;
+    buf_reset(h);
+    buf_puts(h, (r->flags & RF_SSE) ? SSE_HEADERS : "");
+    if (r->flags & RF_E2EE)
+        buf_puts(h, e2ee_resp_headers(r->e2ee));
+    if (r->flags & RF_ANNOUNCE) {
+        relay_pick_id(r);
+        buf_printf(h, SIGNATURE_ID_HEADER ": %s\r\n", r->sig_id);
+    } else if (r->ib != IBH_NONE) {
+        const char *id = ib_id(r);
+        if (id && header_safe(id) && strlen(id) <= SIG_ID_MAX)
+            buf_printf(h, SIGNATURE_ID_HEADER ": %s\r\n", id);
+    }
+    ib_lines(r, h);
+    /* A body held whole has its length; a stream with trailers is chunked. */
+    int64_t cl = r->ib == IBH_HEADERS   ? (int64_t)r->hold.len
+                 : r->ib == IBH_TRAILERS ? -1
+                 : (r->flags & RF_E2EE)  ? -1
+                                         : r->up_cl;
     if (!r->bytes_out && r->hold.len && c)
         metrics_observe_ttfb(r->aw, r->route, r->req->start_ns);
     r->bytes_out += r->hold.len;
     if (c) {
-        conn_start_response(c, r->up_status, r->ctype[0] ? r->ctype : NULL, extra, r->up_cl);
+        conn_start_response(c, r->up_status, r->ctype[0] ? r->ctype : NULL, h->data ? h->data : "",
+                            cl);
         if (r->hold.len)
             conn_write_body(c, r->hold.data, r->hold.len);
     }
     buf_reset(&r->hold);
+}
+
+/* RF_HOLD, after bytes were added: the head goes out when the id it waits for is known (or
+ * RELAY_HOLD_MAX bytes came without it), or, holding a whole body for in-band headers, when
+ * the body outgrows INBAND_MAX_BODY (then "unavailable; reason=too-large"). */
+static void relay_hold_check(relay_t *r)
+{
+    if (r->ib == IBH_HEADERS) {
+        if (r->hold.len > r->aw->app->cfg->inband_max_body) {
+            r->ib = IBH_UNAVAIL;
+            r->ib_reason = INBAND_R_TOO_LARGE;
+            relay_announce(r, r->c);
+        }
+        return;
+    }
+    if (hold_id(r) || r->hold.len >= RELAY_HOLD_MAX)
+        relay_announce(r, r->c);
 }
 
 /* Why a complete answer gets no signature, or NULL (then *id is the chat id). */
@@ -500,11 +642,13 @@ static void relay_finalize(relay_t *r)
     hex_encode(text + SIG_HASH_HEX_LEN + 1, d, sizeof d);
     sigstore_t ss = app_sigstore(aw);
     uint64_t t0 = clock_mono_ns();
-    int rc = sigstore_sign_put(&ss, id, text);
+    int ib = r->ib == IBH_HEADERS || r->ib == IBH_TRAILERS;
+    int rc = sigstore_sign_put_sig(&ss, id, text, ib ? &r->ib_sig : NULL);
     metrics_hist_observe(&aw->m.sign, clock_mono_ns() - t0);
     if (rc == SIGSTORE_OK) {
         M_ADD(aw->m.signatures_stored, 1);
         r->chat_id = id;
+        r->ib_signed = ib;
     } else if (rc == SIGSTORE_EXISTS) {
         M_ADD(aw->m.signature_collisions, 1);
         LOG_WARN("signature record for id %s already exists: kept the first, dropped this one", id);
@@ -527,6 +671,17 @@ static void relay_account(relay_t *r, const char *p, size_t n)
 
 static void relay_write(relay_t *r, const char *p, size_t n)
 {
+    if (r->flags & RF_HOLD) {
+        if (buf_append(&r->hold, p, n) == 0) {
+            relay_hold_check(r);
+            return;
+        }
+        if (r->ib == IBH_HEADERS) { /* out of memory: the head goes out now, without */
+            r->ib = IBH_UNAVAIL;
+            r->ib_reason = INBAND_R_NO_MEMORY;
+        }
+        relay_announce(r, r->c); /* then this piece after what was held */
+    }
     if (!r->bytes_out && n && r->c)
         metrics_observe_ttfb(r->aw, r->route, r->req->start_ns);
     r->bytes_out += n;
@@ -612,6 +767,20 @@ static void relay_client_end(relay_t *r)
         if (!r->bytes_out) /* an answer without a body: its end is its first byte */
             metrics_observe_ttfb(r->aw, r->route, r->req->start_ns);
         respond_log(r->aw, r->req, r->route, r->up_status, r->up_status, r->bytes_out, r->chat_id);
+        if (r->ib == IBH_TRAILERS && r->ib_signed) {
+            /* the record is stored: the signature fields end the chunked body */
+            buf_t *t = &r->aw->scratch;
+            buf_reset(t);
+            inband_sig_t s = {r->ib_sig.text, r->ib_sig.ecdsa, r->ib_sig.address,
+                              r->ib_sig.ed25519, r->ib_sig.ed_key};
+            if (inband_fields(t, &s) == 0 && conn_end_response_trailers(c, t->data) == 0) {
+                M_ADD(r->aw->m.inband[INBAND_M_TRAILERS], 1);
+                relay_release(r, DONE_CLIENT);
+                return;
+            }
+        }
+        /* A head that announced trailers and ends without them tells the client the answer
+         * is not signed (docs/API.md): never a reason to look elsewhere. */
         conn_end_response(c);
     }
     relay_release(r, DONE_CLIENT);
@@ -705,6 +874,7 @@ static void relay_job_done(e2ee_job_t *b)
             r->flags |= RF_E2EE_ENDED;
             if (is_signed_ok(r))
                 relay_finalize(r); /* before the client can see the end */
+            relay_announce(r, r->c); /* a held head (and body) now that it is signed */
         }
     }
     /* The output is the job's again before the next job can be submitted. */
@@ -750,6 +920,7 @@ static void relay_on_body(void *ud, const char *p, size_t n)
             relay_e2ee_end(r);
             if (is_signed_ok(r))
                 relay_finalize(r);
+            relay_announce(r, r->c);
         }
         cb_leave(r);
         return;
@@ -760,21 +931,11 @@ static void relay_on_body(void *ud, const char *p, size_t n)
         r->up_seen += n;
         complete = r->up_cl >= 0 && r->up_seen == (uint64_t)r->up_cl;
     }
-    if (r->flags & RF_HOLD) {
-        /* Held until the id is known; out of memory: the id is chosen now. */
-        int stored = buf_append(&r->hold, p, n) == 0;
-        if (complete)
-            relay_finalize(r); /* the record is stored before the client sees the end */
-        if (complete || !stored || answer_id(r) || r->hold.len >= RELAY_HOLD_MAX)
-            relay_announce(r, r->c);
-        if (!stored)
-            relay_write(r, p, n);
-        cb_leave(r);
-        return;
-    }
     if (complete)
-        relay_finalize(r);
-    relay_write(r, p, n);
+        relay_finalize(r); /* the record is stored before the client sees the end */
+    relay_write(r, p, n); /* RF_HOLD: held until the id is known, or the answer signed */
+    if (complete)
+        relay_announce(r, r->c);
     cb_leave(r);
 }
 

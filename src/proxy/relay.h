@@ -11,6 +11,14 @@
  * engine's request id (the proxy's random X-Request-Id). An engine id that is not a plain
  * header value (visible ASCII) is not announced; the proxy's is used instead.
  *
+ * In-band signatures (relay_req_t.inband; docs/API.md "In-band signatures"): a signed 2xx
+ * answer that is not a stream is held whole (at most INBAND_MAX_BODY bytes), signed and
+ * stored, and only then its head goes out with the signature fields and a Content-Length; a
+ * longer one's head goes out when the bound is passed, saying "unavailable; reason=too-large".
+ * A stream whose request sent TE: trailers holds its head until the id is known (the first
+ * event), announces the fields in Trailer, and ends its chunked body with them once the
+ * record is stored. The bytes hashed are the body bytes sent, as without.
+ *
  * Threads: the worker's loop thread. Ownership: a relay holds the client connection (as its
  * owner) and one engine exchange; it is released, back to the worker's free list, only when
  * both sides have let go: the engine's exchange ended (done, failed or cancelled) and the
@@ -43,6 +51,8 @@ typedef struct relay_req {
     char req_hash[SIG_HASH_HEX_LEN + 1]; /* RELAY_SIGNED: the request half of the signed text */
     struct e2ee_sess *e2ee; /* an E2EE request's response side (proxy/e2ee.h), moved into the
                                relay like own_body (then wiped with it), or NULL */
+    int inband;             /* RELAY_SIGNED: enum inband_want (proxy/inband.h), what the
+                               request gets of in-band signatures */
     const char *id_prefix;  /* RELAY_SIGNED: NULL (the id must come from the answer, as for
                                completions), or the prefix of an id the proxy makes when the
                                answer has none; then the id goes out in X-Signature-Id */

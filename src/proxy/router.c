@@ -16,6 +16,7 @@
 #include "proxy/app.h"
 #include "proxy/e2ee.h"
 #include "proxy/health_route.h"
+#include "proxy/inband.h"
 #include "proxy/metrics_route.h"
 #include "proxy/multipart.h"
 #include "proxy/relay.h"
@@ -487,12 +488,27 @@ static void cache_salt_for(const config_t *cfg, strv_t authorization, char out[C
     sodium_memzero(mac, sizeof mac);
 }
 
+/* What the request gets of in-band signatures (proxy/inband.h); -1 after a 400 for a header
+ * value other than 0 or 1. */
+static int inband_of(app_worker_t *aw, conn_t *c, http_req_t *req, int route)
+{
+    enum inband_want w = inband_want(aw->app->cfg->inband_signatures, req->has_x_signature_inband,
+                                     req->x_signature_inband.p, req->x_signature_inband.n);
+    if (w == INBAND_WANT_INVALID) {
+        respond_error(aw, c, req, route, APP_E_INVALID_SIGNATURE_INBAND, NULL);
+        return -1;
+    }
+    return (int)w;
+}
+
 static void handle_completion(app_worker_t *aw, conn_t *c, http_req_t *req, int route)
 {
     reqjson_t rj;
     relay_req_t rr = {.route = route, .kind = RELAY_SIGNED, .method = "POST", .path = req->path,
                       .query = STRLIT(""), .body = {req->body.data, req->body.len},
-                      .own_body = BUF_INIT};
+                      .own_body = BUF_INIT, .inband = inband_of(aw, c, req, route)};
+    if (rr.inband < 0)
+        return;
     char err[REQJSON_ERR_MAX], salt[CACHE_SALT_SIZE];
     reqjson_opts_t opts = {0};
     if (aw->app->cfg->cache_salt_secret[0]) {
@@ -540,7 +556,9 @@ static void handle_inference(app_worker_t *aw, conn_t *c, http_req_t *req, int r
     relay_req_t rr = {.route = route, .kind = RELAY_SIGNED, .method = "POST",
                       .path = {a->engine_path, strlen(a->engine_path)}, .query = req->query,
                       .body = {req->body.data, req->body.len}, .own_body = BUF_INIT,
-                      .id_prefix = a->id_prefix};
+                      .id_prefix = a->id_prefix, .inband = inband_of(aw, c, req, route)};
+    if (rr.inband < 0)
+        return;
     if (a->body == AUX_MULTIPART) {
         const char *b, *why = NULL;
         size_t bn;

@@ -30,6 +30,12 @@ static int make_record(buf_t *rec, const char *signed_text, size_t tlen, const c
 
 int sigstore_sign_put(const sigstore_t *ss, const char *id, const char *text)
 {
+    return sigstore_sign_put_sig(ss, id, text, NULL);
+}
+
+int sigstore_sign_put_sig(const sigstore_t *ss, const char *id, const char *text,
+                          sigstore_sig_t *out)
+{
     /* The text the signatures cover: "reqhash:resphash", or "{model}:reqhash:resphash". */
     char full[SIG_MODEL_MAX + 1 + SIG_TEXT_LEN + 1];
     size_t tlen = SIG_TEXT_LEN;
@@ -68,6 +74,15 @@ int sigstore_sign_put(const sigstore_t *ss, const char *id, const char *text)
     if (rc != STORE_OK) {
         LOG_ERROR("could not store the signature for id %s", id);
         return SIGSTORE_ERR;
+    }
+    if (out) {
+        memcpy(out->text, signed_text, tlen);
+        out->text[tlen] = '\0';
+        out->text_len = tlen;
+        memcpy(out->ecdsa, se, sizeof se);
+        memcpy(out->ed25519, sd, sizeof sd);
+        out->address = signer_ecdsa_address(ss->signer);
+        out->ed_key = signer_ed25519_pubkey_hex(ss->signer);
     }
     return SIGSTORE_OK;
 }

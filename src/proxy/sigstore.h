@@ -43,6 +43,18 @@ typedef struct sigstore {
  * bytes the signatures cover. */
 int sigstore_sign_put(const sigstore_t *ss, const char *id, const char *text);
 
+/* What sigstore_sign_put_sig signed (in-band signatures: docs/API.md): the text exactly as
+ * signed and stored, both signatures, and the keys' public forms (the signer's strings). */
+typedef struct sigstore_sig {
+    char text[SIG_MODEL_MAX + 1 + SIG_TEXT_LEN + 1];
+    size_t text_len;
+    char ecdsa[SIGNER_ECDSA_SIG_LEN + 1], ed25519[SIGNER_ED25519_SIG_LEN + 1];
+    const char *address, *ed_key;
+} sigstore_sig_t;
+/* sigstore_sign_put, and on SIGSTORE_OK (only then) *out filled; out may be NULL. */
+int sigstore_sign_put_sig(const sigstore_t *ss, const char *id, const char *text,
+                          sigstore_sig_t *out);
+
 /* A record read back; the strings are valid during the callback only. */
 typedef struct sig_record {
     const char *text, *signature_ecdsa, *address_ecdsa, *signature_ed25519, *address_ed25519;

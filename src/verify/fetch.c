@@ -83,6 +83,10 @@ void vhttp_pin_spki(const char *url, const char *spki_hex)
 {
     uint8_t h[32];
     unsigned char b64[64];
+    if (!spki_hex || !*spki_hex) { /* forget the pin (the local proxy, before re-verifying) */
+        g_pin[0] = g_pin_origin[0] = 0;
+        return;
+    }
     if (hex_decode(h, sizeof h, spki_hex, strlen(spki_hex)) != 32)
         return;
     int n = EVP_EncodeBlock(b64, h, 32);

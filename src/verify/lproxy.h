@@ -28,6 +28,10 @@
  *   X-Signature-Ecdsa: 0x<130 hex>       X-Signing-Address: 0x<40 hex, EIP-55>
  *   X-Signature-Ed25519: <128 hex>       X-Signing-Key-Ed25519: <64 hex>
  * X-Signature-Id (the record's id, as today) is in the head of every signed 2xx answer.
+ * (Server side, as built: of every signed 2xx answer to a request that asked, whatever the
+ * mode, when the id is a plain header value found within the first 64 KiB; answers to
+ * requests that did not ask keep their old heads, so a chat answer's id is then in its body
+ * only. An algorithm whose key the signer lacks has its two fields left out.)
  * A head that announced `trailers` and a body that ended without them is a failure, never a
  * reason to fall back to the signature route.
  */

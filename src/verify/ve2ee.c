@@ -22,30 +22,16 @@
 #include <time.h>
 
 #include "core/hex.h"
+#include "e2ee/client.h"
 #include "e2ee/e2ee.h"
 #include "verify/verify.h"
 
-enum { FAM_DSTACK, FAM_NEAR, FAM_ACI };
-
-typedef struct vformat {
-    const char *name;
-    int family;          /* FAM_DSTACK: X-Model-Pub-Key, X-E2EE-* headers; FAM_NEAR: neither */
-    int version;         /* 1 or 2 */
-    e2ee_cipher_t ecdsa; /* the cipher of each direction, per signing algorithm */
-    e2ee_cipher_t ed25519;
-} vformat_t;
-
-static const vformat_t FORMATS[] = {
-    {"dstack-v1", FAM_DSTACK, 1, E2EE_C_SECP_AESGCM, E2EE_C_X25519_AESGCM},
-    {"dstack-v2", FAM_DSTACK, 2, E2EE_C_SECP_AESGCM, E2EE_C_X25519_AESGCM},
-    /* NEAR v1 ed25519: the NaCl XSalsa20 box NEAR's published clients write; the proxy
-     * answers with the cipher the request used (docs/API.md). */
-    {"near-v1", FAM_NEAR, 1, E2EE_C_SECP_AESGCM, E2EE_C_NACL_XSALSA},
-    {"near-v2", FAM_NEAR, 2, E2EE_C_SECP_AESGCM, E2EE_C_X25519_XCHACHA},
-    /* ACI: the suite (--e2ee-suite), not a signing algorithm, picks the cipher. */
-    {"aci-v2", FAM_ACI, 2, E2EE_C_ACI_SECP256K1, E2EE_C_ACI_X25519},
-};
-#define NFORMATS (sizeof FORMATS / sizeof FORMATS[0])
+/* The formats, the client key pair, the server key, the headers and the answer's AAD are
+ * the client side shared with the local verifying proxy (e2ee/client.h). */
+typedef e2ee_client_format_t vformat_t;
+#define FAM_DSTACK E2EE_FAM_DSTACK
+#define FAM_NEAR E2EE_FAM_NEAR
+#define FAM_ACI E2EE_FAM_ACI
 
 struct ve2ee {
     const vformat_t *f;
@@ -53,7 +39,7 @@ struct ve2ee {
     const char *algo_name;
     e2ee_cipher_t cipher;
     uint8_t secret[32];              /* ours: secp256k1 scalar or X25519 secret */
-    char client_pub[HEX_SIZE(65)];   /* X-Client-Pub-Key: ecdsa x‖y, the Ed25519 key, ACI's key */
+    char client_pub[E2EE_CLIENT_PUB_HEX];   /* X-Client-Pub-Key: ecdsa x‖y, the Ed25519 key, ACI's key */
     uint8_t server[E2EE_SECP_PUB_LEN];
     size_t server_len;
     char model_pub[140];             /* signing_public_key (ACI: the keyset's key) as served */
@@ -62,18 +48,12 @@ struct ve2ee {
     char nonce[HEX_SIZE(32)];        /* Dstack v2 (32 hex), ACI (64 hex) */
     char digest[80];                 /* ACI: the keyset digest verified */
     int64_t ts;
-    char hdr[8][300];
-    const char *hdrp[9];
+    char hdr[E2EE_CLIENT_HDR_MAX][E2EE_CLIENT_HDR_LEN];
+    const char *hdrp[E2EE_CLIENT_HDR_MAX + 1];
     const char *prompt;
 };
 
-static const vformat_t *find_format(const char *name)
-{
-    for (size_t i = 0; i < NFORMATS; i++)
-        if (strcmp(name, FORMATS[i].name) == 0)
-            return &FORMATS[i];
-    return NULL;
-}
+static const vformat_t *find_format(const char *name) { return e2ee_client_format(name); }
 
 const char *ve2ee_parse_format(const char *name)
 {
@@ -119,63 +99,24 @@ void ve2ee_free(ve2ee_t *e)
     free(e);
 }
 
-/* Our key pair for this request: ecdsa a secp256k1 scalar (X-Client-Pub-Key x‖y), ed25519 an
- * Ed25519 key pair whose X25519 form opens the answer (§2.2). */
+/* Our key pair for this request (e2ee/client.h): ecdsa a secp256k1 scalar (X-Client-Pub-Key
+ * x‖y), ed25519 an Ed25519 key pair whose X25519 form opens the answer (§2.2), ACI a key of
+ * the suite's curve. */
 static int make_client_key(ve2ee_t *e)
 {
-    if (e->f->family == FAM_ACI) { /* a key of the suite's curve; the header spells it whole */
-        uint8_t pub[E2EE_SECP_PUB_LEN];
-        for (int tries = 0; tries < 8; tries++) {
-            randombytes_buf(e->secret, 32);
-            int rc = e->cipher == E2EE_C_ACI_X25519 ? e2ee_x25519_public(pub, e->secret)
-                                                    : e2ee_secp_public(pub, e->secret);
-            if (rc == E2EE_OK) {
-                hex_encode(e->client_pub, pub, e->cipher == E2EE_C_ACI_X25519 ? 32 : 65);
-                return 0;
-            }
-        }
-        return -1;
-    }
-    if (e->algo == E2EE_ALGO_ECDSA) {
-        uint8_t pub[E2EE_SECP_PUB_LEN];
-        for (int tries = 0; tries < 8; tries++) {
-            randombytes_buf(e->secret, 32);
-            if (e2ee_secp_public(pub, e->secret) == E2EE_OK) {
-                hex_encode(e->client_pub, pub + 1, 64);
-                return 0;
-            }
-        }
-        return -1;
-    }
-    uint8_t pk[crypto_sign_PUBLICKEYBYTES], sk[crypto_sign_SECRETKEYBYTES];
-    if (crypto_sign_keypair(pk, sk) != 0)
-        return -1;
-    int rc = e2ee_ed25519_seed_to_x25519(e->secret, sk) == E2EE_OK ? 0 : -1;
-    sodium_memzero(sk, sizeof sk);
-    hex_encode(e->client_pub, pk, 32);
-    return rc;
+    return e2ee_client_keypair(e->f->family, e->cipher, e->secret, e->client_pub) == E2EE_OK ? 0
+                                                                                          : -1;
 }
 
 /* The server key for the cipher from signing_public_key: ecdsa 64 (x‖y) or 65 bytes → 65;
  * ed25519 the Ed25519 key → its X25519 form. */
 static int server_key(ve2ee_t *e, const char *hexkey, char *why, size_t whylen)
 {
-    uint8_t b[E2EE_SECP_PUB_LEN];
-    long n = vx_hex(hexkey, b, sizeof b);
-    if (e->algo == E2EE_ALGO_ECDSA) {
-        if (n < 0 || e2ee_parse_secp_pub(e->server, b, (size_t)n) != E2EE_OK) {
-            snprintf(why, whylen, "signing_public_key is not a secp256k1 point");
-            return -1;
-        }
-        e->server_len = E2EE_SECP_PUB_LEN;
+    if (e2ee_client_server_key(e->algo, hexkey, e->server, &e->server_len) == E2EE_OK)
         return 0;
-    }
-    if (n != 32 || e2ee_ed25519_pub_to_x25519(e->server, b) != E2EE_OK) {
-        snprintf(why, whylen, "signing_public_key is not an Ed25519 point");
-        return -1;
-    }
-    e->server_len = E2EE_X25519_LEN;
-    return 0;
+    snprintf(why, whylen, "signing_public_key is not %s",
+             e->algo == E2EE_ALGO_ECDSA ? "a secp256k1 point" : "an Ed25519 point");
+    return -1;
 }
 
 /* ACI: the keyset of a freshly verified /v1/aci/attestation report (vaci.c, lines "aci.*");
@@ -370,31 +311,8 @@ int ve2ee_build_request(vctx_t *cx, ve2ee_t *e, buf_t *body, const char *model,
     buf_puts(body, "}");
     free(sealed);
 
-    size_t h = 0;
-    if (e->f->family == FAM_ACI) {
-        /* §7.1: the five headers, never X-Signing-Algo. */
-        snprintf(e->hdr[h++], sizeof e->hdr[0], "X-E2EE-Version: 2");
-        snprintf(e->hdr[h++], sizeof e->hdr[0], "X-Client-Pub-Key: %s", e->client_pub);
-        snprintf(e->hdr[h++], sizeof e->hdr[0], "X-Model-Pub-Key: %s", e->model_pub);
-        snprintf(e->hdr[h++], sizeof e->hdr[0], "X-E2EE-Nonce: %s", e->nonce);
-        snprintf(e->hdr[h++], sizeof e->hdr[0], "X-E2EE-Timestamp: %lld", (long long)e->ts);
-    } else {
-        snprintf(e->hdr[h++], sizeof e->hdr[0], "X-Signing-Algo: %s", e->algo_name);
-        snprintf(e->hdr[h++], sizeof e->hdr[0], "X-Client-Pub-Key: %s", e->client_pub);
-    }
-    if (e->f->family == FAM_DSTACK) {
-        snprintf(e->hdr[h++], sizeof e->hdr[0], "X-Model-Pub-Key: %s", e->model_pub);
-        if (e->f->version == 2) {
-            snprintf(e->hdr[h++], sizeof e->hdr[0], "X-E2EE-Version: 2");
-            snprintf(e->hdr[h++], sizeof e->hdr[0], "X-E2EE-Nonce: %s", e->nonce);
-            snprintf(e->hdr[h++], sizeof e->hdr[0], "X-E2EE-Timestamp: %lld", (long long)e->ts);
-        }
-    } else if (e->f->version == 2) {
-        snprintf(e->hdr[h++], sizeof e->hdr[0], "X-Encryption-Version: 2");
-    }
-    for (size_t i = 0; i < h; i++)
-        e->hdrp[i] = e->hdr[i];
-    e->hdrp[h] = NULL;
+    e2ee_client_headers(e->f, e->algo_name, e->client_pub, e->model_pub, e->nonce, e->ts, e->hdr,
+                        e->hdrp);
     *headers = e->hdrp;
 
     int leak = on_wire(body, prompt, pn);
@@ -434,22 +352,14 @@ static void open_field(ve2ee_t *e, struct json_object *obj, struct json_object *
      * stream deltas. An empty field carries no plaintext either way. */
     if (n == 0)
         return;
+    /* Dstack v2: the answer's model and id; ACI: the request's model, byte for byte (§7.3),
+     * and the answer's id, or "". */
     char aad[1024];
     size_t aad_len = 0;
-    if (e->f->family == FAM_DSTACK && e->f->version == 2) {
-        const char *m = json_get_str(obj, "model", NULL), *id = json_get_str(obj, "id", NULL);
-        if (e2ee_aad_dstack_resp(aad, sizeof aad, &aad_len, e->algo, m ? m : "", m ? strlen(m) : 0,
-                                 id ? id : "", id ? strlen(id) : 0, choice, field, e->nonce,
-                                 strlen(e->nonce), e->ts) != E2EE_OK)
-            aad_len = 0;
-    } else if (e->f->family == FAM_ACI) {
-        /* model: the request's, byte for byte (§7.3); id: the answer's, or "". */
-        const char *id = json_get_str(obj, "id", NULL);
-        if (e2ee_aad_aci(aad, sizeof aad, &aad_len, e->cipher, e->model, strlen(e->model),
-                         id ? id : "", id ? strlen(id) : 0, path, e->nonce, strlen(e->nonce),
-                         e->ts) != E2EE_OK)
-            aad_len = 0;
-    }
+    if (e2ee_client_resp_aad(e->f, e->algo, e->cipher, json_get_str(obj, "model", NULL),
+                             json_get_str(obj, "id", NULL), choice, field, e->model, path,
+                             e->nonce, e->ts, aad, sizeof aad, &aad_len) != E2EE_OK)
+        aad_len = 0;
     size_t cap = n / 2 + 1, pl = 0;
     uint8_t *pt = malloc(cap);
     int rc = pt ? e2ee_open_hex(e->cipher, e->f->family == FAM_ACI, e->secret, s, n,

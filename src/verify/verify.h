@@ -56,6 +56,8 @@ typedef struct vopts {
     const char *text, *signature, *address, *request_file, *response_file;
     const char *save_report;
     int tls_self_signed;                /* the last report came over TLS no CA vouched for */
+    int bind_tls;                       /* fetching: ask for the TLS binding
+                                           (include_tls_fingerprint=true; the local proxy) */
     long timeout_s;
 } vopts_t;
 
@@ -109,6 +111,7 @@ int vhttp_get_evidence(const char *url, const char *token, long timeout_s, vhttp
 /* From now on every https request to url's origin (scheme, host, port) accepts exactly this
  * server key (sha256 of its SPKI, hex), CA or not: set once an attested report bound it. */
 void vhttp_pin_spki(const char *url, const char *spki_hex);
+/* ... and spki_hex NULL or "": forget that pin (the local proxy before it re-verifies). */
 void vhttp_resp_free(vhttp_resp_t *r);
 /* The last response header block's value of header `name` (any case, trimmed) into out
  * (truncated to cap - 1). 1 when present, 0 when not. */

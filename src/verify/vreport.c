@@ -466,9 +466,10 @@ int vr_fetch_report(vctx_t *cx, vopts_t *o, const char *url, const char *algo,
         o->have_nonce = 1;
     }
     hex_encode(nhex, o->nonce, 32);
-    snprintf(q, sizeof q, "nonce=%s&signing_algo=%s%s%s%s", nhex, algo ? algo : "ecdsa",
+    snprintf(q, sizeof q, "nonce=%s&signing_algo=%s%s%s%s%s", nhex, algo ? algo : "ecdsa",
              address ? "&signing_address=" : "", address ? address : "",
-             o->report_version == 3 ? "&version=3" : "");
+             o->report_version == 3 ? "&version=3" : "",
+             o->bind_tls ? "&include_tls_fingerprint=true" : "");
     char *u = vx_url_join(url, strstr(url, "/v1/attestation/report") ? NULL
                                                                      : "/v1/attestation/report", q);
     vhttp_resp_t r;

@@ -1,0 +1,661 @@
+/* The local verifying proxy's E2EE codec (verify/lp_e2ee.h). */
+#include <json-c/json.h>
+#include <sodium.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/hex.h"
+#include "e2ee/client.h"
+#include "e2ee/e2ee.h"
+#include "verify/lp_e2ee.h"
+
+enum lp_route { R_CHAT, R_COMPLETIONS, R_EMBEDDINGS };
+
+struct lp_e2ee {
+    const e2ee_client_format_t *f;
+    e2ee_algo_t algo;
+    e2ee_cipher_t cipher;
+    int route;
+    uint8_t secret[32]; /* ours: opens the answer */
+    uint8_t server[E2EE_SECP_PUB_LEN];
+    size_t server_len;
+    char client_pub[E2EE_CLIENT_PUB_HEX];
+    char model_pub[HEX_SIZE(65)];
+    char nonce[HEX_SIZE(16)]; /* Dstack v2 */
+    int64_t ts;
+    e2ee_key_t send;  /* Dstack: one sending key for the request's fields (§5.1) */
+    e2ee_key_t cache; /* the derived key of the last ephemeral key opened */
+    char hdr[E2EE_CLIENT_HDR_MAX][E2EE_CLIENT_HDR_LEN];
+    const char *hdrp[E2EE_CLIENT_HDR_MAX + 1];
+    char desc[48];
+    int sealed; /* lp_e2ee_seal_request ran */
+};
+
+static int fail(lp_e2ee_err_t *err, int rc, const char *check, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static int fail(lp_e2ee_err_t *err, int rc, const char *check, const char *fmt, ...)
+{
+    if (err) {
+        va_list ap;
+        snprintf(err->check, sizeof err->check, "%s", check);
+        va_start(ap, fmt);
+        vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+        va_end(ap);
+    }
+    return rc;
+}
+
+static int route_of(const char *path)
+{
+    static const char *const names[] = {"/v1/chat/completions", "/v1/completions",
+                                        "/v1/embeddings"};
+    size_t n = path ? strcspn(path, "?") : 0;
+    for (int i = 0; i < 3; i++)
+        if (n == strlen(names[i]) && memcmp(path, names[i], n) == 0)
+            return i;
+    return -1;
+}
+
+void lp_e2ee_free(lp_e2ee_t *e)
+{
+    if (!e)
+        return;
+    sodium_memzero(e, sizeof *e);
+    free(e);
+}
+
+const char *lp_e2ee_describe(const lp_e2ee_t *e) { return e->desc; }
+
+lp_e2ee_t *lp_e2ee_new(const char *format, const lp_pins_t *pins, const char *route,
+                       lp_e2ee_err_t *err)
+{
+    int r = route_of(route);
+    if (r < 0) {
+        fail(err, LP_E2EE_REFUSED, "e2ee.route",
+             "end-to-end encryption covers /v1/chat/completions, /v1/completions and "
+             "/v1/embeddings only: the request was not sent");
+        return NULL;
+    }
+    char name[32];
+    const char *algo = NULL;
+    if (!format || !strcmp(format, "auto"))
+        snprintf(name, sizeof name, "%s", r == R_CHAT ? "dstack-v2" : "near-v2");
+    else {
+        size_t n = strcspn(format, ":");
+        if (n >= sizeof name) {
+            fail(err, LP_E2EE_REFUSED, "e2ee.format", "unknown E2EE format");
+            return NULL;
+        }
+        memcpy(name, format, n);
+        name[n] = '\0';
+        if (format[n] == ':')
+            algo = format + n + 1;
+    }
+    const e2ee_client_format_t *f = e2ee_client_format(name);
+    if (!f || (algo && strcmp(algo, "ecdsa") && strcmp(algo, "ed25519"))) {
+        fail(err, LP_E2EE_REFUSED, "e2ee.format",
+             "unknown E2EE format %.40s: auto, dstack-v2, near-v2, dstack-v1 or near-v1, "
+             "optionally with :ecdsa or :ed25519",
+             format);
+        return NULL;
+    }
+    if (f->family == E2EE_FAM_ACI) {
+        fail(err, LP_E2EE_REFUSED, "e2ee.format",
+             "aci-v2 needs the ACI keyset, which the local proxy does not pin: use dstack-v2 "
+             "or near-v2");
+        return NULL;
+    }
+    if (f->family == E2EE_FAM_DSTACK && r != R_CHAT) {
+        fail(err, LP_E2EE_REFUSED, "e2ee.format",
+             "%s encrypts /v1/chat/completions only; use near-v2 (or auto) for this route: the "
+             "request was not sent",
+             f->name);
+        return NULL;
+    }
+    if (!pins) {
+        fail(err, LP_E2EE_REFUSED, "e2ee.key", "no verified remote");
+        return NULL;
+    }
+    e2ee_algo_t a = algo ? (strcmp(algo, "ecdsa") ? E2EE_ALGO_ED25519 : E2EE_ALGO_ECDSA)
+                         : (pins->ed25519_key[0] ? E2EE_ALGO_ED25519 : E2EE_ALGO_ECDSA);
+    const char *key = a == E2EE_ALGO_ECDSA ? pins->ecdsa_public_key : pins->ed25519_key;
+    lp_e2ee_t *e = calloc(1, sizeof *e);
+    if (!e || sodium_init() < 0) {
+        free(e);
+        fail(err, LP_E2EE_REFUSED, "e2ee.internal", "out of memory or libsodium failed");
+        return NULL;
+    }
+    e->f = f;
+    e->algo = a;
+    e->cipher = e2ee_client_cipher(f, a);
+    e->route = r;
+    const char *an = a == E2EE_ALGO_ECDSA ? "ecdsa" : "ed25519";
+    if (!key[0] || strlen(key) >= sizeof e->model_pub ||
+        e2ee_client_server_key(a, key, e->server, &e->server_len) != E2EE_OK) {
+        fail(err, LP_E2EE_REFUSED, "e2ee.key", "the verified remote has no valid %s key for %s", an,
+             f->name);
+        lp_e2ee_free(e);
+        return NULL;
+    }
+    snprintf(e->model_pub, sizeof e->model_pub, "%s", key);
+    if (e2ee_client_keypair(f->family, e->cipher, e->secret, e->client_pub) != E2EE_OK) {
+        fail(err, LP_E2EE_REFUSED, "e2ee.internal", "client key generation failed");
+        lp_e2ee_free(e);
+        return NULL;
+    }
+    if (f->family == E2EE_FAM_DSTACK && f->version == 2) {
+        uint8_t nb[16];
+        randombytes_buf(nb, sizeof nb);
+        hex_encode(e->nonce, nb, sizeof nb);
+        e->ts = (int64_t)time(NULL);
+    }
+    snprintf(e->desc, sizeof e->desc, "%s %s", f->name, an);
+    return e;
+}
+
+/* ---- request ---- */
+
+typedef struct sealer {
+    lp_e2ee_t *e;
+    const char *model;
+    size_t model_n;
+    buf_t hex;
+    lp_e2ee_err_t *err;
+} sealer_t;
+
+static json_object *member(json_object *o, const char *key)
+{
+    json_object *v = NULL;
+    if (!o || !json_object_is_type(o, json_type_object) || !json_object_object_get_ex(o, key, &v))
+        return NULL;
+    return v;
+}
+
+/* Carries text or a request: not absent, null, false, "", [] or 0. */
+static int carries(json_object *v)
+{
+    if (!v)
+        return 0;
+    switch (json_object_get_type(v)) {
+    case json_type_null: return 0;
+    case json_type_boolean: return json_object_get_boolean(v);
+    case json_type_string: return json_object_get_string_len(v) > 0;
+    case json_type_array: return json_object_array_length(v) > 0;
+    case json_type_int: return json_object_get_int64(v) != 0;
+    default: return 1;
+    }
+}
+
+/* Seals pt[0..n) (message m, content part c or -1: Dstack v2's request AAD) into a new json-c
+ * string of hex. */
+static json_object *seal_str(sealer_t *s, const char *pt, size_t n, size_t m, long c)
+{
+    lp_e2ee_t *e = s->e;
+    char aad[1024];
+    size_t aad_n = 0;
+    if (e->f->family == E2EE_FAM_DSTACK && e->f->version == 2 &&
+        e2ee_aad_dstack_req(aad, sizeof aad, &aad_n, e->algo, s->model, s->model_n, m, c, e->nonce,
+                            strlen(e->nonce), e->ts) != E2EE_OK) {
+        fail(s->err, LP_E2EE_REFUSED, "e2ee.request", "the model name is too long");
+        return NULL;
+    }
+    e2ee_key_t fresh;
+    const e2ee_key_t *k = &fresh;
+    int rc;
+    if (e->f->family == E2EE_FAM_DSTACK) { /* one key per request (§5.1) */
+        rc = e->send.eph_len
+                 ? E2EE_OK
+                 : e2ee_key_derive_send(&e->send, e->cipher, e->server, e->server_len, NULL);
+        k = &e->send;
+    } else { /* NEAR: a fresh ephemeral key per field (§3.1) */
+        rc = e2ee_key_derive_send(&fresh, e->cipher, e->server, e->server_len, NULL);
+    }
+    size_t cap = e2ee_hex_field_len(e->cipher, n) + 1, hn = 0;
+    buf_reset(&s->hex);
+    if (rc == E2EE_OK)
+        rc = buf_reserve(&s->hex, cap) == 0
+                 ? e2ee_seal_hex(k, aad_n ? (const uint8_t *)aad : NULL, aad_n, (const uint8_t *)pt,
+                                 n, s->hex.data, cap, &hn)
+                 : E2EE_ERR_INTERNAL;
+    if (k == &fresh)
+        e2ee_key_wipe(&fresh);
+    json_object *v = rc == E2EE_OK ? json_object_new_string_len(s->hex.data, (int)hn) : NULL;
+    if (!v)
+        fail(s->err, LP_E2EE_REFUSED, "e2ee.internal", "a field could not be sealed (%s)",
+             e2ee_err_name(rc));
+    return v;
+}
+
+/* obj[key] (a string) replaced by its ciphertext. NEAR leaves "" alone (§3.1); the Dstack
+ * fork's v2 refuses an empty content, so it is sealed too. */
+static int seal_member(sealer_t *s, json_object *obj, const char *key, size_t m)
+{
+    json_object *v = member(obj, key);
+    if (!v || json_object_is_type(v, json_type_null))
+        return 0;
+    if (!json_object_is_type(v, json_type_string))
+        return fail(s->err, LP_E2EE_REFUSED, "e2ee.request", "%s is not a string", key);
+    size_t n = (size_t)json_object_get_string_len(v);
+    if (n == 0 && s->e->f->family == E2EE_FAM_NEAR)
+        return 0;
+    json_object *nv = seal_str(s, json_object_get_string(v), n, m, -1);
+    if (!nv)
+        return LP_E2EE_REFUSED;
+    sodium_memzero((char *)(uintptr_t)json_object_get_string(v), n);
+    return json_object_object_add(obj, key, nv) == 0
+               ? 0
+               : fail(s->err, LP_E2EE_REFUSED, "e2ee.internal", "out of memory");
+}
+
+static int refuse(lp_e2ee_err_t *err, const char *what)
+{
+    return fail(err, LP_E2EE_REFUSED, "e2ee.unsupported_field",
+                "%s would travel in clear: not supported with end-to-end encryption; the "
+                "request was not sent",
+                what);
+}
+
+static int seal_chat(sealer_t *s, json_object *root)
+{
+    int dstack = s->e->f->family == E2EE_FAM_DSTACK;
+    json_object *v;
+    if (carries(member(root, "tools")) || carries(member(root, "functions")))
+        return refuse(s->err, "tools (their definitions and the calls answered)");
+    if (carries(member(root, "logprobs")) || carries(member(root, "top_logprobs")))
+        return refuse(s->err, "logprobs (the tokens answered)");
+    if ((v = member(root, "prompt_logprobs")) && !json_object_is_type(v, json_type_null))
+        return refuse(s->err, "prompt_logprobs");
+    if (carries(member(root, "return_token_ids")))
+        return refuse(s->err, "return_token_ids");
+    if (carries(member(root, "prediction")))
+        return refuse(s->err, "prediction");
+    json_object *msgs = member(root, "messages");
+    if (!msgs || !json_object_is_type(msgs, json_type_array))
+        return fail(s->err, LP_E2EE_REFUSED, "e2ee.request", "messages is not an array");
+    for (size_t m = 0; m < json_object_array_length(msgs); m++) {
+        json_object *msg = json_object_array_get_idx(msgs, m);
+        if (!json_object_is_type(msg, json_type_object))
+            return fail(s->err, LP_E2EE_REFUSED, "e2ee.request", "messages[%zu] is not an object",
+                        m);
+        if (carries(member(msg, "tool_calls")) || carries(member(msg, "function_call")))
+            return refuse(s->err, "a message's tool_calls");
+        if (carries(member(msg, "refusal")))
+            return refuse(s->err, "a message's refusal");
+        json_object *c = member(msg, "content"), *au = member(msg, "audio");
+        if (c && json_object_is_type(c, json_type_array)) {
+            /* the parts sealed whole as their JSON text: both families restore a plaintext
+             * that is a JSON array (§3.4, §5.2), and nothing of the parts is left in clear */
+            const char *t = json_object_to_json_string_ext(c, JSON_C_TO_STRING_PLAIN |
+                                                                  JSON_C_TO_STRING_NOSLASHESCAPE);
+            json_object *nv = t ? seal_str(s, t, strlen(t), m, -1) : NULL;
+            if (t)
+                sodium_memzero((char *)(uintptr_t)t, strlen(t));
+            if (!nv || json_object_object_add(msg, "content", nv) != 0)
+                return nv ? fail(s->err, LP_E2EE_REFUSED, "e2ee.internal", "out of memory")
+                          : fail(s->err, LP_E2EE_REFUSED, "e2ee.internal",
+                                 "a field could not "
+                                 "be sealed");
+        } else if (seal_member(s, msg, "content", m) != 0) {
+            return LP_E2EE_REFUSED;
+        }
+        if (dstack) { /* the fork decrypts content only (§5.2) */
+            if (carries(member(msg, "reasoning_content")) || carries(member(msg, "reasoning")))
+                return refuse(s->err, "a message's reasoning (dstack formats seal content only)");
+            if (carries(member(au, "data")))
+                return refuse(s->err, "a message's audio (dstack formats seal content only)");
+            continue;
+        }
+        if (seal_member(s, msg, "reasoning_content", m) != 0 ||
+            seal_member(s, msg, "reasoning", m) != 0 ||
+            (au && json_object_is_type(au, json_type_object) && seal_member(s, au, "data", m)))
+            return LP_E2EE_REFUSED;
+    }
+    return 0;
+}
+
+/* completions prompt / embeddings input: a string, or string elements (NEAR, §3.4). Token
+ * ids are the text in another spelling: refused. */
+static int seal_list(sealer_t *s, json_object *root, const char *key)
+{
+    json_object *v = member(root, key);
+    if (!v)
+        return fail(s->err, LP_E2EE_REFUSED, "e2ee.request", "no %s", key);
+    if (json_object_is_type(v, json_type_string))
+        return seal_member(s, root, key, 0);
+    if (!json_object_is_type(v, json_type_array))
+        return refuse(s->err, "a prompt of token ids");
+    for (size_t i = 0; i < json_object_array_length(v); i++) {
+        json_object *el = json_object_array_get_idx(v, i);
+        if (!json_object_is_type(el, json_type_string))
+            return refuse(s->err, "a prompt of token ids");
+        size_t n = (size_t)json_object_get_string_len(el);
+        if (n == 0)
+            continue;
+        json_object *nv = seal_str(s, json_object_get_string(el), n, 0, -1);
+        if (!nv)
+            return LP_E2EE_REFUSED;
+        sodium_memzero((char *)(uintptr_t)json_object_get_string(el), n);
+        if (json_object_array_put_idx(v, i, nv) != 0)
+            return fail(s->err, LP_E2EE_REFUSED, "e2ee.internal", "out of memory");
+    }
+    return 0;
+}
+
+static int seal_completions(sealer_t *s, json_object *root)
+{
+    json_object *v;
+    if ((v = member(root, "logprobs")) && carries(v))
+        return refuse(s->err, "logprobs (the tokens answered)");
+    if ((v = member(root, "prompt_logprobs")) && !json_object_is_type(v, json_type_null))
+        return refuse(s->err, "prompt_logprobs");
+    if (carries(member(root, "return_token_ids")))
+        return refuse(s->err, "return_token_ids");
+    if (carries(member(root, "suffix")))
+        return refuse(s->err, "suffix");
+    return seal_list(s, root, "prompt");
+}
+
+/* Parses p[0..n) as one JSON value (strict; an object when object is set). NULL when it is
+ * not one. */
+static json_object *parse_json(const uint8_t *p, size_t n, int object)
+{
+    if (n > LP_E2EE_MAX_BODY)
+        return NULL;
+    json_tokener *t = json_tokener_new_ex(JSON_TOKENER_DEFAULT_DEPTH);
+    if (!t)
+        return NULL;
+    json_tokener_set_flags(t, JSON_TOKENER_STRICT);
+    json_object *o = json_tokener_parse_ex(t, (const char *)p, (int)n);
+    enum json_tokener_error je = json_tokener_get_error(t);
+    /* one value, then only whitespace */
+    size_t used = je == json_tokener_success ? json_tokener_get_parse_end(t) : 0;
+    json_tokener_free(t);
+    while (o && used < n &&
+           (p[used] == ' ' || p[used] == '\t' || p[used] == '\r' || p[used] == '\n'))
+        used++;
+    if (!o || je != json_tokener_success || used != n ||
+        (object && !json_object_is_type(o, json_type_object))) {
+        json_object_put(o);
+        return NULL;
+    }
+    return o;
+}
+
+/* Serialises o compactly onto out, wiping json-c's copy of the text. */
+static int emit(json_object *o, buf_t *out)
+{
+    size_t len = 0;
+    const char *t = json_object_to_json_string_length(
+        o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &len);
+    int rc = t && buf_append(out, t, len) == 0 ? 0 : -1;
+    if (t)
+        sodium_memzero((char *)(uintptr_t)t, len);
+    return rc;
+}
+
+int lp_e2ee_seal_request(lp_e2ee_t *e, const uint8_t *body, size_t n, buf_t *out,
+                         const char *const **headers, lp_e2ee_err_t *err)
+{
+    if (e->sealed)
+        return fail(err, LP_E2EE_REFUSED, "e2ee.internal", "one request per codec");
+    e->sealed = 1;
+    json_object *root = parse_json(body, n, 1);
+    if (!root)
+        return fail(err, LP_E2EE_REFUSED, "e2ee.request", "the request body is not a JSON object");
+    sealer_t s = {e, "", 0, BUF_INIT, err};
+    json_object *model = member(root, "model");
+    int rc = 0;
+    if (model && json_object_is_type(model, json_type_string)) {
+        s.model = json_object_get_string(model);
+        s.model_n = (size_t)json_object_get_string_len(model);
+    } else if (model) {
+        rc = fail(err, LP_E2EE_REFUSED, "e2ee.request", "model is not a string");
+    }
+    if (rc == 0)
+        rc = e->route == R_CHAT          ? seal_chat(&s, root)
+             : e->route == R_COMPLETIONS ? seal_completions(&s, root)
+                                         : seal_list(&s, root, "input");
+    buf_free(&s.hex);
+    size_t before = out->len;
+    if (rc == 0 && emit(root, out) != 0) {
+        out->len = before;
+        rc = fail(err, LP_E2EE_REFUSED, "e2ee.internal", "out of memory");
+    }
+    json_object_put(root);
+    if (rc != 0)
+        return LP_E2EE_REFUSED;
+    e2ee_client_headers(e->f, e->algo == E2EE_ALGO_ECDSA ? "ecdsa" : "ed25519", e->client_pub,
+                        e->model_pub, e->nonce, e->ts, e->hdr, e->hdrp);
+    *headers = e->hdrp;
+    return LP_E2EE_OK;
+}
+
+/* ---- answer ---- */
+
+typedef struct opener {
+    lp_e2ee_t *e;
+    json_object *resp; /* the answer object or the event */
+    lp_e2ee_err_t *err;
+} opener_t;
+
+/* Dstack v2's AAD members (§6.1): a string as it is, absent as "", anything else as its JSON
+ * text (what the server puts in, proxy/e2ee_resp.c). */
+static const char *aad_member(opener_t *o, const char *key, char *tmp, size_t cap)
+{
+    json_object *v = member(o->resp, key);
+    if (!v)
+        return "";
+    if (json_object_is_type(v, json_type_string))
+        return json_object_get_string(v);
+    snprintf(tmp, cap, "%s", json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN));
+    return tmp;
+}
+
+/* Opens the hex string v (member `field` of choice `choice`) into a new json-c string (json:
+ * the plaintext parsed back as a JSON value). NULL and *err on failure. */
+static json_object *open_str(opener_t *o, json_object *v, size_t choice, const char *field,
+                             const char *where, int json)
+{
+    lp_e2ee_t *e = o->e;
+    char aad[2048], mt[256], it[256];
+    size_t aad_n = 0;
+    if (e2ee_client_resp_aad(e->f, e->algo, e->cipher, aad_member(o, "model", mt, sizeof mt),
+                             aad_member(o, "id", it, sizeof it), choice, field, "", "", e->nonce,
+                             e->ts, aad, sizeof aad, &aad_n) != E2EE_OK) {
+        fail(o->err, LP_E2EE_FAILED, "e2ee.decrypt", "%s: the answer's model or id is too long",
+             where);
+        return NULL;
+    }
+    const char *hex = json_object_get_string(v);
+    size_t hn = (size_t)json_object_get_string_len(v), cap = hn / 2 + 1, pl = 0;
+    if (hn % 2 || hn / 2 < e2ee_blob_len(e->cipher, 0) || !hex_is_hex(hex, hn)) {
+        fail(o->err, LP_E2EE_FAILED, "e2ee.in_clear",
+             "%s is in clear (not a sealed field) in an encrypted answer: not passed on", where);
+        return NULL;
+    }
+    uint8_t *pt = malloc(cap);
+    int rc = pt ? e2ee_open_hex_cached(e->cipher, e->secret, &e->cache, hex, hn,
+                                       aad_n ? (const uint8_t *)aad : NULL, aad_n, pt, cap, &pl)
+                : E2EE_ERR_INTERNAL;
+    json_object *nv = NULL;
+    if (rc == E2EE_OK)
+        nv = json ? parse_json(pt, pl, 0) : json_object_new_string_len((const char *)pt, (int)pl);
+    if (pt)
+        sodium_memzero(pt, cap);
+    free(pt);
+    if (rc != E2EE_OK)
+        fail(o->err, LP_E2EE_FAILED, "e2ee.decrypt",
+             "%s does not decrypt with our key (%s): tampered, or sealed for another request",
+             where, e2ee_err_name(rc));
+    else if (!nv && json)
+        fail(o->err, LP_E2EE_FAILED, "e2ee.decrypt", "%s decrypts to something that is not JSON",
+             where);
+    else if (!nv)
+        fail(o->err, LP_E2EE_FAILED, "e2ee.internal", "out of memory");
+    return nv;
+}
+
+/* holder[field]: a sealed string is opened in place; absent or null passes; "" passes (it
+ * carries no text: NEAR leaves it, the Dstack fork drops it from stream deltas); anything else
+ * is text or data in clear. */
+static int open_member(opener_t *o, json_object *holder, const char *field, size_t choice,
+                       const char *where, int json)
+{
+    json_object *v = member(holder, field);
+    if (!v || json_object_is_type(v, json_type_null))
+        return 0;
+    if (!json_object_is_type(v, json_type_string))
+        return fail(o->err, LP_E2EE_FAILED, "e2ee.in_clear", "%s.%s is not a sealed string", where,
+                    field);
+    if (json_object_get_string_len(v) == 0 && !json)
+        return 0;
+    char w[160];
+    snprintf(w, sizeof w, "%s.%s", where, field);
+    json_object *nv = open_str(o, v, choice, field, w, json);
+    if (!nv)
+        return LP_E2EE_FAILED;
+    if (json_object_object_add(holder, field, nv) != 0)
+        return fail(o->err, LP_E2EE_FAILED, "e2ee.internal", "out of memory");
+    return 0;
+}
+
+static int in_clear(opener_t *o, const char *what)
+{
+    return fail(o->err, LP_E2EE_FAILED, "e2ee.in_clear",
+                "%s in clear in an encrypted answer: not passed on", what);
+}
+
+static int open_chat(opener_t *o, int stream)
+{
+    lp_e2ee_t *e = o->e;
+    int near = e->f->family == E2EE_FAM_NEAR;
+    /* the server seals audio.data for NEAR and the v1 family, not for Dstack v2 */
+    int sealed_audio = near || e->f->version == 1;
+    const char *part = stream ? "delta" : "message", *other = stream ? "message" : "delta";
+    json_object *choices = member(o->resp, "choices");
+    if (choices && !json_object_is_type(choices, json_type_array))
+        return in_clear(o, "choices that are not an array");
+    for (size_t i = 0; choices && i < json_object_array_length(choices); i++) {
+        json_object *ch = json_object_array_get_idx(choices, i);
+        char where[64];
+        snprintf(where, sizeof where, "choices[%zu].%s", i, part);
+        if (carries(member(ch, "token_ids")))
+            return in_clear(o, "token_ids");
+        if (carries(member(ch, other)))
+            return in_clear(o, stream ? "a message in a stream" : "a delta in an answer");
+        if (carries(member(ch, "logprobs")))
+            return in_clear(o, "logprobs");
+        json_object *m = member(ch, part);
+        if (!m || json_object_is_type(m, json_type_null))
+            continue;
+        if (!json_object_is_type(m, json_type_object))
+            return in_clear(o, part);
+        if (carries(member(m, "tool_calls")) || carries(member(m, "function_call")))
+            return in_clear(o, "tool calls");
+        if (carries(member(m, "refusal")))
+            return in_clear(o, "a refusal");
+        json_object *c = member(m, "content"), *au = member(m, "audio");
+        if (near && c && json_object_is_type(c, json_type_array)) {
+            for (size_t k = 0; k < json_object_array_length(c); k++) {
+                char pw[112];
+                snprintf(pw, sizeof pw, "%s.content[%zu]", where, k);
+                if (open_member(o, json_object_array_get_idx(c, k), "text", i, pw, 0) != 0)
+                    return LP_E2EE_FAILED;
+            }
+        } else if (open_member(o, m, "content", i, where, 0) != 0) {
+            return LP_E2EE_FAILED;
+        }
+        if (open_member(o, m, "reasoning_content", i, where, 0) != 0 ||
+            open_member(o, m, "reasoning", i, where, 0) != 0)
+            return LP_E2EE_FAILED;
+        if (carries(au)) {
+            if (!sealed_audio)
+                return in_clear(o, "audio");
+            char aw[96];
+            snprintf(aw, sizeof aw, "%s.audio", where);
+            if (open_member(o, au, "data", i, aw, 0) != 0)
+                return LP_E2EE_FAILED;
+        }
+    }
+    return 0;
+}
+
+static int open_completions(opener_t *o)
+{
+    json_object *choices = member(o->resp, "choices");
+    if (choices && !json_object_is_type(choices, json_type_array))
+        return in_clear(o, "choices that are not an array");
+    for (size_t i = 0; choices && i < json_object_array_length(choices); i++) {
+        json_object *ch = json_object_array_get_idx(choices, i);
+        char where[48];
+        snprintf(where, sizeof where, "choices[%zu]", i);
+        if (carries(member(ch, "logprobs")) || carries(member(ch, "prompt_logprobs")))
+            return in_clear(o, "logprobs");
+        if (carries(member(ch, "token_ids")))
+            return in_clear(o, "token_ids");
+        if (open_member(o, ch, "text", i, where, 0) != 0)
+            return LP_E2EE_FAILED;
+    }
+    return 0;
+}
+
+static int open_embeddings(opener_t *o)
+{
+    json_object *data = member(o->resp, "data");
+    if (data && !json_object_is_type(data, json_type_array))
+        return in_clear(o, "data that is not an array");
+    for (size_t i = 0; data && i < json_object_array_length(data); i++) {
+        json_object *d = json_object_array_get_idx(data, i);
+        char where[48];
+        snprintf(where, sizeof where, "data[%zu]", i);
+        /* sealed as the compact JSON text of the value (an array, or vLLM's base64 string) */
+        if (member(d, "embedding") && open_member(o, d, "embedding", i, where, 1) != 0)
+            return LP_E2EE_FAILED;
+    }
+    return 0;
+}
+
+static int open_any(lp_e2ee_t *e, const uint8_t *in, size_t n, buf_t *out, lp_e2ee_err_t *err,
+                    int stream)
+{
+    json_object *resp = parse_json(in, n, 1);
+    if (!resp)
+        return fail(err, LP_E2EE_FAILED, "e2ee.json",
+                    stream ? "an event of the encrypted stream is not a JSON object"
+                           : "the encrypted answer is not a JSON object");
+    opener_t o = {e, resp, err};
+    int rc = 0;
+    if (carries(member(resp, "prompt_logprobs")) || carries(member(resp, "prompt_token_ids")))
+        rc = in_clear(&o, "prompt log-probabilities or token ids");
+    else if (e->route == R_CHAT)
+        rc = open_chat(&o, stream);
+    else if (e->route == R_COMPLETIONS)
+        rc = open_completions(&o);
+    else
+        rc = stream ? fail(err, LP_E2EE_FAILED, "e2ee.json", "embeddings are not streamed")
+                    : open_embeddings(&o);
+    size_t before = out->len;
+    if (rc == 0 && emit(resp, out) != 0) {
+        out->len = before;
+        rc = fail(err, LP_E2EE_FAILED, "e2ee.internal", "out of memory");
+    }
+    json_object_put(resp);
+    return rc == 0 ? LP_E2EE_OK : LP_E2EE_FAILED;
+}
+
+int lp_e2ee_open_json(lp_e2ee_t *e, const uint8_t *in, size_t n, buf_t *out, lp_e2ee_err_t *err)
+{
+    return open_any(e, in, n, out, err, 0);
+}
+
+int lp_e2ee_open_event(lp_e2ee_t *e, const uint8_t *data, size_t n, buf_t *out, lp_e2ee_err_t *err)
+{
+    if (n == 6 && memcmp(data, "[DONE]", 6) == 0)
+        return buf_append(out, data, n) == 0
+                   ? LP_E2EE_OK
+                   : fail(err, LP_E2EE_FAILED, "e2ee.internal", "out of memory");
+    return open_any(e, data, n, out, err, 1);
+}
