@@ -1,113 +1,22 @@
 // The local verifying proxy's relay (issue 13, docs/VERIFY.md "The local verifying proxy"):
-// `vllm-proxy-verify proxy` in front of a remote vllm-proxy (simulated attestation) behind a
-// TLS front made here, with the official openai SDK as the app. The TLS front doubles as the
-// tampering relay: it pipes bytes to vllm-proxy and, per mode, flips a byte of an answer, swaps
-// in another answer's valid signature, rewrites the report nonce (a replayed report) or
-// presents another certificate. Each case asserts what the app sees and, for the refusals,
-// that the engine saw no request.
-//
-// The fixtures lib/remote-tls.mjs and lib/tamper.mjs (another branch) were not on main when
-// this was written; the small front below stands in for them.
+// `vllm-proxy-verify proxy` in front of a remote vllm-proxy (simulated attestation, in-band
+// signatures) behind a TLS terminator (lib/remote-tls.mjs), with the official openai SDK as
+// the app, and the tampering relay of lib/tamper.mjs between the two: a flipped byte, dropped
+// trailers, another answer's valid signatures, a replayed report, another certificate. Each
+// case asserts what the app sees and, for the refusals, that the engine saw no request.
 
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import crypto, { X509Certificate } from 'node:crypto';
 import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
-import tls from 'node:tls';
 import OpenAI from 'openai';
-import { binary, freePort, haveBinary, startStack, tmpDir, sleep, TOKEN, MODEL } from './lib/harness.mjs';
+import { binary, freePort, haveBinary, tmpDir, sleep, TOKEN, MODEL } from './lib/harness.mjs';
 import { rawRequest } from './lib/http.mjs';
+import { startRemote } from './lib/remote-tls.mjs';
+import { startTamper } from './lib/tamper.mjs';
 
 const have = haveBinary('vllm-proxy-verify');
-
-function makeCert() {
-  const dir = tmpDir('vp-lp-cert-');
-  try {
-    const key = path.join(dir, 'key.pem'), crt = path.join(dir, 'cert.pem');
-    execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes',
-      '-keyout', key, '-out', crt, '-days', '2', '-subj', '/CN=localhost',
-      '-addext', 'subjectAltName=IP:127.0.0.1,DNS:localhost'], { stdio: 'ignore' });
-    const certPem = fs.readFileSync(crt, 'utf8');
-    const der = new X509Certificate(certPem).publicKey.export({ type: 'spki', format: 'der' });
-    return { certPem, keyPem: fs.readFileSync(key, 'utf8'), certPath: crt, dir,
-      spkiSha256: crypto.createHash('sha256').update(der).digest('hex') };
-  } catch (e) {
-    fs.rmSync(dir, { recursive: true, force: true });
-    throw e;
-  }
-}
-
-// Replaces the first `from` (a Buffer) in chunk by `to` (same length). Returns [chunk, hit].
-function replaceOnce(chunk, from, to) {
-  const i = chunk.indexOf(from);
-  if (i < 0) return [chunk, false];
-  const out = Buffer.from(chunk);
-  to.copy(out, i);
-  return [out, true];
-}
-
-/**
- * The remote: mock-vllm + vllm-proxy (simulated, TLS_CERT_PATH) behind a TLS front on
- * 127.0.0.1 that pipes bytes, with tampering modes: 'pass', 'flip-byte' (the first "Hello" of
- * an answer becomes "Jello"), 'swap-signature' (GET /v1/signature/<id> asks for state.swapId, a
- * previous answer's id of the same length), 'replay-report' (the report nonce is replaced by a
- * fixed one), 'other-cert' (the front presents another key).
- */
-async function startRemote() {
-  const cert = makeCert();
-  const other = makeCert();
-  const stack = await startStack({ proxy: { env: { TLS_CERT_PATH: cert.certPath, HEALTH_CHECK_INTERVAL: 0 } } });
-  const state = { mode: 'pass', swapId: null, tls: 0 };
-  const sockets = new Set();
-  const ctx = (c) => ({ cert: c.certPem, key: c.keyPem, ALPNProtocols: ['http/1.1'] });
-  const server = tls.createServer(ctx(cert), (c) => {
-    state.tls++;
-    const u = net.connect({ port: stack.proxy.port, host: '127.0.0.1' });
-    c.setNoDelay(true);
-    u.setNoDelay(true);
-    sockets.add(c); sockets.add(u);
-    const done = () => { c.destroy(); u.destroy(); sockets.delete(c); sockets.delete(u); };
-    for (const s of [c, u]) { s.on('error', done); s.on('close', done); }
-    c.on('data', (d) => {
-      if (state.mode === 'replay-report') {
-        d = Buffer.from(d.toString('latin1').replace(/nonce=[0-9a-f]{64}/, `nonce=${'ab'.repeat(32)}`), 'latin1');
-      } else if (state.mode === 'swap-signature' && state.swapId) {
-        d = Buffer.from(d.toString('latin1').replace(/\/v1\/signature\/chatcmpl-[0-9a-f]{32}/, `/v1/signature/${state.swapId}`), 'latin1');
-      }
-      u.write(d);
-    });
-    u.on('data', (d) => {
-      if (state.mode === 'flip-byte') [d] = replaceOnce(d, Buffer.from('Hello'), Buffer.from('Jello'));
-      c.write(d);
-    });
-  });
-  server.on('tlsClientError', () => {});
-  await new Promise((r) => server.listen(0, '127.0.0.1', r));
-  return {
-    url: `https://127.0.0.1:${server.address().port}`,
-    plainPort: stack.proxy.port,
-    spkiSha256: cert.spkiSha256,
-    stack,
-    state,
-    setMode(mode, extra = {}) {
-      state.mode = mode;
-      Object.assign(state, extra);
-      server.setSecureContext(ctx(mode === 'other-cert' ? other : cert));
-      // connections made under the old certificate end, as when a machine is replaced
-      if (mode === 'other-cert') for (const s of sockets) s.destroy();
-    },
-    engineRequests: async () => (await stack.mock.stats()).requests,
-    async stop() {
-      for (const s of sockets) s.destroy();
-      await new Promise((r) => server.close(() => r()));
-      await stack.stop();
-      for (const d of [cert.dir, other.dir]) fs.rmSync(d, { recursive: true, force: true });
-    },
-  };
-}
 
 /** vllm-proxy-verify proxy URL --listen 127.0.0.1:PORT ...; ready when /verification answers. */
 async function startLocal(remoteUrl, args = [], { waitVerified = true } = {}) {
@@ -148,19 +57,21 @@ async function collect(stream) {
 }
 
 describe('local verifying proxy', { skip: !have && 'vllm-proxy-verify not built' }, () => {
-  let remote, lp;
+  let remote, tamper, lp;
   before(async () => {
     remote = await startRemote();
-    lp = await startLocal(remote.url, ['--allow-simulated']);
+    tamper = await startTamper({ target: remote, mode: 'pass' });
+    lp = await startLocal(tamper.url, ['--allow-simulated']);
   });
   after(async () => {
     await lp?.stop();
+    await tamper?.stop();
     await remote?.stop();
   });
 
   test('the openai SDK through the local proxy: chat and completions, streamed and not, right content', async () => {
-    remote.setMode('pass');
-    const direct = new OpenAI({ baseURL: `http://127.0.0.1:${remote.plainPort}/v1`, apiKey: TOKEN, maxRetries: 0 });
+    tamper.setMode('pass');
+    const direct = new OpenAI({ baseURL: `${remote.plainUrl}/v1`, apiKey: TOKEN, maxRetries: 0 });
     const want = (await direct.chat.completions.create(chatReq())).choices[0].message.content;
     assert.match(want, /Hello/);
     const client = sdk(lp);
@@ -176,11 +87,11 @@ describe('local verifying proxy', { skip: !have && 'vllm-proxy-verify not built'
     assert.equal(models.data[0].id, MODEL);
     assert.equal((await lp.status()).answers.verified, before0 + 4);
     assert.match(lp.stderr(), /lp: POST \/v1\/chat\/completions 200 \d+B \d+ms verified/);
-    assert.doesNotMatch(lp.stderr(), /Say hello|Jello|Hello/, 'no prompt or completion text in the log');
+    assert.doesNotMatch(lp.stderr(), /Say hello|Hello|hello/, 'no prompt or completion text in the log');
   });
 
   test('flip one byte of an answer: non-streaming 502 and APIError; streaming error event, SDK raises, no [DONE]', async () => {
-    remote.setMode('flip-byte');
+    tamper.setMode('flip-byte');
     try {
       const client = sdk(lp);
       await assert.rejects(client.chat.completions.create(chatReq()), (e) => {
@@ -197,7 +108,7 @@ describe('local verifying proxy', { skip: !have && 'vllm-proxy-verify not built'
         assert.match(e.message, /answer failed verification: signature\.text/);
         return true;
       });
-      assert.ok(seen.join('').includes('Jello'), 'the events came through as they arrived');
+      assert.match(seen.join(''), /^[a-z]/, 'the events came through as they arrived (the flipped first letter)');
       // the raw stream: the error event, and no [DONE]
       const raw = await rawRequest(lp.port, { method: 'POST', path: '/v1/chat/completions',
         headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(chatReq({ stream: true })) });
@@ -206,24 +117,44 @@ describe('local verifying proxy', { skip: !have && 'vllm-proxy-verify not built'
       assert.match(body, /data: \{"error":\{"message":"answer failed verification: signature\.text/);
       assert.doesNotMatch(body, /\[DONE\]/);
     } finally {
-      remote.setMode('pass');
+      tamper.setMode('pass');
     }
     assert.match(lp.stderr(), /failed:signature\.text/);
   });
 
-  test('another valid signature swapped in (an earlier answer\'s record): 502 naming the signed text', async () => {
-    remote.setMode('pass');
-    const first = await sdk(lp).chat.completions.create(chatReq({ messages: [{ role: 'user', content: 'first' }] }));
-    assert.match(first.id, /^chatcmpl-[0-9a-f]{32}$/);
-    remote.setMode('swap-signature', { swapId: first.id });
+  test('another answer\'s valid signatures swapped in (heads and trailers): 502 / error event naming the signed text', async () => {
+    tamper.setMode('swap-signature');
     try {
-      await assert.rejects(sdk(lp).chat.completions.create(chatReq()), (e) => {
+      const client = sdk(lp);
+      // earlier tests' answers went through the tamper: there are signatures to swap in
+      await assert.rejects(client.chat.completions.create(chatReq()), (e) => {
         assert.equal(e.status, 502);
         assert.match(e.message, /signature\.text: the signed text is not/);
         return true;
       });
+      await assert.rejects(collect(await client.chat.completions.create(chatReq({ stream: true }))),
+        (e) => /answer failed verification: signature\.text/.test(e.message));
     } finally {
-      remote.setMode('pass');
+      tamper.setMode('pass');
+    }
+  });
+
+  test('trailers dropped from a streamed answer: error event signature.missing_trailer, no [DONE]', async () => {
+    tamper.setMode('drop-trailer');
+    try {
+      const raw = await rawRequest(lp.port, { method: 'POST', path: '/v1/chat/completions',
+        headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(chatReq({ stream: true })) });
+      const body = raw.body.toString();
+      assert.equal(raw.status, 200);
+      assert.match(body, /data: \{"error":\{"message":"answer failed verification: signature\.missing_trailer/);
+      assert.doesNotMatch(body, /\[DONE\]/);
+      await assert.rejects(collect(await sdk(lp).chat.completions.create(chatReq({ stream: true }))),
+        (e) => /signature\.missing_trailer/.test(e.message));
+      // a non-streamed answer has its signatures in its head: unaffected
+      const r = await sdk(lp).chat.completions.create(chatReq());
+      assert.match(r.choices[0].message.content, /Hello/);
+    } finally {
+      tamper.setMode('pass');
     }
   });
 
@@ -249,17 +180,20 @@ describe('local verifying proxy', { skip: !have && 'vllm-proxy-verify not built'
     assert.match(page.headers['content-security-policy'], /default-src 'none'/);
   });
   test('another TLS certificate: 503 naming the TLS key, no relayed request', async () => {
-    remote.setMode('other-cert');
+    tamper.setMode('other-cert');
     try {
       const n0 = await remote.engineRequests();
-      await assert.rejects(sdk(lp).chat.completions.create(chatReq()), (e) => {
-        assert.equal(e.status, 503);
-        assert.match(e.message, /remote not verified: /);
-        return true;
-      });
+      // a new local connection has a new libcurl handle, so a new TLS connection to the tamper
+      const raw = await rawRequest(lp.port, { method: 'POST', path: '/v1/chat/completions',
+        headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(chatReq()) });
+      assert.equal(raw.status, 503);
+      const err = JSON.parse(raw.body).error;
+      assert.equal(err.code, 'remote_not_verified');
+      assert.match(err.message, /^remote not verified: /);
       assert.equal(await remote.engineRequests(), n0, 'nothing reached the engine');
+      assert.match(lp.stderr(), /POST \/v1\/chat\/completions 503 \d+B \d+ms not-verified/);
     } finally {
-      remote.setMode('pass');
+      tamper.setMode('pass');
     }
     // the remote stays unverified until the attestation side verifies it again (its own
     // schedule); this case runs last in its suite
@@ -267,13 +201,19 @@ describe('local verifying proxy', { skip: !have && 'vllm-proxy-verify not built'
 });
 
 describe('local verifying proxy: refusals', { skip: !have && 'vllm-proxy-verify not built' }, () => {
-  let remote;
-  before(async () => { remote = await startRemote(); });
-  after(async () => { await remote?.stop(); });
+  let remote, tamper;
+  before(async () => {
+    remote = await startRemote();
+    tamper = await startTamper({ target: remote, mode: 'pass' });
+  });
+  after(async () => {
+    await tamper?.stop();
+    await remote?.stop();
+  });
 
   async function refused(args, why, mode = 'pass') {
-    remote.setMode(mode);
-    const lp = await startLocal(remote.url, args, { waitVerified: false });
+    tamper.setMode(mode);
+    const lp = await startLocal(tamper.url, args, { waitVerified: false });
     try {
       // the first verification finishes (failed) before we ask
       const t0 = Date.now();
@@ -291,12 +231,12 @@ describe('local verifying proxy: refusals', { skip: !have && 'vllm-proxy-verify 
       assert.equal(await remote.engineRequests(), n0, 'no relayed request');
     } finally {
       await lp.stop();
-      remote.setMode('pass');
+      tamper.setMode('pass');
     }
   }
 
   test('simulated attestation without --allow-simulated: 503, nothing relayed', () => refused([], 'SIMULATED'));
-  test('a replayed report (wrong nonce): 503, nothing relayed', () => refused(['--allow-simulated'], 'nonce', 'replay-report'));
+  test('a replayed report (the tamper answers with the first report, whatever nonce): 503, nothing relayed', () => refused(['--allow-simulated'], '', 'replay-report'));
   test('a measurement pin that does not match (--policy with another MRTD): 503, nothing relayed', async () => {
     const dir = tmpDir('vp-lp-pol-');
     const f = path.join(dir, 'policy.json');
