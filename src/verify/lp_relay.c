@@ -100,7 +100,8 @@ static int ieq(const char *s, size_t n, const char *t)
 }
 
 /* The value of header `name` in a raw block of "Name: value\r\n" lines (trimmed) into out.
- * 1 when present. */
+ * 1 when present. A value with a control character in it (a bare CR, say) counts as absent:
+ * it never reaches a head written to the app, and a signature field so spoiled fails. */
 static int raw_header(const buf_t *b, const char *name, char *out, size_t cap)
 {
     const char *p = b->data, *end = b->data ? b->data + b->len : NULL;
@@ -116,6 +117,9 @@ static int raw_header(const buf_t *b, const char *name, char *out, size_t cap)
             const char *ve = le;
             while (ve > v && (ve[-1] == '\r' || ve[-1] == ' ' || ve[-1] == '\t'))
                 ve--;
+            for (const char *q = v; q < ve; q++)
+                if ((unsigned char)*q < 0x20 ? *q != '\t' : *q == 0x7f)
+                    return 0;
             snprintf(out, cap, "%.*s", (int)(ve - v), v);
             (void)nl;
             return 1;
@@ -513,6 +517,7 @@ static const char *const NO_RETURN[] = {
     "Content-Type", "X-Signature-Inband", "X-Signature-Text", "X-Signature-Ecdsa",
     "X-Signing-Address", "X-Signature-Ed25519", "X-Signing-Key-Ed25519", "Set-Cookie",
     "Alt-Svc", "Strict-Transport-Security", "Server", "Date", "Proxy-Authenticate",
+    "Location", "Content-Location", "Refresh", /* an app's fetch would follow them elsewhere */
 };
 
 static int in_list(const char *name, size_t n, const char *const *list, size_t cnt)
@@ -619,6 +624,29 @@ static int send_chunk(conn_t *c, const char *p, size_t n)
     return 0;
 }
 
+/* A remote's header line fit to pass to the app: a token name (so no obs-fold continuation,
+ * which starts with a space), and no control character but HTAB before its line end (a bare
+ * CR would end the line for a lenient reader: header injection). */
+static int well_formed(const char *p, const char *colon, const char *le)
+{
+    static const char tchar[] = "!#$%&'*+-.^_`|~";
+    if (colon == p)
+        return 0;
+    for (const char *q = p; q < colon; q++)
+        if (!((*q >= '0' && *q <= '9') || (*q >= 'a' && *q <= 'z') || (*q >= 'A' && *q <= 'Z') ||
+              (*q && strchr(tchar, *q))))
+            return 0;
+    const char *e = le;
+    if (e > colon && e[-1] == '\n')
+        e--;
+    if (e > colon && e[-1] == '\r')
+        e--;
+    for (const char *q = colon + 1; q < e; q++)
+        if ((unsigned char)*q < 0x20 ? *q != '\t' : *q == 0x7f)
+            return 0;
+    return 1;
+}
+
 /* The response headers passed back, as "Name: value\r\n" lines, into out. */
 static void return_headers(conn_t *c, buf_t *out)
 {
@@ -627,7 +655,7 @@ static void return_headers(conn_t *c, buf_t *out)
         const char *eol = memchr(p, '\n', (size_t)(end - p));
         const char *le = eol ? eol + 1 : end;
         const char *colon = memchr(p, ':', (size_t)(le - p));
-        if (colon && !in_list(p, (size_t)(colon - p), NO_RETURN,
+        if (colon && well_formed(p, colon, le) && !in_list(p, (size_t)(colon - p), NO_RETURN,
                               sizeof NO_RETURN / sizeof NO_RETURN[0]) &&
             !(colon - p > 15 && strncasecmp(p, "Access-Control-", 15) == 0)) {
             buf_append(out, p, (size_t)(le - p));
@@ -653,16 +681,24 @@ static int stream_head(rx_t *x)
     return send_all(c->fd, c->tmp.data, c->tmp.len);
 }
 
-/* "data: [DONE]" (or "data:[DONE]") as the whole event. */
+/* An event the official SDKs take for the stream's end, held like "data: [DONE]": one of its
+ * lines (CR, LF or CRLF end them, as the SDKs' line readers have it) is "data:" and a value
+ * that starts, after one optional space, with "[DONE]" (openai-node and openai-python test
+ * data.startsWith("[DONE]") and ignore every event after it, an error event included). A
+ * comment, an event name, trailing text or CR line ends must not let one through. */
 static int is_done_event(const char *p, size_t n)
 {
-    size_t k = n >= 6 && memcmp(p, "data: ", 6) == 0 ? 6 : n >= 5 && memcmp(p, "data:", 5) == 0 ? 5 : 0;
-    if (!k || n < k + 6 || memcmp(p + k, "[DONE]", 6) != 0)
-        return 0;
-    for (size_t i = k + 6; i < n; i++)
-        if (p[i] != '\r' && p[i] != '\n')
-            return 0;
-    return 1;
+    const char *end = p + n, *q = p;
+    while ((q = memmem(q, (size_t)(end - q), "[DONE]", 6)) != NULL) {
+        const char *ls = q;
+        while (ls > p && ls[-1] != '\n' && ls[-1] != '\r')
+            ls--;
+        size_t k = (size_t)(q - ls);
+        if ((k == 5 || k == 6) && memcmp(ls, "data: ", k) == 0)
+            return 1;
+        q += 6;
+    }
+    return 0;
 }
 
 /* The "id" of the first data event that has one (chat and text completions from a server
@@ -855,7 +891,7 @@ static const char *fetch_sig(conn_t *c, const lp_pins_t *pins, const char *id, c
     for (const char *p = id; *p; p++) {
         unsigned char ch = (unsigned char)*p;
         if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-            ch == '-' || ch == '_' || ch == '.' || ch == '~')
+            ch == '-' || ch == '_' || ch == '~') /* '.' too is encoded: no dot segment */
             buf_append(&u, p, 1);
         else
             buf_printf(&u, "%%%02X", ch);
