@@ -44,6 +44,9 @@ static const lp_opts_t *g_o;
 static char g_hosts[4][300]; /* the Host values that name us; [3] = --listen's, or "" */
 static char g_remote[1024];  /* the remote base URL without a trailing '/' */
 static int g_remote_https;
+/* The phase timeouts of lp_relay.h; VP_LP_TEST_TIMEOUTS_MS=HEAD,BODY,IDLE (milliseconds, tests
+ * only, docs/VERIFY.md) shortens them. */
+static long g_head_ms = LP_HEAD_MS, g_body_ms = LP_BODY_MS, g_idle_ms = LP_IDLE_MS;
 
 /* ---- small helpers ---- */
 
@@ -365,7 +368,7 @@ void lp_reply_busy(int fd)
 static int read_request(conn_t *c)
 {
     reset_request(c);
-    long start = now_ms(), deadline = start + LP_IDLE_MS;
+    long start = now_ms(), deadline = start + g_idle_ms;
     int got_any = 0;
     for (;;) {
         if (c->rpos < c->rlen) {
@@ -373,7 +376,7 @@ static int read_request(conn_t *c)
             size_t len = c->rlen - c->rpos;
             if (!got_any) {
                 got_any = 1;
-                deadline = now_ms() + LP_HEAD_MS;
+                deadline = now_ms() + g_head_ms;
             }
             int had_headers = c->headers_done;
             llhttp_errno_t e = llhttp_execute(&c->parser, data, len);
@@ -402,7 +405,7 @@ static int read_request(conn_t *c)
             }
             c->rpos = c->rlen = 0;
             if (!had_headers && c->headers_done)
-                deadline = now_ms() + LP_BODY_MS;
+                deadline = now_ms() + g_body_ms;
         }
         long left = deadline - now_ms();
         if (left <= 0) {
@@ -1349,6 +1352,13 @@ int lp_relay_init(const lp_opts_t *o, int port)
     memcpy(g_remote, o->remote, n);
     g_remote[n] = '\0';
     g_remote_https = strncasecmp(g_remote, "https://", 8) == 0;
+    const char *t = getenv("VP_LP_TEST_TIMEOUTS_MS");
+    long hm, bm, im;
+    if (t && sscanf(t, "%ld,%ld,%ld", &hm, &bm, &im) == 3 && hm > 0 && bm > 0 && im > 0) {
+        g_head_ms = hm, g_body_ms = bm, g_idle_ms = im;
+        fprintf(stderr, "vllm-proxy-verify proxy: VP_LP_TEST_TIMEOUTS_MS: head %ld ms, body %ld "
+                        "ms, idle %ld ms (tests only)\n", hm, bm, im);
+    }
     snprintf(g_hosts[0], sizeof g_hosts[0], "127.0.0.1:%d", port);
     snprintf(g_hosts[1], sizeof g_hosts[1], "localhost:%d", port);
     snprintf(g_hosts[2], sizeof g_hosts[2], "[::1]:%d", port);
