@@ -289,25 +289,31 @@ static void reset_request(conn_t *c)
 
 /* ---- answers written here ---- */
 
-static void send_head(conn_t *c, long status, const char *ctype, size_t len, const char *extra,
-                      int close_after)
+/* 0 when the head went out. extra (the remote's headers passed back) may be up to
+ * LP_MAX_HEAD: the head is built on the heap, never cut (a head not sent and a body sent
+ * would be read by the app as a head). */
+static int send_head(conn_t *c, long status, const char *ctype, size_t len, const char *extra,
+                     int close_after)
 {
-    char h[1024];
-    int n = snprintf(h, sizeof h,
-                     "HTTP/1.1 %ld %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
-                     "Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n%s%s\r\n",
-                     status, reason_phrase(status), ctype, len, extra ? extra : "",
-                     close_after ? "Connection: close\r\n" : "");
-    if (n > 0 && (size_t)n < sizeof h)
-        send_all(c->fd, h, (size_t)n);
+    buf_t h = BUF_INIT;
+    int rc = buf_printf(&h,
+                        "HTTP/1.1 %ld %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+                        "Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n%s%s\r\n",
+                        status, reason_phrase(status), ctype, len, extra ? extra : "",
+                        close_after ? "Connection: close\r\n" : "");
+    if (rc == 0 && h.data)
+        rc = send_all(c->fd, h.data, h.len);
+    else
+        rc = -1;
+    buf_free(&h);
     c->status = status;
+    return rc;
 }
 
 static void reply(conn_t *c, long status, const char *ctype, const char *body, size_t n,
                   const char *extra, int close_after)
 {
-    send_head(c, status, ctype, n, extra, close_after);
-    if (n)
+    if (send_head(c, status, ctype, n, extra, close_after) == 0 && n)
         send_all(c->fd, body, n);
     c->sent = n;
 }
@@ -853,6 +859,8 @@ static CURL *handle_for(conn_t *c, const lp_pins_t *pins)
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, g_remote_https ? "https" : "http");
     curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
+    /* the path as the app sent it, as route_signed saw it: no dot segment removed */
+    curl_easy_setopt(h, CURLOPT_PATH_AS_IS, 1L);
     curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, g_o->timeout_s);
     /* a stalled remote: no byte for --timeout seconds (a stream may run longer in all) */
     curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
@@ -1220,8 +1228,8 @@ again:;
         buf_printf(&extra, "X-Verify: %s\r\n", signed_answer ? "verified" : "unsigned");
         char ct[300];
         snprintf(ct, sizeof ct, "%s", x.ctype[0] ? x.ctype : "application/octet-stream");
-        send_head(c, x.status, ct, c->resp.len, extra.data, 0);
-        if (c->resp.len && strcmp(c->method, "HEAD") != 0)
+        if (send_head(c, x.status, ct, c->resp.len, extra.data, 0) == 0 && c->resp.len &&
+            strcmp(c->method, "HEAD") != 0)
             send_all(c->fd, c->resp.data, c->resp.len);
         c->sent = c->resp.len;
         buf_free(&extra);

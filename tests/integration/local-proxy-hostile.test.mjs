@@ -217,6 +217,31 @@ describe('local verifying proxy: a hostile remote', { skip: !have && 'vllm-proxy
     assert.match(ok.choices[0].message.content, /Hello/);
   });
 
+  test('a large header block within the bound: the whole head reaches the app, then the body (no desync on keep-alive)', async () => {
+    const pad = Array.from({ length: 40 }, (_, i) => [`X-Pad-${i}`, 'p'.repeat(200)]);
+    hostile.setHooks({ onAnswer: (req, ans) => (req.method === 'POST' ? { ans: { ...ans, fields: [...ans.fields, ...pad] } } : undefined) });
+    try {
+      const { RawConn } = await import('./lib/http.mjs');
+      const c = new RawConn(lp.port);
+      try {
+        for (let i = 0; i < 2; i++) {
+          const r = await c.request({ method: 'POST', path: '/v1/chat/completions', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(chatReq()) });
+          assert.equal(r.status, 200);
+          assert.equal(r.headers['x-pad-39'], 'p'.repeat(200));
+          assert.equal(r.headers['x-verify'], 'verified');
+          assert.match(JSON.parse(r.body).choices[0].message.content, /Hello/);
+        }
+      } finally { c.close(); }
+    } finally { pass(); }
+  });
+
+  test('the path relayed as the app sent it: a dot segment is not removed on the way (the route the proxy classified is the one asked)', async () => {
+    const n0 = hostile.seen.length;
+    const r = await post(lp, '/v1/./chat/completions', chatReq());
+    assert.equal(r.status, 404, 'the remote has no such route');
+    assert.equal(hostile.seen.slice(n0)[0].target, '/v1/./chat/completions');
+  });
+
   test('an endless non-streamed body: 502 past the 64 MiB the proxy holds, nothing of it released; the remote connection is closed', async () => {
     let wrote = 0, closed = false;
     hostile.setHooks({
