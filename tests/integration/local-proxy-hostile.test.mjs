@@ -42,6 +42,7 @@ describe('local verifying proxy: a hostile remote', { skip: !have && 'vllm-proxy
   });
   after(async () => {
     await lp?.stop();
+    assert.equal(lp?.problems() ?? null, null);
     await hostile?.stop();
     await remote?.stop();
   });

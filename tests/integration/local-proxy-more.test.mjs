@@ -67,6 +67,7 @@ describe('local verifying proxy: a remote without in-band signatures (the signat
   });
   after(async () => {
     await lp?.stop();
+    assert.equal(lp?.problems() ?? null, null);
     await tamper?.stop();
     await remote?.stop();
   });
@@ -128,6 +129,7 @@ describe('local verifying proxy: key changes', { skip: !have && 'vllm-proxy-veri
   });
   after(async () => {
     await lp?.stop();
+    assert.equal(lp?.problems() ?? null, null);
     await tamper?.stop();
     await remote?.stop();
   });
@@ -198,7 +200,9 @@ describe('local verifying proxy: limits, timeouts, browsers, hostile apps', { sk
   });
   after(async () => {
     await lp?.stop();
+    assert.equal(lp?.problems() ?? null, null);
     await lpMany?.stop();
+    assert.equal(lpMany?.problems() ?? null, null);
     await remote?.stop();
   });
 

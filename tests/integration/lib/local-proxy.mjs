@@ -20,7 +20,8 @@ export async function startLocal(remoteUrl, args = [], { waitVerified = true, en
   const err = [];
   child.stderr.on('data', (d) => err.push(d));
   let exit = null;
-  const exited = new Promise((r) => child.on('exit', (code, sig) => { exit = { code, sig }; r(exit); }));
+  // 'close': the exit status and all of stderr (a sanitizer report is written at exit)
+  const exited = new Promise((r) => child.on('close', (code, sig) => { exit = { code, sig }; r(exit); }));
   const lp = {
     port,
     pid: child.pid,
@@ -29,6 +30,14 @@ export async function startLocal(remoteUrl, args = [], { waitVerified = true, en
     exited: () => exit,
     stderr: () => Buffer.concat(err).toString('utf8'),
     status: async () => JSON.parse((await rawRequest(port, { path: '/verification' })).body.toString()),
+    /** After stop(): null, or what went wrong (an exit other than 0 on SIGTERM, a sanitizer report). */
+    problems() {
+      const p = [];
+      if (!exit) p.push('still running');
+      else if (exit.code !== 0) p.push(`exit ${JSON.stringify(exit)}`);
+      for (const pat of [/ERROR: AddressSanitizer/, /ERROR: LeakSanitizer/, /runtime error:/, /ThreadSanitizer/]) if (pat.test(lp.stderr())) p.push(`sanitizer report (${pat.source})`);
+      return p.length ? `${p.join('; ')}\n${lp.stderr().slice(-4000)}` : null;
+    },
     async stop() {
       if (exit) return exit;
       child.kill('SIGTERM');
