@@ -95,6 +95,7 @@ after(async () => {
 
 const metric = async (port, re) => Number((re.exec((await getPath(port, '/metrics')).body.toString()) ?? [0, 0])[1]);
 const TRAILERS_SENT = /^vllm_proxy_inband_signatures_total\{mode="trailers"\} (\d+)$/m;
+const HEADERS_SENT = /^vllm_proxy_inband_signatures_total\{mode="headers"\} (\d+)$/m;
 
 test('clients that leave a stream that announced trailers: no trailers counted for them, the next stream gets its trailers', async () => {
   const t0 = await metric(A.port, TRAILERS_SENT);
@@ -113,8 +114,22 @@ test('clients that leave a stream that announced trailers: no trailers counted f
     });
   });
   for (let b = 0; b < 5; b++) await Promise.all(Array.from({ length: 6 }, (_, i) => leave(b * 6 + i)));
+  // and clients that leave while the whole body is held for its in-band headers
+  const h0 = await metric(A.port, HEADERS_SENT);
+  const held = JSON.stringify(CHAT({ max_tokens: 100, mock_delay_us: 2000 }));
+  await Promise.all(Array.from({ length: 10 }, () => new Promise((resolve) => {
+    const s = net.connect(A.port, '127.0.0.1');
+    s.on('error', () => {});
+    s.on('close', resolve);
+    s.write(`POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer test_token\r\nX-Signature-Inband: 1\r\nContent-Type: application/json\r\nContent-Length: ${held.length}\r\n\r\n${held}`);
+    setTimeout(() => s.destroy(), 30);
+  })));
   await sleep(300);
   assert.equal(await metric(A.port, TRAILERS_SENT), t0, 'no trailers sent to clients that left');
+  await sleep(400); // the held answers are complete at the engine by now
+  assert.equal(await metric(A.port, HEADERS_SENT), h0, 'no in-band head sent to clients that left');
+  const nh = await exchange(A.port, { path: '/v1/chat/completions', body: CHAT(), headers: ASK_TE });
+  assert.equal(nh.headers['x-signature-inband'], 'headers');
   const req = Buffer.from(JSON.stringify(CHAT({ stream: true })));
   const r = await exchange(A.port, { path: '/v1/chat/completions', body: req, headers: ASK_TE });
   assert.equal(r.status, 200);
