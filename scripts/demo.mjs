@@ -6,7 +6,9 @@
 // and @noble against sha256(sent):sha256(received) and the attested signing identities, then
 // runs vllm-proxy-verify: a report, a signed chat, and one end-to-end encrypted round trip
 // (chat --e2ee dstack-v2 --stream: the prompt sealed to the attested key, the answer decrypted,
-// no plaintext on the wire, the signature over the ciphertext).
+// no plaintext on the wire, the signature over the ciphertext), and last the local verifying
+// proxy: a second remote behind TLS (self-signed certificate bound by the report),
+// `vllm-proxy-verify proxy` in front of it, the unchanged openai SDK pointed at it.
 // Exits 0 only if every check passed; always stops the child processes.
 
 import path from 'node:path';
@@ -23,6 +25,8 @@ try {
     ...(await lib('http.mjs')),
     ...(await lib('verify.mjs')),
     ...(await lib('sdk.mjs')),
+    ...(await lib('remote-tls.mjs')),
+    ...(await lib('local-proxy.mjs')),
   };
 } catch (e) {
   console.error(`demo: cannot load the test helpers (${e.message}).\n` +
@@ -32,6 +36,7 @@ try {
 const {
   startStack, haveBinary, BUILD_DIR, MODEL, TOKEN, capturingFetch, getPath, jsonOf, randomNonce, parseQuote,
   expectedReportData, sha256hex, recoverAddressNoble, OpenAI, ethers, ed25519, hexToBytes, utf8ToBytes,
+  startRemote, startLocal,
 } = mods;
 
 const useColor = process.stdout.isTTY;
@@ -58,8 +63,11 @@ async function step(title, fn) {
 }
 const short = (s, n = 20) => (typeof s === 'string' && s.length > n ? `${s.slice(0, n)}…` : s);
 
-let stack;
-const stopAll = async () => { if (stack) { const s = stack; stack = null; await s.stop(); } };
+let stack, remote, local;
+const stopAll = async () => {
+  for (const x of [local, remote, stack]) if (x) await x.stop().catch(() => {});
+  local = remote = stack = null;
+};
 for (const sig of ['SIGINT', 'SIGTERM']) {
   process.on(sig, async () => { await stopAll(); process.exit(130); });
 }
@@ -189,6 +197,30 @@ try {
       }
     });
   }
+
+  // The local verifying proxy, as an app uses it: the remote behind TLS with a self-signed
+  // certificate that the attested report binds, `vllm-proxy-verify proxy` in front of it on
+  // loopback, and the unchanged openai SDK pointed at it.
+  await step('9. vllm-proxy-verify proxy: an unchanged OpenAI app through the local verifying proxy', async () => {
+    remote = await startRemote();
+    check('remote vllm-proxy behind TLS (self-signed, TLS_CERT_PATH)', true, remote.url);
+    local = await startLocal(remote.url, ['--allow-simulated']);
+    const st = await local.status();
+    check('local proxy verified the remote (fresh nonce, quote, event log, GPU, TLS binding)', st.verified === true,
+      `127.0.0.1:${local.port}`);
+    check('pinned TLS key is the certificate the remote serves', st.keys?.tls_spki === remote.spkiSha256,
+      short(st.keys?.tls_spki, 24));
+    const client = new OpenAI({ baseURL: local.baseURL, apiKey: 'unused', maxRetries: 0 });
+    const c = await client.chat.completions.create({ model: MODEL, messages: [{ role: 'user', content: 'Say hello' }], max_tokens: 8 });
+    check('non-streamed answer released after both signatures verified', typeof c.choices?.[0]?.message?.content === 'string');
+    const stream = await client.chat.completions.create({ model: MODEL, messages: [{ role: 'user', content: 'Say hello' }], max_tokens: 8, stream: true });
+    let text = '';
+    for await (const ev of stream) text += ev.choices?.[0]?.delta?.content ?? '';
+    check('streamed answer ended with [DONE] only after its trailer signatures verified', text.length > 0, short(text, 30));
+    const after = await local.status();
+    check('GET /verification counts the two answers verified, none rejected',
+      after.answers?.verified === 2 && after.answers?.rejected === 0, JSON.stringify(after.answers ?? {}).slice(0, 80));
+  });
 } catch (e) {
   check(e.message, false);
 } finally {
