@@ -167,6 +167,31 @@ describe('local verifying proxy: end-to-end encryption', { skip: !have && 'vllm-
     }
   });
 
+  test('another answer\'s signatures swapped in, trailers dropped: caught under E2EE as in clear', async () => {
+    tamper.setMode('swap-signature');
+    try {
+      await assert.rejects(sdk(lp).chat.completions.create(chatReq()), (e) => {
+        assert.equal(e.status, 502);
+        assert.match(e.message, /signature\.text: the signed text is not/);
+        return true;
+      });
+    } finally {
+      tamper.setMode('pass');
+    }
+    tamper.setMode('drop-trailer');
+    try {
+      const raw = await rawRequest(lp.port, { method: 'POST', path: '/v1/chat/completions',
+        headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(chatReq({ stream: true })) });
+      const body = raw.body.toString();
+      assert.match(body, /data: \{"error":\{"message":"answer failed verification: signature\.missing_trailer/);
+      assert.doesNotMatch(body, /\[DONE\]/);
+      // what passed before the failure was opened: plaintext events, no ciphertext
+      assert.match(body, /"content":"Hello"/);
+    } finally {
+      tamper.setMode('pass');
+    }
+  });
+
   test('a request with tools under E2EE: 400 locally, nothing relayed', async () => {
     const n0 = await remote.engineRequests();
     const r0 = tamper.stats().requests['/v1/chat/completions'] ?? 0;
