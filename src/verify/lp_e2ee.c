@@ -131,14 +131,14 @@ int lp_e2ee_plan(const char *format, const lp_pins_t *pins, const char *route, c
     const char *key = a == E2EE_ALGO_ECDSA ? pins->ecdsa_public_key : pins->ed25519_key;
     const char *an = a == E2EE_ALGO_ECDSA ? "ecdsa" : "ed25519";
     if (!key[0])
-        return fail(err, LP_E2EE_REFUSED, "e2ee.key",
-                    "the verified remote has no %s key for %s", an, f->name);
+        return fail(err, LP_E2EE_REFUSED, "e2ee.key", "the verified remote has no %s key for %s",
+                    an, f->name);
     snprintf(desc, cap, "%s %s", f->name, an);
     return LP_E2EE_OK;
 }
 
-int lp_e2ee_policy(const char *mode, const lp_pins_t *pins, const char *method,
-                   const char *route, char *desc, size_t cap, lp_e2ee_err_t *err)
+int lp_e2ee_policy(const char *mode, const lp_pins_t *pins, const char *method, const char *route,
+                   char *desc, size_t cap, lp_e2ee_err_t *err)
 {
     int bodiless = method && (!strcmp(method, "GET") || !strcmp(method, "HEAD"));
     if ((mode && !strcmp(mode, "off")) || bodiless) {

@@ -124,8 +124,8 @@ int lp_e2ee_plan(const char *format, const lp_pins_t *pins, const char *route, c
  *   LP_E2EE_REFUSE  answer 400 with *err, send nothing (desc "refused (check)")
  * err may be NULL. */
 enum { LP_E2EE_CLEAR = 0, LP_E2EE_SEAL = 1, LP_E2EE_REFUSE = 2 };
-int lp_e2ee_policy(const char *mode, const lp_pins_t *pins, const char *method,
-                   const char *route, char *desc, size_t cap, lp_e2ee_err_t *err);
+int lp_e2ee_policy(const char *mode, const lp_pins_t *pins, const char *method, const char *route,
+                   char *desc, size_t cap, lp_e2ee_err_t *err);
 /* "dstack-v2 ed25519" etc., for logs and the status page. */
 const char *lp_e2ee_describe(const lp_e2ee_t *e);
 

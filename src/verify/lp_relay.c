@@ -1149,6 +1149,8 @@ static void relay(conn_t *c, const char *path, size_t path_n)
     if (c->e2ee) {
         wipe(&c->body);
         wipe(&c->plain);
+        /* the app's bytes as read (those of a pipelined next request kept) */
+        sodium_memzero(c->rbuf, c->rpos < c->rlen ? c->rpos : sizeof c->rbuf);
         lp_e2ee_free(c->e2ee);
         c->e2ee = NULL;
     }

@@ -720,8 +720,8 @@ static void test_policy(void **st)
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         memset(&err, 0, sizeof err);
-        int r = lp_e2ee_policy(cases[i].mode, &G.pins, cases[i].method, cases[i].route, d,
-                               sizeof d, &err);
+        int r = lp_e2ee_policy(cases[i].mode, &G.pins, cases[i].method, cases[i].route, d, sizeof d,
+                               &err);
         assert_int_equal(r, cases[i].want);
         if (r == LP_E2EE_REFUSE)
             assert_string_equal(err.check, cases[i].desc);
@@ -735,9 +735,9 @@ static void test_policy(void **st)
     assert_int_equal(lp_e2ee_policy(NULL, &p, "POST", "/v1/chat/completions", d, sizeof d, &err),
                      LP_E2EE_CLEAR);
     assert_true(strncmp(d, "clear (", 7) == 0);
-    assert_int_equal(lp_e2ee_policy("near-v2", &p, "POST", "/v1/chat/completions", d, sizeof d,
-                                    &err),
-                     LP_E2EE_REFUSE);
+    assert_int_equal(
+        lp_e2ee_policy("near-v2", &p, "POST", "/v1/chat/completions", d, sizeof d, &err),
+        LP_E2EE_REFUSE);
     assert_string_equal(err.check, "e2ee.key");
     /* no pins (not verified): the format alone; no err pointer needed */
     assert_int_equal(lp_e2ee_policy(NULL, NULL, NULL, "/v1/chat/completions", d, sizeof d, NULL),
@@ -750,9 +750,9 @@ static void test_policy(void **st)
     assert_int_equal(lp_e2ee_plan("bogus", NULL, "/v1/chat/completions", d, sizeof d, &err),
                      LP_E2EE_REFUSED);
     /* the plan names what the codec then uses */
-    assert_int_equal(lp_e2ee_plan("dstack-v1:ecdsa", &G.pins, "/v1/chat/completions", d, sizeof d,
-                                  &err),
-                     LP_E2EE_OK);
+    assert_int_equal(
+        lp_e2ee_plan("dstack-v1:ecdsa", &G.pins, "/v1/chat/completions", d, sizeof d, &err),
+        LP_E2EE_OK);
     lp_e2ee_t *e = lp_e2ee_new("dstack-v1:ecdsa", &G.pins, "/v1/chat/completions", &err);
     assert_non_null(e);
     assert_string_equal(d, lp_e2ee_describe(e));
