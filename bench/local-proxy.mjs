@@ -14,7 +14,9 @@
 // by the content tokens relayed. Targets (issue 13): added p50 <= 0.3 ms, <= 2 us CPU per token.
 // Without a `vllm-proxy-verify` that has the proxy command, the (b) rows are skipped, saying so.
 // Knobs: BENCH_LP_N (300 requests per row), BENCH_LP_WARMUP (30), BENCH_LP_CPU_STREAMS (400),
-// BENCH_LP_ARGS (more arguments for `vllm-proxy-verify proxy`, split on spaces),
+// BENCH_LP_ARGS (more arguments for `vllm-proxy-verify proxy`, split on spaces; without an
+// `--e2ee` there, `--e2ee off` is added: the targets are the plain relay's; BENCH_LP_ARGS='--e2ee
+// auto' measures the end-to-end encrypted relay, which costs more per token by design),
 // BENCH_PIN (one | 0), BENCH_BUILD (build), BENCH_STRICT (1: exit 1 on a missed target or a skipped (b)).
 // Output: the table on stdout, raw figures in bench/out/local-proxy.json.
 // Run: node bench/local-proxy.mjs  (after make all); make bench runs it (BENCH_NO_LOCAL_PROXY=1 skips).
@@ -137,7 +139,7 @@ const inbandHeaders = { ...directHeaders, 'X-Signature-Inband': '1', TE: 'traile
 }
 
 // ---------- (b): vllm-proxy-verify proxy ----------
-let skipWhy = null, lpPort = null;
+let skipWhy = null, lpPort = null, lpE2ee = 'off';
 const verifyBin = path.join(BUILD, 'vllm-proxy-verify');
 const lpLog = path.join(os.tmpdir(), `vp-local-proxy-bench-${process.pid}.log`);
 if (!fs.existsSync(verifyBin)) skipWhy = `${verifyBin} missing (make all)`;
@@ -151,6 +153,8 @@ if (!skipWhy) {
   lpPort = await freePort();
   const out = fs.openSync(lpLog, 'w');
   const extra = (E.BENCH_LP_ARGS ?? '').split(/\s+/).filter(Boolean);
+  if (!extra.includes('--e2ee')) extra.push('--e2ee', 'off');
+  lpE2ee = extra[extra.indexOf('--e2ee') + 1];
   lp = spawn(verifyBin, ['proxy', remote.url, '--listen', `127.0.0.1:${lpPort}`, '--token', remote.token, '--allow-simulated', ...extra],
     { env: { ...E, VLLM_PROXY_TOKEN: remote.token }, stdio: ['ignore', out, out] });
   lp.on('exit', (code, sig) => { lp.exited = { code, sig }; });
@@ -219,7 +223,7 @@ const cpus = os.cpus();
 const lines = [];
 lines.push(`Local verifying proxy overhead (${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC, ${cpus.length} CPUs "${cpus[0]?.model.trim()}", `
   + `${TOKENS}-token answers, mock delay 0, ${N} requests per row after ${WARMUP} warm-up, one connection, `
-  + `${PIN === 'one' ? 'every process on CPU 0' : 'not pinned'})`);
+  + `${PIN === 'one' ? 'every process on CPU 0' : 'not pinned'}, local proxy --e2ee ${lpE2ee})`);
 lines.push('| answer           | (a) direct p50 | (a) p90    | (a\') in-band p50 | (b) local proxy p50 | (b) p90    | added p50 (b - a) | ratio   |');
 lines.push('|------------------|---------------:|-----------:|------------------:|--------------------:|-----------:|------------------:|--------:|');
 for (const r of rows) {
@@ -243,7 +247,7 @@ if (skipWhy) {
 }
 console.log(lines.join('\n'));
 fs.mkdirSync(path.join(HERE, 'out'), { recursive: true });
-fs.writeFileSync(path.join(HERE, 'out', 'local-proxy.json'), JSON.stringify({ rows, cpu, skipped: skipWhy, n: N, warmup: WARMUP, tokens: TOKENS }, null, 2));
+fs.writeFileSync(path.join(HERE, 'out', 'local-proxy.json'), JSON.stringify({ rows, cpu, e2ee: lpE2ee, skipped: skipWhy, n: N, warmup: WARMUP, tokens: TOKENS }, null, 2));
 
 direct.destroy();
 localAgent.destroy();

@@ -54,6 +54,7 @@ static struct {
     char remote[512], listen[300], policy_path[512];
     long recheck_s;
     int allow_simulated, allow_http;
+    char e2ee[40];
     /* answers */
     uint64_t n_verified, n_rejected;
     lp_answer_t answers[LP_ANSWERS]; /* a ring: answers[(head - 1 - i) % N] is the i-th newest */
@@ -107,6 +108,7 @@ static void set_opts_locked(const lp_opts_t *o)
     S.recheck_s = o->recheck_s > 0 ? o->recheck_s : LP_DEFAULT_RECHECK_S;
     S.allow_simulated = o->allow_simulated;
     S.allow_http = o->allow_http;
+    copy_str(S.e2ee, sizeof S.e2ee, o->e2ee);
 }
 
 /* ---- one verification (the attestation thread only) ---- */
@@ -625,6 +627,7 @@ void lp_att_snapshot(lp_snap_t *s)
     s->recheck_s = S.recheck_s;
     s->allow_simulated = S.allow_simulated;
     s->allow_http = S.allow_http;
+    copy_str(s->e2ee, sizeof s->e2ee, S.e2ee);
     s->verified = answer_locked(&s->pins, s->why, sizeof s->why);
     s->in_progress = S.in_progress;
     s->checked_at = S.checked_at;

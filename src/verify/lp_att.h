@@ -48,6 +48,7 @@ typedef struct lp_snap {
     char remote[512], listen[300];
     long recheck_s;
     int allow_simulated, allow_http;
+    char e2ee[40];     /* --e2ee as given ("" when not: auto) */
     int verified;      /* lp_att_pins would return 1 */
     int in_progress;   /* a verification is running */
     char why[512];     /* when not verified: the reason (one sentence) */

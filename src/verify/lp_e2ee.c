@@ -69,58 +69,119 @@ void lp_e2ee_free(lp_e2ee_t *e)
 
 const char *lp_e2ee_describe(const lp_e2ee_t *e) { return e->desc; }
 
-lp_e2ee_t *lp_e2ee_new(const char *format, const lp_pins_t *pins, const char *route,
-                       lp_e2ee_err_t *err)
+/* What lp_e2ee_new would pick: the format, the algorithm (when pins are given) and the route.
+ * 0, or LP_E2EE_REFUSED with *err. */
+static int choose(const char *format, const lp_pins_t *pins, const char *route,
+                  const e2ee_client_format_t **fp, e2ee_algo_t *ap, int *rp, lp_e2ee_err_t *err)
 {
     int r = route_of(route);
-    if (r < 0) {
-        fail(err, LP_E2EE_REFUSED, "e2ee.route",
-             "end-to-end encryption covers /v1/chat/completions, /v1/completions and "
-             "/v1/embeddings only: the request was not sent");
-        return NULL;
-    }
+    if (r < 0)
+        return fail(err, LP_E2EE_REFUSED, "e2ee.route",
+                    "end-to-end encryption covers /v1/chat/completions, /v1/completions and "
+                    "/v1/embeddings only: the request was not sent");
     char name[32];
     const char *algo = NULL;
     if (!format || !strcmp(format, "auto"))
         snprintf(name, sizeof name, "%s", r == R_CHAT ? "dstack-v2" : "near-v2");
     else {
         size_t n = strcspn(format, ":");
-        if (n >= sizeof name) {
-            fail(err, LP_E2EE_REFUSED, "e2ee.format", "unknown E2EE format");
-            return NULL;
-        }
+        if (n >= sizeof name)
+            return fail(err, LP_E2EE_REFUSED, "e2ee.format", "unknown E2EE format");
         memcpy(name, format, n);
         name[n] = '\0';
         if (format[n] == ':')
             algo = format + n + 1;
     }
     const e2ee_client_format_t *f = e2ee_client_format(name);
-    if (!f || (algo && strcmp(algo, "ecdsa") && strcmp(algo, "ed25519"))) {
-        fail(err, LP_E2EE_REFUSED, "e2ee.format",
-             "unknown E2EE format %.40s: auto, dstack-v2, near-v2, dstack-v1 or near-v1, "
-             "optionally with :ecdsa or :ed25519",
-             format);
-        return NULL;
+    if (!f || (algo && strcmp(algo, "ecdsa") && strcmp(algo, "ed25519")))
+        return fail(err, LP_E2EE_REFUSED, "e2ee.format",
+                    "unknown E2EE format %.40s: auto, dstack-v2, near-v2, dstack-v1 or near-v1, "
+                    "optionally with :ecdsa or :ed25519",
+                    format);
+    if (f->family == E2EE_FAM_ACI)
+        return fail(err, LP_E2EE_REFUSED, "e2ee.format",
+                    "aci-v2 needs the ACI keyset, which the local proxy does not pin: use "
+                    "dstack-v2 or near-v2");
+    if (f->family == E2EE_FAM_DSTACK && r != R_CHAT)
+        return fail(err, LP_E2EE_REFUSED, "e2ee.format",
+                    "%s encrypts /v1/chat/completions only; use near-v2 (or auto) for this route: "
+                    "the request was not sent",
+                    f->name);
+    *fp = f;
+    *rp = r;
+    if (!pins)
+        return 0;
+    *ap = algo ? (strcmp(algo, "ecdsa") ? E2EE_ALGO_ED25519 : E2EE_ALGO_ECDSA)
+               : (pins->ed25519_key[0] ? E2EE_ALGO_ED25519 : E2EE_ALGO_ECDSA);
+    return 0;
+}
+
+int lp_e2ee_plan(const char *format, const lp_pins_t *pins, const char *route, char *desc,
+                 size_t cap, lp_e2ee_err_t *err)
+{
+    const e2ee_client_format_t *f = NULL;
+    e2ee_algo_t a = E2EE_ALGO_ED25519;
+    int r = 0;
+    if (choose(format, pins, route, &f, &a, &r, err) != 0)
+        return LP_E2EE_REFUSED;
+    if (!pins) {
+        snprintf(desc, cap, "%s", f->name);
+        return LP_E2EE_OK;
     }
-    if (f->family == E2EE_FAM_ACI) {
-        fail(err, LP_E2EE_REFUSED, "e2ee.format",
-             "aci-v2 needs the ACI keyset, which the local proxy does not pin: use dstack-v2 "
-             "or near-v2");
-        return NULL;
+    const char *key = a == E2EE_ALGO_ECDSA ? pins->ecdsa_public_key : pins->ed25519_key;
+    const char *an = a == E2EE_ALGO_ECDSA ? "ecdsa" : "ed25519";
+    if (!key[0])
+        return fail(err, LP_E2EE_REFUSED, "e2ee.key", "the verified remote has no %s key for %s",
+                    an, f->name);
+    snprintf(desc, cap, "%s %s", f->name, an);
+    return LP_E2EE_OK;
+}
+
+int lp_e2ee_policy(const char *mode, const lp_pins_t *pins, const char *method, const char *route,
+                   char *desc, size_t cap, lp_e2ee_err_t *err)
+{
+    int bodiless = method && (!strcmp(method, "GET") || !strcmp(method, "HEAD"));
+    if ((mode && !strcmp(mode, "off")) || bodiless) {
+        snprintf(desc, cap, "clear");
+        return LP_E2EE_CLEAR;
     }
-    if (f->family == E2EE_FAM_DSTACK && r != R_CHAT) {
-        fail(err, LP_E2EE_REFUSED, "e2ee.format",
-             "%s encrypts /v1/chat/completions only; use near-v2 (or auto) for this route: the "
-             "request was not sent",
-             f->name);
-        return NULL;
+    int aut = !mode || !strcmp(mode, "auto");
+    if (aut && (route_of(route) < 0 || (method && strcmp(method, "POST")))) {
+        snprintf(desc, cap, "clear");
+        return LP_E2EE_CLEAR;
     }
+    lp_e2ee_err_t e;
+    if (!err)
+        err = &e;
+    if (method && strcmp(method, "POST")) { /* a FORMAT, and a body that is not a POST's */
+        fail(err, LP_E2EE_REFUSED, "e2ee.route",
+             "end-to-end encryption covers POST requests only: the request was not sent");
+        snprintf(desc, cap, "refused (%s)", err->check);
+        return LP_E2EE_REFUSE;
+    }
+    if (lp_e2ee_plan(aut ? "auto" : mode, pins, route, desc, cap, err) == LP_E2EE_OK)
+        return LP_E2EE_SEAL;
+    if (aut && !strcmp(err->check, "e2ee.key")) {
+        /* the attested report names no key to encrypt to: the remote offers no E2EE */
+        snprintf(desc, cap, "clear (%s)", err->msg);
+        return LP_E2EE_CLEAR;
+    }
+    snprintf(desc, cap, "refused (%s)", err->check);
+    return LP_E2EE_REFUSE;
+}
+
+lp_e2ee_t *lp_e2ee_new(const char *format, const lp_pins_t *pins, const char *route,
+                       lp_e2ee_err_t *err)
+{
+    const e2ee_client_format_t *f = NULL;
+    e2ee_algo_t a = E2EE_ALGO_ED25519;
+    int r = 0;
+    if (choose(format, pins, route, &f, &a, &r, err) != 0)
+        return NULL;
     if (!pins) {
         fail(err, LP_E2EE_REFUSED, "e2ee.key", "no verified remote");
         return NULL;
     }
-    e2ee_algo_t a = algo ? (strcmp(algo, "ecdsa") ? E2EE_ALGO_ED25519 : E2EE_ALGO_ECDSA)
-                         : (pins->ed25519_key[0] ? E2EE_ALGO_ED25519 : E2EE_ALGO_ECDSA);
     const char *key = a == E2EE_ALGO_ECDSA ? pins->ecdsa_public_key : pins->ed25519_key;
     lp_e2ee_t *e = calloc(1, sizeof *e);
     if (!e || sodium_init() < 0) {

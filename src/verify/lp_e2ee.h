@@ -107,6 +107,25 @@ enum { LP_E2EE_OK = 0, LP_E2EE_REFUSED = -1, LP_E2EE_FAILED = -2 };
  * request with 400; it never sends it in clear). */
 lp_e2ee_t *lp_e2ee_new(const char *format, const lp_pins_t *pins, const char *route,
                        lp_e2ee_err_t *err);
+/* What lp_e2ee_new would use for this route, without making keys: "dstack-v2 ed25519" (the
+ * format and the key; the format alone when pins is NULL) into desc. LP_E2EE_OK, or
+ * LP_E2EE_REFUSED with *err as lp_e2ee_new would refuse (the route, the format, a missing
+ * key). For the status documents and for checking --e2ee at start. */
+int lp_e2ee_plan(const char *format, const lp_pins_t *pins, const char *route, char *desc,
+                 size_t cap, lp_e2ee_err_t *err);
+/* The --e2ee policy for one request (docs/VERIFY.md "End-to-end encryption"). mode: NULL or
+ * "auto" (POST /v1/chat/completions, /v1/completions and /v1/embeddings sealed in the auto
+ * formats, everything else in clear; in clear also when the verified report names no key to
+ * encrypt to), "off" (nothing sealed), or a FORMAT (every request but GET and HEAD sealed in
+ * it, or refused). method: the request's ("POST" when NULL). pins: the verified remote's, or
+ * NULL (then desc names the format without the key). Returns:
+ *   LP_E2EE_CLEAR   relay as it is (desc "clear", or "clear (why)")
+ *   LP_E2EE_SEAL    lp_e2ee_new(mode, ...) (desc: "dstack-v2 ed25519", ...)
+ *   LP_E2EE_REFUSE  answer 400 with *err, send nothing (desc "refused (check)")
+ * err may be NULL. */
+enum { LP_E2EE_CLEAR = 0, LP_E2EE_SEAL = 1, LP_E2EE_REFUSE = 2 };
+int lp_e2ee_policy(const char *mode, const lp_pins_t *pins, const char *method, const char *route,
+                   char *desc, size_t cap, lp_e2ee_err_t *err);
 /* "dstack-v2 ed25519" etc., for logs and the status page. */
 const char *lp_e2ee_describe(const lp_e2ee_t *e);
 

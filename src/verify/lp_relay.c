@@ -33,7 +33,10 @@
 
 #include <curl/curl.h>
 
+#include <sodium.h>
+
 #include "core/sha.h"
+#include "verify/lp_e2ee.h"
 #include "verify/vsig.h"
 
 #define LP_MAX_HELD_ANSWER (1u * 1024u * 1024u) /* a stream's [DONE] and what follows it */
@@ -154,6 +157,12 @@ typedef struct conn {
     uint64_t curl_gen;
     sha_ctx *sha;
     buf_t ev, held, resp, rhead, rtrail, tmp;
+    /* end-to-end encryption of this request (NULL: in clear): the codec, its failure, the
+     * sealed body sent, the plaintext handed to the app (wiped after each use) */
+    lp_e2ee_t *e2ee;
+    int e2ee_failed;
+    lp_e2ee_err_t e2ee_err;
+    buf_t sealed, plain;
     /* per-request outcome for the log line */
     long status;
     size_t sent;
@@ -666,7 +675,8 @@ static void return_headers(conn_t *c, buf_t *out)
         const char *colon = memchr(p, ':', (size_t)(le - p));
         if (colon && well_formed(p, colon, le) && !in_list(p, (size_t)(colon - p), NO_RETURN,
                               sizeof NO_RETURN / sizeof NO_RETURN[0]) &&
-            !(colon - p > 15 && strncasecmp(p, "Access-Control-", 15) == 0)) {
+            !(colon - p > 15 && strncasecmp(p, "Access-Control-", 15) == 0) &&
+            !(c->e2ee && colon - p > 7 && strncasecmp(p, "X-E2EE-", 7) == 0)) {
             buf_append(out, p, (size_t)(le - p));
             if (le[-1] != '\n')
                 buf_puts(out, "\r\n");
@@ -684,6 +694,8 @@ static int stream_head(rx_t *x)
                "Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n",
                x->status, reason_phrase(x->status), x->ctype);
     return_headers(c, &c->tmp);
+    if (c->e2ee)
+        buf_printf(&c->tmp, "X-Verify-E2EE: %s\r\n", lp_e2ee_describe(c->e2ee));
     buf_puts(&c->tmp, "\r\n");
     c->status = x->status;
     x->head_sent = 1;
@@ -728,6 +740,89 @@ static void event_id(rx_t *x, const char *p, size_t n)
     x->want_body_id = 0;
 }
 
+/* ---- end-to-end encryption (--e2ee; docs/VERIFY.md "End-to-end encryption") ---- */
+
+/* Opens the SSE events in p[0..n) (each ended by a blank line; a tail without one counts as
+ * one event) into out as "data: <plaintext>\n\n". Only data lines pass (several in one event
+ * are joined with "\n", as SSE does); comments and other fields are dropped. 0, or -1 with
+ * c->e2ee_err (c->e2ee_failed set). */
+static int e2ee_open_events(conn_t *c, const char *p, size_t n, buf_t *out)
+{
+    size_t i = 0;
+    while (i < n) {
+        const char *d1 = NULL;
+        size_t d1n = 0, ndata = 0;
+        buf_t join = BUF_INIT;
+        int rc = LP_E2EE_OK;
+        while (i < n) {
+            const char *nl = memchr(p + i, '\n', n - i);
+            size_t le = nl ? (size_t)(nl - p) : n, ll = le - i;
+            const char *line = p + i;
+            i = nl ? le + 1 : n;
+            if (ll && line[ll - 1] == '\r')
+                ll--;
+            if (ll == 0)
+                break; /* the end of this event */
+            if (ll < 5 || memcmp(line, "data:", 5) != 0)
+                continue;
+            size_t k = ll > 5 && line[5] == ' ' ? 6 : 5;
+            if (ndata == 1 && buf_append(&join, d1, d1n))
+                rc = LP_E2EE_FAILED;
+            if (ndata >= 1 && (buf_append(&join, "\n", 1) || buf_append(&join, line + k, ll - k)))
+                rc = LP_E2EE_FAILED;
+            if (ndata++ == 0) {
+                d1 = line + k;
+                d1n = ll - k;
+            }
+        }
+        if (rc != LP_E2EE_OK) {
+            snprintf(c->e2ee_err.check, sizeof c->e2ee_err.check, "e2ee.internal");
+            snprintf(c->e2ee_err.msg, sizeof c->e2ee_err.msg, "out of memory");
+        } else if (ndata) {
+            const char *dp = ndata > 1 ? join.data : d1;
+            size_t dn = ndata > 1 ? join.len : d1n;
+            buf_puts(out, "data: ");
+            rc = lp_e2ee_open_event(c->e2ee, (const uint8_t *)dp, dn, out, &c->e2ee_err);
+            buf_puts(out, "\n\n");
+        }
+        buf_free(&join);
+        if (rc != LP_E2EE_OK) {
+            c->e2ee_failed = 1;
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void wipe(buf_t *b)
+{
+    if (b->data)
+        sodium_memzero(b->data, b->len);
+    buf_reset(b);
+}
+
+/* Complete events p[0..n) to the app: as they came, or opened when the request was sealed.
+ * 0, or -1 (x->app_gone set, or c->e2ee_failed). */
+static int emit_events(rx_t *x, const char *p, size_t n)
+{
+    conn_t *c = x->c;
+    int rc;
+    if (c->e2ee) {
+        buf_reset(&c->plain);
+        if (e2ee_open_events(c, p, n, &c->plain) != 0) {
+            wipe(&c->plain);
+            return -1;
+        }
+        rc = send_chunk(c, c->plain.data, c->plain.len);
+        wipe(&c->plain);
+    } else {
+        rc = send_chunk(c, p, n);
+    }
+    if (rc != 0)
+        x->app_gone = 1;
+    return rc;
+}
+
 /* Streams complete events to the app as they arrive, holds the [DONE] event and anything
  * after it. One copy into c->ev, no allocation per event. 0, or -1 to abort. */
 static int stream_feed(rx_t *x, const char *p, size_t n)
@@ -767,10 +862,8 @@ static int stream_feed(rx_t *x, const char *p, size_t n)
             continue;
         }
         if (is_done_event(d + start, end - start)) {
-            if (send_chunk(c, d, start) != 0) {
-                x->app_gone = 1;
+            if (emit_events(x, d, start) != 0)
                 return -1;
-            }
             x->holding = 1;
             buf_reset(&c->held);
             int rc = buf_append(&c->held, d + start, len - start);
@@ -784,10 +877,8 @@ static int stream_feed(rx_t *x, const char *p, size_t n)
         i = end;
     }
     if (start) {
-        if (send_chunk(c, d, start) != 0) {
-            x->app_gone = 1;
+        if (emit_events(x, d, start) != 0)
             return -1;
-        }
         memmove(c->ev.data, d + start, len - start);
         c->ev.len = len - start;
         c->ev.data[c->ev.len] = '\0';
@@ -1044,7 +1135,76 @@ static int send_unverified_503(conn_t *c, const char *why)
     return 0;
 }
 
+/* E2EE request headers the app may send to do its own encryption. */
+static const char *const APP_E2EE[] = {
+    "X-Signing-Algo",       "X-Client-Pub-Key",     "X-Model-Pub-Key",
+    "X-Encryption-Version", "X-Encrypt-All-Fields", "X-Encrypt-Tool-Calls",
+};
+
+/* The app encrypts itself (its own E2EE headers): sealing again would hand the engine the
+ * app's ciphertext as text. 1 with *ee. */
+static int app_does_e2ee(const conn_t *c, lp_e2ee_err_t *ee)
+{
+    for (size_t i = 0; i < c->nh; i++) {
+        const char *nm = c->hb.data + c->name_off[i];
+        if (in_list(nm, strlen(nm), APP_E2EE, sizeof APP_E2EE / sizeof APP_E2EE[0]) ||
+            strncasecmp(nm, "X-E2EE-", 7) == 0) {
+            snprintf(ee->check, sizeof ee->check, "e2ee.request");
+            snprintf(ee->msg, sizeof ee->msg,
+                     "the app sent its own E2EE header %.30s: this proxy encrypts itself (use "
+                     "--e2ee off to relay the app's); the request was not sent",
+                     nm);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* LP_E2EE_REFUSED: 400 in the OpenAI shape, code = the check; nothing was sent. */
+static void e2ee_refuse(conn_t *c, const lp_e2ee_err_t *ee)
+{
+    reply_error(c, 400, "invalid_request_error", ee->check, 0, "end-to-end encryption: %s",
+                ee->msg);
+    snprintf(c->outcome_buf, sizeof c->outcome_buf, "refused:%s", ee->check);
+    c->outcome = c->outcome_buf;
+}
+
+/* The rest of a sealed answer that verified, opened into c->plain: a stream's held tail (an
+ * unterminated event, then [DONE] and what follows), or a whole JSON answer. NULL, or the
+ * failed check (why: the detail). */
+static const char *e2ee_open_rest(conn_t *c, int stream, char *why, size_t cap)
+{
+    buf_reset(&c->plain);
+    int rc = stream ? (e2ee_open_events(c, c->ev.data, c->ev.len, &c->plain) ||
+                       e2ee_open_events(c, c->held.data, c->held.len, &c->plain))
+                    : lp_e2ee_open_json(c->e2ee, (const uint8_t *)(c->resp.data ? c->resp.data : ""),
+                                        c->resp.len, &c->plain, &c->e2ee_err);
+    if (rc == 0)
+        return NULL;
+    wipe(&c->plain);
+    snprintf(why, cap, "%s", c->e2ee_err.msg);
+    return c->e2ee_err.check;
+}
+
+static void relay_once(conn_t *c, const char *path, size_t path_n);
+
+/* One relayed request; then the E2EE state of it is wiped (the app's body, the plaintext,
+ * the codec's secrets). */
 static void relay(conn_t *c, const char *path, size_t path_n)
+{
+    relay_once(c, path, path_n);
+    if (c->e2ee) {
+        wipe(&c->body);
+        wipe(&c->plain);
+        /* the app's bytes as read (those of a pipelined next request kept) */
+        sodium_memzero(c->rbuf, c->rpos < c->rlen ? c->rpos : sizeof c->rbuf);
+        lp_e2ee_free(c->e2ee);
+        c->e2ee = NULL;
+    }
+    c->e2ee_failed = 0;
+}
+
+static void relay_once(conn_t *c, const char *path, size_t path_n)
 {
     lp_pins_t pins;
     char why[1024];
@@ -1061,9 +1221,15 @@ static void relay(conn_t *c, const char *path, size_t path_n)
     snprintf(route, sizeof route, "%.*s", (int)(path_n < 63 ? path_n : 63), path);
     char url_want[130];
     uint8_t req_hash[32];
-    sha256(c->body.data ? c->body.data : "", c->body.len, req_hash);
-    hex_encode(url_want, req_hash, 32);
-    url_want[64] = ':';
+    /* end-to-end encryption (--e2ee): sealed, in clear, or refused here */
+    char e2desc[96];
+    lp_e2ee_err_t ee;
+    memset(&ee, 0, sizeof ee);
+    int e2pol = lp_e2ee_policy(g_o->e2ee, &pins, c->method, route, e2desc, sizeof e2desc, &ee);
+    if (e2pol == LP_E2EE_REFUSE || (e2pol == LP_E2EE_SEAL && app_does_e2ee(c, &ee))) {
+        e2ee_refuse(c, &ee);
+        return;
+    }
 
     buf_t url = BUF_INIT;
     buf_printf(&url, "%s%s", g_remote, c->url.data);
@@ -1078,6 +1244,28 @@ again:;
     buf_reset(&c->rhead);
     buf_reset(&c->rtrail);
     sha256_reset(c->sha);
+    const char *send_p = c->body.data ? c->body.data : "";
+    size_t send_n = c->body.len;
+    const char *const *e2h = NULL;
+    if (e2pol == LP_E2EE_SEAL) {
+        /* a new codec (a fresh key pair, nonce and time) for every attempt, under the pins
+         * of this attempt; the signatures are over the ciphertext sent */
+        lp_e2ee_free(c->e2ee);
+        c->e2ee_failed = 0;
+        buf_reset(&c->sealed);
+        c->e2ee = lp_e2ee_new(g_o->e2ee, &pins, route, &ee);
+        if (!c->e2ee || lp_e2ee_seal_request(c->e2ee, (const uint8_t *)send_p, send_n,
+                                             &c->sealed, &e2h, &ee) != LP_E2EE_OK) {
+            e2ee_refuse(c, &ee);
+            buf_free(&url);
+            return;
+        }
+        send_p = c->sealed.data ? c->sealed.data : "";
+        send_n = c->sealed.len;
+    }
+    sha256(send_p, send_n, req_hash);
+    hex_encode(url_want, req_hash, 32);
+    url_want[64] = ':';
     CURL *h = handle_for(c, &pins);
     if (!h) {
         reply_error(c, 500, "server_error", NULL, 1, "out of memory");
@@ -1106,6 +1294,8 @@ again:;
     l = curl_slist_append(l, "Expect:");
     l = curl_slist_append(l, "X-Signature-Inband: 1");
     l = curl_slist_append(l, "TE: trailers");
+    for (size_t i = 0; e2h && e2h[i]; i++)
+        l = curl_slist_append(l, e2h[i]);
     l = auth_header(c, l);
     curl_easy_setopt(h, CURLOPT_URL, url.data);
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, l);
@@ -1117,8 +1307,8 @@ again:;
         if (strcmp(c->method, "POST") != 0)
             curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, c->method);
         curl_easy_setopt(h, CURLOPT_POST, 1L);
-        curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)c->body.len);
-        curl_easy_setopt(h, CURLOPT_POSTFIELDS, c->body.data ? c->body.data : "");
+        curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)send_n);
+        curl_easy_setopt(h, CURLOPT_POSTFIELDS, send_p);
     }
     curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_rheader);
     curl_easy_setopt(h, CURLOPT_HEADERDATA, &x);
@@ -1145,6 +1335,21 @@ again:;
     }
     char sig_id[256] = "";
     raw_header(&c->rhead, "X-Signature-Id", sig_id, sizeof sig_id);
+    if ((rc != CURLE_OK || !x.headers_done) && c->e2ee_failed && x.head_sent) {
+        /* an event of the sealed stream did not open: nothing of it reached the app */
+        buf_reset(&c->tmp);
+        buf_puts(&c->tmp, "data: ");
+        verification_error(&c->tmp, c->e2ee_err.check, c->e2ee_err.msg);
+        buf_puts(&c->tmp, "\n\n");
+        send_chunk(c, c->tmp.data, c->tmp.len);
+        send_all(c->fd, "0\r\n\r\n", 5);
+        snprintf(c->outcome_buf, sizeof c->outcome_buf, "failed:%s", c->e2ee_err.check);
+        c->outcome = c->outcome_buf;
+        lp_att_answer(route, sig_id[0] ? sig_id : (x.body_id[0] ? x.body_id : NULL), 1,
+                      c->e2ee_err.check);
+        buf_free(&url);
+        return;
+    }
     if (rc != CURLE_OK || !x.headers_done) {
         const char *what = x.app_gone   ? "the app left"
                            : x.too_big  ? "the answer is larger than this proxy holds"
@@ -1202,6 +1407,8 @@ again:;
         } else {
             failed = verify_answer(c, &pins, sig_id, url_want, fwhy, sizeof fwhy);
         }
+        if (!failed && c->e2ee)
+            failed = e2ee_open_rest(c, x.stream, fwhy, sizeof fwhy);
         lp_att_answer(route, sig_id[0] ? sig_id : NULL, x.stream, failed);
     }
     if (x.stream) {
@@ -1211,6 +1418,8 @@ again:;
             verification_error(&c->tmp, failed, fwhy);
             buf_puts(&c->tmp, "\n\n");
             send_chunk(c, c->tmp.data, c->tmp.len);
+        } else if (c->e2ee) {
+            send_chunk(c, c->plain.data, c->plain.len);
         } else {
             send_chunk(c, c->ev.data, c->ev.len);
             send_chunk(c, c->held.data, c->held.len);
@@ -1226,12 +1435,16 @@ again:;
         buf_t extra = BUF_INIT;
         return_headers(c, &extra);
         buf_printf(&extra, "X-Verify: %s\r\n", signed_answer ? "verified" : "unsigned");
+        /* a sealed 2xx answer was opened into c->plain; any other answer goes as it came */
+        const buf_t *ob = c->e2ee && signed_answer ? &c->plain : &c->resp;
+        if (c->e2ee)
+            buf_printf(&extra, "X-Verify-E2EE: %s\r\n", lp_e2ee_describe(c->e2ee));
         char ct[300];
         snprintf(ct, sizeof ct, "%s", x.ctype[0] ? x.ctype : "application/octet-stream");
-        if (send_head(c, x.status, ct, c->resp.len, extra.data, 0) == 0 && c->resp.len &&
+        if (send_head(c, x.status, ct, ob->len, extra.data, 0) == 0 && ob->len &&
             strcmp(c->method, "HEAD") != 0)
-            send_all(c->fd, c->resp.data, c->resp.len);
-        c->sent = c->resp.len;
+            send_all(c->fd, ob->data, ob->len);
+        c->sent = ob->len;
         buf_free(&extra);
     }
     c->status = x.status;
@@ -1239,7 +1452,7 @@ again:;
         snprintf(c->outcome_buf, sizeof c->outcome_buf, "failed:%s", failed);
         c->outcome = c->outcome_buf;
     } else {
-        c->outcome = signed_answer ? "verified" : "unsigned";
+        c->outcome = !signed_answer ? "unsigned" : c->e2ee ? "verified,e2ee" : "verified";
     }
     buf_free(&url);
 }
@@ -1342,6 +1555,9 @@ void lp_conn_serve(int fd)
     buf_free(&c->rhead);
     buf_free(&c->rtrail);
     buf_free(&c->tmp);
+    buf_free(&c->sealed);
+    wipe(&c->plain);
+    buf_free(&c->plain);
     shutdown(fd, SHUT_WR);
     close(fd);
     free(c);

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "verify/lp_att.h"
+#include "verify/lp_e2ee.h"
 #include "verify/lproxy.h"
 #include "verify/vout.h"
 
@@ -51,6 +52,17 @@ static void jtime(buf_t *out, const char *key, time_t t)
     if (t)
         iso_time(t, ts);
     jkv(out, key, t ? ts : NULL, 0);
+}
+
+/* --e2ee per route (lp_e2ee_policy): the three routes it can seal, then "other" (any other
+ * route's POST). */
+static const char *const E2EE_ROUTES[] = {"/v1/chat/completions", "/v1/completions",
+                                          "/v1/embeddings", "other"};
+
+static void e2ee_route(const lp_snap_t *s, size_t i, char *d, size_t cap)
+{
+    lp_e2ee_policy(s->e2ee[0] ? s->e2ee : NULL, s->verified ? &s->pins : NULL, "POST",
+                   i < 3 ? E2EE_ROUTES[i] : "/v1/other", d, cap, NULL);
 }
 
 static const char *state_name(const lp_snap_t *s)
@@ -136,7 +148,15 @@ void lp_status_json(buf_t *out)
     jkv(out, "source", m->gpu_source, 0);
     jkv(out, "local_checks", m->gpu_local, 0);
     jkv(out, "nras", m->gpu_nras, 0);
-    buf_puts(out, "},\"policy\":{");
+    buf_puts(out, "},\"e2ee\":{");
+    jkv(out, "mode", s.e2ee[0] ? s.e2ee : "auto", 1);
+    buf_puts(out, ",\"routes\":{");
+    for (size_t i = 0; i < 4; i++) {
+        char d[160];
+        e2ee_route(&s, i, d, sizeof d);
+        jkv(out, E2EE_ROUTES[i], d, i == 0);
+    }
+    buf_puts(out, "}},\"policy\":{");
     jkv(out, "file", s.policy_path, 1);
     buf_puts(out, ",\"content\":");
     struct json_object *pol = s.policy_json ? json_tokener_parse(s.policy_json) : NULL;
@@ -311,6 +331,15 @@ void lp_status_html(buf_t *out)
     hrow(out, "k-ecdsa", "ECDSA signing address", m->ecdsa_address);
     hrow(out, "k-ecdsa-pub", "ECDSA public key", m->ecdsa_public_key);
     hrow(out, "k-ed25519", "Ed25519 signing key", m->ed25519_key);
+    buf_puts(out, "</table>\n<h2>End-to-end encryption (--e2ee ");
+    h(out, s.e2ee[0] ? s.e2ee : "auto");
+    buf_puts(out, ")</h2>\n<table id=\"e2ee\">\n");
+    for (size_t i = 0; i < 4; i++) {
+        char d[160], key[16];
+        e2ee_route(&s, i, d, sizeof d);
+        snprintf(key, sizeof key, "e-%zu", i);
+        hrow(out, key, i < 3 ? E2EE_ROUTES[i] : "other routes (POST)", d);
+    }
     buf_puts(out, "</table>\n<h2>GPU evidence</h2>\n<table id=\"gpu\">\n");
     snprintf(n, sizeof n, "%d", m->gpu_count);
     hrow(out, "g-count", "GPUs in the evidence", n);

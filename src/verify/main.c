@@ -18,6 +18,7 @@
 #include "nvidia/evidence.h"
 #include "proxy/config.h"
 #include "tdx/roots.h"
+#include "verify/lp_e2ee.h"
 #include "verify/lproxy.h"
 #include "verify/verify.h"
 #include "verify/vout.h"
@@ -343,7 +344,16 @@ static void help(const char *cmd)
                "  --recheck SECONDS         re-verify the remote this often (default 300)\n"
                "  --max-connections N       local connections served at once (default 64; beyond: 503)\n"
                "  --allow-http              accept a plain-http remote (tests: nothing is pinned)\n"
-               "  --e2ee                    not yet: end-to-end encryption through the local proxy\n"
+               "  --e2ee auto|off|FORMAT    end-to-end encryption to the attested key, so that anything\n"
+               "                            between here and the CVM sees ciphertext (docs/VERIFY.md).\n"
+               "                            auto (default): POST /v1/chat/completions (dstack-v2),\n"
+               "                            /v1/completions and /v1/embeddings (near-v2) encrypted,\n"
+               "                            other routes in clear; a remote that refuses it fails\n"
+               "                            those requests (no fallback to clear). FORMAT (dstack-v2,\n"
+               "                            near-v2, dstack-v1, near-v1, optionally :ecdsa or\n"
+               "                            :ed25519): every request with a body in that format, or\n"
+               "                            refused (400). off: nothing encrypted. Tools, logprobs,\n"
+               "                            token ids are refused (400) while encrypting\n"
                "  --signing-algo, --nonce, --tls-spki, --save-report do not apply here\n"
                "%s%s%s",
                OPT_QUOTE, OPT_GPU, OPT_COMMON);
@@ -538,9 +548,16 @@ static int parse_opts(int argc, char **argv, const char *cmd, vopts_t *o)
         case O_PROMPT: o->prompt = optarg; break;
         case O_STREAM: o->stream = 1; break;
         case O_E2EE: {
-            if (strcmp(cmd, "proxy") == 0)
-                return usage_error(cmd, "--e2ee: not yet (end-to-end encryption through the local "
-                                        "proxy comes later)");
+            if (strcmp(cmd, "proxy") == 0) {
+                lp_e2ee_err_t ee;
+                char d[64];
+                if (strcmp(optarg, "auto") && strcmp(optarg, "off") &&
+                    lp_e2ee_plan(optarg, NULL, "/v1/chat/completions", d, sizeof d, &ee) != 0)
+                    return usage_error(cmd, "--e2ee: auto, off, dstack-v2, near-v2, dstack-v1 or "
+                                            "near-v1, optionally with :ecdsa or :ed25519");
+                g_lp.e2ee = optarg;
+                break;
+            }
             const char *bad = ve2ee_parse_format(optarg);
             if (bad)
                 return usage_error(cmd, bad);

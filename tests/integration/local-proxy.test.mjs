@@ -61,7 +61,9 @@ describe('local verifying proxy', { skip: !have && 'vllm-proxy-verify not built'
   before(async () => {
     remote = await startRemote();
     tamper = await startTamper({ target: remote, mode: 'pass' });
-    lp = await startLocal(tamper.url, ['--allow-simulated']);
+    // in clear (--e2ee off), so that the tamper's edits land on the text the app reads;
+    // the same cases under end-to-end encryption: local-proxy-e2ee.test.mjs
+    lp = await startLocal(tamper.url, ['--allow-simulated', '--e2ee', 'off']);
   });
   after(async () => {
     await lp?.stop();
@@ -262,7 +264,7 @@ describe('local verifying proxy: refusals', { skip: !have && 'vllm-proxy-verify 
     }
   });
 
-  test('usage: an http remote needs --allow-http; --e2ee is refused (not yet)', () => {
+  test('usage: an http remote needs --allow-http; --e2ee takes auto, off or a format', () => {
     const run = (args) => {
       try {
         execFileSync(binary('vllm-proxy-verify'), args, { stdio: 'pipe' });
@@ -274,9 +276,9 @@ describe('local verifying proxy: refusals', { skip: !have && 'vllm-proxy-verify 
     const a = run(['proxy', 'http://127.0.0.1:1']);
     assert.equal(a.code, 2);
     assert.match(a.err, /--allow-http/);
-    const b = run(['proxy', remote.url, '--e2ee', 'near-v2']);
+    const b = run(['proxy', remote.url, '--e2ee', 'aci-v2']);
     assert.equal(b.code, 2);
-    assert.match(b.err, /not yet/);
+    assert.match(b.err, /--e2ee: auto, off/);
     const c = run(['report', remote.url, '--listen', '127.0.0.1:1']);
     assert.equal(c.code, 2);
   });

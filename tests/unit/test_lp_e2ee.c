@@ -692,6 +692,73 @@ static void test_new(void **st)
     lp_e2ee_free(b);
 }
 
+/* lp_e2ee_policy (--e2ee per request) and lp_e2ee_plan: what the relay does with each. */
+static void test_policy(void **st)
+{
+    (void)st;
+    char d[160];
+    lp_e2ee_err_t err;
+    struct {
+        const char *mode, *method, *route;
+        int want;
+        const char *desc; /* or the check when refused */
+    } cases[] = {
+        {NULL, "POST", "/v1/chat/completions", LP_E2EE_SEAL, "dstack-v2 ed25519"},
+        {"auto", "POST", "/v1/completions", LP_E2EE_SEAL, "near-v2 ed25519"},
+        {NULL, "POST", "/v1/embeddings?x=1", LP_E2EE_SEAL, "near-v2 ed25519"},
+        {NULL, "POST", "/v1/tokenize", LP_E2EE_CLEAR, "clear"},
+        {NULL, "GET", "/v1/models", LP_E2EE_CLEAR, "clear"},
+        {NULL, "PUT", "/v1/chat/completions", LP_E2EE_CLEAR, "clear"},
+        {"off", "POST", "/v1/chat/completions", LP_E2EE_CLEAR, "clear"},
+        {"near-v2", "POST", "/v1/chat/completions", LP_E2EE_SEAL, "near-v2 ed25519"},
+        {"near-v2:ecdsa", "POST", "/v1/embeddings", LP_E2EE_SEAL, "near-v2 ecdsa"},
+        {"near-v2", "GET", "/v1/models", LP_E2EE_CLEAR, "clear"},
+        {"near-v2", "HEAD", "/v1/models", LP_E2EE_CLEAR, "clear"},
+        {"near-v2", "POST", "/v1/rerank", LP_E2EE_REFUSE, "e2ee.route"},
+        {"near-v2", "DELETE", "/v1/chat/completions", LP_E2EE_REFUSE, "e2ee.route"},
+        {"dstack-v2", "POST", "/v1/completions", LP_E2EE_REFUSE, "e2ee.format"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        memset(&err, 0, sizeof err);
+        int r = lp_e2ee_policy(cases[i].mode, &G.pins, cases[i].method, cases[i].route, d, sizeof d,
+                               &err);
+        assert_int_equal(r, cases[i].want);
+        if (r == LP_E2EE_REFUSE)
+            assert_string_equal(err.check, cases[i].desc);
+        else
+            assert_string_equal(d, cases[i].desc);
+    }
+    /* auto: a report without a key to encrypt to means the remote offers no E2EE: in clear;
+     * an explicit format is refused */
+    lp_pins_t p = G.pins;
+    p.ed25519_key[0] = p.ecdsa_public_key[0] = '\0';
+    assert_int_equal(lp_e2ee_policy(NULL, &p, "POST", "/v1/chat/completions", d, sizeof d, &err),
+                     LP_E2EE_CLEAR);
+    assert_true(strncmp(d, "clear (", 7) == 0);
+    assert_int_equal(
+        lp_e2ee_policy("near-v2", &p, "POST", "/v1/chat/completions", d, sizeof d, &err),
+        LP_E2EE_REFUSE);
+    assert_string_equal(err.check, "e2ee.key");
+    /* no pins (not verified): the format alone; no err pointer needed */
+    assert_int_equal(lp_e2ee_policy(NULL, NULL, NULL, "/v1/chat/completions", d, sizeof d, NULL),
+                     LP_E2EE_SEAL);
+    assert_string_equal(d, "dstack-v2");
+    /* plan refuses what lp_e2ee_new refuses */
+    assert_int_equal(lp_e2ee_plan("aci-v2", NULL, "/v1/chat/completions", d, sizeof d, &err),
+                     LP_E2EE_REFUSED);
+    assert_string_equal(err.check, "e2ee.format");
+    assert_int_equal(lp_e2ee_plan("bogus", NULL, "/v1/chat/completions", d, sizeof d, &err),
+                     LP_E2EE_REFUSED);
+    /* the plan names what the codec then uses */
+    assert_int_equal(
+        lp_e2ee_plan("dstack-v1:ecdsa", &G.pins, "/v1/chat/completions", d, sizeof d, &err),
+        LP_E2EE_OK);
+    lp_e2ee_t *e = lp_e2ee_new("dstack-v1:ecdsa", &G.pins, "/v1/chat/completions", &err);
+    assert_non_null(e);
+    assert_string_equal(d, lp_e2ee_describe(e));
+    lp_e2ee_free(e);
+}
+
 /* e2ee_open_hex_cached: the same answers as e2ee_open_hex, with one ECDH per ephemeral key. */
 static void test_open_cached(void **st)
 {
@@ -751,6 +818,7 @@ int main(void)
         cmocka_unit_test(test_request_refusals),
         cmocka_unit_test(test_new),
         cmocka_unit_test(test_open_cached),
+        cmocka_unit_test(test_policy),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

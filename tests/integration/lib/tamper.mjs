@@ -25,7 +25,13 @@
 //                   sees only the first
 //   other-cert      a pass relay that presents another certificate and key (made at start)
 //
-// startTamper({target, mode}) → {url, port, setMode(m), mode(), stats(), stop()}; target is
+// Capture (any mode): capture(true) starts recording, from empty, every byte the relay
+// receives from the local proxy (up: requests, TLS removed) and writes to it (down: answers,
+// as edited), on every connection; captured() → {up: Buffer, down: Buffer}; capture(false)
+// stops. What anything between the local proxy and the CVM would see.
+//
+// startTamper({target, mode}) → {url, port, setMode(m), mode(), stats(), capture(on),
+// captured(), stop()}; target is
 // a startRemote() object (its certPem/keyPem are read at each new connection, so a rotated
 // remote key is followed, and its port is vllm-proxy's plain port).
 
@@ -157,6 +163,7 @@ export async function startTamper({ target, mode = 'pass' } = {}) {
   const prevSigBody = {}; // signing_algo → {head fields, body} of the previous /v1/signature answer
   let firstReport = null; // raw bytes of the first report answer
   const sockets = new Set();
+  let cap = null; // {up: [], down: []} while capturing
 
   const server = net.createServer((raw) => {
     stats.connections++;
@@ -168,6 +175,12 @@ export async function startTamper({ target, mode = 'pass' } = {}) {
       ALPNProtocols: ['http/1.1'],
     });
     c.on('error', () => { c.destroy(); });
+    c.on('data', (d) => { if (cap) cap.up.push(Buffer.from(d)); });
+    const write = c.write.bind(c);
+    c.write = (d, ...rest) => {
+      if (cap) cap.down.push(Buffer.from(d));
+      return write(d, ...rest);
+    };
     c.setNoDelay?.(true);
     raw.setNoDelay(true);
     // a normal end flushes what was written (end); a failure cuts the connection (destroy)
@@ -364,6 +377,8 @@ export async function startTamper({ target, mode = 'pass' } = {}) {
     mode: () => cur,
     /** {requests: {path: n}, connections, flipped, droppedTrailers, swapped, replayed} */
     stats: () => structuredClone(stats),
+    capture(on) { cap = on ? { up: [], down: [] } : null; },
+    captured: () => ({ up: Buffer.concat(cap?.up ?? []), down: Buffer.concat(cap?.down ?? []) }),
     stop() {
       for (const s of sockets) s.destroy();
       return new Promise((r) => server.close(() => r()));
