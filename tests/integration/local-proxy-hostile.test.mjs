@@ -38,7 +38,8 @@ describe('local verifying proxy: a hostile remote', { skip: !have && 'vllm-proxy
   before(async () => {
     remote = await startRemote();
     hostile = await startHostile({ target: remote, onAnswer: remember });
-    lp = await startLocal(hostile.url, ['--allow-simulated']);
+    // --e2ee off: the hostile remote edits clear-text answers (E2EE is covered by local-proxy-e2ee)
+    lp = await startLocal(hostile.url, ['--allow-simulated', '--e2ee', 'off']);
   });
   after(async () => {
     await lp?.stop();
