@@ -1,6 +1,7 @@
 /* The state one E2EE request carries from proxy/e2ee_req.c to proxy/e2ee_resp.c (private to
  * the two; proxy/e2ee.h is the interface), and the json-c helpers both use to keep plaintext
- * out of freed memory. */
+ * out of freed memory (the local proxy's codec, verify/lp_e2ee.c, uses these helpers too: it
+ * opens what this module seals). */
 #ifndef VP_PROXY_E2EE_SESS_H
 #define VP_PROXY_E2EE_SESS_H
 

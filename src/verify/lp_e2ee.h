@@ -147,6 +147,24 @@ int lp_e2ee_open_json(lp_e2ee_t *e, const uint8_t *in, size_t n, buf_t *out, lp_
  * stream (it ends the stream instead), so passing it on could pass text in clear. */
 int lp_e2ee_open_event(lp_e2ee_t *e, const uint8_t *data, size_t n, buf_t *out, lp_e2ee_err_t *err);
 
+/* Both open functions take the scan (the fast path: one strict pass over the answer, the
+ * sealed strings opened and spliced into the remote's bytes, docs/VERIFY.md) and fall back to
+ * the json-c path (parse, open in the tree, print compactly) on any shape the scan does not
+ * take; their output is the same bytes either way (tests/fuzz/fuzz_lp_e2ee.c). For the tests,
+ * the fuzz target and bench/lp_e2ee_bench.c, lp_e2ee_open_path picks the way: AUTO is what
+ * the two functions above do (stream: lp_e2ee_open_event, else lp_e2ee_open_json); JSONC the
+ * json-c path alone (the reference); SCAN the scan alone, LP_E2EE_DECLINED (out unchanged)
+ * where it declines. */
+enum { LP_E2EE_PATH_AUTO = 0, LP_E2EE_PATH_SCAN = 1, LP_E2EE_PATH_JSONC = 2 };
+#define LP_E2EE_DECLINED 1
+int lp_e2ee_open_path(lp_e2ee_t *e, int path, int stream, const uint8_t *in, size_t n, buf_t *out,
+                      lp_e2ee_err_t *err);
+/* Tests, fuzzing and benchmarks only: the answer side's secret (our X25519 secret or
+ * secp256k1 scalar), Dstack v2's nonce (hex, < 33 chars) and timestamp replaced by fixed
+ * ones, so that answers sealed beforehand to that key open (the derived-key cache is wiped).
+ * The request side (client_pub, headers) is not changed: never call it in the relay. */
+void lp_e2ee_test_keys(lp_e2ee_t *e, const uint8_t secret[32], const char *nonce, int64_t ts);
+
 /* Wipes the secrets and frees. NULL is a no-op. */
 void lp_e2ee_free(lp_e2ee_t *e);
 

@@ -187,6 +187,30 @@ static void exch_free(exch_t *x)
     buf_free(&x->sealed);
 }
 
+/* The scan (lp_e2ee_open_path SCAN) takes what the server sends on chat and completions (it
+ * does not decline), and its bytes are the json-c path's, which are want. */
+static void paths_agree_at(AT_PARAMS, lp_e2ee_t *e, int stream, const char *in, size_t n,
+                           const char *want, int scan_takes)
+{
+    buf_t a = BUF_INIT, b = BUF_INIT;
+    lp_e2ee_err_t err = {"", ""};
+    int rs = lp_e2ee_open_path(e, LP_E2EE_PATH_SCAN, stream, (const uint8_t *)in, n, &a, &err);
+    int rj = lp_e2ee_open_path(e, LP_E2EE_PATH_JSONC, stream, (const uint8_t *)in, n, &b, &err);
+    at_assert_int_equal(rj, LP_E2EE_OK);
+    at_assert_string_equal(cstr(&b), want);
+    if (scan_takes) {
+        if (rs != LP_E2EE_OK)
+            at_fail_msg("%s: the scan declined %.*s", lp_e2ee_describe(e), (int)n, in);
+        at_assert_string_equal(cstr(&a), want);
+    } else {
+        at_assert_int_equal(rs, LP_E2EE_DECLINED);
+        at_assert_int_equal(a.len, 0);
+    }
+    buf_free(&a);
+    buf_free(&b);
+}
+#define paths_agree(...) paths_agree_at(AT_HERE, __VA_ARGS__)
+
 /* A JSON answer: sealed by the server (the plaintext not in it), opened by the codec to the
  * engine's exact bytes. */
 static void answer_json_at(AT_PARAMS, exch_t *x, const char *engine, const char *const *secrets)
@@ -201,6 +225,7 @@ static void answer_json_at(AT_PARAMS, exch_t *x, const char *engine, const char 
     if (rc != LP_E2EE_OK)
         at_fail_msg("%s: open_json: %s %s", lp_e2ee_describe(x->e), err.check, err.msg);
     at_assert_string_equal(cstr(&out), engine);
+    paths_agree(x->e, 0, wire.data, wire.len, engine, !strstr(engine, "\"embedding\""));
     buf_free(&wire);
     buf_free(&out);
 }
@@ -234,6 +259,7 @@ static void answer_stream_at(AT_PARAMS, exch_t *x, const char *const *events,
             if (rc != LP_E2EE_OK)
                 at_fail_msg("%s: event %zu: %s %s", lp_e2ee_describe(x->e), k, err.check, err.msg);
             at_assert_string_equal(cstr(&out), want && want[k] ? want[k] : events[k]);
+            paths_agree(x->e, 1, p + 6, ln - 6, cstr(&out), 1);
             buf_free(&out);
             k++;
         }
