@@ -13,6 +13,7 @@
 #   make fuzz-replay      runs every target once over its corpus tests/fuzz/corpus/<target>/
 #   make bench-e2ee       bench/e2ee-run: encrypted streams per E2EE format (docs/PERFORMANCE.md)
 #   make bench-local-proxy  bench/local-proxy.mjs: the local verifying proxy's overhead
+#   make bench-lp-e2ee    bench/lp_e2ee_bench.c: the local proxy's E2EE codec per event
 #   make fuzz             scripts/run-fuzz: fuzzes each target for FUZZ_SECONDS (default 30)
 #   make soak             tests/soak/soak.mjs: chaos and load for SOAK_SECONDS (default 300)
 #   make format-check     clang-format check of the files listed in FORMAT_FILES
@@ -71,7 +72,7 @@ UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRCS))
 PROGRAMS := $(BUILD)/vllm-proxy $(BUILD)/mock-vllm $(BUILD)/fake-dstack-agent $(BUILD)/e2ee-tool \
             $(if $(wildcard src/verify/main.c),$(BUILD)/vllm-proxy-verify)
 
-.PHONY: all clean test unit unit-san tsan integration demo fuzz fuzz-build fuzz-replay bench bench-e2ee bench-local-proxy deps \
+.PHONY: all clean test unit unit-san tsan integration demo fuzz fuzz-build fuzz-replay bench bench-e2ee bench-local-proxy bench-lp-e2ee deps \
         format-check soak
 all: $(PROGRAMS)
 
@@ -220,7 +221,11 @@ $(FUZZ_BUILD)/libvp.a: $(FUZZ_LIB_OBJS) $(FUZZ_LLHTTP_OBJS)
 	rm -f $@ && ar rcs $@ $^
 
 $(FUZZ_BINS): $(FUZZ_BUILD)/%: $(FUZZ_BUILD)/obj/tests/fuzz/%.o $(FUZZ_BUILD)/libvp.a
-	$(FUZZ_CC) -fsanitize=fuzzer $(FUZZ_SAN) $(FUZZ_LDEXTRA) $(filter %.o %.a,$^) $(PKG_LIBS) -pthread -lm -o $@
+	$(FUZZ_CC) -fsanitize=fuzzer $(FUZZ_SAN) $(FUZZ_LDEXTRA) $(filter %.o,$^) $(filter %.a,$^) $(PKG_LIBS) -pthread -lm -o $@
+
+# The local proxy's E2EE codec lives with the verifier (not in libvp.a): its target links that
+# one object too (tests/fuzz/fuzz_lp_e2ee.c).
+$(FUZZ_BUILD)/fuzz_lp_e2ee: $(FUZZ_BUILD)/obj/src/verify/lp_e2ee.o
 
 # The E2EE request target runs on the harness's clocks (Dstack v2's timestamp window, the
 # replay cache's expiry): see tests/fuzz/fuzz_e2ee_req.c.
@@ -250,6 +255,16 @@ bench-e2ee: all
 bench-local-proxy: all
 	node bench/local-proxy.mjs
 
+# The local proxy's E2EE codec per streamed event against a bare AES-GCM open and a memcpy
+# (bench/lp_e2ee_bench.c; docs/PERFORMANCE.md "The local proxy's E2EE").
+$(BUILD)/bench/lp_e2ee_bench: $(call obj,bench/lp_e2ee_bench.c) $(call obj,src/verify/lp_e2ee.c) \
+                              $(BUILD)/libvp.a
+	@mkdir -p $(dir $@)
+	$(CC) $(filter %.o %.a,$^) $(LDFLAGS_VP) $(LDLIBS) -o $@
+
+bench-lp-e2ee: $(BUILD)/bench/lp_e2ee_bench
+	$(BUILD)/bench/lp_e2ee_bench $(BENCH_LP_E2EE_ARGS)
+
 # Soak and chaos (docs/RELIABILITY.md): mixed load while the engine, Redis and the dstack agent
 # are killed and stalled, clients drop mid-stream and the proxy is pushed to its descriptor
 # limit. scripts/run-tests runs it for 60 s (VP_SKIP_SOAK=1 skips that).
@@ -273,7 +288,7 @@ FORMAT_FILES ?= src/core/check.c src/core/hex.h src/core/json.c src/core/json.h 
                 src/proxy/ratelimit.h src/e2ee/client.c src/e2ee/client.h src/verify/lp_e2ee.c \
                 src/verify/lp_e2ee.h tests/unit/test_lp_e2ee.c src/verify/lp_att.c src/verify/lp_att.h \
                 src/verify/lp_status.c tests/unit/test_lp_status.c src/proxy/inband.c src/proxy/inband.h \
-                tests/unit/test_inband.c
+                tests/unit/test_inband.c tests/fuzz/fuzz_lp_e2ee.c bench/lp_e2ee_bench.c
 format-check:
 	@bad=0; for f in $(FORMAT_FILES); do \
 	    $(CLANG_FORMAT) --dry-run --Werror $$f || bad=1; \
