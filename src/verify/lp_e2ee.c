@@ -361,7 +361,11 @@ static int seal_chat(sealer_t *s, json_object *root)
             json_object *nv = t ? seal_str(s, t, strlen(t), m, -1) : NULL;
             if (t)
                 sodium_memzero((char *)(uintptr_t)t, strlen(t));
-            if (!nv || json_object_object_add(msg, "content", nv) != 0)
+            /* the parts are released by the replacement: their strings wiped first */
+            json_object_get(c);
+            int added = nv && json_object_object_add(msg, "content", nv) == 0;
+            e2ee_json_wipe_put(c);
+            if (!added)
                 return nv ? fail(s->err, LP_E2EE_REFUSED, "e2ee.internal", "out of memory")
                           : fail(s->err, LP_E2EE_REFUSED, "e2ee.internal",
                                  "a field could not "
@@ -470,7 +474,13 @@ int lp_e2ee_seal_request(lp_e2ee_t *e, const uint8_t *body, size_t n, buf_t *out
     if (e->sealed)
         return fail(err, LP_E2EE_REFUSED, "e2ee.internal", "one request per codec");
     e->sealed = 1;
-    json_object *root = parse_json(body, n, 1);
+    /* e2ee_json_parse: the tokener's copies of the app's plaintext wiped (the remote checks
+     * the JSON strictly; a body it would refuse is refused there, in ciphertext) */
+    json_object *root = n <= LP_E2EE_MAX_BODY ? e2ee_json_parse((const char *)body, n) : NULL;
+    if (root && !json_object_is_type(root, json_type_object)) {
+        e2ee_json_wipe_put(root);
+        root = NULL;
+    }
     if (!root)
         return fail(err, LP_E2EE_REFUSED, "e2ee.request", "the request body is not a JSON object");
     sealer_t s = {e, "", 0, BUF_INIT, err};
@@ -492,7 +502,7 @@ int lp_e2ee_seal_request(lp_e2ee_t *e, const uint8_t *body, size_t n, buf_t *out
         out->len = before;
         rc = fail(err, LP_E2EE_REFUSED, "e2ee.internal", "out of memory");
     }
-    json_object_put(root);
+    e2ee_json_wipe_put(root); /* on a refusal it still holds plaintext */
     if (rc != 0)
         return LP_E2EE_REFUSED;
     e2ee_client_headers(e->f, e->algo == E2EE_ALGO_ECDSA ? "ecdsa" : "ed25519", e->client_pub,
