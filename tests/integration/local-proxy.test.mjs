@@ -13,6 +13,7 @@ import path from 'node:path';
 import OpenAI from 'openai';
 import { binary, freePort, haveBinary, tmpDir, sleep, TOKEN, MODEL } from './lib/harness.mjs';
 import { rawRequest } from './lib/http.mjs';
+import { poll } from './lib/common.mjs';
 import { startRemote } from './lib/remote-tls.mjs';
 import { startTamper } from './lib/tamper.mjs';
 
@@ -193,7 +194,10 @@ describe('local verifying proxy', { skip: !have && 'vllm-proxy-verify not built'
       assert.equal(err.code, 'remote_not_verified');
       assert.match(err.message, /^remote not verified: /);
       assert.equal(await remote.engineRequests(), n0, 'nothing reached the engine');
-      assert.match(lp.stderr(), /POST \/v1\/chat\/completions 503 \d+B \d+ms not-verified/);
+      // the log line is written after the answer: wait for it
+      const logged = /POST \/v1\/chat\/completions 503 \d+B \d+ms not-verified/;
+      await poll(() => logged.test(lp.stderr()), { timeoutMs: 5000 });
+      assert.match(lp.stderr(), logged);
     } finally {
       tamper.setMode('pass');
     }
