@@ -106,7 +106,7 @@ class Child {
     if (this.exited) return this.exited;
     this.stoppedByUs = true;
     this.proc.kill('SIGTERM');
-    const t = setTimeout(() => { if (!this.exited) this.proc.kill('SIGKILL'); }, this.killMs ?? 3000);
+    const t = setTimeout(() => { if (!this.exited) this.proc.kill('SIGKILL'); }, 3000);
     const r = await this.exitPromise;
     clearTimeout(t);
     return r;
@@ -202,12 +202,8 @@ export async function startProxy(upstream, opts = {}) {
     if (v === undefined) delete env[k];
     else env[k] = String(v);
   }
-  // VP_PROXY_WRAP: a command that execs every vllm-proxy of the suites (e.g. "valgrind
-  // --leak-check=full ..."; docs/RELIABILITY.md), split at spaces, unless opts.wrap names one
-  const envWrap = (process.env.VP_PROXY_WRAP ?? '').split(' ').filter(Boolean);
-  const child = new Child('vllm-proxy', opts.args ?? [], env, opts.wrap ?? envWrap);
-  if (!opts.wrap && envWrap.length) child.killMs = 60000;
-  await waitHttp(child, port, '/', opts.readyTimeoutMs ?? (envWrap.length ? 120000 : 15000));
+  const child = new Child('vllm-proxy', opts.args ?? [], env, opts.wrap ?? []);
+  await waitHttp(child, port, '/', opts.readyTimeoutMs ?? 15000);
   return {
     port,
     child,

@@ -14,11 +14,8 @@ import { rawRequest } from './http.mjs';
  */
 export async function startLocal(remoteUrl, args = [], { waitVerified = true, env = {} } = {}) {
   const port = await freePort();
-  // VP_LP_WRAP: a command that execs the program (e.g. "valgrind --leak-check=full ...";
-  // docs/RELIABILITY.md), split at spaces; the SIGKILL after SIGTERM then waits 60 s, not 5
-  const wrap = (process.env.VP_LP_WRAP ?? '').split(' ').filter(Boolean);
-  const argv = [binary('vllm-proxy-verify'), 'proxy', remoteUrl, '--listen', `127.0.0.1:${port}`, '--token', TOKEN, ...args];
-  const child = spawn(wrap.length ? wrap[0] : argv[0], [...wrap.slice(1), ...argv].slice(wrap.length ? 0 : 1),
+  const child = spawn(binary('vllm-proxy-verify'),
+    ['proxy', remoteUrl, '--listen', `127.0.0.1:${port}`, '--token', TOKEN, ...args],
     { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env } });
   const err = [];
   child.stderr.on('data', (d) => err.push(d));
@@ -44,7 +41,7 @@ export async function startLocal(remoteUrl, args = [], { waitVerified = true, en
     async stop() {
       if (exit) return exit;
       child.kill('SIGTERM');
-      const t = setTimeout(() => child.kill('SIGKILL'), wrap.length ? 60000 : 5000);
+      const t = setTimeout(() => child.kill('SIGKILL'), 5000);
       const r = await exited;
       clearTimeout(t);
       return r;
@@ -57,7 +54,7 @@ export async function startLocal(remoteUrl, args = [], { waitVerified = true, en
       if (!waitVerified || s.verified) break;
     } catch { /* not listening yet */ }
     if (exit) throw new Error(`local proxy exited ${JSON.stringify(exit)}\n${lp.stderr()}`);
-    if (Date.now() - t0 > (wrap.length ? 120000 : 30000)) throw new Error(`local proxy not ready\n${lp.stderr()}`);
+    if (Date.now() - t0 > 30000) throw new Error(`local proxy not ready\n${lp.stderr()}`);
     await sleep(50);
   }
   return lp;
