@@ -21,7 +21,8 @@ import { startLocal } from './lib/local-proxy.mjs';
 const have = haveBinary('vllm-proxy-verify');
 
 // startLocal (lib/local-proxy.mjs): its problems() after stop() names an exit other than 0 on
-// SIGTERM or a sanitizer report (build-tsan/, build-san/), and VP_LP_WRAP runs it under valgrind
+// SIGTERM (a ThreadSanitizer report in build-tsan/ exits 66, valgrind's in
+// scripts/valgrind-integration 99) or a sanitizer report on stderr
 const sdk = (lp, extra = {}) => new OpenAI({ baseURL: lp.baseURL, apiKey: 'unused-by-the-local-proxy', maxRetries: 0, ...extra });
 const chatReq = (extra = {}) => ({ model: MODEL, messages: [{ role: 'user', content: 'Say hello' }], max_tokens: 8, ...extra });
 
