@@ -1549,8 +1549,8 @@ void lp_conn_serve(int fd)
         int keep = llhttp_should_keep_alive(&c->parser);
         handle(c);
         log_line(c, t0);
-        if (!keep || c->status == 400 || c->status == 408 || c->status == 413 ||
-            c->status == 431 || atomic_load(&g_stopping))
+        if (!keep || c->status == 400 || c->status == 408 || c->status == 413 || c->status == 431 ||
+            atomic_load(&g_stopping))
             break;
     }
     if (c->curl)
