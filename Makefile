@@ -184,6 +184,9 @@ demo:
 # build-tsan/tsan.<pid> files (the suites capture the programs' stderr), and any such file fails
 # the target. tests/tsan.supp says what is suppressed and why. deploy.test.mjs is left out: it
 # checks the release binaries against the Dockerfile's runtime packages (no libtsan there).
+# Every other suite runs, the local verifying proxy's (local-proxy*.test.mjs, lp-status) and
+# local-proxy-race.test.mjs's concurrency included (docs/RELIABILITY.md "Local verifying
+# proxy"); the integration phase gets 2400 s instead of 480 (VP_INTEGRATION_TIMEOUT_S).
 TSAN_LOG := $(CURDIR)/build-tsan/tsan
 TSAN_SUITES := $(filter-out deploy.test.mjs,$(notdir $(wildcard tests/integration/*.test.mjs)))
 tsan:
@@ -191,6 +194,7 @@ tsan:
 	rm -f $(TSAN_LOG).*
 	TSAN_OPTIONS="suppressions=$(CURDIR)/tests/tsan.supp log_path=$(TSAN_LOG) second_deadlock_stack=1 $(TSAN_OPTIONS)" \
 	VP_UNIT_BUILD_DIR=build-tsan VP_UNIT_SAN=thread VP_BUILD_DIR=build-tsan \
+	VP_INTEGRATION_TIMEOUT_S=$${VP_INTEGRATION_TIMEOUT_S:-2400} \
 	VP_SKIP_SAN=1 VP_SKIP_FUZZ=1 scripts/run-tests $(TSAN_SUITES)
 	@if ls $(TSAN_LOG).* >/dev/null 2>&1; then \
 	    echo "ThreadSanitizer reports:"; cat $(TSAN_LOG).*; exit 1; \

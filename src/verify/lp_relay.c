@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <time.h>
@@ -50,6 +51,10 @@ static int g_remote_https;
 /* The phase timeouts of lp_relay.h; VP_LP_TEST_TIMEOUTS_MS=HEAD,BODY,IDLE (milliseconds, tests
  * only, docs/VERIFY.md) shortens them. */
 static long g_head_ms = LP_HEAD_MS, g_body_ms = LP_BODY_MS, g_idle_ms = LP_IDLE_MS;
+/* lp_relay_stop: an eventfd made readable once (never read), polled by every connection that
+ * waits for its next request, and the flag that ends keep-alive after the request under way */
+static int g_stop_fd = -1;
+static atomic_int g_stopping;
 
 /* ---- small helpers ---- */
 
@@ -429,12 +434,16 @@ static int read_request(conn_t *c)
                             "the request was not received in time");
             return got_any ? -1 : 0;
         }
-        struct pollfd pf = {c->fd, POLLIN, 0};
-        int pr = poll(&pf, 1, (int)(left > 1000000 ? 1000000 : left));
+        /* between requests, the proxy stopping (lp_relay_stop) ends the wait */
+        struct pollfd pf[2] = {{c->fd, POLLIN, 0}, {g_stop_fd, POLLIN, 0}};
+        nfds_t npf = !got_any && g_stop_fd >= 0 ? 2 : 1;
+        int pr = poll(pf, npf, (int)(left > 1000000 ? 1000000 : left));
         if (pr < 0 && errno == EINTR)
             continue;
         if (pr <= 0)
             continue; /* the deadline check above decides */
+        if (npf == 2 && (pf[1].revents & POLLIN) && !(pf[0].revents & (POLLIN | POLLHUP)))
+            return 0;
         ssize_t n = recv(c->fd, c->rbuf, sizeof c->rbuf, 0);
         if (n < 0 && errno == EINTR)
             continue;
@@ -1540,7 +1549,8 @@ void lp_conn_serve(int fd)
         int keep = llhttp_should_keep_alive(&c->parser);
         handle(c);
         log_line(c, t0);
-        if (!keep || c->status == 400 || c->status == 408 || c->status == 413 || c->status == 431)
+        if (!keep || c->status == 400 || c->status == 408 || c->status == 413 || c->status == 431 ||
+            atomic_load(&g_stopping))
             break;
     }
     if (c->curl)
@@ -1563,9 +1573,22 @@ void lp_conn_serve(int fd)
     free(c);
 }
 
+void lp_relay_stop(void)
+{
+    atomic_store(&g_stopping, 1);
+    if (g_stop_fd >= 0 && eventfd_write(g_stop_fd, 1) != 0)
+        fprintf(stderr, "vllm-proxy-verify proxy: eventfd_write: %s\n", strerror(errno));
+}
+
 int lp_relay_init(const lp_opts_t *o, int port)
 {
     g_o = o;
+    if (g_stop_fd < 0)
+        g_stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (g_stop_fd < 0) {
+        fprintf(stderr, "vllm-proxy-verify proxy: eventfd: %s\n", strerror(errno));
+        return -1;
+    }
     size_t n = strlen(o->remote);
     while (n && o->remote[n - 1] == '/')
         n--;

@@ -18,6 +18,9 @@
 /* Once, before any connection: the options (kept by pointer) and the actual port listened on
  * (for the Host and Origin checks). 0, or -1 (message on stderr). */
 int lp_relay_init(const lp_opts_t *o, int port);
+/* The proxy is stopping (SIGTERM): connections waiting for their next request close now,
+ * and those with a request under way close after its answer. Any thread, once. */
+void lp_relay_stop(void);
 /* Serves one accepted connection until it closes; closes fd. Any thread. */
 void lp_conn_serve(int fd);
 /* Answers 503 (too many connections) and closes fd. */

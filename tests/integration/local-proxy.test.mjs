@@ -7,46 +7,22 @@
 
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import OpenAI from 'openai';
-import { binary, freePort, haveBinary, tmpDir, sleep, TOKEN, MODEL } from './lib/harness.mjs';
+import { binary, haveBinary, tmpDir, sleep, TOKEN, MODEL } from './lib/harness.mjs';
 import { rawRequest } from './lib/http.mjs';
+import { poll } from './lib/common.mjs';
 import { startRemote } from './lib/remote-tls.mjs';
 import { startTamper } from './lib/tamper.mjs';
+import { startLocal } from './lib/local-proxy.mjs';
 
 const have = haveBinary('vllm-proxy-verify');
 
-/** vllm-proxy-verify proxy URL --listen 127.0.0.1:PORT ...; ready when /verification answers. */
-async function startLocal(remoteUrl, args = [], { waitVerified = true } = {}) {
-  const port = await freePort();
-  const child = spawn(binary('vllm-proxy-verify'),
-    ['proxy', remoteUrl, '--listen', `127.0.0.1:${port}`, '--token', TOKEN, ...args],
-    { stdio: ['ignore', 'ignore', 'pipe'] });
-  const err = [];
-  child.stderr.on('data', (d) => err.push(d));
-  const exited = new Promise((r) => child.on('exit', (code, sig) => r({ code, sig })));
-  const lp = {
-    port,
-    child,
-    baseURL: `http://127.0.0.1:${port}/v1`,
-    stderr: () => Buffer.concat(err).toString('utf8'),
-    status: async () => JSON.parse((await rawRequest(port, { path: '/verification' })).body.toString()),
-    async stop() { child.kill('SIGTERM'); return exited; },
-  };
-  const t0 = Date.now();
-  for (;;) {
-    try {
-      const s = await lp.status();
-      if (!waitVerified || s.verified) break;
-    } catch { /* not listening yet */ }
-    if (Date.now() - t0 > 20000) throw new Error(`local proxy not ready\n${lp.stderr()}`);
-    await sleep(50);
-  }
-  return lp;
-}
-
+// startLocal (lib/local-proxy.mjs): its problems() after stop() names an exit other than 0 on
+// SIGTERM (a ThreadSanitizer report in build-tsan/ exits 66, valgrind's in
+// scripts/valgrind-integration 99) or a sanitizer report on stderr
 const sdk = (lp, extra = {}) => new OpenAI({ baseURL: lp.baseURL, apiKey: 'unused-by-the-local-proxy', maxRetries: 0, ...extra });
 const chatReq = (extra = {}) => ({ model: MODEL, messages: [{ role: 'user', content: 'Say hello' }], max_tokens: 8, ...extra });
 
@@ -67,6 +43,7 @@ describe('local verifying proxy', { skip: !have && 'vllm-proxy-verify not built'
   });
   after(async () => {
     await lp?.stop();
+    assert.equal(lp?.problems() ?? null, null);
     await tamper?.stop();
     await remote?.stop();
   });
@@ -193,7 +170,10 @@ describe('local verifying proxy', { skip: !have && 'vllm-proxy-verify not built'
       assert.equal(err.code, 'remote_not_verified');
       assert.match(err.message, /^remote not verified: /);
       assert.equal(await remote.engineRequests(), n0, 'nothing reached the engine');
-      assert.match(lp.stderr(), /POST \/v1\/chat\/completions 503 \d+B \d+ms not-verified/);
+      // the log line is written after the answer: wait for it
+      const logged = /POST \/v1\/chat\/completions 503 \d+B \d+ms not-verified/;
+      await poll(() => logged.test(lp.stderr()), { timeoutMs: 5000 });
+      assert.match(lp.stderr(), logged);
     } finally {
       tamper.setMode('pass');
     }
@@ -235,6 +215,7 @@ describe('local verifying proxy: refusals', { skip: !have && 'vllm-proxy-verify 
       await lp.stop();
       tamper.setMode('pass');
     }
+    assert.equal(lp.problems(), null);
   }
 
   test('simulated attestation without --allow-simulated: 503, nothing relayed', () => refused([], 'SIMULATED'));
@@ -262,6 +243,7 @@ describe('local verifying proxy: refusals', { skip: !have && 'vllm-proxy-verify 
     } finally {
       await lp.stop();
     }
+    assert.equal(lp.problems(), null);
   });
 
   test('usage: an http remote needs --allow-http; --e2ee takes auto, off or a format', () => {
