@@ -32,6 +32,9 @@
 
 #define LP_BACKOFF_MIN_S 5L
 #define LP_DEFAULT_RECHECK_S 300L
+/* lp_att_pins: how long a request waits for a verification under way that withdrew the pins
+ * (a kick's, or the first one) before it is refused */
+#define LP_PINS_WAIT_MS 10000
 
 static struct {
     pthread_mutex_t mu;
@@ -45,6 +48,7 @@ static struct {
     char why[512];
     lp_pins_t pins;
     uint64_t generation, started, finished;
+    uint64_t kick_want; /* the round the last kick waits for (lp_att_pins waits for it too) */
     time_t checked_at, next_check;
     checklist_t cl;
     lp_meas_t m;
@@ -430,7 +434,7 @@ void lp_att_test_reset(void)
     free(S.policy_json);
     S.policy_json = NULL;
     S.policy_err[0] = 0;
-    S.generation = S.started = S.finished = 0;
+    S.generation = S.started = S.finished = S.kick_want = 0;
     S.checked_at = S.next_check = 0;
     S.n_verified = S.n_rejected = 0;
     S.head = S.n_answers = 0;
@@ -561,6 +565,18 @@ static int answer_locked(lp_pins_t *out, char *why, size_t cap)
 int lp_att_pins(lp_pins_t *out, char *why, size_t cap)
 {
     pthread_mutex_lock(&S.mu);
+    /* A verification under way that withdrew the pins (a kick's, or the first one): wait for
+     * its result, as the kicking request does, instead of refusing every request that comes
+     * meanwhile. A finished one that failed (or no result within the wait) answers why. */
+    if (!S.verified && S.running && !S.stop) {
+        uint64_t want = S.kick_want > S.finished ? S.kick_want : S.finished == 0 ? 1 : 0;
+        if (want) {
+            struct timespec ts = mono_after_ms(LP_PINS_WAIT_MS);
+            while (S.finished < want && !S.stop)
+                if (pthread_cond_timedwait(&S.done, &S.mu, &ts) == ETIMEDOUT)
+                    break;
+        }
+    }
     int rc = answer_locked(out, why, cap);
     pthread_mutex_unlock(&S.mu);
     return rc;
@@ -582,6 +598,8 @@ int lp_att_kick(const char *reason, int wait_ms, lp_pins_t *out, char *why, size
     snprintf(S.why, sizeof S.why, "verification in progress (%.400s)",
              reason && *reason ? reason : "re-verification asked");
     uint64_t want = S.started + 1;
+    if (want > S.kick_want)
+        S.kick_want = want;
     S.pending = 1;
     pthread_cond_signal(&S.wake);
     if (wait_ms > 0) {

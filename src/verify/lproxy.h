@@ -79,7 +79,9 @@ typedef struct lp_pins {
 int lp_att_start(const lp_opts_t *o);
 void lp_att_stop(void);
 /* 1 and *out filled while the remote is verified; 0 with why (one sentence naming the failed
- * check, or "verification in progress") otherwise. Any thread. */
+ * check, or "verification in progress") otherwise. While a verification that withdrew the
+ * pins is under way (a kick's, or the first one), waits for its result (up to 10 s) rather
+ * than answering "in progress" at once. Any thread. */
 int lp_att_pins(lp_pins_t *out, char *why, size_t cap);
 /* The relay met a TLS key other than the pinned one (or a pinned connection failed on it):
  * mark the remote unverified and re-verify now. Waits up to wait_ms for that verification and
