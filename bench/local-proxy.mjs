@@ -11,7 +11,10 @@
 // does (what they cost the remote itself, for context). Reported: p50 and p90 of the time to the answer's last byte, the
 // added p50 (b - a) and the ratio; then N streams through (b) alone with the local proxy's
 // CPU time read from /proc/<pid>/stat (utime + stime, all threads) before and after, divided
-// by the content tokens relayed. Targets (issue 13): added p50 <= 0.3 ms, <= 2 us CPU per token.
+// by the content tokens relayed; then the baselines in the same run (`vllm-proxy-verify
+// bench-local-proxy`: libcurl alone reading the same streams, SHA-256 of an answer, the two
+// signature checks of one answer) and the relay's own share. Targets (issue 13): added p50
+// <= 0.3 ms, <= 2 us CPU per token.
 // Without a `vllm-proxy-verify` that has the proxy command, the (b) rows are skipped, saying so.
 // Knobs: BENCH_LP_N (300 requests per row), BENCH_LP_WARMUP (30), BENCH_LP_CPU_STREAMS (400),
 // BENCH_LP_ARGS (more arguments for `vllm-proxy-verify proxy`, split on spaces),

@@ -156,7 +156,8 @@ int lp_bench_main(int argc, char **argv)
     /* warm-up: the connection (and its handshake) outside the measured streams */
     CURLcode w = curl_easy_perform(h);
     if (w != CURLE_OK) {
-        fprintf(stderr, "bench-local-proxy: the remote did not answer: %s\n", curl_easy_strerror(w));
+        fprintf(stderr, "bench-local-proxy: the remote did not answer: %s\n",
+                curl_easy_strerror(w));
         goto out;
     }
     size_t total = 0;
