@@ -290,7 +290,7 @@ FORMAT_FILES ?= src/core/check.c src/core/hex.h src/core/json.c src/core/json.h 
                 tests/unit/at.h tests/unit/checks.h tests/unit/loop_thread.h tests/unit/vectors.h \
                 tests/unit/worker_port.h src/core/addr.c src/core/addr.h src/proxy/ratelimit.c \
                 src/proxy/ratelimit.h src/e2ee/client.c src/e2ee/client.h src/verify/lp_e2ee.c \
-                src/verify/lp_e2ee.h tests/unit/test_lp_e2ee.c src/verify/lp_att.c src/verify/lp_att.h \
+                src/verify/lp_e2ee.h tests/unit/test_lp_e2ee.c src/verify/lp_att.c src/verify/lp_att.h src/verify/lp_bench.c src/verify/lp_bench.h \
                 src/verify/lp_status.c tests/unit/test_lp_status.c src/proxy/inband.c src/proxy/inband.h \
                 tests/unit/test_inband.c tests/fuzz/fuzz_lp_e2ee.c bench/lp_e2ee_bench.c
 format-check:

@@ -11,7 +11,10 @@
 // does (what they cost the remote itself, for context). Reported: p50 and p90 of the time to the answer's last byte, the
 // added p50 (b - a) and the ratio; then N streams through (b) alone with the local proxy's
 // CPU time read from /proc/<pid>/stat (utime + stime, all threads) before and after, divided
-// by the content tokens relayed. Targets (issue 13): added p50 <= 0.3 ms, <= 2 us CPU per token.
+// by the content tokens relayed; then the baselines in the same run (`vllm-proxy-verify
+// bench-local-proxy`: libcurl alone reading the same streams, SHA-256 of an answer, the two
+// signature checks of one answer) and the relay's own share. Targets (issue 13): added p50
+// <= 0.3 ms, <= 2 us CPU per token.
 // Without a `vllm-proxy-verify` that has the proxy command, the (b) rows are skipped, saying so.
 // Knobs: BENCH_LP_N (300 requests per row), BENCH_LP_WARMUP (30), BENCH_LP_CPU_STREAMS (400),
 // BENCH_LP_ARGS (more arguments for `vllm-proxy-verify proxy`, split on spaces; without an
@@ -217,6 +220,44 @@ if (!skipWhy) {
   };
 }
 
+// ---------- baselines, same run, same CPU: what the local proxy cannot avoid doing ----------
+// `vllm-proxy-verify bench-local-proxy` (src/verify/lp_bench.c): libcurl with the relay's
+// options reading the same streams from the same remote with a callback that only counts
+// (TLS, chunked decoding, trailers: the floor of reading them in C), SHA-256 over one answer's
+// bytes, and the two signature checks of one answer (secp256k1 recovery, Ed25519), alone.
+let base = null;
+if (!skipWhy) {
+  const bodyFile = path.join(os.tmpdir(), `vp-local-proxy-bench-body-${process.pid}.json`);
+  fs.writeFileSync(bodyFile, BODIES.true);
+  const pin = `sha256//${Buffer.from(remote.spkiSha256, 'hex').toString('base64')}`;
+  try {
+    // not execFileSync: the remote's TLS terminator runs in this process's event loop
+    const out = await new Promise((resolve, reject) => {
+      const ch = spawn(verifyBin, ['bench-local-proxy', remote.url, '--token', remote.token, '--pin', pin,
+        '--body', bodyFile, '--streams', String(CPU_STREAMS), '--reps', '300'], { stdio: ['ignore', 'pipe', 'inherit'] });
+      const c = [];
+      ch.stdout.on('data', (d) => c.push(d));
+      ch.on('error', reject);
+      ch.on('exit', (code) => (code === 0 ? resolve(Buffer.concat(c)) : reject(new Error(`bench-local-proxy exited ${code}`))));
+    });
+    const j = JSON.parse(out.toString());
+    const perTok = (us) => us / TOKENS;
+    base = {
+      ...j,
+      readUsPerToken: (j.read_cpu_s * 1e6) / (j.streams * TOKENS),
+      shaUsPerToken: perTok(j.sha256_us_per_answer),
+      sigUsPerAnswer: j.ecdsa_recover_us + j.ed25519_verify_us,
+    };
+    base.sigUsPerToken = perTok(base.sigUsPerAnswer);
+    base.floorUsPerToken = base.readUsPerToken + base.shaUsPerToken + base.sigUsPerToken;
+    base.relayOwnUsPerToken = cpu.usPerToken - base.floorUsPerToken;
+  } catch (e) {
+    log(`baselines skipped: ${e.message}`);
+  } finally {
+    fs.rmSync(bodyFile, { force: true });
+  }
+}
+
 // ---------- report ----------
 const f = (x) => (x === undefined ? 'n/a' : `${x.toFixed(3)} ms`);
 const cpus = os.cpus();
@@ -239,6 +280,16 @@ if (skipWhy) {
   lines.push(`local proxy CPU: ${cpu.cpuSeconds.toFixed(2)} s (utime+stime, ${CLK_TCK} ticks/s) for ${cpu.streams} streams, ${cpu.tokens} tokens, in ${cpu.wallSeconds.toFixed(2)} s: `
     + `${cpu.usPerToken.toFixed(2)} us per relayed token; meanwhile the remote saw ${cpu.remoteTlsConnections} new TLS connections, `
     + `${cpu.remoteSignatureRequests} signature fetches, ${cpu.remoteReports} reports`);
+  if (base) {
+    lines.push(`baselines (same run, same CPU): libcurl alone reading the same ${base.streams} streams with the relay's options `
+      + `(TLS, chunked, trailers): ${base.readUsPerToken.toFixed(2)} us CPU per token; SHA-256 of an answer (${base.answer_bytes} B): `
+      + `${base.sha256_us_per_answer.toFixed(1)} us (${base.shaUsPerToken.toFixed(3)} us per token); signature checks of one answer: `
+      + `secp256k1 recovery ${base.ecdsa_recover_us.toFixed(1)} us + Ed25519 ${base.ed25519_verify_us.toFixed(1)} us = `
+      + `${(base.sigUsPerAnswer / 1000).toFixed(3)} ms (${base.sigUsPerToken.toFixed(3)} us per token of a ${TOKENS}-token stream)`);
+    lines.push(`floor per token (read + hash + signatures) ${base.floorUsPerToken.toFixed(2)} us; the relay's own share `
+      + `${base.relayOwnUsPerToken.toFixed(2)} us per token; non-streaming added p50 less the signature checks: `
+      + `${(rows[0].addedP50 - base.sigUsPerAnswer / 1000).toFixed(3)} ms`);
+  }
   const worst = Math.max(...rows.map((r) => r.addedP50));
   const okLat = worst <= TARGET_ADDED_MS, okCpu = cpu.usPerToken <= TARGET_CPU_US;
   lines.push(`target added p50 <= ${TARGET_ADDED_MS} ms: ${okLat ? 'MET' : 'NOT MET'} (non-streaming ${rows[0].addedP50.toFixed(3)} ms, streaming ${rows[1].addedP50.toFixed(3)} ms)`);
@@ -247,7 +298,7 @@ if (skipWhy) {
 }
 console.log(lines.join('\n'));
 fs.mkdirSync(path.join(HERE, 'out'), { recursive: true });
-fs.writeFileSync(path.join(HERE, 'out', 'local-proxy.json'), JSON.stringify({ rows, cpu, e2ee: lpE2ee, skipped: skipWhy, n: N, warmup: WARMUP, tokens: TOKENS }, null, 2));
+fs.writeFileSync(path.join(HERE, 'out', 'local-proxy.json'), JSON.stringify({ rows, cpu, e2ee: lpE2ee, baselines: base, skipped: skipWhy, n: N, warmup: WARMUP, tokens: TOKENS }, null, 2));
 
 direct.destroy();
 localAgent.destroy();

@@ -159,6 +159,7 @@ typedef struct conn {
     char method[16];
     /* the relay */
     CURL *curl;
+    CURLM *multi; /* drives c->curl: its connection cache is this connection's */
     uint64_t curl_gen;
     sha_ctx *sha;
     buf_t ev, held, resp, rhead, rtrail, tmp;
@@ -303,23 +304,36 @@ static void reset_request(conn_t *c)
 
 /* ---- answers written here ---- */
 
-/* 0 when the head went out. extra (the remote's headers passed back) may be up to
- * LP_MAX_HEAD: the head is built on the heap, never cut (a head not sent and a body sent
- * would be read by the app as a head). */
-static int send_head(conn_t *c, long status, const char *ctype, size_t len, const char *extra,
-                     int close_after)
+static int send_iov(conn_t *c, const struct iovec *v, int cnt);
+
+/* The head (Content-Length: len) and body[0..body_n) in one write; a head too large for the
+ * stack built on the heap, never cut (a head not sent and a body sent would be read by the
+ * app as a head). 0 when it went out. */
+static int send_head_body(conn_t *c, long status, const char *ctype, size_t len,
+                           const char *extra, int close_after, const char *body, size_t body_n)
 {
-    buf_t h = BUF_INIT;
-    int rc = buf_printf(&h,
-                        "HTTP/1.1 %ld %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
-                        "Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n%s%s\r\n",
-                        status, reason_phrase(status), ctype, len, extra ? extra : "",
-                        close_after ? "Connection: close\r\n" : "");
-    if (rc == 0 && h.data)
-        rc = send_all(c->fd, h.data, h.len);
-    else
-        rc = -1;
-    buf_free(&h);
+    static const char fmt[] =
+        "HTTP/1.1 %ld %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+        "Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n%s%s\r\n";
+    char h[2048];
+    buf_t big = BUF_INIT;
+    const char *hp = h;
+    int n = snprintf(h, sizeof h, fmt, status, reason_phrase(status), ctype, len,
+                     extra ? extra : "", close_after ? "Connection: close\r\n" : "");
+    if (n > 0 && (size_t)n >= sizeof h) {
+        /* many headers passed back: the same head, built on the heap */
+        buf_printf(&big, fmt, status, reason_phrase(status), ctype, len, extra ? extra : "",
+                   close_after ? "Connection: close\r\n" : "");
+        hp = big.data;
+        n = big.data ? (int)big.len : -1;
+    }
+    int rc = -1;
+    if (n > 0) {
+        struct iovec v[2] = {{(void *)(uintptr_t)hp, (size_t)n},
+                             {(void *)(uintptr_t)body, body_n}};
+        rc = send_iov(c, v, body_n ? 2 : 1);
+    }
+    buf_free(&big);
     c->status = status;
     return rc;
 }
@@ -327,8 +341,7 @@ static int send_head(conn_t *c, long status, const char *ctype, size_t len, cons
 static void reply(conn_t *c, long status, const char *ctype, const char *body, size_t n,
                   const char *extra, int close_after)
 {
-    if (send_head(c, status, ctype, n, extra, close_after) == 0 && n)
-        send_all(c->fd, body, n);
+    send_head_body(c, status, ctype, n, extra, close_after, body, n);
     c->sent = n;
 }
 
@@ -576,7 +589,9 @@ typedef struct rx {
     conn_t *c;
     long status;
     int headers_done, stream, head_sent, holding, app_gone, too_big, want_body_id;
+    int head_queued; /* the stream's head is in c->tmp, not yet written */
     size_t scan_from;
+    size_t ready; /* c->ev[0..ready) are complete events not yet written to the app */
     size_t resp_bytes;
     char ctype[256];
     char body_id[256];
@@ -612,23 +627,20 @@ static size_t on_rheader(char *p, size_t sz, size_t nm, void *ud)
     return buf_append(&c->rtrail, p, n) ? 0 : n;
 }
 
-/* One chunk of the chunked answer to the app. */
-static int send_chunk(conn_t *c, const char *p, size_t n)
+/* v[0..cnt) to the app in one sendmsg when the socket takes it all (the usual case). */
+static int send_iov(conn_t *c, const struct iovec *v, int cnt)
 {
-    if (n == 0)
-        return 0;
-    char h[24];
-    int hl = snprintf(h, sizeof h, "%zx\r\n", n);
-    struct iovec v[3] = {{h, (size_t)hl}, {(void *)(uintptr_t)p, n}, {"\r\n", 2}};
     struct msghdr m;
     memset(&m, 0, sizeof m);
-    size_t total = (size_t)hl + n + 2, done = 0;
+    size_t total = 0, done = 0;
+    for (int i = 0; i < cnt; i++)
+        total += v[i].iov_len;
     while (done < total) {
         /* advance the iovecs past what was written */
         size_t skip = done;
-        struct iovec cur[3];
+        struct iovec cur[4];
         int k = 0;
-        for (int i = 0; i < 3; i++) {
+        for (int i = 0; i < cnt && i < 4; i++) {
             if (skip >= v[i].iov_len) {
                 skip -= v[i].iov_len;
                 continue;
@@ -647,6 +659,21 @@ static int send_chunk(conn_t *c, const char *p, size_t n)
             return -1;
         done += (size_t)w;
     }
+    return 0;
+}
+
+/* One chunk of the chunked answer to the app, after pre[0..pre_n) (a head, or nothing): one
+ * write for both. */
+static int send_chunk_after(conn_t *c, const char *pre, size_t pre_n, const char *p, size_t n)
+{
+    char h[24];
+    int hl = snprintf(h, sizeof h, "%zx\r\n", n);
+    struct iovec v[4] = {{(void *)(uintptr_t)pre, pre_n},
+                         {h, (size_t)hl},
+                         {(void *)(uintptr_t)p, n},
+                         {"\r\n", 2}};
+    if (send_iov(c, v, n ? 4 : 1) != 0)
+        return -1;
     c->sent += n;
     return 0;
 }
@@ -672,6 +699,11 @@ static int well_formed(const char *p, const char *colon, const char *le)
         if ((unsigned char)*q < 0x20 ? *q != '\t' : *q == 0x7f)
             return 0;
     return 1;
+}
+
+static int send_chunk(conn_t *c, const char *p, size_t n)
+{
+    return n ? send_chunk_after(c, NULL, 0, p, n) : 0;
 }
 
 /* The response headers passed back, as "Name: value\r\n" lines, into out. */
@@ -708,7 +740,58 @@ static int stream_head(rx_t *x)
     buf_puts(&c->tmp, "\r\n");
     c->status = x->status;
     x->head_sent = 1;
-    return send_all(c->fd, c->tmp.data, c->tmp.len);
+    x->head_queued = 1; /* written with the first events, by stream_flush */
+    return 0;
+}
+
+/* Writes what the stream has ready (the head, if not yet written, and the complete events)
+ * to the app in one write. Called once per burst of curl's reading (lp_perform), not once
+ * per event: the remote sends one chunk per event, and curl hands each chunk to on_rbody on
+ * its own. Under --e2ee the complete events are opened first (c->plain, wiped after the
+ * write); when one does not open, nothing of them is written (the head still is, so that the
+ * error event can follow). 0, or -1 when the app left (x->app_gone) or an event did not open
+ * (c->e2ee_failed). */
+static int e2ee_open_events(conn_t *c, const char *p, size_t n, buf_t *out);
+static void wipe(buf_t *b);
+
+static int stream_flush(rx_t *x)
+{
+    conn_t *c = x->c;
+    if (!x->head_queued && !x->ready)
+        return 0;
+    const char *pre = x->head_queued ? c->tmp.data : NULL;
+    size_t pre_n = x->head_queued ? c->tmp.len : 0;
+    const char *out = c->ev.data;
+    size_t out_n = x->ready;
+    int failed = 0;
+    if (c->e2ee && x->ready) {
+        buf_reset(&c->plain);
+        if (e2ee_open_events(c, c->ev.data, x->ready, &c->plain) != 0) {
+            failed = 1;
+            out_n = 0;
+        } else {
+            out = c->plain.data;
+            out_n = c->plain.len;
+        }
+    }
+    x->head_queued = 0;
+    int rc = pre_n || out_n ? send_chunk_after(c, pre, pre_n, out, out_n) : 0;
+    if (c->e2ee)
+        wipe(&c->plain);
+    if (rc != 0) {
+        x->app_gone = 1;
+        return -1;
+    }
+    if (failed)
+        return -1;
+    if (x->ready) {
+        memmove(c->ev.data, c->ev.data + x->ready, c->ev.len - x->ready);
+        c->ev.len -= x->ready;
+        c->ev.data[c->ev.len] = '\0';
+        x->scan_from -= x->ready;
+        x->ready = 0;
+    }
+    return 0;
 }
 
 /* An event the official SDKs take for the stream's end, held like "data: [DONE]": one of its
@@ -810,30 +893,9 @@ static void wipe(buf_t *b)
     buf_reset(b);
 }
 
-/* Complete events p[0..n) to the app: as they came, or opened when the request was sealed.
- * 0, or -1 (x->app_gone set, or c->e2ee_failed). */
-static int emit_events(rx_t *x, const char *p, size_t n)
-{
-    conn_t *c = x->c;
-    int rc;
-    if (c->e2ee) {
-        buf_reset(&c->plain);
-        if (e2ee_open_events(c, p, n, &c->plain) != 0) {
-            wipe(&c->plain);
-            return -1;
-        }
-        rc = send_chunk(c, c->plain.data, c->plain.len);
-        wipe(&c->plain);
-    } else {
-        rc = send_chunk(c, p, n);
-    }
-    if (rc != 0)
-        x->app_gone = 1;
-    return rc;
-}
-
-/* Streams complete events to the app as they arrive, holds the [DONE] event and anything
- * after it. One copy into c->ev, no allocation per event. 0, or -1 to abort. */
+/* Queues complete events for the app as they arrive (stream_flush writes them), holds the
+ * [DONE] event and anything after it. One copy into c->ev, no allocation per event. 0, or -1
+ * to abort. */
 static int stream_feed(rx_t *x, const char *p, size_t n)
 {
     conn_t *c = x->c;
@@ -851,7 +913,7 @@ static int stream_feed(rx_t *x, const char *p, size_t n)
     if (buf_append(&c->ev, p, n))
         return -1;
     const char *d = c->ev.data;
-    size_t len = c->ev.len, start = 0, i = x->scan_from;
+    size_t len = c->ev.len, start = x->ready, i = x->scan_from;
     for (;;) {
         const char *nl = i < len ? memchr(d + i, '\n', len - i) : NULL;
         if (!nl) {
@@ -871,13 +933,13 @@ static int stream_feed(rx_t *x, const char *p, size_t n)
             continue;
         }
         if (is_done_event(d + start, end - start)) {
-            if (emit_events(x, d, start) != 0)
-                return -1;
+            /* the events before it stay ready in c->ev for stream_flush */
             x->holding = 1;
             buf_reset(&c->held);
             int rc = buf_append(&c->held, d + start, len - start);
-            buf_reset(&c->ev);
-            x->scan_from = 0;
+            c->ev.len = start;
+            c->ev.data[start] = '\0';
+            x->ready = x->scan_from = start;
             return rc;
         }
         if (x->want_body_id)
@@ -885,14 +947,8 @@ static int stream_feed(rx_t *x, const char *p, size_t n)
         start = end;
         i = end;
     }
-    if (start) {
-        if (emit_events(x, d, start) != 0)
-            return -1;
-        memmove(c->ev.data, d + start, len - start);
-        c->ev.len = len - start;
-        c->ev.data[c->ev.len] = '\0';
-    }
-    x->scan_from = i - start;
+    x->ready = start;
+    x->scan_from = i;
     return 0;
 }
 
@@ -944,17 +1000,21 @@ static size_t on_sighead(char *p, size_t sz, size_t nm, void *ud)
 static CURL *handle_for(conn_t *c, const lp_pins_t *pins)
 {
     if (c->curl && c->curl_gen != pins->generation) {
+        /* the connection cache is the multi handle's: both go */
+        curl_multi_cleanup(c->multi);
         curl_easy_cleanup(c->curl);
         c->curl = NULL;
+        c->multi = NULL;
     }
     if (!c->curl) {
         c->curl = curl_easy_init();
+        c->multi = curl_multi_init();
         c->curl_gen = pins->generation;
     } else {
         curl_easy_reset(c->curl);
     }
     CURL *h = c->curl;
-    if (!h)
+    if (!h || !c->multi)
         return NULL;
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, g_remote_https ? "https" : "http");
@@ -974,6 +1034,45 @@ static CURL *handle_for(conn_t *c, const lp_pins_t *pins)
         curl_easy_setopt(h, CURLOPT_PINNEDPUBLICKEY, pins->curl_pin);
     }
     return h;
+}
+
+/* curl_easy_perform through this connection's multi handle, so that between two bursts of
+ * reading (when curl would wait for the socket) what a stream has ready goes to the app in one
+ * write (stream_flush), not one write per event as curl hands them over. x: the relayed
+ * answer, or NULL (a signature fetch). */
+static CURLcode lp_perform(conn_t *c, CURL *h, rx_t *x)
+{
+    if (curl_multi_add_handle(c->multi, h) != CURLM_OK)
+        return CURLE_OUT_OF_MEMORY;
+    CURLcode rc = CURLE_OK;
+    for (;;) {
+        int running = 0;
+        CURLMcode mc = curl_multi_perform(c->multi, &running);
+        if (x && stream_flush(x) != 0) {
+            rc = CURLE_WRITE_ERROR;
+            break;
+        }
+        if (mc != CURLM_OK) {
+            rc = CURLE_RECV_ERROR;
+            break;
+        }
+        if (!running) {
+            int q;
+            CURLMsg *msg;
+            rc = CURLE_RECV_ERROR;
+            while ((msg = curl_multi_info_read(c->multi, &q)))
+                if (msg->msg == CURLMSG_DONE && msg->easy_handle == h)
+                    rc = msg->data.result;
+            break;
+        }
+        /* curl's own timeouts (connect, low speed) bound the wait */
+        if (curl_multi_poll(c->multi, NULL, 0, 1000, NULL) != CURLM_OK) {
+            rc = CURLE_RECV_ERROR;
+            break;
+        }
+    }
+    curl_multi_remove_handle(c->multi, h);
+    return rc;
 }
 
 static struct curl_slist *auth_header(conn_t *c, struct curl_slist *l)
@@ -1022,7 +1121,7 @@ static const char *fetch_sig(conn_t *c, const lp_pins_t *pins, const char *id, c
     curl_easy_setopt(h, CURLOPT_WRITEDATA, &b);
     curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_sighead);
     curl_easy_setopt(h, CURLOPT_TIMEOUT, g_o->timeout_s);
-    CURLcode rc = curl_easy_perform(h);
+    CURLcode rc = lp_perform(c, h, NULL);
     long st = 0;
     curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &st);
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, NULL);
@@ -1324,7 +1423,7 @@ again:;
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_rbody);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, &x);
     x.want_body_id = is_signed;
-    CURLcode rc = curl_easy_perform(h);
+    CURLcode rc = lp_perform(c, h, &x);
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, NULL);
     curl_slist_free_all(l);
 
@@ -1450,9 +1549,8 @@ again:;
             buf_printf(&extra, "X-Verify-E2EE: %s\r\n", lp_e2ee_describe(c->e2ee));
         char ct[300];
         snprintf(ct, sizeof ct, "%s", x.ctype[0] ? x.ctype : "application/octet-stream");
-        if (send_head(c, x.status, ct, ob->len, extra.data, 0) == 0 && ob->len &&
-            strcmp(c->method, "HEAD") != 0)
-            send_all(c->fd, ob->data, ob->len);
+        send_head_body(c, x.status, ct, ob->len, extra.data, 0, ob->data,
+                       strcmp(c->method, "HEAD") != 0 ? ob->len : 0);
         c->sent = ob->len;
         buf_free(&extra);
     }
@@ -1553,6 +1651,8 @@ void lp_conn_serve(int fd)
             atomic_load(&g_stopping))
             break;
     }
+    if (c->multi)
+        curl_multi_cleanup(c->multi);
     if (c->curl)
         curl_easy_cleanup(c->curl);
     sha_free(c->sha);

@@ -18,6 +18,7 @@
 #include "nvidia/evidence.h"
 #include "proxy/config.h"
 #include "tdx/roots.h"
+#include "verify/lp_bench.h"
 #include "verify/lp_e2ee.h"
 #include "verify/lproxy.h"
 #include "verify/verify.h"
@@ -777,6 +778,8 @@ int main(int argc, char **argv)
     const char *cmd = argv[1];
     if (strcmp(cmd, "proxy") == 0)
         return main_proxy(argc, argv);
+    if (strcmp(cmd, "bench-local-proxy") == 0) /* bench/local-proxy.mjs's baselines */
+        return lp_bench_main(argc - 1, argv + 1);
     static const struct { const char *name; int (*fn)(vctx_t *, vopts_t *); int target; } CMDS[] = {
         {"report", cmd_report, 1}, {"chat", cmd_chat, 1}, {"signature", cmd_signature, 0},
         {"quote", cmd_quote, 1},   {"gpu", cmd_gpu, 2},   {"roots", cmd_roots, 0},
