@@ -86,6 +86,7 @@ typedef struct config {
     enum signed_text_mode signed_text;
     enum inband_setting inband_signatures;       /* INBAND_SIGNATURES (proxy/inband.h) */
     size_t inband_max_body;                      /* body bytes held for in-band headers */
+    size_t inband_hold_total;                    /* ... by all answers together (process-wide) */
     enum event_log_format event_log_format;
     int public_attestation;                      /* the attestation routes need no token */
     enum gpu_evidence_mode gpu_evidence;

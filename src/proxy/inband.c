@@ -6,7 +6,7 @@
 const char *const inband_reason_names[INBAND_R_N] = {
     [INBAND_R_DISABLED] = "disabled",    [INBAND_R_TOO_LARGE] = "too-large",
     [INBAND_R_NO_TE] = "no-te-trailers", [INBAND_R_UNSAFE_TEXT] = "unsafe-text",
-    [INBAND_R_NO_MEMORY] = "no-memory",
+    [INBAND_R_NO_MEMORY] = "no-memory",  [INBAND_R_BUSY] = "busy",
 };
 
 const char *const inband_mode_names[INBAND_M_N] = {

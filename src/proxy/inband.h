@@ -37,6 +37,7 @@ enum inband_reason {
     INBAND_R_NO_TE,        /* a stream, and the request had no TE: trailers */
     INBAND_R_UNSAFE_TEXT,  /* the signed text is not a plain header value (MODEL_NAME) */
     INBAND_R_NO_MEMORY,    /* the body could not be held */
+    INBAND_R_BUSY,         /* holding it would pass INBAND_HOLD_TOTAL (all answers together) */
     INBAND_R_N
 };
 extern const char *const inband_reason_names[INBAND_R_N];

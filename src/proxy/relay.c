@@ -14,6 +14,7 @@
 #include "proxy/relay.h"
 
 #include <sodium.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -120,6 +121,7 @@ struct relay {
     int te_trailers;                    /* the request sent TE: trailers */
     int ib;                             /* enum ib_how, decided at the engine's head */
     int ib_reason;                      /* IBH_UNAVAIL: enum inband_reason */
+    size_t ib_held;                     /* IBH_HEADERS: bytes of hold counted in g_ib_held */
     int ib_signed;                      /* ib_sig holds this answer's stored signatures */
     sigstore_sig_t ib_sig;
 };
@@ -136,6 +138,34 @@ static const conn_owner_ops_t RELAY_OPS = {"relay", relay_on_abort, relay_on_dra
 
 static void relay_job_work(e2ee_job_t *j);
 static void relay_job_done(e2ee_job_t *j);
+
+/* Body bytes held for in-band headers by every relay of the process (INBAND_HOLD_TOTAL). */
+static _Atomic size_t g_ib_held;
+
+/* IBH_HEADERS: counts the hold's growth; 0, or -1 when the process-wide total would pass
+ * INBAND_HOLD_TOTAL (nothing counted then). */
+static int ib_hold_count(relay_t *r)
+{
+    if (r->hold.len <= r->ib_held)
+        return 0;
+    size_t d = r->hold.len - r->ib_held;
+    size_t now = atomic_fetch_add(&g_ib_held, d) + d;
+    if (now > r->aw->app->cfg->inband_hold_total) {
+        atomic_fetch_sub(&g_ib_held, d);
+        return -1;
+    }
+    r->ib_held = r->hold.len;
+    return 0;
+}
+
+/* The hold was sent or dropped: its bytes leave the total. */
+static void ib_hold_uncount(relay_t *r)
+{
+    if (r->ib_held) {
+        atomic_fetch_sub(&g_ib_held, r->ib_held);
+        r->ib_held = 0;
+    }
+}
 
 static void relay_destroy(relay_t *r)
 {
@@ -183,6 +213,7 @@ static void relay_put(relay_t *r)
         r->job.sess = NULL;
     }
     buf_free(&r->own_body);
+    ib_hold_uncount(r);
     buf_free(&r->hold); /* up to 64 KiB, and only on some routes: not kept for the next one */
     r->c = NULL;
     r->req = NULL;
@@ -570,6 +601,7 @@ static void relay_announce(relay_t *r, conn_t *c)
             conn_write_body(c, r->hold.data, r->hold.len);
     }
     buf_reset(&r->hold);
+    ib_hold_uncount(r);
 }
 
 /* RF_HOLD, after bytes were added: the head goes out when the id it waits for is known (or
@@ -578,9 +610,10 @@ static void relay_announce(relay_t *r, conn_t *c)
 static void relay_hold_check(relay_t *r)
 {
     if (r->ib == IBH_HEADERS) {
-        if (r->hold.len > r->aw->app->cfg->inband_max_body) {
+        int too_large = r->hold.len > r->aw->app->cfg->inband_max_body;
+        if (too_large || ib_hold_count(r) != 0) {
             r->ib = IBH_UNAVAIL;
-            r->ib_reason = INBAND_R_TOO_LARGE;
+            r->ib_reason = too_large ? INBAND_R_TOO_LARGE : INBAND_R_BUSY;
             relay_announce(r, r->c);
         }
         return;

@@ -360,6 +360,32 @@ test('INBAND_SIGNATURES=all: every signed answer, asked or not; too-large beyond
   assert.equal(cleanExitProblems(B.child), null);
 });
 
+test('INBAND_HOLD_TOTAL: an answer that would pass the process-wide hold budget says unavailable; reason=busy, and what was held is given back', async () => {
+  const E = await startProxy(mock.url, { env: { INBAND_HOLD_TOTAL: '2000' } });
+  try {
+    const att = await attestedAddresses(E.port);
+    const bigReq = Buffer.from(JSON.stringify(CHAT({ max_tokens: 600 })));
+    const smallReq = Buffer.from(JSON.stringify(CHAT({ max_tokens: 3 })));
+    for (let i = 0; i < 5; i++) {
+      const big = await exchange(E.port, { path: '/v1/chat/completions', body: bigReq, headers: ASK });
+      assert.equal(big.status, 200);
+      assert.ok(big.body.length > 2000, `the body is ${big.body.length} bytes`);
+      assert.equal(big.headers['x-signature-inband'], 'unavailable; reason=busy');
+      for (const k of FIELDS) assert.equal(big.headers[k], undefined);
+      const id = JSON.parse(big.body).id;
+      assert.equal(big.headers['x-signature-id'], id);
+      await checkRouteOnly(E.port, id, bigReq, big.body, { attested: att });
+      // the budget was given back: an answer that fits is signed in band again
+      const small = await exchange(E.port, { path: '/v1/chat/completions', body: smallReq, headers: ASK });
+      assert.equal(small.headers['x-signature-inband'], 'headers', `round ${i}`);
+      checkFields(small.headers, smallReq, small.body, { attested: att });
+    }
+    const m = (await getPath(E.port, '/metrics')).body.toString();
+    assert.match(m, /^vllm_proxy_inband_unavailable_total\{reason="busy"\} 5$/m);
+  } finally { await E.stop(); }
+  assert.equal(cleanExitProblems(E.child), null);
+});
+
 test('INBAND_SIGNATURES=off: a request asking is told unavailable; reason=disabled; one not asking gets nothing', async () => {
   const C = await startProxy(mock.url, { env: { INBAND_SIGNATURES: 'off' } });
   try {
