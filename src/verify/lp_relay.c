@@ -996,7 +996,8 @@ static size_t on_sighead(char *p, size_t sz, size_t nm, void *ud)
 }
 
 /* The easy handle for this pin generation: a new one (so no connection made under an older
- * pin is reused) when the pins changed. Common options set. */
+ * pin is reused) when the pins changed, with the options common to every request; else the
+ * same one as it is (no curl_easy_reset: the per-request options are all set by set_request). */
 static CURL *handle_for(conn_t *c, const lp_pins_t *pins)
 {
     if (c->curl && c->curl_gen != pins->generation) {
@@ -1006,13 +1007,13 @@ static CURL *handle_for(conn_t *c, const lp_pins_t *pins)
         c->curl = NULL;
         c->multi = NULL;
     }
-    if (!c->curl) {
+    if (c->curl && c->multi)
+        return c->curl;
+    if (!c->curl)
         c->curl = curl_easy_init();
+    if (!c->multi)
         c->multi = curl_multi_init();
-        c->curl_gen = pins->generation;
-    } else {
-        curl_easy_reset(c->curl);
-    }
+    c->curl_gen = pins->generation;
     CURL *h = c->curl;
     if (!h || !c->multi)
         return NULL;
@@ -1034,6 +1035,35 @@ static CURL *handle_for(conn_t *c, const lp_pins_t *pins)
         curl_easy_setopt(h, CURLOPT_PINNEDPUBLICKEY, pins->curl_pin);
     }
     return h;
+}
+
+/* Every option one request sets, set for each (the handle is reused as the last request left
+ * it): the URL, the headers, the method and its body, the total timeout (0: none) and the
+ * callbacks. method: "GET", "HEAD", or any other, sent with body[0..n). */
+static void set_request(CURL *h, const char *url, struct curl_slist *l, const char *method,
+                        const char *body, size_t n, long timeout_s, curl_write_callback on_head,
+                        void *head_ud, curl_write_callback on_data, void *data_ud)
+{
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, l);
+    curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, NULL);
+    curl_easy_setopt(h, CURLOPT_NOBODY, 0L);
+    if (strcmp(method, "GET") == 0) {
+        curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);
+    } else if (strcmp(method, "HEAD") == 0) {
+        curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
+    } else {
+        if (strcmp(method, "POST") != 0)
+            curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
+        curl_easy_setopt(h, CURLOPT_POST, 1L);
+        curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)n);
+        curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
+    }
+    curl_easy_setopt(h, CURLOPT_TIMEOUT, timeout_s);
+    curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_head);
+    curl_easy_setopt(h, CURLOPT_HEADERDATA, head_ud);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_data);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, data_ud);
 }
 
 /* curl_easy_perform through this connection's multi handle, so that between two bursts of
@@ -1114,13 +1144,7 @@ static const char *fetch_sig(conn_t *c, const lp_pins_t *pins, const char *id, c
         goto out;
     }
     struct curl_slist *l = auth_header(c, NULL);
-    curl_easy_setopt(h, CURLOPT_URL, u.data);
-    curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);
-    curl_easy_setopt(h, CURLOPT_HTTPHEADER, l);
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_sigbody);
-    curl_easy_setopt(h, CURLOPT_WRITEDATA, &b);
-    curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_sighead);
-    curl_easy_setopt(h, CURLOPT_TIMEOUT, g_o->timeout_s);
+    set_request(h, u.data, l, "GET", NULL, 0, g_o->timeout_s, on_sighead, NULL, on_sigbody, &b);
     CURLcode rc = lp_perform(c, h, NULL);
     long st = 0;
     curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &st);
@@ -1405,23 +1429,8 @@ again:;
     for (size_t i = 0; e2h && e2h[i]; i++)
         l = curl_slist_append(l, e2h[i]);
     l = auth_header(c, l);
-    curl_easy_setopt(h, CURLOPT_URL, url.data);
-    curl_easy_setopt(h, CURLOPT_HTTPHEADER, l);
-    if (strcmp(c->method, "GET") == 0) {
-        curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);
-    } else if (strcmp(c->method, "HEAD") == 0) {
-        curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
-    } else {
-        if (strcmp(c->method, "POST") != 0)
-            curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, c->method);
-        curl_easy_setopt(h, CURLOPT_POST, 1L);
-        curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)send_n);
-        curl_easy_setopt(h, CURLOPT_POSTFIELDS, send_p);
-    }
-    curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_rheader);
-    curl_easy_setopt(h, CURLOPT_HEADERDATA, &x);
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_rbody);
-    curl_easy_setopt(h, CURLOPT_WRITEDATA, &x);
+    /* no total timeout: a stream may run longer than --timeout (LOW_SPEED bounds a stall) */
+    set_request(h, url.data, l, c->method, send_p, send_n, 0L, on_rheader, &x, on_rbody, &x);
     x.want_body_id = is_signed;
     CURLcode rc = lp_perform(c, h, &x);
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, NULL);

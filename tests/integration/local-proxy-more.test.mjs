@@ -13,6 +13,7 @@
 
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import http from 'node:http';
 import net from 'node:net';
 import { haveBinary, sleep, MODEL } from './lib/harness.mjs';
 import { rawRequest } from './lib/http.mjs';
@@ -95,6 +96,40 @@ describe('local verifying proxy: a remote without in-band signatures (the signat
     assert.equal(raw.status, 200);
     assert.equal(raw.headers['x-verify'], 'verified');
     assert.equal(raw.headers['x-signature-inband'], undefined);
+  });
+
+  test('one app connection, one reused curl handle: each request goes out with its own method, body and timeout (HEAD, POST, GET, DELETE in turn)', async () => {
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    const req = (method, p, body) => new Promise((resolve, reject) => {
+      const r = http.request({ host: '127.0.0.1', port: lp.port, path: p, method, agent,
+        headers: body ? { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body) } : {} }, (res) => {
+        const c = [], port = res.socket.localPort;
+        res.on('data', (d) => c.push(d));
+        res.on('end', () => resolve({ status: res.statusCode, head: res.headers, body: Buffer.concat(c).toString(), port }));
+      });
+      r.on('error', reject);
+      r.end(body);
+    });
+    const chat = JSON.stringify(chatReq());
+    const n0 = tamper.stats().seq.length;
+    const got = [];
+    for (const [m, p, b] of [['HEAD', '/v1/models'], ['POST', '/v1/chat/completions', chat], ['GET', '/v1/models'],
+      ['DELETE', '/v1/models'], ['POST', '/v1/chat/completions', chat], ['GET', '/v1/models']]) got.push(await req(m, p, b));
+    agent.destroy();
+    assert.equal(new Set(got.map((r) => r.port)).size, 1, 'one app connection throughout');
+    assert.deepEqual(tamper.stats().seq.slice(n0), ['HEAD /v1/models', 'POST /v1/chat/completions', 'GET /v1/signature/*',
+      'GET /v1/signature/*', 'GET /v1/models', 'DELETE /v1/models', 'POST /v1/chat/completions', 'GET /v1/signature/*',
+      'GET /v1/signature/*', 'GET /v1/models']);
+    for (const i of [1, 4]) {
+      assert.equal(got[i].status, 200);
+      assert.equal(got[i].head['x-verify'], 'verified');
+      assert.match(JSON.parse(got[i].body).choices[0].message.content, /Hello/);
+    }
+    assert.equal(got[0].body, '');
+    assert.equal(got[2].status, 200);
+    assert.ok(JSON.parse(got[2].body).data.length > 0);
+    assert.equal(got[5].status, 200);
+    assert.equal(JSON.parse(got[5].body).data[0].id, JSON.parse(got[2].body).data[0].id);
   });
 
   test('another valid record swapped in on the signature route: 502 / error event naming signature.text, nothing released', async () => {

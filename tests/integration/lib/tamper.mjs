@@ -158,7 +158,7 @@ export async function startTamper({ target, mode = 'pass' } = {}) {
     if (!ctx) { ctx = tls.createSecureContext({ cert: c.certPem, key: c.keyPem }); ctxCache.set(c.certPem, ctx); }
     return ctx;
   };
-  const stats = { requests: {}, connections: 0, flipped: 0, droppedTrailers: 0, swapped: 0, replayed: 0 };
+  const stats = { requests: {}, seq: [], connections: 0, flipped: 0, droppedTrailers: 0, swapped: 0, replayed: 0 };
   const prev = {}; // previous answer's signature fields (lower-case name → value)
   const prevSigBody = {}; // signing_algo → {head fields, body} of the previous /v1/signature answer
   let firstReport = null; // raw bytes of the first report answer
@@ -198,6 +198,8 @@ export async function startTamper({ target, mode = 'pass' } = {}) {
         const [method, target_, version] = req.first.split(' ');
         const pathOnly = (target_ ?? '').split('?')[0];
         stats.requests[pathOnly] = (stats.requests[pathOnly] ?? 0) + 1;
+        stats.seq.push(`${method} ${pathOnly.startsWith('/v1/signature/') ? '/v1/signature/*' : pathOnly}`);
+        if (stats.seq.length > 200) stats.seq.shift();
         // the request body, raw; a client that waits for 100 Continue (libcurl does for large
         // bodies) gets it here, and the head goes on without its Expect
         const parts = [headRaw];
