@@ -1027,6 +1027,9 @@ static CURL *handle_for(conn_t *c, const lp_pins_t *pins)
     curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
     curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, g_o->timeout_s);
     curl_easy_setopt(h, CURLOPT_TCP_NODELAY, 1L);
+    /* through an https_proxy: the proxy's CONNECT answer is not the remote's head (the pinned
+     * key is checked inside the tunnel all the same) */
+    curl_easy_setopt(h, CURLOPT_SUPPRESS_CONNECT_HEADERS, 1L);
     curl_easy_setopt(h, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
     if (g_remote_https) {
         /* the attested key is the trust, not a CA: see the top of this file */
@@ -1357,16 +1360,17 @@ static void relay_once(conn_t *c, const char *path, size_t path_n)
     char e2desc[96];
     lp_e2ee_err_t ee;
     memset(&ee, 0, sizeof ee);
-    int e2pol = lp_e2ee_policy(g_o->e2ee, &pins, c->method, route, e2desc, sizeof e2desc, &ee);
-    if (e2pol == LP_E2EE_REFUSE || (e2pol == LP_E2EE_SEAL && app_does_e2ee(c, &ee))) {
-        e2ee_refuse(c, &ee);
-        return;
-    }
-
     buf_t url = BUF_INIT;
     buf_printf(&url, "%s%s", g_remote, c->url.data);
     int tries = 0;
 again:;
+    /* decided under this attempt's pins: a retry after a key change may have other keys */
+    int e2pol = lp_e2ee_policy(g_o->e2ee, &pins, c->method, route, e2desc, sizeof e2desc, &ee);
+    if (e2pol == LP_E2EE_REFUSE || (e2pol == LP_E2EE_SEAL && app_does_e2ee(c, &ee))) {
+        e2ee_refuse(c, &ee);
+        buf_free(&url);
+        return;
+    }
     rx_t x;
     memset(&x, 0, sizeof x);
     x.c = c;

@@ -224,6 +224,48 @@ describe('local verifying proxy: key changes', { skip: !have && 'vllm-proxy-veri
   });
 });
 
+describe('local verifying proxy: through an https_proxy (CONNECT)', { skip: !have && 'vllm-proxy-verify not built' }, () => {
+  let remote, lp, cproxy, tunnels = 0;
+  before(async () => {
+    remote = await startRemote();
+    // a forward proxy that tunnels CONNECT to the remote's TLS port, as a corporate proxy does
+    cproxy = http.createServer((req, res) => { res.writeHead(405); res.end(); });
+    cproxy.on('connect', (req, sock, head) => {
+      tunnels++;
+      const up = net.connect(remote.tlsPort, '127.0.0.1', () => {
+        sock.write('HTTP/1.1 200 Connection Established\r\nProxy-Agent: test\r\n\r\n');
+        if (head.length) up.write(head);
+        up.pipe(sock);
+        sock.pipe(up);
+      });
+      up.on('error', () => sock.destroy());
+      sock.on('error', () => up.destroy());
+    });
+    await new Promise((r) => cproxy.listen(0, '127.0.0.1', r));
+    const purl = `http://127.0.0.1:${cproxy.address().port}`;
+    lp = await startLocal(remote.url, ['--allow-simulated', '--e2ee', 'off'],
+      { env: { https_proxy: purl, HTTPS_PROXY: purl, no_proxy: '', NO_PROXY: '' } });
+  });
+  after(async () => {
+    await lp?.stop();
+    assert.equal(lp?.problems() ?? null, null);
+    cproxy?.close();
+    await remote?.stop();
+  });
+
+  test('the proxy\'s CONNECT answer is not taken for the remote\'s head: answers verify, streamed and not', async () => {
+    const client = sdk(lp);
+    const c = await client.chat.completions.create(chatReq());
+    assert.equal(typeof c.choices[0].message.content, 'string');
+    const text = await collect(await client.chat.completions.create(chatReq({ stream: true })));
+    assert.ok(text.length > 0);
+    assert.ok(tunnels > 0, 'the remote was reached through the CONNECT proxy');
+    const st = await lp.status();
+    assert.equal(st.answers.rejected, 0);
+    assert.equal(st.answers.verified, 2);
+  });
+});
+
 describe('local verifying proxy: limits, timeouts, browsers, hostile apps', { skip: !have && 'vllm-proxy-verify not built' }, () => {
   let remote, lp, lpMany;
   const HEAD_MS = 1000, BODY_MS = 1500, IDLE_MS = 3000;
