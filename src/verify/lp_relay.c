@@ -37,6 +37,7 @@
 #include <sodium.h>
 
 #include "core/sha.h"
+#include "http/server.h"
 #include "verify/lp_e2ee.h"
 #include "verify/vsig.h"
 
@@ -78,30 +79,6 @@ static int send_all(int fd, const void *p, size_t n)
         n -= (size_t)w;
     }
     return 0;
-}
-
-static const char *reason_phrase(long st)
-{
-    switch (st) {
-    case 200: return "OK";
-    case 201: return "Created";
-    case 204: return "No Content";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 413: return "Payload Too Large";
-    case 422: return "Unprocessable Entity";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    default: return st >= 200 && st < 300 ? "OK" : "Status";
-    }
 }
 
 /* Case-insensitive equality of s[0..n) with the NUL-terminated t. */
@@ -318,11 +295,11 @@ static int send_head_body(conn_t *c, long status, const char *ctype, size_t len,
     char h[2048];
     buf_t big = BUF_INIT;
     const char *hp = h;
-    int n = snprintf(h, sizeof h, fmt, status, reason_phrase(status), ctype, len,
+    int n = snprintf(h, sizeof h, fmt, status, http_status_text((int)status), ctype, len,
                      extra ? extra : "", close_after ? "Connection: close\r\n" : "");
     if (n > 0 && (size_t)n >= sizeof h) {
         /* many headers passed back: the same head, built on the heap */
-        buf_printf(&big, fmt, status, reason_phrase(status), ctype, len, extra ? extra : "",
+        buf_printf(&big, fmt, status, http_status_text((int)status), ctype, len, extra ? extra : "",
                    close_after ? "Connection: close\r\n" : "");
         hp = big.data;
         n = big.data ? (int)big.len : -1;
@@ -733,7 +710,7 @@ static int stream_head(rx_t *x)
     buf_printf(&c->tmp,
                "HTTP/1.1 %ld %s\r\nContent-Type: %s\r\nTransfer-Encoding: chunked\r\n"
                "Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n",
-               x->status, reason_phrase(x->status), x->ctype);
+               x->status, http_status_text((int)x->status), x->ctype);
     return_headers(c, &c->tmp);
     if (c->e2ee)
         buf_printf(&c->tmp, "X-Verify-E2EE: %s\r\n", lp_e2ee_describe(c->e2ee));
