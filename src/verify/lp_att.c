@@ -562,6 +562,15 @@ static int answer_locked(lp_pins_t *out, char *why, size_t cap)
     return 0;
 }
 
+/* Under S.mu: waits (up to ms) until verification round `want` has finished or stop. */
+static void wait_round_locked(uint64_t want, int ms)
+{
+    struct timespec ts = mono_after_ms(ms);
+    while (S.finished < want && !S.stop)
+        if (pthread_cond_timedwait(&S.done, &S.mu, &ts) == ETIMEDOUT)
+            break;
+}
+
 int lp_att_pins(lp_pins_t *out, char *why, size_t cap)
 {
     pthread_mutex_lock(&S.mu);
@@ -570,12 +579,8 @@ int lp_att_pins(lp_pins_t *out, char *why, size_t cap)
      * meanwhile. A finished one that failed (or no result within the wait) answers why. */
     if (!S.verified && S.running && !S.stop) {
         uint64_t want = S.kick_want > S.finished ? S.kick_want : S.finished == 0 ? 1 : 0;
-        if (want) {
-            struct timespec ts = mono_after_ms(LP_PINS_WAIT_MS);
-            while (S.finished < want && !S.stop)
-                if (pthread_cond_timedwait(&S.done, &S.mu, &ts) == ETIMEDOUT)
-                    break;
-        }
+        if (want)
+            wait_round_locked(want, LP_PINS_WAIT_MS);
     }
     int rc = answer_locked(out, why, cap);
     pthread_mutex_unlock(&S.mu);
@@ -602,12 +607,8 @@ int lp_att_kick(const char *reason, int wait_ms, lp_pins_t *out, char *why, size
         S.kick_want = want;
     S.pending = 1;
     pthread_cond_signal(&S.wake);
-    if (wait_ms > 0) {
-        struct timespec ts = mono_after_ms(wait_ms);
-        while (S.finished < want && !S.stop)
-            if (pthread_cond_timedwait(&S.done, &S.mu, &ts) == ETIMEDOUT)
-                break;
-    }
+    if (wait_ms > 0)
+        wait_round_locked(want, wait_ms);
     int rc = answer_locked(out, why, cap);
     pthread_mutex_unlock(&S.mu);
     return rc;
